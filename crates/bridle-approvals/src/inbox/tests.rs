@@ -1,0 +1,122 @@
+use bridle_core::auth::Principal;
+use bridle_proto::Approval;
+
+use super::pages::{self, Item, Rights};
+use super::session::Visitor;
+use crate::record::RunContext;
+
+fn visitor() -> Visitor {
+    Visitor {
+        principal: Principal::anonymous(),
+        csrf: "c5f".into(),
+        new_csrf_cookie: None,
+        logged_in: false,
+    }
+}
+
+fn item(args: &str, state: i32) -> Item {
+    Item {
+        approval: Approval {
+            id: "apr_01".into(),
+            tenant: "acme".into(),
+            agent: "analyst".into(),
+            run_id: "run_01".into(),
+            step: 2,
+            call_id: "call\"><x>".into(),
+            tool: "delete-dataset".into(),
+            arguments_json: args.into(),
+            arguments_sha256: "ab".repeat(32),
+            risk: 3,
+            state,
+            policy_reason: "<b>destructive</b>".into(),
+            decided_by: "eve <script>".into(),
+            ..Default::default()
+        },
+        context: RunContext {
+            tokens_so_far: Some(1200),
+            cost_nano_usd: Some(2_500_000),
+        },
+    }
+}
+
+#[test]
+fn everything_rendered_is_escaped() {
+    let evil =
+        r#"{"q":"</pre><script>alert(1)</script><img src=x onerror=alert(2)>","a":"' \" &"}"#;
+    let rights = Rights {
+        decide: true,
+        name_field: true,
+    };
+    for state in [1, 2] {
+        let page = pages::list(&visitor(), &rights, "acme", "pending", &[item(evil, state)]);
+        assert!(!page.contains("<script"), "{page}");
+        assert!(!page.contains("<img"), "{page}");
+        assert!(!page.contains("<b>"), "{page}");
+        assert!(!page.contains("<x>"), "{page}");
+        assert!(
+            page.contains("&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{page}"
+        );
+        assert!(page.contains("&#x27; \\&quot; &amp;"), "{page}");
+    }
+    assert_eq!(
+        pages::esc(r#"<a href="x" title='y'>&</a>"#),
+        "&lt;a href=&quot;x&quot; title=&#x27;y&#x27;&gt;&amp;&lt;/a&gt;"
+    );
+}
+
+#[test]
+fn a_pending_call_shows_its_context_and_a_bound_form() {
+    let rights = Rights {
+        decide: true,
+        name_field: false,
+    };
+    let page = pages::list(
+        &visitor(),
+        &rights,
+        "acme",
+        "pending",
+        &[item(r#"{"dataset":"old"}"#, 1)],
+    );
+    for want in [
+        "data-approval=\"apr_01\"",
+        "<dd class=\"agent\">analyst</dd>",
+        "run_01 · step 2",
+        "1200 tokens · $0.002500",
+        "risk-destructive",
+        "&quot;dataset&quot;: &quot;old&quot;",
+        "<input type=\"hidden\" name=\"csrf\" value=\"c5f\">",
+        &format!(
+            "<input type=\"hidden\" name=\"sha\" value=\"{}\">",
+            "ab".repeat(32)
+        ),
+        "value=\"approve\">Approve</button>",
+        "value=\"deny\">Deny</button>",
+    ] {
+        assert!(page.contains(want), "{want} missing from {page}");
+    }
+    assert!(
+        !page.contains("name=\"approver\""),
+        "the name comes from the login"
+    );
+
+    // Without the approver role: no form. Decided: no form, who decided instead.
+    let viewer = Rights {
+        decide: false,
+        name_field: false,
+    };
+    let page = pages::list(&visitor(), &viewer, "acme", "pending", &[item("{}", 1)]);
+    assert!(!page.contains("<form class=\"decide\""), "{page}");
+    let page = pages::detail(
+        &visitor(),
+        &rights,
+        &item("{}", 2),
+        Some("already approved"),
+    );
+    assert!(!page.contains("<form class=\"decide\""), "{page}");
+    assert!(page.contains("by eve &lt;script&gt;"), "{page}");
+    assert!(
+        page.contains("<p class=\"notice error\">already approved</p>"),
+        "{page}"
+    );
+}

@@ -1,0 +1,120 @@
+//! `bridle.v1.Manifests` of the approvals service: the shared manifest service, plus what only
+//! this service can check — the Cedar text of each `Policy` parses and validates against the
+//! schema — with problems reported at their line of the manifest file.
+
+use std::sync::Arc;
+
+use bridle_core::manifest::{Manifest, ManifestError, Owner, ValidationErrors, cedar_line};
+use bridle_core::manifest_service::{ManifestsService, parse_request};
+use bridle_proto::manifests_server::Manifests;
+use bridle_proto::{
+    ApplyRequest, ApplyResponse, DeleteManifestRequest, DeleteManifestResponse,
+    ListManifestsRequest, ListManifestsResponse, ManifestDocument,
+};
+use tonic::{Request, Response, Status};
+
+use crate::cedar::{CedarProblem, compile_manifest};
+use crate::policies::Policies;
+
+pub struct PolicyManifests {
+    inner: ManifestsService,
+    policies: Arc<Policies>,
+}
+
+impl PolicyManifests {
+    pub fn new(inner: ManifestsService, policies: Arc<Policies>) -> Self {
+        Self { inner, policies }
+    }
+}
+
+fn tenant_or_default(t: &str) -> String {
+    if t.is_empty() {
+        bridle_core::manifest::DEFAULT_TENANT.to_string()
+    } else {
+        t.to_string()
+    }
+}
+
+/// One Cedar problem as a manifest error: at its file line when the document has line
+/// numbers, else with its line within the Cedar text in the message.
+pub fn locate(doc: &ManifestDocument, name: &str, p: &CedarProblem) -> ManifestError {
+    let file_line = p
+        .line
+        .and_then(|l| cedar_line(doc.first_line, &doc.yaml, l));
+    let at = match (p.line, p.column) {
+        (Some(l), Some(c)) => format!("line {l}, column {c} of the Cedar text"),
+        (Some(l), None) => format!("line {l} of the Cedar text"),
+        _ => "the Cedar text".to_string(),
+    };
+    let message = if file_line.is_some() {
+        format!("{} ({at})", p.message)
+    } else {
+        format!("{at}: {}", p.message)
+    };
+    ManifestError {
+        source: if doc.source.is_empty() {
+            "<request>".into()
+        } else {
+            doc.source.clone()
+        },
+        line: file_line,
+        subject: Some(format!("Policy '{name}'")),
+        field: "spec.cedar".into(),
+        message,
+    }
+}
+
+/// Every problem of every Policy in the request.
+pub fn check_policies(docs: &[ManifestDocument], manifests: &[Manifest]) -> Vec<ManifestError> {
+    let mut out = Vec::new();
+    for (m, d) in manifests.iter().zip(docs) {
+        if let Manifest::Policy(p) = m
+            && let Err(problems) = compile_manifest(&p.metadata.name, &p.spec.cedar)
+        {
+            out.extend(problems.iter().map(|pr| locate(d, &p.metadata.name, pr)));
+        }
+    }
+    out
+}
+
+#[tonic::async_trait]
+impl Manifests for PolicyManifests {
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let r = req.get_ref();
+        let manifests = parse_request(&r.documents, &r.tenant, Some(Owner::Approvals))?;
+        let problems = check_policies(&r.documents, &manifests);
+        if !problems.is_empty() {
+            return Err(bridle_core::Error::from(ValidationErrors(problems)).into());
+        }
+        let dry_run = r.dry_run;
+        let mut tenants: Vec<String> = manifests.iter().map(|m| m.tenant().to_string()).collect();
+        tenants.sort();
+        tenants.dedup();
+        let resp = self.inner.apply(req).await?;
+        if !dry_run {
+            for t in &tenants {
+                self.policies.changed(t).await?;
+            }
+        }
+        Ok(resp)
+    }
+
+    async fn list_manifests(
+        &self,
+        req: Request<ListManifestsRequest>,
+    ) -> Result<Response<ListManifestsResponse>, Status> {
+        self.inner.list_manifests(req).await
+    }
+
+    async fn delete_manifest(
+        &self,
+        req: Request<DeleteManifestRequest>,
+    ) -> Result<Response<DeleteManifestResponse>, Status> {
+        let tenant = tenant_or_default(&req.get_ref().tenant);
+        let resp = self.inner.delete_manifest(req).await?;
+        if resp.get_ref().deleted {
+            self.policies.changed(&tenant).await?;
+        }
+        Ok(resp)
+    }
+}

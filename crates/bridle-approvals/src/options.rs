@@ -1,0 +1,213 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use bridle_core::config::{self, ServerOptions};
+
+/// Options of the approvals service (`BRIDLE_APPROVALS_*` env, or keys in its config file).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Options {
+    #[serde(flatten)]
+    pub server: ServerOptions,
+    /// Redis holding approvals, their indexes, the event stream and the audit trail.
+    pub redis_url: String,
+    /// Prefix of every key this deployment writes.
+    pub key_prefix: String,
+    /// How long a pending approval lives when the request does not say.
+    #[serde(with = "humantime_serde")]
+    pub approval_ttl: Duration,
+    /// How often the expiry sweeper looks for pending approvals past their expiry.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// The web inbox (`[inbox]`, `BRIDLE_APPROVALS_INBOX__LISTEN`, ...).
+    pub inbox: InboxOptions,
+    /// The webhook posted for every new pending approval (`[webhook]`,
+    /// `BRIDLE_APPROVALS_WEBHOOK__URL`, ...).
+    pub webhook: WebhookOptions,
+}
+
+/// The web inbox: server-rendered pages on a second (HTTP) listener.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InboxOptions {
+    /// Address of the inbox; unset = no inbox. Port 0 picks a free port.
+    pub listen: Option<SocketAddr>,
+    /// Write the inbox's bound address here once listening (for supervisors and tests).
+    pub addr_file: Option<PathBuf>,
+    /// The inbox as people reach it ("https://approvals.example.com"), for links in webhook
+    /// messages.
+    pub public_url: Option<String>,
+    /// Mark cookies `Secure` (set this when the inbox is served over HTTPS, as it must be
+    /// anywhere but a developer's machine).
+    pub secure_cookies: bool,
+    /// How long a login lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+impl Default for InboxOptions {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            addr_file: None,
+            public_url: None,
+            secure_cookies: false,
+            session_ttl: Duration::from_secs(8 * 3600),
+        }
+    }
+}
+
+/// A Slack-compatible webhook for new pending approvals.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhookOptions {
+    /// Where to POST; unset = no webhook. A secret (Slack's URLs are bearer tokens): never
+    /// logged or written back.
+    #[serde(skip_serializing)]
+    pub url: Option<SecretString>,
+    /// Deadline of one delivery attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per approval before it is given up (logged).
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubles each time, up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Put the call's arguments (truncated) in the message. They may hold data that should not
+    /// go to chat; turn this off and approvers follow the link to the inbox.
+    pub include_arguments: bool,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout: Duration::from_secs(10),
+            max_attempts: 8,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            include_arguments: true,
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            server: ServerOptions::with_port(50054),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "bridle".into(),
+            approval_ttl: Duration::from_secs(3600),
+            sweep_interval: Duration::from_secs(5),
+            inbox: InboxOptions::default(),
+            webhook: WebhookOptions::default(),
+        }
+    }
+}
+
+impl config::Options for Options {
+    const SERVICE: &'static str = "approvals";
+
+    fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.server.validate(&mut out);
+        config::check_url("redis_url", &self.redis_url, &["redis", "rediss"], &mut out);
+        if self.key_prefix.is_empty() {
+            out.push("key_prefix: must not be empty".into());
+        } else if self.key_prefix.contains(['{', '}']) {
+            // The service places its own hash tag; a second one would move keys between slots.
+            out.push("key_prefix: must not contain '{' or '}'".into());
+        }
+        if self.approval_ttl.is_zero() {
+            out.push("approval_ttl: must be more than zero".into());
+        }
+        if self.sweep_interval.is_zero() {
+            out.push("sweep_interval: must be more than zero".into());
+        }
+        if let Some(u) = &self.inbox.public_url {
+            config::check_url("inbox.public_url", u, &["http", "https"], &mut out);
+        }
+        if self.inbox.session_ttl.is_zero() {
+            out.push("inbox.session_ttl: must be more than zero".into());
+        }
+        if let Some(u) = &self.webhook.url {
+            // Not config::check_url: its message quotes the value, and this one is a secret.
+            match url::Url::parse(u.expose_secret()) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") => {}
+                Ok(p) => out.push(format!(
+                    "webhook.url: scheme '{}' is not one of http, https",
+                    p.scheme()
+                )),
+                Err(e) => out.push(format!("webhook.url: not a URL ({e})")),
+            }
+        }
+        if self.webhook.max_attempts == 0 {
+            out.push("webhook.max_attempts: must be at least 1".into());
+        }
+        if self.webhook.timeout.is_zero() {
+            out.push("webhook.timeout: must be more than zero".into());
+        }
+        if self.webhook.backoff.is_zero() || self.webhook.max_backoff < self.webhook.backoff {
+            out.push(
+                "webhook.backoff: must be more than zero and at most webhook.max_backoff".into(),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bridle_core::config::Options as _;
+
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let o = Options::default();
+        assert_eq!(o.server.listen.port(), 50054);
+        assert_eq!(o.approval_ttl, Duration::from_secs(3600));
+        assert_eq!(o.sweep_interval, Duration::from_secs(5));
+        assert!(o.validate().is_empty(), "{:?}", o.validate());
+    }
+
+    #[test]
+    fn problems_name_their_key() {
+        let o = Options {
+            redis_url: "http://x".into(),
+            key_prefix: "a{b}".into(),
+            approval_ttl: Duration::ZERO,
+            sweep_interval: Duration::ZERO,
+            webhook: WebhookOptions {
+                url: Some(SecretString::from("ftp://hooks.example/T0KEN-SECRET")),
+                max_attempts: 0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let p = o.validate();
+        for key in [
+            "redis_url:",
+            "key_prefix:",
+            "approval_ttl:",
+            "sweep_interval:",
+            "webhook.url:",
+            "webhook.max_attempts:",
+        ] {
+            assert!(
+                p.iter().any(|m| m.starts_with(key)),
+                "{key} missing from {p:?}"
+            );
+        }
+        assert!(
+            !p.iter().any(|m| m.contains("T0KEN-SECRET")),
+            "the webhook URL is a secret: {p:?}"
+        );
+    }
+}

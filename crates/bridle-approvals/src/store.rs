@@ -1,0 +1,399 @@
+//! Approvals in Redis: every change is one Lua script (audit record, event, state, indexes),
+//! so a change is all-or-nothing and a refused audit write stops it (fail closed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bridle_core::redis_util::{self, Keys};
+use bridle_core::timeutil::now_ms;
+use bridle_proto::{Approval, ApprovalState};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script, ScriptInvocation};
+
+use crate::Error;
+use crate::keys::ApprovalKeys;
+use crate::policy::Decision;
+use crate::record::{self, APPROVED, DENIED, EXPIRED, NewApproval, PENDING, fmt_ms, lapsed};
+
+struct Scripts {
+    evaluate: Script,
+    decide: Script,
+    expire: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let prelude = include_str!("lua/prelude.lua");
+        let with = |body: &str| Script::new(&format!("{prelude}\n{body}"));
+        Self {
+            evaluate: with(include_str!("lua/evaluate.lua")),
+            decide: with(include_str!("lua/decide.lua")),
+            expire: with(include_str!("lua/expire.lua")),
+        }
+    }
+}
+
+/// What recording an evaluation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EvalOutcome {
+    /// Allowed or denied; no approval involved.
+    Decided,
+    Created(String),
+    /// The call already has this approval (same arguments).
+    Existing(String),
+    /// The call already has an approval, for other arguments.
+    Conflict {
+        id: String,
+        stored_sha256: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    client: redis::Client,
+    shown_url: String,
+    keys: ApprovalKeys,
+    scripts: Arc<Scripts>,
+}
+
+fn tag(reply: &[String]) -> &str {
+    reply.first().map(String::as_str).unwrap_or("")
+}
+
+fn arg(reply: &[String], i: usize) -> &str {
+    reply.get(i).map(String::as_str).unwrap_or("")
+}
+
+fn unexpected(script: &str, reply: &[String]) -> Error {
+    Error::Core(bridle_core::Error::internal(format!(
+        "{script} script answered {:?}",
+        reply.first()
+    )))
+}
+
+impl Store {
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
+        let conn = redis_util::connect(url).await?;
+        let shown_url = redis_util::display_url(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| bridle_core::Error::Config(format!("redis url {shown_url}: {e}")))?;
+        Ok(Self {
+            conn,
+            client,
+            shown_url,
+            keys: ApprovalKeys::new(&Keys::new(prefix)),
+            scripts: Arc::new(Scripts::new()),
+        })
+    }
+
+    /// The shared connection, for the manifest store beside the approvals.
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub fn keys(&self) -> &ApprovalKeys {
+        &self.keys
+    }
+
+    /// A connection of its own, for blocking reads that must not hold up the shared one.
+    pub async fn dedicated_connection(
+        &self,
+        response_timeout: std::time::Duration,
+    ) -> Result<redis::aio::MultiplexedConnection, Error> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_response_timeout(Some(response_timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| {
+                bridle_core::Error::unavailable(format!("redis at {}", self.shown_url), e).into()
+            })
+    }
+
+    fn audit_failed(&self, err: &str) -> Error {
+        Error::AuditUnavailable(format!(
+            "cannot append to stream {}: {err}",
+            self.keys.audit()
+        ))
+    }
+
+    /// Adds the KEYS of decide.lua / expire.lua (the transition layout in prelude.lua).
+    fn transition_keys(&self, inv: &mut ScriptInvocation<'_>, id: &str, tenant: &str) {
+        let k = &self.keys;
+        inv.key(k.approval(id))
+            .key(k.audit())
+            .key(k.events())
+            .key(k.events_seq())
+            .key(k.index(tenant, PENDING))
+            .key(k.index(tenant, APPROVED))
+            .key(k.index(tenant, DENIED))
+            .key(k.index(tenant, EXPIRED))
+            .key(k.expiring());
+    }
+
+    /// Audits one evaluation and, for REQUIRE_APPROVAL, binds the call to an approval: the one
+    /// it already has, or `a` (created pending).
+    pub async fn record_evaluation(
+        &self,
+        decision: Decision,
+        reason: &str,
+        a: &NewApproval,
+    ) -> Result<EvalOutcome, Error> {
+        let k = &self.keys;
+        let mut inv = self.scripts.evaluate.prepare_invoke();
+        inv.key(k.call(&a.tenant, &a.run_id, a.step, &a.call_id))
+            .key(k.audit())
+            .key(k.events())
+            .key(k.events_seq())
+            .key(k.approval(&a.id))
+            .key(k.index(&a.tenant, PENDING))
+            .key(k.run(&a.tenant, &a.run_id))
+            .key(k.expiring())
+            .arg(fmt_ms(a.created_ms))
+            .arg(decision.as_str())
+            .arg(reason);
+        for (name, value) in a.fields() {
+            inv.arg(name).arg(value);
+        }
+        let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        match tag(&reply) {
+            "decided" => Ok(EvalOutcome::Decided),
+            "created" => Ok(EvalOutcome::Created(arg(&reply, 1).to_string())),
+            "existing" => Ok(EvalOutcome::Existing(arg(&reply, 1).to_string())),
+            "conflict" => Ok(EvalOutcome::Conflict {
+                id: arg(&reply, 1).to_string(),
+                stored_sha256: arg(&reply, 2).to_string(),
+            }),
+            "audit_failed" => Err(self.audit_failed(arg(&reply, 1))),
+            _ => Err(unexpected("evaluate", &reply)),
+        }
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<Approval>, Error> {
+        let fields: HashMap<String, String> =
+            self.conn.clone().hgetall(self.keys.approval(id)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        record::from_fields(&fields).map(Some)
+    }
+
+    async fn load_many(&self, ids: &[String]) -> Result<Vec<Approval>, Error> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.keys.approval(id));
+        }
+        let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        // An index entry whose approval is gone is skipped, not an error: indexes are derived.
+        all.iter()
+            .filter(|f| !f.is_empty())
+            .map(record::from_fields)
+            .collect()
+    }
+
+    /// The approval; a pending one past its expiry is stored as expired first.
+    pub async fn get(&self, id: &str) -> Result<Approval, Error> {
+        let a = self
+            .load(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let now = now_ms();
+        if !lapsed(&a, now) {
+            return Ok(a);
+        }
+        if let Err(e) = self.expire_one(id, &a.tenant, now).await {
+            // Still reported as expired: an expired approval counts as denied either way.
+            tracing::warn!(approval = id, "cannot store the expiry: {e}");
+            return Ok(Approval {
+                state: ApprovalState::Expired as i32,
+                ..a
+            });
+        }
+        self.load(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// PENDING -> EXPIRED if its time is up. True when this call made the change.
+    async fn expire_one(&self, id: &str, tenant: &str, now: i64) -> Result<bool, Error> {
+        let mut inv = self.scripts.expire.prepare_invoke();
+        self.transition_keys(&mut inv, id, tenant);
+        inv.arg(fmt_ms(now)).arg(now).arg(tenant).arg(id);
+        let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        match tag(&reply) {
+            "expired" => Ok(true),
+            "not_found" | "not_pending" | "not_due" => Ok(false),
+            "audit_failed" => Err(self.audit_failed(arg(&reply, 1))),
+            _ => Err(unexpected("expire", &reply)),
+        }
+    }
+
+    /// Expires up to `limit` pending approvals whose time is up; returns how many this
+    /// replica expired (another replica may win some of them, which is fine).
+    pub async fn expire_due(&self, limit: usize) -> Result<usize, Error> {
+        let now = now_ms();
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.expiring())
+            .arg("-inf")
+            .arg(now)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut expired = 0;
+        for id in ids {
+            let tenant: Option<String> = self
+                .conn
+                .clone()
+                .hget(self.keys.approval(&id), "tenant")
+                .await?;
+            match tenant {
+                Some(t) => expired += usize::from(self.expire_one(&id, &t, now).await?),
+                None => {
+                    let _: i64 = self.conn.clone().zrem(self.keys.expiring(), &id).await?;
+                }
+            }
+        }
+        Ok(expired)
+    }
+
+    /// The tenant an approval belongs to (None when there is no such approval). Reads nothing
+    /// else and changes nothing (unlike `get`, which stores a lapsed approval as expired).
+    pub async fn tenant_of(&self, id: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .conn
+            .clone()
+            .hget(self.keys.approval(id), "tenant")
+            .await?)
+    }
+
+    /// Decides a pending approval, once.
+    pub async fn decide(
+        &self,
+        id: &str,
+        approve: bool,
+        approver: &str,
+        reason: &str,
+        want_sha256: &str,
+    ) -> Result<Approval, Error> {
+        let tenant: Option<String> = self
+            .conn
+            .clone()
+            .hget(self.keys.approval(id), "tenant")
+            .await?;
+        let tenant = tenant.ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let now = now_ms();
+        let outcome = if approve { APPROVED } else { DENIED };
+        let mut inv = self.scripts.decide.prepare_invoke();
+        self.transition_keys(&mut inv, id, &tenant);
+        inv.arg(fmt_ms(now))
+            .arg(now)
+            .arg(outcome)
+            .arg(approver)
+            .arg(reason)
+            .arg(want_sha256)
+            .arg(&tenant);
+        let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let ms = |i: usize| {
+            arg(&reply, i)
+                .parse::<i64>()
+                .map(fmt_ms)
+                .unwrap_or_else(|_| "?".into())
+        };
+        match tag(&reply) {
+            "decided" => self
+                .load(id)
+                .await?
+                .ok_or_else(|| Error::NotFound(id.to_string())),
+            "not_found" => Err(Error::NotFound(id.to_string())),
+            "not_pending" => Err(Error::Refused(match arg(&reply, 1) {
+                EXPIRED => format!(
+                    "approval {id} expired at {}; it can no longer be decided",
+                    ms(4)
+                ),
+                state => format!(
+                    "approval {id} is already {state} by {} at {}",
+                    arg(&reply, 2),
+                    ms(3)
+                ),
+            })),
+            "expired" => Err(Error::Refused(format!(
+                "approval {id} expired at {}; it can no longer be decided",
+                ms(1)
+            ))),
+            "args_changed" => Err(Error::Refused(format!(
+                "the arguments of approval {id} changed: it binds to arguments with sha256 {}, \
+                 the decision was made for {want_sha256}; review the call again",
+                arg(&reply, 1)
+            ))),
+            "audit_failed" => Err(self.audit_failed(arg(&reply, 1))),
+            // The tenant is never rewritten, so this is a broken invariant.
+            _ => Err(unexpected("decide", &reply)),
+        }
+    }
+
+    /// What approvers see of each approval's run (same order as `ids`; unknown when gone).
+    pub async fn run_contexts(&self, ids: &[String]) -> Result<Vec<record::RunContext>, Error> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.keys.approval(id));
+        }
+        let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(all.iter().map(record::run_context).collect())
+    }
+
+    /// Approvals of `tenant` in `state`, newest first; of one run when `run_id` is given.
+    pub async fn list(
+        &self,
+        tenant: &str,
+        state: ApprovalState,
+        run_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, Error> {
+        // The sweeper runs every few seconds; catching up here keeps "pending" honest.
+        if let Err(e) = self.expire_due(100).await {
+            tracing::warn!("cannot expire lapsed approvals before listing: {e}");
+        }
+        let now = now_ms();
+        let want = state as i32;
+        let ids: Vec<String> = match run_id {
+            // A run has few approvals: read them all and filter by state.
+            Some(run) => {
+                self.conn
+                    .clone()
+                    .zrevrange(self.keys.run(tenant, run), 0, -1)
+                    .await?
+            }
+            None => {
+                let key = self.keys.index(tenant, record::state_name(state));
+                let stop = isize::try_from(limit)
+                    .unwrap_or(isize::MAX)
+                    .saturating_sub(1);
+                self.conn.clone().zrevrange(key, 0, stop).await?
+            }
+        };
+        let mut out: Vec<Approval> = self
+            .load_many(&ids)
+            .await?
+            .into_iter()
+            .map(|mut a| {
+                if lapsed(&a, now) {
+                    a.state = ApprovalState::Expired as i32;
+                }
+                a
+            })
+            .filter(|a| a.state == want)
+            .collect();
+        out.truncate(limit);
+        Ok(out)
+    }
+}

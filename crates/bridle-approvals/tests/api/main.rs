@@ -1,0 +1,16 @@
+//! The approvals service in process, against a real redis-server per test.
+
+// Helpers outside #[test] functions are test code too (clippy.toml only exempts the latter).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod audit;
+mod browser;
+mod decide;
+mod evaluate;
+mod expiry;
+mod helpers;
+mod inbox;
+mod list;
+mod policies;
+mod watch;
+mod webhook;

@@ -1,0 +1,117 @@
+//! `bridle approvals list | approve ID | deny ID --reason TEXT`.
+
+use std::process::ExitCode;
+
+use bridle_core::redact::preview;
+use bridle_proto as pb;
+
+use crate::conn::{ConnArgs, status};
+use crate::out;
+
+#[derive(clap::Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending approvals (or those of a run).
+    List {
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Approve one pending call.
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Who approves (defaults to $USER).
+        #[arg(long)]
+        approver: Option<String>,
+    },
+    /// Deny one pending call; the reason is given to the model.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        approver: Option<String>,
+    },
+}
+
+fn whoami(a: Option<String>) -> String {
+    a.or_else(|| std::env::var("USER").ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "cli".into())
+}
+
+pub async fn approvals(conn: &ConnArgs, c: ApprovalsCommand) -> anyhow::Result<ExitCode> {
+    let mut client = conn.approvals().await?;
+    match c {
+        ApprovalsCommand::List { run } => {
+            let resp = client
+                .list(pb::ListApprovalsRequest {
+                    // With an API key the service uses the key's tenant.
+                    tenant: if conn.tenant.is_empty() && conn.api_key.is_none() {
+                        bridle_core::manifest::DEFAULT_TENANT.to_string()
+                    } else {
+                        conn.tenant.clone()
+                    },
+
+                    state: pb::ApprovalState::Pending as i32,
+                    run_id: run.unwrap_or_default(),
+                    page_size: 100,
+                })
+                .await
+                .map_err(|s| status("listing approvals", s))?
+                .into_inner();
+            if resp.approvals.is_empty() {
+                out::err("no pending approvals");
+            }
+            for a in resp.approvals {
+                out::line(&format!(
+                    "{}  run {}  agent {}  tool {}  args {}",
+                    a.id,
+                    a.run_id,
+                    a.agent,
+                    a.tool,
+                    preview(&a.arguments_json, 120)
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ApprovalsCommand::Approve {
+            id,
+            reason,
+            approver,
+        } => decide(&mut client, id, true, reason, whoami(approver)).await,
+        ApprovalsCommand::Deny {
+            id,
+            reason,
+            approver,
+        } => decide(&mut client, id, false, reason, whoami(approver)).await,
+    }
+}
+
+async fn decide(
+    client: &mut bridle_proto::approvals_client::ApprovalsClient<crate::conn::Ch>,
+    id: String,
+    approve: bool,
+    reason: String,
+    approver: String,
+) -> anyhow::Result<ExitCode> {
+    let a = client
+        .decide(pb::DecideRequest {
+            id,
+            approve,
+            reason,
+            arguments_sha256: String::new(),
+            approver,
+        })
+        .await
+        .map_err(|s| status(if approve { "approving" } else { "denying" }, s))?
+        .into_inner();
+    out::line(&format!(
+        "{} {} by {} (run {} resumes)",
+        a.id,
+        if approve { "approved" } else { "denied" },
+        a.decided_by,
+        a.run_id
+    ));
+    Ok(ExitCode::SUCCESS)
+}

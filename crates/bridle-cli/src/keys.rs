@@ -1,0 +1,137 @@
+//! `bridle keys`: API keys. `bootstrap` writes the first admin key straight into Redis (for a
+//! new deployment, run where Redis is reachable); the rest go through the orchestrator.
+
+use std::process::ExitCode;
+
+use bridle_core::auth::{ApiKeyStore, Role};
+use bridle_core::redis_util::Keys;
+use bridle_proto as pb;
+
+use crate::conn::{ConnArgs, status};
+use crate::out;
+
+#[derive(clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a key (needs an admin key). Prints the key once.
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+        /// Roles: admin, operator, approver, viewer (repeat or comma-separate).
+        #[arg(long = "role", value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+    /// Create the first admin key of a tenant directly in Redis.
+    Bootstrap {
+        #[arg(long, env = "BRIDLE_REDIS_URL")]
+        redis_url: String,
+        #[arg(long, env = "BRIDLE_KEY_PREFIX", default_value = "bridle")]
+        key_prefix: String,
+        #[arg(long = "for-tenant", default_value = "default")]
+        for_tenant: String,
+        #[arg(long, default_value = "bootstrap admin")]
+        name: String,
+    },
+    /// Who the harness thinks you are.
+    Whoami,
+}
+
+pub async fn keys(conn: &ConnArgs, c: KeysCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        KeysCommand::Bootstrap {
+            redis_url,
+            key_prefix,
+            for_tenant,
+            name,
+        } => {
+            let redis = bridle_core::redis_util::connect(&redis_url).await?;
+            let store = ApiKeyStore::new(redis, &Keys::new(&key_prefix));
+            let (secret, rec) = store.create(&for_tenant, &name, &[Role::Admin]).await?;
+            out::err(&format!(
+                "created admin key {} for tenant {} — store it now, it is not shown again:",
+                rec.id, rec.tenant
+            ));
+            out::line(&secret);
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Create { name, roles } => {
+            let r = conn
+                .admin()
+                .await?
+                .create_api_key(pb::CreateApiKeyRequest {
+                    tenant: conn.tenant.clone(),
+                    name,
+                    roles,
+                })
+                .await
+                .map_err(|s| status("creating the key", s))?
+                .into_inner();
+            let k = r.key.unwrap_or_default();
+            out::err(&format!(
+                "created key {} ({}) for tenant {} with roles {} — store it now, it is not shown again:",
+                k.id,
+                k.name,
+                k.tenant,
+                k.roles.join(", ")
+            ));
+            out::line(&r.secret);
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::List => {
+            let r = conn
+                .admin()
+                .await?
+                .list_api_keys(pb::ListApiKeysRequest {
+                    tenant: conn.tenant.clone(),
+                })
+                .await
+                .map_err(|s| status("listing keys", s))?
+                .into_inner();
+            for k in r.keys {
+                out::line(&format!(
+                    "{}  {:<12} {:<24} {}{}",
+                    k.id,
+                    k.tenant,
+                    k.name,
+                    k.roles.join(","),
+                    if k.revoked { "  (revoked)" } else { "" }
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Revoke { id } => {
+            conn.admin()
+                .await?
+                .revoke_api_key(pb::RevokeApiKeyRequest { id: id.clone() })
+                .await
+                .map_err(|s| status("revoking the key", s))?;
+            out::line(&format!("{id} revoked"));
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Whoami => {
+            let r = conn
+                .admin()
+                .await?
+                .who_am_i(pb::WhoAmIRequest {})
+                .await
+                .map_err(|s| status("asking", s))?
+                .into_inner();
+            out::line(&format!(
+                "{} ({}) tenant {} roles {}",
+                r.name,
+                r.id,
+                if r.tenant.is_empty() {
+                    "any"
+                } else {
+                    &r.tenant
+                },
+                r.roles.join(",")
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! `bridle`: the command line of the Bridle agent runtime.
+//!
+//! `bridle dev` runs the whole harness in one process (starting Redis and an OpenBao dev server
+//! as child processes when none is configured); the other commands talk to a running harness
+//! over gRPC. Output goes to stdout, diagnostics to stderr; the exit status says how it went.
+
+mod apply;
+mod approvals;
+mod conn;
+mod dev;
+mod keys;
+mod out;
+mod render;
+mod run;
+mod runs;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bridle",
+    version,
+    about = "The governed runtime for LLM agents"
+)]
+struct Cli {
+    #[command(flatten)]
+    conn: conn::ConnArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole harness (all five services) in this process, for a laptop.
+    Dev(dev::DevArgs),
+    /// Validate manifests and apply them, all or nothing.
+    Apply(apply::ApplyArgs),
+    /// Start a run of an agent.
+    Run(run::RunArgs),
+    /// List and inspect runs.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// List and decide pending approvals.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            out::err(&format!("bridle: cannot start the async runtime: {e}"));
+            return ExitCode::from(70);
+        }
+    };
+    rt.block_on(async move {
+        let r = match cli.command {
+            Command::Dev(a) => dev::dev(a).await,
+            Command::Apply(a) => apply::apply(&cli.conn, a).await,
+            Command::Run(a) => run::run(&cli.conn, a).await,
+            Command::Runs(c) => runs::runs(&cli.conn, c).await,
+            Command::Approvals(c) => approvals::approvals(&cli.conn, c).await,
+            Command::Keys(c) => keys::keys(&cli.conn, c).await,
+        };
+        match r {
+            Ok(code) => code,
+            Err(e) => {
+                out::err(&format!("error: {e:#}"));
+                ExitCode::from(1)
+            }
+        }
+    })
+}

@@ -1,0 +1,214 @@
+//! The quickstart through the real `bridle` binary: `bridle dev` (which starts its own Redis and
+//! OpenBao dev server), `bridle apply`, `bridle run --watch`, `bridle approvals approve`,
+//! `bridle runs show`, then a graceful stop.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+struct Cli {
+    bin: std::path::PathBuf,
+    server: String,
+    approvals: String,
+}
+
+impl Cli {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env("BRIDLE_SERVER", &self.server)
+            .env("BRIDLE_APPROVALS_SERVER", &self.approvals)
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "bridle {args:?} failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_through_bridle_dev() {
+    bridle_testkit::docker::ensure_sandbox_image("python")
+        .await
+        .unwrap();
+    let root = bridle_testkit::paths::workspace_root();
+    let bin = bridle_testkit::paths::binary("bridle").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut dev = Command::new(&bin);
+    dev.arg("dev")
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--redis-port")
+        .arg(bridle_testkit::ports::free_port().unwrap().to_string())
+        .arg("--bao-port")
+        .arg(bridle_testkit::ports::free_port().unwrap().to_string())
+        .env("BRIDLE_LOG_FORMAT", "text")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("BRIDLE_REDIS_URL")
+        .env_remove("BRIDLE_SECRETS_VAULT_ADDR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(data.path().join("dev.out")).unwrap(),
+        ))
+        .kill_on_drop(true);
+    for svc in ["ORCHESTRATOR", "ROUTER", "TOOLS", "APPROVALS", "SECRETS"] {
+        dev.env(format!("BRIDLE_{svc}_LISTEN"), "127.0.0.1:0");
+    }
+    dev.env("BRIDLE_ROUTER_HTTP_LISTEN", "127.0.0.1:0")
+        .env("BRIDLE_APPROVALS_INBOX__LISTEN", "127.0.0.1:0");
+
+    let mut dev = dev.spawn().unwrap();
+    let state = data.path().join("dev.json");
+    let endpoints: serde_json::Value =
+        bridle_testkit::wait_for("bridle dev to be ready", Duration::from_secs(60), || {
+            let state = state.clone();
+            async move {
+                std::fs::read_to_string(&state)
+                    .ok()
+                    .and_then(|s| serde_json::from_str(&s).ok())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", log(data.path())));
+    let cli = Cli {
+        bin: bin.clone(),
+        server: endpoints["orchestrator"].as_str().unwrap().to_string(),
+        approvals: endpoints["approvals"].as_str().unwrap().to_string(),
+    };
+
+    let q = root.join("examples/quickstart");
+    let applied = cli
+        .ok(&[
+            "apply",
+            "-f",
+            q.join("tools.yaml").to_str().unwrap(),
+            "-f",
+            q.join("agent.yaml").to_str().unwrap(),
+            "-f",
+            q.join("routes/scripted.yaml").to_str().unwrap(),
+        ])
+        .await;
+    assert!(applied.contains("Agent/data-analyst created"), "{applied}");
+    assert!(applied.contains("Tool/python created"), "{applied}");
+    assert!(
+        applied.contains("ModelRoute/quickstart created"),
+        "{applied}"
+    );
+
+    let run = cli
+        .cmd()
+        .args([
+            "run",
+            "data-analyst",
+            "--watch",
+            "--input",
+            "Monthly sales ... average and best month? Then delete sales-2024-raw.",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let approval = bridle_testkit::wait_for("a pending approval", Duration::from_secs(120), || {
+        let cli = &cli;
+        async move {
+            let out = cli.cmd().args(["approvals", "list"]).output().await.ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find(|l| l.starts_with("apr_"))
+                .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log(data.path())));
+    let approved = cli
+        .ok(&[
+            "approvals",
+            "approve",
+            &approval,
+            "--reason",
+            "archived elsewhere",
+            "--approver",
+            "carol",
+        ])
+        .await;
+    assert!(approved.contains("approved by carol"), "{approved}");
+
+    let out = tokio::time::timeout(Duration::from_secs(120), run.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let watched = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "run --watch exit {:?}:\n{watched}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        log(data.path())
+    );
+    for want in [
+        "scripted reply",
+        "average month: 162.00 thousand USD",
+        "best month: Dec with 205 thousand USD",
+        "needs approval",
+        "awaiting approval",
+        "approved by carol",
+        "dataset 'sales-2024-raw' deleted",
+        "run succeeded (final answer)",
+    ] {
+        assert!(watched.contains(want), "missing {want:?} in:\n{watched}");
+    }
+
+    let listed = cli.ok(&["runs", "list"]).await;
+    let run_id = listed.split_whitespace().next().unwrap().to_string();
+    assert!(run_id.starts_with("run_"), "{listed}");
+    assert!(
+        listed.contains("succeeded") && listed.contains("[scripted]"),
+        "{listed}"
+    );
+    let shown = cli.ok(&["runs", "show", &run_id]).await;
+    for want in [
+        "step 1",
+        "step 2",
+        "step 3",
+        "tool    python ok (exit 0)",
+        "approval apr_",
+        "run succeeded",
+    ] {
+        assert!(shown.contains(want), "missing {want:?} in:\n{shown}");
+    }
+
+    // Graceful stop: SIGTERM, then everything (children included) exits.
+    let pid = dev.id().unwrap().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "bridle dev exit {status:?}\n{}",
+        log(data.path())
+    );
+    assert!(!state.exists(), "dev.json is removed on stop");
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("dev.out")).unwrap_or_default()
+}

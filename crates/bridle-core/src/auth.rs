@@ -1,0 +1,569 @@
+//! Who is calling, and what they may do.
+//!
+//! Callers present a Bridle API key (`authorization: Bearer bk_...`); keys are stored hashed
+//! (SHA-256: they are long random strings, so a slow hash buys nothing) with a tenant and roles.
+//! Services calling services present the deployment's internal token instead (until mTLS
+//! identities replace it). With `auth = "off"` (the default for `bridle dev` and tests) every
+//! caller is an anonymous admin of any tenant.
+//!
+//! The [`AuthLayer`] authenticates every gRPC request (health and reflection excepted) and puts
+//! the [`Principal`] in the request's extensions; handlers read it with [`principal`], which
+//! fails closed: a request that did not pass the layer has no roles at all.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use redis::aio::ConnectionManager;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::Error;
+use crate::redis_util::Keys;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything within the key's tenant.
+    Admin,
+    /// Applies manifests, starts and cancels runs.
+    Operator,
+    /// Decides approvals.
+    Approver,
+    /// Reads runs, events, approvals and manifests.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Approver => "approver",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Role, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "operator" => Ok(Role::Operator),
+            "approver" => Ok(Role::Approver),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(format!(
+                "'{other}' is not a role (admin, operator, approver, viewer)"
+            )),
+        }
+    }
+}
+
+/// The caller of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// Key id ("key_..."), service name, or "anonymous".
+    pub id: String,
+    /// Human-readable name of the key or service.
+    pub name: String,
+    /// The tenant the caller is bound to; `None` = any tenant (services, auth off).
+    pub tenant: Option<String>,
+    pub roles: Vec<Role>,
+    /// A Bridle service, not a person or an application.
+    pub service: bool,
+}
+
+impl Principal {
+    /// Everyone, when auth is off.
+    pub fn anonymous() -> Self {
+        Principal {
+            id: "anonymous".into(),
+            name: "anonymous".into(),
+            tenant: None,
+            roles: vec![Role::Admin],
+            service: false,
+        }
+    }
+
+    pub fn service(name: &str) -> Self {
+        Principal {
+            id: format!("service:{name}"),
+            name: name.into(),
+            tenant: None,
+            roles: vec![Role::Admin],
+            service: true,
+        }
+    }
+
+    /// A request that did not pass the auth layer: may do nothing.
+    pub fn nobody() -> Self {
+        Principal {
+            id: "nobody".into(),
+            name: "unauthenticated".into(),
+            tenant: Some(String::new()),
+            roles: vec![],
+            service: false,
+        }
+    }
+
+    /// Admin implies every role; operator and approver each imply viewer.
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&Role::Admin)
+            || self.roles.contains(&role)
+            || (role == Role::Viewer
+                && self
+                    .roles
+                    .iter()
+                    .any(|r| matches!(r, Role::Operator | Role::Approver)))
+    }
+
+    pub fn require(&self, role: Role) -> Result<(), Error> {
+        if self.has(role) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(format!(
+                "{} '{}' does not have the {} role (it has: {})",
+                if self.service { "service" } else { "API key" },
+                self.name,
+                role.as_str(),
+                if self.roles.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.roles
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )))
+        }
+    }
+
+    /// The tenant a request acts for: the caller's own when it is bound to one (a different
+    /// requested tenant is refused), else the requested one, else "default".
+    pub fn tenant_for(&self, requested: &str) -> Result<String, Error> {
+        match &self.tenant {
+            Some(t) if requested.is_empty() || requested == t => Ok(t.clone()),
+            Some(t) => Err(Error::PermissionDenied(format!(
+                "API key '{}' belongs to tenant '{t}' and cannot act for tenant '{requested}'",
+                self.name
+            ))),
+            None if requested.is_empty() => Ok(crate::manifest::DEFAULT_TENANT.to_string()),
+            None => Ok(requested.to_string()),
+        }
+    }
+
+    /// Whether the caller may see things of `tenant`.
+    pub fn sees(&self, tenant: &str) -> bool {
+        self.tenant.as_deref().is_none_or(|t| t == tenant)
+    }
+}
+
+/// The principal of a gRPC request (fails closed: no principal, no roles).
+pub fn principal<T>(req: &tonic::Request<T>) -> Principal {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(Principal::nobody)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Every caller is an anonymous admin (dev, tests).
+    #[default]
+    Off,
+    /// API keys for people and applications, the internal token for services.
+    Keys,
+}
+
+/// A stored API key (never its plaintext).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub tenant: String,
+    pub roles: Vec<Role>,
+    pub created_ms: i64,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// API keys in Redis, by the SHA-256 of their plaintext.
+#[derive(Clone)]
+pub struct ApiKeyStore {
+    conn: ConnectionManager,
+    by_hash: String,
+    by_id: String,
+}
+
+pub const KEY_PREFIX: &str = "bk_";
+
+fn hash(plaintext: &str) -> String {
+    hex::encode(sha2::Sha256::digest(plaintext.as_bytes()))
+}
+
+impl ApiKeyStore {
+    pub fn new(conn: ConnectionManager, keys: &Keys) -> Self {
+        Self {
+            conn,
+            by_hash: keys.key("auth:{keys}"),
+            by_id: keys.key("auth:{keys}:ids"),
+        }
+    }
+
+    /// Creates a key; the plaintext is returned once and never stored.
+    pub async fn create(
+        &self,
+        tenant: &str,
+        name: &str,
+        roles: &[Role],
+    ) -> Result<(String, KeyRecord), Error> {
+        crate::ids::check_name(tenant)
+            .map_err(|e| Error::InvalidArgument(format!("tenant: {e}")))?;
+        if name.trim().is_empty() {
+            return Err(Error::InvalidArgument("name: must not be empty".into()));
+        }
+        if roles.is_empty() {
+            return Err(Error::InvalidArgument(
+                "roles: at least one role is required".into(),
+            ));
+        }
+        let secret: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(40)
+            .map(char::from)
+            .collect();
+        let plaintext = format!("{KEY_PREFIX}{secret}");
+        let rec = KeyRecord {
+            id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            name: name.to_string(),
+            tenant: tenant.to_string(),
+            roles: roles.to_vec(),
+            created_ms: crate::timeutil::now_ms(),
+            revoked: false,
+        };
+        let json = serde_json::to_string(&rec).map_err(Error::internal)?;
+        let h = hash(&plaintext);
+        let mut c = self.conn.clone();
+        let () = redis::pipe()
+            .atomic()
+            .hset(&self.by_hash, &h, json)
+            .ignore()
+            .hset(&self.by_id, &rec.id, &h)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok((plaintext, rec))
+    }
+
+    pub async fn verify(&self, plaintext: &str) -> Result<Option<KeyRecord>, Error> {
+        if !plaintext.starts_with(KEY_PREFIX) || plaintext.len() > 128 {
+            return Ok(None);
+        }
+        let mut c = self.conn.clone();
+        let json: Option<String> = redis::cmd("HGET")
+            .arg(&self.by_hash)
+            .arg(hash(plaintext))
+            .query_async(&mut c)
+            .await?;
+        let Some(json) = json else { return Ok(None) };
+        let rec: KeyRecord = serde_json::from_str(&json).map_err(Error::internal)?;
+        Ok((!rec.revoked).then_some(rec))
+    }
+
+    /// Keys of a tenant (all tenants with `None`).
+    pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<KeyRecord>, Error> {
+        let mut c = self.conn.clone();
+        let all: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&self.by_hash)
+            .query_async(&mut c)
+            .await?;
+        let mut out: Vec<KeyRecord> = all
+            .values()
+            .filter_map(|j| serde_json::from_str::<KeyRecord>(j).ok())
+            .filter(|r| tenant.is_none_or(|t| r.tenant == t))
+            .collect();
+        out.sort_by_key(|r| r.created_ms);
+        Ok(out)
+    }
+
+    pub async fn revoke(&self, id: &str) -> Result<bool, Error> {
+        let mut c = self.conn.clone();
+        let h: Option<String> = redis::cmd("HGET")
+            .arg(&self.by_id)
+            .arg(id)
+            .query_async(&mut c)
+            .await?;
+        let Some(h) = h else { return Ok(false) };
+        let json: Option<String> = redis::cmd("HGET")
+            .arg(&self.by_hash)
+            .arg(&h)
+            .query_async(&mut c)
+            .await?;
+        let Some(json) = json else { return Ok(false) };
+        let mut rec: KeyRecord = serde_json::from_str(&json).map_err(Error::internal)?;
+        rec.revoked = true;
+        let () = redis::cmd("HSET")
+            .arg(&self.by_hash)
+            .arg(&h)
+            .arg(serde_json::to_string(&rec).map_err(Error::internal)?)
+            .query_async(&mut c)
+            .await
+            .map(|_: i64| ())?;
+        Ok(true)
+    }
+}
+
+/// How long a verified key is trusted without asking Redis again; a revocation takes at most
+/// this long to reach every replica.
+const CACHE_TTL: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Authenticator {
+    mode: AuthMode,
+    store: Option<ApiKeyStore>,
+    internal_token: Option<SecretString>,
+    cache: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
+}
+
+pub const SERVICE_TOKEN_HEADER: &str = "x-bridle-service-token";
+pub const SERVICE_NAME_HEADER: &str = "x-bridle-service";
+
+impl Authenticator {
+    pub fn new(
+        mode: AuthMode,
+        internal_token: Option<SecretString>,
+        store: Option<ApiKeyStore>,
+    ) -> Self {
+        Self {
+            mode,
+            store,
+            internal_token,
+            cache: Arc::default(),
+        }
+    }
+
+    pub fn off() -> Self {
+        Self::new(AuthMode::Off, None, None)
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// Authenticates a bearer token (an API key), for HTTP fronts.
+    pub async fn authenticate_bearer(&self, token: &str) -> Result<Principal, Error> {
+        if self.mode == AuthMode::Off {
+            return Ok(Principal::anonymous());
+        }
+        let h = hash(token);
+        if let Some((p, at)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&h)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(p.clone());
+        }
+        let Some(store) = &self.store else {
+            return Err(Error::Unauthenticated(
+                "this service does not accept API keys".into(),
+            ));
+        };
+        match store.verify(token).await? {
+            Some(rec) => {
+                let p = Principal {
+                    id: rec.id,
+                    name: rec.name,
+                    tenant: Some(rec.tenant),
+                    roles: rec.roles,
+                    service: false,
+                };
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(h, (p.clone(), Instant::now()));
+                Ok(p)
+            }
+            None => Err(Error::Unauthenticated(
+                "the API key is not valid (unknown or revoked)".into(),
+            )),
+        }
+    }
+
+    /// Authenticates a request from its headers.
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, Error> {
+        if self.mode == AuthMode::Off {
+            return Ok(Principal::anonymous());
+        }
+        if let (Some(expected), Some(got)) =
+            (&self.internal_token, headers.get(SERVICE_TOKEN_HEADER))
+        {
+            if constant_time_eq(expected.expose_secret().as_bytes(), got.as_bytes()) {
+                let name = headers
+                    .get(SERVICE_NAME_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("service");
+                return Ok(Principal::service(name));
+            }
+            return Err(Error::Unauthenticated(
+                "the service token is not valid".into(),
+            ));
+        }
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Err(Error::Unauthenticated(
+                "an API key is required: send 'authorization: Bearer <key>'".into(),
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                Error::Unauthenticated("the authorization header must be 'Bearer <key>'".into())
+            })?;
+        self.authenticate_bearer(token.trim()).await
+    }
+
+    pub fn layer(&self) -> AuthLayer {
+        AuthLayer { auth: self.clone() }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Tower layer for tonic servers: authenticates each request and stores its [`Principal`].
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Authenticator,
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Authenticator,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The clone that was made ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            let path = req.uri().path();
+            let open =
+                path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.");
+            // A client certificate verified against the deployment's CA names the service.
+            let peer =
+                req.extensions()
+                    .get::<tonic::transport::server::TlsConnectInfo<
+                        tonic::transport::server::TcpConnectInfo,
+                    >>()
+                    .and_then(|i| i.peer_certs())
+                    .and_then(|certs| certs.first().and_then(|c| common_name(c.as_ref())));
+            if let Some(service) = peer {
+                req.extensions_mut().insert(Principal::service(&service));
+            } else if !open {
+                match auth.authenticate(req.headers()).await {
+                    Ok(p) => {
+                        req.extensions_mut().insert(p);
+                    }
+                    Err(e) => return Ok(tonic::Status::from(e).into_http()),
+                }
+            }
+            inner.call(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_imply() {
+        let p = |roles: Vec<Role>| Principal {
+            roles,
+            ..Principal::anonymous()
+        };
+        assert!(p(vec![Role::Admin]).has(Role::Approver));
+        assert!(p(vec![Role::Operator]).has(Role::Viewer));
+        assert!(!p(vec![Role::Operator]).has(Role::Approver));
+        assert!(!p(vec![Role::Viewer]).has(Role::Operator));
+        assert!(!Principal::nobody().has(Role::Viewer));
+        let e = p(vec![Role::Viewer]).require(Role::Approver).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("does not have the approver role (it has: viewer)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tenants_bind() {
+        let p = Principal {
+            tenant: Some("acme".into()),
+            ..Principal::anonymous()
+        };
+        assert_eq!(p.tenant_for("").unwrap(), "acme");
+        assert_eq!(p.tenant_for("acme").unwrap(), "acme");
+        assert_eq!(
+            p.tenant_for("globex").unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(Principal::anonymous().tenant_for("").unwrap(), "default");
+        assert!(p.sees("acme") && !p.sees("globex"));
+    }
+
+    #[test]
+    fn constant_time() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
+
+/// The subject's common name of a DER certificate.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(cn)
+}

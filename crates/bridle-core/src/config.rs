@@ -1,0 +1,235 @@
+//! Typed options, layered: defaults -> config file -> `BRIDLE_*` environment -> flags.
+//!
+//! Every service has an options struct (serde, with defaults) that implements [`Options`].
+//! [`load`] layers the sources and validates the result; a process calls it before binding any
+//! port, and exits with status 64 (EX_USAGE) on an error, naming the key that is wrong.
+//!
+//! Environment: `BRIDLE_<KEY>` applies to every service (for example `BRIDLE_REDIS_URL`), and
+//! `BRIDLE_<SERVICE>_<KEY>` to one service only (`BRIDLE_ROUTER_LISTEN`), winning over the
+//! shared form. Nested keys use a double underscore.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Exit status for a bad configuration (BSD EX_USAGE), distinct from a crash.
+pub const EXIT_CONFIG: i32 = 64;
+
+pub trait Options: Serialize + DeserializeOwned + Default {
+    /// Service name, lowercase ("router"); also the env prefix `BRIDLE_ROUTER_`.
+    const SERVICE: &'static str;
+
+    /// Checks the values together; returns "key: what is wrong" messages.
+    fn validate(&self) -> Vec<String>;
+}
+
+/// Loads options from the layers and validates them.
+pub fn load<T: Options>(file: Option<&Path>, flags: &impl Serialize) -> Result<T, Error> {
+    let service_prefix = format!("BRIDLE_{}_", T::SERVICE.to_ascii_uppercase());
+    let mut fig = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(Error::Config(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    // The shared prefix must not also pick up the service-specific variables of other
+    // services (BRIDLE_ROUTER_LISTEN is not the orchestrator's "router_listen").
+    let services = [
+        "ORCHESTRATOR_",
+        "ROUTER_",
+        "TOOLS_",
+        "APPROVALS_",
+        "SECRETS_",
+        "DEV_",
+        "CLI_",
+    ];
+    fig = fig
+        .merge(
+            Env::prefixed("BRIDLE_")
+                .filter(move |k| {
+                    let up = k.as_str().to_ascii_uppercase();
+                    !services.iter().any(|s| up.starts_with(s))
+                })
+                .split("__"),
+        )
+        .merge(Env::prefixed(&service_prefix).split("__"))
+        .merge(Serialized::defaults(flags));
+    let opts: T = fig
+        .extract()
+        .map_err(|e| Error::Config(describe_figment_error(e)))?;
+    let problems = opts.validate();
+    if problems.is_empty() {
+        Ok(opts)
+    } else {
+        Err(Error::Config(problems.join("; ")))
+    }
+}
+
+fn describe_figment_error(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|err| {
+            let key = if err.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", err.path.join("."))
+            };
+            let from = err
+                .metadata
+                .as_ref()
+                .map(|m| {
+                    let src = m
+                        .source
+                        .as_ref()
+                        .map(|s| format!(" in {s}"))
+                        .unwrap_or_default();
+                    format!(" (from {}{src})", m.name)
+                })
+                .unwrap_or_default();
+            format!("{key}{}{from}", err.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Options every gRPC server shares.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerOptions {
+    /// Address to listen on; port 0 picks a free port (the bound address is logged and, with
+    /// `addr_file`, written to that file).
+    pub listen: SocketAddr,
+    /// Deadline for unary requests that carry none.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Requests handled at once per connection; more wait.
+    pub concurrency_limit: usize,
+    /// How long shutdown waits for in-flight work.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// Write the bound address here once listening (for supervisors and tests).
+    pub addr_file: Option<PathBuf>,
+    /// `off` (anyone is an anonymous admin: dev and tests) or `keys` (API keys for callers,
+    /// the internal token for services).
+    pub auth: crate::auth::AuthMode,
+    /// The token services present to each other (`x-bridle-service-token`) when auth is on.
+    #[serde(skip_serializing)]
+    pub internal_token: Option<secrecy::SecretString>,
+    /// PEM certificate (and `tls_key`, its key) this service serves with and presents to
+    /// the services it calls. Set all three for mutual TLS between the services.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that signs the services' certificates: servers require client certificates
+    /// from it (the certificate's CN is the calling service), clients verify servers with it.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl ServerOptions {
+    /// Mutual TLS material, when configured.
+    pub fn tls(&self) -> Result<Option<Tls>, Error> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (None, None, None) => Ok(None),
+            (Some(c), Some(k), Some(ca)) => {
+                let read = |p: &PathBuf| {
+                    std::fs::read(p).map_err(|e| Error::Config(format!("{}: {e}", p.display())))
+                };
+                Ok(Some(Tls {
+                    cert: read(c)?,
+                    key: read(k)?,
+                    ca: read(ca)?,
+                }))
+            }
+            _ => Err(Error::Config(
+                "tls_cert, tls_key and tls_ca: set all three for mutual TLS, or none".into(),
+            )),
+        }
+    }
+}
+
+/// Mutual TLS material (PEM).
+#[derive(Clone)]
+pub struct Tls {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub ca: Vec<u8>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls { .. }")
+    }
+}
+
+impl ServerOptions {
+    pub fn with_port(port: u16) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            ..Self::default()
+        }
+    }
+
+    pub fn validate(&self, out: &mut Vec<String>) {
+        if self.request_timeout.is_zero() {
+            out.push("request_timeout: must be more than zero".into());
+        }
+        if self.concurrency_limit == 0 {
+            out.push("concurrency_limit: must be at least 1".into());
+        }
+        if let Err(e) = self.tls() {
+            out.push(
+                e.to_string()
+                    .trim_start_matches("invalid configuration: ")
+                    .to_string(),
+            );
+        }
+        if let Some(t) = &self.internal_token {
+            use secrecy::ExposeSecret as _;
+            if t.expose_secret().len() < 16 {
+                out.push("internal_token: must be at least 16 characters".into());
+            }
+        }
+    }
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            request_timeout: Duration::from_secs(120),
+            concurrency_limit: 256,
+            grace_period: Duration::from_secs(20),
+            addr_file: None,
+            auth: crate::auth::AuthMode::Off,
+            internal_token: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+        }
+    }
+}
+
+/// Checks a URL option: it parses and has one of the schemes.
+pub fn check_url(key: &str, value: &str, schemes: &[&str], out: &mut Vec<String>) {
+    match url::Url::parse(value) {
+        Ok(u) if schemes.contains(&u.scheme()) => {}
+        Ok(u) => out.push(format!(
+            "{key}: scheme '{}' is not one of {}",
+            u.scheme(),
+            schemes.join(", ")
+        )),
+        Err(e) => out.push(format!("{key}: '{value}' is not a URL ({e})")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

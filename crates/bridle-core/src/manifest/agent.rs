@@ -1,0 +1,154 @@
+//! The `Agent` kind: what an agent may do and within which limits.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Problems;
+use crate::ids::{check_name, check_tool_name};
+
+pub const DEFAULT_MAX_STEPS: u32 = 10;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentSpec {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// ModelRoute the agent's model calls go through.
+    pub route: String,
+    /// System prompt.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instructions: String,
+    /// Tools granted to the agent, by name. A tool not listed never runs for it.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub approval: ApprovalSpec,
+    #[serde(default)]
+    pub budget: BudgetSpec,
+    #[serde(default)]
+    pub model: ModelParams,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApprovalSpec {
+    /// Tools that always need a human's approval for this agent (besides destructive ones).
+    #[serde(default)]
+    pub require: Vec<String>,
+    /// How long a pending approval waits before it counts as denied (default 1h).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BudgetSpec {
+    /// Model calls a run may make (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+    /// Input plus output tokens over the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// US dollars over the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_wall_time: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModelParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    /// Context window of the model in tokens; default: known per model, else 128,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+}
+
+pub(super) fn validate(s: &AgentSpec, out: &mut Problems) {
+    if let Err(e) = check_name(&s.route) {
+        out.push(("spec.route".into(), e));
+    }
+    let mut seen = HashSet::new();
+    for (i, t) in s.tools.iter().enumerate() {
+        if let Err(e) = check_tool_name(t) {
+            out.push((format!("spec.tools[{i}]"), e));
+        }
+        if !seen.insert(t) {
+            out.push((format!("spec.tools[{i}]"), format!("'{t}' is listed twice")));
+        }
+    }
+    for (i, t) in s.approval.require.iter().enumerate() {
+        if !s.tools.contains(t) {
+            out.push((
+                format!("spec.approval.require[{i}]"),
+                format!("'{t}' is not one of the agent's tools ({})", list(&s.tools)),
+            ));
+        }
+    }
+    if s.approval.ttl.is_some_and(|t| t.is_zero()) {
+        out.push(("spec.approval.ttl".into(), "must be more than zero".into()));
+    }
+    let b = &s.budget;
+    if b.max_steps == Some(0) {
+        out.push(("spec.budget.maxSteps".into(), "must be at least 1".into()));
+    }
+    if b.max_tokens == Some(0) {
+        out.push(("spec.budget.maxTokens".into(), "must be at least 1".into()));
+    }
+    if let Some(c) = b.max_cost_usd
+        && !(c.is_finite() && c > 0.0)
+    {
+        out.push((
+            "spec.budget.maxCostUsd".into(),
+            format!("must be a positive amount, not {c}"),
+        ));
+    }
+    if b.max_wall_time.is_some_and(|t| t.is_zero()) {
+        out.push((
+            "spec.budget.maxWallTime".into(),
+            "must be more than zero".into(),
+        ));
+    }
+    if let Some(t) = s.model.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        out.push((
+            "spec.model.temperature".into(),
+            format!("must be between 0 and 2, not {t}"),
+        ));
+    }
+    if s.model.context_window.is_some_and(|w| w < 1024) {
+        out.push((
+            "spec.model.contextWindow".into(),
+            "must be at least 1024 tokens".into(),
+        ));
+    }
+    if s.model.max_output_tokens == Some(0) {
+        out.push((
+            "spec.model.maxOutputTokens".into(),
+            "must be at least 1".into(),
+        ));
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}

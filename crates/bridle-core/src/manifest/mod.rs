@@ -1,0 +1,531 @@
+//! Manifests: what users write (YAML, Kubernetes-style, `apiVersion: bridle.dev/v1`), parsed
+//! into typed specs and validated with errors that name the file, the line, the field and what
+//! is wrong. A manifest that holds a literal credential instead of a `secret://` reference is
+//! rejected.
+//!
+//! Every service validates with this same code: the CLI before sending, the orchestrator for
+//! the whole set, and each owning service before it stores its kinds.
+
+mod agent;
+mod binding;
+mod credentials;
+mod policy;
+mod route;
+mod tool;
+mod types;
+mod validate;
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use agent::*;
+pub use binding::*;
+pub use credentials::{SECRET_SCHEME, SecretRef};
+pub use policy::*;
+pub use route::*;
+pub use tool::*;
+pub use types::*;
+
+/// Problems found by validation: (dotted field path, message).
+pub(crate) type Problems = Vec<(String, String)>;
+
+/// Every kind, for messages.
+pub const KINDS: &str = "Agent, Tool, ModelRoute, Policy, SecretBinding";
+
+pub const API_VERSION: &str = "bridle.dev/v1";
+pub const DEFAULT_TENANT: &str = "default";
+
+/// One YAML document of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    /// "path/to/file.yaml" (with "#n" appended for the n-th document of a multi-document file).
+    pub source: String,
+    /// Line of the file the document starts at (1-based).
+    pub first_line: u32,
+    pub yaml: String,
+}
+
+/// Splits a multi-document YAML file on `---` lines, keeping where each document starts.
+/// Documents holding only comments or whitespace are dropped.
+pub fn split_documents(source: &str, text: &str) -> Vec<Document> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1u32;
+    let push = |current: &mut String, start: u32, docs: &mut Vec<Document>| {
+        let meaningful = current
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+        if meaningful {
+            docs.push(Document {
+                source: source.to_string(),
+                first_line: start,
+                yaml: std::mem::take(current),
+            });
+        } else {
+            current.clear();
+        }
+    };
+    for (i, line) in text.lines().enumerate() {
+        let lineno = i as u32 + 1;
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") || t.starts_with("---\t") {
+            push(&mut current, start, &mut docs);
+            start = lineno + 1;
+            continue;
+        }
+        if t == "..." {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    push(&mut current, start, &mut docs);
+    if docs.len() > 1 {
+        for (i, d) in docs.iter_mut().enumerate() {
+            d.source = format!("{}#{}", d.source, i + 1);
+        }
+    }
+    docs
+}
+
+/// One thing wrong with one manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ManifestError {
+    pub source: String,
+    pub line: Option<u32>,
+    /// "Agent 'data-analyst'" once known.
+    pub subject: Option<String>,
+    /// Dotted path of the field ("spec.budget.maxSteps"); empty for the whole document.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.source)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(s) = &self.subject {
+            write!(f, "{s}: ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// Every error found in a set of manifests; nothing of the set was applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<ManifestError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "{n} problem{} in manifests (nothing was applied):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A parsed, validated manifest of any kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Manifest {
+    Agent(Agent),
+    Tool(Tool),
+    ModelRoute(ModelRoute),
+    Policy(Policy),
+    SecretBinding(SecretBinding),
+}
+
+/// The service that stores and serves a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Orchestrator,
+    Router,
+    Tools,
+    Approvals,
+    Secrets,
+}
+
+impl Owner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Owner::Orchestrator => "orchestrator",
+            Owner::Router => "router",
+            Owner::Tools => "tools",
+            Owner::Approvals => "approvals",
+            Owner::Secrets => "secrets",
+        }
+    }
+}
+
+impl Manifest {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Manifest::Agent(_) => "Agent",
+            Manifest::Tool(_) => "Tool",
+            Manifest::ModelRoute(_) => "ModelRoute",
+            Manifest::Policy(_) => "Policy",
+            Manifest::SecretBinding(_) => "SecretBinding",
+        }
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        match self {
+            Manifest::Agent(m) => &m.metadata,
+            Manifest::Tool(m) => &m.metadata,
+            Manifest::ModelRoute(m) => &m.metadata,
+            Manifest::Policy(m) => &m.metadata,
+            Manifest::SecretBinding(m) => &m.metadata,
+        }
+    }
+
+    /// Sets or clears `metadata.tenant` (the CLI clears a tenant it only defaulted, so the
+    /// server fills in the caller's).
+    pub fn set_tenant(&mut self, tenant: Option<String>) {
+        self.metadata_mut().tenant = tenant;
+    }
+
+    pub(crate) fn metadata_mut(&mut self) -> &mut Metadata {
+        match self {
+            Manifest::Agent(m) => &mut m.metadata,
+            Manifest::Tool(m) => &mut m.metadata,
+            Manifest::ModelRoute(m) => &mut m.metadata,
+            Manifest::Policy(m) => &mut m.metadata,
+            Manifest::SecretBinding(m) => &mut m.metadata,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.metadata().name
+    }
+
+    pub fn tenant(&self) -> &str {
+        self.metadata().tenant.as_deref().unwrap_or(DEFAULT_TENANT)
+    }
+
+    pub fn owner(&self) -> Owner {
+        match self {
+            Manifest::Agent(_) => Owner::Orchestrator,
+            Manifest::Tool(_) => Owner::Tools,
+            Manifest::ModelRoute(_) => Owner::Router,
+            Manifest::Policy(_) => Owner::Approvals,
+            Manifest::SecretBinding(_) => Owner::Secrets,
+        }
+    }
+
+    /// Canonical JSON of the manifest, as stored.
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        match self {
+            Manifest::Agent(m) => serde_json::to_string(m),
+            Manifest::Tool(m) => serde_json::to_string(m),
+            Manifest::ModelRoute(m) => serde_json::to_string(m),
+            Manifest::Policy(m) => serde_json::to_string(m),
+            Manifest::SecretBinding(m) => serde_json::to_string(m),
+        }
+    }
+
+    /// Canonical YAML of the manifest, for listings.
+    pub fn to_yaml(&self) -> String {
+        let r = match self {
+            Manifest::Agent(m) => serde_yaml::to_string(m),
+            Manifest::Tool(m) => serde_yaml::to_string(m),
+            Manifest::ModelRoute(m) => serde_yaml::to_string(m),
+            Manifest::Policy(m) => serde_yaml::to_string(m),
+            Manifest::SecretBinding(m) => serde_yaml::to_string(m),
+        };
+        r.unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Parses and validates one document. `default_tenant` fills an absent `metadata.tenant`.
+/// How to parse: which tenant fills an absent `metadata.tenant`, and (in the CLI only) the
+/// folder that `scriptFile` paths are relative to; when set, files are read and inlined.
+#[derive(Clone, Debug)]
+pub struct ParseOptions<'a> {
+    pub default_tenant: &'a str,
+    pub base_dir: Option<&'a std::path::Path>,
+}
+
+impl Default for ParseOptions<'_> {
+    fn default() -> Self {
+        Self {
+            default_tenant: DEFAULT_TENANT,
+            base_dir: None,
+        }
+    }
+}
+
+pub fn parse_document(
+    doc: &Document,
+    opts: &ParseOptions<'_>,
+) -> Result<Manifest, Vec<ManifestError>> {
+    let err =
+        |line: Option<u32>, subject: Option<String>, field: &str, message: String| ManifestError {
+            source: doc.source.clone(),
+            line,
+            subject,
+            field: field.to_string(),
+            message,
+        };
+    let value: serde_yaml::Value = serde_yaml::from_str(&doc.yaml).map_err(|e| {
+        let line = e
+            .location()
+            .filter(|_| doc.first_line > 0)
+            .map(|l| doc.first_line + l.line() as u32 - 1);
+        vec![err(
+            line,
+            None,
+            "",
+            format!("not valid YAML: {}", strip_location(&e.to_string())),
+        )]
+    })?;
+    let map = value.as_mapping().ok_or_else(|| {
+        vec![err(
+            Some(doc.first_line),
+            None,
+            "",
+            "a manifest must be a mapping with apiVersion, kind, metadata and spec".into(),
+        )]
+    })?;
+    let get_str = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let api = get_str("apiVersion");
+    if api.as_deref() != Some(API_VERSION) {
+        let found = api
+            .map(|a| format!("'{a}'"))
+            .unwrap_or_else(|| "nothing".into());
+        return Err(vec![err(
+            locate(doc, &["apiVersion"]),
+            None,
+            "apiVersion",
+            format!("must be '{API_VERSION}', found {found}"),
+        )]);
+    }
+    let kind = get_str("kind").unwrap_or_default();
+    let name = map
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("")
+        .to_string();
+    let subject = Some(if name.is_empty() {
+        kind.clone()
+    } else {
+        format!("{kind} '{name}'")
+    });
+
+    let mut manifest = match kind.as_str() {
+        "Agent" => deserialize::<Agent>(doc, &subject).map(Manifest::Agent),
+        "Tool" => deserialize::<Tool>(doc, &subject).map(Manifest::Tool),
+        "ModelRoute" => deserialize::<ModelRoute>(doc, &subject).map(Manifest::ModelRoute),
+        "Policy" => deserialize::<Policy>(doc, &subject).map(Manifest::Policy),
+        "SecretBinding" => deserialize::<SecretBinding>(doc, &subject).map(Manifest::SecretBinding),
+        "" => Err(vec![err(
+            locate(doc, &["kind"]),
+            None,
+            "kind",
+            format!("is missing; one of {KINDS}"),
+        )]),
+        other => Err(vec![err(
+            locate(doc, &["kind"]),
+            None,
+            "kind",
+            format!("'{other}' is not a kind Bridle knows; one of {KINDS}"),
+        )]),
+    }?;
+
+    let mut problems: Vec<(String, String)> = Vec::new();
+    credentials::check_document(&value, &mut problems);
+    validate::check(&mut manifest, opts, &mut problems);
+    // One problem per field: a literal key is not also "not a reference".
+    let mut seen_fields = std::collections::HashSet::new();
+    problems.retain(|(f, _)| seen_fields.insert(f.clone()));
+    if problems.is_empty() {
+        Ok(manifest)
+    } else {
+        Err(problems
+            .into_iter()
+            .map(|(field, message)| {
+                let path: Vec<&str> = field.split('.').collect();
+                err(locate(doc, &path), subject.clone(), &field, message)
+            })
+            .collect())
+    }
+}
+
+/// Parses and validates every document; all errors of all documents, or all manifests.
+/// Duplicate (kind, tenant, name) within the set is an error.
+pub fn parse_all(
+    docs: &[Document],
+    opts: &ParseOptions<'_>,
+) -> Result<Vec<Manifest>, ValidationErrors> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    for d in docs {
+        match parse_document(d, opts) {
+            Ok(m) => {
+                let key = (m.kind(), m.tenant().to_string(), m.name().to_string());
+                if let Some(first) = seen.insert(key, d.source.clone()) {
+                    errors.push(ManifestError {
+                        source: d.source.clone(),
+                        line: locate(d, &["metadata", "name"]),
+                        subject: Some(format!("{} '{}'", m.kind(), m.name())),
+                        field: "metadata.name".into(),
+                        message: format!("defined twice (first in {first})"),
+                    });
+                }
+                out.push(m);
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ValidationErrors(errors))
+    }
+}
+
+fn deserialize<T: DeserializeOwned>(
+    doc: &Document,
+    subject: &Option<String>,
+) -> Result<T, Vec<ManifestError>> {
+    let de = serde_yaml::Deserializer::from_str(&doc.yaml);
+    serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .location()
+            .filter(|_| doc.first_line > 0)
+            .map(|l| doc.first_line + l.line() as u32 - 1)
+            .or_else(|| {
+                let p: Vec<&str> = path.split('.').collect();
+                locate(doc, &p)
+            });
+        let field = if path == "." { String::new() } else { path };
+        // serde_yaml prefixes its message with the path of the enclosing mapping.
+        let message = strip_location(&inner.to_string());
+        let message = match message.split_once(": ") {
+            Some((prefix, rest)) if !prefix.contains(' ') && field.starts_with(prefix) => {
+                rest.to_string()
+            }
+            _ => message,
+        };
+        vec![ManifestError {
+            source: doc.source.clone(),
+            line,
+            subject: subject.clone(),
+            field,
+            message,
+        }]
+    })
+}
+
+/// serde_yaml appends " at line X column Y"; the line is reported separately (and relative to
+/// the file, not the document).
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Best-effort line of a field path in the document's text: follows the keys down by
+/// indentation. Array indices ("targets[1]") pick the n-th item of that key's list.
+pub(crate) fn locate(doc: &Document, path: &[&str]) -> Option<u32> {
+    // Documents re-rendered by the CLI carry no line numbers of the user's file.
+    if doc.first_line == 0 {
+        return None;
+    }
+    let lines: Vec<&str> = doc.yaml.lines().collect();
+    let mut from = 0usize;
+    let mut min_indent = 0usize;
+    let mut found = None;
+    for seg in path {
+        let (key, index) = match seg.find('[') {
+            Some(i) => (
+                &seg[..i],
+                seg[i + 1..].trim_end_matches(']').parse::<usize>().ok(),
+            ),
+            None => (*seg, None),
+        };
+        if key.is_empty() {
+            continue;
+        }
+        let mut hit = None;
+        for (i, l) in lines.iter().enumerate().skip(from) {
+            let indent = l.len() - l.trim_start().len();
+            let body = l.trim_start().trim_start_matches("- ");
+            if indent < min_indent && !l.trim().is_empty() && found.is_some() {
+                break;
+            }
+            if body.starts_with(&format!("{key}:")) || body.starts_with(&format!("\"{key}\":")) {
+                hit = Some((i, indent));
+                break;
+            }
+        }
+        let (i, indent) = hit?;
+        found = Some(i);
+        from = i + 1;
+        min_indent = indent + 1;
+        if let Some(n) = index {
+            // The n-th "- " item below the key.
+            let mut count = 0;
+            for (j, l) in lines.iter().enumerate().skip(i + 1) {
+                let ind = l.len() - l.trim_start().len();
+                if !l.trim().is_empty() && ind <= indent && !l.trim_start().starts_with("- ") {
+                    break;
+                }
+                if l.trim_start().starts_with("- ") {
+                    if count == n {
+                        found = Some(j);
+                        from = j;
+                        min_indent = ind;
+                        break;
+                    }
+                    count += 1;
+                }
+            }
+        }
+    }
+    found.map(|i| doc.first_line + i as u32)
+}
+
+/// Decodes a stored manifest (canonical JSON) of a known kind.
+pub fn from_json(kind: &str, json: &str) -> Result<Manifest, String> {
+    let r = match kind {
+        "Agent" => serde_json::from_str(json).map(Manifest::Agent),
+        "Tool" => serde_json::from_str(json).map(Manifest::Tool),
+        "ModelRoute" => serde_json::from_str(json).map(Manifest::ModelRoute),
+        "Policy" => serde_json::from_str(json).map(Manifest::Policy),
+        "SecretBinding" => serde_json::from_str(json).map(Manifest::SecretBinding),
+        other => return Err(format!("unknown kind {other}")),
+    };
+    r.map_err(|e| format!("stored {kind} does not decode: {e}"))
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Line of a dotted field path ("spec.tools[1]") in a document's text, when known.
+pub fn locate_field(first_line: u32, yaml: &str, field: &str) -> Option<u32> {
+    let doc = Document {
+        source: String::new(),
+        first_line,
+        yaml: yaml.to_string(),
+    };
+    let path: Vec<&str> = field.split('.').collect();
+    locate(&doc, &path)
+}

@@ -1,0 +1,207 @@
+//! The `Tool` kind: what a tool is, how risky it is, and how it runs. Exactly one of four
+//! blocks says how: `container` (a command in a hardened sandbox), `code` (python or bash
+//! source run in a sandbox), `http` (one HTTP request) or `mcp` (the tools of an MCP server).
+//! The sandbox kinds live in `tool_sandbox.rs`, the network kinds and egress rules in
+//! `tool_remote.rs`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Problems;
+
+#[path = "tool_remote.rs"]
+mod remote;
+#[path = "tool_sandbox.rs"]
+mod sandbox;
+
+pub use remote::*;
+pub use sandbox::*;
+
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    ReadOnly,
+    /// The default: a tool that does not say is assumed to change something.
+    #[default]
+    Mutating,
+    Destructive,
+}
+
+impl Risk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::ReadOnly => "read_only",
+            Risk::Mutating => "mutating",
+            Risk::Destructive => "destructive",
+        }
+    }
+}
+
+pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ToolSpec {
+    /// Shown to the model; say what the tool does and returns. For `mcp` tools, the server's
+    /// own descriptions are shown and this describes the server.
+    pub description: String,
+    /// For `mcp` tools: the risk of the server's tools that carry no annotations.
+    #[serde(default)]
+    pub risk: Risk,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// JSON Schema of the arguments object (default: an object with no constraints). Unused
+    /// by `mcp` tools, whose servers publish their own.
+    #[serde(default = "default_parameters")]
+    pub parameters: serde_json::Value,
+    /// Wall-clock limit of one call (default 60s).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    // The kind blocks are boxed: a manifest holds one, and `Manifest` stays small.
+    /// A command run in a hardened container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Box<ContainerTool>>,
+    /// Python or bash source (one of the arguments) run in a hardened container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Box<CodeTool>>,
+    /// One HTTP request made by the tool service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<Box<HttpTool>>,
+    /// The tools of an MCP server, exposed as `<prefix>__<tool>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<Box<McpTool>>,
+}
+
+fn default_parameters() -> serde_json::Value {
+    serde_json::json!({"type": "object"})
+}
+
+impl ToolSpec {
+    pub fn kind(&self) -> &'static str {
+        if self.container.is_some() {
+            "container"
+        } else if self.code.is_some() {
+            "code"
+        } else if self.http.is_some() {
+            "http"
+        } else if self.mcp.is_some() {
+            "mcp"
+        } else {
+            "unknown"
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TOOL_TIMEOUT)
+    }
+}
+
+pub(super) fn validate(s: &ToolSpec, out: &mut Problems) {
+    if s.description.trim().is_empty() {
+        out.push((
+            "spec.description".into(),
+            "must say what the tool does (the model reads it)".into(),
+        ));
+    }
+    if s.timeout.is_some_and(|t| t.is_zero()) {
+        out.push(("spec.timeout".into(), "must be more than zero".into()));
+    }
+    let mut properties: Option<Vec<String>> = None;
+    match &s.parameters {
+        serde_json::Value::Object(o) => {
+            if o.get("type").and_then(|t| t.as_str()) != Some("object") {
+                out.push((
+                    "spec.parameters.type".into(),
+                    "must be 'object' (tool arguments are a JSON object)".into(),
+                ));
+            }
+            if let Err(e) = jsonschema::validator_for(&s.parameters) {
+                out.push((
+                    "spec.parameters".into(),
+                    format!("is not a valid JSON Schema: {e}"),
+                ));
+            }
+            properties = o
+                .get("properties")
+                .and_then(|p| p.as_object())
+                .map(|p| p.keys().cloned().collect());
+        }
+        _ => out.push((
+            "spec.parameters".into(),
+            "must be a JSON Schema object".into(),
+        )),
+    }
+    let set: Vec<&str> = [
+        ("container", s.container.is_some()),
+        ("code", s.code.is_some()),
+        ("http", s.http.is_some()),
+        ("mcp", s.mcp.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, on)| on.then_some(k))
+    .collect();
+    match set.len() {
+        0 => out.push((
+            "spec".into(),
+            "says nothing about how to run the tool: add one of 'container', 'code', 'http' or 'mcp'"
+                .into(),
+        )),
+        1 => {}
+        _ => out.push((
+            "spec".into(),
+            format!(
+                "has {}; a tool runs one way only: keep one",
+                set.join(" and ")
+            ),
+        )),
+    }
+    let props = properties.as_deref().unwrap_or(&[]);
+    if let Some(c) = &s.container {
+        sandbox::validate_container(c, props, out);
+    }
+    if let Some(c) = &s.code {
+        sandbox::validate_code(c, props, out);
+    }
+    if let Some(h) = &s.http {
+        remote::validate_http(h, props, out);
+    }
+    if let Some(m) = &s.mcp {
+        remote::validate_mcp(m, out);
+    }
+}
+
+/// Names inside `{{...}}` in a command argument.
+pub fn placeholders(arg: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = arg;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        match after.find("}}") {
+            Some(j) => {
+                out.push(after[..j].trim().to_string());
+                rest = &after[j + 2..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// Pushes a problem for each `{{name}}` of `text` that is not a property of the schema.
+fn check_placeholders(field: &str, text: &str, properties: &[String], out: &mut Problems) {
+    for name in placeholders(text) {
+        if !properties.iter().any(|p| p == &name) {
+            out.push((
+                field.to_string(),
+                format!("uses {{{{{name}}}}} but the parameters schema has no property '{name}'"),
+            ));
+        }
+    }
+}

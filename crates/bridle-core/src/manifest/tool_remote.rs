@@ -1,0 +1,377 @@
+//! The network tool kinds (`http`, `mcp`) and the egress rules every kind uses.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::super::Problems;
+use super::super::credentials::SecretRef;
+use super::sandbox::{ContainerLimits, PoolSettings, SandboxFields, parse_bytes, validate_sandbox};
+use super::{Risk, check_placeholders};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpTool {
+    /// GET, POST, PUT, PATCH, DELETE, HEAD (default GET).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// `http(s)://` URL; `{{name}}` is replaced by the argument, percent-encoded.
+    pub url: String,
+    /// Query parameters (templates); a parameter whose value renders empty is left out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// Request headers. A value may be, or contain, `secret://name`, resolved per call.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// `secret://name` sent as `Authorization: Bearer <value>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<String>,
+    /// Body template; absent = the arguments as JSON for POST, PUT and PATCH, none otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Hosts the request may go to. Empty = the URL's own host (when it has no placeholder).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
+    /// Cap on the response body kept (default 64Ki).
+    #[serde(default = "default_response_limit")]
+    pub response_limit: String,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_response_limit() -> String {
+    "64Ki".into()
+}
+
+pub const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpTool {
+    /// Exposed names are `<prefix>__<server tool>` (default prefix: the manifest's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// A stdio server run inside a sandbox container, one per run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdio: Option<McpStdio>,
+    /// A stdio server run as a local process, named in the tool service's configuration
+    /// (`mcp_local_servers`); manifests cannot name host commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
+    /// A streamable-HTTP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Headers sent to a streamable-HTTP server (values may hold `secret://name`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<String>,
+    /// Only these server tools are exposed (empty = all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Risk of named server tools, whatever their annotations say.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub risk_overrides: BTreeMap<String, Risk>,
+}
+
+impl McpTool {
+    pub fn prefix<'a>(&'a self, manifest_name: &'a str) -> &'a str {
+        self.prefix.as_deref().unwrap_or(manifest_name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpStdio {
+    pub image: String,
+    /// The server's argv.
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: ContainerLimits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(default, skip_serializing_if = "PoolSettings::is_default")]
+    pub pool: PoolSettings,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
+}
+
+/// One entry of an egress allowlist: a host (exact, or `*.` for any subdomain) or an IP
+/// address, and a port (absent = 80 and 443; `*` = any).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EgressRule {
+    pub host: EgressHost,
+    pub port: EgressPort,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EgressHost {
+    /// A lowercase DNS name.
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (not `example.com` itself).
+    Suffix(String),
+    Ip(IpAddr),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EgressPort {
+    /// 80 or 443.
+    Web,
+    Any,
+    One(u16),
+}
+
+impl EgressRule {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("is empty".into());
+        }
+        if s.contains("://") || s.contains('/') {
+            return Err(format!(
+                "'{s}' must be a host with an optional port (api.example.com, *.example.com:443), not a URL"
+            ));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("'{s}': missing ']'"))?;
+            (h, after.strip_prefix(':'))
+        } else if s.matches(':').count() > 1 {
+            (s, None)
+        } else {
+            match s.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            }
+        };
+        let port = match port {
+            None => EgressPort::Web,
+            Some("*") => EgressPort::Any,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => EgressPort::One(n),
+                _ => return Err(format!("'{s}': '{p}' is not a port (1-65535 or *)")),
+            },
+        };
+        let host = if let Ok(ip) = host.parse::<IpAddr>() {
+            EgressHost::Ip(ip)
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            check_dns(suffix).map_err(|e| format!("'{s}': {e}"))?;
+            EgressHost::Suffix(suffix.to_ascii_lowercase())
+        } else {
+            check_dns(host).map_err(|e| format!("'{s}': {e}"))?;
+            EgressHost::Exact(host.to_ascii_lowercase())
+        };
+        Ok(Self { host, port })
+    }
+
+    /// True when `host:port` is what this rule allows. `host` is a name or an IP literal.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let port_ok = match self.port {
+            EgressPort::Web => port == 80 || port == 443,
+            EgressPort::Any => true,
+            EgressPort::One(p) => p == port,
+        };
+        if !port_ok {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        match &self.host {
+            EgressHost::Exact(h) => *h == host,
+            EgressHost::Suffix(s) => host.len() > s.len() + 1 && host.ends_with(&format!(".{s}")),
+            EgressHost::Ip(ip) => host.parse::<IpAddr>().is_ok_and(|h| h == *ip),
+        }
+    }
+
+    /// The rule names this exact address or `localhost`, so reaching a loopback or private
+    /// address through it is what its author meant.
+    pub fn names_address(&self) -> bool {
+        match &self.host {
+            EgressHost::Ip(_) => true,
+            EgressHost::Exact(h) => h == "localhost",
+            EgressHost::Suffix(_) => false,
+        }
+    }
+}
+
+fn check_dns(h: &str) -> Result<(), String> {
+    if h.is_empty() || h.len() > 253 {
+        return Err("the host must be 1 to 253 characters".into());
+    }
+    for label in h.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!("'{label}' is not a valid DNS label"));
+        }
+    }
+    Ok(())
+}
+
+/// Header values: a whole value or an embedded `secret://name` token must parse.
+fn check_headers(p: &str, headers: &BTreeMap<String, String>, out: &mut Problems) {
+    for (k, v) in headers {
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_!#$%&'*+.^`|~".contains(c))
+        {
+            out.push((format!("{p}.headers.{k}"), "is not a header name".into()));
+        }
+        for r in secret_tokens(v) {
+            if let Err(e) = SecretRef::parse(r) {
+                out.push((format!("{p}.headers.{k}"), e));
+            }
+        }
+    }
+}
+
+/// The `secret://name` tokens inside a text (a token ends at whitespace, ',' or ';').
+pub fn secret_tokens(v: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = v;
+    while let Some(i) = rest.find(super::super::SECRET_SCHEME) {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == ',' || c == ';')
+            .unwrap_or(tail.len());
+        out.push(&tail[..end]);
+        rest = &tail[end..];
+    }
+    out
+}
+
+fn check_bearer(p: &str, bearer: Option<&str>, out: &mut Problems) {
+    if let Some(b) = bearer {
+        if !SecretRef::is_reference(b) {
+            out.push((
+                format!("{p}.bearer"),
+                "must be a secret://<name> reference".into(),
+            ));
+        } else if let Err(e) = SecretRef::parse(b) {
+            out.push((format!("{p}.bearer"), e));
+        }
+    }
+}
+
+pub(super) fn validate_http(h: &HttpTool, properties: &[String], out: &mut Problems) {
+    let p = "spec.http";
+    if !HTTP_METHODS.contains(&h.method.as_str()) {
+        out.push((
+            format!("{p}.method"),
+            format!("'{}' must be one of {}", h.method, HTTP_METHODS.join(", ")),
+        ));
+    }
+    check_placeholders(&format!("{p}.url"), &h.url, properties, out);
+    let static_host = match url::Url::parse(&h.url.replace("{{", "x").replace("}}", "x")) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            let host_part = h.url.split("://").nth(1).unwrap_or("");
+            let authority = host_part.split(['/', '?', '#']).next().unwrap_or("");
+            !authority.contains("{{")
+        }
+        _ => {
+            out.push((
+                format!("{p}.url"),
+                format!("'{}' must be an http:// or https:// URL", h.url),
+            ));
+            true
+        }
+    };
+    if !static_host && h.egress.is_empty() {
+        out.push((
+            format!("{p}.egress"),
+            "the URL's host comes from the arguments: list the hosts it may be".into(),
+        ));
+    }
+    for (k, v) in &h.query {
+        check_placeholders(&format!("{p}.query.{k}"), v, properties, out);
+    }
+    if let Some(b) = &h.body {
+        check_placeholders(&format!("{p}.body"), b, properties, out);
+    }
+    check_headers(p, &h.headers, out);
+    check_bearer(p, h.bearer.as_deref(), out);
+    for (i, e) in h.egress.iter().enumerate() {
+        if let Err(m) = EgressRule::parse(e) {
+            out.push((format!("{p}.egress[{i}]"), m));
+        }
+    }
+    if let Err(e) = parse_bytes(&h.response_limit) {
+        out.push((format!("{p}.responseLimit"), e));
+    }
+}
+
+pub(super) fn validate_mcp(m: &McpTool, out: &mut Problems) {
+    let p = "spec.mcp";
+    let ways = [m.stdio.is_some(), m.local.is_some(), m.url.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if ways != 1 {
+        out.push((
+            p.into(),
+            "must name exactly one server: 'stdio' (in a sandbox), 'local' (configured in the tool service) or 'url' (streamable HTTP)".into(),
+        ));
+    }
+    if let Some(prefix) = &m.prefix
+        && let Err(e) = crate::ids::check_tool_name(prefix)
+    {
+        out.push((format!("{p}.prefix"), e));
+    }
+    if let Some(l) = &m.local
+        && let Err(e) = crate::ids::check_name(l)
+    {
+        out.push((format!("{p}.local"), e));
+    }
+    if let Some(u) = &m.url {
+        match url::Url::parse(u) {
+            Ok(x) if matches!(x.scheme(), "http" | "https") && x.host_str().is_some() => {}
+            _ => out.push((
+                format!("{p}.url"),
+                format!("'{u}' must be an http:// or https:// URL"),
+            )),
+        }
+    }
+    if (!m.headers.is_empty() || m.bearer.is_some()) && m.url.is_none() {
+        out.push((
+            format!("{p}.headers"),
+            "headers and bearer are for 'url' servers only".into(),
+        ));
+    }
+    check_headers(p, &m.headers, out);
+    check_bearer(p, m.bearer.as_deref(), out);
+    if let Some(s) = &m.stdio {
+        let sp = format!("{p}.stdio");
+        if s.image.trim().is_empty() {
+            out.push((format!("{sp}.image"), "must name an image".into()));
+        }
+        if s.command.is_empty() {
+            out.push((
+                format!("{sp}.command"),
+                "must have at least the program to run".into(),
+            ));
+        }
+        validate_sandbox(
+            &sp,
+            &SandboxFields {
+                env: &s.env,
+                secret_files: &s.secret_files,
+                limits: &s.limits,
+                runtime: s.runtime.as_deref(),
+                pool: &s.pool,
+                egress: &s.egress,
+            },
+            out,
+        );
+    }
+}

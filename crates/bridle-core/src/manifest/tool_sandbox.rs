@@ -1,0 +1,364 @@
+//! The sandboxed tool kinds (`container`, `code`, and the sandbox of an `mcp` stdio server):
+//! what runs, its limits, its secrets, its warm pool and its egress allowlist.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::super::Problems;
+use super::super::credentials::SecretRef;
+use super::check_placeholders;
+use super::remote::EgressRule;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ContainerTool {
+    pub image: String,
+    /// argv; `{{name}}` in an element is replaced by the argument `name` (strings as they are,
+    /// anything else as JSON). No shell is involved.
+    pub command: Vec<String>,
+    /// Environment; values may be `secret://name` references, resolved per call.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Files under /run/secrets (file name -> `secret://name`), present during a call only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub limits: ContainerLimits,
+    /// OCI runtime (for example "runsc"); default the engine's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// Send the arguments object as JSON on stdin (default true).
+    #[serde(default = "yes")]
+    pub stdin: bool,
+    #[serde(default, skip_serializing_if = "PoolSettings::is_default")]
+    pub pool: PoolSettings,
+    /// Hosts the tool may reach through the egress proxy ("api.github.com", "*.pypi.org",
+    /// "10.0.0.5:8080"); empty = no network at all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
+}
+
+/// Languages of `code` tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    Python,
+    Bash,
+}
+
+impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+            Language::Bash => "bash",
+        }
+    }
+
+    /// The locally built sandbox image of the language (deploy/sandbox/build.sh).
+    pub fn default_image(self) -> String {
+        format!("bridle-sandbox:{}", self.as_str())
+    }
+
+    /// The interpreter reading the program from stdin.
+    pub fn argv(self) -> Vec<String> {
+        match self {
+            Language::Python => vec!["python3".into(), "-".into()],
+            Language::Bash => vec!["bash".into(), "-s".into()],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CodeTool {
+    pub language: Language,
+    /// Default `bridle-sandbox:<language>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The argument that holds the source (default "code"); the other arguments are in the
+    /// `BRIDLE_ARGS` environment variable as JSON.
+    #[serde(default = "default_code_argument")]
+    pub argument: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: ContainerLimits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(default, skip_serializing_if = "PoolSettings::is_default")]
+    pub pool: PoolSettings,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
+}
+
+fn default_code_argument() -> String {
+    "code".into()
+}
+
+impl CodeTool {
+    pub fn image(&self) -> String {
+        self.image
+            .clone()
+            .unwrap_or_else(|| self.language.default_image())
+    }
+}
+
+/// Containers kept started ahead of demand for a tool's sandbox configuration. Each is used
+/// by one run only and removed when the run ends.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PoolSettings {
+    /// How many to keep ready (default 0: every run's first call starts one).
+    #[serde(default)]
+    pub warm: u32,
+}
+
+impl PoolSettings {
+    pub const MAX_WARM: u32 = 64;
+
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ContainerLimits {
+    /// Memory, with swap equal to it ("256Mi").
+    #[serde(default = "default_memory")]
+    pub memory: String,
+    /// CPUs ("0.5" = half a core).
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    #[serde(default = "default_pids")]
+    pub pids: i64,
+    #[serde(default = "default_nofile")]
+    pub nofile: u64,
+    /// Size of the writable /tmp.
+    #[serde(default = "default_tmpfs")]
+    pub tmpfs: String,
+    /// Cap on each of stdout and stderr.
+    #[serde(default = "default_output")]
+    pub output: String,
+}
+
+fn default_memory() -> String {
+    "256Mi".into()
+}
+fn default_cpus() -> f64 {
+    1.0
+}
+fn default_pids() -> i64 {
+    128
+}
+fn default_nofile() -> u64 {
+    256
+}
+fn default_tmpfs() -> String {
+    "64Mi".into()
+}
+fn default_output() -> String {
+    "64Ki".into()
+}
+
+impl Default for ContainerLimits {
+    fn default() -> Self {
+        Self {
+            memory: default_memory(),
+            cpus: default_cpus(),
+            pids: default_pids(),
+            nofile: default_nofile(),
+            tmpfs: default_tmpfs(),
+            output: default_output(),
+        }
+    }
+}
+
+/// Parses "256Mi", "1G", "64Ki", "1048576" into bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 256Mi, 1Gi, 64Ki)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "k" | "KB" => 1000,
+        "Ki" | "KiB" => 1 << 10,
+        "M" | "MB" => 1_000_000,
+        "Mi" | "MiB" => 1 << 20,
+        "G" | "GB" => 1_000_000_000,
+        "Gi" | "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "'{other}' is not a size unit (Ki, Mi, Gi, K, M, G)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// The settings every sandboxed kind shares, borrowed for validation.
+pub(super) struct SandboxFields<'a> {
+    pub env: &'a BTreeMap<String, String>,
+    pub secret_files: &'a BTreeMap<String, String>,
+    pub limits: &'a ContainerLimits,
+    pub runtime: Option<&'a str>,
+    pub pool: &'a PoolSettings,
+    pub egress: &'a [String],
+}
+
+pub(super) fn validate_container(c: &ContainerTool, properties: &[String], out: &mut Problems) {
+    let p = "spec.container";
+    if c.image.trim().is_empty() {
+        out.push((format!("{p}.image"), "must name an image".into()));
+    }
+    if c.command.is_empty() {
+        out.push((
+            format!("{p}.command"),
+            "must have at least the program to run".into(),
+        ));
+    }
+    for (i, arg) in c.command.iter().enumerate() {
+        check_placeholders(&format!("{p}.command[{i}]"), arg, properties, out);
+    }
+    if let Some(w) = &c.workdir
+        && !w.starts_with('/')
+    {
+        out.push((format!("{p}.workdir"), "must be an absolute path".into()));
+    }
+    validate_sandbox(
+        p,
+        &SandboxFields {
+            env: &c.env,
+            secret_files: &c.secret_files,
+            limits: &c.limits,
+            runtime: c.runtime.as_deref(),
+            pool: &c.pool,
+            egress: &c.egress,
+        },
+        out,
+    );
+}
+
+pub(super) fn validate_code(c: &CodeTool, properties: &[String], out: &mut Problems) {
+    let p = "spec.code";
+    if c.image.as_ref().is_some_and(|i| i.trim().is_empty()) {
+        out.push((
+            format!("{p}.image"),
+            "must name an image (or be left out)".into(),
+        ));
+    }
+    if !properties.iter().any(|x| x == &c.argument) {
+        out.push((
+            format!("{p}.argument"),
+            format!(
+                "'{}' must be a property of spec.parameters (it holds the source to run)",
+                c.argument
+            ),
+        ));
+    }
+    validate_sandbox(
+        p,
+        &SandboxFields {
+            env: &c.env,
+            secret_files: &c.secret_files,
+            limits: &c.limits,
+            runtime: c.runtime.as_deref(),
+            pool: &c.pool,
+            egress: &c.egress,
+        },
+        out,
+    );
+}
+
+pub(super) fn validate_sandbox(p: &str, s: &SandboxFields<'_>, out: &mut Problems) {
+    for (k, v) in s.env {
+        if k.is_empty() || k.contains('=') || k.starts_with("BRIDLE_") {
+            out.push((
+                format!("{p}.env.{k}"),
+                "is not an allowed variable name".into(),
+            ));
+        }
+        if SecretRef::is_reference(v)
+            && let Err(e) = SecretRef::parse(v)
+        {
+            out.push((format!("{p}.env.{k}"), e));
+        }
+    }
+    for (name, v) in s.secret_files {
+        if crate::ids::check_name(name).is_err() {
+            out.push((
+                format!("{p}.secretFiles.{name}"),
+                "is not a file name (lowercase letters, digits, '-', '_', '.')".into(),
+            ));
+        }
+        if !SecretRef::is_reference(v) {
+            out.push((
+                format!("{p}.secretFiles.{name}"),
+                "must be a secret://<name> reference".into(),
+            ));
+        } else if let Err(e) = SecretRef::parse(v) {
+            out.push((format!("{p}.secretFiles.{name}"), e));
+        }
+    }
+    let l = s.limits;
+    match parse_bytes(&l.memory) {
+        Ok(b) if b < 6 * 1024 * 1024 => out.push((
+            format!("{p}.limits.memory"),
+            "must be at least 6Mi (Docker's minimum)".into(),
+        )),
+        Ok(_) => {}
+        Err(e) => out.push((format!("{p}.limits.memory"), e)),
+    }
+    for (field, v) in [("tmpfs", &l.tmpfs), ("output", &l.output)] {
+        if let Err(e) = parse_bytes(v) {
+            out.push((format!("{p}.limits.{field}"), e));
+        }
+    }
+    if !(l.cpus.is_finite() && l.cpus > 0.0 && l.cpus <= 64.0) {
+        out.push((
+            format!("{p}.limits.cpus"),
+            format!("must be between 0 and 64, not {}", l.cpus),
+        ));
+    }
+    if l.pids < 1 {
+        out.push((format!("{p}.limits.pids"), "must be at least 1".into()));
+    }
+    if l.nofile < 16 {
+        out.push((format!("{p}.limits.nofile"), "must be at least 16".into()));
+    }
+    if let Some(r) = s.runtime
+        && (r.is_empty()
+            || !r
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    {
+        out.push((
+            format!("{p}.runtime"),
+            format!("'{r}' is not a runtime name"),
+        ));
+    }
+    if s.pool.warm > PoolSettings::MAX_WARM {
+        out.push((
+            format!("{p}.pool.warm"),
+            format!("must be at most {}", PoolSettings::MAX_WARM),
+        ));
+    }
+    for (i, e) in s.egress.iter().enumerate() {
+        if let Err(m) = EgressRule::parse(e) {
+            out.push((format!("{p}.egress[{i}]"), m));
+        }
+    }
+}

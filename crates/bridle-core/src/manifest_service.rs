@@ -1,0 +1,153 @@
+//! The `bridle.v1.Manifests` service for one owning service: validates the documents with the
+//! shared manifest code, refuses kinds the service does not own, and stores the rest in its
+//! [`ManifestStore`] in one transaction (or only plans, for a dry run).
+
+use bridle_proto::manifests_server::Manifests;
+use bridle_proto::{
+    AppliedManifest, ApplyRequest, ApplyResponse, DeleteManifestRequest, DeleteManifestResponse,
+    ListManifestsRequest, ListManifestsResponse, StoredManifest,
+};
+use tonic::{Request, Response, Status};
+
+use crate::Error;
+use crate::manifest::{self, Document, ManifestError, Owner, ParseOptions, ValidationErrors};
+use crate::store::ManifestStore;
+
+#[derive(Clone)]
+pub struct ManifestsService {
+    store: ManifestStore,
+    owner: Owner,
+}
+
+impl ManifestsService {
+    pub fn new(store: ManifestStore, owner: Owner) -> Self {
+        Self { store, owner }
+    }
+}
+
+fn tenant_or_default(t: &str) -> &str {
+    if t.is_empty() {
+        manifest::DEFAULT_TENANT
+    } else {
+        t
+    }
+}
+
+/// Parses request documents into validated manifests, all owned by `owner`.
+pub fn parse_request(
+    docs: &[bridle_proto::ManifestDocument],
+    tenant: &str,
+    owner: Option<Owner>,
+) -> Result<Vec<manifest::Manifest>, Error> {
+    let docs: Vec<Document> = docs
+        .iter()
+        .map(|d| Document {
+            source: if d.source.is_empty() {
+                "<request>".into()
+            } else {
+                d.source.clone()
+            },
+            first_line: d.first_line,
+            yaml: d.yaml.clone(),
+        })
+        .collect();
+    let opts = ParseOptions {
+        default_tenant: tenant_or_default(tenant),
+        base_dir: None,
+    };
+    let manifests = manifest::parse_all(&docs, &opts)?;
+    if let Some(owner) = owner {
+        let wrong: Vec<ManifestError> = manifests
+            .iter()
+            .zip(&docs)
+            .filter(|(m, _)| m.owner() != owner)
+            .map(|(m, d)| ManifestError {
+                source: d.source.clone(),
+                line: None,
+                subject: Some(format!("{} '{}'", m.kind(), m.name())),
+                field: "kind".into(),
+                message: format!(
+                    "{} manifests belong to the {} service, not the {} service",
+                    m.kind(),
+                    m.owner().as_str(),
+                    owner.as_str()
+                ),
+            })
+            .collect();
+        if !wrong.is_empty() {
+            return Err(ValidationErrors(wrong).into());
+        }
+    }
+    Ok(manifests)
+}
+
+#[tonic::async_trait]
+impl Manifests for ManifestsService {
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let req = req.into_inner();
+        let manifests = parse_request(&req.documents, &req.tenant, Some(self.owner))?;
+        let actions = if req.dry_run {
+            self.store.plan(&manifests).await?
+        } else {
+            self.store.put_all(&manifests).await?
+        };
+        let applied = manifests
+            .iter()
+            .zip(actions)
+            .map(|(m, a)| AppliedManifest {
+                kind: m.kind().into(),
+                name: m.name().into(),
+                tenant: m.tenant().into(),
+                action: a.as_str().into(),
+                service: self.owner.as_str().into(),
+            })
+            .collect();
+        if !req.dry_run {
+            tracing::info!(
+                owner = self.owner.as_str(),
+                count = manifests.len(),
+                "manifests applied"
+            );
+        }
+        Ok(Response::new(ApplyResponse {
+            applied,
+            dry_run: req.dry_run,
+        }))
+    }
+
+    async fn list_manifests(
+        &self,
+        req: Request<ListManifestsRequest>,
+    ) -> Result<Response<ListManifestsResponse>, Status> {
+        let req = req.into_inner();
+        let kind = (!req.kind.is_empty()).then_some(req.kind.as_str());
+        let list = self
+            .store
+            .list(tenant_or_default(&req.tenant), kind)
+            .await?;
+        Ok(Response::new(ListManifestsResponse {
+            manifests: list
+                .into_iter()
+                .map(|(m, generation)| StoredManifest {
+                    kind: m.kind().into(),
+                    name: m.name().into(),
+                    tenant: m.tenant().into(),
+                    yaml: m.to_yaml(),
+                    generation,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete_manifest(
+        &self,
+        req: Request<DeleteManifestRequest>,
+    ) -> Result<Response<DeleteManifestResponse>, Status> {
+        let req = req.into_inner();
+        let deleted = self
+            .store
+            .delete(&req.kind, tenant_or_default(&req.tenant), &req.name)
+            .await?;
+        Ok(Response::new(DeleteManifestResponse { deleted }))
+    }
+}

@@ -1,0 +1,118 @@
+//! Bridle's metrics, exported over OTLP with the traces (nothing is recorded when no
+//! collector is configured: the instruments are no-ops then).
+//!
+//! Names follow the OpenTelemetry GenAI semantic conventions where one exists
+//! (`gen_ai.client.token.usage`, `gen_ai.client.operation.duration`); Bridle's own are under
+//! `bridle.*`. Instruments are made on first use, after telemetry is initialised.
+
+use std::sync::OnceLock;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram};
+
+pub struct Metrics {
+    /// Tokens per model call, by `gen_ai.token.type` (input / output).
+    pub token_usage: Histogram<u64>,
+    /// Seconds per model call.
+    pub operation_duration: Histogram<f64>,
+    /// US dollars spent, by tenant, agent and model (known prices only).
+    pub cost: Counter<f64>,
+    /// Runs that ended, by status and reason.
+    pub runs_finished: Counter<u64>,
+    /// Steps waiting in the work stream, and steps delivered but not yet acknowledged.
+    pub queue_depth: Gauge<u64>,
+    /// Seconds from a step being queued to a worker taking it.
+    pub claim_lag: Histogram<f64>,
+    /// Seconds from an approval being asked for to its decision (or expiry).
+    pub approval_wait: Histogram<f64>,
+    /// Sandboxes started ahead of demand, by image.
+    pub sandbox_pool_size: Gauge<u64>,
+    /// Tool calls that had to start a sandbox (no warm one), by image.
+    pub sandbox_cold_starts: Counter<u64>,
+    /// Failed tries against a provider, by provider, target and error type.
+    pub provider_errors: Counter<u64>,
+    /// Circuit breaker state per target: 0 closed, 1 half open, 2 open.
+    pub breaker_state: Gauge<u64>,
+}
+
+const DURATION_BOUNDS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+const TOKEN_BOUNDS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+];
+
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| {
+        let m = opentelemetry::global::meter("bridle");
+        Metrics {
+            token_usage: m
+                .u64_histogram("gen_ai.client.token.usage")
+                .with_unit("{token}")
+                .with_description("Tokens used per model call")
+                .with_boundaries(TOKEN_BOUNDS.to_vec())
+                .build(),
+            operation_duration: m
+                .f64_histogram("gen_ai.client.operation.duration")
+                .with_unit("s")
+                .with_description("Duration of model calls")
+                .with_boundaries(DURATION_BOUNDS.to_vec())
+                .build(),
+            cost: m
+                .f64_counter("bridle.cost")
+                // An annotation, not a unit: exported as `bridle_cost_total` (US dollars).
+                .with_unit("{USD}")
+                .with_description("Money spent on models")
+                .build(),
+            runs_finished: m
+                .u64_counter("bridle.runs.finished")
+                .with_unit("{run}")
+                .with_description("Runs that ended")
+                .build(),
+            queue_depth: m
+                .u64_gauge("bridle.queue.depth")
+                .with_unit("{step}")
+                .with_description("Steps in the work stream")
+                .build(),
+            claim_lag: m
+                .f64_histogram("bridle.queue.claim_lag")
+                .with_unit("s")
+                .with_description("Time from a step being queued to a worker taking it")
+                .with_boundaries(DURATION_BOUNDS.to_vec())
+                .build(),
+            approval_wait: m
+                .f64_histogram("bridle.approval.wait")
+                .with_unit("s")
+                .with_description("Time from an approval being asked for to its outcome")
+                .with_boundaries(vec![
+                    1.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+                ])
+                .build(),
+            sandbox_pool_size: m
+                .u64_gauge("bridle.sandbox.pool.size")
+                .with_unit("{sandbox}")
+                .with_description("Warm sandboxes ready")
+                .build(),
+            sandbox_cold_starts: m
+                .u64_counter("bridle.sandbox.cold_starts")
+                .with_unit("{sandbox}")
+                .with_description("Tool calls that started a sandbox")
+                .build(),
+            provider_errors: m
+                .u64_counter("bridle.provider.errors")
+                .with_unit("{error}")
+                .with_description("Failed provider tries")
+                .build(),
+            breaker_state: m
+                .u64_gauge("bridle.breaker.state")
+                .with_description("Circuit breaker state: 0 closed, 1 half open, 2 open")
+                .build(),
+        }
+    })
+}
+
+/// Shorthand for attribute lists.
+pub fn kv(k: &'static str, v: impl Into<opentelemetry::Value>) -> KeyValue {
+    KeyValue::new(k, v)
+}

@@ -1,0 +1,181 @@
+//! The one gRPC server stack every service uses: request tracing, a default deadline, a
+//! per-connection concurrency limit, gRPC health and reflection, graceful shutdown.
+//!
+//! Binding is separate from serving so the process can log (and write to `addr_file`) the
+//! address it really bound — port 0 included — before it serves, and so a bind failure is
+//! reported before anything else starts.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_stream_compat::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+use crate::auth::Authenticator;
+use crate::config::ServerOptions;
+use crate::{Error, Shutdown};
+
+/// A bound, not yet serving, gRPC listener.
+pub struct GrpcServer {
+    name: &'static str,
+    opts: ServerOptions,
+    listener: TcpListener,
+    addr: SocketAddr,
+    auth: Authenticator,
+}
+
+impl GrpcServer {
+    pub async fn bind(name: &'static str, opts: &ServerOptions) -> Result<Self, Error> {
+        // Unreadable certificates are a configuration error, reported before binding.
+        opts.tls()?;
+        let listener = TcpListener::bind(opts.listen)
+            .await
+            .map_err(|e| Error::Config(format!("{name}: cannot listen on {}: {e}", opts.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal(format!("{name}: local_addr: {e}")))?;
+        if let Some(path) = &opts.addr_file {
+            // Write then rename, so a reader never sees half an address.
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, addr.to_string())
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|e| Error::Config(format!("addr_file {}: {e}", path.display())))?;
+        }
+        tracing::info!(service = name, %addr, "listening (gRPC)");
+        Ok(Self {
+            name,
+            opts: opts.clone(),
+            listener,
+            addr,
+            // Without a key store only the internal token is accepted when auth is on.
+            auth: Authenticator::new(opts.auth, opts.internal_token.clone(), None),
+        })
+    }
+
+    /// Authenticates requests with `auth` (which may know API keys) instead of the default.
+    pub fn with_auth(mut self, auth: Authenticator) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `routes` plus health and reflection until shutdown, then stops accepting,
+    /// reports NOT_SERVING and lets in-flight calls finish.
+    pub async fn serve(
+        self,
+        routes: Routes,
+        service_names: &[&str],
+        shutdown: Shutdown,
+    ) -> Result<(), Error> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for n in service_names {
+            health.set_service_status(*n, ServingStatus::Serving).await;
+        }
+        health.set_service_status("", ServingStatus::Serving).await;
+
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(bridle_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::internal(format!("reflection: {e}")))?;
+
+        let name = self.name;
+        let names: Vec<String> = service_names.iter().map(|s| s.to_string()).collect();
+        let stop = {
+            let shutdown = shutdown.clone();
+            let health = health.clone();
+            async move {
+                shutdown.triggered().await;
+                for n in &names {
+                    health
+                        .set_service_status(n.as_str(), ServingStatus::NotServing)
+                        .await;
+                }
+                health
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
+                tracing::info!(
+                    service = name,
+                    "stopped accepting; draining in-flight calls"
+                );
+            }
+        };
+
+        let routes = routes.add_service(health_service).add_service(reflection);
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(t) = self.opts.tls()? {
+            // Client certificates are asked for and verified against the CA, but optional:
+            // a caller without one (a person with an API key) is authenticated otherwise.
+            let cfg = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&t.cert, &t.key))
+                .client_ca_root(tonic::transport::Certificate::from_pem(&t.ca))
+                .client_auth_optional(true);
+            builder = builder
+                .tls_config(cfg)
+                .map_err(|e| Error::Config(format!("{name}: TLS: {e}")))?;
+        }
+        builder
+            .layer(self.auth.layer())
+            .timeout(self.opts.request_timeout)
+            .concurrency_limit_per_connection(self.opts.concurrency_limit)
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .trace_fn(move |req| {
+                use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+                let path = req.uri().path();
+                let span = tracing::info_span!(
+                    "grpc",
+                    "otel.name" = %path.trim_start_matches('/'),
+                    "otel.kind" = "server",
+                    "rpc.system" = "grpc",
+                    "rpc.service" = name,
+                    "rpc.method" = %path,
+                );
+                // Join the caller's trace (W3C traceparent in the gRPC metadata).
+                let _ = span.set_parent(crate::telemetry::extract(req.headers()));
+                span
+            })
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)
+            .await
+            .map_err(|e| Error::internal(format!("{name}: server error: {e}")))
+    }
+}
+
+/// Accepting connections as a stream, with TCP_NODELAY; kept here so the server does not
+/// depend on tokio-stream's feature flags.
+mod tokio_stream_compat {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::net::{TcpListener, TcpStream};
+
+    pub struct TcpListenerStream {
+        inner: TcpListener,
+    }
+
+    impl TcpListenerStream {
+        pub fn new(inner: TcpListener) -> Self {
+            Self { inner }
+        }
+    }
+
+    impl futures::Stream for TcpListenerStream {
+        type Item = std::io::Result<TcpStream>;
+
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            match self.inner.poll_accept(cx) {
+                Poll::Ready(Ok((stream, _))) => {
+                    let _ = stream.set_nodelay(true);
+                    Poll::Ready(Some(Ok(stream)))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+                Poll::Pending => Poll::Pending,
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! `bridle.v1.Admin`: API keys. A tenant's admin manages its tenant's keys; a caller not bound
+//! to a tenant (auth off, or a service) manages any.
+
+use tonic::{Request, Response, Status};
+
+use bridle_core::auth::{ApiKeyStore, KeyRecord, Role, principal};
+use bridle_core::timeutil::ts_from_ms;
+use bridle_proto as pb;
+
+pub struct AdminService {
+    pub keys: ApiKeyStore,
+}
+
+fn to_pb(r: &KeyRecord) -> pb::ApiKey {
+    pb::ApiKey {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        tenant: r.tenant.clone(),
+        roles: r.roles.iter().map(|r| r.as_str().to_string()).collect(),
+        created_at: Some(ts_from_ms(r.created_ms)),
+        revoked: r.revoked,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn create_api_key(
+        &self,
+        req: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Admin)?;
+        let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
+        let roles = req
+            .roles
+            .iter()
+            .map(|r| Role::parse(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(format!("roles: {e}")))?;
+        let (secret, rec) = self.keys.create(&tenant, &req.name, &roles).await?;
+        tracing::info!(key = %rec.id, tenant = %rec.tenant, by = %p.id, "API key created");
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            key: Some(to_pb(&rec)),
+            secret,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        req: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Admin)?;
+        let requested = req.into_inner().tenant;
+        let filter = match (&p.tenant, requested.is_empty()) {
+            (Some(t), _) => Some(p.tenant_for(&requested).map(|_| t.clone())?),
+            (None, true) => None,
+            (None, false) => Some(requested),
+        };
+        let keys = self.keys.list(filter.as_deref()).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.iter().map(to_pb).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        req: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Admin)?;
+        let id = req.into_inner().id;
+        // A tenant admin may only revoke its own tenant's keys; others look unknown.
+        let visible = self
+            .keys
+            .list(p.tenant.as_deref())
+            .await?
+            .into_iter()
+            .any(|k| k.id == id);
+        if !visible {
+            return Err(Status::not_found(format!("API key '{id}' does not exist")));
+        }
+        let revoked = self.keys.revoke(&id).await?;
+        tracing::info!(key = %id, by = %p.id, "API key revoked");
+        Ok(Response::new(pb::RevokeApiKeyResponse { revoked }))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let p = principal(&req);
+        if p.roles.is_empty() {
+            return Err(Status::unauthenticated("not authenticated"));
+        }
+        Ok(Response::new(pb::WhoAmIResponse {
+            id: p.id,
+            name: p.name,
+            tenant: p.tenant.unwrap_or_default(),
+            roles: p.roles.iter().map(|r| r.as_str().to_string()).collect(),
+            service: p.service,
+        }))
+    }
+}

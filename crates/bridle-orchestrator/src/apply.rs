@@ -1,0 +1,304 @@
+//! `bridle apply` lands here: the orchestrator's `bridle.v1.Manifests` is the public entry for
+//! every kind. It validates the whole set, checks that agents only reference tools and routes
+//! that exist (in the set or already applied), asks each owning service for a dry run, and only
+//! then commits — tools and routes first, agents last, so an agent never points at something
+//! missing.
+//!
+//! The commit across services is not one transaction: if a service fails between the dry run
+//! and its commit, the services before it keep their part. Reapplying the same set is safe
+//! (unchanged manifests are reported as such), which is how such a failure is repaired.
+
+use std::collections::HashSet;
+
+use tonic::{Request, Response, Status};
+
+use bridle_core::auth::{Role, principal};
+use bridle_core::manifest::{Manifest, ManifestError, Owner, ValidationErrors, locate_field};
+use bridle_core::manifest_service::parse_request;
+use bridle_core::store::ManifestStore;
+use bridle_proto as pb;
+use bridle_proto::manifests_server::Manifests;
+
+use crate::clients::Clients;
+
+pub struct ApplyService {
+    pub agents: ManifestStore,
+    pub clients: Clients,
+}
+
+impl ApplyService {
+    /// Names of routes and tools that exist already for `tenant`.
+    async fn existing(
+        &self,
+        tenant: &str,
+        need_tools: &[String],
+    ) -> Result<(HashSet<String>, HashSet<String>), Status> {
+        let mut tools = HashSet::new();
+        if !need_tools.is_empty() {
+            let resp = self
+                .clients
+                .tools
+                .clone()
+                .list_tools(pb::ListToolsRequest {
+                    tenant: tenant.to_string(),
+                    names: need_tools.to_vec(),
+                })
+                .await
+                .map_err(|s| Status::new(s.code(), format!("tools service: {}", s.message())))?
+                .into_inner();
+            // A name that is not missing exists, even when it expands to other names (an MCP
+            // server's tools).
+            tools.extend(
+                need_tools
+                    .iter()
+                    .filter(|n| !resp.missing.contains(*n))
+                    .cloned(),
+            );
+        }
+        let routes = self
+            .clients
+            .router
+            .clone()
+            .list_models(pb::ListModelsRequest {
+                tenant: tenant.to_string(),
+            })
+            .await
+            .map_err(|s| Status::new(s.code(), format!("router: {}", s.message())))?
+            .into_inner()
+            .routes
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        Ok((routes, tools))
+    }
+}
+
+#[tonic::async_trait]
+impl Manifests for ApplyService {
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Operator)?;
+        let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
+        let manifests = parse_request(&req.documents, &tenant, None)?;
+        if let Some(m) = manifests.iter().find(|m| !p.sees(m.tenant())) {
+            return Err(Status::permission_denied(format!(
+                "{} '{}' is for tenant '{}', which API key '{}' cannot act for",
+                m.kind(),
+                m.name(),
+                m.tenant(),
+                p.name
+            )));
+        }
+        let mut by_owner: std::collections::HashMap<Owner, Vec<pb::ManifestDocument>> =
+            Default::default();
+        let mut agents = Vec::new();
+        for (m, d) in manifests.iter().zip(&req.documents) {
+            match m {
+                Manifest::Agent(_) => agents.push((m.clone(), d.clone())),
+                _ => by_owner.entry(m.owner()).or_default().push(d.clone()),
+            }
+        }
+
+        // References from agents.
+        let mut problems = Vec::new();
+        for (m, d) in &agents {
+            let Manifest::Agent(a) = m else { continue };
+            let t = m.tenant();
+            let in_set = |kind: &str, name: &str| {
+                manifests
+                    .iter()
+                    .any(|x| x.kind() == kind && x.tenant() == t && x.name() == name)
+            };
+            let need_tools: Vec<String> = a
+                .spec
+                .tools
+                .iter()
+                .filter(|n| !in_set("Tool", n))
+                .cloned()
+                .collect();
+            let (routes, tools) = self.existing(t, &need_tools).await?;
+            for (i, name) in a.spec.tools.iter().enumerate() {
+                if !in_set("Tool", name) && !tools.contains(name) {
+                    problems.push(error(d, m, &format!("spec.tools[{i}]"), format!("tool '{name}' is not defined for tenant '{t}' (not in this apply, not applied before)")));
+                }
+            }
+            if !in_set("ModelRoute", &a.spec.route) && !routes.contains(&a.spec.route) {
+                problems.push(error(d, m, "spec.route", format!("model route '{}' is not defined for tenant '{t}' (not in this apply, not applied before)", a.spec.route)));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(bridle_core::Error::from(ValidationErrors(problems)).into());
+        }
+
+        // Dry runs: every owning service validates its part before anything changes.
+        let mut applied = Vec::new();
+        for (owner, docs) in &by_owner {
+            let r = self.forward(*owner, docs.clone(), &tenant, true).await?;
+            if req.dry_run {
+                applied.extend(r.applied);
+            }
+        }
+        let agent_manifests: Vec<Manifest> = agents.iter().map(|(m, _)| m.clone()).collect();
+        if req.dry_run {
+            let actions = self.agents.plan(&agent_manifests).await?;
+            applied.extend(summaries(&agent_manifests, &actions));
+            return Ok(Response::new(pb::ApplyResponse {
+                applied,
+                dry_run: true,
+            }));
+        }
+        for owner in [
+            Owner::Secrets,
+            Owner::Tools,
+            Owner::Router,
+            Owner::Approvals,
+        ] {
+            if let Some(docs) = by_owner.get(&owner) {
+                applied.extend(
+                    self.forward(owner, docs.clone(), &tenant, false)
+                        .await?
+                        .applied,
+                );
+            }
+        }
+        let actions = self.agents.put_all(&agent_manifests).await?;
+        applied.extend(summaries(&agent_manifests, &actions));
+        tracing::info!(count = applied.len(), "manifests applied");
+        Ok(Response::new(pb::ApplyResponse {
+            applied,
+            dry_run: false,
+        }))
+    }
+
+    async fn list_manifests(
+        &self,
+        req: Request<pb::ListManifestsRequest>,
+    ) -> Result<Response<pb::ListManifestsResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Viewer)?;
+        let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
+        let mut out = Vec::new();
+        if req.kind.is_empty() || req.kind == "Agent" {
+            for (m, generation) in self.agents.list(&tenant, Some("Agent")).await? {
+                out.push(pb::StoredManifest {
+                    kind: m.kind().into(),
+                    name: m.name().into(),
+                    tenant: m.tenant().into(),
+                    yaml: m.to_yaml(),
+                    generation,
+                });
+            }
+        }
+        for (kind, mut client) in [
+            ("Tool", self.clients.tools_manifests.clone()),
+            ("ModelRoute", self.clients.router_manifests.clone()),
+            ("Policy", self.clients.approvals_manifests.clone()),
+            ("SecretBinding", self.clients.secrets_manifests.clone()),
+        ] {
+            if req.kind.is_empty() || req.kind == kind {
+                let r = client
+                    .list_manifests(pb::ListManifestsRequest {
+                        tenant: tenant.clone(),
+                        kind: kind.into(),
+                    })
+                    .await;
+                match r {
+                    Ok(r) => out.extend(r.into_inner().manifests),
+                    // A service that keeps no manifests of its own has nothing to list.
+                    Err(s) if s.code() == tonic::Code::Unimplemented => {}
+                    Err(s) => return Err(s),
+                }
+            }
+        }
+        Ok(Response::new(pb::ListManifestsResponse { manifests: out }))
+    }
+
+    async fn delete_manifest(
+        &self,
+        req: Request<pb::DeleteManifestRequest>,
+    ) -> Result<Response<pb::DeleteManifestResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Operator)?;
+        let mut req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
+        req.tenant = tenant.clone();
+        let mut client = match req.kind.as_str() {
+            "Agent" => {
+                let deleted = self.agents.delete("Agent", &tenant, &req.name).await?;
+                return Ok(Response::new(pb::DeleteManifestResponse { deleted }));
+            }
+            "Tool" => self.clients.tools_manifests.clone(),
+            "ModelRoute" => self.clients.router_manifests.clone(),
+            "Policy" => self.clients.approvals_manifests.clone(),
+            "SecretBinding" => self.clients.secrets_manifests.clone(),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "kind: '{other}' is not one of {}",
+                    bridle_core::manifest::KINDS
+                )));
+            }
+        };
+        let deleted = client.delete_manifest(req).await?.into_inner().deleted;
+        Ok(Response::new(pb::DeleteManifestResponse { deleted }))
+    }
+}
+
+impl ApplyService {
+    async fn forward(
+        &self,
+        owner: Owner,
+        documents: Vec<pb::ManifestDocument>,
+        tenant: &str,
+        dry_run: bool,
+    ) -> Result<pb::ApplyResponse, Status> {
+        let mut client = match owner {
+            Owner::Tools => self.clients.tools_manifests.clone(),
+            Owner::Router => self.clients.router_manifests.clone(),
+            Owner::Approvals => self.clients.approvals_manifests.clone(),
+            Owner::Secrets => self.clients.secrets_manifests.clone(),
+            Owner::Orchestrator => return Ok(pb::ApplyResponse::default()),
+        };
+        client
+            .apply(pb::ApplyRequest {
+                documents,
+                dry_run,
+                tenant: tenant.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!("{} service: {}", owner.as_str(), s.message()),
+                )
+            })
+    }
+}
+
+fn error(d: &pb::ManifestDocument, m: &Manifest, field: &str, message: String) -> ManifestError {
+    ManifestError {
+        source: d.source.clone(),
+        line: locate_field(d.first_line, &d.yaml, field),
+        subject: Some(format!("{} '{}'", m.kind(), m.name())),
+        field: field.to_string(),
+        message,
+    }
+}
+
+fn summaries(ms: &[Manifest], actions: &[bridle_core::store::Action]) -> Vec<pb::AppliedManifest> {
+    ms.iter()
+        .zip(actions)
+        .map(|(m, a)| pb::AppliedManifest {
+            kind: m.kind().into(),
+            name: m.name().into(),
+            tenant: m.tenant().into(),
+            action: a.as_str().into(),
+            service: Owner::Orchestrator.as_str().into(),
+        })
+        .collect()
+}

@@ -1,0 +1,593 @@
+//! The agent loop: advances one run by one step — model call, policy check, tool calls,
+//! observation — checkpointing after each part, so a crash anywhere resumes from the last
+//! checkpoint on another worker.
+//!
+//! `advance` is safe to call for any run at any time, any number of times, concurrently: it
+//! reads the state, does the next thing the state says, and commits fenced by version. A
+//! stale worker's commit fails and it reloads; tool calls carry an idempotency key so a call
+//! that completed is never run twice.
+
+pub mod context;
+mod cursor;
+mod tools;
+
+use std::time::Duration;
+
+use bridle_core::timeutil::{now_ms, pb_duration, pb_duration_ms};
+use bridle_proto as pb;
+use bridle_proto::run_event::Kind;
+
+use crate::Error;
+use crate::clients::{Clients, is_transient};
+use crate::state::{EndReason, Gate, Msg, PendingCall, Phase, Status};
+use crate::store::RunStore;
+pub use cursor::Cursor;
+
+/// What the worker does with the task after `advance`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Acknowledge: the run moved on (its next step is queued), parked, or ended.
+    Done,
+    /// Leave the task pending: a dependency is down; the task is delivered again later.
+    Retry(String),
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    pub store: RunStore,
+    pub clients: Clients,
+    pub model_timeout: Duration,
+    pub tool_timeout: Duration,
+}
+
+/// Attempts of a call to a service that answered with a transient error, before the step
+/// is left for redelivery.
+const CALL_ATTEMPTS: u32 = 3;
+
+impl Engine {
+    pub async fn advance(&self, run_id: &str) -> Result<Outcome, Error> {
+        for _ in 0..8 {
+            match self.advance_once(run_id).await {
+                Err(Error::Fenced(_)) => {
+                    tracing::debug!(run = run_id, "fenced by another writer; reloading");
+                    continue;
+                }
+                other => return other,
+            }
+        }
+        Ok(Outcome::Retry("run kept changing under this worker".into()))
+    }
+
+    async fn advance_once(&self, run_id: &str) -> Result<Outcome, Error> {
+        let loaded = match self.store.load(run_id).await? {
+            Some(l) => l,
+            None => {
+                tracing::warn!(
+                    run = run_id,
+                    "task for a run that does not exist; dropping it"
+                );
+                return Ok(Outcome::Done);
+            }
+        };
+        let mut cur = Cursor::new(loaded);
+        if cur.state.status.is_terminal() {
+            return Ok(Outcome::Done);
+        }
+        if let Some(reason) = cur.state.cancel_requested.clone() {
+            return self
+                .finish(
+                    &mut cur,
+                    Status::Cancelled,
+                    EndReason::Cancelled,
+                    String::new(),
+                    reason,
+                )
+                .await;
+        }
+        if let Some(limit) = cur.state.limits.max_wall_time_ms
+            && now_ms() - cur.state.created_ms > limit
+        {
+            let msg = format!("wall-time budget of {} exceeded", fmt_ms(limit));
+            return self
+                .finish(
+                    &mut cur,
+                    Status::Failed,
+                    EndReason::WallTime,
+                    String::new(),
+                    msg,
+                )
+                .await;
+        }
+        match cur.state.phase.clone() {
+            Phase::Model => self.model_step(&mut cur).await,
+            Phase::Tools { .. } => self.tools_phase(&mut cur).await,
+        }
+    }
+
+    async fn model_step(&self, cur: &mut Cursor) -> Result<Outcome, Error> {
+        let s = &cur.state;
+        let limits = s.limits;
+        if s.step >= limits.max_steps {
+            let msg = format!(
+                "reached the step budget ({}) without a final answer",
+                limits.max_steps
+            );
+            return self
+                .finish(cur, Status::Failed, EndReason::MaxSteps, String::new(), msg)
+                .await;
+        }
+        if let Some(max) = limits.max_tokens
+            && s.totals.tokens() >= max
+        {
+            let msg = format!("token budget of {max} used ({} tokens)", s.totals.tokens());
+            return self
+                .finish(
+                    cur,
+                    Status::Failed,
+                    EndReason::TokenBudget,
+                    String::new(),
+                    msg,
+                )
+                .await;
+        }
+        if let Some(max) = limits.max_cost_nano_usd
+            && s.totals.cost_nano_usd >= max
+        {
+            let msg = format!("cost budget of ${:.4} used", max as f64 / 1e9);
+            return self
+                .finish(
+                    cur,
+                    Status::Failed,
+                    EndReason::CostBudget,
+                    String::new(),
+                    msg,
+                )
+                .await;
+        }
+
+        cur.state.step += 1;
+        cur.state.status = Status::Running;
+        cur.event(Kind::StepStarted(pb::StepStarted {}));
+        let step_started = now_ms();
+        if let Some(o) = self.fit_context(cur).await? {
+            return Ok(o);
+        }
+
+        let span = crate::otel::chat(&cur.state);
+        let called = std::time::Instant::now();
+        let call = tracing::Instrument::instrument(self.call_model(&cur.state), span.clone());
+        let resp = match with_wall_time(&cur.state, call).await {
+            None => return self.wall_time_out(cur).await,
+            Some(Ok(r)) => {
+                crate::otel::chat_done(&span, &r);
+                crate::otel::record_chat(&cur.state, &r);
+                r
+            }
+            Some(Err(st)) if is_transient(st.code()) => {
+                crate::otel::failed(&span, &st);
+                crate::otel::record_chat_error(&cur.state, &st, called.elapsed());
+                return Ok(Outcome::Retry(format!("model call: {}", st.message())));
+            }
+            Some(Err(st)) => {
+                crate::otel::failed(&span, &st);
+                crate::otel::record_chat_error(&cur.state, &st, called.elapsed());
+
+                let msg = format!("model call failed: {}", st.message());
+                return self
+                    .finish(cur, Status::Failed, EndReason::Error, String::new(), msg)
+                    .await;
+            }
+        };
+        let message = resp.message.clone().unwrap_or_default();
+        cur.state
+            .totals
+            .add(resp.usage.as_ref(), resp.cost.as_ref());
+        cur.state.scripted |= resp.scripted;
+        let assistant = Msg::from_pb(&pb::Message {
+            role: pb::Role::Assistant as i32,
+            ..message.clone()
+        });
+        cur.state.messages.push(assistant.clone());
+        cur.event(Kind::ModelCompleted(pb::ModelCompleted {
+            provider: resp.provider.clone(),
+            model: resp.model.clone(),
+            scripted: resp.scripted,
+            usage: resp.usage,
+            cost: resp.cost,
+            latency: resp.latency,
+            text: message.text.clone(),
+            tool_calls: message.tool_calls.clone(),
+            finish_reason: pb::FinishReason::try_from(resp.finish_reason)
+                .map(|f| {
+                    f.as_str_name()
+                        .trim_start_matches("FINISH_REASON_")
+                        .to_lowercase()
+                })
+                .unwrap_or_default(),
+            target: resp.target.clone(),
+        }));
+
+        if let Some(max) = limits.max_tokens
+            && cur.state.totals.tokens() > max
+        {
+            let msg = format!(
+                "token budget of {max} exceeded ({} tokens)",
+                cur.state.totals.tokens()
+            );
+            return self
+                .finish(
+                    cur,
+                    Status::Failed,
+                    EndReason::TokenBudget,
+                    String::new(),
+                    msg,
+                )
+                .await;
+        }
+        if let Some(max) = limits.max_cost_nano_usd
+            && cur.state.totals.cost_nano_usd > max
+        {
+            let msg = format!("cost budget of ${:.4} exceeded", max as f64 / 1e9);
+            return self
+                .finish(
+                    cur,
+                    Status::Failed,
+                    EndReason::CostBudget,
+                    String::new(),
+                    msg,
+                )
+                .await;
+        }
+        if assistant.tool_calls.is_empty() {
+            let out = assistant.text.clone();
+            return self
+                .finish(
+                    cur,
+                    Status::Succeeded,
+                    EndReason::FinalAnswer,
+                    out,
+                    String::new(),
+                )
+                .await;
+        }
+        cur.state.phase = Phase::Tools {
+            calls: assistant
+                .tool_calls
+                .iter()
+                .map(|c| PendingCall {
+                    call: c.clone(),
+                    gate: Gate::Unchecked,
+                    done: false,
+                })
+                .collect(),
+            step_started_ms: step_started,
+        };
+        cur.commit(&self.store).await?;
+        self.tools_phase(cur).await
+    }
+
+    /// Compacts the conversation when the next model call would not fit the window.
+    async fn fit_context(&self, cur: &mut Cursor) -> Result<Option<Outcome>, Error> {
+        let s = &mut cur.state;
+        let f = context::family(&s.context.model);
+        let window = s
+            .spec
+            .model
+            .context_window
+            .unwrap_or(if s.context.window > 0 {
+                s.context.window
+            } else {
+                context::default_window(&s.context.model)
+            });
+        let reserve = u64::from(s.spec.model.max_output_tokens.unwrap_or(4096));
+        let limit = context::limit(window, reserve);
+        let fixed = context::count_text(f, &s.spec.instructions)
+            + s.tools
+                .iter()
+                .map(|t| {
+                    context::count_text(f, &t.schema) + context::count_text(f, &t.description) + 8
+                })
+                .sum::<u64>();
+        let before = fixed + context::total(f, &mut s.messages);
+        if before <= limit {
+            return Ok(None);
+        }
+        let mut after = fixed + context::trim_tool_outputs(f, &mut s.messages, fixed, limit);
+        let mut method = "trimmed old tool outputs";
+        if after > limit
+            && let Some(range) = context::summarisable(&s.messages)
+        {
+            let transcript = context::transcript(&s.messages[range.clone()]);
+            let req = pb::CompleteRequest {
+                scope: Some(pb::Scope {
+                    tenant: s.tenant.clone(),
+                    agent: s.agent.clone(),
+                    run_id: s.id.clone(),
+                    ..Default::default()
+                }),
+                route: s.spec.route.clone(),
+                messages: vec![
+                    pb::Message {
+                        role: pb::Role::System as i32,
+                        text: context::SUMMARY_PROMPT.into(),
+                        ..Default::default()
+                    },
+                    pb::Message {
+                        role: pb::Role::User as i32,
+                        text: transcript,
+                        ..Default::default()
+                    },
+                ],
+                max_output_tokens: Some(2048),
+                timeout: Some(pb_duration(self.model_timeout)),
+                metadata: [("bridle.purpose".to_string(), "context_summary".to_string())].into(),
+                ..Default::default()
+            };
+            let mut r = tonic::Request::new(req);
+            r.set_timeout(self.model_timeout + Duration::from_secs(5));
+            match self.clients.router.clone().complete(r).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    s.totals.add(resp.usage.as_ref(), resp.cost.as_ref());
+                    let text = resp.message.map(|m| m.text).unwrap_or_default();
+                    s.messages.splice(range, [context::summary_message(&text)]);
+                    after = fixed + context::total(f, &mut s.messages);
+                    method = "trimmed old tool outputs and summarised older turns";
+                }
+                Err(st) if is_transient(st.code()) => {
+                    return Ok(Some(Outcome::Retry(format!(
+                        "context summary: {}",
+                        st.message()
+                    ))));
+                }
+                Err(st) => {
+                    tracing::warn!(run = %s.id, "summarising the context failed, sending it as it is: {}", st.message());
+                }
+            }
+        }
+        tracing::info!(run = %s.id, before, after, limit, "context compacted");
+        cur.event(Kind::ContextCompacted(pb::ContextCompacted {
+            tokens_before: before,
+            tokens_after: after,
+            method: method.into(),
+        }));
+        Ok(None)
+    }
+
+    async fn call_model(
+        &self,
+        s: &crate::state::RunState,
+    ) -> Result<pb::CompleteResponse, tonic::Status> {
+        let mut messages = Vec::with_capacity(s.messages.len() + 1);
+        if !s.spec.instructions.is_empty() {
+            messages.push(pb::Message {
+                role: pb::Role::System as i32,
+                text: s.spec.instructions.clone(),
+                ..Default::default()
+            });
+        }
+        messages.extend(s.messages.iter().map(Msg::to_pb));
+        // Never ask for more output than the token budget has left.
+        let remaining = s
+            .limits
+            .max_tokens
+            .map(|m| m.saturating_sub(s.totals.tokens()).min(u32::MAX as u64) as u32);
+        let max_out = match (s.spec.model.max_output_tokens, remaining) {
+            (Some(a), Some(b)) => Some(a.min(b.max(1))),
+            (a, b) => a.or(b.map(|b| b.max(1))),
+        };
+        let req = pb::CompleteRequest {
+            scope: Some(pb::Scope {
+                tenant: s.tenant.clone(),
+                agent: s.agent.clone(),
+                run_id: s.id.clone(),
+                ..Default::default()
+            }),
+            route: s.spec.route.clone(),
+            messages,
+            tools: s.tools.iter().map(|t| t.to_pb()).collect(),
+            tool_choice: None,
+            temperature: s.spec.model.temperature,
+            max_output_tokens: max_out,
+            timeout: Some(pb_duration(self.model_timeout)),
+            metadata: Default::default(),
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(self.model_timeout + Duration::from_secs(5));
+            match self.clients.router.clone().complete(r).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(st) if is_transient(st.code()) && attempt < CALL_ATTEMPTS => {
+                    tracing::warn!(run = %s.id, code = ?st.code(), "model call failed, retrying: {}", st.message());
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(st) => return Err(st),
+            }
+        }
+    }
+
+    /// Ends the run: terminal state and event, then releases what the run held elsewhere.
+    pub(crate) async fn finish(
+        &self,
+        cur: &mut Cursor,
+        status: Status,
+        reason: EndReason,
+        output: String,
+        error: String,
+    ) -> Result<Outcome, Error> {
+        let now = now_ms();
+        let s = &mut cur.state;
+        s.status = status;
+        s.end_reason = Some(reason);
+        s.output = output.clone();
+        s.error = error.clone();
+        s.finished_ms = Some(now);
+        if let Phase::Tools { calls, .. } = &mut s.phase {
+            // Nothing of an unfinished step runs after the end.
+            calls.retain(|c| c.done);
+        }
+        let (usage, cost) = (s.totals.usage_pb(), s.totals.cost_pb());
+        let steps = s.step;
+        let duration = pb_duration_ms(now - s.created_ms);
+        cur.event(Kind::RunFinished(pb::RunFinished {
+            status: status.to_pb() as i32,
+            reason: reason.to_pb() as i32,
+            output,
+            error,
+            usage: Some(usage),
+            cost: Some(cost),
+            duration: Some(duration),
+            steps,
+        }));
+        cur.commit(&self.store).await?;
+        tracing::info!(run = %cur.state.id, status = ?status, reason = ?reason, "run finished");
+        crate::otel::run_finished(&cur.state);
+
+        self.release(&cur.state).await;
+        Ok(Outcome::Done)
+    }
+
+    /// Best effort: the tools service removes the run's containers and workspace, and the
+    /// secrets broker revokes the run's leases. A failure is logged; the tools service also
+    /// reaps what it finds orphaned, and unrenewed leases lapse.
+    pub(crate) async fn release(&self, s: &crate::state::RunState) {
+        let scope = pb::Scope {
+            tenant: s.tenant.clone(),
+            agent: s.agent.clone(),
+            run_id: s.id.clone(),
+            ..Default::default()
+        };
+        let mut r = tonic::Request::new(pb::EndRunRequest {
+            scope: Some(scope.clone()),
+        });
+        r.set_timeout(Duration::from_secs(30));
+        let mut leases = tonic::Request::new(pb::SecretsEndRunRequest { scope: Some(scope) });
+        leases.set_timeout(Duration::from_secs(30));
+        // Sandboxes and leases are released side by side; each failure is only logged (leases
+        // lapse at the end of their duration once nobody renews them).
+        let mut tools = self.clients.tools.clone();
+        let mut secrets = self.clients.secrets.clone();
+        let (sandboxes, leases) = tokio::join!(tools.end_run(r), secrets.end_run(leases));
+        if let Err(st) = sandboxes {
+            tracing::warn!(run = %s.id, "releasing the run's sandboxes failed: {}", st.message());
+        }
+        if let Err(st) = leases {
+            tracing::warn!(run = %s.id, "revoking the run's secret leases failed: {}", st.message());
+        }
+    }
+}
+
+/// Runs `call` within what is left of the run's wall-time budget; `None` when it ran out.
+pub(crate) async fn with_wall_time<T>(
+    s: &crate::state::RunState,
+    call: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match s.limits.max_wall_time_ms {
+        None => Some(call.await),
+        Some(limit) => {
+            let left = (s.created_ms + limit - now_ms()).max(0) as u64;
+            tokio::time::timeout(Duration::from_millis(left), call)
+                .await
+                .ok()
+        }
+    }
+}
+
+impl Engine {
+    pub(crate) async fn wall_time_out(&self, cur: &mut Cursor) -> Result<Outcome, Error> {
+        let limit = cur.state.limits.max_wall_time_ms.unwrap_or(0);
+        let msg = format!("wall-time budget of {} exceeded", fmt_ms(limit));
+        self.finish(cur, Status::Failed, EndReason::WallTime, String::new(), msg)
+            .await
+    }
+}
+
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(250 * 2u64.pow(attempt.min(6)));
+    let jitter = Duration::from_millis(u64::from(ulid::Ulid::new().random() as u16 % 200));
+    base + jitter
+}
+
+fn fmt_ms(ms: i64) -> String {
+    bridle_core::timeutil::short_duration(Duration::from_millis(ms.max(0) as u64))
+}
+
+impl Engine {
+    /// Ends a run whose task failed too often.
+    pub async fn fail_dead_letter(&self, run_id: &str, deliveries: u64) -> Result<(), Error> {
+        for _ in 0..8 {
+            let Some(l) = self.store.load(run_id).await? else {
+                return Ok(());
+            };
+            let mut cur = Cursor::new(l);
+            if cur.state.status.is_terminal() {
+                return Ok(());
+            }
+            let msg = format!(
+                "a step of this run failed {deliveries} times (see the orchestrator log); it was moved to the dead-letter stream"
+            );
+            match self
+                .finish(
+                    &mut cur,
+                    Status::Failed,
+                    EndReason::DeadLetter,
+                    String::new(),
+                    msg,
+                )
+                .await
+            {
+                Err(Error::Fenced(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels a run. A run in a worker's hands is only flagged (the worker's next checkpoint
+    /// is fenced by this write, and it then ends the run); any other run ends here.
+    pub async fn cancel(&self, run_id: &str, reason: &str) -> Result<crate::store::Loaded, Error> {
+        for _ in 0..8 {
+            let l = self.store.load_required(run_id).await?;
+            if l.state.status.is_terminal() {
+                return Ok(l);
+            }
+            let mut cur = Cursor::new(l);
+            let why = if reason.is_empty() {
+                "cancelled by request".to_string()
+            } else {
+                format!("cancelled: {reason}")
+            };
+            cur.state.cancel_requested = Some(why.clone());
+            let r = match cur.state.status {
+                Status::Queued | Status::AwaitingApproval => self
+                    .finish(
+                        &mut cur,
+                        Status::Cancelled,
+                        EndReason::Cancelled,
+                        String::new(),
+                        why,
+                    )
+                    .await
+                    .map(|_| ()),
+                _ => {
+                    let r = cur.commit(&self.store).await;
+                    if r.is_ok() {
+                        // Interrupt the worker inside the step, wherever it runs; and make
+                        // sure some worker sees the flag even if the run is between steps.
+                        self.store.publish_cancel(run_id).await?;
+                        self.store.enqueue(run_id).await?;
+                    }
+                    r
+                }
+            };
+            match r {
+                Err(Error::Fenced(_)) => continue,
+                Err(e) => return Err(e),
+                Ok(()) => return self.store.load_required(run_id).await,
+            }
+        }
+        Err(Error::Fenced(run_id.to_string()))
+    }
+}

@@ -1,0 +1,473 @@
+//! The tool half of a step: each call the model asked for is checked by policy (and parked for
+//! a human when policy says so), then run or refused, and its result becomes the observation
+//! the model sees next.
+
+use std::time::Duration;
+
+use bridle_core::timeutil::{now_ms, pb_duration, pb_duration_ms};
+use bridle_proto as pb;
+use bridle_proto::run_event::Kind;
+
+use super::{CALL_ATTEMPTS, Cursor, Engine, Outcome, backoff};
+use crate::Error;
+use crate::clients::is_transient;
+use crate::state::{Gate, Msg, Phase, Status};
+
+/// What the approvals service says about a call's approval.
+enum Verdict {
+    Pending,
+    Approved {
+        by: String,
+        reason: String,
+        waited_ms: i64,
+    },
+    Refused {
+        outcome: &'static str,
+        by: String,
+        reason: String,
+        waited_ms: i64,
+    },
+}
+
+fn verdict(a: &pb::Approval) -> Verdict {
+    let waited_ms = match (&a.created_at, &a.decided_at) {
+        (Some(c), Some(d)) => {
+            bridle_core::timeutil::ms_from_ts(d) - bridle_core::timeutil::ms_from_ts(c)
+        }
+        (Some(c), None) => now_ms() - bridle_core::timeutil::ms_from_ts(c),
+        _ => 0,
+    };
+    match pb::ApprovalState::try_from(a.state).unwrap_or(pb::ApprovalState::Unspecified) {
+        pb::ApprovalState::Pending | pb::ApprovalState::Unspecified => Verdict::Pending,
+        pb::ApprovalState::Approved => Verdict::Approved {
+            by: a.decided_by.clone(),
+            reason: a.reason.clone(),
+            waited_ms,
+        },
+        pb::ApprovalState::Denied => Verdict::Refused {
+            outcome: "denied",
+            by: a.decided_by.clone(),
+            reason: a.reason.clone(),
+            waited_ms,
+        },
+        pb::ApprovalState::Expired => Verdict::Refused {
+            outcome: "expired",
+            by: String::new(),
+            reason: "nobody decided before the approval expired".into(),
+            waited_ms,
+        },
+    }
+}
+
+impl Engine {
+    pub(super) async fn tools_phase(&self, cur: &mut Cursor) -> Result<Outcome, Error> {
+        loop {
+            let Phase::Tools { calls, .. } = &cur.state.phase else {
+                return Ok(Outcome::Done);
+            };
+            let Some(i) = calls.iter().position(|c| !c.done) else {
+                return self.end_step(cur).await;
+            };
+            let pending = calls[i].clone();
+            match pending.gate {
+                Gate::Unchecked => {
+                    if let Some(o) = self.evaluate(cur, i).await? {
+                        return Ok(o);
+                    }
+                }
+                Gate::Awaiting { approval_id } => {
+                    if let Some(o) = self.check_approval(cur, i, &approval_id).await? {
+                        return Ok(o);
+                    }
+                }
+                Gate::Allowed => {
+                    if let Some(o) = self.execute(cur, i).await? {
+                        return Ok(o);
+                    }
+                }
+                Gate::Denied { reason } => {
+                    let call = pending.call.clone();
+                    let text = format!("The call was not run: {reason}");
+                    cur.state
+                        .messages
+                        .push(Msg::tool(&call, text.clone(), true));
+                    set_done(cur, i);
+                    cur.event(Kind::ToolFinished(pb::ToolFinished {
+                        call_id: call.id.clone(),
+                        tool: call.name.clone(),
+                        is_error: true,
+                        output: text,
+                        skipped: true,
+                        ..Default::default()
+                    }));
+                    cur.commit(&self.store).await?;
+                }
+            }
+        }
+    }
+
+    async fn end_step(&self, cur: &mut Cursor) -> Result<Outcome, Error> {
+        let started = match &cur.state.phase {
+            Phase::Tools {
+                step_started_ms, ..
+            } => *step_started_ms,
+            Phase::Model => now_ms(),
+        };
+        cur.state.phase = Phase::Model;
+        cur.state.status = Status::Running;
+        cur.event(Kind::StepFinished(pb::StepFinished {
+            usage_total: Some(cur.state.totals.usage_pb()),
+            cost_total: Some(cur.state.totals.cost_pb()),
+            duration: Some(pb_duration_ms(now_ms() - started)),
+        }));
+        cur.commit(&self.store).await?;
+        // A crash between the commit and this enqueue leaves the current task pending, and its
+        // redelivery finds the run at the next step: nothing is lost either way.
+        self.store.enqueue(&cur.state.id).await?;
+        Ok(Outcome::Done)
+    }
+
+    /// Policy check of call `i`. Returns Some when the task should stop here.
+    async fn evaluate(&self, cur: &mut Cursor, i: usize) -> Result<Option<Outcome>, Error> {
+        let s = &cur.state;
+        let Phase::Tools { calls, .. } = &s.phase else {
+            return Ok(None);
+        };
+        let call = calls[i].call.clone();
+        let tool = s
+            .tools
+            .iter()
+            .find(|t| t.name == call.name)
+            .map(|t| t.to_pb())
+            .unwrap_or_else(|| pb::ToolSpec {
+                name: call.name.clone(),
+                ..Default::default()
+            });
+        let req = pb::EvaluateRequest {
+            scope: Some(pb::Scope {
+                tenant: s.tenant.clone(),
+                agent: s.agent.clone(),
+                run_id: s.id.clone(),
+                tool: call.name.clone(),
+                ..Default::default()
+            }),
+            step: s.step,
+            call_id: call.id.clone(),
+            tool: Some(tool),
+            arguments_json: call.arguments.clone(),
+            facts: Some(pb::RunFacts {
+                step: s.step,
+                tokens_so_far: s.totals.tokens(),
+                cost_so_far: Some(s.totals.cost_pb()),
+            }),
+            // The run's snapshot: an MCP server granted by name expands to its tools.
+            granted_tools: s.tools.iter().map(|t| t.name.clone()).collect(),
+
+            approval_required_tools: s.spec.approval.require.clone(),
+            approval_ttl: s.spec.approval.ttl.map(pb_duration),
+        };
+        let span = crate::otel::policy(s, &call.name, &call.id);
+        let check = self.with_retries("policy check", || {
+            let mut c = self.clients.approvals.clone();
+            let req = req.clone();
+            async move { c.evaluate(req).await.map(|r| r.into_inner()) }
+        });
+        let resp = match tracing::Instrument::instrument(check, span.clone()).await {
+            Ok(r) => r,
+            Err(st) if is_transient(st.code()) => {
+                return Ok(Some(Outcome::Retry(format!(
+                    "policy check: {}",
+                    st.message()
+                ))));
+            }
+            Err(st) => {
+                // Fail closed: a call whose policy cannot be evaluated does not run.
+                let reason = format!("policy check failed: {}", st.message());
+                tracing::warn!(run = %s.id, call = %call.id, "{reason}");
+                pb::EvaluateResponse {
+                    decision: pb::PolicyDecision::Deny as i32,
+                    reason,
+                    approval: None,
+                }
+            }
+        };
+        let decision =
+            pb::PolicyDecision::try_from(resp.decision).unwrap_or(pb::PolicyDecision::Deny);
+        crate::otel::policy_done(&span, decision);
+        drop(span);
+        cur.event(Kind::PolicyEvaluated(pb::PolicyEvaluated {
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            decision: decision as i32,
+            reason: resp.reason.clone(),
+        }));
+        let gate = match decision {
+            pb::PolicyDecision::Allow => Gate::Allowed,
+            pb::PolicyDecision::Deny | pb::PolicyDecision::Unspecified => Gate::Denied {
+                reason: if resp.reason.is_empty() {
+                    "denied by policy".into()
+                } else {
+                    resp.reason.clone()
+                },
+            },
+            pb::PolicyDecision::RequireApproval => {
+                let Some(a) = resp.approval else {
+                    return Err(Error::Core(bridle_core::Error::internal(
+                        "approvals service required approval without an approval record",
+                    )));
+                };
+                cur.event(Kind::ApprovalRequested(pb::ApprovalRequested {
+                    approval_id: a.id.clone(),
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    arguments_json: call.arguments.clone(),
+                    expires_at: a.expires_at,
+                    reason: resp.reason.clone(),
+                }));
+                match verdict(&a) {
+                    Verdict::Pending => {
+                        set_gate(
+                            cur,
+                            i,
+                            Gate::Awaiting {
+                                approval_id: a.id.clone(),
+                            },
+                        );
+                        cur.state.status = Status::AwaitingApproval;
+                        cur.commit(&self.store).await?;
+                        tracing::info!(run = %cur.state.id, approval = %a.id, tool = %call.name, "parked for approval");
+                        return Ok(Some(Outcome::Done));
+                    }
+                    v => resolved_gate(cur, &a.id, &call.id, &call.name, v),
+                }
+            }
+        };
+        set_gate(cur, i, gate);
+        cur.commit(&self.store).await?;
+        Ok(None)
+    }
+
+    async fn check_approval(
+        &self,
+        cur: &mut Cursor,
+        i: usize,
+        approval_id: &str,
+    ) -> Result<Option<Outcome>, Error> {
+        let id = approval_id.to_string();
+        let a = match self
+            .with_retries("approval lookup", || {
+                let mut c = self.clients.approvals.clone();
+                let id = id.clone();
+                async move {
+                    c.get(pb::GetApprovalRequest { id })
+                        .await
+                        .map(|r| r.into_inner())
+                }
+            })
+            .await
+        {
+            Ok(a) => a,
+            Err(st) if is_transient(st.code()) => {
+                return Ok(Some(Outcome::Retry(format!(
+                    "approval lookup: {}",
+                    st.message()
+                ))));
+            }
+            Err(st) => {
+                // An approval that cannot be found cannot approve anything.
+
+                pb::Approval {
+                    id: id.clone(),
+                    state: pb::ApprovalState::Denied as i32,
+                    reason: format!("approval could not be read: {}", st.message()),
+                    ..Default::default()
+                }
+            }
+        };
+        let (call_id, tool) = match &cur.state.phase {
+            Phase::Tools { calls, .. } => (calls[i].call.id.clone(), calls[i].call.name.clone()),
+            Phase::Model => (String::new(), String::new()),
+        };
+        match verdict(&a) {
+            Verdict::Pending => {
+                if cur.state.status != Status::AwaitingApproval {
+                    cur.state.status = Status::AwaitingApproval;
+                    cur.commit(&self.store).await?;
+                }
+                Ok(Some(Outcome::Done))
+            }
+            v => {
+                let gate = resolved_gate(cur, &id, &call_id, &tool, v);
+                set_gate(cur, i, gate);
+                cur.state.status = Status::Running;
+                cur.commit(&self.store).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn execute(&self, cur: &mut Cursor, i: usize) -> Result<Option<Outcome>, Error> {
+        let s = &cur.state;
+        let Phase::Tools { calls, .. } = &s.phase else {
+            return Ok(None);
+        };
+        let call = calls[i].call.clone();
+        cur.event(Kind::ToolStarted(pb::ToolStarted {
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            arguments_json: call.arguments.clone(),
+        }));
+        cur.commit(&self.store).await?;
+
+        let s = &cur.state;
+        let req = pb::ExecuteRequest {
+            scope: Some(pb::Scope {
+                tenant: s.tenant.clone(),
+                agent: s.agent.clone(),
+                run_id: s.id.clone(),
+                tool: call.name.clone(),
+                ..Default::default()
+            }),
+            tool: call.name.clone(),
+            arguments_json: call.arguments.clone(),
+            idempotency_key: format!("{}:{}:{}", s.id, s.step, call.id),
+            call_id: call.id.clone(),
+            step: s.step,
+            timeout: Some(pb_duration(self.tool_timeout)),
+        };
+        let timeout = self.tool_timeout + Duration::from_secs(10);
+        let exec = self.with_retries("tool call", || {
+            let mut c = self.clients.tools.clone();
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(timeout);
+            async move { c.execute(r).await.map(|r| r.into_inner()) }
+        });
+        let span = crate::otel::execute_tool(&cur.state, &call.name, &call.id, &call.arguments);
+        let exec = tracing::Instrument::instrument(exec, span.clone());
+        let Some(result) = super::with_wall_time(&cur.state, exec).await else {
+            return self.wall_time_out(cur).await.map(Some);
+        };
+        let (output, is_error, finished) = match result {
+            Ok(resp) => {
+                if let Some(r) = &resp.result {
+                    crate::otel::tool_done(&span, r, resp.replayed);
+                }
+
+                let r = resp.result.unwrap_or_default();
+                let finished = pb::ToolFinished {
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    is_error: r.is_error,
+                    output: r.output.clone(),
+                    exit_code: r.exit_code,
+                    duration: r.duration,
+                    timed_out: r.timed_out,
+                    truncated: r.stdout_truncated || r.stderr_truncated,
+                    replayed: resp.replayed,
+                    skipped: false,
+                };
+                (r.output, r.is_error, finished)
+            }
+            Err(st) if is_transient(st.code()) => {
+                return Ok(Some(Outcome::Retry(format!("tool call: {}", st.message()))));
+            }
+            Err(st) => {
+                // The tool cannot run as defined (missing image, deleted tool...): the model
+                // learns why and can try something else.
+                let text = format!("The tool '{}' could not run: {}", call.name, st.message());
+                let finished = pb::ToolFinished {
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    is_error: true,
+                    output: text.clone(),
+                    exit_code: -1,
+                    skipped: true,
+                    ..Default::default()
+                };
+                (text, true, finished)
+            }
+        };
+        cur.state.messages.push(Msg::tool(&call, output, is_error));
+        set_done(cur, i);
+        cur.event(Kind::ToolFinished(finished));
+        cur.commit(&self.store).await?;
+        Ok(None)
+    }
+
+    /// Calls `f` up to CALL_ATTEMPTS times while it fails with a transient status.
+    async fn with_retries<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match f().await {
+                Err(st) if is_transient(st.code()) && attempt < CALL_ATTEMPTS => {
+                    tracing::warn!(code = ?st.code(), "{what} failed, retrying: {}", st.message());
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn resolved_gate(
+    cur: &mut Cursor,
+    approval_id: &str,
+    call_id: &str,
+    tool: &str,
+    v: Verdict,
+) -> Gate {
+    let (outcome, by, reason, waited_ms, gate) = match v {
+        Verdict::Approved {
+            by,
+            reason,
+            waited_ms,
+        } => ("approved", by, reason, waited_ms, Gate::Allowed),
+        Verdict::Refused {
+            outcome,
+            by,
+            reason,
+            waited_ms,
+        } => {
+            let why = match (outcome, by.is_empty(), reason.is_empty()) {
+                ("expired", ..) => "the approval expired before anyone decided".to_string(),
+                (_, false, false) => format!("denied by {by}: {reason}"),
+                (_, false, true) => format!("denied by {by}"),
+                (_, true, false) => format!("denied: {reason}"),
+                _ => "denied".to_string(),
+            };
+            (outcome, by, reason, waited_ms, Gate::Denied { reason: why })
+        }
+        Verdict::Pending => {
+            return Gate::Awaiting {
+                approval_id: approval_id.to_string(),
+            };
+        }
+    };
+    cur.event(Kind::ApprovalResolved(pb::ApprovalResolved {
+        approval_id: approval_id.to_string(),
+        call_id: call_id.to_string(),
+        outcome: outcome.into(),
+        decided_by: by,
+        reason,
+        waited: Some(pb_duration_ms(waited_ms)),
+    }));
+    crate::otel::approval_wait(&cur.state, tool, call_id, approval_id, outcome, waited_ms);
+    gate
+}
+
+fn set_gate(cur: &mut Cursor, i: usize, gate: Gate) {
+    if let Phase::Tools { calls, .. } = &mut cur.state.phase {
+        calls[i].gate = gate;
+    }
+}
+
+fn set_done(cur: &mut Cursor, i: usize) {
+    if let Phase::Tools { calls, .. } = &mut cur.state.phase {
+        calls[i].done = true;
+    }
+}

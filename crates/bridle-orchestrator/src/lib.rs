@@ -1,0 +1,115 @@
+//! The orchestrator: the agent loop and the runs it drives.
+//!
+//! A run is state in Redis (checkpointed after every model reply, policy decision and tool
+//! result) plus an event stream; its steps are tasks in a Redis Streams consumer group that any
+//! number of orchestrator processes share. Each step calls the router for the model's reply,
+//! the approvals service for every tool call's policy, and the tools service to run it.
+//!
+//! It must never lose a run, never run a completed tool call twice (calls carry an idempotency
+//! key), never advance a run from two workers at once (writes are fenced by version), and
+//! never resolve a secret: it holds none.
+
+pub mod admin;
+pub mod apply;
+pub mod cancel;
+pub mod clients;
+pub mod engine;
+mod error;
+pub mod listener;
+pub mod otel;
+
+mod options;
+pub mod service;
+pub mod state;
+pub mod store;
+pub mod worker;
+
+use std::net::SocketAddr;
+
+use bridle_core::Shutdown;
+use bridle_core::auth::{ApiKeyStore, Authenticator};
+use bridle_core::manifest::Owner;
+use bridle_core::redis_util::{self, Keys};
+use bridle_core::store::ManifestStore;
+use bridle_proto::admin_server::AdminServer;
+use bridle_proto::manifests_server::ManifestsServer;
+use bridle_proto::orchestrator_server::OrchestratorServer;
+
+pub use error::Error;
+pub use options::Options;
+
+/// Connects to Redis (failing clearly when it cannot), starts the workers and the approval
+/// listener, binds and serves. Returns the bound address.
+pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, bridle_core::Error> {
+    let conn = redis_util::connect(&opts.redis_url).await?;
+    let keys = Keys::new(&opts.key_prefix);
+    let clients = clients::Clients::new(&opts)?;
+    let store = store::RunStore::new(conn.clone(), keys.clone());
+    let agents = ManifestStore::new(conn.clone(), &keys, Owner::Orchestrator);
+    let api_keys = ApiKeyStore::new(conn, &keys);
+    let auth = Authenticator::new(
+        opts.server.auth,
+        opts.server.internal_token.clone(),
+        Some(api_keys.clone()),
+    );
+    let inflight = cancel::InFlight::default();
+    let engine = engine::Engine {
+        store,
+        clients: clients.clone(),
+        model_timeout: opts.model_timeout,
+        tool_timeout: opts.tool_timeout,
+    };
+    shutdown.spawn(cancel::listen(
+        opts.redis_url.clone(),
+        engine.store.cancel_channel(),
+        inflight.clone(),
+        shutdown.clone(),
+    ));
+    let consumer = opts.consumer.clone().unwrap_or_else(default_consumer);
+    worker::Workers {
+        engine: engine.clone(),
+        redis_url: opts.redis_url.clone(),
+        consumer,
+        claim_idle: opts.claim_idle,
+        max_deliveries: opts.max_deliveries,
+        inflight,
+    }
+    .start(opts.workers, &shutdown)
+    .await?;
+    shutdown.spawn(listener::run(engine.clone(), shutdown.clone()));
+    shutdown.spawn(worker::sample_queue(engine.store.clone(), shutdown.clone()));
+
+    let svc = service::OrchestratorService {
+        engine,
+        agents: agents.clone(),
+        redis_url: opts.redis_url.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let apply = apply::ApplyService { agents, clients };
+    let routes = tonic::service::Routes::new(
+        OrchestratorServer::new(svc).max_decoding_message_size(16 << 20),
+    )
+    .add_service(ManifestsServer::new(apply).max_decoding_message_size(16 << 20))
+    .add_service(AdminServer::new(admin::AdminService { keys: api_keys }));
+    bridle_core::service::spawn_grpc_with_auth(
+        "orchestrator",
+        &opts.server,
+        routes,
+        &[
+            "bridle.v1.Orchestrator",
+            "bridle.v1.Manifests",
+            "bridle.v1.Admin",
+        ],
+        Some(auth),
+        &shutdown,
+    )
+    .await
+}
+
+fn default_consumer() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let rand = ulid::Ulid::new().to_string();
+    format!("{host}-{}-{}", std::process::id(), &rand[rand.len() - 6..])
+}

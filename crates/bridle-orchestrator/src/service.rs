@@ -1,0 +1,384 @@
+//! The `bridle.v1.Orchestrator` gRPC service: starting, reading, listing, cancelling and
+//! watching runs.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use redis::streams::StreamReadReply;
+use tonic::{Request, Response, Status};
+
+use bridle_core::Shutdown;
+use bridle_core::auth::{Principal, Role, principal};
+use bridle_core::manifest::{Agent, Manifest};
+use bridle_core::store::ManifestStore;
+use bridle_core::timeutil::{now_ms, ts_from_ms};
+use bridle_proto as pb;
+use bridle_proto::run_event::Kind;
+
+use crate::Error;
+use crate::engine::Engine;
+use crate::state::{Limits, Msg, Phase, RunState, Status as RunStatus, ToolInfo, Totals};
+use crate::store::decode_event;
+
+pub struct OrchestratorService {
+    pub engine: Engine,
+    pub agents: ManifestStore,
+    pub redis_url: String,
+    pub shutdown: Shutdown,
+}
+
+impl OrchestratorService {
+    async fn agent(&self, tenant: &str, name: &str) -> Result<Agent, Error> {
+        match self.agents.get("Agent", tenant, name).await? {
+            Some(Manifest::Agent(a)) => Ok(a),
+            _ => Err(Error::UnknownAgent {
+                tenant: tenant.to_string(),
+                agent: name.to_string(),
+            }),
+        }
+    }
+
+    async fn tools_of(&self, tenant: &str, agent: &Agent) -> Result<Vec<ToolInfo>, Error> {
+        if agent.spec.tools.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut c = self.engine.clients.tools.clone();
+        let resp = c
+            .list_tools(pb::ListToolsRequest {
+                tenant: tenant.to_string(),
+                names: agent.spec.tools.clone(),
+            })
+            .await
+            .map_err(|s| bridle_core::client::call_error("tools service", s))?
+            .into_inner();
+        if !resp.missing.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "agent '{}' uses tools that are not defined for tenant '{tenant}': {} (apply their Tool manifests)",
+                agent.metadata.name,
+                resp.missing.join(", ")
+            )));
+        }
+        Ok(resp.tools.iter().map(ToolInfo::from_pb).collect())
+    }
+
+    /// The model the agent's route tries first, for token counts and the context window. Best
+    /// effort: without it, tokens are estimated and the window is the default.
+    async fn context_of(&self, tenant: &str, agent: &Agent) -> crate::state::ContextInfo {
+        let mut r = tonic::Request::new(pb::ListModelsRequest {
+            tenant: tenant.to_string(),
+        });
+        r.set_timeout(std::time::Duration::from_secs(5));
+        let model = match self.engine.clients.router.clone().list_models(r).await {
+            Ok(resp) => resp
+                .into_inner()
+                .routes
+                .into_iter()
+                .find(|x| x.name == agent.spec.route)
+                .and_then(|x| x.targets.into_iter().next())
+                .map(|t| t.model)
+                .unwrap_or_default(),
+            Err(st) => {
+                tracing::warn!(
+                    "cannot ask the router for route '{}': {}",
+                    agent.spec.route,
+                    st.message()
+                );
+                String::new()
+            }
+        };
+        let window = agent
+            .spec
+            .model
+            .context_window
+            .unwrap_or_else(|| crate::engine::context::default_window(&model));
+        crate::state::ContextInfo { model, window }
+    }
+
+    /// A run the caller may see; another tenant's run is reported as not existing.
+    async fn visible_run(&self, p: &Principal, id: &str) -> Result<crate::store::Loaded, Error> {
+        bridle_core::ids::check_id("run_id", "run", id)?;
+        let l = self.engine.store.load_required(id).await?;
+        if !p.sees(&l.state.tenant) {
+            return Err(Error::UnknownRun(id.to_string()));
+        }
+        Ok(l)
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::orchestrator_server::Orchestrator for OrchestratorService {
+    async fn start_run(
+        &self,
+        req: Request<pb::StartRunRequest>,
+    ) -> Result<Response<pb::StartRunResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Operator)?;
+        let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
+        bridle_core::ids::check_name(&req.agent)
+            .map_err(|e| Error::InvalidArgument(format!("agent: {e}")))?;
+        if req.input.trim().is_empty() {
+            return Err(Error::InvalidArgument("input: must not be empty".into()).into());
+        }
+        let run_id = bridle_core::ids::new_run_id();
+        if !req.idempotency_key.is_empty() {
+            if req.idempotency_key.len() > 256 {
+                return Err(Error::InvalidArgument(
+                    "idempotency_key: at most 256 characters".into(),
+                )
+                .into());
+            }
+            if let Some(existing) = self
+                .engine
+                .store
+                .claim_idempotency(&tenant, &req.idempotency_key, &run_id)
+                .await?
+            {
+                // Same key, same run — even while the first request is still creating it.
+                let run = match self.engine.store.load(&existing).await? {
+                    Some(l) => l.state.to_pb(l.offset),
+                    None => pb::Run {
+                        id: existing,
+                        tenant: tenant.clone(),
+                        agent: req.agent.clone(),
+                        ..Default::default()
+                    },
+                };
+                return Ok(Response::new(pb::StartRunResponse {
+                    run: Some(run),
+                    created: false,
+                }));
+            }
+        }
+        let agent = self.agent(&tenant, &req.agent).await?;
+        let tools = self.tools_of(&tenant, &agent).await?;
+        let limits = Limits::resolve(&agent.spec, req.budget.as_ref());
+        let context = self.context_of(&tenant, &agent).await;
+        let now = now_ms();
+        let state = RunState {
+            id: run_id.clone(),
+            tenant: tenant.clone(),
+            agent: req.agent.clone(),
+            input: req.input.clone(),
+            status: RunStatus::Queued,
+            end_reason: None,
+            output: String::new(),
+            error: String::new(),
+            created_ms: now,
+            updated_ms: now,
+            finished_ms: None,
+            spec: agent.spec.clone(),
+            tools,
+            limits,
+            messages: vec![Msg::user(&req.input)],
+            step: 0,
+            phase: Phase::Model,
+            totals: Totals::new(),
+            scripted: false,
+            idempotency_key: req.idempotency_key.clone(),
+            labels: req.labels.clone().into_iter().collect(),
+            cancel_requested: None,
+            context,
+            trace: {
+                let (trace_id, span_id) = bridle_core::telemetry::new_run_trace();
+                crate::state::TraceIds { trace_id, span_id }
+            },
+        };
+        let first = pb::RunEvent {
+            run_id: run_id.clone(),
+            offset: 1,
+            time: Some(ts_from_ms(now)),
+            step: 0,
+            kind: Some(Kind::RunCreated(pb::RunCreated {
+                agent: req.agent.clone(),
+                input: req.input.clone(),
+                budget: Some(limits.to_pb()),
+                tenant: tenant.clone(),
+            })),
+        };
+        self.engine.store.create(&state, &first).await?;
+        tracing::info!(run = %run_id, agent = %req.agent, tenant = %tenant, "run started");
+        Ok(Response::new(pb::StartRunResponse {
+            run: Some(state.to_pb(1)),
+            created: true,
+        }))
+    }
+
+    async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
+        let p = principal(&req);
+        p.require(Role::Viewer)?;
+        let l = self.visible_run(&p, &req.into_inner().run_id).await?;
+        Ok(Response::new(l.state.to_pb(l.offset)))
+    }
+
+    async fn list_runs(
+        &self,
+        req: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Viewer)?;
+        let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
+        let page = if req.page_size == 0 {
+            50
+        } else {
+            req.page_size.min(500)
+        } as usize;
+        let mut start: usize = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token.parse().map_err(|_| {
+                Error::InvalidArgument("page_token: not a token this service issued".into())
+            })?
+        };
+        let mut runs = Vec::new();
+        let want_status = pb::RunStatus::try_from(req.status).unwrap_or(pb::RunStatus::Unspecified);
+        // Filters are applied after reading the index; read in batches until the page is full.
+        loop {
+            let ids = self.engine.store.list_ids(&tenant, start, page * 2).await?;
+            let n = ids.len();
+            for id in ids {
+                start += 1;
+                let Some(l) = self.engine.store.load(&id).await? else {
+                    continue;
+                };
+                let run = l.state.to_pb(l.offset);
+                if (!req.agent.is_empty() && run.agent != req.agent)
+                    || (want_status != pb::RunStatus::Unspecified
+                        && run.status != want_status as i32)
+                {
+                    continue;
+                }
+                runs.push(run);
+                if runs.len() == page {
+                    break;
+                }
+            }
+            if runs.len() == page || n < page * 2 {
+                let more = runs.len() == page;
+                return Ok(Response::new(pb::ListRunsResponse {
+                    runs,
+                    next_page_token: if more {
+                        start.to_string()
+                    } else {
+                        String::new()
+                    },
+                }));
+            }
+        }
+    }
+
+    async fn cancel_run(
+        &self,
+        req: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let p = principal(&req);
+        p.require(Role::Operator)?;
+        let req = req.into_inner();
+        self.visible_run(&p, &req.run_id).await?;
+        let l = self.engine.cancel(&req.run_id, &req.reason).await?;
+        Ok(Response::new(l.state.to_pb(l.offset)))
+    }
+
+    type WatchRunStream = EventStream;
+
+    async fn watch_run(
+        &self,
+        req: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let p = principal(&req);
+        p.require(Role::Viewer)?;
+        let req = req.into_inner();
+        // NOT_FOUND now, rather than an empty stream.
+        let l = self.visible_run(&p, &req.run_id).await?;
+        let store = self.engine.store.clone();
+        let url = self.redis_url.clone();
+        let shutdown = self.shutdown.clone();
+        let run_id = req.run_id.clone();
+        let follow = req.follow;
+        let mut after = req.from_offset;
+        let mut terminal = l.state.status.is_terminal();
+        let stream = async_stream::try_stream! {
+            // Stored events first, in batches.
+            loop {
+                let batch = store.events_after(&run_id, after, 256).await.map_err(Status::from)?;
+                let n = batch.len();
+                for ev in batch {
+                    after = ev.offset;
+                    if matches!(ev.kind, Some(Kind::RunFinished(_))) {
+                        terminal = true;
+                    }
+                    yield ev;
+                }
+                if n < 256 {
+                    break;
+                }
+            }
+            if follow && !terminal {
+                let block = Duration::from_secs(5);
+                let mut conn = bridle_core::redis_util::blocking_connection(&url, block).await.map_err(Status::from)?;
+                let key = store.events_key(&run_id);
+                'follow: loop {
+                    let mut cmd = redis::cmd("XREAD");
+                    cmd.arg("COUNT")
+                        .arg(256)
+                        .arg("BLOCK")
+                        .arg(block.as_millis() as u64)
+                        .arg("STREAMS")
+                        .arg(&key)
+                        .arg(format!("0-{after}"));
+                    let read = cmd.query_async::<Option<StreamReadReply>>(&mut conn);
+                    let reply = tokio::select! {
+                        r = read => Some(r),
+                        _ = shutdown.triggered() => None,
+                    };
+                    let Some(reply) = reply else {
+                        Err(Status::unavailable("the orchestrator is shutting down; resume watching from the last offset"))?;
+                        break 'follow;
+                    };
+                    let Some(reply) = reply.map_err(|e| Status::from(bridle_core::Error::from(e)))? else { continue };
+                    for k in reply.keys {
+                        for sid in k.ids {
+                            let ev = decode_event(&run_id, &sid).map_err(Status::from)?;
+                            after = ev.offset;
+                            let end = matches!(ev.kind, Some(Kind::RunFinished(_)));
+                            yield ev;
+                            if end {
+                                break 'follow;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_agents(
+        &self,
+        req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Viewer)?;
+        let tenant = p.tenant_for(&req.into_inner().tenant)?;
+        let list = self.agents.list(&tenant, Some("Agent")).await?;
+        let agents = list
+            .into_iter()
+            .filter_map(|(m, _)| match m {
+                Manifest::Agent(a) => Some(pb::AgentSummary {
+                    name: a.metadata.name.clone(),
+                    tenant: tenant.clone(),
+                    description: a.spec.description.clone(),
+                    route: a.spec.route.clone(),
+                    tools: a.spec.tools.clone(),
+                    budget: Some(Limits::resolve(&a.spec, None).to_pb()),
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+}

@@ -1,0 +1,443 @@
+//! The durable state of a run, as checkpointed in Redis, and its proto views.
+//!
+//! The state is everything needed to resume the run on any worker after a crash: the agent and
+//! tool definitions as they were when the run started (a re-apply never changes a run in
+//! flight), the conversation, where in the step it is, and the totals budgets are checked
+//! against.
+
+use bridle_core::manifest::{AgentSpec, DEFAULT_MAX_STEPS};
+use bridle_core::timeutil::{pb_duration_ms, ts_from_ms};
+use bridle_proto as pb;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Running,
+    AwaitingApproval,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
+    }
+
+    pub fn to_pb(self) -> pb::RunStatus {
+        match self {
+            Status::Queued => pb::RunStatus::Queued,
+            Status::Running => pb::RunStatus::Running,
+            Status::AwaitingApproval => pb::RunStatus::AwaitingApproval,
+            Status::Succeeded => pb::RunStatus::Succeeded,
+            Status::Failed => pb::RunStatus::Failed,
+            Status::Cancelled => pb::RunStatus::Cancelled,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    FinalAnswer,
+    MaxSteps,
+    TokenBudget,
+    CostBudget,
+    WallTime,
+    Cancelled,
+    Error,
+    DeadLetter,
+}
+
+impl EndReason {
+    pub fn to_pb(self) -> pb::EndReason {
+        match self {
+            EndReason::FinalAnswer => pb::EndReason::FinalAnswer,
+            EndReason::MaxSteps => pb::EndReason::MaxSteps,
+            EndReason::TokenBudget => pb::EndReason::TokenBudget,
+            EndReason::CostBudget => pb::EndReason::CostBudget,
+            EndReason::WallTime => pb::EndReason::WallTime,
+            EndReason::Cancelled => pb::EndReason::Cancelled,
+            EndReason::Error => pb::EndReason::Error,
+            EndReason::DeadLetter => pb::EndReason::DeadLetter,
+        }
+    }
+}
+
+/// A chat message, as stored (a serde mirror of `bridle.v1.Message`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Msg {
+    pub role: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<Call>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tool_call_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provider_state: String,
+    /// Token count, cached by the context manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+impl Msg {
+    pub fn user(text: &str) -> Self {
+        Msg {
+            role: "user".into(),
+            text: text.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn tool(call: &Call, output: String, is_error: bool) -> Self {
+        Msg {
+            role: "tool".into(),
+            text: output,
+            tool_call_id: call.id.clone(),
+            name: call.name.clone(),
+            is_error,
+            ..Default::default()
+        }
+    }
+
+    pub fn from_pb(m: &pb::Message) -> Self {
+        let role = match pb::Role::try_from(m.role).unwrap_or(pb::Role::Unspecified) {
+            pb::Role::System => "system",
+            pb::Role::User => "user",
+            pb::Role::Assistant | pb::Role::Unspecified => "assistant",
+            pb::Role::Tool => "tool",
+        };
+        Msg {
+            role: role.into(),
+            text: m.text.clone(),
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .map(|c| Call {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    arguments: c.arguments_json.clone(),
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id.clone(),
+            name: m.name.clone(),
+            is_error: m.is_error,
+            provider_state: m.provider_state.clone(),
+            tokens: None,
+        }
+    }
+
+    pub fn to_pb(&self) -> pb::Message {
+        let role = match self.role.as_str() {
+            "system" => pb::Role::System,
+            "user" => pb::Role::User,
+            "tool" => pb::Role::Tool,
+            _ => pb::Role::Assistant,
+        };
+        pb::Message {
+            role: role as i32,
+            text: self.text.clone(),
+            tool_calls: self.tool_calls.iter().map(Call::to_pb).collect(),
+            tool_call_id: self.tool_call_id.clone(),
+            name: self.name.clone(),
+            is_error: self.is_error,
+            provider_state: self.provider_state.clone(),
+        }
+    }
+}
+
+impl Call {
+    pub fn to_pb(&self) -> pb::ToolCall {
+        pb::ToolCall {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            arguments_json: self.arguments.clone(),
+        }
+    }
+}
+
+/// A tool as the run saw it when it started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolInfo {
+    pub name: String,
+    pub description: String,
+    pub schema: String,
+    pub risk: i32,
+    pub kind: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl ToolInfo {
+    pub fn from_pb(t: &pb::ToolSpec) -> Self {
+        ToolInfo {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            schema: t.parameters_json_schema.clone(),
+            risk: t.risk,
+            kind: t.kind.clone(),
+            tags: t.tags.clone(),
+        }
+    }
+
+    pub fn to_pb(&self) -> pb::ToolSpec {
+        pb::ToolSpec {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            parameters_json_schema: self.schema.clone(),
+            risk: self.risk,
+            tags: self.tags.clone(),
+            kind: self.kind.clone(),
+        }
+    }
+}
+
+/// Where the policy check of one call stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Gate {
+    /// Not evaluated yet.
+    Unchecked,
+    Allowed,
+    /// Denied by policy, by a human, or by expiry: `reason` goes to the model.
+    Denied {
+        reason: String,
+    },
+    /// Parked until the approval is decided.
+    Awaiting {
+        approval_id: String,
+    },
+}
+
+/// One tool call of the current step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingCall {
+    pub call: Call,
+    pub gate: Gate,
+    /// Set once the call has a result in the conversation.
+    pub done: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+pub enum Phase {
+    /// The next thing to do is a model call.
+    Model,
+    /// The model asked for these calls; they run in order.
+    Tools {
+        calls: Vec<PendingCall>,
+        step_started_ms: i64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cost_nano_usd: i64,
+    /// False once any model call had no known price.
+    pub cost_known: bool,
+}
+
+impl Totals {
+    pub fn new() -> Self {
+        Totals {
+            cost_known: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn add(&mut self, u: Option<&pb::Usage>, c: Option<&pb::Cost>) {
+        if let Some(u) = u {
+            self.input_tokens += u.input_tokens;
+            self.output_tokens += u.output_tokens;
+            self.cache_read_tokens += u.cache_read_tokens;
+            self.cache_write_tokens += u.cache_write_tokens;
+            self.reasoning_tokens += u.reasoning_tokens;
+        }
+        match c {
+            Some(c) if c.known => self.cost_nano_usd += c.nano_usd,
+            _ => self.cost_known = false,
+        }
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+
+    pub fn usage_pb(&self) -> pb::Usage {
+        pb::Usage {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cache_read_tokens: self.cache_read_tokens,
+            cache_write_tokens: self.cache_write_tokens,
+            reasoning_tokens: self.reasoning_tokens,
+        }
+    }
+
+    pub fn cost_pb(&self) -> pb::Cost {
+        pb::Cost {
+            known: self.cost_known,
+            nano_usd: self.cost_nano_usd,
+        }
+    }
+}
+
+/// Effective limits of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_steps: u32,
+    pub max_tokens: Option<u64>,
+    pub max_cost_nano_usd: Option<i64>,
+    pub max_wall_time_ms: Option<i64>,
+}
+
+impl Limits {
+    /// The agent's limits, lowered (never raised) by the request's.
+    pub fn resolve(agent: &AgentSpec, req: Option<&pb::Budget>) -> Self {
+        let b = &agent.budget;
+        let mut l = Limits {
+            max_steps: b.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
+            max_tokens: b.max_tokens,
+            max_cost_nano_usd: b.max_cost_usd.map(|usd| (usd * 1e9).round() as i64),
+            max_wall_time_ms: b.max_wall_time.map(|d| d.as_millis() as i64),
+        };
+        if let Some(r) = req {
+            if r.max_steps > 0 {
+                l.max_steps = l.max_steps.min(r.max_steps);
+            }
+            if r.max_tokens > 0 {
+                l.max_tokens = Some(l.max_tokens.map_or(r.max_tokens, |t| t.min(r.max_tokens)));
+            }
+            if r.max_cost_nano_usd > 0 {
+                l.max_cost_nano_usd = Some(
+                    l.max_cost_nano_usd
+                        .map_or(r.max_cost_nano_usd, |c| c.min(r.max_cost_nano_usd)),
+                );
+            }
+            if let Some(d) = bridle_core::timeutil::std_duration(r.max_wall_time.as_ref()) {
+                let ms = d.as_millis() as i64;
+                l.max_wall_time_ms = Some(l.max_wall_time_ms.map_or(ms, |t| t.min(ms)));
+            }
+        }
+        l
+    }
+
+    pub fn to_pb(&self) -> pb::Budget {
+        pb::Budget {
+            max_steps: self.max_steps,
+            max_tokens: self.max_tokens.unwrap_or(0),
+            max_cost_nano_usd: self.max_cost_nano_usd.unwrap_or(0),
+            max_wall_time: self.max_wall_time_ms.map(pb_duration_ms),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub id: String,
+    pub tenant: String,
+    pub agent: String,
+    pub input: String,
+    pub status: Status,
+    pub end_reason: Option<EndReason>,
+    pub output: String,
+    pub error: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub spec: AgentSpec,
+    pub tools: Vec<ToolInfo>,
+    pub limits: Limits,
+    pub messages: Vec<Msg>,
+    /// Steps started.
+    pub step: u32,
+    pub phase: Phase,
+    pub totals: Totals,
+    pub scripted: bool,
+    pub idempotency_key: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub cancel_requested: Option<String>,
+    /// Model used for token counts and its context window.
+    #[serde(default)]
+    pub context: ContextInfo,
+    /// Ids of the run's trace and of its root span.
+    #[serde(default)]
+    pub trace: TraceIds,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceIds {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContextInfo {
+    pub model: String,
+    pub window: u64,
+}
+
+impl RunState {
+    pub fn pending_approval(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Tools { calls, .. } => calls.iter().find_map(|c| match &c.gate {
+                Gate::Awaiting { approval_id } if !c.done => Some(approval_id.as_str()),
+                _ => None,
+            }),
+            Phase::Model => None,
+        }
+    }
+
+    /// The proto view; `last_offset` is the offset of the last event.
+    pub fn to_pb(&self, last_offset: u64) -> pb::Run {
+        let end = self.finished_ms.unwrap_or(self.updated_ms);
+        pb::Run {
+            id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            agent: self.agent.clone(),
+            input: self.input.clone(),
+            status: self.status.to_pb() as i32,
+            end_reason: self
+                .end_reason
+                .map_or(pb::EndReason::Unspecified, EndReason::to_pb)
+                as i32,
+            step: self.step,
+            usage: Some(self.totals.usage_pb()),
+            cost: Some(self.totals.cost_pb()),
+            created_at: Some(ts_from_ms(self.created_ms)),
+            updated_at: Some(ts_from_ms(self.updated_ms)),
+            finished_at: self.finished_ms.map(ts_from_ms),
+            output: self.output.clone(),
+            error: self.error.clone(),
+            pending_approval_id: self.pending_approval().unwrap_or_default().to_string(),
+            budget: Some(self.limits.to_pb()),
+            idempotency_key: self.idempotency_key.clone(),
+            last_event_offset: last_offset,
+            labels: self.labels.clone().into_iter().collect(),
+            scripted: self.scripted,
+            trace_id: self.trace.trace_id.clone(),
+
+            duration: Some(pb_duration_ms(end - self.created_ms)),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! What every front does with a call, whether it came over gRPC or HTTP: check it, find its
+//! route, admit it past the rate limits, run it through the engine, and count its tokens.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bridle_core::Shutdown;
+use bridle_core::manifest::{DEFAULT_TENANT, ModelRoute};
+use bridle_proto::complete_chunk::Chunk;
+use bridle_proto::{CompleteChunk, CompleteRequest, CompleteResponse, ModelRouteInfo, ModelTarget};
+use tokio::sync::mpsc;
+
+use crate::Error;
+use crate::engine::{Engine, model_of, scope_of};
+use crate::limits::{Limiter, Plan};
+use crate::provider::{DeltaSink, StreamItem};
+use crate::routes::Routes;
+use crate::{prices, request};
+
+pub struct Dispatcher {
+    routes: Routes,
+    engine: Engine,
+    limiter: Limiter,
+    shutdown: Shutdown,
+    max_request_bytes: usize,
+}
+
+/// A call that passed every check, with its route, scope and limit buckets.
+pub struct Admitted {
+    route: Arc<ModelRoute>,
+    req: CompleteRequest,
+    plan: Plan,
+}
+
+impl Dispatcher {
+    pub fn new(
+        routes: Routes,
+        engine: Engine,
+        limiter: Limiter,
+        shutdown: Shutdown,
+        max_request_bytes: usize,
+    ) -> Self {
+        Self {
+            routes,
+            engine,
+            limiter,
+            shutdown,
+            max_request_bytes,
+        }
+    }
+
+    /// Every route of `tenant`, sorted by name.
+    pub async fn routes(&self, tenant: &str) -> Result<Vec<ModelRoute>, Error> {
+        self.routes.list(tenant).await
+    }
+
+    /// Checks the request, finds its route and takes it past the limits. Nothing reaches a
+    /// provider before this succeeds.
+    pub async fn admit(&self, mut req: CompleteRequest) -> Result<Admitted, Error> {
+        request::validate(&req, self.max_request_bytes)?;
+        let scope = scope_of(&req);
+        let route = self.routes.get(&scope.tenant, &req.route).await?;
+        let plan = self.limiter.plan(&scope.tenant, &scope.agent, &route);
+        self.limiter.admit(&plan).await?;
+        req.scope = Some(scope);
+        Ok(Admitted { route, req, plan })
+    }
+
+    /// Counts a finished call's tokens. The answer is already paid for: a failure here is
+    /// logged, and the caller still gets it.
+    async fn spend(&self, a: &Admitted, resp: &CompleteResponse) {
+        let tokens = resp
+            .usage
+            .as_ref()
+            .map(|u| u.input_tokens.saturating_add(u.output_tokens))
+            .unwrap_or(0);
+        if let Err(e) = self.limiter.spend(&a.plan, tokens).await {
+            tracing::warn!(route = %a.route.metadata.name, error = %e, "cannot count the call's tokens against its limits");
+        }
+    }
+
+    pub async fn complete(&self, req: CompleteRequest) -> Result<CompleteResponse, Error> {
+        let a = self.admit(req).await?;
+        let resp = self.engine.complete(&a.route, &a.req, None).await?;
+        self.spend(&a, &resp).await;
+        Ok(resp)
+    }
+
+    /// Runs an admitted call as a stream on a task that shutdown drains: deltas, then the
+    /// final response or the error.
+    pub fn stream(self: &Arc<Self>, a: Admitted) -> mpsc::Receiver<StreamItem> {
+        let (tx, rx) = mpsc::channel(64);
+        let this = self.clone();
+        self.shutdown.spawn(async move {
+            let sink = DeltaSink::new(tx);
+            let last = match this.engine.complete(&a.route, &a.req, Some(&sink)).await {
+                Ok(resp) => {
+                    this.spend(&a, &resp).await;
+                    Ok(CompleteChunk {
+                        chunk: Some(Chunk::Done(resp)),
+                    })
+                }
+                Err(e) => Err(tonic::Status::from(e)),
+            };
+            sink.finish(last).await;
+        });
+        rx
+    }
+
+    /// The routes of `tenant` with their targets, prices and breaker states.
+    pub async fn list_models(&self, tenant: &str) -> Result<Vec<ModelRouteInfo>, Error> {
+        let tenant = if tenant.is_empty() {
+            DEFAULT_TENANT
+        } else {
+            tenant
+        };
+        let now = Instant::now();
+        let health = self.engine.health();
+        Ok(self
+            .routes(tenant)
+            .await?
+            .into_iter()
+            .map(|r| ModelRouteInfo {
+                tenant: tenant.to_string(),
+                strategy: r.spec.strategy.as_str().into(),
+                targets: r
+                    .spec
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        let model = model_of(t).to_string();
+                        ModelTarget {
+                            name: t.name.clone(),
+                            provider: t.provider.as_str().into(),
+                            price: prices::for_target(t, &model).as_ref().map(prices::to_proto),
+                            breaker: health.state(tenant, &r.metadata.name, &t.name, now).into(),
+                            model,
+                        }
+                    })
+                    .collect(),
+                name: r.metadata.name,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,177 @@
+//! Errors of the router and their one mapping to [`bridle_core::Error`] (and so to gRPC codes).
+//! Messages name the route, the tenant and the target; they never hold a key or a header value.
+
+/// The gRPC code a failed target reports, when it is the last failure of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureCode {
+    /// 5xx, connection failures, broken or malformed answers, the broker being down.
+    Unavailable,
+    /// 429 after the retries.
+    ResourceExhausted,
+    /// The provider rejected the request's content (400, 413, 422).
+    InvalidArgument,
+    /// The target cannot work as configured: the key was refused, the model does not exist,
+    /// the secret is unknown, the script has ended.
+    FailedPrecondition,
+    /// The try (or the whole call) ran out of time.
+    DeadlineExceeded,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("model route '{route}' is not defined for tenant '{tenant}'")]
+    RouteNotFound { route: String, tenant: String },
+    /// The request itself is malformed (a message without a role, a tool schema that is not
+    /// JSON); no provider was called.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Every target failed (or the deadline passed); the message lists each target's failure.
+    #[error("{message}")]
+    TargetsFailed {
+        route: String,
+        code: FailureCode,
+        message: String,
+    },
+    /// A stream failed after deltas were sent, so it could not fail over.
+    #[error("route '{route}' target '{target}' failed mid-stream: {message}")]
+    StreamBroken {
+        route: String,
+        target: String,
+        code: FailureCode,
+        message: String,
+    },
+    /// A rate limit refused the call; it may be made again after `retry_after`.
+    #[error("{message}; retry after {}", bridle_core::timeutil::short_duration(*retry_after))]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    #[error("{0}")]
+    Core(#[from] bridle_core::Error),
+}
+
+impl Error {
+    /// When the caller may try again, for errors that say so.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::RateLimited { retry_after, .. } => Some(*retry_after),
+            Error::RouteNotFound { .. }
+            | Error::InvalidRequest(_)
+            | Error::TargetsFailed { .. }
+            | Error::StreamBroken { .. }
+            | Error::Core(_) => None,
+        }
+    }
+}
+
+fn core(code: FailureCode, what: String, message: String) -> bridle_core::Error {
+    match code {
+        FailureCode::Unavailable => bridle_core::Error::Unavailable {
+            what,
+            reason: message,
+        },
+        FailureCode::ResourceExhausted => bridle_core::Error::ResourceExhausted(message),
+        FailureCode::InvalidArgument => bridle_core::Error::InvalidArgument(message),
+        FailureCode::FailedPrecondition => bridle_core::Error::FailedPrecondition(message),
+        FailureCode::DeadlineExceeded => bridle_core::Error::DeadlineExceeded(message),
+    }
+}
+
+impl From<Error> for bridle_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::RouteNotFound { .. } => bridle_core::Error::NotFound(e.to_string()),
+            Error::InvalidRequest(m) => bridle_core::Error::InvalidArgument(m),
+            Error::TargetsFailed {
+                route,
+                code,
+                message,
+            } => core(code, format!("model route '{route}'"), message),
+            Error::StreamBroken {
+                ref route, code, ..
+            } => {
+                let what = format!("model route '{route}'");
+                core(code, what, e.to_string())
+            }
+            Error::RateLimited { .. } => bridle_core::Error::ResourceExhausted(e.to_string()),
+            Error::Core(c) => c,
+        }
+    }
+}
+
+/// Metadata keys of a RESOURCE_EXHAUSTED status that says when to try again: whole seconds
+/// (rounded up, as HTTP's `retry-after`), and milliseconds.
+pub const RETRY_AFTER: &str = "retry-after";
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let retry = e.retry_after();
+        let mut status: tonic::Status = bridle_core::Error::from(e).into();
+        if let Some(d) = retry {
+            let ms = d.as_millis();
+            let secs = ms.div_ceil(1000);
+            let md = status.metadata_mut();
+            if let Ok(v) = secs.to_string().parse() {
+                md.insert(RETRY_AFTER, v);
+            }
+            if let Ok(v) = ms.to_string().parse() {
+                md.insert(RETRY_AFTER_MS, v);
+            }
+        }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_carry_retry_after() {
+        let s: tonic::Status = Error::RateLimited {
+            message: "rate limit: tenant 'a' may use 2 requests per minute".into(),
+            retry_after: std::time::Duration::from_millis(29_001),
+        }
+        .into();
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "rate limit: tenant 'a' may use 2 requests per minute; retry after 29.0s"
+        );
+        assert_eq!(s.metadata().get(RETRY_AFTER).unwrap(), "30");
+        assert_eq!(s.metadata().get(RETRY_AFTER_MS).unwrap(), "29001");
+    }
+
+    #[test]
+    fn codes_map_to_grpc() {
+        let s: tonic::Status = Error::RouteNotFound {
+            route: "x".into(),
+            tenant: "y".into(),
+        }
+        .into();
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert_eq!(s.message(), "model route 'x' is not defined for tenant 'y'");
+        for (code, grpc) in [
+            (FailureCode::Unavailable, tonic::Code::Unavailable),
+            (
+                FailureCode::ResourceExhausted,
+                tonic::Code::ResourceExhausted,
+            ),
+            (FailureCode::InvalidArgument, tonic::Code::InvalidArgument),
+            (
+                FailureCode::FailedPrecondition,
+                tonic::Code::FailedPrecondition,
+            ),
+            (FailureCode::DeadlineExceeded, tonic::Code::DeadlineExceeded),
+        ] {
+            let s: tonic::Status = Error::TargetsFailed {
+                route: "r".into(),
+                code,
+                message: "m".into(),
+            }
+            .into();
+            assert_eq!(s.code(), grpc);
+        }
+    }
+}

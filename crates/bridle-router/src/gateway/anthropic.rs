@@ -1,0 +1,331 @@
+//! The Anthropic-compatible front: Messages, plain and streamed.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bridle_proto::{
+    CompleteRequest, CompleteResponse, FinishReason, Message, Role, ToolCall, ToolChoice,
+    ToolChoiceMode, ToolSpec,
+};
+use serde_json::{Value, json};
+
+use super::{Failure, Gateway, Kind, read_json, scope};
+
+pub fn error_response(f: &Failure) -> Response {
+    let body =
+        json!({"type": "error", "error": {"type": error_type(f.kind), "message": f.message}});
+    let mut resp = (f.status, axum::Json(body)).into_response();
+    super::openai::set_retry_after(&mut resp, f);
+    resp
+}
+
+pub fn error_type(k: Kind) -> &'static str {
+    match k {
+        Kind::InvalidRequest => "invalid_request_error",
+        Kind::Authentication => "authentication_error",
+        Kind::Permission => "permission_error",
+        Kind::NotFound => "not_found_error",
+        Kind::TooLarge => "request_too_large",
+        Kind::RateLimit => "rate_limit_error",
+        Kind::Timeout => "timeout_error",
+        Kind::Upstream | Kind::Internal => "api_error",
+    }
+}
+
+pub async fn messages(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    match messages_inner(&g, &headers, body).await {
+        Ok(r) => r,
+        Err(f) => error_response(&f),
+    }
+}
+
+async fn messages_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
+    let scope = scope(g, headers).await?;
+    let body = read_json(body, g.max_body).await?;
+    let (mut req, stream) = parse(&body)?;
+    req.scope = Some(scope);
+    let model = req.route.clone();
+    if stream {
+        let admitted = g.dispatch.admit(req).await?;
+        let mut rx = g.dispatch.stream(admitted);
+        let first = super::first_item(&mut rx).await?;
+        return Ok(super::anthropic_stream::respond(model, first, rx));
+    }
+    let resp = g.dispatch.complete(req).await?;
+    Ok(axum::Json(message(&model, &resp)).into_response())
+}
+
+fn text_of(v: &Value, at: &str) -> Result<String, Failure> {
+    match v {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => {
+            let mut out = Vec::new();
+            for (j, b) in blocks.iter().enumerate() {
+                match b.get("type").and_then(Value::as_str) {
+                    Some("text") => out.push(b.get("text").and_then(Value::as_str).unwrap_or("")),
+                    other => {
+                        return Err(Failure::invalid(format!(
+                            "{at}[{j}].type: {} blocks are not supported here (only text)",
+                            other
+                                .map(|o| format!("'{o}'"))
+                                .unwrap_or_else(|| "untyped".into())
+                        )));
+                    }
+                }
+            }
+            Ok(out.join("\n"))
+        }
+        _ => Err(Failure::invalid(format!(
+            "{at}: must be a string or an array of blocks"
+        ))),
+    }
+}
+
+/// A Messages request as a Bridle request, and whether to stream. Acted on: model,
+/// max_tokens, system, messages (text, tool_use, tool_result and thinking blocks), tools,
+/// tool_choice, temperature, stream. Other fields (metadata, stop_sequences, top_p, top_k)
+/// are accepted and ignored; image and document blocks and server tools are refused.
+pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
+    if !body.is_object() {
+        return Err(Failure::invalid("the request body must be a JSON object"));
+    }
+    let route = body
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Failure::invalid("model: is required (the name of a ModelRoute)"))?;
+    let max_output_tokens = match body.get("max_tokens") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| Failure::invalid("max_tokens: must be a positive integer"))?,
+        ),
+    };
+    let mut messages = Vec::new();
+    let system = text_of(body.get("system").unwrap_or(&Value::Null), "system")?;
+    if !system.is_empty() {
+        messages.push(Message {
+            role: Role::System as i32,
+            text: system,
+            ..Default::default()
+        });
+    }
+    let raw = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Failure::invalid("messages: is required (an array)"))?;
+    for (i, m) in raw.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        let role = match m.get("role").and_then(Value::as_str) {
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            other => {
+                return Err(Failure::invalid(format!(
+                    "{at}.role: {} is not user or assistant",
+                    other
+                        .map(|o| format!("'{o}'"))
+                        .unwrap_or_else(|| "a missing role".into())
+                )));
+            }
+        };
+        let blocks = match m.get("content") {
+            Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
+            Some(Value::Array(b)) => b.clone(),
+            _ => {
+                return Err(Failure::invalid(format!(
+                    "{at}.content: must be a string or an array of blocks"
+                )));
+            }
+        };
+        let mut turn = Message {
+            role: role as i32,
+            ..Default::default()
+        };
+        let mut texts = Vec::new();
+        let mut kept = Vec::new();
+        for (j, b) in blocks.into_iter().enumerate() {
+            let bat = format!("{at}.content[{j}]");
+            let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            match (role, b.get("type").and_then(Value::as_str).unwrap_or("")) {
+                (_, "text") => texts.push(s("text")),
+                (Role::Assistant, "tool_use") => turn.tool_calls.push(ToolCall {
+                    id: s("id"),
+                    name: s("name"),
+                    arguments_json: b
+                        .get("input")
+                        .cloned()
+                        .unwrap_or_else(|| json!({}))
+                        .to_string(),
+                }),
+                (Role::Assistant, "thinking" | "redacted_thinking") => kept.push(b),
+                (Role::User, "tool_result") => messages.push(Message {
+                    role: Role::Tool as i32,
+                    tool_call_id: s("tool_use_id"),
+                    text: text_of(
+                        b.get("content").unwrap_or(&Value::Null),
+                        &format!("{bat}.content"),
+                    )?,
+                    is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+                    ..Default::default()
+                }),
+                (_, other) => {
+                    return Err(Failure::invalid(format!(
+                        "{bat}.type: '{other}' blocks are not supported in a {} message",
+                        if role == Role::User {
+                            "user"
+                        } else {
+                            "assistant"
+                        }
+                    )));
+                }
+            }
+        }
+        turn.text = texts.join("\n");
+        if !kept.is_empty() {
+            turn.provider_state = Value::Array(kept).to_string();
+        }
+        if !turn.text.is_empty() || !turn.tool_calls.is_empty() || role == Role::Assistant {
+            messages.push(turn);
+        }
+    }
+    let mut tools = Vec::new();
+    for (i, t) in body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if t.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k != "custom")
+        {
+            return Err(Failure::invalid(format!(
+                "tools[{i}].type: server tools are not supported by this gateway (only custom tools)"
+            )));
+        }
+        let schema = t
+            .get("input_schema")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object"}));
+        tools.push(ToolSpec {
+            name: t
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            description: t
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            parameters_json_schema: schema.to_string(),
+            ..Default::default()
+        });
+    }
+    let tool_choice = match body.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(c) => {
+            let mode = match c.get("type").and_then(Value::as_str) {
+                Some("auto") => ToolChoiceMode::Auto,
+                Some("any") => ToolChoiceMode::Required,
+                Some("none") => ToolChoiceMode::None,
+                Some("tool") => ToolChoiceMode::Named,
+                other => {
+                    return Err(Failure::invalid(format!(
+                        "tool_choice.type: {other:?} is not auto, any, tool or none"
+                    )));
+                }
+            };
+            Some(ToolChoice {
+                mode: mode as i32,
+                name: c
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            })
+        }
+    };
+    let temperature = match body.get("temperature") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .ok_or_else(|| Failure::invalid("temperature: must be a number"))?
+                as f32,
+        ),
+    };
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    Ok((
+        CompleteRequest {
+            route: route.to_string(),
+            messages,
+            tools,
+            tool_choice,
+            temperature,
+            max_output_tokens,
+            ..Default::default()
+        },
+        stream,
+    ))
+}
+
+pub fn stop_reason(f: i32) -> &'static str {
+    match FinishReason::try_from(f).unwrap_or(FinishReason::Unspecified) {
+        FinishReason::ToolCalls => "tool_use",
+        FinishReason::Length => "max_tokens",
+        FinishReason::ContentFilter => "refusal",
+        FinishReason::Stop | FinishReason::Unspecified | FinishReason::Error => "end_turn",
+    }
+}
+
+/// Anthropic's usage: `input_tokens` without the cached ones.
+pub fn usage(r: &CompleteResponse) -> Value {
+    let u = r.usage.unwrap_or_default();
+    json!({
+        "input_tokens": u.input_tokens.saturating_sub(u.cache_read_tokens).saturating_sub(u.cache_write_tokens),
+        "cache_creation_input_tokens": u.cache_write_tokens,
+        "cache_read_input_tokens": u.cache_read_tokens,
+        "output_tokens": u.output_tokens,
+    })
+}
+
+/// A tool call's input object (a model's malformed arguments become `{}`: the API has no way
+/// to carry them).
+pub fn input_of(c: &ToolCall) -> Value {
+    serde_json::from_str::<Value>(&c.arguments_json)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}))
+}
+
+pub fn message(model: &str, r: &CompleteResponse) -> Value {
+    let m = r.message.clone().unwrap_or_default();
+    let mut content: Vec<Value> = match serde_json::from_str::<Value>(&m.provider_state) {
+        Ok(Value::Array(kept)) => kept,
+        _ => Vec::new(),
+    };
+    if !m.text.is_empty() {
+        content.push(json!({"type": "text", "text": m.text}));
+    }
+    for c in &m.tool_calls {
+        content.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input_of(c)}));
+    }
+    json!({
+        "id": super::new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(r.finish_reason),
+        "stop_sequence": null,
+        "usage": usage(r),
+        "bridle": super::openai::bridle_fields(r),
+    })
+}

@@ -1,0 +1,172 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use bridle_core::config::{self, ServerOptions};
+
+/// Options of the router (`BRIDLE_ROUTER_*` env, or keys in its config file).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Options {
+    #[serde(flatten)]
+    pub server: ServerOptions,
+    pub redis_url: String,
+    /// First part of every Redis key; tests use a fresh one each.
+    pub key_prefix: String,
+    /// The secrets broker, which resolves the `secret://` references of targets.
+    pub secrets_url: String,
+    /// One try's deadline when a target sets none.
+    #[serde(with = "humantime_serde")]
+    pub try_timeout: Duration,
+    /// Whole-call deadline across retries and failover when neither the request nor the route
+    /// sets one.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Extra tries of the same target after a 429, a 5xx or a connection failure.
+    pub max_retries: u32,
+    /// First backoff; it doubles with each retry, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Longest wait before a retry. A provider asking (retry-after) for longer is not retried:
+    /// the router fails over to the next target instead.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Longest time a resolved provider key is kept; the broker's TTL wins when shorter.
+    #[serde(with = "humantime_serde")]
+    pub key_cache_ttl: Duration,
+    /// The HTTP gateway fronts (OpenAI- and Anthropic-compatible), on a listener of their own;
+    /// unset = no HTTP front. Port 0 picks a free port.
+    pub http_listen: Option<SocketAddr>,
+    /// Write the HTTP front's bound address here once listening (for supervisors and tests).
+    pub http_addr_file: Option<PathBuf>,
+    /// How long a replica keeps a route it has read before reading it again: an updated or
+    /// deleted route reaches every replica within this time (new routes are seen at once);
+    /// 0 reads Redis on every call.
+    #[serde(with = "humantime_serde")]
+    pub route_cache_ttl: Duration,
+    /// Largest request accepted (protobuf size over gRPC, body size over HTTP); larger ones are
+    /// refused before any provider sees them.
+    pub max_request_bytes: usize,
+    /// Consecutive unhealthy tries of a target that open its circuit breaker; 0 = no breakers.
+    pub breaker_failures: u32,
+    /// How long an open breaker skips its target before one call probes it.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// Requests per minute of each tenant, across routes and router replicas; 0 = no limit.
+    /// (A route can set its own limits too: spec.limits.)
+    pub tenant_rpm: u64,
+    /// Tokens (input + output) per minute of each tenant; 0 = no limit.
+    pub tenant_tpm: u64,
+    /// Requests per minute of each agent (of a tenant); 0 = no limit.
+    pub agent_rpm: u64,
+    /// Tokens per minute of each agent; 0 = no limit.
+    pub agent_tpm: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            server: ServerOptions::with_port(50052),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "bridle".into(),
+            secrets_url: "http://127.0.0.1:50055".into(),
+            try_timeout: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(120),
+            max_retries: 2,
+            retry_base_delay: Duration::from_millis(250),
+            retry_max_delay: Duration::from_secs(20),
+            key_cache_ttl: Duration::from_secs(300),
+            http_listen: None,
+            http_addr_file: None,
+            route_cache_ttl: Duration::from_secs(1),
+            max_request_bytes: 4 << 20,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            tenant_rpm: 0,
+            tenant_tpm: 0,
+            agent_rpm: 0,
+            agent_tpm: 0,
+        }
+    }
+}
+
+impl Options {
+    /// The limits these options put on every call of a tenant or an agent.
+    pub fn limit_defaults(&self) -> crate::limits::Defaults {
+        let rate = |rpm: u64, tpm: u64| bridle_core::manifest::Rate {
+            rpm: (rpm > 0).then_some(rpm),
+            tpm: (tpm > 0).then_some(tpm),
+        };
+        crate::limits::Defaults {
+            per_tenant: rate(self.tenant_rpm, self.tenant_tpm),
+            per_agent: rate(self.agent_rpm, self.agent_tpm),
+        }
+    }
+}
+
+impl config::Options for Options {
+    const SERVICE: &'static str = "router";
+
+    fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.server.validate(&mut out);
+        config::check_url("redis_url", &self.redis_url, &["redis", "rediss"], &mut out);
+        config::check_url(
+            "secrets_url",
+            &self.secrets_url,
+            &["http", "https"],
+            &mut out,
+        );
+        if self.key_prefix.is_empty() {
+            out.push("key_prefix: must not be empty".into());
+        }
+        if self.max_request_bytes < 1024 {
+            out.push("max_request_bytes: must be at least 1024".into());
+        }
+        if self.http_listen.is_some()
+            && self.http_listen == Some(self.server.listen)
+            && self.server.listen.port() != 0
+        {
+            out.push("http_listen: must differ from listen (the gRPC address)".into());
+        }
+        for (k, v) in [
+            ("try_timeout", self.try_timeout),
+            ("call_timeout", self.call_timeout),
+            ("retry_base_delay", self.retry_base_delay),
+            ("breaker_cooldown", self.breaker_cooldown),
+        ] {
+            if v.is_zero() {
+                out.push(format!("{k}: must be more than zero"));
+            }
+        }
+        if self.retry_max_delay < self.retry_base_delay {
+            out.push("retry_max_delay: must be at least retry_base_delay".into());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridle_core::config::Options as _;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert_eq!(Options::default().validate(), Vec::<String>::new());
+        assert_eq!(Options::default().server.listen.port(), 50052);
+        let o = Options {
+            secrets_url: "ftp://x".into(),
+            try_timeout: Duration::ZERO,
+            ..Options::default()
+        };
+        let problems = o.validate().join("; ");
+        assert!(problems.contains("secrets_url: scheme 'ftp'"), "{problems}");
+        assert!(
+            problems.contains("try_timeout: must be more than zero"),
+            "{problems}"
+        );
+    }
+}

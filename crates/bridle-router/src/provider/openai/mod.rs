@@ -1,0 +1,127 @@
+//! OpenAI Chat Completions (and compatible servers through `baseUrl`, and Azure OpenAI
+//! deployments through `azure`): one try, plain or streamed.
+
+pub mod stream;
+pub mod wire;
+
+use std::time::Duration;
+
+use bridle_core::manifest::Target;
+use bridle_proto::CompleteRequest;
+use reqwest::header::{AUTHORIZATION, HeaderName};
+
+use super::http::{self, Creds};
+use super::{DeltaSink, ProviderReply, TryError};
+use crate::error::FailureCode;
+use crate::retry;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+const NAME: &str = "openai";
+
+#[derive(Clone)]
+pub struct OpenAi {
+    http: reqwest::Client,
+}
+
+/// The URL of one call: `<baseUrl>/chat/completions`, or for Azure
+/// `<baseUrl>/openai/deployments/<deployment>/chat/completions?api-version=<v>`.
+pub fn url(target: &Target) -> String {
+    let base = target
+        .base_url
+        .as_deref()
+        .unwrap_or(DEFAULT_BASE_URL)
+        .trim_end_matches('/');
+    match &target.azure {
+        Some(az) => format!(
+            "{base}/openai/deployments/{}/chat/completions?api-version={}",
+            az.deployment, az.api_version
+        ),
+        None => format!("{base}/chat/completions"),
+    }
+}
+
+impl OpenAi {
+    pub fn new(http: reqwest::Client) -> Self {
+        Self { http }
+    }
+
+    /// One try. With a sink the call streams and every delta goes to it as it arrives.
+    pub async fn call(
+        &self,
+        target: &Target,
+        req: &CompleteRequest,
+        creds: &Creds,
+        timeout: Duration,
+        sink: Option<&DeltaSink>,
+    ) -> Result<ProviderReply, TryError> {
+        let model = target.model.as_deref().unwrap_or_default();
+        let base = target.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+        let body = wire::request_body(req, model, target.max_output_tokens, sink.is_some());
+        // Azure takes the key in its own header; everyone else as a bearer token.
+        let headers = match target.azure {
+            Some(_) => http::headers(target, creds, HeaderName::from_static("api-key"), ""),
+            None => http::headers(target, creds, AUTHORIZATION, "Bearer "),
+        }?;
+        let attempt = async {
+            let resp = self
+                .http
+                .post(url(target))
+                .headers(headers)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| http::transport(&e, base, creds))?;
+            let status = resp.status().as_u16();
+            if !resp.status().is_success() {
+                let retry_after = retry::retry_after(resp.headers());
+                let body = resp.bytes().await.unwrap_or_default();
+                let detail = http::error_message(&body);
+                return Err(http::status_error(
+                    NAME,
+                    status,
+                    retry_after,
+                    &detail,
+                    creds,
+                ));
+            }
+            let parsed = match sink {
+                None => {
+                    let bytes = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| http::transport(&e, base, creds))?;
+                    wire::parse_completion(&bytes).map_err(|m| {
+                        TryError::faulty(
+                            FailureCode::Unavailable,
+                            format!("{NAME} answered HTTP {status} but {m}"),
+                        )
+                    })?
+                }
+                Some(sink) => {
+                    let mut asm = stream::Assembler::default();
+                    http::read_stream(NAME, resp, &mut asm, sink, base, creds).await?;
+                    asm.finish()
+                }
+            };
+            Ok(ProviderReply {
+                message: parsed.message,
+                finish_reason: parsed.finish_reason,
+                model: if parsed.model.is_empty() {
+                    model.to_string()
+                } else {
+                    parsed.model
+                },
+                response_id: parsed.id,
+                usage: parsed.usage,
+                http_status: Some(status),
+            })
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(http::timed_out(timeout)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,138 @@
+//! Checks a request before any provider sees it, so a malformed request fails once, clearly,
+//! instead of on every target.
+
+use bridle_proto::{CompleteRequest, Role, ToolChoiceMode};
+use prost::Message as _;
+
+use crate::Error;
+
+/// Checks `req`, which may be at most `max_bytes` long (protobuf-encoded).
+pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
+    let bad = |m: String| Err(Error::InvalidRequest(m));
+    let size = req.encoded_len();
+    if size > max_bytes {
+        return bad(format!(
+            "the request is {size} bytes, more than the {max_bytes} this router accepts (option max_request_bytes)"
+        ));
+    }
+    if req.route.is_empty() {
+        return bad("route: the name of a ModelRoute is required".into());
+    }
+    if req.messages.is_empty() {
+        return bad("messages: at least one message is required".into());
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        match Role::try_from(m.role) {
+            Ok(Role::Unspecified) | Err(_) => {
+                return bad(format!(
+                    "messages[{i}].role: must be system, user, assistant or tool"
+                ));
+            }
+            Ok(Role::Tool) if m.tool_call_id.is_empty() => {
+                return bad(format!(
+                    "messages[{i}].tool_call_id: a tool message must name the call it answers"
+                ));
+            }
+            Ok(_) => {}
+        }
+        for (j, c) in m.tool_calls.iter().enumerate() {
+            if c.id.is_empty() || c.name.is_empty() {
+                return bad(format!(
+                    "messages[{i}].tool_calls[{j}]: id and name are required"
+                ));
+            }
+        }
+    }
+    for (i, t) in req.tools.iter().enumerate() {
+        if t.name.is_empty() {
+            return bad(format!("tools[{i}].name: is required"));
+        }
+        if !t.parameters_json_schema.trim().is_empty() {
+            match serde_json::from_str::<serde_json::Value>(&t.parameters_json_schema) {
+                Ok(v) if v.is_object() => {}
+                Ok(_) => {
+                    return bad(format!(
+                        "tools[{i}] '{}': parameters_json_schema must be a JSON object",
+                        t.name
+                    ));
+                }
+                Err(e) => {
+                    return bad(format!(
+                        "tools[{i}] '{}': parameters_json_schema is not JSON: {e}",
+                        t.name
+                    ));
+                }
+            }
+        }
+    }
+    let named = req
+        .tool_choice
+        .as_ref()
+        .filter(|c| ToolChoiceMode::try_from(c.mode) == Ok(ToolChoiceMode::Named));
+    if let Some(choice) = named.filter(|c| !req.tools.iter().any(|t| t.name == c.name)) {
+        return bad(format!(
+            "tool_choice.name: '{}' is not one of the request's tools",
+            choice.name
+        ));
+    }
+    if let Some(t) = req.temperature.filter(|t| !t.is_finite() || *t < 0.0) {
+        return bad(format!("temperature: {t} is not a non-negative number"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridle_proto::{Message, ToolChoice, ToolSpec};
+
+    fn req() -> CompleteRequest {
+        CompleteRequest {
+            route: "r".into(),
+            messages: vec![Message {
+                role: Role::User as i32,
+                text: "hi".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn err(r: &CompleteRequest) -> String {
+        validate(r, 1 << 20).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn oversized_requests_are_refused() {
+        let mut r = req();
+        r.messages[0].text = "x".repeat(2000);
+        assert!(validate(&r, 4096).is_ok());
+        let e = validate(&r, 1000).unwrap_err().to_string();
+        assert!(e.starts_with("the request is 20"), "{e}");
+        assert!(e.contains("more than the 1000 this router accepts"), "{e}");
+    }
+
+    #[test]
+    fn problems_name_the_field() {
+        assert!(validate(&req(), 1 << 20).is_ok());
+        let mut r = req();
+        r.messages[0].role = 0;
+        assert!(err(&r).starts_with("messages[0].role"));
+        let mut r = req();
+        r.tools = vec![ToolSpec {
+            name: "f".into(),
+            parameters_json_schema: "{nope".into(),
+            ..Default::default()
+        }];
+        assert!(err(&r).starts_with("tools[0] 'f': parameters_json_schema is not JSON"));
+        let mut r = req();
+        r.tool_choice = Some(ToolChoice {
+            mode: ToolChoiceMode::Named as i32,
+            name: "g".into(),
+        });
+        assert!(err(&r).contains("'g' is not one of the request's tools"));
+        let mut r = req();
+        r.route.clear();
+        assert!(err(&r).starts_with("route:"));
+    }
+}

@@ -1,0 +1,378 @@
+//! The HTTP fronts driven by the official `openai` and `anthropic` Python SDKs (from PyPI;
+//! scripts/install-deps.sh installs them), against mock upstreams that speak each provider's
+//! real wire format.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bridle_core::auth::{ApiKeyStore, AuthMode, Role};
+use bridle_testkit::mock_anthropic::{
+    self, MockAnthropic, fixture, fixture_text, tool_use_message,
+};
+use bridle_testkit::mock_openai::{MockOpenAi, Reply, text_completion, tool_call_completion};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::helpers::{Harness, anthropic_route, openai_route};
+
+/// Runs `tests/sdk/<script>` against the gateway and returns what it printed.
+async fn run_sdk(script: &str, base_url: &str, key: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
+    let run = tokio::process::Command::new("python3")
+        .arg(&path)
+        .arg(base_url)
+        .arg(key)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the SDK script did not finish in 120s")
+        .expect("cannot run python3 (scripts/install-deps.sh installs what these tests need)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed (the openai and anthropic packages come from scripts/install-deps.sh):\n{stderr}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}):\n{}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A router with API keys required and an HTTP front, routes `gpt` and `claude` on mocks, and
+/// a key with the operator role.
+pub async fn gateway() -> (Harness, MockOpenAi, MockAnthropic, String) {
+    let h = Harness::start_with(|o| {
+        o.http_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        o.server.auth = AuthMode::Keys;
+        o.server.internal_token = Some(SecretString::from("internal-token-for-tests".to_string()));
+    })
+    .await;
+    let gpt = MockOpenAi::start().await.unwrap();
+    let claude = MockAnthropic::start().await.unwrap();
+    h.put_secret("openai-key", "sk-test-gateway").await;
+    h.put_secret("anthropic-key", "sk-ant-test-gateway").await;
+    h.apply_direct(&openai_route(
+        "gpt",
+        &[("a", "gpt-4o-mini", &gpt.base_url())],
+        "",
+    ))
+    .await;
+    h.apply_direct(&anthropic_route(
+        "claude",
+        &[("a", "claude-sonnet-4-20250514", &claude.base_url())],
+        "",
+    ))
+    .await;
+    let conn = bridle_core::redis_util::connect(&h.redis.url())
+        .await
+        .unwrap();
+    let store = ApiKeyStore::new(conn, &bridle_core::redis_util::Keys::new(&h.prefix));
+    let (key, _) = store
+        .create("default", "sdk-test", &[Role::Operator])
+        .await
+        .unwrap();
+    (h, gpt, claude, key)
+}
+
+fn args(v: &Value) -> Value {
+    serde_json::from_str(v.as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_openai_sdk_works_against_the_gateway() {
+    let (h, gpt, claude, key) = gateway().await;
+    let mut cached = text_completion("gpt-4o-mini-2024-07-18", "Hello from the mock.");
+    cached["usage"] = json!({"prompt_tokens": 2000, "completion_tokens": 10, "total_tokens": 2010,
+        "prompt_tokens_details": {"cached_tokens": 1024}, "completion_tokens_details": {"reasoning_tokens": 0}});
+    gpt.enqueue(Reply::Completion(cached));
+    gpt.enqueue(Reply::text("Streaming works, piece by piece."));
+    let calls = tool_call_completion(
+        "gpt-4o-mini",
+        &[
+            ("call_w", "get_weather", r#"{"city":"Paris"}"#),
+            ("call_t", "get_time", r#"{"city":"Paris"}"#),
+        ],
+    );
+    gpt.enqueue(Reply::Completion(calls.clone()));
+    gpt.enqueue(Reply::Completion(calls));
+    gpt.enqueue(Reply::text("Sunny at noon."));
+    claude.enqueue(mock_anthropic::Reply::Message(tool_use_message(
+        "claude-sonnet-4-20250514",
+        "Checking.",
+        &[("toolu_1", "get_weather", json!({"city": "Paris"}))],
+    )));
+
+    let http = h.http.clone().unwrap();
+    let out = run_sdk("openai_sdk.py", &format!("{http}/v1"), &key).await;
+
+    let p = &out["plain"];
+    assert_eq!(p["text"], "Hello from the mock.");
+    assert_eq!(p["finish_reason"], "stop");
+    assert_eq!(p["model"], "gpt");
+    assert_eq!(p["usage"]["prompt_tokens"], 2000);
+    assert_eq!(p["usage"]["completion_tokens"], 10);
+    assert_eq!(p["usage"]["prompt_tokens_details"]["cached_tokens"], 1024);
+    // gpt-4o-mini: 976 fresh input tokens at $0.15, 1024 cached at $0.075, 10 output at $0.60.
+    assert_eq!(
+        p["bridle"]["cost_nano_usd"],
+        976 * 150 + 1024 * 75 + 10 * 600
+    );
+    assert_eq!(p["bridle"]["model"], "gpt-4o-mini-2024-07-18");
+
+    let s = &out["stream"];
+    assert_eq!(s["text"], "Streaming works, piece by piece.");
+    assert_eq!(s["finish_reason"], "stop");
+    assert_eq!(s["usage"]["total_tokens"], 21);
+    assert!(s["chunks"].as_u64().unwrap() > 3, "{s}");
+
+    for k in ["stream_tools", "stream_helper"] {
+        let t = &out[k];
+        assert_eq!(t["finish_reason"], "tool_calls", "{k}");
+        let tc = t["tool_calls"].as_array().unwrap();
+        assert_eq!(tc.len(), 2, "{k}: {t}");
+        assert_eq!(
+            (tc[0]["id"].as_str(), tc[0]["name"].as_str()),
+            (Some("call_w"), Some("get_weather"))
+        );
+        assert_eq!(
+            (tc[1]["id"].as_str(), tc[1]["name"].as_str()),
+            (Some("call_t"), Some("get_time"))
+        );
+        assert_eq!(args(&tc[0]["arguments"]), json!({"city": "Paris"}));
+    }
+    assert_eq!(out["tool_results"]["text"], "Sunny at noon.");
+    // The tool results reached the provider as OpenAI tool messages.
+    let sent = gpt.requests();
+    let last = &sent.last().unwrap().body["messages"];
+    assert_eq!(last[1]["tool_calls"][1]["function"]["name"], "get_time");
+    assert_eq!(
+        last[2],
+        json!({"role": "tool", "tool_call_id": "call_w", "content": "sunny"})
+    );
+    assert_eq!(
+        sent[0].body["messages"][0],
+        json!({"role": "system", "content": "be brief"})
+    );
+    assert_eq!(sent[1].body["stream"], true);
+
+    // An Anthropic route through the OpenAI front.
+    let c = &out["cross"];
+    assert_eq!(c["text"], "Checking.");
+    assert_eq!(c["finish_reason"], "tool_calls");
+    assert_eq!(c["tool_calls"][0]["id"], "toolu_1");
+    assert_eq!(
+        args(&c["tool_calls"][0]["arguments"]),
+        json!({"city": "Paris"})
+    );
+    let to_claude = &claude.requests()[0].body;
+    assert_eq!(to_claude["max_tokens"], 300);
+    assert_eq!(
+        to_claude["tools"][0]["input_schema"]["required"],
+        json!(["city"])
+    );
+
+    let nf = &out["not_found"];
+    assert_eq!(nf["status"], 404);
+    assert_eq!(nf["code"], "model_not_found");
+    assert_eq!(nf["param"], "model");
+    assert_eq!(
+        nf["body"],
+        json!({"message": "model route 'nope' is not defined for tenant 'default'",
+               "type": "invalid_request_error", "param": "model", "code": "model_not_found"})
+    );
+    assert_eq!(out["bad_key"]["status"], 401);
+    assert!(
+        out["bad_key"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the API key is not valid"),
+        "{}",
+        out["bad_key"]
+    );
+    assert_eq!(out["bad_request"]["status"], 400);
+    assert!(
+        out["bad_request"]["message"].as_str().unwrap().contains(
+            "messages[0].content[0].type: 'image_url' parts are not supported by this gateway"
+        ),
+        "{}",
+        out["bad_request"]
+    );
+    assert_eq!(out["models"], json!(["claude", "gpt"]));
+}
+
+#[tokio::test]
+async fn the_anthropic_sdk_works_against_the_gateway() {
+    let (h, gpt, claude, key) = gateway().await;
+    let mut cached = fixture("message.json").unwrap();
+    cached["model"] = json!("claude-sonnet-4-20250514");
+    cached["usage"] = json!({"input_tokens": 21, "cache_creation_input_tokens": 188,
+        "cache_read_input_tokens": 1800, "output_tokens": 393});
+    claude.enqueue(mock_anthropic::Reply::Message(cached));
+    claude.enqueue(mock_anthropic::Reply::Events(
+        fixture_text("stream_basic.txt").unwrap(),
+    ));
+    claude.enqueue(mock_anthropic::Reply::Events(
+        fixture_text("stream_tool_use.txt").unwrap(),
+    ));
+    claude.enqueue(mock_anthropic::Reply::text(
+        "claude-sonnet-4-20250514",
+        "It is 15 degrees.",
+    ));
+    gpt.enqueue(Reply::Completion(tool_call_completion(
+        "gpt-4o-mini",
+        &[
+            ("call_1", "get_weather", r#"{"location":"Paris"}"#),
+            ("call_2", "get_weather", r#"{"location":"Lyon"}"#),
+        ],
+    )));
+
+    let http = h.http.clone().unwrap();
+    let out = run_sdk("anthropic_sdk.py", &http, &key).await;
+
+    let p = &out["plain"];
+    assert_eq!(
+        p["content"],
+        json!([{"type": "text", "text": "Hi! My name is Claude."}])
+    );
+    assert_eq!(p["stop_reason"], "end_turn");
+    assert_eq!(p["model"], "claude");
+    assert_eq!(p["usage"]["input_tokens"], 21);
+    assert_eq!(p["usage"]["cache_creation_input_tokens"], 188);
+    assert_eq!(p["usage"]["cache_read_input_tokens"], 1800);
+    assert_eq!(p["usage"]["output_tokens"], 393);
+    assert_eq!(
+        p["bridle"]["cost_nano_usd"],
+        21 * 3000 + 188 * 3750 + 1800 * 300 + 393 * 15000
+    );
+    let sent = &claude.requests()[0];
+    assert_eq!(sent.body["system"], "be brief");
+    assert_eq!(
+        sent.headers["x-api-key"], "sk-ant-test-gateway",
+        "the provider key, not the caller's"
+    );
+
+    let s = &out["stream"];
+    assert_eq!(s["texts"], json!(["Hello", " there", "!"]));
+    assert_eq!(
+        s["content"],
+        json!([{"type": "text", "text": "Hello there!"}])
+    );
+    assert_eq!(s["stop_reason"], "end_turn");
+    assert_eq!(s["usage"]["output_tokens"], 6);
+
+    let t = &out["stream_tools"];
+    assert_eq!(t["stop_reason"], "tool_use");
+    assert_eq!(
+        t["content"][0]["text"],
+        "I'll check the current weather in Paris for you."
+    );
+    assert_eq!(t["content"][1]["type"], "tool_use");
+    assert_eq!(t["content"][1]["id"], "toolu_01NRLabsLyVHZPKxbKvkfSMn");
+    assert_eq!(t["content"][1]["input"], json!({"location": "Paris"}));
+    let partial: String = t["partial_json"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(partial, r#"{"location": "Paris"}"#);
+
+    assert_eq!(
+        out["tool_results"]["content"][0]["text"],
+        "It is 15 degrees."
+    );
+    let back = &claude.requests()[3].body["messages"];
+    assert_eq!(back[1]["content"][1]["type"], "tool_use");
+    assert_eq!(
+        back[2]["content"][0],
+        json!({"type": "tool_result", "tool_use_id": "toolu_01NRLabsLyVHZPKxbKvkfSMn", "content": "15 degrees"})
+    );
+
+    // An OpenAI route through the Anthropic front: two tool_use blocks.
+    let c = &out["cross"];
+    assert_eq!(c["stop_reason"], "tool_use");
+    let uses: Vec<&Value> = c["content"].as_array().unwrap().iter().collect();
+    assert_eq!(uses.len(), 2, "{c}");
+    assert_eq!(
+        (uses[0]["id"].as_str(), uses[0]["input"].clone()),
+        (Some("call_1"), json!({"location": "Paris"}))
+    );
+    assert_eq!(
+        (uses[1]["id"].as_str(), uses[1]["input"].clone()),
+        (Some("call_2"), json!({"location": "Lyon"}))
+    );
+    assert_eq!(c["usage"]["output_tokens"], 17);
+
+    let nf = &out["not_found"];
+    assert_eq!(nf["status"], 404);
+    assert_eq!(
+        nf["body"],
+        json!({"type": "error", "error": {"type": "not_found_error", "message": "model route 'nope' is not defined for tenant 'default'"}})
+    );
+    assert_eq!(out["bad_key"]["status"], 401);
+    assert_eq!(
+        out["bad_key"]["body"]["error"]["type"],
+        "authentication_error"
+    );
+}
+
+#[tokio::test]
+async fn the_fronts_refuse_oversized_bodies_and_unknown_paths_in_their_own_shapes() {
+    let h = Harness::start_with(|o| {
+        o.http_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        o.max_request_bytes = 2048;
+    })
+    .await;
+    let gpt = MockOpenAi::start().await.unwrap();
+    h.put_secret("openai-key", "sk-test-big").await;
+    h.apply(&openai_route(
+        "gpt",
+        &[("a", "gpt-4o", &gpt.base_url())],
+        "",
+    ))
+    .await;
+    let http = h.http.clone().unwrap();
+    let big = "x".repeat(4000);
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{http}/v1/chat/completions"))
+        .json(&json!({"model": "gpt", "messages": [{"role": "user", "content": big}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "request_too_large");
+    let r = c
+        .post(format!("{http}/v1/messages"))
+        .json(&json!({"model": "gpt", "max_tokens": 5, "messages": [{"role": "user", "content": big}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "request_too_large");
+    assert!(gpt.requests().is_empty());
+
+    let r = c.get(format!("{http}/v2/whatever")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not GET /v2/whatever")
+    );
+    let r = c
+        .post(format!("{http}/v1/chat/completions"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}

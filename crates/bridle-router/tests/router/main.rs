@@ -1,0 +1,21 @@
+//! The router against real Redis, a real OpenBao behind the real secrets broker, and mock
+//! OpenAI and Anthropic servers that speak the real wire formats; router replicas as separate
+//! processes; the HTTP fronts driven by the official Python SDKs.
+
+// Test helpers fail loudly: a setup that cannot run should stop the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod anthropic;
+mod auth;
+mod bad_input;
+mod breaker;
+mod complete;
+mod failover;
+mod gateway;
+mod helpers;
+mod limits;
+mod replicas;
+mod routes;
+mod scripted;
+mod strategies;
+mod streaming;

@@ -1,0 +1,124 @@
+use std::sync::Arc;
+
+use bridle_core::auth::AuthMode;
+use bridle_core::manifest::SecretRef;
+use bridle_proto::{
+    ResolveRequest, ResolveResponse, ResolvedSecret, SecretsEndRunRequest, SecretsEndRunResponse,
+};
+use secrecy::ExposeSecret;
+use tonic::{Request, Response, Status};
+
+use crate::Error;
+use crate::access::{Caller, check_end_run, check_resolve};
+use crate::broker::Broker;
+
+/// Names one Resolve may ask for.
+const MAX_NAMES: usize = 64;
+
+pub struct SecretsService {
+    broker: Arc<Broker>,
+    auth: AuthMode,
+}
+
+impl SecretsService {
+    pub fn new(broker: Arc<Broker>, auth: AuthMode) -> Self {
+        Self { broker, auth }
+    }
+}
+
+fn tenant_of(t: &str) -> Result<String, Error> {
+    if t.is_empty() {
+        return Ok(bridle_core::manifest::DEFAULT_TENANT.to_string());
+    }
+    bridle_core::ids::check_name(t).map_err(|e| {
+        Error::Core(bridle_core::Error::InvalidArgument(format!(
+            "scope.tenant: {e}"
+        )))
+    })?;
+    Ok(t.to_string())
+}
+
+#[tonic::async_trait]
+impl bridle_proto::secrets_server::Secrets for SecretsService {
+    async fn resolve(
+        &self,
+        req: Request<ResolveRequest>,
+    ) -> Result<Response<ResolveResponse>, Status> {
+        let caller = Caller::of(&req, self.auth);
+        let req = req.into_inner();
+        let scope = req.scope.unwrap_or_default();
+        if req.names.is_empty() {
+            return Err(Status::invalid_argument(
+                "names: at least one secret name is required",
+            ));
+        }
+        if req.names.len() > MAX_NAMES {
+            return Err(Status::invalid_argument(format!(
+                "names: at most {MAX_NAMES} per request"
+            )));
+        }
+        check_resolve(&caller, &scope)?;
+        let tenant = tenant_of(&scope.tenant)?;
+        let mut names = Vec::with_capacity(req.names.len());
+        for raw in &req.names {
+            let r = SecretRef::parse(raw).map_err(|e| Error::BadReference(raw.clone(), e))?;
+            if !names.iter().any(|n: &String| n == r.name()) {
+                names.push(r.name().to_string());
+            }
+        }
+        let resolved = futures::future::try_join_all(
+            names
+                .iter()
+                .map(|n| self.broker.resolve(&tenant, &scope, n)),
+        )
+        .await;
+        let resolved = match resolved {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(
+                    tenant = %tenant,
+                    agent = %scope.agent,
+                    run = %scope.run_id,
+                    tool = %scope.tool,
+                    provider = %scope.provider,
+                    error = %e,
+                    "resolve refused or failed"
+                );
+                return Err(e.into());
+            }
+        };
+        let mut secrets = Vec::with_capacity(names.len());
+        for (name, r) in names.into_iter().zip(resolved) {
+            tracing::info!(
+                secret = %name,
+                tenant = %tenant,
+                agent = %scope.agent,
+                run = %scope.run_id,
+                tool = %scope.tool,
+                provider = %scope.provider,
+                leased = !r.lease_id.is_empty(),
+                "resolved"
+            );
+            secrets.push(ResolvedSecret {
+                name,
+                value: r.value.expose_secret().to_string(),
+                ttl: Some(bridle_core::timeutil::pb_duration(r.ttl)),
+                lease_id: r.lease_id,
+            });
+        }
+        Ok(Response::new(ResolveResponse { secrets }))
+    }
+
+    async fn end_run(
+        &self,
+        req: Request<SecretsEndRunRequest>,
+    ) -> Result<Response<SecretsEndRunResponse>, Status> {
+        check_end_run(&Caller::of(&req, self.auth))?;
+        let scope = req.into_inner().scope.unwrap_or_default();
+        if scope.run_id.is_empty() {
+            return Err(Status::invalid_argument("scope.run_id: required"));
+        }
+        let leases_revoked = self.broker.end_run(&scope.run_id).await?;
+        Ok(Response::new(SecretsEndRunResponse { leases_revoked }))
+    }
+}

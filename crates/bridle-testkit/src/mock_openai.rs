@@ -1,0 +1,430 @@
+//! A mock OpenAI server that speaks the real Chat Completions wire format (plain JSON and
+//! `stream: true` server-sent events), for tests of anything that calls a model.
+//!
+//! Tests queue replies ([`MockOpenAi::enqueue`]); each `POST /v1/chat/completions` takes the
+//! next one. With nothing queued it answers 500 with an OpenAI-shaped error, so a test that
+//! makes an unexpected call notices. Every request is recorded ([`MockOpenAi::requests`]).
+//! Bodies come from OpenAI's published examples (see `fixtures/openai/README.md`).
+
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use server::RecordedRequest;
+pub(crate) use server::{Inner, json_response, lock, raw_response, record, sse_response};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+/// What the mock answers to one chat completion request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// 200 with this `chat.completion` body; streamed as chunks when the request asks for it.
+    Completion(Value),
+    /// An error status with this body, and a `retry-after` header when given.
+    Error {
+        status: u16,
+        body: Value,
+        retry_after: Option<String>,
+    },
+    /// Waits, then answers with the inner reply.
+    Delay(Duration, Box<Reply>),
+    /// Never answers; the client has to give up.
+    Hang,
+    /// Streaming requests only: sends the first `n` SSE chunks of the completion, then breaks
+    /// the connection (no `[DONE]`).
+    CutAfter(usize, Value),
+    /// This status, content type and body exactly as given: for answers that break the API's
+    /// promises (a body that is not JSON, a stream with a malformed event).
+    Raw {
+        status: u16,
+        content_type: String,
+        body: String,
+    },
+}
+
+impl Reply {
+    /// A plain text answer from `gpt-4o-mini`, shaped like the published example.
+    pub fn text(text: &str) -> Reply {
+        Reply::Completion(text_completion("gpt-4o-mini", text))
+    }
+
+    /// An answer with tool calls, each `(id, name, arguments JSON)`.
+    pub fn tool_calls(calls: &[(&str, &str, &str)]) -> Reply {
+        Reply::Completion(tool_call_completion("gpt-4o-mini", calls))
+    }
+
+    /// An error with OpenAI's error body (`{"error": {"message", "type", "param", "code"}}`).
+    pub fn error(status: u16, message: &str) -> Reply {
+        Reply::Error {
+            status,
+            body: error_body(status, message),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `retry-after: <seconds>`.
+    pub fn rate_limited(retry_after_secs: u64) -> Reply {
+        Reply::Error {
+            status: 429,
+            body: error_body(429, "Rate limit reached for requests"),
+            retry_after: Some(retry_after_secs.to_string()),
+        }
+    }
+
+    /// A 200 server-sent-event body made of these raw lines (each sent as given, then a blank
+    /// line), and nothing else: no `[DONE]` unless listed.
+    pub fn raw_sse(events: &[&str]) -> Reply {
+        Reply::Raw {
+            status: 200,
+            content_type: "text/event-stream".into(),
+            body: events.iter().map(|e| format!("{e}\n\n")).collect(),
+        }
+    }
+}
+
+pub struct MockOpenAi {
+    addr: SocketAddr,
+    inner: Arc<Inner<Reply>>,
+    task: tokio::task::JoinHandle<()>,
+    // Dropping the sender wakes every hanging handler, so nothing outlives the mock.
+    _stop: tokio::sync::watch::Sender<()>,
+}
+
+impl MockOpenAi {
+    /// Serves on 127.0.0.1 on a free port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let inner = Arc::new(Inner::new());
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let app = Router::new()
+            .route("/v1/chat/completions", axum::routing::post(chat))
+            // Azure OpenAI's deployment URLs (the base URL is the resource endpoint).
+            .route(
+                "/openai/deployments/{deployment}/chat/completions",
+                axum::routing::post(chat),
+            )
+            .route("/v1/models", axum::routing::get(models))
+            .fallback(unknown)
+            .with_state((inner.clone(), stopped));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the mock")?;
+        let addr = listener.local_addr()?;
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        // The test owns the mock; Drop aborts this task.
+        #[allow(clippy::disallowed_methods)]
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            addr,
+            inner,
+            task,
+            _stop: stop,
+        })
+    }
+
+    /// "http://127.0.0.1:PORT/v1", what a client takes as its base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn enqueue(&self, reply: Reply) {
+        lock(&self.inner.queue).push_back(reply);
+    }
+
+    /// Answers every request this way once the queue is empty (None: a 500, the default).
+    pub fn set_default(&self, reply: Option<Reply>) {
+        *lock(&self.inner.default) = reply;
+    }
+
+    /// Whether requests are recorded (on by default; benchmarks turn it off).
+    pub fn set_recording(&self, on: bool) {
+        self.inner
+            .recording
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Replies still queued.
+    pub fn pending(&self) -> usize {
+        lock(&self.inner.queue).len()
+    }
+
+    /// Requests received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.inner.requests).clone()
+    }
+
+    /// Answer 401, as OpenAI does, to any request not carrying `Bearer <key>` (or, as Azure
+    /// OpenAI takes it, `api-key: <key>`), without taking a queued reply. `None` accepts any
+    /// key.
+    pub fn require_key(&self, key: Option<&str>) {
+        *lock(&self.inner.required_key) = key.map(str::to_string);
+    }
+}
+
+impl Drop for MockOpenAi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type AppState = (Arc<Inner<Reply>>, tokio::sync::watch::Receiver<()>);
+
+async fn chat(
+    State((inner, stopped)): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let req = record(&inner, &method, &uri, &headers, &body);
+    let required = lock(&inner.required_key).clone();
+    if let Some(key) = required {
+        let got = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let azure = headers.get("api-key").and_then(|v| v.to_str().ok());
+        if got != format!("Bearer {key}") && azure != Some(key.as_str()) {
+            let shown: String = got.trim_start_matches("Bearer ").chars().take(3).collect();
+            let msg = format!(
+                "Incorrect API key provided: {shown}***. You can find your API key at https://platform.openai.com/account/api-keys."
+            );
+            let mut b = error_body(401, &msg);
+            b["error"]["code"] = json!("invalid_api_key");
+            return json_response(401, &b, None);
+        }
+    }
+    let valid = req.get("model").is_some_and(Value::is_string)
+        && req.get("messages").is_some_and(Value::is_array);
+    if !valid {
+        return json_response(
+            400,
+            &error_body(
+                400,
+                "you must provide a model parameter and a messages array",
+            ),
+            None,
+        );
+    }
+    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let usage = req
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let next = inner.next();
+    let Some(mut reply) = next else {
+        return json_response(
+            500,
+            &error_body(500, "mock: no reply was queued for this request"),
+            None,
+        );
+    };
+    loop {
+        reply = match reply {
+            Reply::Delay(d, then) => {
+                let mut s = stopped.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = s.changed() => {}
+                }
+                *then
+            }
+            Reply::Hang => {
+                let mut s = stopped.clone();
+                let _ = s.changed().await;
+                return json_response(503, &error_body(503, "mock stopped"), None);
+            }
+            Reply::Error {
+                status,
+                body,
+                retry_after,
+            } => return json_response(status, &body, retry_after.as_deref()),
+            Reply::Completion(c) if stream => {
+                return sse_response(data_events(&completion_to_chunks(&c, usage), true), None);
+            }
+            Reply::Completion(c) => return json_response(200, &c, None),
+            Reply::CutAfter(n, c) => {
+                return sse_response(
+                    data_events(&completion_to_chunks(&c, usage), false),
+                    Some(n),
+                );
+            }
+            Reply::Raw {
+                status,
+                content_type,
+                body,
+            } => return raw_response(status, &content_type, body),
+        };
+    }
+}
+
+async fn models(
+    State((inner, _)): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    record(&inner, &method, &uri, &headers, b"");
+    let data: Vec<Value> = [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "o3-mini",
+    ]
+    .iter()
+    .map(|id| json!({"id": id, "object": "model", "created": 1686935002, "owned_by": "openai"}))
+    .collect();
+    json_response(200, &json!({"object": "list", "data": data}), None)
+}
+
+async fn unknown(
+    State((inner, _)): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&inner, &method, &uri, &headers, &body);
+    json_response(
+        404,
+        &error_body(404, &format!("Invalid URL ({method} {})", uri.path())),
+        None,
+    )
+}
+
+/// `data: <chunk>` events, then `data: [DONE]` when `done`.
+fn data_events(chunks: &[Value], done: bool) -> Vec<String> {
+    let mut out: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+    if done {
+        out.push("data: [DONE]\n\n".into());
+    }
+    out
+}
+
+/// OpenAI's error body for a status.
+pub fn error_body(status: u16, message: &str) -> Value {
+    let (kind, code) = match status {
+        401 => (
+            "invalid_request_error",
+            Value::String("invalid_api_key".into()),
+        ),
+        404 => ("invalid_request_error", Value::Null),
+        429 => ("requests", Value::String("rate_limit_exceeded".into())),
+        400..=499 => ("invalid_request_error", Value::Null),
+        _ => ("server_error", Value::Null),
+    };
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+/// A fixture from `fixtures/openai/` (OpenAI's published examples), parsed.
+pub fn fixture(name: &str) -> anyhow::Result<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/openai")
+        .join(name);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The published "Default" example with `model` and the text replaced.
+pub fn text_completion(model: &str, text: &str) -> Value {
+    let mut c = fixture("chat_completion.json").unwrap_or_else(|_| base_completion());
+    c["model"] = json!(model);
+    c["choices"][0]["message"]["content"] = json!(text);
+    c
+}
+
+/// The published function-calling example with `model` and the calls replaced.
+pub fn tool_call_completion(model: &str, calls: &[(&str, &str, &str)]) -> Value {
+    let mut c = fixture("chat_completion_tool_calls.json").unwrap_or_else(|_| base_completion());
+    c["model"] = json!(model);
+    let calls: Vec<Value> = calls
+        .iter()
+        .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+        .collect();
+    c["choices"][0]["message"] = json!({"role": "assistant", "content": null, "tool_calls": calls});
+    c["choices"][0]["finish_reason"] = json!("tool_calls");
+    c
+}
+
+fn base_completion() -> Value {
+    json!({"id": "chatcmpl-mock", "object": "chat.completion", "created": 1700000000, "model": "",
+           "choices": [{"index": 0, "message": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": "stop"}],
+           "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
+}
+
+/// A completion as the stream of `chat.completion.chunk`s OpenAI sends for it: a role chunk,
+/// content in small pieces, each tool call's id and name then its arguments in pieces, a
+/// finish_reason chunk, and (with `include_usage`) a final chunk with no choices and the usage.
+pub fn completion_to_chunks(completion: &Value, include_usage: bool) -> Vec<Value> {
+    let choice = &completion["choices"][0];
+    let message = &choice["message"];
+    let chunk = |delta: Value, finish: Value| {
+        let mut c = json!({
+            "id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
+            "model": completion["model"],
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        if let Some(fp) = completion.get("system_fingerprint") {
+            c["system_fingerprint"] = fp.clone();
+        }
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    let text = message["content"].as_str().unwrap_or("");
+    let calls = message["tool_calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let first_content = if calls.is_empty() {
+        json!("")
+    } else {
+        Value::Null
+    };
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": first_content, "refusal": null}),
+        Value::Null,
+    )];
+    for piece in pieces(text, 5) {
+        out.push(chunk(json!({"content": piece}), Value::Null));
+    }
+    for (i, call) in calls.iter().enumerate() {
+        let name = &call["function"]["name"];
+        let head = json!({"index": i, "id": call["id"], "type": "function", "function": {"name": name, "arguments": ""}});
+        out.push(chunk(json!({"tool_calls": [head]}), Value::Null));
+        for piece in pieces(call["function"]["arguments"].as_str().unwrap_or(""), 8) {
+            out.push(chunk(
+                json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}),
+                Value::Null,
+            ));
+        }
+    }
+    out.push(chunk(json!({}), choice["finish_reason"].clone()));
+    if include_usage {
+        let mut last = chunk(json!({}), Value::Null);
+        last["choices"] = json!([]);
+        last["usage"] = completion["usage"].clone();
+        out.push(last);
+    }
+    out
+}
+
+/// Splits on character boundaries into pieces of at most `n` characters.
+fn pieces(s: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = s.chars().collect();
+    chars.chunks(n.max(1)).map(|c| c.iter().collect()).collect()
+}

@@ -1,0 +1,243 @@
+//! Tool-call latency through the tool service (gRPC Execute, real Redis, real Docker) for a
+//! trivial command (`true` in bridle-sandbox:python): cold (a new sandbox per call), from
+//! the warm pool (a new run taking a pre-started sandbox), and a run's next call (its own
+//! sandbox again); one at a time and 50 at once. Prints p50/p95/p99/max per scenario.
+//!
+//!   cargo run --release -p bridle-tools --example bench_calls
+//!   BENCH_N=50 BENCH_CONCURRENCY=50 cargo run --release -p bridle-tools --example bench_calls
+//!
+//! A benchmark, not a test: nothing here passes or fails on time.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::panic
+)]
+
+use std::time::{Duration, Instant};
+
+use bridle_core::Shutdown;
+use bridle_core::config::ServerOptions;
+use bridle_proto::manifests_client::ManifestsClient;
+use bridle_proto::tools_client::ToolsClient;
+use bridle_proto::{ApplyRequest, EndRunRequest, ExecuteRequest, ManifestDocument, Scope};
+use tonic::transport::Channel;
+
+const TENANT: &str = "bench";
+
+/// Each tool gets its own sandbox profile (memory differs), so their pools are separate.
+fn tool(name: &str, warm: usize, memory: &str) -> String {
+    format!(
+        "apiVersion: bridle.dev/v1\nkind: Tool\nmetadata:\n  name: {name}\nspec:\n  description: Does nothing.\n  container:\n    image: bridle-sandbox:python\n    command: [\"true\"]\n    stdin: false\n    limits: {{memory: {memory}}}\n    pool: {{warm: {warm}}}\n"
+    )
+}
+
+struct Bench {
+    tools: ToolsClient<Channel>,
+    ns: String,
+}
+
+impl Bench {
+    async fn call(&self, tool: &str, run: &str) -> Duration {
+        let req = ExecuteRequest {
+            scope: Some(Scope {
+                tenant: TENANT.into(),
+                run_id: run.into(),
+                ..Default::default()
+            }),
+            tool: tool.into(),
+            arguments_json: "{}".into(),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let r = self.tools.clone().execute(req).await.unwrap().into_inner();
+        let took = t.elapsed();
+        let r = r.result.unwrap();
+        assert!(!r.is_error, "{r:?}");
+        took
+    }
+
+    async fn end(&self, run: &str) {
+        self.tools
+            .clone()
+            .end_run(EndRunRequest {
+                scope: Some(Scope {
+                    tenant: TENANT.into(),
+                    run_id: run.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `n` warm sandboxes are running (and a moment for the last to be handed
+    /// to the pool).
+    async fn pool_full(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let out = tokio::process::Command::new("docker")
+                .args([
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &format!("label={}.pool=warm", self.ns),
+                ])
+                .output()
+                .await
+                .unwrap();
+            let running = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .count();
+            if running >= n {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return;
+            }
+            assert!(Instant::now() < deadline, "the pool did not fill");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn report(name: &str, mut d: Vec<Duration>) {
+    d.sort();
+    let q = |p: f64| {
+        let i = ((d.len() as f64 - 1.0) * p).round() as usize;
+        d[i].as_secs_f64() * 1000.0
+    };
+    println!(
+        "{name:<44} n={:<4} p50={:>7.1}ms p95={:>7.1}ms p99={:>7.1}ms max={:>7.1}ms",
+        d.len(),
+        q(0.50),
+        q(0.95),
+        q(0.99),
+        q(1.0)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let c: usize = std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    bridle_testkit::docker::ensure_sandbox_image("python")
+        .await
+        .unwrap();
+    let redis = bridle_testkit::RedisServer::start().await.unwrap();
+    let workspaces = tempfile::tempdir().unwrap();
+    let ns = bridle_testkit::unique("bench");
+    let shutdown = Shutdown::new();
+    let addr = bridle_tools::start(
+        bridle_tools::Options {
+            server: ServerOptions::with_port(0),
+            redis_url: redis.url(),
+            key_prefix: bridle_testkit::unique("bench"),
+            label_namespace: ns.clone(),
+            workspace_root: Some(workspaces.path().to_path_buf()),
+            pool_max_warm: c.max(8) + 4,
+            pool_parallel_starts: 4,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{addr}");
+    let mut manifests = ManifestsClient::connect(url.clone()).await.unwrap();
+    for (name, warm, memory) in [
+        ("cold", 0, "128Mi"),
+        ("warm", 4, "129Mi"),
+        ("warm50", c, "130Mi"),
+    ] {
+        manifests
+            .apply(ApplyRequest {
+                documents: vec![ManifestDocument {
+                    source: "bench.yaml".into(),
+                    yaml: tool(name, warm, memory),
+                    first_line: 1,
+                }],
+                dry_run: false,
+                tenant: TENANT.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let b = Bench {
+        tools: ToolsClient::connect(url).await.unwrap(),
+        ns: ns.clone(),
+    };
+    println!(
+        "tool-call latency through the service, trivial command, {n} calls per single scenario, {c} concurrent"
+    );
+
+    // Warm-up of everything lazy (client connection, validators, image cache).
+    b.call("cold", "warmup").await;
+    b.end("warmup").await;
+
+    let mut d = Vec::new();
+    for i in 0..n {
+        let run = format!("cold-{i}");
+        d.push(b.call("cold", &run).await);
+        b.end(&run).await;
+    }
+    report("cold: new sandbox per call, single", d);
+
+    let _ = b
+        .tools
+        .clone()
+        .list_tools(bridle_proto::ListToolsRequest {
+            tenant: TENANT.into(),
+            names: vec!["warm".into()],
+        })
+        .await;
+    let mut d = Vec::new();
+    for i in 0..n {
+        b.pool_full(4).await;
+        let run = format!("warm-{i}");
+        d.push(b.call("warm", &run).await);
+        b.end(&run).await;
+    }
+    report("warm pool: new run takes a warm sandbox, single", d);
+
+    let mut d = Vec::new();
+    b.call("warm", "reuse").await;
+    for _ in 0..n {
+        d.push(b.call("warm", "reuse").await);
+    }
+    b.end("reuse").await;
+    report("same run: next call in the run's sandbox, single", d);
+
+    let runs: Vec<String> = (0..c).map(|i| format!("ccold-{i}")).collect();
+    let d = futures::future::join_all(runs.iter().map(|r| b.call("cold", r))).await;
+    report(&format!("cold: new sandbox per call, {c} concurrent"), d);
+    for r in &runs {
+        b.end(r).await;
+    }
+
+    let _ = b
+        .tools
+        .clone()
+        .list_tools(bridle_proto::ListToolsRequest {
+            tenant: TENANT.into(),
+            names: vec!["warm50".into()],
+        })
+        .await;
+    b.pool_full(c + 4).await;
+    let runs: Vec<String> = (0..c).map(|i| format!("cwarm-{i}")).collect();
+    let d = futures::future::join_all(runs.iter().map(|r| b.call("warm50", r))).await;
+    report(&format!("warm pool: {c} new runs at once"), d);
+
+    let d = futures::future::join_all(runs.iter().map(|r| b.call("warm50", r))).await;
+    report(&format!("same run: {c} runs' next calls at once"), d);
+    for r in &runs {
+        b.end(r).await;
+    }
+
+    shutdown.drain(Duration::from_secs(30)).await;
+}

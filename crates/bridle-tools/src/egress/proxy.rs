@@ -1,0 +1,325 @@
+//! The egress proxy of one sandbox: a Unix socket in the sandbox's slot, speaking HTTP
+//! proxy (CONNECT for TLS and anything else, absolute-URI requests for plain HTTP), allowing
+//! only what the allowlist of the call in progress allows. When the call ends, its
+//! allowlist is withdrawn and its connections are cut.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bridle_core::Shutdown;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::Allowlist;
+
+const MAX_HEAD: usize = 16 * 1024;
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections one sandbox may hold open at once.
+const MAX_CONNECTIONS: usize = 64;
+
+#[derive(Clone)]
+struct Current {
+    allow: Arc<Allowlist>,
+    tool: String,
+    /// Cancelled when the call ends: its connections are cut.
+    call: CancellationToken,
+}
+
+/// The running proxy of one sandbox; stops when dropped.
+pub struct Gate {
+    current: Arc<Mutex<Current>>,
+    _stop: DropGuard,
+}
+
+impl Gate {
+    /// Binds `<dir>/proxy.sock` and serves it on a task owned by `shutdown`.
+    pub fn start(dir: &Path, shutdown: &Shutdown) -> std::io::Result<Self> {
+        let path = dir.join(super::SOCKET_NAME);
+        let listener = UnixListener::bind(&path)?;
+        // The sandbox user must be able to connect; the folder's parent keeps others out.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+        let stop = shutdown.token().child_token();
+        let current = Arc::new(Mutex::new(Current {
+            allow: Arc::new(Allowlist::default()),
+            tool: String::new(),
+            call: CancellationToken::new(),
+        }));
+        let (cur, token, sd) = (current.clone(), stop.clone(), shutdown.clone());
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        shutdown.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = token.cancelled() => break,
+                    a = listener.accept() => a,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let snapshot = cur.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let token = token.clone();
+                sd.spawn(async move {
+                    let _permit = permit;
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        () = snapshot.call.cancelled() => {}
+                        () = handle(stream, &snapshot) => {}
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            current,
+            _stop: stop.drop_guard(),
+        })
+    }
+
+    /// The allowlist of the call starting now.
+    pub fn open(&self, allow: Arc<Allowlist>, tool: &str) {
+        let mut c = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        c.call.cancel();
+        *c = Current {
+            allow,
+            tool: tool.to_string(),
+            call: CancellationToken::new(),
+        };
+    }
+
+    /// The call ended: nothing is allowed and its connections are cut.
+    pub fn close(&self) {
+        self.open(Arc::new(Allowlist::default()), "");
+    }
+}
+
+async fn handle(mut client: UnixStream, cur: &Current) {
+    let mut buf = Vec::with_capacity(2048);
+    let head_end = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client, &mut buf)).await
+    {
+        Ok(Some(n)) => n,
+        _ => {
+            let _ = reply(
+                &mut client,
+                400,
+                "the proxy request was incomplete or too large",
+            )
+            .await;
+            return;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let rest = buf[head_end..].to_vec();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split_whitespace();
+    let (method, target, version) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or("HTTP/1.1"),
+    );
+    let connect = method.eq_ignore_ascii_case("CONNECT");
+    let parsed = if connect {
+        split_host_port(target, 443).map(|(h, p)| (h, p, String::new()))
+    } else {
+        absolute_http(target)
+    };
+    let Some((host, port, path)) = parsed else {
+        let _ = reply(
+            &mut client,
+            400,
+            "use CONNECT host:port, or an absolute http:// URL (https goes through CONNECT)",
+        )
+        .await;
+        return;
+    };
+    if let Some(why) = cur.allow.refusal(&host, port) {
+        tracing::info!(tool = %cur.tool, target = %format!("{host}:{port}"), "egress refused");
+        let _ = reply(&mut client, 403, &format!("bridle egress: {why}")).await;
+        return;
+    }
+    let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::lookup_host((host.as_str(), port)),
+        )
+        .await
+        {
+            Ok(Ok(a)) => a.collect(),
+            _ => {
+                let _ = reply(
+                    &mut client,
+                    502,
+                    &format!("bridle egress: cannot resolve '{host}'"),
+                )
+                .await;
+                return;
+            }
+        },
+    };
+    let usable = cur.allow.usable(&host, port, addrs);
+    if usable.is_empty() {
+        tracing::info!(tool = %cur.tool, %host, "egress refused: non-public address");
+        let _ = reply(
+            &mut client,
+            403,
+            &format!("bridle egress: '{host}' resolves only to non-public addresses"),
+        )
+        .await;
+        return;
+    }
+    let mut upstream = None;
+    for a in usable {
+        if let Ok(Ok(s)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(a)).await {
+            upstream = Some(s);
+            break;
+        }
+    }
+    let Some(mut upstream) = upstream else {
+        let _ = reply(
+            &mut client,
+            502,
+            &format!("bridle egress: cannot connect to {host}:{port}"),
+        )
+        .await;
+        return;
+    };
+    tracing::debug!(tool = %cur.tool, target = %format!("{host}:{port}"), "egress allowed");
+    if connect {
+        if client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+    } else {
+        let mut out = format!("{method} {path} {version}\r\n");
+        for l in lines.filter(|l| !l.is_empty()) {
+            let name = l
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            if matches!(
+                name.as_str(),
+                "proxy-connection" | "proxy-authorization" | "connection" | "keep-alive"
+            ) {
+                continue;
+            }
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+        out.push_str("Connection: close\r\n\r\n");
+        if upstream.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+    if !rest.is_empty() && upstream.write_all(&rest).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// Reads until the end of the head; returns its length (with the blank line).
+async fn read_head(s: &mut UnixStream, buf: &mut Vec<u8>) -> Option<usize> {
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        if buf.len() > MAX_HEAD {
+            return None;
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn reply(s: &mut UnixStream, code: u16, text: &str) -> std::io::Result<()> {
+    let reason = match code {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        _ => "Bad Gateway",
+    };
+    let body = format!("{text}\n");
+    let msg = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(msg.as_bytes()).await?;
+    s.shutdown().await
+}
+
+fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => default_port,
+        };
+        return Some((h.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Some((h.to_string(), p.parse().ok()?)),
+        _ => Some((s.to_string(), default_port)),
+    }
+    .filter(|(h, _)| !h.is_empty())
+}
+
+/// `http://host[:port]/path?q` -> (host, port, "/path?q").
+fn absolute_http(target: &str) -> Option<(String, u16, String)> {
+    let rest = target.strip_prefix("http://").or_else(|| {
+        target
+            .get(..7)
+            .filter(|p| p.eq_ignore_ascii_case("http://"))
+            .map(|_| &target[7..])
+    })?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let (host, port) = split_host_port(authority, 80)?;
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    Some((host, port, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            split_host_port("example.com:8443", 443),
+            Some(("example.com".into(), 8443))
+        );
+        assert_eq!(split_host_port("[::1]:80", 443), Some(("::1".into(), 80)));
+        assert_eq!(
+            split_host_port("example.com", 443),
+            Some(("example.com".into(), 443))
+        );
+        assert_eq!(
+            absolute_http("http://127.0.0.1:9000/a/b?c=1"),
+            Some(("127.0.0.1".into(), 9000, "/a/b?c=1".into()))
+        );
+        assert_eq!(
+            absolute_http("http://h?x"),
+            Some(("h".into(), 80, "/?x".into()))
+        );
+        assert_eq!(absolute_http("https://h/"), None);
+    }
+}

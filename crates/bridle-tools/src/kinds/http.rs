@@ -1,0 +1,234 @@
+//! The `http` tool kind: one request made by this service. The URL, query and body are
+//! templates filled from the arguments (URL placeholders percent-encoded); headers may carry
+//! `secret://` tokens resolved for the call. The destination must pass the tool's egress
+//! allowlist (by default, the URL's own host) before anything is sent; names are resolved
+//! here and pinned, so the connection goes to an address that passed; redirects are not
+//! followed (the model sees the 3xx). The response is capped and scrubbed of the call's
+//! secrets.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bridle_core::manifest::{HttpTool, parse_bytes};
+use bridle_core::timeutil::pb_duration;
+use bridle_proto::{ToolErrorKind, ToolResult};
+use futures::StreamExt as _;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+use super::sandboxed::allowlist;
+use crate::egress::Allowlist;
+use crate::exec::{Call, Executor};
+use crate::sandbox::output::Capture;
+use crate::{Error, args, secrets};
+
+/// Unreserved characters stay as they are in a URL placeholder's value.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn failed(tool: &str, why: String, started: Instant) -> ToolResult {
+    ToolResult {
+        output: format!("The request of tool '{tool}' was not sent: {why}"),
+        is_error: true,
+        error_kind: ToolErrorKind::Failed as i32,
+        duration: Some(pb_duration(started.elapsed())),
+        ..Default::default()
+    }
+}
+
+/// Renders the URL template; placeholder values are percent-encoded.
+pub fn render_url(
+    h: &HttpTool,
+    call_args: &serde_json::Map<String, Value>,
+) -> Result<url::Url, String> {
+    let encoded: serde_json::Map<String, Value> = call_args
+        .iter()
+        .map(|(k, v)| {
+            let raw = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (
+                k.clone(),
+                Value::String(utf8_percent_encode(&raw, SEGMENT).to_string()),
+            )
+        })
+        .collect();
+    let mut u = url::Url::parse(&args::render(&h.url, &encoded))
+        .map_err(|e| format!("the URL is not valid once filled in: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("'{}' is not an http(s) URL", u.scheme()));
+    }
+    for (k, v) in &h.query {
+        let value = args::render(v, call_args);
+        if !value.is_empty() {
+            u.query_pairs_mut().append_pair(k, &value);
+        }
+    }
+    Ok(u)
+}
+
+pub async fn run(ex: &Executor, h: &HttpTool, call: &Call) -> Result<ToolResult, Error> {
+    let started = Instant::now();
+    let url = match render_url(h, &call.args) {
+        Ok(u) => u,
+        Err(why) => return Ok(failed(&call.tool, why, started)),
+    };
+    let host = url.host_str().unwrap_or_default().to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let allow = match allowlist(ex, "spec.http", &call.tool, &h.egress)? {
+        Some(a) => a,
+        None => std::sync::Arc::new(
+            Allowlist::parse(&[format!("{host}:{port}")], ex.egress_allow_private).map_err(
+                |reason| Error::BadTool {
+                    tool: call.tool.clone(),
+                    reason: format!("spec.http.url: {reason}"),
+                },
+            )?,
+        ),
+    };
+    if let Some(why) = allow.refusal(&host, port) {
+        return Ok(failed(&call.tool, why, started));
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => match tokio::net::lookup_host((bare, port)).await {
+            Ok(a) => a.collect(),
+            Err(e) => {
+                return Ok(failed(
+                    &call.tool,
+                    format!("cannot resolve '{host}': {e}"),
+                    started,
+                ));
+            }
+        },
+    };
+    let addrs = allow.usable(&host, port, addrs);
+    if addrs.is_empty() {
+        return Ok(failed(
+            &call.tool,
+            format!("'{host}' resolves only to non-public addresses"),
+            started,
+        ));
+    }
+
+    let wanted = secrets::header_refs(&call.tool, &h.headers, h.bearer.as_deref())?;
+    let resolved = secrets::resolve(
+        &ex.secrets,
+        &ex.run_secrets,
+        &call.scope,
+        &call.tool,
+        &wanted,
+    )
+    .await?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .resolve_to_addrs(bare, &addrs)
+        .timeout(call.timeout)
+        .build()
+        .map_err(|e| Error::Core(bridle_core::Error::internal(format!("http client: {e}"))))?;
+    let method = reqwest::Method::from_bytes(h.method.as_bytes()).map_err(|_| Error::BadTool {
+        tool: call.tool.clone(),
+        reason: format!("spec.http.method: '{}' is not a method", h.method),
+    })?;
+    let mut req = client.request(method.clone(), url.clone());
+    for (k, v) in &h.headers {
+        req = req.header(k.as_str(), resolved.expand(v));
+    }
+    if let Some(b) = &h.bearer
+        && let Ok(r) = bridle_core::manifest::SecretRef::parse(b)
+        && let Some(v) = resolved.value(&r)
+    {
+        req = req.bearer_auth(v);
+    }
+    match &h.body {
+        Some(t) => req = req.body(args::render(t, &call.args)),
+        None if matches!(method.as_str(), "POST" | "PUT" | "PATCH") => {
+            req = req.json(&Value::Object(call.args.clone()));
+        }
+        None => {}
+    }
+    let cap = parse_bytes(&h.response_limit)
+        .ok()
+        .and_then(|b| usize::try_from(b).ok())
+        .unwrap_or(64 * 1024);
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let why = if e.is_timeout() {
+                "no answer within the timeout".to_string()
+            } else {
+                format!(
+                    "the request failed: {}",
+                    crate::sandbox::engine::root_cause(&e)
+                )
+            };
+            let mut r = failed(&call.tool, why, started);
+            r.timed_out = e.is_timeout();
+            if r.timed_out {
+                r.error_kind = ToolErrorKind::TimedOut as i32;
+            }
+            return Ok(r);
+        }
+    };
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut body = Capture::new(cap, resolved.slack());
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(b) => {
+                body.push(&b);
+                if body.is_full() {
+                    // The rest is not needed; its size is not known.
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "http tool: response body ended early");
+                break;
+            }
+        }
+    }
+    let body = body.finish(&resolved.redactor);
+    let mut output = body.text.clone();
+    if !status.is_success() {
+        if !output.is_empty() && !output.ends_with('\n') {
+            output.push('\n');
+        }
+        output.push_str(&format!("[HTTP {status}]"));
+        if let Some(l) = location {
+            output.push_str(&format!(
+                " (Location: {}; redirects are not followed)",
+                resolved.redactor.redact(&l)
+            ));
+        }
+    } else if output.is_empty() {
+        output = format!("(empty response, HTTP {status})");
+    }
+    Ok(ToolResult {
+        output,
+        is_error: !status.is_success(),
+        error_kind: if status.is_success() {
+            ToolErrorKind::Unspecified
+        } else {
+            ToolErrorKind::Failed
+        } as i32,
+        stdout: body.text,
+        stdout_truncated: body.truncated,
+        duration: Some(pb_duration(started.elapsed())),
+        sandbox_id: format!("http:{host}"),
+        http_status: u32::from(status.as_u16()),
+        ..Default::default()
+    })
+}

@@ -1,0 +1,384 @@
+//! The `mcp` tool kind: discovering a server's tools and calling one, over whichever of the
+//! three transports the manifest names.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bridle_core::manifest::{McpStdio, McpTool, Tool};
+use bridle_core::redact::Redactor;
+use bridle_core::timeutil::{pb_duration, short_duration};
+use bridle_proto::{Scope, ToolErrorKind, ToolResult};
+use rmcp::model::{CallToolRequestParams, CallToolResponse};
+use rmcp::service::{Peer, RoleClient};
+
+use super::sandboxed::{allowlist, limits};
+use crate::exec::{Call, Executor};
+use crate::mcp::{Exposed, Mcp, client, expose, result_text, server_error};
+use crate::sandbox::container::Profile;
+use crate::sandbox::output::Capture;
+use crate::sandbox::runs::Lease;
+use crate::workspace::Snapshot;
+use crate::{Error, secrets};
+
+/// Output kept from a local or HTTP server's answer (sandboxed servers use their limits).
+const DEFAULT_OUTPUT: usize = 64 * 1024;
+
+enum Session {
+    /// A server in the run's sandbox (or an ephemeral one for discovery).
+    Sandboxed(Box<Lease>),
+    Shared(Arc<client::Client>, String),
+    Owned(client::Client),
+}
+
+struct Opened {
+    session: Session,
+    redactor: Redactor,
+    slack: usize,
+    output_bytes: usize,
+    label: String,
+}
+
+impl Opened {
+    fn peer(&self) -> Option<Peer<RoleClient>> {
+        match &self.session {
+            Session::Sandboxed(l) => l.sandbox()?.mcp.as_ref().map(|m| m.client.peer().clone()),
+            Session::Shared(c, _) => Some(c.peer().clone()),
+            Session::Owned(c) => Some(c.peer().clone()),
+        }
+    }
+
+    /// Ends the session's use; a sandboxed server that failed or overran is removed, a shared
+    /// session that failed is dropped.
+    async fn finish(self, ex: &Executor, ok: bool) {
+        match self.session {
+            Session::Sandboxed(lease) => {
+                if let Some(g) = lease.sandbox().and_then(|s| s.gate.as_ref()) {
+                    g.close();
+                }
+                lease.release(ok).await;
+            }
+            Session::Shared(_, key) if !ok => ex.mcp.drop_shared(&key).await,
+            Session::Shared(..) => {}
+            Session::Owned(c) => {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), c.cancel()).await;
+            }
+        }
+    }
+}
+
+fn stdio_profile(tool: &str, s: &McpStdio) -> Result<Arc<Profile>, Error> {
+    let plain: Vec<(String, String)> = s
+        .env
+        .iter()
+        .filter(|(_, v)| !bridle_core::manifest::SecretRef::is_reference(v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Arc::new(Profile::server(
+        &s.image,
+        limits("spec.mcp.stdio", tool, &s.limits)?,
+        s.runtime.clone(),
+        !s.egress.is_empty(),
+        s.command.clone(),
+        plain,
+    )))
+}
+
+/// Registers a stdio server's pool so it fills before the first call.
+pub fn prepare(ex: &Executor, tool: &Tool) {
+    if let Some(s) = tool.spec.mcp.as_ref().and_then(|m| m.stdio.as_ref())
+        && s.pool.warm > 0
+        && !s
+            .env
+            .values()
+            .any(|v| bridle_core::manifest::SecretRef::is_reference(v))
+        && let Ok(p) = stdio_profile(&tool.metadata.name, s)
+    {
+        ex.sandboxes.pool.prepare(&p, s.pool.warm as usize);
+    }
+}
+
+async fn open(
+    ex: &Executor,
+    scope: &Scope,
+    tool: &Tool,
+    m: &McpTool,
+    for_tool: &str,
+) -> Result<Opened, Error> {
+    let name = tool.metadata.name.as_str();
+    let mcp_err = |reason: String| Error::Mcp {
+        tool: name.to_string(),
+        reason,
+    };
+    if let Some(s) = &m.stdio {
+        let profile = stdio_profile(name, s)?;
+        let mut wanted = secrets::env_refs(name, &s.env)?;
+        wanted.extend(secrets::file_refs(name, &s.secret_files)?);
+        let resolved = secrets::resolve(&ex.secrets, &ex.run_secrets, scope, name, &wanted).await?;
+        let secret_env: Vec<(String, String)> = secrets::env_with(&s.env, &resolved)
+            .into_iter()
+            .filter(|(k, _)| {
+                s.env
+                    .get(k)
+                    .is_some_and(|v| bridle_core::manifest::SecretRef::is_reference(v))
+            })
+            .collect();
+        let mut lease = ex
+            .sandboxes
+            .lease(scope, &profile, s.pool.warm as usize, secret_env)
+            .await?;
+        let Some(sb) = lease.sandbox_mut() else {
+            return Err(mcp_err("no sandbox".into()));
+        };
+        sb.slot
+            .write_secrets(secrets::files_with(&s.secret_files, &resolved))
+            .await?;
+        if sb.mcp.is_none() {
+            let taken = sb.stdio.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let Some(stdio) = taken else {
+                lease.release(false).await;
+                return Err(mcp_err("the server's stdio is not attached".into()));
+            };
+            match client::over_stdio(stdio).await {
+                Ok((client, stderr)) => {
+                    sb.mcp = Some(crate::sandbox::container::McpSession { client, stderr })
+                }
+                Err(reason) => {
+                    lease.release(false).await;
+                    return Err(mcp_err(reason));
+                }
+            }
+        }
+        if let Some(a) = allowlist(ex, "spec.mcp.stdio", name, &s.egress)?
+            && let Some(g) = &sb.gate
+        {
+            g.open(a, for_tool);
+        }
+        let label = sb.short.clone();
+        let output_bytes = sb.profile.limits.output_bytes;
+        return Ok(Opened {
+            session: Session::Sandboxed(Box::new(lease)),
+            slack: resolved.slack(),
+            redactor: resolved.redactor,
+            output_bytes,
+            label,
+        });
+    }
+    if let Some(local) = &m.local {
+        let Some(server) = ex.mcp.local.get(local) else {
+            let known: Vec<&str> = ex.mcp.local.keys().map(String::as_str).collect();
+            return Err(Error::McpUnknown(format!(
+                "tool '{name}': spec.mcp.local: '{local}' is not a local MCP server of this tool service (configured: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        };
+        let key = format!("local\0{}\0{local}", scope.tenant);
+        let c = ex
+            .mcp
+            .shared(&key, || client::local_process(&server.command, &server.env))
+            .await
+            .map_err(mcp_err)?;
+        return Ok(Opened {
+            session: Session::Shared(c, key),
+            redactor: ex.run_secrets.redactor(scope).0,
+            slack: 0,
+            output_bytes: DEFAULT_OUTPUT,
+            label: format!("mcp:local:{local}"),
+        });
+    }
+    let Some(url) = &m.url else {
+        return Err(mcp_err("the manifest names no server".into()));
+    };
+    let wanted = secrets::header_refs(name, &m.headers, m.bearer.as_deref())?;
+    let resolved = secrets::resolve(&ex.secrets, &ex.run_secrets, scope, name, &wanted).await?;
+    let headers: Vec<(String, String)> = m
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), resolved.expand(v)))
+        .collect();
+    let bearer = m
+        .bearer
+        .as_deref()
+        .and_then(|b| bridle_core::manifest::SecretRef::parse(b).ok())
+        .and_then(|r| resolved.value(&r).map(str::to_string));
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let connect = || client::streamable_http(url, &headers, bearer.as_deref(), tool.spec.timeout());
+    let session = if wanted.is_empty() {
+        let key = Mcp::spec_key(&scope.tenant, tool, m);
+        let c = ex.mcp.shared(&key, connect).await.map_err(|reason| {
+            Error::Core(bridle_core::Error::unavailable(
+                format!("MCP server {url} of tool '{name}'"),
+                reason,
+            ))
+        })?;
+        Session::Shared(c, key)
+    } else {
+        Session::Owned(connect().await.map_err(|reason| {
+            Error::Core(bridle_core::Error::unavailable(
+                format!("MCP server {url} of tool '{name}'"),
+                reason,
+            ))
+        })?)
+    };
+    Ok(Opened {
+        session,
+        slack: resolved.slack(),
+        redactor: resolved.redactor,
+        output_bytes: DEFAULT_OUTPUT,
+        label: format!("mcp:{host}"),
+    })
+}
+
+/// The server's tools as exposed (discovered once per server definition and tenant).
+pub async fn tools(ex: &Executor, tenant: &str, tool: &Tool) -> Result<Arc<Vec<Exposed>>, Error> {
+    let Some(m) = &tool.spec.mcp else {
+        return Ok(Arc::new(vec![]));
+    };
+    let key = Mcp::spec_key(tenant, tool, m);
+    if let Some(c) = ex.mcp.cached(&key) {
+        return Ok(c);
+    }
+    prepare(ex, tool);
+    let scope = Scope {
+        tenant: tenant.to_string(),
+        tool: tool.metadata.name.clone(),
+        ..Default::default()
+    };
+    let opened = open(ex, &scope, tool, m, &tool.metadata.name).await?;
+    let listed = match opened.peer() {
+        Some(p) => tokio::time::timeout(client::INIT_TIMEOUT, p.list_all_tools()).await,
+        None => {
+            opened.finish(ex, false).await;
+            return Err(Error::Mcp {
+                tool: tool.metadata.name.clone(),
+                reason: "no session".into(),
+            });
+        }
+    };
+    let listed = match listed {
+        Ok(Ok(l)) => {
+            opened.finish(ex, true).await;
+            l
+        }
+        Ok(Err(e)) => {
+            opened.finish(ex, false).await;
+            return Err(Error::Mcp {
+                tool: tool.metadata.name.clone(),
+                reason: format!("tools/list: {e}"),
+            });
+        }
+        Err(_) => {
+            opened.finish(ex, false).await;
+            return Err(Error::Mcp {
+                tool: tool.metadata.name.clone(),
+                reason: "tools/list did not answer in time".into(),
+            });
+        }
+    };
+    let exposed = Arc::new(expose(
+        m.prefix(&tool.metadata.name),
+        m,
+        tool.spec.risk,
+        listed,
+    ));
+    ex.mcp.remember(key, exposed.clone());
+    Ok(exposed)
+}
+
+pub async fn run(
+    ex: &Executor,
+    tool: &Tool,
+    target: &Exposed,
+    call: &Call,
+) -> Result<ToolResult, Error> {
+    let Some(m) = &tool.spec.mcp else {
+        return Err(Error::BadTool {
+            tool: call.tool.clone(),
+            reason: "not an MCP tool".into(),
+        });
+    };
+    let opened = open(ex, &call.scope, tool, m, &call.tool).await?;
+    let ws = match &opened.session {
+        Session::Sandboxed(l) => l.workspace(),
+        _ => None,
+    };
+    let before = match &ws {
+        Some(w) => Some(Snapshot::take(w.clone()).await),
+        None => None,
+    };
+    let started = Instant::now();
+    let Some(peer) = opened.peer() else {
+        opened.finish(ex, false).await;
+        return Err(Error::Mcp {
+            tool: tool.metadata.name.clone(),
+            reason: "no session".into(),
+        });
+    };
+    let mut params = CallToolRequestParams::new(target.server_name.clone());
+    params.arguments = Some(call.args.clone());
+    let answer = tokio::time::timeout(call.timeout, peer.call_tool_once(params)).await;
+    let duration = started.elapsed();
+    let files_written = match (&ws, &before) {
+        (Some(w), Some(b)) => Snapshot::take(w.clone()).await.written_since(b),
+        _ => vec![],
+    };
+    let mut result = ToolResult {
+        duration: Some(pb_duration(duration)),
+        sandbox_id: opened.label.clone(),
+        files_written: files_written
+            .iter()
+            .map(|f| opened.redactor.redact(f))
+            .collect(),
+        ..Default::default()
+    };
+    let (text, is_error, ok) = match answer {
+        Ok(Ok(CallToolResponse::Complete(r))) => (result_text(&r), r.is_error == Some(true), true),
+        Ok(Ok(_)) => (
+            "the MCP server asked for input or started a task; Bridle supports direct results only"
+                .into(),
+            true,
+            true,
+        ),
+        Ok(Err(e)) => {
+            let transport = !matches!(e, rmcp::ServiceError::McpError(_));
+            (server_error(&e), true, !transport)
+        }
+        Err(_) => {
+            result.timed_out = true;
+            (
+                format!(
+                    "[timed out after {}: the call was abandoned]",
+                    short_duration(call.timeout)
+                ),
+                true,
+                false,
+            )
+        }
+    };
+    let mut cap = Capture::new(opened.output_bytes, opened.slack);
+    cap.push(text.as_bytes());
+    let captured = cap.finish(&opened.redactor);
+    result.output = if captured.text.is_empty() {
+        "(no output)".into()
+    } else {
+        captured.text.clone()
+    };
+    result.stdout = captured.text;
+    result.stdout_truncated = captured.truncated;
+    result.is_error = is_error;
+    result.error_kind = if result.timed_out {
+        ToolErrorKind::TimedOut
+    } else if is_error {
+        ToolErrorKind::Failed
+    } else {
+        ToolErrorKind::Unspecified
+    } as i32;
+    opened.finish(ex, ok).await;
+    Ok(result)
+}

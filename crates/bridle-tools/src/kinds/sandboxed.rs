@@ -1,0 +1,163 @@
+//! What `container` and `code` tools share: their sandbox settings become a profile, their
+//! secrets are resolved for the call, the command runs in the run's sandbox, and the result
+//! is capped, redacted and classified.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bridle_core::manifest::{ContainerLimits, PoolSettings};
+use bridle_core::timeutil::{pb_duration, short_duration};
+use bridle_proto::{ToolErrorKind, ToolResult};
+
+use crate::egress::Allowlist;
+use crate::exec::{Call, Executor, error_kind};
+use crate::sandbox::Limits;
+use crate::sandbox::call::ExecCall;
+use crate::sandbox::container::Profile;
+use crate::sandbox::exec::ExecRequest;
+use crate::sandbox::output::{Ending, model_output};
+use crate::{Error, secrets};
+
+/// A sandboxed tool's settings, borrowed from its manifest block.
+pub struct Settings<'a> {
+    /// "spec.container" or "spec.code", for messages.
+    pub field: &'a str,
+    pub image: String,
+    pub env: &'a BTreeMap<String, String>,
+    pub secret_files: &'a BTreeMap<String, String>,
+    pub limits: &'a ContainerLimits,
+    pub runtime: Option<&'a str>,
+    pub pool: &'a PoolSettings,
+    pub egress: &'a [String],
+    pub workdir: Option<String>,
+}
+
+/// The command to run.
+pub struct Command {
+    pub argv: Vec<String>,
+    pub stdin: Option<Vec<u8>>,
+    /// Added to the tool's environment (never secret).
+    pub env: Vec<(String, String)>,
+}
+
+pub fn limits(field: &str, tool: &str, l: &ContainerLimits) -> Result<Limits, Error> {
+    Limits::from_manifest(l).map_err(|reason| Error::BadTool {
+        tool: tool.to_string(),
+        reason: format!("{field}.{reason}"),
+    })
+}
+
+pub fn allowlist(
+    ex: &Executor,
+    field: &str,
+    tool: &str,
+    egress: &[String],
+) -> Result<Option<Arc<Allowlist>>, Error> {
+    if egress.is_empty() {
+        return Ok(None);
+    }
+    Allowlist::parse(egress, ex.egress_allow_private)
+        .map(|a| Some(Arc::new(a)))
+        .map_err(|reason| Error::BadTool {
+            tool: tool.to_string(),
+            reason: format!("{field}.egress: {reason}"),
+        })
+}
+
+/// The profile of a tool's sandbox (also used to warm its pool ahead of calls).
+pub fn profile(tool: &str, s: &Settings<'_>) -> Result<Arc<Profile>, Error> {
+    Ok(Arc::new(Profile::idle(
+        &s.image,
+        limits(s.field, tool, s.limits)?,
+        s.runtime.map(str::to_string),
+        !s.egress.is_empty(),
+    )))
+}
+
+pub async fn run(
+    ex: &Executor,
+    call: &Call,
+    s: Settings<'_>,
+    cmd: Command,
+) -> Result<ToolResult, Error> {
+    let profile = profile(&call.tool, &s)?;
+    let allow = allowlist(ex, s.field, &call.tool, s.egress)?;
+    let mut wanted = secrets::env_refs(&call.tool, s.env)?;
+    wanted.extend(secrets::file_refs(&call.tool, s.secret_files)?);
+    let resolved = secrets::resolve(
+        &ex.secrets,
+        &ex.run_secrets,
+        &call.scope,
+        &call.tool,
+        &wanted,
+    )
+    .await?;
+    let mut env = secrets::env_with(s.env, &resolved);
+    env.extend(cmd.env);
+    if allow.is_some() {
+        env.extend(crate::egress::proxy_env());
+    }
+    env.push(("HOME".into(), "/tmp".into()));
+    let output_bytes = profile.limits.output_bytes;
+    let request = ExecRequest {
+        argv: cmd.argv,
+        env,
+        workdir: s.workdir,
+        stdin: cmd.stdin,
+        timeout: call.timeout,
+        output_bytes,
+        slack: resolved.slack(),
+    };
+    let result = ex
+        .sandboxes
+        .exec_call(
+            &call.scope,
+            ExecCall {
+                tool: call.tool.clone(),
+                profile,
+                warm: s.pool.warm as usize,
+                request,
+                secret_files: secrets::files_with(s.secret_files, &resolved),
+                allow,
+            },
+            ex.cleanup.shutdown(),
+        )
+        .await?;
+    let o = result.outcome;
+    let stdout = o.stdout.finish(&resolved.redactor);
+    let stderr = o.stderr.finish(&resolved.redactor);
+    let ending = if o.vanished {
+        Ending::Removed
+    } else if o.timed_out {
+        Ending::TimedOut {
+            after: short_duration(call.timeout),
+        }
+    } else if o.oom_killed {
+        Ending::OomKilled {
+            limit: s.limits.memory.clone(),
+        }
+    } else {
+        Ending::Exited(o.exit_code)
+    };
+    let kind = error_kind(o.exit_code, o.timed_out, o.oom_killed, o.vanished);
+    Ok(ToolResult {
+        output: model_output(&stdout.text, &stderr.text, &ending),
+        is_error: kind != ToolErrorKind::Unspecified,
+        error_kind: kind as i32,
+        exit_code: o.exit_code,
+        stdout: stdout.text,
+        stderr: stderr.text,
+        stdout_truncated: stdout.truncated,
+        stderr_truncated: stderr.truncated,
+        duration: Some(pb_duration(o.duration)),
+        timed_out: o.timed_out,
+        oom_killed: o.oom_killed,
+        files_written: result
+            .files_written
+            .into_iter()
+            .map(|f| resolved.redactor.redact(&f))
+            .collect(),
+        sandbox_id: result.sandbox_id,
+        http_status: 0,
+    })
+}

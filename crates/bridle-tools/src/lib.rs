@@ -1,0 +1,155 @@
+//! The tool service: the registry of each tenant's tools (their `Tool` manifests, served
+//! through `bridle.v1.Manifests`) and their execution (`bridle.v1.Tools`). `container` and
+//! `code` tools run in hardened, network-less, unprivileged Docker sandboxes, one set per
+//! run (taken from warm pools, destroyed when the run ends) around the run's workspace;
+//! `http` tools make one request from this service; `mcp` tools call the tools of MCP
+//! servers (in a sandbox, a configured local process, or streamable HTTP). Egress is allowed
+//! per tool through this service's proxy only. Arguments are validated against the tool's
+//! JSON Schema before anything runs; a call with an idempotency key runs at most once.
+//!
+//! This service must never run a tool whose arguments failed validation, never create a
+//! container outside [`sandbox::container::Factory::create`] and [`sandbox::config::build`]
+//! (privileged mode, added capabilities and the Docker socket are refused there), never hand
+//! a sandbox or workspace of one run to another run or tenant, never let a sandbox reach the
+//! network except through its allowlist, never log or store a secret value, and never return
+//! a tool's output without first scrubbing the secrets that call resolved.
+
+mod args;
+pub mod egress;
+mod error;
+mod exec;
+mod idempotency;
+mod kinds;
+pub mod mcp;
+mod options;
+mod registry;
+pub mod sandbox;
+mod secrets;
+mod service;
+pub mod workspace;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridle_core::Shutdown;
+use bridle_core::manifest::Owner;
+use bridle_core::manifest_service::ManifestsService;
+use bridle_core::redis_util::{self, Keys};
+use bridle_core::store::ManifestStore;
+use bridle_proto::manifests_server::ManifestsServer;
+use bridle_proto::secrets_client::SecretsClient;
+use bridle_proto::tools_server::ToolsServer;
+
+pub use error::Error;
+pub use options::Options;
+
+/// Connects to Redis (failing when it cannot be reached), binds, and serves on a task owned
+/// by `shutdown`. Docker being down is not fatal: only container tools need it, and they
+/// report UNAVAILABLE until the engine answers. Returns the bound address.
+pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, bridle_core::Error> {
+    let conn = redis_util::connect(&opts.redis_url).await?;
+    let keys = Keys::new(&opts.key_prefix);
+    let store = ManifestStore::new(conn.clone(), &keys, Owner::Tools);
+
+    let engine = Arc::new(sandbox::Engine::new(opts.docker_host.clone()));
+    match engine.client().await {
+        Ok(_) => tracing::info!(docker = engine.shown(), "connected to the docker engine"),
+        Err(e) => tracing::warn!(
+            "{e}; starting anyway: sandboxed tools will fail with UNAVAILABLE until the engine answers"
+        ),
+    }
+    let cleanup = sandbox::Cleanup::new(shutdown.clone());
+    cleanup.sweep_on_shutdown(engine.clone(), opts.server.grace_period);
+
+    let instance = ulid::Ulid::new().to_string().to_lowercase();
+    let workspaces =
+        workspace::Workspaces::create(&opts.workspace_root(), &instance, shutdown.clone())
+            .map_err(|e| bridle_core::Error::internal(e.to_string()))?;
+    let factory = Arc::new(sandbox::container::Factory {
+        engine: engine.clone(),
+        workspaces: workspaces.clone(),
+        cleanup: cleanup.clone(),
+        label_namespace: opts.label_namespace.clone(),
+        instance,
+        agentless: Default::default(),
+    });
+    let pool = sandbox::pool::Pool::new(
+        factory.clone(),
+        opts.pool_max_warm,
+        opts.pool_parallel_starts,
+        opts.pool_idle_ttl,
+    );
+    let sandboxes = sandbox::runs::Sandboxes::new(engine.clone(), factory, pool, opts.run_idle_ttl);
+
+    let channel =
+        bridle_core::client::channel("secrets broker", &opts.secrets_url, Duration::from_secs(30))?;
+    let exec = Arc::new(exec::Executor {
+        registry: registry::Registry::new(store.clone()),
+        idempotency: idempotency::Idempotency::new(conn, keys, opts.idempotency_ttl),
+        engine,
+        secrets: SecretsClient::new(channel),
+        run_secrets: secrets::RunSecrets::new(opts.run_idle_ttl),
+        label_namespace: opts.label_namespace.clone(),
+        cleanup: cleanup.clone(),
+        sandboxes: sandboxes.clone(),
+        mcp: mcp::Mcp::new(opts.mcp_local_servers.clone()),
+        egress_allow_private: opts.egress_allow_private,
+    });
+    background(
+        &shutdown,
+        &exec,
+        &cleanup,
+        workspaces,
+        opts.server.grace_period,
+    );
+    let routes = tonic::service::Routes::new(ToolsServer::new(service::ToolsService::new(exec)))
+        .add_service(ManifestsServer::new(ManifestsService::new(
+            store,
+            Owner::Tools,
+        )));
+    bridle_core::service::spawn_grpc(
+        "tools",
+        &opts.server,
+        routes,
+        &["bridle.v1.Tools", "bridle.v1.Manifests"],
+        &shutdown,
+    )
+    .await
+}
+
+/// The reaper (idle runs, unused pools) and the shutdown sequence: warm and idle sandboxes
+/// and MCP sessions go at once, busy ones when their calls end (or the grace period nearly
+/// has), then the workspaces.
+fn background(
+    shutdown: &Shutdown,
+    exec: &Arc<exec::Executor>,
+    cleanup: &sandbox::Cleanup,
+    workspaces: workspace::Workspaces,
+    grace: Duration,
+) {
+    let (sd, ex) = (shutdown.clone(), exec.clone());
+    shutdown.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                () = sd.triggered() => break,
+                _ = tick.tick() => {
+                    ex.sandboxes.reap().await;
+                    ex.run_secrets.reap();
+                }
+            }
+        }
+    });
+    let (sd, ex, cl) = (shutdown.clone(), exec.clone(), cleanup.clone());
+    shutdown.spawn(async move {
+        sd.triggered().await;
+        ex.sandboxes.shutdown().await;
+        ex.mcp.close_all().await;
+        let deadline = tokio::time::Instant::now() + grace.mul_f64(0.8);
+        while cl.live_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        workspaces.remove_all().await;
+    });
+}

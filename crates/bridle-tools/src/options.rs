@@ -1,0 +1,214 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mcp::LocalServer;
+
+use bridle_core::config::{self, ServerOptions};
+
+/// Options of the tool service (`BRIDLE_TOOLS_*` env, or keys in its config file).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Options {
+    #[serde(flatten)]
+    pub server: ServerOptions,
+    pub redis_url: String,
+    /// Prefix of every Redis key this service writes.
+    pub key_prefix: String,
+    /// The secrets broker that resolves `secret://` values of tool environments.
+    pub secrets_url: String,
+    /// Docker engine ("unix:///var/run/docker.sock", "tcp://host:2375"); unset = DOCKER_HOST,
+    /// else the local socket.
+    pub docker_host: Option<String>,
+    /// How long a completed call's result is kept for replays of its idempotency key.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    /// Label namespace of the containers this service creates (`<ns>.run`, `<ns>.managed`...);
+    /// EndRun only ever touches containers labelled with it.
+    pub label_namespace: String,
+    /// Host folder of run workspaces and sandbox folders. It must be on the Docker engine's
+    /// host (they are bind-mounted into sandboxes); unset = `<tmp>/bridle-tools`.
+    pub workspace_root: Option<PathBuf>,
+    /// Warm sandboxes this instance keeps at most, over all profiles.
+    pub pool_max_warm: usize,
+    /// Warm sandboxes started at once.
+    pub pool_parallel_starts: usize,
+    /// A profile nobody asked for this long loses its warm sandboxes.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_ttl: Duration,
+    /// A run with no call for this long is ended as if EndRun came (its sandboxes and
+    /// workspace are removed), in case the orchestrator never sends EndRun.
+    #[serde(with = "humantime_serde")]
+    pub run_idle_ttl: Duration,
+    /// Let egress rules that name hosts reach addresses that are loopback, private or
+    /// link-local once resolved (default: only rules naming such an address may).
+    pub egress_allow_private: bool,
+    /// Local MCP servers manifests may name (`spec.mcp.local`): name -> command and env.
+    pub mcp_local_servers: BTreeMap<String, LocalServer>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            server: ServerOptions {
+                // A tool call may legitimately run for minutes; the per-call wall-clock limit
+                // is the tool's own timeout, so the server-wide deadline sits above it.
+                request_timeout: Duration::from_secs(600),
+                ..ServerOptions::with_port(50053)
+            },
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "bridle".into(),
+            secrets_url: "http://127.0.0.1:50055".into(),
+            docker_host: None,
+            idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
+            label_namespace: "dev.bridle".into(),
+            workspace_root: None,
+            pool_max_warm: 16,
+            pool_parallel_starts: 2,
+            pool_idle_ttl: Duration::from_secs(30 * 60),
+            run_idle_ttl: Duration::from_secs(2 * 3600),
+            egress_allow_private: false,
+            mcp_local_servers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Options {
+    pub fn workspace_root(&self) -> PathBuf {
+        self.workspace_root
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("bridle-tools"))
+    }
+}
+
+impl config::Options for Options {
+    const SERVICE: &'static str = "tools";
+
+    fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.server.validate(&mut out);
+        config::check_url(
+            "redis_url",
+            &self.redis_url,
+            &["redis", "rediss", "redis+unix", "unix"],
+            &mut out,
+        );
+        config::check_url(
+            "secrets_url",
+            &self.secrets_url,
+            &["http", "https"],
+            &mut out,
+        );
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}', ' ']) {
+            out.push("key_prefix: must be non-empty, without braces or spaces".into());
+        }
+        if let Some(h) = &self.docker_host
+            && !["unix://", "tcp://", "http://", "https://"]
+                .iter()
+                .any(|s| h.starts_with(s))
+        {
+            out.push(format!(
+                "docker_host: '{h}' must start with unix://, tcp://, http:// or https://"
+            ));
+        }
+        if self.idempotency_ttl < Duration::from_secs(1) {
+            out.push("idempotency_ttl: must be at least 1s".into());
+        }
+        if let Err(e) = check_label_namespace(&self.label_namespace) {
+            out.push(format!("label_namespace: {e}"));
+        }
+        if let Some(r) = &self.workspace_root
+            && !r.is_absolute()
+        {
+            out.push(format!(
+                "workspace_root: '{}' must be an absolute path",
+                r.display()
+            ));
+        }
+        if self.pool_max_warm > 1024 {
+            out.push("pool_max_warm: must be at most 1024".into());
+        }
+        if self.pool_parallel_starts == 0 || self.pool_parallel_starts > 64 {
+            out.push("pool_parallel_starts: must be between 1 and 64".into());
+        }
+        if self.run_idle_ttl < Duration::from_secs(60) {
+            out.push("run_idle_ttl: must be at least 1m".into());
+        }
+        for (name, s) in &self.mcp_local_servers {
+            if bridle_core::ids::check_name(name).is_err() {
+                out.push(format!(
+                    "mcp_local_servers.{name}: not a valid name (lowercase letters, digits, '-', '_', '.')"
+                ));
+            }
+            if s.command.is_empty() {
+                out.push(format!(
+                    "mcp_local_servers.{name}.command: must not be empty"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A Docker label prefix: lowercase letters, digits, '.' and '-', starting and ending with a
+/// letter or digit (the reverse-DNS style Docker recommends).
+fn check_label_namespace(ns: &str) -> Result<(), String> {
+    let ok_edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ns.is_empty() || ns.len() > 100 {
+        return Err("must be 1 to 100 characters".into());
+    }
+    if !ok_edge(ns.chars().next()) || !ok_edge(ns.chars().last()) {
+        return Err(format!(
+            "'{ns}' must start and end with a lowercase letter or digit"
+        ));
+    }
+    if let Some(bad) = ns
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-')))
+    {
+        return Err(format!(
+            "'{ns}' contains '{bad}'; use lowercase letters, digits, '.' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bridle_core::config::Options as _;
+
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let o = Options::default();
+        assert_eq!(o.validate(), Vec::<String>::new());
+        assert_eq!(o.server.listen.port(), 50053);
+        assert_eq!(o.idempotency_ttl, Duration::from_secs(604_800));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let o = Options {
+            docker_host: Some("/var/run/docker.sock".into()),
+            label_namespace: "Dev_Bridle".into(),
+            idempotency_ttl: Duration::ZERO,
+            ..Options::default()
+        };
+        let problems = o.validate();
+        assert!(
+            problems.iter().any(|p| p.starts_with("docker_host: ")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("label_namespace: ")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("idempotency_ttl: ")),
+            "{problems:?}"
+        );
+    }
+}

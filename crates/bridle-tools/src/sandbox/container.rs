@@ -1,0 +1,445 @@
+//! A sandbox: one hardened container with its slot (workspace, secrets, egress socket, agent
+//! socket), started and waiting for calls. Calls run in it through its agent (see
+//! [`super::agent`]) or with `docker exec` (see [`super::exec`]), or, for MCP stdio servers,
+//! talk to its main process over the attached stdio.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecOptions};
+use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
+use futures::StreamExt as _;
+use sha2::{Digest as _, Sha256};
+
+use super::agent;
+use super::config::{self, BindMount, Limits, SandboxSpec, WORKSPACE};
+use super::engine::{Engine, OP_TIMEOUT, is_not_found};
+use super::guard::{Cleanup, ContainerGuard};
+use crate::Error;
+use crate::egress::{self, proxy::Gate};
+use crate::workspace::{Slot, Workspaces};
+
+/// What makes two sandboxes interchangeable: a warm one of the same profile can serve any
+/// run's call. Per-call things (argv, environment, secrets, allowlist) are not part of it.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub image: String,
+    pub limits: Limits,
+    pub runtime: Option<String>,
+    /// Has the egress socket and forwarder.
+    pub egress: bool,
+    /// The main process: an idle wait, or an MCP stdio server.
+    pub main: Vec<String>,
+    /// Its environment (plain values only: warm sandboxes exist before any secret is known).
+    pub main_env: Vec<(String, String)>,
+    /// The main process's stdio is attached (MCP servers).
+    pub stdio: bool,
+    pub key: String,
+}
+
+/// The idle main process of sandboxes that run calls with `docker exec` (those without an
+/// agent; see [`super::agent`]).
+const IDLE: &[&str] = &["sleep", "infinity"];
+
+impl Profile {
+    /// Calls run through an agent as the main process (when the image can run it).
+    pub fn uses_agent(&self) -> bool {
+        !self.stdio
+    }
+
+    /// A sandbox for `container` and `code` calls.
+    pub fn idle(image: &str, limits: Limits, runtime: Option<String>, egress: bool) -> Self {
+        Self::new(
+            image,
+            limits,
+            runtime,
+            egress,
+            IDLE.iter().map(|s| s.to_string()).collect(),
+            vec![],
+            false,
+        )
+    }
+
+    /// A sandbox whose main process is an MCP stdio server.
+    pub fn server(
+        image: &str,
+        limits: Limits,
+        runtime: Option<String>,
+        egress: bool,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        Self::new(image, limits, runtime, egress, argv, env, true)
+    }
+
+    fn new(
+        image: &str,
+        limits: Limits,
+        runtime: Option<String>,
+        egress: bool,
+        main: Vec<String>,
+        main_env: Vec<(String, String)>,
+        stdio: bool,
+    ) -> Self {
+        let mut h = Sha256::new();
+        h.update(
+            format!("{image}\0{limits:?}\0{runtime:?}\0{egress}\0{main:?}\0{main_env:?}\0{stdio}")
+                .as_bytes(),
+        );
+        Self {
+            image: image.to_string(),
+            limits,
+            runtime,
+            egress,
+            main,
+            main_env,
+            stdio,
+            key: hex::encode(&h.finalize()[..8]),
+        }
+    }
+}
+
+/// The attached stdio of a sandbox's main process.
+pub struct MainStdio {
+    pub output: std::pin::Pin<
+        Box<
+            dyn futures::Stream<
+                    Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+/// The MCP session with a sandbox's main process (made on first use).
+pub struct McpSession {
+    pub client: crate::mcp::client::Client,
+    pub stderr: crate::mcp::client::StderrTail,
+}
+
+/// One started sandbox container. Dropping it removes the container.
+pub struct Sandbox {
+    pub id: String,
+    pub short: String,
+    pub profile: Arc<Profile>,
+    pub slot: Arc<Slot>,
+    pub gate: Option<Gate>,
+    pub docker: Docker,
+    /// Taken once by the MCP client (in a mutex only so a sandbox can be shared by
+    /// reference across tasks).
+    pub stdio: std::sync::Mutex<Option<MainStdio>>,
+    pub mcp: Option<McpSession>,
+    /// The agent that runs its calls (None: calls use `docker exec`).
+    pub agent: Option<agent::Link>,
+    guard: ContainerGuard,
+}
+
+impl Sandbox {
+    /// Removes the container now (killing whatever runs in it).
+    pub async fn destroy(self) {
+        self.guard.remove().await;
+    }
+
+    /// Processes of an idle sandbox: the init, the idle main process, and the egress
+    /// forwarder. More after a call means the call left something running.
+    pub fn idle_processes(&self) -> usize {
+        2 + usize::from(self.profile.egress)
+    }
+
+    /// Host pids of the processes running in it now.
+    pub async fn pids(&self) -> Option<HashSet<String>> {
+        let top = tokio::time::timeout(OP_TIMEOUT, self.docker.top_processes(&self.id, None))
+            .await
+            .ok()?
+            .ok()?;
+        let titles = top.titles.unwrap_or_default();
+        let col = titles.iter().position(|t| t == "PID")?;
+        Some(
+            top.processes
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| p.get(col).cloned())
+                .collect(),
+        )
+    }
+}
+
+/// Makes sandboxes: the one place containers are created.
+pub struct Factory {
+    pub engine: Arc<Engine>,
+    pub workspaces: Workspaces,
+    pub cleanup: Cleanup,
+    pub label_namespace: String,
+    pub instance: String,
+    pub agentless: Arc<agent::Agentless>,
+}
+
+impl Factory {
+    /// Labels that say whose container it is. A warm container gets no run: labels are fixed
+    /// at creation, and the run that takes it is tracked by the service.
+    pub fn labels(&self, profile: &Profile, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let ns = &self.label_namespace;
+        let mut l = BTreeMap::from([
+            (format!("{ns}.managed"), "true".to_string()),
+            (format!("{ns}.instance"), self.instance.clone()),
+            (format!("{ns}.profile"), profile.key.clone()),
+        ]);
+        for (k, v) in extra {
+            l.insert(format!("{ns}.{k}"), v.to_string());
+        }
+        l
+    }
+
+    pub async fn create(
+        &self,
+        profile: &Arc<Profile>,
+        labels: BTreeMap<String, String>,
+        secret_env: Vec<(String, String)>,
+    ) -> Result<Sandbox, Error> {
+        let slot = self.workspaces.slot().await?;
+        let gate = if profile.egress {
+            Some(
+                Gate::start(&slot.net(), self.cleanup.shutdown()).map_err(|e| {
+                    Error::Core(bridle_core::Error::internal(format!(
+                        "cannot start the egress proxy: {e}"
+                    )))
+                })?,
+            )
+        } else {
+            None
+        };
+        let mut mounts = vec![
+            BindMount {
+                source: slot.ws().to_string_lossy().into_owned(),
+                target: WORKSPACE.into(),
+                read_only: false,
+            },
+            BindMount {
+                source: slot.secrets().to_string_lossy().into_owned(),
+                target: "/run/secrets".into(),
+                read_only: true,
+            },
+        ];
+        let mut env = vec![("HOME".to_string(), "/tmp".to_string())];
+        if profile.egress {
+            mounts.push(BindMount {
+                source: slot.net().to_string_lossy().into_owned(),
+                target: "/run/bridle".into(),
+                read_only: true,
+            });
+            env.extend(egress::proxy_env());
+        }
+        env.extend(profile.main_env.iter().cloned());
+        env.extend(secret_env);
+        let base = SandboxSpec {
+            image: profile.image.clone(),
+            argv: profile.main.clone(),
+            env,
+            workdir: None,
+            limits: profile.limits.clone(),
+            runtime: profile.runtime.clone(),
+            stdin: profile.stdio,
+            labels,
+            mounts,
+            privileged: false,
+            cap_add: vec![],
+        };
+        let with_agent = profile.uses_agent() && !self.agentless.contains(&profile.image);
+        let launched = match self.launch(profile, &slot, base.clone(), with_agent).await {
+            // The agent's boot needs /bin/sh: an image where it cannot start gets the idle
+            // wait, as before the agent.
+            Err(Failed { at_start: true, .. }) if with_agent => {
+                let again = self.launch(profile, &slot, base, false).await;
+                if again.is_ok() {
+                    self.agentless.insert(&profile.image);
+                }
+                again
+            }
+            other => other,
+        };
+        let Launched {
+            docker,
+            id,
+            guard,
+            stdio,
+            agent,
+        } = launched.map_err(|f| f.error)?;
+        let engine = &self.engine;
+        if profile.egress {
+            start_forwarder(engine, &docker, &id).await?;
+        }
+        let sandbox = Sandbox {
+            short: id.chars().take(12).collect(),
+            id,
+            profile: profile.clone(),
+            slot,
+            gate,
+            docker,
+            stdio: std::sync::Mutex::new(stdio),
+            mcp: None,
+            agent,
+            guard,
+        };
+        Ok(sandbox)
+    }
+
+    /// Creates and starts the container of `spec`, with the agent as its main process when
+    /// `with_agent` (then listening for it in the slot first).
+    async fn launch(
+        &self,
+        profile: &Profile,
+        slot: &Slot,
+        mut spec: SandboxSpec,
+        with_agent: bool,
+    ) -> Result<Launched, Failed> {
+        let early = |error| Failed {
+            error,
+            at_start: false,
+        };
+        let agent = if with_agent {
+            let link = agent::Link::listen(&slot.agent(), &profile.image, self.agentless.clone())
+                .map_err(|e| {
+                early(Error::Core(bridle_core::Error::internal(format!(
+                    "cannot listen for the sandbox agent: {e}"
+                ))))
+            })?;
+            spec.argv = agent::main_argv();
+            spec.mounts.push(agent::mount(&slot.agent()));
+            Some(link)
+        } else {
+            None
+        };
+        let body = config::build(&spec)
+            .map_err(|refused| Error::Refused {
+                tool: profile.image.clone(),
+                refused,
+            })
+            .map_err(early)?;
+        let docker = self.engine.client().await.map_err(early)?;
+        let name = format!(
+            "bridle-{}-{}",
+            profile.key,
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+        let engine = &self.engine;
+        let created = tokio::time::timeout(OP_TIMEOUT, docker.create_container(Some(opts), body))
+            .await
+            .map_err(|_| early(engine.timed_out("create a container")))?
+            .map_err(|e| {
+                early(
+                    if is_not_found(&e) && e.to_string().to_ascii_lowercase().contains("image") {
+                        Error::ImageMissing(profile.image.clone())
+                    } else {
+                        engine.error(
+                            &format!("create a container of image '{}'", profile.image),
+                            e,
+                        )
+                    },
+                )
+            })?;
+        let guard = ContainerGuard::new(docker.clone(), created.id.clone(), self.cleanup.clone());
+        let id = created.id;
+        let stdio = if profile.stdio {
+            let attach = AttachContainerOptionsBuilder::new()
+                .stdin(true)
+                .stdout(true)
+                .stderr(true)
+                .stream(true)
+                .logs(false)
+                .build();
+            let a = tokio::time::timeout(OP_TIMEOUT, docker.attach_container(&id, Some(attach)))
+                .await
+                .map_err(|_| early(engine.timed_out("attach to a container")))?
+                .map_err(|e| early(engine.error("attach to a sandbox", e)))?;
+            Some(MainStdio {
+                output: a.output,
+                input: a.input,
+            })
+        } else {
+            None
+        };
+        let started = tokio::time::timeout(OP_TIMEOUT, docker.start_container(&id, None))
+            .await
+            .map_err(|_| engine.timed_out("start a container"))
+            .and_then(|r| {
+                r.map_err(|e| {
+                    engine.error(&format!("start a sandbox of image '{}'", profile.image), e)
+                })
+            });
+        if let Err(error) = started {
+            guard.remove().await;
+            return Err(Failed {
+                error,
+                at_start: true,
+            });
+        }
+        Ok(Launched {
+            docker,
+            id,
+            guard,
+            stdio,
+            agent,
+        })
+    }
+}
+
+struct Launched {
+    docker: Docker,
+    id: String,
+    guard: ContainerGuard,
+    stdio: Option<MainStdio>,
+    agent: Option<agent::Link>,
+}
+
+/// Why a launch failed; `at_start` when the container was made but would not start.
+struct Failed {
+    error: Error,
+    at_start: bool,
+}
+
+/// Starts the egress forwarder beside the main process (it needs python3 in the image).
+async fn start_forwarder(engine: &Engine, docker: &Docker, id: &str) -> Result<(), Error> {
+    let exec = docker
+        .create_exec(
+            id,
+            CreateExecOptions::<String> {
+                cmd: Some(vec![
+                    "python3".into(),
+                    "-c".into(),
+                    egress::FORWARDER_PY.into(),
+                ]),
+                user: Some(config::SANDBOX_USER.into()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| engine.error("start the egress forwarder (the image needs python3)", e))?;
+    let started = docker
+        .start_exec(&exec.id, None::<StartExecOptions>)
+        .await
+        .map_err(|e| engine.error("start the egress forwarder (the image needs python3)", e))?;
+    if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
+        let drain = async { while output.next().await.is_some() {} };
+        tokio::time::timeout(OP_TIMEOUT, drain)
+            .await
+            .map_err(|_| engine.timed_out("start the egress forwarder"))?;
+    }
+    let done = docker
+        .inspect_exec(&exec.id)
+        .await
+        .map_err(|e| engine.error("inspect the egress forwarder", e))?;
+    if done.exit_code != Some(0) {
+        return Err(Error::DockerRefused {
+            op: "start the egress forwarder".into(),
+            message: format!(
+                "it exited with {:?}; the image needs python3 for egress",
+                done.exit_code
+            ),
+        });
+    }
+    Ok(())
+}

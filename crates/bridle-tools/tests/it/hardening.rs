@@ -1,0 +1,120 @@
+//! The sandbox's limits, observed from inside a running tool.
+
+use bridle_proto::ToolErrorKind;
+use serde_json::json;
+
+use crate::helpers::{Harness, python_tool};
+
+const PROBE: &str = r#"
+import os, socket
+def attempt(what, f):
+    try:
+        f()
+        print(what, "ok")
+    except OSError as e:
+        print(what, "refused", e.errno)
+print("ids", os.getuid(), os.getgid())
+attempt("write-root", lambda: open("/probe", "w").write("x"))
+attempt("write-tmp", lambda: open("/tmp/probe", "w").write("x"))
+attempt("write-workspace", lambda: open("/workspace/probe", "w").write("x"))
+# A UDP connect sends no packet: it only asks for a route, which a network-less sandbox lacks.
+attempt("route", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(("192.0.2.1", 9)))
+print("interfaces", ",".join(sorted(os.listdir("/sys/class/net"))))
+for line in open("/proc/self/status"):
+    if line.startswith(("CapEff:", "CapPrm:", "CapBnd:", "NoNewPrivs:")):
+        print(line.split()[0], line.split()[1])
+print("pid1", open("/proc/1/cmdline").read().split("\0")[0])
+"#;
+
+#[tokio::test]
+async fn a_tool_runs_unprivileged_without_network_on_a_read_only_root() {
+    let h = Harness::start().await;
+    h.apply(&python_tool("py", "")).await;
+    let r = h.python(PROBE).await;
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let has = |l: &str| lines.contains(&l);
+    assert!(has("ids 65534 65534"), "{}", r.stdout);
+    assert!(
+        has("write-root refused 30"),
+        "root must be read-only (EROFS): {}",
+        r.stdout
+    );
+    assert!(has("write-tmp ok"), "{}", r.stdout);
+    assert!(has("write-workspace ok"), "{}", r.stdout);
+    assert!(
+        has("route refused 101"),
+        "no network (ENETUNREACH): {}",
+        r.stdout
+    );
+    assert!(has("interfaces lo"), "{}", r.stdout);
+    assert!(has("CapEff: 0000000000000000"), "{}", r.stdout);
+    assert!(has("CapPrm: 0000000000000000"), "{}", r.stdout);
+    assert!(has("CapBnd: 0000000000000000"), "{}", r.stdout);
+    assert!(has("NoNewPrivs: 1"), "{}", r.stdout);
+    assert!(
+        !has("pid1 python3"),
+        "an init process must be PID 1: {}",
+        r.stdout
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_tool_that_runs_too_long_is_killed_and_removed() {
+    let h = Harness::start().await;
+    h.apply(&python_tool("py", "")).await;
+    let mut req = h.request(
+        "py",
+        json!({"code": "print('started', flush=True)\nwhile True: pass"}),
+    );
+    req.timeout = Some(prost_types::Duration {
+        seconds: 3,
+        nanos: 0,
+    });
+    let r = h.execute(req).await.unwrap().result.unwrap();
+    assert!(r.timed_out, "{r:?}");
+    assert!(r.is_error);
+    assert_eq!(r.error_kind, ToolErrorKind::TimedOut as i32);
+    assert_eq!(r.exit_code, -1);
+    assert!(
+        r.output
+            .ends_with("[timed out after 3.0s: the process was killed]"),
+        "{}",
+        r.output
+    );
+    assert!(
+        h.containers().await.is_empty(),
+        "no container may be left behind"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_memory_hog_is_oom_killed() {
+    let h = Harness::start().await;
+    h.apply(&python_tool("hog", "")).await;
+    let mut req = h.request(
+        "hog",
+        json!({"code": "x = b'x' * (512 * 1024 * 1024)\nprint(len(x))"}),
+    );
+    req.timeout = Some(prost_types::Duration {
+        seconds: 60,
+        nanos: 0,
+    });
+    let r = h.execute(req).await.unwrap().result.unwrap();
+    assert!(r.oom_killed, "{r:?}");
+    assert!(r.is_error);
+    assert_eq!(r.error_kind, ToolErrorKind::OomKilled as i32);
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        r.output.ends_with("[killed: out of memory (limit 64Mi)]"),
+        "{}",
+        r.output
+    );
+    assert!(
+        h.containers().await.is_empty(),
+        "a sandbox whose call was OOM-killed is not used again"
+    );
+    h.stop().await;
+}

@@ -1,0 +1,377 @@
+//! A tool service per test: its own Redis, its own container label namespace (so tests run in
+//! parallel and each counts and removes only its own containers), the real Docker engine and
+//! the locally built sandbox image.
+
+use std::time::Duration;
+
+use bridle_core::Shutdown;
+use bridle_core::config::ServerOptions;
+use bridle_proto::manifests_client::ManifestsClient;
+use bridle_proto::tools_client::ToolsClient;
+use bridle_proto::{ApplyRequest, ExecuteRequest, ExecuteResponse, ManifestDocument, Scope};
+use bridle_testkit::RedisServer;
+use tonic::transport::Channel;
+
+pub const TENANT: &str = "acme";
+
+pub struct Harness {
+    pub ns: String,
+    /// Host folder of this test's workspaces.
+    pub workspaces: tempfile::TempDir,
+    pub tools: ToolsClient<Channel>,
+    pub manifests: ManifestsClient<Channel>,
+    pub shutdown: Shutdown,
+    _redis: RedisServer,
+}
+
+pub struct Setup {
+    pub secrets_url: String,
+    pub docker_host: Option<String>,
+    pub mcp_local_servers: std::collections::BTreeMap<String, bridle_tools::mcp::LocalServer>,
+    pub images: Vec<&'static str>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        // Nothing listens there: tests without secrets must not need the broker.
+        Self {
+            secrets_url: "http://127.0.0.1:9".into(),
+            docker_host: None,
+            mcp_local_servers: Default::default(),
+            images: vec!["python"],
+        }
+    }
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(Setup::default()).await
+    }
+
+    pub async fn start_with(setup: Setup) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            // Test-only: the subscriber lives as long as the test process.
+            std::mem::forget(bridle_core::telemetry::init_with(
+                "tools-test",
+                bridle_core::telemetry::LogFormat::Text,
+                "bridle_tools=debug",
+            ));
+        }
+        if setup.docker_host.is_none() {
+            for flavour in &setup.images {
+                bridle_testkit::docker::ensure_sandbox_image(flavour)
+                    .await
+                    .unwrap();
+            }
+        }
+        let workspaces = tempfile::Builder::new()
+            .prefix("bridle-tools-test")
+            .tempdir()
+            .unwrap();
+        let redis = RedisServer::start().await.unwrap();
+        let ns = bridle_testkit::unique("t");
+        let opts = bridle_tools::Options {
+            server: ServerOptions::with_port(0),
+            redis_url: redis.url(),
+            key_prefix: bridle_testkit::unique("tools"),
+            secrets_url: setup.secrets_url,
+            docker_host: setup.docker_host,
+            label_namespace: ns.clone(),
+            workspace_root: Some(workspaces.path().to_path_buf()),
+            mcp_local_servers: setup.mcp_local_servers,
+            ..Default::default()
+        };
+        let shutdown = Shutdown::new();
+        let addr = bridle_tools::start(opts, shutdown.clone()).await.unwrap();
+        let url = format!("http://{addr}");
+        Self {
+            ns,
+            workspaces,
+            tools: ToolsClient::connect(url.clone()).await.unwrap(),
+            manifests: ManifestsClient::connect(url).await.unwrap(),
+            shutdown,
+            _redis: redis,
+        }
+    }
+
+    pub async fn apply(&self, yaml: &str) {
+        self.apply_tenant(TENANT, yaml).await;
+    }
+
+    pub async fn apply_tenant(&self, tenant: &str, yaml: &str) {
+        let req = ApplyRequest {
+            documents: vec![ManifestDocument {
+                source: "test.yaml".into(),
+                yaml: yaml.into(),
+                first_line: 1,
+            }],
+            dry_run: false,
+            tenant: tenant.into(),
+        };
+        self.manifests.clone().apply(req).await.unwrap();
+    }
+
+    pub fn request(&self, tool: &str, args: serde_json::Value) -> ExecuteRequest {
+        ExecuteRequest {
+            scope: Some(Scope {
+                tenant: TENANT.into(),
+                agent: "agent".into(),
+                run_id: "run_1".into(),
+                ..Default::default()
+            }),
+            tool: tool.into(),
+            arguments_json: args.to_string(),
+            call_id: "call_1".into(),
+            ..Default::default()
+        }
+    }
+
+    pub async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, tonic::Status> {
+        self.tools
+            .clone()
+            .execute(req)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// A request of `run` (tenant TENANT).
+    pub fn request_in(&self, run: &str, tool: &str, args: serde_json::Value) -> ExecuteRequest {
+        let mut r = self.request(tool, args);
+        r.scope.as_mut().unwrap().run_id = run.into();
+        r
+    }
+
+    /// Runs a tool in `run`; the call must succeed at the gRPC level.
+    pub async fn call(
+        &self,
+        run: &str,
+        tool: &str,
+        args: serde_json::Value,
+    ) -> bridle_proto::ToolResult {
+        self.execute(self.request_in(run, tool, args))
+            .await
+            .unwrap()
+            .result
+            .unwrap()
+    }
+
+    pub async fn end_run(&self, run: &str) -> u32 {
+        self.tools
+            .clone()
+            .end_run(bridle_proto::EndRunRequest {
+                scope: Some(Scope {
+                    tenant: TENANT.into(),
+                    run_id: run.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers_removed
+    }
+
+    /// Files and folders under this test's workspace root (all slots of the instance).
+    pub fn host_entries(&self) -> Vec<std::path::PathBuf> {
+        fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    out.push(e.path());
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        walk(&e.path(), out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.workspaces.path(), &mut out);
+        out
+    }
+
+    /// Runs `code` with the python tool; the call must succeed at the gRPC level.
+    pub async fn python(&self, code: &str) -> bridle_proto::ToolResult {
+        let r = self
+            .execute(self.request("py", serde_json::json!({ "code": code })))
+            .await
+            .unwrap();
+        r.result.unwrap()
+    }
+
+    /// Containers of this test that exist now (running or not).
+    pub async fn containers(&self) -> Vec<String> {
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={}.managed=true", self.ns),
+        ])
+        .await
+    }
+
+    /// Containers of this test created between `since` (unix seconds) and now.
+    pub async fn created_since(&self, since: i64) -> usize {
+        let until = now_secs() + 1;
+        docker(&[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=create",
+            "--filter",
+            &format!("label={}.managed=true", self.ns),
+            "--format",
+            "{{.ID}}",
+        ])
+        .await
+        .len()
+    }
+
+    /// Waits until this test has no container left.
+    pub async fn wait_no_containers(&self) {
+        let ns = self.ns.clone();
+        bridle_testkit::wait_for(
+            "the test's containers to be removed",
+            Duration::from_secs(60),
+            || {
+                let ns = ns.clone();
+                async move {
+                    docker(&["ps", "-aq", "--filter", &format!("label={ns}.managed=true")])
+                        .await
+                        .is_empty()
+                        .then_some(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.drain(Duration::from_secs(10)).await;
+        let _ =
+            bridle_testkit::docker::remove_labelled(&format!("{}.managed", self.ns), "true").await;
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // A failed test must not leave containers behind either.
+        let ids = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label={}.managed=true", self.ns),
+            ])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+/// A `code` tool (`extra` is appended under `code:`).
+pub fn code_tool(name: &str, language: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: bridle.dev/v1
+kind: Tool
+metadata:
+  name: {name}
+spec:
+  description: Runs {language} source.
+  risk: mutating
+  timeout: 60s
+  parameters:
+    type: object
+    properties:
+      code: {{type: string}}
+      n: {{type: integer}}
+    required: [code]
+  code:
+    language: {language}
+    limits:
+      memory: 128Mi
+      output: 4Ki
+{extra}"#
+    )
+}
+
+/// Waits for `f` to return Some, up to `secs`.
+pub async fn eventually<T, F, Fut>(what: &str, secs: u64, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    bridle_testkit::wait_for(what, Duration::from_secs(secs), f)
+        .await
+        .unwrap()
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn docker(args: &[&str]) -> Vec<String> {
+    let out = tokio::process::Command::new("docker")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The python tool: `python3 -c {{code}}`, small limits so tests stay cheap.
+pub fn python_tool(name: &str, extra_container: &str) -> String {
+    format!(
+        r#"apiVersion: bridle.dev/v1
+kind: Tool
+metadata:
+  name: {name}
+spec:
+  description: Runs a Python snippet and returns what it prints.
+  risk: read_only
+  tags: [python, test]
+  timeout: 60s
+  parameters:
+    type: object
+    properties:
+      code:
+        type: string
+        description: Python source to run.
+    required: [code]
+    additionalProperties: false
+  container:
+    image: bridle-sandbox:python
+    command: [python3, -c, "{{{{code}}}}"]
+    limits:
+      memory: 64Mi
+      output: 1Ki
+{extra_container}"#
+    )
+}

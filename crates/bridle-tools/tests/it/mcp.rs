@@ -1,0 +1,369 @@
+//! MCP tools against real servers nobody here wrote: `mcp-server-time` and `mcp-server-git`
+//! from PyPI over stdio in a sandbox (image `bridle-sandbox:mcp`), `mcp-server-time` as a
+//! configured local process, and a streamable-HTTP server written with the official `mcp`
+//! Python SDK.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bridle_proto::{ListToolsRequest, RiskClass, ToolErrorKind, ToolSpec};
+use serde_json::json;
+
+use crate::helpers::{Harness, Setup, TENANT};
+
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The host venv with `mcp` and `mcp-server-time` (made once, under a lock).
+async fn venv() -> std::path::PathBuf {
+    let out = tokio::process::Command::new("flock")
+        .arg("/tmp/bridle-mcp-venv.lock")
+        .arg("bash")
+        .arg(fixtures().join("mcp-venv.sh"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().into()
+}
+
+async fn list(h: &Harness, names: &[&str]) -> Vec<ToolSpec> {
+    let r = h
+        .tools
+        .clone()
+        .list_tools(ListToolsRequest {
+            tenant: TENANT.into(),
+            names: names.iter().map(|s| s.to_string()).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.missing.is_empty(), "{:?}", r.missing);
+    r.tools
+}
+
+fn risk(specs: &[ToolSpec], name: &str) -> RiskClass {
+    let s = specs
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} in {specs:?}"));
+    RiskClass::try_from(s.risk).unwrap()
+}
+
+const TIME_STDIO: &str = r#"apiVersion: bridle.dev/v1
+kind: Tool
+metadata:
+  name: time
+spec:
+  description: Current time and time zone conversions.
+  mcp:
+    stdio:
+      image: bridle-sandbox:mcp
+      command: [mcp-server-time, --local-timezone, UTC]
+      limits: {memory: 256Mi}
+"#;
+
+#[tokio::test]
+async fn mcp_server_time_over_stdio_in_a_sandbox() {
+    let h = Harness::start_with(Setup {
+        images: vec!["mcp"],
+        ..Setup::default()
+    })
+    .await;
+    h.apply(TIME_STDIO).await;
+    let specs = list(&h, &["time"]).await;
+    let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["time__convert_time", "time__get_current_time"]);
+    assert_eq!(
+        risk(&specs, "time__get_current_time"),
+        RiskClass::ReadOnly,
+        "readOnlyHint"
+    );
+    let schema: serde_json::Value = serde_json::from_str(
+        &specs
+            .iter()
+            .find(|s| s.name == "time__get_current_time")
+            .unwrap()
+            .parameters_json_schema,
+    )
+    .unwrap();
+    assert!(schema["properties"]["timezone"].is_object(), "{schema}");
+
+    let r = h
+        .call(
+            "run_t",
+            "time__get_current_time",
+            json!({"timezone": "Asia/Tokyo"}),
+        )
+        .await;
+    assert!(!r.is_error, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.output).unwrap();
+    assert_eq!(v["timezone"], "Asia/Tokyo", "{v}");
+    assert_eq!(
+        r.sandbox_id.len(),
+        12,
+        "the server runs in a sandbox: {r:?}"
+    );
+
+    let r = h
+        .call(
+            "run_t",
+            "time__convert_time",
+            json!({"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Kolkata"}),
+        )
+        .await;
+    assert!(r.output.contains("17:30"), "{r:?}");
+
+    // The server's schema is enforced before anything is sent.
+    let r = h.call("run_t", "time__get_current_time", json!({})).await;
+    assert_eq!(
+        r.error_kind,
+        ToolErrorKind::InvalidArguments as i32,
+        "{r:?}"
+    );
+    // The manifest itself is not callable.
+    let e = h
+        .execute(h.request_in("run_t", "time", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("time__get_current_time"),
+        "{}",
+        e.message()
+    );
+
+    assert_eq!(
+        h.end_run("run_t").await,
+        1,
+        "one server sandbox for the run"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn mcp_server_git_over_stdio_works_on_the_runs_workspace() {
+    let h = Harness::start_with(Setup {
+        images: vec!["mcp"],
+        ..Setup::default()
+    })
+    .await;
+    h.apply(
+        r#"apiVersion: bridle.dev/v1
+kind: Tool
+metadata:
+  name: git
+spec:
+  description: Git on the run's workspace.
+  mcp:
+    stdio:
+      image: bridle-sandbox:mcp
+      command: [mcp-server-git]
+"#,
+    )
+    .await;
+    // A code tool in the same image makes a repository in the run's workspace.
+    h.apply(
+        r#"apiVersion: bridle.dev/v1
+kind: Tool
+metadata:
+  name: sh
+spec:
+  description: Python in the MCP image.
+  parameters: {type: object, properties: {code: {type: string}}, required: [code]}
+  code:
+    language: python
+    image: bridle-sandbox:mcp
+"#,
+    )
+    .await;
+    let specs = list(&h, &["git"]).await;
+    assert_eq!(risk(&specs, "git__git_status"), RiskClass::ReadOnly);
+    assert_eq!(
+        risk(&specs, "git__git_commit"),
+        RiskClass::Mutating,
+        "destructiveHint: false"
+    );
+    assert_eq!(risk(&specs, "git__git_reset"), RiskClass::Destructive);
+
+    let make = r#"
+import os, subprocess
+env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@x")
+subprocess.run(["git", "init", "-q", "-b", "main", "repo"], check=True)
+open("repo/readme.md", "w").write("hello\n")
+subprocess.run(["git", "-C", "repo", "add", "."], check=True, env=env)
+subprocess.run(["git", "-C", "repo", "commit", "-q", "-m", "first commit"], check=True, env=env)
+open("repo/new.txt", "w").write("untracked\n")
+print("ok")
+"#;
+    let r = h.call("run_g", "sh", json!({"code": make})).await;
+    assert_eq!(r.stdout, "ok\n", "{r:?}");
+
+    let status = h
+        .call(
+            "run_g",
+            "git__git_status",
+            json!({"repo_path": "/workspace/repo"}),
+        )
+        .await;
+    assert!(!status.is_error, "{status:?}");
+    assert!(status.output.contains("new.txt"), "{}", status.output);
+    let log = h
+        .call(
+            "run_g",
+            "git__git_log",
+            json!({"repo_path": "/workspace/repo"}),
+        )
+        .await;
+    assert!(log.output.contains("first commit"), "{}", log.output);
+    // Another run has no such repository.
+    let other = h
+        .call(
+            "run_other",
+            "git__git_status",
+            json!({"repo_path": "/workspace/repo"}),
+        )
+        .await;
+    assert!(other.is_error, "{other:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn mcp_server_time_as_a_configured_local_process() {
+    let venv = venv().await;
+    let server = bridle_tools::mcp::LocalServer {
+        command: vec![
+            venv.join("bin/mcp-server-time")
+                .to_string_lossy()
+                .into_owned(),
+            "--local-timezone".into(),
+            "UTC".into(),
+        ],
+        env: BTreeMap::new(),
+    };
+    let h = Harness::start_with(Setup {
+        mcp_local_servers: BTreeMap::from([("time".to_string(), server)]),
+        ..Setup::default()
+    })
+    .await;
+    h.apply(
+        "apiVersion: bridle.dev/v1\nkind: Tool\nmetadata:\n  name: clock\nspec:\n  description: Time.\n  mcp:\n    local: time\n    prefix: clk\n",
+    )
+    .await;
+    h.apply(
+        "apiVersion: bridle.dev/v1\nkind: Tool\nmetadata:\n  name: nope\nspec:\n  description: Missing.\n  mcp:\n    local: nothing\n",
+    )
+    .await;
+    let specs = list(&h, &["clock"]).await;
+    assert!(
+        specs.iter().any(|s| s.name == "clk__get_current_time"),
+        "{specs:?}"
+    );
+    let r = h
+        .call(
+            "",
+            "clk__get_current_time",
+            json!({"timezone": "Europe/Paris"}),
+        )
+        .await;
+    assert!(r.output.contains("Europe/Paris"), "{r:?}");
+    assert_eq!(r.sandbox_id, "mcp:local:time");
+
+    let e = h
+        .tools
+        .clone()
+        .list_tools(ListToolsRequest {
+            tenant: TENANT.into(),
+            names: vec!["nope".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        e.message(),
+        "tool 'nope': spec.mcp.local: 'nothing' is not a local MCP server of this tool service (configured: time)"
+    );
+    h.stop().await;
+}
+
+struct PyServer {
+    _child: tokio::process::Child,
+}
+
+impl PyServer {
+    async fn start() -> (Self, u16) {
+        let venv = venv().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(venv.join("bin/python"))
+            .arg(fixtures().join("mcp_http_server.py"))
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        bridle_testkit::wait_for(
+            "the MCP test server",
+            Duration::from_secs(60),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await
+        .unwrap();
+        (Self { _child: child }, port)
+    }
+}
+
+#[tokio::test]
+async fn a_streamable_http_server_with_annotations_errors_and_overrides() {
+    let (_server, port) = PyServer::start().await;
+    let h = Harness::start().await;
+    h.apply(&format!(
+        "apiVersion: bridle.dev/v1\nkind: Tool\nmetadata:\n  name: remote\nspec:\n  description: Test server.\n  risk: read_only\n  mcp:\n    url: http://127.0.0.1:{port}/mcp\n    headers:\n      X-Team: platform\n    riskOverrides:\n      touch: destructive\n"
+    ))
+    .await;
+    let specs = list(&h, &["remote"]).await;
+    assert_eq!(risk(&specs, "remote__echo"), RiskClass::ReadOnly);
+    assert_eq!(risk(&specs, "remote__wipe"), RiskClass::Destructive);
+    assert_eq!(
+        risk(&specs, "remote__touch"),
+        RiskClass::Destructive,
+        "the override wins"
+    );
+    assert_eq!(
+        risk(&specs, "remote__plain"),
+        RiskClass::ReadOnly,
+        "no annotations: the manifest's risk"
+    );
+    assert!(specs.iter().all(|s| s.kind == "mcp"));
+
+    let r = h
+        .call("run_h", "remote__echo", json!({"text": "hello"}))
+        .await;
+    assert_eq!((r.output.as_str(), r.is_error), ("hello", false), "{r:?}");
+    let r = h
+        .call("run_h", "remote__header", json!({"name": "x-team"}))
+        .await;
+    assert_eq!(r.output, "platform", "{r:?}");
+    let r = h.call("run_h", "remote__fail", json!({})).await;
+    assert!(r.is_error && r.output.contains("fail"), "{r:?}");
+    assert_eq!(r.error_kind, ToolErrorKind::Failed as i32);
+    // An exposed name can be listed by itself (what an agent granting one tool needs).
+    let one = list(&h, &["remote__wipe"]).await;
+    assert_eq!(one.len(), 1);
+    h.stop().await;
+}

@@ -1,0 +1,205 @@
+//! HTTP tools and egress: a test HTTP server on the host's loopback stands for "the outside";
+//! a sandbox reaches it only through the service's proxy and only when its allowlist says so.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use bridle_proto::ToolErrorKind;
+use serde_json::json;
+
+use crate::helpers::{Harness, code_tool};
+
+/// A test HTTP server; counts the requests it got.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new()
+            .route("/hello", get(|| async { "hello from the host" }))
+            .route(
+                "/items/{id}",
+                get(|Path(id): Path<String>, headers: HeaderMap| async move {
+                    let auth = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    axum::Json(json!({"id": id, "auth": auth}))
+                }),
+            )
+            .route(
+                "/redirect",
+                get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/hello")]) }),
+            )
+            .route(
+                "/missing",
+                get(|| async { (StatusCode::NOT_FOUND, "no such thing").into_response() }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                hits.clone(),
+                |State(h): State<Arc<AtomicUsize>>, req, next: axum::middleware::Next| async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    next.run(req).await
+                },
+            ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The test's runtime ends the server with the test.
+        #[allow(clippy::disallowed_methods)]
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            addr,
+            hits,
+            _task: task,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn http_tool(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: bridle.dev/v1\nkind: Tool\nmetadata:\n  name: {name}\nspec:\n  description: Fetches.\n  parameters:\n    type: object\n    properties:\n      id: {{type: string}}\n      host: {{type: string}}\n  http:\n    url: \"{url}\"\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn http_tools_fill_templates_report_status_and_refuse_other_hosts() {
+    let up = Upstream::start().await;
+    let h = Harness::start().await;
+    let port = up.addr.port();
+    h.apply(&http_tool(
+        "item",
+        &format!("http://127.0.0.1:{port}/items/{{{{id}}}}"),
+        "",
+    ))
+    .await;
+    let r = h.call("", "item", json!({"id": "a b/c"})).await;
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(r.http_status, 200);
+    let v: serde_json::Value = serde_json::from_str(&r.output).unwrap();
+    assert_eq!(
+        v["id"], "a b/c",
+        "the value is one path segment, encoded: {v}"
+    );
+
+    h.apply(&http_tool(
+        "missing",
+        &format!("http://127.0.0.1:{port}/missing"),
+        "",
+    ))
+    .await;
+    let r = h.call("", "missing", json!({})).await;
+    assert_eq!((r.http_status, r.is_error), (404, true));
+    assert_eq!(r.error_kind, ToolErrorKind::Failed as i32);
+    assert_eq!(r.output, "no such thing\n[HTTP 404 Not Found]");
+
+    h.apply(&http_tool(
+        "redir",
+        &format!("http://127.0.0.1:{port}/redirect"),
+        "",
+    ))
+    .await;
+    let r = h.call("", "redir", json!({})).await;
+    assert_eq!(r.http_status, 302, "redirects are not followed: {r:?}");
+    assert!(r.output.contains("Location: /hello"), "{r:?}");
+
+    // The host comes from the arguments: only the allowlist's hosts are reached.
+    h.apply(&http_tool(
+        "anyhost",
+        &format!("http://{{{{host}}}}:{port}/hello"),
+        &format!("    egress: [\"127.0.0.1:{port}\"]\n"),
+    ))
+    .await;
+    let before = up.hits();
+    let r = h.call("", "anyhost", json!({"host": "127.0.0.1"})).await;
+    assert_eq!(r.output, "hello from the host", "{r:?}");
+    let r = h.call("", "anyhost", json!({"host": "localhost"})).await;
+    assert!(r.is_error, "{r:?}");
+    assert_eq!(
+        r.output,
+        format!(
+            "The request of tool 'anyhost' was not sent: 'localhost:{port}' is not in this tool's egress allowlist"
+        )
+    );
+    assert_eq!(up.hits(), before + 1, "the refused call sent nothing");
+    h.stop().await;
+}
+
+const FETCH: &str = r#"
+import os, socket, urllib.request
+def get(url):
+    try:
+        return urllib.request.urlopen(url, timeout=10).read().decode()
+    except Exception as e:
+        return "refused " + str(e)
+"#;
+
+#[tokio::test]
+async fn egress_goes_only_through_the_proxy_to_allowed_hosts() {
+    let allowed = Upstream::start().await;
+    let other = Upstream::start().await;
+    let h = Harness::start().await;
+    let (pa, pb) = (allowed.addr.port(), other.addr.port());
+    h.apply(&code_tool(
+        "net",
+        "python",
+        &format!("    egress: [\"127.0.0.1:{pa}\"]\n"),
+    ))
+    .await;
+    let code = format!(
+        r#"{FETCH}
+print("allowed:", get("http://127.0.0.1:{pa}/hello"))
+print("other:", get("http://127.0.0.1:{pb}/hello"))
+# Straight to the host, around the proxy: there is no route.
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect(("172.17.0.1", {pa}))
+    print("direct: connected")
+except OSError as e:
+    print("direct:", e.errno)
+print("interfaces:", sorted(os.listdir("/sys/class/net")))
+"#
+    );
+    let r = h
+        .call("run_net", "net", json!({"code": code, "n": 1}))
+        .await;
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "allowed: hello from the host", "{r:?}");
+    assert_eq!(
+        lines[1], "other: refused HTTP Error 403: Forbidden",
+        "{r:?}"
+    );
+    assert_eq!(lines[2], "direct: 101", "ENETUNREACH: {r:?}");
+    assert_eq!(lines[3], "interfaces: ['lo']", "{r:?}");
+    assert_eq!(allowed.hits(), 1);
+    assert_eq!(other.hits(), 0, "the refused host got nothing");
+
+    // A tool without an allowlist has no way out at all.
+    h.apply(&code_tool("closed", "python", "")).await;
+    let r = h
+        .call(
+            "run_net",
+            "closed",
+            json!({"code": format!("{FETCH}\nprint(get('http://127.0.0.1:{pa}/hello'))")}),
+        )
+        .await;
+    assert!(r.stdout.starts_with("refused "), "{r:?}");
+    assert_eq!(allowed.hits(), 1);
+    h.stop().await;
+}

@@ -1,0 +1,156 @@
+{{/* The five services, in the order they are rendered. */}}
+{{- define "bridle.services" -}}
+orchestrator router tools approvals secrets
+{{- end }}
+
+{{- define "bridle.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end }}
+
+{{/* Name of one service's objects. Context: dict root, name. */}}
+{{- define "bridle.svcname" -}}
+{{- printf "%s-%s" (include "bridle.fullname" .root) .name -}}
+{{- end }}
+
+{{- define "bridle.selectorLabels" -}}
+app.kubernetes.io/name: bridle
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+{{- end }}
+
+{{- define "bridle.labels" -}}
+{{ include "bridle.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: bridle
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{- define "bridle.image" -}}
+{{- $v := .root.Values -}}
+{{- printf "%s%s:%s" $v.image.registry .svc.image.repository (.svc.image.tag | default $v.image.tag | default .root.Chart.AppVersion) -}}
+{{- end }}
+
+{{/* In-cluster URL of a service. Context: dict root, name. */}}
+{{- define "bridle.url" -}}
+{{- $svc := index .root.Values .name -}}
+{{- printf "http://%s:%d" (include "bridle.svcname" .) (int $svc.port) -}}
+{{- end }}
+
+{{/* A NetworkPolicy peer selecting one Bridle service's pods. Context: dict root, name. */}}
+{{- define "bridle.peer" -}}
+- podSelector:
+    matchLabels:
+      {{- include "bridle.selectorLabels" . | nindent 6 }}
+{{- end }}
+
+{{/* Environment of a service's container. Context: dict root, name, svc. */}}
+{{- define "bridle.env" -}}
+{{- $v := .root.Values -}}
+{{- $up := upper .name -}}
+- name: BRIDLE_LOG
+  value: {{ $v.log.level | quote }}
+- name: BRIDLE_LOG_FORMAT
+  value: json
+- name: BRIDLE_{{ $up }}_LISTEN
+  value: "0.0.0.0:{{ .svc.port }}"
+- name: BRIDLE_{{ $up }}_GRACE_PERIOD
+  value: "{{ sub (int (.svc.terminationGracePeriodSeconds | default $v.defaults.terminationGracePeriodSeconds)) 10 }}s"
+- name: BRIDLE_KEY_PREFIX
+  value: {{ $v.keyPrefix | quote }}
+{{- if $v.redis.urlSecret.name }}
+- name: BRIDLE_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.redis.urlSecret.name }}
+      key: {{ $v.redis.urlSecret.key }}
+{{- else }}
+- name: BRIDLE_REDIS_URL
+  value: {{ $v.redis.url | quote }}
+{{- end }}
+{{- if $v.otel.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $v.otel.endpoint | quote }}
+{{- end }}
+- name: BRIDLE_AUTH
+  value: {{ $v.auth.mode | quote }}
+{{- if eq $v.auth.mode "keys" }}
+- name: BRIDLE_INTERNAL_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "auth.internalTokenSecret.name is required when auth.mode is keys" $v.auth.internalTokenSecret.name }}
+      key: {{ $v.auth.internalTokenSecret.key }}
+{{- end }}
+{{- if eq .name "orchestrator" }}
+- name: BRIDLE_ORCHESTRATOR_ROUTER_URL
+  value: {{ include "bridle.url" (dict "root" .root "name" "router") | quote }}
+- name: BRIDLE_ORCHESTRATOR_TOOLS_URL
+  value: {{ include "bridle.url" (dict "root" .root "name" "tools") | quote }}
+- name: BRIDLE_ORCHESTRATOR_APPROVALS_URL
+  value: {{ include "bridle.url" (dict "root" .root "name" "approvals") | quote }}
+- name: BRIDLE_ORCHESTRATOR_SECRETS_URL
+  value: {{ include "bridle.url" (dict "root" .root "name" "secrets") | quote }}
+{{- end }}
+{{- if and (eq .name "router") .svc.gateway.enabled }}
+- name: BRIDLE_ROUTER_HTTP_LISTEN
+  value: "0.0.0.0:{{ .svc.gateway.port }}"
+{{- end }}
+{{- if or (eq .name "router") (eq .name "tools") }}
+- name: BRIDLE_{{ $up }}_SECRETS_URL
+  value: {{ include "bridle.url" (dict "root" .root "name" "secrets") | quote }}
+{{- end }}
+{{- if eq .name "tools" }}
+{{- $d := .svc.docker }}
+- name: BRIDLE_TOOLS_DOCKER_HOST
+  value: {{ include "bridle.dockerHost" . | quote }}
+- name: BRIDLE_TOOLS_WORKSPACE_ROOT
+  value: {{ $d.workspaceRoot | quote }}
+{{- end }}
+{{- if eq .name "secrets" }}
+{{- $a := $v.vault.auth }}
+- name: BRIDLE_SECRETS_VAULT_ADDR
+  value: {{ $v.vault.addr | quote }}
+- name: BRIDLE_SECRETS_KV_MOUNT
+  value: {{ $v.vault.kvMount | quote }}
+- name: BRIDLE_SECRETS_PATH_PREFIX
+  value: {{ $v.vault.pathPrefix | quote }}
+- name: BRIDLE_SECRETS_UNBOUND
+  value: {{ $v.vault.unbound | default "deny" | quote }}
+- name: BRIDLE_SECRETS_VAULT_AUTH
+  value: {{ $a.method | quote }}
+{{- if eq $a.method "kubernetes" }}
+- name: BRIDLE_SECRETS_VAULT_KUBERNETES_ROLE
+  value: {{ $a.kubernetes.role | quote }}
+- name: BRIDLE_SECRETS_VAULT_KUBERNETES_MOUNT
+  value: {{ $a.kubernetes.mountPath | quote }}
+- name: BRIDLE_SECRETS_VAULT_KUBERNETES_TOKEN_FILE
+  value: /var/run/secrets/bridle/vault/token
+{{- else }}
+- name: BRIDLE_SECRETS_VAULT_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "vault.auth.token.secretName is required when vault.auth.method is token" $a.token.secretName }}
+      key: {{ $a.token.secretKey }}
+{{- end }}
+{{- end }}
+{{- range $k, $val := .svc.options }}
+- name: BRIDLE_{{ $up }}_{{ upper $k }}
+  value: {{ $val | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The Docker engine address the tools service uses. Context: dict root, name, svc. */}}
+{{- define "bridle.dockerHost" -}}
+{{- $d := .svc.docker -}}
+{{- if eq $d.mode "dind" -}}
+unix:///var/run/dind/docker.sock
+{{- else if eq $d.mode "hostSocket" -}}
+unix:///var/run/docker.sock
+{{- else -}}
+{{- required "tools.docker.host is required when tools.docker.mode is external" $d.host -}}
+{{- end -}}
+{{- end }}

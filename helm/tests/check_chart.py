@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""Checks helm/bridle with a real Helm engine and the Kubernetes schemas.
+
+- Lint by Helm's own library, twice over: helm-python-sdk (Helm v4 SDK; lint with values, strict,
+  for a given Kubernetes version) and helm-sdkpy (the library issue 9 names; its lint takes a chart
+  folder, so the production values are merged into a copy's values.yaml first). Lint renders every
+  template and validates the values against values.schema.json.
+- Render (Helm v4 SDK, offline) for several value sets, then validate every object against the
+  Kubernetes JSON schemas (kubernetes-validate, strict: unknown fields are errors) for the newest
+  version it knows and for the chart's oldest supported one.
+- Check what the objects must say: the kinds per service, gRPC probes on the gRPC port, the
+  hardened securityContext, NetworkPolicies allowing exactly the calls of ARCHITECTURE.md, Vault
+  through Kubernetes auth with no secret anywhere in values or objects.
+- Check that bad values are refused.
+
+Run with the tools venv that scripts/install-deps.sh makes:
+    ~/.cache/bridle/venv/bin/python helm/tests/check_chart.py
+Exits 0 when every check passes; prints each failure otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import helm_python
+import helm_sdkpy
+import kubernetes_validate
+import yaml
+
+from graph import check_network_policies
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "bridle"
+NEWEST = "1.37.0"
+OLDEST = "1.29.0"  # Chart.yaml kubeVersion (native sidecars)
+SERVICES = ["orchestrator", "router", "tools", "approvals", "secrets"]
+KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceAccount", "NetworkPolicy"}
+
+failures: list[str] = []
+passed = 0
+
+
+def check(cond: bool, what: str) -> None:
+    global passed
+    if cond:
+        passed += 1
+    else:
+        failures.append(what)
+
+
+def production() -> dict:
+    return yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+
+
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "production": production(),
+    "tools-external-engine": {"tools": {"docker": {"mode": "external", "host": "tcp://sandbox-vm.sandboxes.svc:2376"}},
+                              "networkPolicy": {"dockerEngine": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}},
+    "tools-host-socket": {"tools": {"docker": {"mode": "hostSocket"}}},
+    "tools-dind-plain-sidecar": {"tools": {"docker": {"dind": {"nativeSidecar": False}}}},
+    "router-gateway": {"router": {"gateway": {"enabled": True, "port": 8080}}},
+    "vault-token-auth": {"vault": {"auth": {"method": "token", "token": {"secretName": "bridle-vault-token"}}}},
+    "no-autoscaling-no-netpol": {s: {"autoscaling": {"enabled": False}, "pdb": {"enabled": False}} for s in SERVICES}
+    | {"networkPolicy": {"enabled": False}},
+}
+
+# Values the chart must refuse, and a word of the error Helm gives.
+BAD_VALUES = {
+    "replicas as text": ({"orchestrator": {"replicas": "two"}}, "/orchestrator/replicas"),
+    "a Vault token in values": ({"vault": {"token": "hvs.not-a-real-token"}}, "additional properties"),
+    "token auth without a Secret": ({"vault": {"auth": {"method": "token"}}}, "secretName"),
+    "keys auth without the internal token Secret": ({"auth": {"mode": "keys"}}, "internalTokenSecret"),
+    "external engine without address": ({"tools": {"docker": {"mode": "external"}}}, "host"),
+    "unknown engine mode": ({"tools": {"docker": {"mode": "podman"}}}, "mode"),
+    "redis URL with another scheme": ({"redis": {"url": "http://redis:6379"}}, "/redis/url"),
+    "unbound names neither denied nor by convention": ({"vault": {"unbound": "allow"}}, "/vault/unbound"),
+}
+
+
+def lint_findings(result: dict) -> list[str]:
+    # Severity 1 is informational ("icon is recommended"); strict lint makes warnings count.
+    return [f"{m['path']}: {m['error'].strip()}" for m in result.get("messages", []) if m["severity"] >= 2]
+
+
+def sdkpy_findings(result: dict) -> list[str]:
+    # helm-sdkpy returns Helm's lint struct as is (Go field names; errors do not serialise).
+    return [m["Path"] for m in result.get("Messages") or [] if m["Severity"] >= 2]
+
+
+def helm_sdkpy_lint(values: dict | None) -> dict:
+    """helm-sdkpy lints a folder: a copy of the chart whose values.yaml holds `values` merged
+    over the defaults (what an install would use)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / "bridle"
+        shutil.copytree(CHART, chart)
+        if values:
+            with helm_python.Chart.load(str(CHART)) as c:
+                merged = c.merge_values(values)
+            (chart / "values.yaml").write_text(yaml.safe_dump(merged))
+        cfg = helm_sdkpy.Configuration()
+        return asyncio.run(helm_sdkpy.Lint(cfg).run(str(chart)))
+
+
+def render(values: dict) -> list[dict]:
+    with helm_python.Chart.load(str(CHART)) as c:
+        out = c.render(values, name="bridle", namespace="bridle")
+    objs = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc["__source"] = path
+                objs.append(doc)
+    return objs
+
+
+def validate_schemas(variant: str, objs: list[dict]) -> None:
+    for o in objs:
+        body = {k: v for k, v in o.items() if k != "__source"}
+        for version in (NEWEST, OLDEST):
+            try:
+                kubernetes_validate.validate(body, version, strict=True)
+                check(True, "")
+            except kubernetes_validate.ValidationError as e:
+                check(False, f"[{variant}] {o['kind']}/{o['metadata']['name']} invalid for Kubernetes {version}: {e.message} at {list(e.path)}")
+            except kubernetes_validate.SchemaNotFoundError as e:
+                check(False, f"[{variant}] no schema for {o['kind']} in Kubernetes {version}: {e}")
+
+
+def pod_containers(dep: dict) -> list[dict]:
+    spec = dep["spec"]["template"]["spec"]
+    return spec.get("containers", []) + spec.get("initContainers", [])
+
+
+def check_workloads(variant: str, values: dict, objs: list[dict]) -> None:
+    by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
+    check(not [o for o in objs if o["kind"] in ("Secret", "ConfigMap")], f"[{variant}] the chart renders no Secret or ConfigMap")
+    autoscaling = variant != "no-autoscaling-no-netpol"
+    expected = KINDS if autoscaling else {"Deployment", "Service", "ServiceAccount"}
+    for svc in SERVICES:
+        name = f"bridle-{svc}"
+        kinds = {k for (k, n) in by if n == name}
+        check(kinds == expected, f"[{variant}] {svc}: kinds {sorted(kinds)} != {sorted(expected)}")
+        dep = by.get(("Deployment", name))
+        if not dep:
+            continue
+        pod = dep["spec"]["template"]["spec"]
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        check(pod.get("serviceAccountName") == name, f"[{variant}] {svc}: its own ServiceAccount")
+        check(pod.get("automountServiceAccountToken") is False, f"[{variant}] {svc}: no API token mounted")
+        check(by.get(("ServiceAccount", name), {}).get("automountServiceAccountToken") is False,
+              f"[{variant}] {svc}: ServiceAccount does not automount")
+        psc = pod.get("securityContext", {})
+        check(psc.get("runAsNonRoot") is True and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+              f"[{variant}] {svc}: pod runs as non-root with the RuntimeDefault seccomp profile")
+        main = [c for c in pod["containers"] if c["name"] == svc]
+        check(len(main) == 1, f"[{variant}] {svc}: one container named {svc}")
+        if not main:
+            continue
+        c = main[0]
+        port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+        sc = c.get("securityContext", {})
+        check(sc.get("runAsNonRoot") is True and sc.get("runAsUser", 0) != 0, f"[{variant}] {svc}: non-root")
+        check(sc.get("readOnlyRootFilesystem") is True, f"[{variant}] {svc}: read-only root filesystem")
+        check(sc.get("allowPrivilegeEscalation") is False, f"[{variant}] {svc}: no privilege escalation")
+        check(sc.get("privileged") is False, f"[{variant}] {svc}: not privileged")
+        check(sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc.get("capabilities", {}).get("add"),
+              f"[{variant}] {svc}: every capability dropped")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            check(c.get(probe, {}).get("grpc", {}).get("port") == port, f"[{variant}] {svc}: {probe} is gRPC on {port}")
+        res = c.get("resources", {})
+        check(bool(res.get("requests", {}).get("cpu")) and bool(res.get("limits", {}).get("memory")),
+              f"[{variant}] {svc}: cpu request and memory limit")
+        for e in c.get("env", []):
+            secretish = any(w in e["name"] for w in ("TOKEN", "PASSWORD", "SECRET_KEY", "API_KEY")) and not e["name"].endswith("_FILE")
+            if secretish or e["name"] == "BRIDLE_REDIS_URL" and variant == "production":
+                check("value" not in e and "secretKeyRef" in e.get("valueFrom", {}),
+                      f"[{variant}] {svc}: {e['name']} comes from a Secret, not a value")
+        check("/tmp" in [m["mountPath"] for m in c.get("volumeMounts", [])], f"[{variant}] {svc}: writable /tmp volume")
+        svc_obj = by.get(("Service", name))
+        if svc_obj:
+            sel = svc_obj["spec"]["selector"]
+            check(all(labels.get(k) == v for k, v in sel.items()), f"[{variant}] {svc}: Service selects its pods")
+            check(svc_obj["spec"]["ports"][0]["targetPort"] == "grpc" and svc_obj["spec"]["ports"][0].get("appProtocol") == "grpc",
+                  f"[{variant}] {svc}: Service targets the grpc port")
+        hpa = by.get(("HorizontalPodAutoscaler", name))
+        if hpa:
+            check(hpa["spec"]["scaleTargetRef"]["name"] == name and "replicas" not in dep["spec"],
+                  f"[{variant}] {svc}: HPA owns the replica count")
+        pdb = by.get(("PodDisruptionBudget", name))
+        if pdb:
+            sel = pdb["spec"]["selector"]["matchLabels"]
+            check(all(labels.get(k) == v for k, v in sel.items()), f"[{variant}] {svc}: PDB selects its pods")
+        others = [x for x in pod_containers(dep) if x["name"] != svc]
+        if svc == "tools":
+            check_tools_engine(variant, values, pod, c, others)
+        else:
+            check(not others, f"[{variant}] {svc}: no other container")
+        if svc == "secrets":
+            check_vault(variant, values, pod, c)
+        if svc == "router":
+            gw = values.get("router", {}).get("gateway", {})
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            svc_ports = {p["name"]: p["port"] for p in (svc_obj or {}).get("spec", {}).get("ports", [])}
+            want = gw.get("port") if gw.get("enabled") else None
+            check(ports.get("http") == want and svc_ports.get("http") == want,
+                  f"[{variant}] router: HTTP gateway port {want} exactly when enabled")
+
+
+def check_tools_engine(variant: str, values: dict, pod: dict, tools: dict, others: list[dict]) -> None:
+    mode = values.get("tools", {}).get("docker", {}).get("mode", "dind")
+    env = {e["name"]: e.get("value") for e in tools["env"]}
+    if mode == "dind":
+        check([o["name"] for o in others] == ["dind"], f"[{variant}] tools: a dind sidecar")
+        dind = others[0] if others else {}
+        check(dind.get("securityContext", {}).get("privileged") is True, f"[{variant}] tools: dind is the one privileged container")
+        check(not dind.get("ports"), f"[{variant}] tools: dind exposes no port (unix socket only)")
+        check(env.get("BRIDLE_TOOLS_DOCKER_HOST") == "unix:///var/run/dind/docker.sock", f"[{variant}] tools: talks to the sidecar's socket")
+        native = values.get("tools", {}).get("docker", {}).get("dind", {}).get("nativeSidecar", True)
+        in_init = any(x["name"] == "dind" for x in pod.get("initContainers", []))
+        check(in_init == native, f"[{variant}] tools: dind is a native sidecar exactly when asked")
+        if native:
+            check(pod["initContainers"][0].get("restartPolicy") == "Always", f"[{variant}] tools: native sidecar restartPolicy Always")
+        root = env.get("BRIDLE_TOOLS_WORKSPACE_ROOT")
+        mounts = lambda c: {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+        check(mounts(tools).get("workspaces") == root == mounts(dind).get("workspaces"),
+              f"[{variant}] tools: workspaces at the same path in tools and the engine")
+    else:
+        check(not others, f"[{variant}] tools: no sidecar in {mode} mode")
+        want = "unix:///var/run/docker.sock" if mode == "hostSocket" else values["tools"]["docker"]["host"]
+        check(env.get("BRIDLE_TOOLS_DOCKER_HOST") == want, f"[{variant}] tools: engine address {want}")
+
+
+def check_vault(variant: str, values: dict, pod: dict, c: dict) -> None:
+    method = values.get("vault", {}).get("auth", {}).get("method", "kubernetes")
+    env = {e["name"]: e for e in c["env"]}
+    check(env.get("BRIDLE_SECRETS_VAULT_AUTH", {}).get("value") == method, f"[{variant}] secrets: Vault auth {method}")
+    unbound = values.get("vault", {}).get("unbound", "deny")
+    check(env.get("BRIDLE_SECRETS_UNBOUND", {}).get("value") == unbound,
+          f"[{variant}] secrets: names without a SecretBinding: {unbound}")
+    check("BRIDLE_REDIS_URL" in env, f"[{variant}] secrets: Redis for its bindings and lease records")
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    if method == "kubernetes":
+        src = vols.get("vault-token", {}).get("projected", {}).get("sources", [{}])[0].get("serviceAccountToken", {})
+        check(src.get("audience") == "vault" and src.get("expirationSeconds", 0) >= 600,
+              f"[{variant}] secrets: projected ServiceAccount token for Vault's audience")
+        check("BRIDLE_SECRETS_VAULT_TOKEN" not in env, f"[{variant}] secrets: no Vault token at all")
+        check(env["BRIDLE_SECRETS_VAULT_KUBERNETES_TOKEN_FILE"]["value"].startswith("/var/run/secrets/bridle/vault/"),
+              f"[{variant}] secrets: reads the projected token")
+    else:
+        ref = env.get("BRIDLE_SECRETS_VAULT_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        check(ref.get("name") == "bridle-vault-token", f"[{variant}] secrets: Vault token from the named Secret")
+        check("vault-token" not in vols, f"[{variant}] secrets: no projected token with token auth")
+
+
+def main() -> int:
+    for variant, values in VARIANTS.items():
+        result = helm_python.lint(str(CHART), values or None, strict=True, kube_version=f"v{NEWEST}")
+        problems = lint_findings(result) + result.get("errors", [])
+        check(not problems, f"[{variant}] helm lint (Helm {helm_python.helm_sdk_version()}): {problems}")
+        objs = render(values)
+        validate_schemas(variant, objs)
+        check_workloads(variant, values, objs)
+        for problem in check_network_policies(variant, values, objs, SERVICES):
+            check(False, problem)
+        check(True, "")
+    for variant in ("default", "production"):
+        result = helm_sdkpy_lint(VARIANTS[variant] or None)
+        check(result.get("TotalChartsLinted") == 1, f"[{variant}] helm-sdkpy linted the chart: {result}")
+        check(not sdkpy_findings(result), f"[{variant}] helm-sdkpy lint: {sdkpy_findings(result)}")
+    # The same engine refuses what the schema refuses (so the passes above mean something).
+    bad = helm_sdkpy_lint({"orchestrator": {"replicas": "two"}})
+    check(any(p == "values.yaml" for p in sdkpy_findings(bad)), f"helm-sdkpy refuses bad values: {bad}")
+    for what, (values, word) in BAD_VALUES.items():
+        result = helm_python.lint(str(CHART), values, strict=True, kube_version=f"v{NEWEST}")
+        text = " ".join(result.get("errors", []))
+        check(bool(result.get("errors")) and word in text, f"bad values ({what}) are refused mentioning {word!r}: {text or 'no error'}")
+
+    for f in failures:
+        print(f"FAIL {f}")
+    print(f"helm chart checks ({len(VARIANTS)} value sets, Helm {helm_python.helm_sdk_version()}, "
+          f"helm-sdkpy {helm_sdkpy.get_version()}, Kubernetes schemas {OLDEST} and {NEWEST}): "
+          f"{passed} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The calls the rendered NetworkPolicies allow, compared with the calls of ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+# caller -> callee among Bridle's services.
+CALLS = {
+    ("orchestrator", "router"),
+    ("orchestrator", "tools"),
+    ("orchestrator", "approvals"),
+    ("orchestrator", "secrets"),
+    ("router", "secrets"),
+    ("tools", "secrets"),
+}
+# Services people and applications call (and the router, through its HTTP gateway, when on).
+PUBLIC = {"orchestrator", "approvals"}
+
+
+def _component(peer: dict) -> str | None:
+    labels = peer.get("podSelector", {}).get("matchLabels", {})
+    if labels.get("app.kubernetes.io/name") == "bridle" and "namespaceSelector" not in peer:
+        return labels.get("app.kubernetes.io/component")
+    return None
+
+
+def _ports(rule: dict) -> set[int]:
+    return {p["port"] for p in rule.get("ports", [])}
+
+
+def check_network_policies(variant: str, values: dict, objs: list[dict], services: list[str]) -> list[str]:
+    problems: list[str] = []
+    nps = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    if not values.get("networkPolicy", {}).get("enabled", True):
+        return [f"[{variant}] NetworkPolicies rendered while disabled"] if nps else []
+    np_values = values.get("networkPolicy", {})
+    port_of = {o["metadata"]["labels"]["app.kubernetes.io/component"]: next(
+        p["containerPort"] for p in o["spec"]["template"]["spec"]["containers"][0]["ports"])
+        for o in objs if o["kind"] == "Deployment"}
+    redis_port = np_values.get("redis", {}).get("port", 6379)
+    vault_port = np_values.get("vault", {}).get("port", 8200)
+    narrowed = bool(np_values.get("clients"))
+    gateway = values.get("router", {}).get("gateway", {})
+    public_port = {s: port_of[s] for s in PUBLIC}
+    expected_public = set(PUBLIC)
+    if gateway.get("enabled"):
+        public_port["router"] = gateway.get("port", 8080)
+        expected_public.add("router")
+
+    ingress_edges: set[tuple[str, str]] = set()
+    egress_edges: set[tuple[str, str]] = set()
+    public: set[str] = set()
+    for np in nps:
+        svc = np["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+        where = f"[{variant}] NetworkPolicy {np['metadata']['name']}"
+        if sorted(np["spec"].get("policyTypes", [])) != ["Egress", "Ingress"]:
+            problems.append(f"{where}: must govern both ingress and egress")
+        for rule in np["spec"].get("ingress") or []:
+            peers = rule.get("from")
+            comps = [_component(p) for p in peers or []]
+            if peers and all(comps):
+                ingress_edges |= {(c, svc) for c in comps}
+                want = port_of[svc]
+            elif any(comps):
+                problems.append(f"{where}: a rule mixes Bridle services and other peers")
+                continue
+            else:
+                public.add(svc)
+                want = public_port.get(svc)
+            if _ports(rule) != {want}:
+                problems.append(f"{where}: ingress on ports {_ports(rule)}, not only {want}")
+        for rule in np["spec"].get("egress") or []:
+            ports = _ports(rule)
+            peers = rule.get("to") or []
+            comps = [_component(p) for p in peers]
+            if peers and all(comps):
+                for c in comps:
+                    egress_edges.add((svc, c))
+                    if ports != {port_of[c]}:
+                        problems.append(f"{where}: egress to {c} on {ports}, not {port_of[c]}")
+                continue
+            if ports == {53}:
+                continue
+            if vault_port in ports and svc != "secrets":
+                problems.append(f"{where}: only the secrets service reaches Vault")
+            if 443 in ports and svc not in ("router", "tools"):
+                problems.append(f"{where}: only the router (providers) and tools (image pulls) go out on 443")
+            if variant == "production" and not peers:
+                problems.append(f"{where}: production egress on {ports} should name its peers")
+        if not any(redis_port in _ports(r) for r in np["spec"].get("egress") or []):
+            problems.append(f"{where}: no egress to Redis")
+        if svc == "secrets" and not any(vault_port in _ports(r) for r in np["spec"].get("egress") or []):
+            problems.append(f"{where}: no egress to Vault")
+    if ingress_edges != CALLS:
+        problems.append(f"[{variant}] ingress allows {sorted(ingress_edges)}, architecture says {sorted(CALLS)}")
+    if egress_edges != CALLS:
+        problems.append(f"[{variant}] egress allows {sorted(egress_edges)}, architecture says {sorted(CALLS)}")
+    if public != expected_public:
+        problems.append(f"[{variant}] open to clients: {sorted(public)}, expected {sorted(expected_public)}")
+    if narrowed:
+        for np in nps:
+            for rule in np["spec"].get("ingress") or []:
+                if not rule.get("from"):
+                    problems.append(f"[{variant}] {np['metadata']['name']}: ingress from anywhere though clients are named")
+    if {np["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for np in nps} != set(services):
+        problems.append(f"[{variant}] not every service has its NetworkPolicy")
+    return problems

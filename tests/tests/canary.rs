@@ -1,0 +1,350 @@
+//! The canary: a run whose tool deliberately prints a freshly generated secret — plain, base64
+//! and URL-encoded, on stdout and stderr, and into a workspace file that a later call of the
+//! same run (with no secrets of its own) prints again. Afterwards every Redis key and value,
+//! every run event, every span the OTLP receiver got (content capture on), every log line of
+//! every service and every request the mock model provider received are scanned for the canary
+//! in plain, base64, URL-encoded and 8-character-prefix forms: none may contain it.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use bridle_proto as pb;
+use bridle_proto::run_event::Kind;
+use bridle_testkit::mock_openai::Reply;
+use bridle_testkit::otlp::OtlpReceiver;
+use support::{Harness, Options, follow};
+
+/// 32 random characters (the random half of two ULIDs), so even its 8-character prefix is
+/// 40 random bits that nothing else in the test can contain by chance.
+fn fresh_canary() -> String {
+    let half = || ulid::Ulid::new().to_string().to_lowercase()[10..].to_string();
+    format!("{}{}", half(), half())
+}
+
+/// The forms a leaked canary could take.
+fn forms(canary: &str) -> Vec<(&'static str, String)> {
+    let b = canary.as_bytes();
+    vec![
+        ("plain", canary.to_string()),
+        (
+            "base64",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(b),
+        ),
+        (
+            "base64url",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
+        ),
+        (
+            "url-encoded",
+            url::form_urlencoded::byte_serialize(b).collect::<String>(),
+        ),
+        ("8-character prefix", canary[..8].to_string()),
+    ]
+}
+
+/// Fails naming where and in which form the canary showed up.
+fn scan(place: &str, text: &str, forms: &[(&'static str, String)], leaks: &mut Vec<String>) {
+    for (form, needle) in forms {
+        if let Some(at) = text.find(needle.as_str()) {
+            let from = text[..at]
+                .char_indices()
+                .rev()
+                .nth(80)
+                .map_or(0, |(i, _)| i);
+            let to = (at + needle.len() + 80).min(text.len());
+            let to = (to..=text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(text.len());
+            leaks.push(format!("{place}: {form} form in …{}…", &text[from..to]));
+        }
+    }
+}
+
+/// Every key of the Redis server and everything it holds, as text.
+async fn redis_dump(h: &Harness) -> Vec<(String, String)> {
+    let mut c = h.redis.client().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for k in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let v: redis::Value = match kind.as_str() {
+            "string" => redis::cmd("GET").arg(&k).query_async(&mut c).await,
+            "hash" => redis::cmd("HGETALL").arg(&k).query_async(&mut c).await,
+            "list" => {
+                redis::cmd("LRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut c)
+                    .await
+            }
+            "set" => redis::cmd("SMEMBERS").arg(&k).query_async(&mut c).await,
+            "zset" => {
+                redis::cmd("ZRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query_async(&mut c)
+                    .await
+            }
+            "stream" => {
+                redis::cmd("XRANGE")
+                    .arg(&k)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut c)
+                    .await
+            }
+            other => panic!("key {k} has type {other}, which this scan does not read"),
+        }
+        .unwrap();
+        out.push((k, value_text(&v)));
+    }
+    out
+}
+
+fn value_text(v: &redis::Value) -> String {
+    use redis::Value::*;
+    match v {
+        BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        SimpleString(s) => s.clone(),
+        Array(items) | Set(items) => items.iter().map(value_text).collect::<Vec<_>>().join("\n"),
+        Map(pairs) => pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", value_text(k), value_text(v)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Every file under `dir` (the services' logs), as (path, text).
+fn files_under(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((
+                    p.display().to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_a_tool_prints_reaches_no_event_span_log_redis_key_or_model_request() {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let h = Harness::start_with(Options {
+        env_all: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            // Prompts, completions and tool arguments and results on the spans: the canary
+            // must be scrubbed from those too.
+            ("BRIDLE_OTEL_CAPTURE_CONTENT".into(), "true".into()),
+            // Everything each service logs.
+            ("BRIDLE_LOG".into(), "debug".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let canary = fresh_canary();
+    h.bao
+        .put_kv(
+            &format!("{}/canary", h.prefix),
+            serde_json::json!({ "value": canary }),
+        )
+        .await
+        .unwrap();
+
+    let leaky = r#"
+import base64, os, sys, urllib.parse
+c = os.environ["CANARY"]
+for out in (sys.stdout, sys.stderr):
+    print("plain:", c, file=out)
+    print("base64:", base64.b64encode(c.encode()).decode(), file=out)
+    print("url:", urllib.parse.quote(c, safe=""), file=out)
+open("/workspace/keep.txt", "w").write(c + "\n")
+with open("/run/secrets/canary") as f:
+    print("file:", f.read().strip())
+"#;
+    let yaml = format!(
+        "{}---\n{}",
+        h.manifests_yaml(),
+        format!(
+            r#"apiVersion: bridle.dev/v1
+kind: Tool
+metadata:
+  name: leaky
+spec:
+  description: Prints the canary it is given.
+  risk: read_only
+  parameters:
+    type: object
+    properties: {{}}
+  timeout: 30s
+  container:
+    image: bridle-sandbox:python
+    command: ["python3", "-c", {leaky}]
+    env:
+      CANARY: secret://canary
+    secretFiles:
+      canary: secret://canary
+    stdin: false
+---
+apiVersion: bridle.dev/v1
+kind: Agent
+metadata:
+  name: canary
+spec:
+  route: main
+  instructions: You run tools.
+  tools: [leaky, python]
+  budget:
+    maxSteps: 5
+"#,
+            leaky = serde_json::to_string(leaky).unwrap()
+        )
+    );
+    h.apply("canary.yaml", &yaml)
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+
+    h.mock
+        .enqueue(Reply::tool_calls(&[("call_leak", "leaky", "{}")]));
+    // A later call of the same run, with no secret of its own, prints what the first left in
+    // the workspace: the run's redaction set must still catch it.
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "call_cat",
+        "python",
+        r#"{"code": "print(open('/workspace/keep.txt').read())"}"#,
+    )]));
+    h.mock.enqueue(Reply::text("done"));
+    let run_id = h.start_run("canary", "print the canary").await;
+    let events = follow(&h, &run_id, Duration::from_secs(120), |_| async {})
+        .await
+        .unwrap();
+    let Some(Kind::RunFinished(f)) = &events.last().unwrap().kind else {
+        panic!("no RunFinished")
+    };
+    assert_eq!(
+        f.status,
+        pb::RunStatus::Succeeded as i32,
+        "{f:?}\n{}",
+        h.logs()
+    );
+    // The tool really printed something, and it came back redacted.
+    let outputs: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::ToolFinished(t)) => Some(format!("{t:?}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    for o in &outputs {
+        assert!(
+            o.contains("[REDACTED]"),
+            "a tool output was not redacted: {o}"
+        );
+    }
+    assert!(outputs[0].contains("plain:") && outputs[0].contains("file:"));
+
+    // Let the spans of the run's end arrive, then stop everything so each log is complete.
+    let trace_id = h
+        .orchestrator()
+        .await
+        .get_run(pb::GetRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trace_id;
+    bridle_testkit::wait_for("the run's root span", Duration::from_secs(30), || async {
+        otlp.spans()
+            .iter()
+            .any(|s| s.trace_id() == trace_id && s.span.name == "invoke_agent canary")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let forms = forms(&canary);
+    let mut leaks = Vec::new();
+    let mut scanned = [0usize; 5];
+    for (k, v) in redis_dump(&h).await {
+        scan(&format!("redis key {k}"), &k, &forms, &mut leaks);
+        scan(&format!("redis value of {k}"), &v, &forms, &mut leaks);
+        scanned[0] += 1;
+    }
+    for e in &events {
+        scan(
+            &format!("event {}", e.offset),
+            &format!("{e:?}"),
+            &forms,
+            &mut leaks,
+        );
+        scanned[1] += 1;
+    }
+    for s in otlp.spans() {
+        scan(
+            &format!("span {} of {}", s.span.name, s.service),
+            &format!("{:?}", s.span),
+            &forms,
+            &mut leaks,
+        );
+        scanned[2] += 1;
+    }
+    for (path, text) in files_under(h.dir.path()) {
+        for (i, line) in text.lines().enumerate() {
+            scan(&format!("{path}:{}", i + 1), line, &forms, &mut leaks);
+            scanned[3] += 1;
+        }
+    }
+    for r in h.mock.requests() {
+        scan(
+            &format!("model request {} {}", r.method, r.path),
+            &format!("{:?} {}", r.headers, r.body),
+            &forms,
+            &mut leaks,
+        );
+        scanned[4] += 1;
+    }
+    assert!(leaks.is_empty(), "the canary leaked:\n{}", leaks.join("\n"));
+    // The scan saw real material in every place.
+    let [redis_keys, event_count, span_count, log_lines, requests] = scanned;
+    assert!(redis_keys > 5, "{redis_keys} redis keys");
+    assert!(event_count >= 8, "{event_count} events");
+    assert!(span_count >= 8, "{span_count} spans");
+    assert!(log_lines >= 20, "{log_lines} log lines");
+    assert_eq!(requests, 3, "three model requests");
+    // Content capture was on: the tool result is on a span, redacted.
+    assert!(
+        otlp.spans()
+            .iter()
+            .any(|s| format!("{:?}", s.span).contains("[REDACTED]")),
+        "no span carried the redacted tool output: is content capture on?"
+    );
+}

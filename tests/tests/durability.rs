@@ -1,0 +1,306 @@
+//! Runs survive crashes: two orchestrator processes share the work; one is killed with SIGKILL
+//! at different moments, and every run still finishes exactly once. Redis restarted (with its
+//! AOF) mid-run: the run resumes.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use bridle_proto as pb;
+use bridle_proto::run_event::Kind;
+use bridle_testkit::mock_openai::Reply;
+use support::{Harness, Options, follow, kind_name};
+
+fn two_orchestrators() -> Options {
+    Options {
+        orchestrators: 2,
+        // A dead worker's task is taken over after 2s without a heartbeat.
+        orchestrator_env: vec![("claim_idle".into(), "2s".into())],
+        ..Default::default()
+    }
+}
+
+fn finished(events: &[pb::RunEvent]) -> Vec<&pb::RunFinished> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::RunFinished(f)) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn wait_for_requests(h: &Harness, n: usize) {
+    bridle_testkit::wait_for(
+        "the model call to be in flight",
+        Duration::from_secs(30),
+        || async { (h.mock.requests().len() >= n).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", h.logs()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_worker_during_a_model_call_loses_nothing() {
+    let mut h = Harness::start_with(two_orchestrators()).await.unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+
+    // The first model call hangs long enough to kill its worker; the retry gets the same answer.
+    h.mock.enqueue(Reply::Delay(
+        Duration::from_secs(30),
+        Box::new(Reply::tool_calls(&[(
+            "c1",
+            "python",
+            r#"{"code":"print(7)"}"#,
+        )])),
+    ));
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "c1",
+        "python",
+        r#"{"code":"print(7)"}"#,
+    )]));
+    h.mock.enqueue(Reply::text("seven"));
+    let run = h.start_run("analyst", "go").await;
+    wait_for_requests(&h, 1).await;
+    let victim = h.holder_index().await.expect("someone holds the task");
+    h.orchestrators[victim].kill().await;
+
+    let events = follow(&h, &run, Duration::from_secs(90), |_| async {})
+        .await
+        .unwrap();
+    let fin = finished(&events);
+    assert_eq!(
+        fin.len(),
+        1,
+        "exactly one end: {:?}",
+        events.iter().map(kind_name).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        fin[0].status,
+        pb::RunStatus::Succeeded as i32,
+        "{}",
+        h.logs()
+    );
+    assert_eq!(fin[0].output, "seven");
+    let ran = events
+        .iter()
+        .filter(|e| matches!(&e.kind, Some(Kind::ToolFinished(t)) if !t.replayed))
+        .count();
+    assert_eq!(ran, 1, "the tool ran once");
+    // The interrupted step was redone from its checkpoint: its model call was made again.
+    assert_eq!(h.mock.requests().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_worker_during_a_tool_call_runs_the_tool_once() {
+    let mut h = Harness::start_with(two_orchestrators()).await.unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    // The tool appends to a file in the run's workspace (a host folder mounted into the
+    // sandbox), then takes a while; its worker is killed in between.
+    let effect = r#"{"code": "import time\nopen('/workspace/effects.log', 'a').write('ran\\n')\ntime.sleep(4)\nprint('effect done')"}"#;
+    let count = r#"{"code": "print(open('/workspace/effects.log').read().count('ran'))"}"#;
+    h.mock
+        .enqueue(Reply::tool_calls(&[("c1", "python", effect)]));
+    h.mock
+        .enqueue(Reply::tool_calls(&[("c2", "python", count)]));
+    h.mock.enqueue(Reply::text("counted"));
+    let run = h.start_run("analyst", "go").await;
+    // Wait until the tool is running, then kill whoever holds the step.
+    bridle_testkit::wait_for(
+        "the tool call to start",
+        Duration::from_secs(60),
+        || async {
+            let events = h
+                .orchestrator()
+                .await
+                .get_run(pb::GetRunRequest {
+                    run_id: run.clone(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            // RunCreated, StepStarted, ModelCompleted, PolicyEvaluated, ToolStarted.
+            (events.last_event_offset >= 5).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", h.logs()));
+    // The tool writes its effect at once, then sleeps 4s: kill inside that window.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let victim = h.holder_index().await.expect("someone holds the task");
+    h.orchestrators[victim].kill().await;
+
+    let events = follow(&h, &run, Duration::from_secs(120), |_| async {})
+        .await
+        .unwrap();
+    let fin = finished(&events);
+    assert_eq!(fin.len(), 1);
+    assert_eq!(
+        fin[0].status,
+        pb::RunStatus::Succeeded as i32,
+        "{}",
+        h.logs()
+    );
+    let outputs: Vec<(String, bool)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::ToolFinished(t)) => Some((t.output.trim().to_string(), t.replayed)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    assert_eq!(outputs[0].0, "effect done");
+    assert!(
+        outputs[0].1,
+        "the takeover got the first call's result, not a second run"
+    );
+    assert_eq!(outputs[1].0, "1", "the side effect happened exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_an_orchestrator_while_a_run_waits_for_approval_loses_nothing() {
+    let mut h = Harness::start_with(two_orchestrators()).await.unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "d1",
+        "delete-dataset",
+        r#"{"dataset":"x"}"#,
+    )]));
+    h.mock.enqueue(Reply::text("deleted"));
+    let run = h.start_run("analyst", "delete x").await;
+    let approval = bridle_testkit::wait_for("the run to park", Duration::from_secs(60), || async {
+        let r = h
+            .orchestrator()
+            .await
+            .get_run(pb::GetRunRequest {
+                run_id: run.clone(),
+            })
+            .await
+            .ok()?
+            .into_inner();
+        (!r.pending_approval_id.is_empty()).then_some(r.pending_approval_id)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", h.logs()));
+    // Both processes had the run at some point; kill the first (the watcher of approvals in
+    // the survivor must wake the run).
+    h.orchestrators[0].kill().await;
+    h.approvals()
+        .await
+        .decide(pb::DecideRequest {
+            id: approval,
+            approve: true,
+            approver: "ops".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let events = follow(&h, &run, Duration::from_secs(90), |_| async {})
+        .await
+        .unwrap();
+    let fin = finished(&events);
+    assert_eq!(fin.len(), 1);
+    assert_eq!(
+        fin[0].status,
+        pb::RunStatus::Succeeded as i32,
+        "{}",
+        h.logs()
+    );
+    let resolved = events
+        .iter()
+        .filter(|e| matches!(e.kind, Some(Kind::ApprovalResolved(_))))
+        .count();
+    assert_eq!(resolved, 1, "the decision was applied once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_restart_mid_run_is_survived() {
+    let mut h = Harness::start_with(Options {
+        appendonly: true,
+        orchestrator_env: vec![("claim_idle".into(), "2s".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    h.mock.enqueue(Reply::Delay(
+        Duration::from_secs(3),
+        Box::new(Reply::tool_calls(&[(
+            "c1",
+            "python",
+            r#"{"code":"print(1+1)"}"#,
+        )])),
+    ));
+    // Spare answers in case the step is redone after the restart.
+    h.mock.enqueue(Reply::text("two"));
+    h.mock.enqueue(Reply::text("two"));
+    let run = h.start_run("analyst", "add").await;
+    wait_for_requests(&h, 1).await;
+    h.redis.restart().await.unwrap();
+    let events = follow(&h, &run, Duration::from_secs(120), |_| async {})
+        .await
+        .unwrap();
+    let fin = finished(&events);
+    assert_eq!(fin.len(), 1);
+    assert_eq!(
+        fin[0].status,
+        pb::RunStatus::Succeeded as i32,
+        "{}",
+        h.logs()
+    );
+    assert_eq!(fin[0].output, "two");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_resumed_from_an_offset_misses_nothing_and_repeats_nothing() {
+    let h = Harness::start().await.unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "c1",
+        "python",
+        r#"{"code":"print(1)"}"#,
+    )]));
+    h.mock.enqueue(Reply::text("one"));
+    let run = h.start_run("analyst", "go").await;
+    let all = follow(&h, &run, Duration::from_secs(60), |_| async {})
+        .await
+        .unwrap();
+    // Resume from every offset: exactly the rest.
+    use futures::StreamExt as _;
+    for from in [0u64, 1, 3, all.len() as u64 - 1, all.len() as u64] {
+        let mut s = h
+            .orchestrator()
+            .await
+            .watch_run(pb::WatchRunRequest {
+                run_id: run.clone(),
+                from_offset: from,
+                follow: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut got = Vec::new();
+        while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .unwrap()
+        {
+            got.push(ev.unwrap().offset);
+        }
+        let want: Vec<u64> = ((from + 1)..=all.len() as u64).collect();
+        assert_eq!(got, want, "from {from}");
+    }
+    let e = h
+        .orchestrator()
+        .await
+        .watch_run(pb::WatchRunRequest {
+            run_id: "run_00000000000000000000000000".into(),
+            from_offset: 0,
+            follow: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}

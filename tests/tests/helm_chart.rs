@@ -1,0 +1,54 @@
+//! The Helm chart (helm/bridle) under a real Helm engine and the Kubernetes schemas: runs
+//! helm/tests/check_chart.py in the tools venv that scripts/install-deps.sh makes (Helm v4's
+//! library through helm-python-sdk and helm-sdkpy, kubernetes-validate). The script lints with
+//! default and production-like values, renders several value sets, validates every object for
+//! Kubernetes 1.29 and 1.37, checks kinds, gRPC probes, securityContext, NetworkPolicies and
+//! Vault access, and that bad values are refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn venv_python() -> PathBuf {
+    match std::env::var_os("BRIDLE_TOOLS_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/bridle/venv"),
+    }
+    .join("bin/python")
+}
+
+#[tokio::test]
+async fn the_chart_lints_renders_valid_objects_and_allows_only_the_architectures_calls() {
+    let python = venv_python();
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/install-deps.sh (it installs the Helm engine and \
+         kubernetes-validate into that venv)",
+        python.display()
+    );
+    let root = bridle_testkit::paths::workspace_root();
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(&python)
+            .arg(root.join("helm/tests/check_chart.py"))
+            .current_dir(&root)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the chart checks finish within 5 minutes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "chart checks failed:\n{stdout}\n{stderr}"
+    );
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains(" 0 failed") && !summary.contains(" 0 passed"),
+        "{summary}"
+    );
+}

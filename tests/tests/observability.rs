@@ -1,0 +1,321 @@
+//! One trace per run across the five service processes, exported over OTLP to an in-test
+//! receiver: the span tree, its parent links, names and GenAI attributes.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bridle_proto as pb;
+use bridle_proto::run_event::Kind;
+use bridle_testkit::mock_openai::Reply;
+use bridle_testkit::otlp::{OtlpReceiver, ReceivedSpan};
+use support::{Harness, Options, follow};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_is_one_trace_across_the_services() {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let h = Harness::start_with(Options {
+        env_all: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "call_py",
+        "python",
+        r#"{"code": "print(6 * 7)"}"#,
+    )]));
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "call_del",
+        "delete-dataset",
+        r#"{"dataset": "old"}"#,
+    )]));
+    h.mock.enqueue(Reply::text("done"));
+    let run_id = h.start_run("analyst", "go").await;
+    let approvals = h.approvals().await;
+    follow(&h, &run_id, Duration::from_secs(120), |ev| {
+        let mut approvals = approvals.clone();
+        async move {
+            if let Some(Kind::ApprovalRequested(a)) = &ev.kind {
+                approvals
+                    .decide(pb::DecideRequest {
+                        id: a.approval_id.clone(),
+                        approve: true,
+                        approver: "alice".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let trace_id = h
+        .orchestrator()
+        .await
+        .get_run(pb::GetRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trace_id;
+    assert_eq!(trace_id.len(), 32, "the run records its trace id");
+
+    // Spans arrive in batches; wait for the root and the services' server spans.
+    let spans: Vec<ReceivedSpan> =
+        bridle_testkit::wait_for("the run's spans", Duration::from_secs(30), || async {
+            let s: Vec<ReceivedSpan> = otlp
+                .spans()
+                .into_iter()
+                .filter(|s| s.trace_id() == trace_id)
+                .collect();
+            let has = |n: &str| s.iter().any(|x| x.span.name == n);
+            (has("invoke_agent analyst")
+                && has("bridle.v1.Router/Complete")
+                && has("bridle.v1.Tools/Execute")
+                && has("bridle.v1.Approvals/Evaluate"))
+            .then_some(s)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}; run trace {trace_id}; got {:?}",
+                otlp.spans()
+                    .iter()
+                    .map(|s| (&s.service, &s.span.name, s.trace_id(), s.parent_id()))
+                    .collect::<Vec<_>>()
+            )
+        });
+
+    let by_id: HashMap<String, &ReceivedSpan> = spans.iter().map(|s| (s.span_id(), s)).collect();
+    let named = |n: &str| {
+        spans
+            .iter()
+            .filter(|s| s.span.name == n)
+            .collect::<Vec<_>>()
+    };
+    let root = named("invoke_agent analyst");
+    assert_eq!(root.len(), 1, "one root");
+    let root = root[0];
+    assert_eq!(root.parent_id(), "", "the root has no parent");
+    assert_eq!(root.service, "bridle-orchestrator");
+    assert_eq!(
+        root.attr("gen_ai.operation.name").as_deref(),
+        Some("invoke_agent")
+    );
+    assert_eq!(root.attr("gen_ai.agent.name").as_deref(), Some("analyst"));
+    assert_eq!(root.attr("gen_ai.conversation.id"), Some(run_id.clone()));
+    assert_eq!(root.attr("bridle.run.status").as_deref(), Some("succeeded"));
+    assert!(root.attr("bridle.cost.usd").is_some());
+
+    let chats = named("chat gpt-4o-mini");
+    assert_eq!(chats.len(), 3);
+    for c in &chats {
+        assert_eq!(
+            c.parent_id(),
+            root.span_id(),
+            "model calls hang off the run"
+        );
+        assert_eq!(c.attr("gen_ai.operation.name").as_deref(), Some("chat"));
+        assert_eq!(c.attr("gen_ai.provider.name").as_deref(), Some("openai"));
+        assert_eq!(
+            c.attr("gen_ai.request.model").as_deref(),
+            Some("gpt-4o-mini")
+        );
+        assert!(c.attr("gen_ai.usage.input_tokens").is_some());
+        assert!(c.attr("gen_ai.usage.output_tokens").is_some());
+        assert_eq!(c.attr("gen_ai.conversation.id"), Some(run_id.clone()));
+    }
+    for (tool, call) in [("python", "call_py"), ("delete-dataset", "call_del")] {
+        let t = named(&format!("execute_tool {tool}"));
+        assert_eq!(t.len(), 1, "{tool}");
+        assert_eq!(t[0].parent_id(), root.span_id());
+        assert_eq!(t[0].attr("gen_ai.tool.name").as_deref(), Some(tool));
+        assert_eq!(t[0].attr("gen_ai.tool.call.id").as_deref(), Some(call));
+        assert!(
+            t[0].attr("bridle.sandbox.id")
+                .is_some_and(|s| !s.is_empty())
+        );
+        let p = named(&format!("check_policy {tool}"));
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].parent_id(), root.span_id());
+    }
+    assert_eq!(
+        named("check_policy python")[0]
+            .attr("bridle.policy.decision")
+            .as_deref(),
+        Some("allow")
+    );
+    assert_eq!(
+        named("check_policy delete-dataset")[0]
+            .attr("bridle.policy.decision")
+            .as_deref(),
+        Some("require_approval")
+    );
+    let wait = named("await_approval delete-dataset");
+    assert_eq!(wait.len(), 1);
+    assert_eq!(wait[0].parent_id(), root.span_id());
+    assert_eq!(
+        wait[0].attr("bridle.approval.outcome").as_deref(),
+        Some("approved")
+    );
+
+    // Each service's server span is a child of the orchestrator span that called it.
+    let parent_name = |s: &ReceivedSpan| {
+        by_id
+            .get(&s.parent_id())
+            .map(|p| p.span.name.clone())
+            .unwrap_or_default()
+    };
+    for s in named("bridle.v1.Router/Complete") {
+        assert_eq!(s.service, "bridle-router");
+        assert_eq!(parent_name(s), "chat gpt-4o-mini");
+    }
+    for s in named("bridle.v1.Tools/Execute") {
+        assert_eq!(s.service, "bridle-tools");
+        assert!(
+            parent_name(s).starts_with("execute_tool "),
+            "{}",
+            parent_name(s)
+        );
+    }
+    for s in named("bridle.v1.Approvals/Evaluate") {
+        assert_eq!(s.service, "bridle-approvals");
+        assert!(
+            parent_name(s).starts_with("check_policy "),
+            "{}",
+            parent_name(s)
+        );
+    }
+
+    // Structured logs carry the trace: the tool service's log of each call names the run's trace.
+    let tools = h
+        .services
+        .iter()
+        .find(|s| s.name == "bridle-tools")
+        .unwrap();
+    let log = std::fs::read_to_string(&tools.log).unwrap();
+    let traced: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "tool call finished")
+        .collect();
+    assert_eq!(traced.len(), 2, "{log}");
+    for v in &traced {
+        assert_eq!(v["trace_id"], trace_id.as_str(), "{v}");
+        assert_eq!(v["span_id"].as_str().map(str::len), Some(16), "{v}");
+    }
+
+    // Metric points, exported every 500ms.
+    let want = [
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.duration",
+        "bridle.cost",
+        "bridle.runs.finished",
+        "bridle.approval.wait",
+        "bridle.queue.claim_lag",
+        "bridle.queue.depth",
+        "bridle.sandbox.pool.size",
+        "bridle.breaker.state",
+    ];
+    let metrics = bridle_testkit::wait_for("the metrics", Duration::from_secs(30), || async {
+        let m = otlp.metrics();
+        want.iter()
+            .all(|w| m.iter().any(|x| x.metric.name == *w))
+            .then_some(m)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let mut names: Vec<String> = otlp
+            .metrics()
+            .iter()
+            .map(|m| format!("{}:{}", m.service, m.metric.name))
+            .collect();
+        names.sort();
+        names.dedup();
+        panic!("{e}; got {names:?}")
+    });
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let points = |name: &str| -> Vec<Vec<opentelemetry_proto::tonic::common::v1::KeyValue>> {
+        metrics
+            .iter()
+            .filter(|m| m.metric.name == name)
+            .flat_map(|m| match &m.metric.data {
+                Some(Data::Histogram(h)) => h
+                    .data_points
+                    .iter()
+                    .map(|p| p.attributes.clone())
+                    .collect::<Vec<_>>(),
+                Some(Data::Sum(s)) => s.data_points.iter().map(|p| p.attributes.clone()).collect(),
+                Some(Data::Gauge(g)) => {
+                    g.data_points.iter().map(|p| p.attributes.clone()).collect()
+                }
+                _ => vec![],
+            })
+            .collect()
+    };
+    let attr = bridle_testkit::otlp::attr;
+    let tokens = points("gen_ai.client.token.usage");
+    assert!(
+        tokens
+            .iter()
+            .any(|a| attr(a, "gen_ai.token.type").as_deref() == Some("input")
+                && attr(a, "gen_ai.request.model").as_deref() == Some("gpt-4o-mini")
+                && attr(a, "gen_ai.provider.name").as_deref() == Some("openai"))
+    );
+    assert!(
+        tokens
+            .iter()
+            .any(|a| attr(a, "gen_ai.token.type").as_deref() == Some("output"))
+    );
+    let runs = points("bridle.runs.finished");
+    assert!(runs.iter().any(
+        |a| attr(a, "bridle.run.status").as_deref() == Some("succeeded")
+            && attr(a, "gen_ai.agent.name").as_deref() == Some("analyst")
+    ));
+    let waits = points("bridle.approval.wait");
+    assert!(
+        waits
+            .iter()
+            .any(|a| attr(a, "bridle.approval.outcome").as_deref() == Some("approved"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_that_is_down_never_blocks_a_run() {
+    let port = bridle_testkit::ports::free_port().unwrap();
+    let h = Harness::start_with(Options {
+        env_all: vec![(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            format!("http://127.0.0.1:{port}"),
+        )],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "c",
+        "python",
+        r#"{"code": "print(1)"}"#,
+    )]));
+    h.mock.enqueue(Reply::text("ok"));
+    let run_id = h.start_run("analyst", "go").await;
+    let events = follow(&h, &run_id, Duration::from_secs(60), |_| async {})
+        .await
+        .unwrap();
+    let Some(Kind::RunFinished(f)) = &events.last().unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(f.status, pb::RunStatus::Succeeded as i32);
+}

@@ -1,0 +1,247 @@
+//! Tenants and API keys, with auth on in every service: keys are checked on every RPC, roles
+//! limit what a key may do, and one tenant never sees another's agents, runs, events or
+//! approvals.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use bridle_core::auth::{ApiKeyStore, Role};
+use bridle_proto as pb;
+use bridle_testkit::mock_openai::Reply;
+use support::{Harness, Options};
+
+fn with_key<T>(key: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
+    let token = format!("internal-{}", bridle_testkit::unique("t"));
+    let h = Harness::start_with(Options {
+        env_all: vec![
+            ("BRIDLE_AUTH".into(), "keys".into()),
+            ("BRIDLE_INTERNAL_TOKEN".into(), token),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let redis = bridle_core::redis_util::connect(&h.redis.url())
+        .await
+        .unwrap();
+    let keys = ApiKeyStore::new(redis, &bridle_core::redis_util::Keys::new(&h.prefix));
+    let (acme, _) = keys
+        .create("acme", "acme admin", &[Role::Admin])
+        .await
+        .unwrap();
+    let (globex, _) = keys
+        .create("globex", "globex admin", &[Role::Admin])
+        .await
+        .unwrap();
+    let (viewer, _) = keys
+        .create("acme", "acme viewer", &[Role::Viewer])
+        .await
+        .unwrap();
+
+    // Without a key, nothing.
+    let mut orch = h.orchestrator().await;
+    let e = orch
+        .list_agents(pb::ListAgentsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+
+    // acme applies its agent and starts a run that parks for approval.
+    let docs = support::bridle_core_docs("m.yaml", &h.manifests_yaml());
+    h.manifests()
+        .await
+        .apply(with_key(
+            &acme,
+            pb::ApplyRequest {
+                documents: docs.clone(),
+                dry_run: false,
+                tenant: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "d",
+        "delete-dataset",
+        r#"{"dataset":"x"}"#,
+    )]));
+    let run = orch
+        .start_run(with_key(
+            &acme,
+            pb::StartRunRequest {
+                agent: "analyst".into(),
+                input: "go".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(run.tenant, "acme", "the key's tenant, not the default");
+    let approval = bridle_testkit::wait_for("the run to park", Duration::from_secs(60), || {
+        let mut orch = orch.clone();
+        let (acme, id) = (acme.clone(), run.id.clone());
+        async move {
+            let r = orch
+                .get_run(with_key(&acme, pb::GetRunRequest { run_id: id }))
+                .await
+                .ok()?
+                .into_inner();
+            (!r.pending_approval_id.is_empty()).then_some(r.pending_approval_id)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", h.logs()));
+
+    // globex sees none of it.
+    let e = orch
+        .get_run(with_key(
+            &globex,
+            pb::GetRunRequest {
+                run_id: run.id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = orch
+        .watch_run(with_key(
+            &globex,
+            pb::WatchRunRequest {
+                run_id: run.id.clone(),
+                from_offset: 0,
+                follow: false,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let runs = orch
+        .list_runs(with_key(&globex, pb::ListRunsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert!(runs.is_empty(), "{runs:?}");
+    let agents = orch
+        .list_agents(with_key(&globex, pb::ListAgentsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert!(agents.is_empty());
+    let e = orch
+        .start_run(with_key(
+            &globex,
+            pb::StartRunRequest {
+                agent: "analyst".into(),
+                input: "go".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = orch
+        .list_runs(with_key(
+            &globex,
+            pb::ListRunsRequest {
+                tenant: "acme".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        tonic::Code::PermissionDenied,
+        "asking for another tenant by name"
+    );
+    let mut approvals = h.approvals().await;
+    let pending = approvals
+        .list(with_key(
+            &globex,
+            pb::ListApprovalsRequest {
+                tenant: String::new(),
+                state: 0,
+                run_id: String::new(),
+                page_size: 50,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals;
+    assert!(pending.is_empty(), "{pending:?}");
+    let e = approvals
+        .decide(with_key(
+            &globex,
+            pb::DecideRequest {
+                id: approval.clone(),
+                approve: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    // acme's viewer can read but not act.
+    let listed = orch
+        .list_runs(with_key(&viewer, pb::ListRunsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert_eq!(listed.len(), 1);
+    let e = orch
+        .cancel_run(with_key(
+            &viewer,
+            pb::CancelRunRequest {
+                run_id: run.id.clone(),
+                reason: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let e = approvals
+        .decide(with_key(
+            &viewer,
+            pb::DecideRequest {
+                id: approval.clone(),
+                approve: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+
+    // acme's admin can; the run is cancelled while parked.
+    let cancelled = orch
+        .cancel_run(with_key(
+            &acme,
+            pb::CancelRunRequest {
+                run_id: run.id.clone(),
+                reason: "done".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status, pb::RunStatus::Cancelled as i32);
+}

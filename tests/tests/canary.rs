@@ -188,11 +188,8 @@ open("/workspace/keep.txt", "w").write(c + "\n")
 with open("/run/secrets/canary") as f:
     print("file:", f.read().strip())
 "#;
-    let yaml = format!(
-        "{}---\n{}",
-        h.manifests_yaml(),
-        format!(
-            r#"apiVersion: bridle.dev/v1
+    let extra = format!(
+        r#"apiVersion: bridle.dev/v1
 kind: Tool
 metadata:
   name: leaky
@@ -223,9 +220,9 @@ spec:
   budget:
     maxSteps: 5
 "#,
-            leaky = serde_json::to_string(leaky).unwrap()
-        )
+        leaky = serde_json::to_string(leaky).unwrap()
     );
+    let yaml = format!("{}---\n{extra}", h.manifests_yaml());
     h.apply("canary.yaml", &yaml)
         .await
         .unwrap_or_else(|e| panic!("apply: {e}"));

@@ -80,6 +80,30 @@ impl ServiceProcess {
     }
 }
 
+/// A test that ends (passing or failing) stops its services as an operator would, with
+/// SIGTERM, so the tool service removes its sandboxes and warm pool; a process that does not
+/// stop within 10s is killed. (A plain kill-on-drop leaked the warm containers of every test.)
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else { return };
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if term.is_ok_and(|s| s.success()) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // kill_on_drop sends SIGKILL when the child handle goes.
+    }
+}
+
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();

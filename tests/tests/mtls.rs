@@ -71,6 +71,7 @@ async fn a_run_goes_through_services_that_speak_mutual_tls() {
             .unwrap()
             .success()
     );
+    bridle_core::config::install_crypto_provider();
     let certs = h.certs.clone().unwrap();
     let read = |d: &std::path::Path, f: &str| std::fs::read(d.join(f)).unwrap();
     let ep = tonic::transport::Endpoint::from_shared(h.orchestrator.clone())

@@ -80,7 +80,13 @@ async fn a_run_is_one_trace_across_the_services() {
                 .filter(|s| s.trace_id() == trace_id)
                 .collect();
             let has = |n: &str| s.iter().any(|x| x.span.name == n);
+            let chats = s
+                .iter()
+                .filter(|x| x.span.name == "chat gpt-4o-mini")
+                .count();
+            // Each process exports in its own batches: wait for all three model calls too.
             (has("invoke_agent analyst")
+                && chats >= 3
                 && has("bridle.v1.Router/Complete")
                 && has("bridle.v1.Tools/Execute")
                 && has("bridle.v1.Approvals/Evaluate"))

@@ -217,6 +217,7 @@ impl Harness {
     ) -> Result<Channel, tonic::transport::Error> {
         let mut ep = tonic::transport::Endpoint::from_shared(url.into())?;
         if let Some(c) = &self.certs {
+            bridle_core::config::install_crypto_provider();
             let read = |f: &str| std::fs::read(c.join(f)).unwrap_or_default();
             ep = ep.tls_config(
                 tonic::transport::ClientTlsConfig::new()

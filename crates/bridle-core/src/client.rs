@@ -107,6 +107,7 @@ pub fn channel_tls(
     timeout: Duration,
     tls: &crate::config::Tls,
 ) -> Result<Channel, Error> {
+    crate::config::install_crypto_provider();
     let cfg = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca))
         .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key))

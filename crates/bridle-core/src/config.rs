@@ -156,6 +156,17 @@ impl ServerOptions {
     }
 }
 
+/// Chooses rustls's crypto provider (ring) for the process, once. The dependency graph enables
+/// both ring (tonic) and aws-lc-rs (reqwest), and with two providers compiled in rustls will
+/// not pick one itself: the first TLS server or client would panic. Idempotent.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err: another part of the process installed one first; that one stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Mutual TLS material (PEM).
 #[derive(Clone)]
 pub struct Tls {

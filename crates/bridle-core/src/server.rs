@@ -108,6 +108,7 @@ impl GrpcServer {
         let routes = routes.add_service(health_service).add_service(reflection);
         let mut builder = tonic::transport::Server::builder();
         if let Some(t) = self.opts.tls()? {
+            crate::config::install_crypto_provider();
             // Client certificates are asked for and verified against the CA, but optional:
             // a caller without one (a person with an API key) is authenticated otherwise.
             let cfg = tonic::transport::ServerTlsConfig::new()

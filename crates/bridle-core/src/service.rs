@@ -51,6 +51,7 @@ where
     Fut: Future<Output = Result<SocketAddr, Error>>,
 {
     let flags = <CommonFlags as clap::Parser>::parse();
+    crate::config::install_crypto_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

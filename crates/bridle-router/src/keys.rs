@@ -152,6 +152,7 @@ impl KeyResolver {
                 .resolve(ResolveRequest {
                     scope: Some(scope.clone()),
                     names: missing.clone(),
+                    refresh,
                 })
                 .await
                 .map_err(|s| {

@@ -41,6 +41,7 @@ fn request() -> ResolveRequest {
             ..Default::default()
         }),
         names: vec!["openai-key".into()],
+        refresh: false,
     }
 }
 

@@ -118,11 +118,14 @@ impl Broker {
         }
     }
 
+    /// `refresh`: the caller's copy was refused; a KV value is read from Vault again (a leased
+    /// one stays the run's until EndRun).
     pub async fn resolve(
         &self,
         tenant: &str,
         scope: &Scope,
         name: &str,
+        refresh: bool,
     ) -> Result<Resolved, Error> {
         let (source, field) = self.source(tenant, scope, name).await?;
         let entry = match source {
@@ -133,7 +136,7 @@ impl Broker {
                 };
                 let ttl = self.cache_ttl;
                 self.cache
-                    .get_or_fetch(&key, |_| async move {
+                    .get_or_fetch(&key, refresh, |_| async move {
                         let fields = self.vault.kv_read(&mount, &path).await?;
                         Ok(Entry {
                             fields: Arc::new(fields),
@@ -157,7 +160,7 @@ impl Broker {
                 };
                 let (run, cache_ttl) = (scope.run_id.as_str(), self.cache_ttl);
                 self.cache
-                    .get_or_fetch(&key, |slot| async move {
+                    .get_or_fetch(&key, false, |slot| async move {
                         let read_at = Instant::now();
                         let l = self.vault.dynamic_read(method, &path, &body).await?;
                         let ttl = if l.lease_id.is_empty() {

@@ -131,8 +131,15 @@ impl Cache {
     }
 
     /// The fresh entry for `key`, or the one `fetch` reads (given the slot, so a lease can be
-    /// renewed into it). At most one `fetch` per key runs at a time.
-    pub async fn get_or_fetch<F, Fut>(&self, key: &Key, fetch: F) -> Result<Entry, Failure>
+    /// renewed into it). At most one `fetch` per key runs at a time. With `refresh`, only an
+    /// entry read after this call began is fresh enough (callers refreshing together share
+    /// one read).
+    pub async fn get_or_fetch<F, Fut>(
+        &self,
+        key: &Key,
+        refresh: bool,
+        fetch: F,
+    ) -> Result<Entry, Failure>
     where
         F: FnOnce(Arc<Slot>) -> Fut,
         Fut: Future<Output = Result<Entry, Failure>>,
@@ -140,7 +147,10 @@ impl Cache {
         let slot = self.slot(key);
         let seen = slot.done.load(Ordering::Acquire);
         let mut st = slot.state.lock().await;
-        if let Some(e) = st.entry.as_ref().filter(|e| e.expires > Instant::now()) {
+        let read_since = slot.done.load(Ordering::Acquire) > seen;
+        if let Some(e) = st.entry.as_ref().filter(|e| e.expires > Instant::now())
+            && (!refresh || read_since)
+        {
             return Ok(e.clone());
         }
         if let Some((n, e)) = &st.failure
@@ -206,7 +216,7 @@ mod tests {
             let (cache, calls) = (cache.clone(), calls.clone());
             shutdown.spawn(async move {
                 cache
-                    .get_or_fetch(&key(), |_| async move {
+                    .get_or_fetch(&key(), false, |_| async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         let _ = rx.await;
                         Err(VaultError::Unavailable("down".into()).into())
@@ -219,7 +229,7 @@ mod tests {
                 let (cache, calls) = (cache.clone(), calls.clone());
                 shutdown.spawn(async move {
                     cache
-                        .get_or_fetch(&key(), |_| async move {
+                        .get_or_fetch(&key(), false, |_| async move {
                             calls.fetch_add(1, Ordering::SeqCst);
                             Ok(entry("x", Duration::from_secs(60)))
                         })
@@ -247,7 +257,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one request for all nine");
         // A caller that comes after the failure asks Vault again.
         let e = cache
-            .get_or_fetch(&key(), |_| async {
+            .get_or_fetch(&key(), false, |_| async {
                 Ok(entry("y", Duration::from_secs(60)))
             })
             .await
@@ -260,12 +270,12 @@ mod tests {
     async fn nothing_is_served_past_its_expiry() {
         let cache = Cache::default();
         let e = cache
-            .get_or_fetch(&key(), |_| async { Ok(entry("a", Duration::ZERO)) })
+            .get_or_fetch(&key(), false, |_| async { Ok(entry("a", Duration::ZERO)) })
             .await
             .unwrap();
         assert_eq!(e.fields["value"].expose_secret(), "a");
         let e = cache
-            .get_or_fetch(&key(), |_| async {
+            .get_or_fetch(&key(), false, |_| async {
                 Err(VaultError::Unavailable("down".into()).into())
             })
             .await;
@@ -273,5 +283,29 @@ mod tests {
             e.is_err(),
             "an expired entry is not served when Vault fails"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refresh_reads_again_even_within_the_ttl() {
+        let (cache, k) = (Cache::default(), key());
+        let get = |v: &'static str, refresh: bool| {
+            cache.get_or_fetch(&k, refresh, move |_| async move {
+                Ok(entry(v, Duration::from_secs(60)))
+            })
+        };
+        let read =
+            |e: Result<Entry, Failure>| e.unwrap().fields["value"].expose_secret().to_string();
+        assert_eq!(read(get("old", false).await), "old");
+        assert_eq!(
+            read(get("new", false).await),
+            "old",
+            "cached within its TTL"
+        );
+        assert_eq!(
+            read(get("new", true).await),
+            "new",
+            "a refresh goes to Vault"
+        );
+        assert_eq!(read(get("newer", false).await), "new");
     }
 }

@@ -37,11 +37,12 @@ pub use options::{DEFAULT_KUBERNETES_TOKEN_FILE, Options, Unbound, VaultAuth};
 /// credentials), binds, and serves on tasks owned by `shutdown`, with the token renewal beside
 /// them. Returns the bound address.
 pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, bridle_core::Error> {
-    let conn = bridle_core::redis_util::connect(&opts.redis_url).await?;
-    let keys = Keys::new(&opts.key_prefix);
+    // Vault first: refused credentials or an unreachable server are the likeliest mistakes.
     let vault = vault::Vault::connect(&opts)
         .await
         .map_err(bridle_core::Error::from)?;
+    let conn = bridle_core::redis_util::connect(&opts.redis_url).await?;
+    let keys = Keys::new(&opts.key_prefix);
     vault::spawn_keeper(vault.clone(), &shutdown);
     let store = bridle_core::store::ManifestStore::new(conn.clone(), &keys, Owner::Secrets);
     let leases = leases::Leases::new(vault.clone(), conn, keys, shutdown.clone());

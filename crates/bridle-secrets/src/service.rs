@@ -59,6 +59,7 @@ impl bridle_proto::secrets_server::Secrets for SecretsService {
         }
         check_resolve(&caller, &scope)?;
         let tenant = tenant_of(&scope.tenant)?;
+        let refresh = req.refresh;
         let mut names = Vec::with_capacity(req.names.len());
         for raw in &req.names {
             let r = SecretRef::parse(raw).map_err(|e| Error::BadReference(raw.clone(), e))?;
@@ -69,7 +70,7 @@ impl bridle_proto::secrets_server::Secrets for SecretsService {
         let resolved = futures::future::try_join_all(
             names
                 .iter()
-                .map(|n| self.broker.resolve(&tenant, &scope, n)),
+                .map(|n| self.broker.resolve(&tenant, &scope, n, refresh)),
         )
         .await;
         let resolved = match resolved {

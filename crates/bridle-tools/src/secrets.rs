@@ -212,6 +212,7 @@ pub async fn resolve(
             ..scope.clone()
         }),
         names,
+        refresh: false,
     };
     let places = || {
         wanted

@@ -60,6 +60,10 @@ impl Harness {
                 vault_addr: bao.addr(),
                 vault_token: Some(SecretString::from(bao.root_token().to_string())),
                 path_prefix: prefix.clone(),
+                redis_url: redis.url(),
+                key_prefix: prefix.clone(),
+                // No SecretBinding: provider keys follow the path convention.
+                unbound: bridle_secrets::Unbound::Convention,
                 ..Default::default()
             },
             shutdown.clone(),

@@ -277,6 +277,7 @@ pub fn req(scope: Scope, names: &[&str]) -> ResolveRequest {
     ResolveRequest {
         scope: Some(scope),
         names: names.iter().map(|s| s.to_string()).collect(),
+        refresh: false,
     }
 }
 

@@ -10,10 +10,12 @@ use crate::helpers::{Harness, Setup, TENANT, python_tool};
 
 const FOREVER: &str = "import time\nwhile True: time.sleep(1)";
 
+/// Waits until `n` of the test's containers run the FOREVER call (not merely exist: a warm
+/// container can appear before the call has it).
 async fn wait_for_containers(h: &Harness, n: usize) {
     let ns = h.ns.clone();
     bridle_testkit::wait_for(
-        "the tool's container to exist",
+        "the tool's call to run in its container",
         Duration::from_secs(60),
         || {
             let ns = ns.clone();
@@ -23,11 +25,18 @@ async fn wait_for_containers(h: &Harness, n: usize) {
                     .output()
                     .await
                     .ok()?;
-                (String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .count()
-                    >= n)
-                    .then_some(())
+                let mut running = 0;
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let top = tokio::process::Command::new("docker")
+                        .args(["top", id, "-eo", "pid,args"])
+                        .output()
+                        .await
+                        .ok()?;
+                    if String::from_utf8_lossy(&top.stdout).contains("time.sleep") {
+                        running += 1;
+                    }
+                }
+                (running >= n).then_some(())
             }
         },
     )

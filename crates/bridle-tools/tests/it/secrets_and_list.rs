@@ -11,6 +11,7 @@ use crate::helpers::{Harness, Setup, TENANT, python_tool};
 #[tokio::test]
 async fn a_secret_env_value_reaches_the_tool_and_is_redacted_from_its_output() {
     let bao = bridle_testkit::OpenBao::start().await.unwrap();
+    let redis = bridle_testkit::RedisServer::start().await.unwrap();
     let prefix = bridle_testkit::unique("t");
     let value = format!("tok-{}", bridle_testkit::unique("v"));
     bao.put_kv(
@@ -25,6 +26,10 @@ async fn a_secret_env_value_reaches_the_tool_and_is_redacted_from_its_output() {
             server: ServerOptions::with_port(0),
             vault_addr: bao.addr(),
             vault_token: Some(SecretString::from(bao.root_token().to_string())),
+            redis_url: redis.url(),
+            key_prefix: prefix.clone(),
+            // No SecretBinding: names follow the path convention.
+            unbound: bridle_secrets::Unbound::Convention,
             path_prefix: prefix,
             ..Default::default()
         },
@@ -121,8 +126,15 @@ async fn list_tools_returns_schemas_and_missing_names() {
 }
 
 /// A real OpenBao behind a real broker holding `secrets` (name -> value).
-async fn broker_with(secrets: &[(&str, &str)]) -> (bridle_testkit::OpenBao, String, Shutdown) {
+async fn broker_with(
+    secrets: &[(&str, &str)],
+) -> (
+    (bridle_testkit::OpenBao, bridle_testkit::RedisServer),
+    String,
+    Shutdown,
+) {
     let bao = bridle_testkit::OpenBao::start().await.unwrap();
+    let redis = bridle_testkit::RedisServer::start().await.unwrap();
     let prefix = bridle_testkit::unique("t");
     for (name, value) in secrets {
         bao.put_kv(
@@ -138,6 +150,10 @@ async fn broker_with(secrets: &[(&str, &str)]) -> (bridle_testkit::OpenBao, Stri
             server: ServerOptions::with_port(0),
             vault_addr: bao.addr(),
             vault_token: Some(SecretString::from(bao.root_token().to_string())),
+            redis_url: redis.url(),
+            key_prefix: prefix.clone(),
+            // No SecretBinding: names follow the path convention.
+            unbound: bridle_secrets::Unbound::Convention,
             path_prefix: prefix,
             ..Default::default()
         },
@@ -145,7 +161,7 @@ async fn broker_with(secrets: &[(&str, &str)]) -> (bridle_testkit::OpenBao, Stri
     )
     .await
     .unwrap();
-    (bao, format!("http://{addr}"), shutdown)
+    ((bao, redis), format!("http://{addr}"), shutdown)
 }
 
 #[tokio::test]

@@ -52,21 +52,10 @@ impl Sandboxes {
             let lease = match self.lease(scope, &profile, warm, vec![]).await {
                 Ok(l) => l,
                 // EndRun came while this call was getting its sandbox: cancelled.
-                Err(Error::EndedWhileStarting(_)) => {
-                    return Ok(CallResult {
-                        outcome: ExecOutcome {
-                            exit_code: -1,
-                            stdout: super::output::Capture::new(0, 0),
-                            stderr: super::output::Capture::new(0, 0),
-                            duration: std::time::Duration::ZERO,
-                            timed_out: false,
-                            oom_killed: false,
-                            vanished: true,
-                            left_processes: None,
-                        },
-                        files_written: vec![],
-                        sandbox_id: String::new(),
-                    });
+                Err(Error::EndedWhileStarting(_)) => return Ok(ended_by_end_run(String::new())),
+                // EndRun came between a first sandbox vanishing under this call and the retry.
+                Err(Error::RunEnded(_)) if attempt > 0 => {
+                    return Ok(ended_by_end_run(String::new()));
                 }
                 Err(e) => return Err(e),
             };
@@ -120,6 +109,12 @@ impl Sandboxes {
                         sandbox_id,
                     });
                 }
+                // EndRun removed the sandbox under the call (the agent's connection dropped
+                // before any exit status): the call was cancelled, not lost.
+                Err(ExecError::SandboxGone) if lease.run_ended() => {
+                    lease.release(false).await;
+                    return Ok(ended_by_end_run(sandbox_id));
+                }
                 Err(ExecError::SandboxGone) if attempt == 0 => {
                     tracing::info!(sandbox = %sandbox_id, "sandbox was gone; retrying the call on a new one");
                     lease.release(false).await;
@@ -140,6 +135,24 @@ impl Sandboxes {
         Err(Error::Core(bridle_core::Error::internal(
             "unreachable retry",
         )))
+    }
+}
+
+/// The outcome of a call whose run ended under it (reported as cancelled).
+fn ended_by_end_run(sandbox_id: String) -> CallResult {
+    CallResult {
+        outcome: ExecOutcome {
+            exit_code: -1,
+            stdout: super::output::Capture::new(0, 0),
+            stderr: super::output::Capture::new(0, 0),
+            duration: std::time::Duration::ZERO,
+            timed_out: false,
+            oom_killed: false,
+            vanished: true,
+            left_processes: None,
+        },
+        files_written: vec![],
+        sandbox_id,
     }
 }
 

@@ -22,14 +22,40 @@ async fn a_run_goes_through_services_that_speak_mutual_tls() {
     .await
     .unwrap();
     assert!(h.orchestrator.starts_with("https://"), "{}", h.orchestrator);
-    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
-    h.mock.enqueue(Reply::tool_calls(&[(
-        "c1",
-        "python",
-        r#"{"code": "print(6 * 7)"}"#,
-    )]));
+    // A tool with a secret: the tools service resolves it from the broker over TLS too.
+    let keyed = r#"apiVersion: bridle.dev/v1
+kind: Tool
+metadata:
+  name: keyed
+spec:
+  description: Says how long its key is.
+  risk: read_only
+  parameters: {type: object, properties: {}}
+  container:
+    image: bridle-sandbox:python
+    command: ["python3", "-c", "import os; print('key length', len(os.environ['K']))"]
+    env:
+      K: secret://openai-api-key
+    stdin: false
+---
+apiVersion: bridle.dev/v1
+kind: Agent
+metadata:
+  name: keyed
+spec:
+  route: main
+  instructions: You run tools.
+  tools: [python, keyed]
+"#;
+    h.apply("m.yaml", &format!("{}---\n{keyed}", h.manifests_yaml()))
+        .await
+        .unwrap();
+    h.mock.enqueue(Reply::tool_calls(&[
+        ("c1", "python", r#"{"code": "print(6 * 7)"}"#),
+        ("c2", "keyed", "{}"),
+    ]));
     h.mock.enqueue(Reply::text("42"));
-    let run = h.start_run("analyst", "go").await;
+    let run = h.start_run("keyed", "go").await;
     let events = follow(&h, &run, Duration::from_secs(120), |_| async {})
         .await
         .unwrap();
@@ -37,6 +63,19 @@ async fn a_run_goes_through_services_that_speak_mutual_tls() {
         panic!()
     };
     assert_eq!(f.status, pb::RunStatus::Succeeded as i32, "{}", h.logs());
+    let outputs: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::ToolFinished(t)) => Some(format!("{t:?}")),
+            _ => None,
+        })
+        .collect();
+    let want = format!("key length {}", h.api_key.len());
+    assert!(
+        outputs.iter().any(|o| o.contains(&want)),
+        "the keyed tool got its secret: {outputs:?}\n{}",
+        h.logs()
+    );
     // The router reached the broker over TLS: the provider got the key from OpenBao.
     assert_eq!(
         h.mock.requests()[0].authorization(),

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bridle_core::client::Traced as Channel;
 use bridle_core::ids::check_tool_name;
 use bridle_core::manifest::Tool;
 use bridle_core::timeutil::std_duration;
 use bridle_proto::secrets_client::SecretsClient;
 use bridle_proto::{ExecuteRequest, ExecuteResponse, Scope, ToolErrorKind, ToolResult, ToolSpec};
 use serde_json::{Map, Value};
-use tonic::transport::Channel;
 
 use crate::idempotency::{Begin, Idempotency, MAX_KEY_LEN};
 use crate::kinds::{code, container, http, mcp as mcp_kind, sandboxed};

@@ -82,8 +82,14 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     );
     let sandboxes = sandbox::runs::Sandboxes::new(engine.clone(), factory, pool, opts.run_idle_ttl);
 
-    let channel =
-        bridle_core::client::channel("secrets broker", &opts.secrets_url, Duration::from_secs(30))?;
+    // Trace context and this service's identity (its mTLS certificate, or the internal token
+    // and name) on every call: the broker resolves tool scopes for the tools service only.
+    let channel = bridle_core::client::traced(
+        "secrets",
+        &opts.secrets_url,
+        Duration::from_secs(30),
+        bridle_core::client::Outgoing::new("tools", &opts.server),
+    )?;
     let exec = Arc::new(exec::Executor {
         registry: registry::Registry::new(store.clone()),
         idempotency: idempotency::Idempotency::new(conn, keys, opts.idempotency_ttl),

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bridle_core::client::Traced as Channel;
 use bridle_core::manifest::{SecretRef, secret_tokens};
 use bridle_core::redact::Redactor;
 use bridle_proto::secrets_client::SecretsClient;
 use bridle_proto::{ResolveRequest, Scope};
-use tonic::transport::Channel;
 
 use crate::Error;
 

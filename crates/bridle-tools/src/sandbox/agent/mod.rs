@@ -59,8 +59,12 @@ os.execvp('sleep', ['sleep', 'infinity'])
 ";
 
 /// How long the first call waits for the agent to connect before asking the engine whether
-/// it is starting at all.
-const PROBE_AFTER: Duration = Duration::from_millis(100);
+/// it is starting at all; the wait doubles after each look, up to [`PROBE_MAX`]. An agent
+/// connects well within the first wait; only an image without one (remembered after its first
+/// sandbox) pays it. (A fixed 100 ms had 50 sandboxes starting at once ask `docker top` 500
+/// times a second, which slowed the engine enough to make those starts take 15 s instead of 3.)
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+const PROBE_MAX: Duration = Duration::from_secs(2);
 /// How long a starting agent may take to connect before its sandbox uses `docker exec`.
 const START_LIMIT: Duration = Duration::from_secs(15);
 
@@ -145,8 +149,9 @@ impl Link {
     /// Accepts the agent's connection, or finds that there is none.
     async fn connect(&self, listener: &UnixListener, sandbox: &Sandbox) -> State {
         let started = tokio::time::Instant::now();
+        let mut wait = PROBE_AFTER;
         loop {
-            match tokio::time::timeout(PROBE_AFTER, listener.accept()).await {
+            match tokio::time::timeout(wait, listener.accept()).await {
                 Ok(Ok((stream, _))) => return self.hello(stream).await,
                 Ok(Err(e)) => {
                     tracing::warn!(sandbox = %sandbox.short, error = %e, "cannot accept the sandbox agent; using docker exec");
@@ -164,7 +169,7 @@ impl Link {
                     }
                     // The container is gone: docker exec will say so.
                     None => return State::Absent,
-                    Some(false) => {}
+                    Some(false) => wait = (wait * 2).min(PROBE_MAX),
                 },
             }
         }

@@ -304,3 +304,103 @@ async fn a_watch_resumed_from_an_offset_misses_nothing_and_repeats_nothing() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
+
+/// Sandbox containers of this test's tool service (its own label namespace), running or not.
+async fn sandboxes(ns: &str) -> Vec<String> {
+    let out = tokio::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={ns}.managed=true")])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_service_killed_with_sigkill_leaves_no_sandbox_behind() {
+    // Its own label namespace, so only this test's containers are counted.
+    let ns = format!("kill{}", bridle_testkit::unique("t").replace('-', ""));
+    let mut h = Harness::start_with(Options {
+        env_all: vec![("BRIDLE_TOOLS_LABEL_NAMESPACE".into(), ns.clone())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "c1",
+        "python",
+        r#"{"code": "import time\ntime.sleep(600)"}"#,
+    )]));
+    let _run = h.start_run("analyst", "go").await;
+    // The call is running in its sandbox.
+    bridle_testkit::wait_for("the call to run", Duration::from_secs(60), || async {
+        for id in sandboxes(&ns).await {
+            let top = tokio::process::Command::new("docker")
+                .args(["top", &id, "-eo", "pid,args"])
+                .output()
+                .await
+                .ok()?;
+            if String::from_utf8_lossy(&top.stdout).contains("time.sleep(600)") {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", h.logs()));
+    assert!(!sandboxes(&ns).await.is_empty());
+
+    // No draining, no cleanup: the service just dies. Its sandboxes' agents lose their
+    // connection and end their containers.
+    let tools = h
+        .services
+        .iter_mut()
+        .find(|s| s.name == "bridle-tools")
+        .unwrap();
+    tools.kill().await;
+    let running = |ns: String| async move {
+        let out = tokio::process::Command::new("docker")
+            .args(["ps", "-q", "--filter", &format!("label={ns}.managed=true")])
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .count()
+    };
+    bridle_testkit::wait_for(
+        "the killed service's sandboxes to stop",
+        Duration::from_secs(60),
+        || async { (running(ns.clone()).await == 0).then_some(()) },
+    )
+    .await
+    .unwrap();
+
+    // Its replacement (as Kubernetes or compose would start) removes them once they have been
+    // stopped for `orphan_grace`.
+    let env = bridle_e2e::env(
+        "tools",
+        &[
+            ("redis_url", &h.redis.url()),
+            ("key_prefix", &h.prefix),
+            ("secrets_url", &h.services[0].addr),
+            ("label_namespace", &ns),
+            ("orphan_grace", "1s"),
+        ],
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::create_dir_all(h.dir.path().join("again")).unwrap();
+    let again =
+        bridle_e2e::ServiceProcess::start("bridle-tools", &env, &h.dir.path().join("again")).await;
+    let _again = again.unwrap();
+    bridle_testkit::wait_for(
+        "the killed service's sandboxes to be removed",
+        Duration::from_secs(60),
+        || async { sandboxes(&ns).await.is_empty().then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", futures::executor::block_on(sandboxes(&ns))));
+}

@@ -66,6 +66,11 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     let workspaces =
         workspace::Workspaces::create(&opts.workspace_root(), &instance, shutdown.clone())
             .map_err(|e| bridle_core::Error::internal(e.to_string()))?;
+    let orphans = Orphans {
+        ns: opts.label_namespace.clone(),
+        instance: instance.clone(),
+        grace: opts.orphan_grace,
+    };
     let factory = Arc::new(sandbox::container::Factory {
         engine: engine.clone(),
         workspaces: workspaces.clone(),
@@ -108,6 +113,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         &cleanup,
         workspaces,
         opts.server.grace_period,
+        orphans,
     );
     let routes = tonic::service::Routes::new(ToolsServer::new(service::ToolsService::new(exec)))
         .add_service(ManifestsServer::new(ManifestsService::new(
@@ -124,7 +130,15 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     .await
 }
 
-/// The reaper (idle runs, unused pools) and the shutdown sequence: warm and idle sandboxes
+/// Which stopped sandboxes the reaper may take as abandoned by other instances.
+struct Orphans {
+    ns: String,
+    instance: String,
+    grace: Duration,
+}
+
+/// The reaper (idle runs, unused pools, other instances' abandoned sandboxes) and the shutdown
+/// sequence: warm and idle sandboxes
 /// and MCP sessions go at once, busy ones when their calls end (or the grace period nearly
 /// has), then the workspaces.
 fn background(
@@ -133,9 +147,11 @@ fn background(
     cleanup: &sandbox::Cleanup,
     workspaces: workspace::Workspaces,
     grace: Duration,
+    orphans: Orphans,
 ) {
     let (sd, ex) = (shutdown.clone(), exec.clone());
     shutdown.spawn(async move {
+        // The first tick is at once: a restarted instance clears what its predecessor left.
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
@@ -143,6 +159,13 @@ fn background(
                 _ = tick.tick() => {
                     ex.sandboxes.reap().await;
                     ex.run_secrets.reap();
+                    sandbox::guard::sweep_orphans(
+                        &ex.engine,
+                        &orphans.ns,
+                        &orphans.instance,
+                        orphans.grace,
+                    )
+                    .await;
                 }
             }
         }

@@ -42,6 +42,10 @@ pub struct Options {
     /// workspace are removed), in case the orchestrator never sends EndRun.
     #[serde(with = "humantime_serde")]
     pub run_idle_ttl: Duration,
+    /// A sandbox of another instance (same `label_namespace`) stopped this long is removed, at
+    /// start and every 30s: an instance killed without draining leaves its sandboxes behind.
+    #[serde(with = "humantime_serde")]
+    pub orphan_grace: Duration,
     /// Let egress rules that name hosts reach addresses that are loopback, private or
     /// link-local once resolved (default: only rules naming such an address may).
     pub egress_allow_private: bool,
@@ -69,6 +73,7 @@ impl Default for Options {
             pool_parallel_starts: 2,
             pool_idle_ttl: Duration::from_secs(30 * 60),
             run_idle_ttl: Duration::from_secs(2 * 3600),
+            orphan_grace: Duration::from_secs(60),
             egress_allow_private: false,
             mcp_local_servers: BTreeMap::new(),
         }
@@ -135,6 +140,9 @@ impl config::Options for Options {
         }
         if self.run_idle_ttl < Duration::from_secs(60) {
             out.push("run_idle_ttl: must be at least 1m".into());
+        }
+        if self.orphan_grace < Duration::from_secs(1) {
+            out.push("orphan_grace: must be at least 1s".into());
         }
         for (name, s) in &self.mcp_local_servers {
             if bridle_core::ids::check_name(name).is_err() {

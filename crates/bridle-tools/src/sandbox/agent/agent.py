@@ -281,16 +281,20 @@ def main():
         while True:
             kind, body = recv_frame(sock)
             if kind != b"R":
-                return
+                break
             req = json.loads(body)
             data = None
             if req.get("stdin"):
                 kind, data = recv_frame(sock)
                 if kind != b"I":
-                    return
+                    break
             run(sock, req, data, base_env, default_cwd, me)
     except (HostGone, OSError):
-        return
+        pass
+    # The tool service let go of this sandbox (it died, or spoke out of turn): nobody can use
+    # it any more. End the container (it is auto-removed) instead of idling forever, so a
+    # service killed with SIGKILL leaves no sandbox behind.
+    os._exit(0)
 
 
 main()

@@ -16,7 +16,7 @@ use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 use bridle_testkit::mock_openai::Reply;
 use bridle_testkit::otlp::OtlpReceiver;
-use support::{Harness, Options, follow};
+use support::{Harness, Options, follow, tool_outputs};
 
 /// 32 random characters (the random half of two ULIDs), so even its 8-character prefix is
 /// 40 random bits that nothing else in the test can contain by chance.
@@ -251,13 +251,7 @@ spec:
         h.logs()
     );
     // The tool really printed something, and it came back redacted.
-    let outputs: Vec<String> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::ToolFinished(t)) => Some(format!("{t:?}")),
-            _ => None,
-        })
-        .collect();
+    let outputs = tool_outputs(&events);
     assert_eq!(outputs.len(), 2, "{outputs:?}");
     for o in &outputs {
         assert!(

@@ -305,10 +305,12 @@ async fn a_watch_resumed_from_an_offset_misses_nothing_and_repeats_nothing() {
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
 
-/// Sandbox containers of this test's tool service (its own label namespace), running or not.
-async fn sandboxes(ns: &str) -> Vec<String> {
+/// Sandbox containers of this test's tool service (its own label namespace): running ones, or
+/// with `stopped_too` every one.
+async fn sandboxes(ns: &str, stopped_too: bool) -> Vec<String> {
+    let all = if stopped_too { "-aq" } else { "-q" };
     let out = tokio::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label={ns}.managed=true")])
+        .args(["ps", all, "--filter", &format!("label={ns}.managed=true")])
         .output()
         .await
         .unwrap();
@@ -337,7 +339,7 @@ async fn a_tool_service_killed_with_sigkill_leaves_no_sandbox_behind() {
     let _run = h.start_run("analyst", "go").await;
     // The call is running in its sandbox.
     bridle_testkit::wait_for("the call to run", Duration::from_secs(60), || async {
-        for id in sandboxes(&ns).await {
+        for id in sandboxes(&ns, false).await {
             let top = tokio::process::Command::new("docker")
                 .args(["top", &id, "-eo", "pid,args"])
                 .output()
@@ -351,7 +353,7 @@ async fn a_tool_service_killed_with_sigkill_leaves_no_sandbox_behind() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", h.logs()));
-    assert!(!sandboxes(&ns).await.is_empty());
+    assert!(!sandboxes(&ns, true).await.is_empty());
 
     // No draining, no cleanup: the service just dies. Its sandboxes' agents lose their
     // connection and end their containers.
@@ -361,20 +363,10 @@ async fn a_tool_service_killed_with_sigkill_leaves_no_sandbox_behind() {
         .find(|s| s.name == "bridle-tools")
         .unwrap();
     tools.kill().await;
-    let running = |ns: String| async move {
-        let out = tokio::process::Command::new("docker")
-            .args(["ps", "-q", "--filter", &format!("label={ns}.managed=true")])
-            .output()
-            .await
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .count()
-    };
     bridle_testkit::wait_for(
         "the killed service's sandboxes to stop",
         Duration::from_secs(60),
-        || async { (running(ns.clone()).await == 0).then_some(()) },
+        || async { sandboxes(&ns, false).await.is_empty().then_some(()) },
     )
     .await
     .unwrap();
@@ -399,8 +391,13 @@ async fn a_tool_service_killed_with_sigkill_leaves_no_sandbox_behind() {
     bridle_testkit::wait_for(
         "the killed service's sandboxes to be removed",
         Duration::from_secs(60),
-        || async { sandboxes(&ns).await.is_empty().then_some(()) },
+        || async { sandboxes(&ns, true).await.is_empty().then_some(()) },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}: {:?}", futures::executor::block_on(sandboxes(&ns))));
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}",
+            futures::executor::block_on(sandboxes(&ns, true))
+        )
+    });
 }

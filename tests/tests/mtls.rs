@@ -11,7 +11,7 @@ use std::time::Duration;
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 use bridle_testkit::mock_openai::Reply;
-use support::{Harness, Options, follow};
+use support::{Harness, Options, follow, tool_outputs};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_goes_through_services_that_speak_mutual_tls() {
@@ -63,13 +63,7 @@ spec:
         panic!()
     };
     assert_eq!(f.status, pb::RunStatus::Succeeded as i32, "{}", h.logs());
-    let outputs: Vec<String> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::ToolFinished(t)) => Some(format!("{t:?}")),
-            _ => None,
-        })
-        .collect();
+    let outputs = tool_outputs(&events);
     let want = format!("key length {}", h.api_key.len());
     assert!(
         outputs.iter().any(|o| o.contains(&want)),

@@ -463,6 +463,17 @@ pub fn kind_name(ev: &pb::RunEvent) -> &'static str {
     }
 }
 
+/// Each ToolFinished event of `events`, as text (its output and fields), in order.
+pub fn tool_outputs(events: &[pb::RunEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::run_event::Kind::ToolFinished(t)) => Some(format!("{t:?}")),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Follows a run until it finishes, calling `on_event` for each event. Bounded by `timeout`.
 pub async fn follow<F, Fut>(
     h: &Harness,

@@ -292,8 +292,8 @@ def main():
     except (HostGone, OSError):
         pass
     # The tool service let go of this sandbox (it died, or spoke out of turn): nobody can use
-    # it any more. End the container (it is auto-removed) instead of idling forever, so a
-    # service killed with SIGKILL leaves no sandbox behind.
+    # it any more. End the container instead of idling forever; a stopped sandbox is removed
+    # by the service's own cleanup, or by another instance's orphan sweep when it died.
     os._exit(0)
 
 

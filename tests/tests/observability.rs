@@ -299,7 +299,8 @@ async fn a_run_is_one_trace_across_the_services() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collector_that_is_down_never_blocks_a_run() {
-    let port = bridle_testkit::ports::free_port().unwrap();
+    let refusing = bridle_testkit::ports::refusing_port().unwrap();
+    let port = refusing.port;
     let h = Harness::start_with(Options {
         env_all: vec![(
             "OTEL_EXPORTER_OTLP_ENDPOINT".into(),

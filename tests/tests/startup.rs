@@ -30,7 +30,8 @@ async fn run(binary: &str, env: &[(&str, String)]) -> (i32, String) {
 
 #[tokio::test]
 async fn unreachable_redis_exits_69_naming_it() {
-    let port = bridle_testkit::ports::free_port().unwrap();
+    let refusing = bridle_testkit::ports::refusing_port().unwrap();
+    let port = refusing.port;
     let url = format!("redis://127.0.0.1:{port}/");
     let (code, text) = run(
         "bridle-orchestrator",
@@ -49,7 +50,8 @@ async fn unreachable_redis_exits_69_naming_it() {
 
 #[tokio::test]
 async fn unreachable_vault_exits_69_naming_it() {
-    let port = bridle_testkit::ports::free_port().unwrap();
+    let refusing = bridle_testkit::ports::refusing_port().unwrap();
+    let port = refusing.port;
     let (code, text) = run(
         "bridle-secrets",
         &[

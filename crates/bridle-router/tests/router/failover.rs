@@ -164,10 +164,8 @@ async fn when_every_target_fails_the_error_lists_each_and_holds_no_key() {
     let b = MockOpenAi::start().await.unwrap();
     h.put_secret("openai-key", "sk-test-secret-value").await;
     // Nothing listens on a: connection refused, retried, then b answers 503 three times.
-    let closed = format!(
-        "http://127.0.0.1:{}/v1",
-        bridle_testkit::ports::free_port().unwrap()
-    );
+    let refusing = bridle_testkit::ports::refusing_port().unwrap();
+    let closed = format!("http://127.0.0.1:{}/v1", refusing.port);
     h.apply(&openai_route(
         "main",
         &[

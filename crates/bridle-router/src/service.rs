@@ -7,6 +7,9 @@ use std::sync::Arc;
 use bridle_core::auth::{Role, principal};
 use bridle_proto::router_server::Router;
 use bridle_proto::{CompleteRequest, CompleteResponse, ListModelsRequest, ListModelsResponse};
+use tokio_stream::Iter;
+use tokio_stream::StreamExt as _;
+use tokio_stream::adapters::Chain;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -44,15 +47,25 @@ impl Router for RouterService {
         Ok(Response::new(resp))
     }
 
-    type CompleteStreamStream = ReceiverStream<StreamItem>;
+    type CompleteStreamStream =
+        Chain<Iter<std::option::IntoIter<StreamItem>>, ReceiverStream<StreamItem>>;
 
+    /// The response starts with the stream's first item: a call that fails before any delta
+    /// gets its error as the call's status, and the response headers leave together with the
+    /// first chunk instead of in a write (and a wake-up of the caller) of their own.
     async fn complete_stream(
         &self,
         req: Request<CompleteRequest>,
     ) -> Result<Response<Self::CompleteStreamStream>, Status> {
         let admitted = self.dispatch.admit(authorized(req)?).await?;
-        let rx = self.dispatch.stream(admitted);
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let mut rx = self.dispatch.stream(admitted);
+        let first = match rx.recv().await {
+            Some(Err(status)) => return Err(status),
+            first => first,
+        };
+        Ok(Response::new(
+            tokio_stream::iter(first).chain(ReceiverStream::new(rx)),
+        ))
     }
 
     async fn list_models(

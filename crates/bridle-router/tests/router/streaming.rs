@@ -118,4 +118,18 @@ async fn a_stream_fails_over_before_its_first_delta_but_not_after() {
         "b must not be called after a delta was sent"
     );
     assert_eq!(a.requests().len(), 2, "nor a retried");
+
+    // Every target fails before a delta: the call itself fails with the error, as a plain
+    // call would, rather than opening a stream that holds nothing but it.
+    a.enqueue(Reply::error(400, "Invalid 'messages': empty content."));
+    b.enqueue(Reply::error(400, "Invalid 'messages': empty content."));
+    let e = h
+        .router
+        .clone()
+        .complete_stream(request("main", vec![msg(Role::User, "go")]))
+        .await
+        .err()
+        .expect("a stream with no target left must fail as a call");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("target 'b'"), "{}", e.message());
 }

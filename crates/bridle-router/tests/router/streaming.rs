@@ -128,8 +128,7 @@ async fn a_stream_fails_over_before_its_first_delta_but_not_after() {
         .clone()
         .complete_stream(request("main", vec![msg(Role::User, "go")]))
         .await
-        .err()
-        .expect("a stream with no target left must fail as a call");
+        .expect_err("a stream with no target left must fail as a call");
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("target 'b'"), "{}", e.message());
 }

@@ -5,16 +5,27 @@
 //! per measurement, `--rates 1000,3000`).
 //!
 //! Setup: a real redis-server; a mock OpenAI upstream answering every call at once (the
-//! testkit's, with the published example's body) in a process of its own; and the router
-//! binary as its own process. With two or more CPUs, the router and the mock are pinned to
-//! CPU 1 and this process (the load generator) and Redis to CPU 0, so a call straight to the
-//! mock and a call through the router cross the same cores. Each rate is an open-loop schedule
-//! (requests start at fixed times whether or not earlier ones finished); latency is timed from
-//! each request's start. The router's added latency is the latency through it minus the
-//! latency of calling the mock directly at the same rate. Capacity is the number of calls
-//! divided by the CPU time the router process used for them (from /proc), so it does not
-//! depend on what else the machine runs: it is what one fully used core carries; the wall
-//! rate next to it is what this machine's load generator reached.
+//! testkit's, with the published example's body) in a process of its own; the router binary
+//! as its own process; and a bare TCP relay (this program, copying bytes both ways) in front of
+//! the mock. With two or more CPUs, the router and the relay are pinned to CPU 1 and
+//! everything else (this process, which generates the load; the mock; Redis) to CPU 0, so the
+//! router has its core to itself as it would in a deployment, where the provider is another
+//! machine. `BENCH_MOCK_CPU=1` puts the mock on the router's core instead (the placement of
+//! earlier figures: a direct call then crosses cores as often as a routed one does, but the
+//! mock's work queues the router's).
+//!
+//! Each rate is an open-loop schedule (requests start at fixed times whether or not earlier
+//! ones finished); latency is timed from each request's start. The four paths (direct to the
+//! mock, through the relay, through the router over gRPC, through its HTTP front) take turns
+//! in half-second slices until each has run its seconds, so a disturbance of this shared
+//! machine falls on all of them alike. The router's added latency is the latency through it
+//! minus the latency of calling the mock directly at the same rate; "over relay" subtracts
+//! the relay's instead: what routing costs beyond the extra process hop itself, which on a
+//! virtual machine is mostly the kernel waking the other core.
+//!
+//! Capacity is the number of calls divided by the CPU time the router process used for them
+//! (from /proc), so it does not depend on what else the machine runs: it is what one fully
+//! used core carries; the wall rate next to it is what this machine's load generator reached.
 
 // A benchmark's output is what it prints.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -33,17 +44,31 @@ use futures::StreamExt as _;
 use tonic::transport::Channel;
 
 const ROUTE: &str = "bench";
+/// The CPU the router (and the relay standing in for it) runs on when pinning.
+const ROUTER_CPU: &str = "1";
+/// The CPU of this process (the load generator), Redis and, unless `BENCH_MOCK_CPU` says
+/// otherwise, the mock.
+const LOAD_CPU: &str = "0";
+/// How long each path runs before the next takes its turn.
+const SLICE_SECS: f64 = 0.5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
     Direct,
+    /// To the mock through a bare TCP relay on the router's core: what one more process hop
+    /// costs on this machine, before any routing work.
+    Relay,
     Grpc,
     Http,
 }
 
+/// Every path, in the order the table shows them.
+const PATHS: [Path; 4] = [Path::Direct, Path::Relay, Path::Grpc, Path::Http];
+
 #[derive(Clone)]
 struct Clients {
     mock_url: String,
+    relay_url: String,
     http_url: String,
     http: reqwest::Client,
     grpc: RouterClient<Channel>,
@@ -82,9 +107,10 @@ fn chat_body(model: &str, stream: bool) -> serde_json::Value {
 /// One call along `path`; Ok once the whole answer has arrived.
 async fn call(c: &Clients, path: Path, stream: bool) -> anyhow::Result<()> {
     match path {
-        Path::Direct | Path::Http => {
+        Path::Direct | Path::Relay | Path::Http => {
             let (url, model) = match path {
                 Path::Direct => (format!("{}/chat/completions", c.mock_url), "gpt-4o-mini"),
+                Path::Relay => (format!("{}/chat/completions", c.relay_url), "gpt-4o-mini"),
                 _ => (format!("{}/v1/chat/completions", c.http_url), ROUTE),
             };
             let resp = c
@@ -117,6 +143,7 @@ async fn call(c: &Clients, path: Path, stream: bool) -> anyhow::Result<()> {
     }
 }
 
+#[derive(Default)]
 struct Sample {
     latencies_us: Vec<u64>,
     errors: usize,
@@ -230,7 +257,7 @@ async fn start_router(redis: &RedisServer, pin: bool) -> anyhow::Result<Router> 
         .map(str::to_string)
         .collect();
     if pin {
-        argv.extend(["taskset".into(), "-c".into(), "1".into()]);
+        argv.extend(["taskset".into(), "-c".into(), ROUTER_CPU.into()]);
     }
     argv.push(bin.into());
     let mut cmd = tokio::process::Command::new(&argv[0]);
@@ -285,23 +312,52 @@ async fn serve_mock(file: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts this program as the mock upstream (on CPU 1 when `pin`); returns its base URL.
-async fn start_mock(
-    pin: bool,
+/// `--serve-relay FILE UPSTREAM`: relays every TCP connection to UPSTREAM ("host:port")
+/// byte for byte, writes its address to FILE, runs until killed.
+async fn serve_relay(file: &str, upstream: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    std::fs::write(file, listener.local_addr()?.to_string())?;
+    loop {
+        let (mut inbound, _) = listener.accept().await?;
+        let upstream = upstream.to_string();
+        // Each connection's task ends when either side closes; the relay lives until killed.
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(async move {
+            let _ = inbound.set_nodelay(true);
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+/// Starts this program with `args` (a `--serve-*` mode whose first value is the file it
+/// writes its address to), on `cpu` when given; returns the child and what it wrote.
+async fn start_helper(
+    args: &[&str],
+    cpu: Option<&str>,
     dir: &std::path::Path,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
-    let file = dir.join("mock");
+    let file = dir.join(args[0].trim_start_matches("--serve-"));
     let me = std::env::current_exe()?;
-    let mut cmd = if pin {
-        let mut c = tokio::process::Command::new("taskset");
-        c.arg("-c").arg("1").arg(&me);
-        c
-    } else {
-        tokio::process::Command::new(&me)
+    let mut cmd = match cpu {
+        Some(cpu) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.arg("-c").arg(cpu).arg(&me);
+            c
+        }
+        None => tokio::process::Command::new(&me),
     };
-    cmd.arg("--serve-mock").arg(&file).kill_on_drop(true);
-    let child = cmd.spawn().context("starting the mock")?;
-    let url = bridle_testkit::wait_for("the mock's address", Duration::from_secs(30), || {
+    cmd.arg(args[0])
+        .arg(&file)
+        .args(&args[1..])
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", args[0]))?;
+    let what = format!("the address written by {}", args[0]);
+    let url = bridle_testkit::wait_for(&what, Duration::from_secs(30), || {
         let f = file.clone();
         async move { std::fs::read_to_string(&f).ok().filter(|s| !s.is_empty()) }
     })
@@ -312,7 +368,22 @@ async fn start_mock(
 async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let dir = tempfile::tempdir()?;
-    let (_mock, mock_url) = start_mock(pinned, dir.path()).await?;
+    // The mock beside the load generator by default (BENCH_MOCK_CPU moves it).
+    let mock_cpu = std::env::var("BENCH_MOCK_CPU").unwrap_or_else(|_| LOAD_CPU.into());
+    let (_mock, mock_url) =
+        start_helper(&["--serve-mock"], pinned.then_some(&*mock_cpu), dir.path()).await?;
+    let mock = reqwest::Url::parse(&mock_url)?;
+    let upstream = format!(
+        "{}:{}",
+        mock.host_str().unwrap_or("127.0.0.1"),
+        mock.port_or_known_default().unwrap_or(80)
+    );
+    let (_relay, relay_addr) = start_helper(
+        &["--serve-relay", &upstream],
+        pinned.then_some(ROUTER_CPU),
+        dir.path(),
+    )
+    .await?;
     let router = start_router(&redis, pinned).await?;
     let pid = router.child.id().context("router pid")?;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", router.grpc))?
@@ -335,6 +406,7 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
         .await?;
     let c = Clients {
         mock_url: mock_url.clone(),
+        relay_url: format!("http://{relay_addr}{}", mock.path().trim_end_matches('/')),
         http_url: format!("http://{}", router.http),
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
@@ -342,55 +414,67 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
         grpc: RouterClient::new(channel),
     };
     // Warm every path (connections, the route, allocator).
-    for path in [Path::Direct, Path::Grpc, Path::Http] {
+    for path in PATHS {
         for stream in [false, true] {
             at_rate(&c, path, stream, 500, 1.0).await;
         }
     }
     println!(
         "\nRouter overhead ({}; {secs}s per row)\n",
-        if pinned {
-            "router and mock pinned to CPU 1, load generator and Redis to CPU 0"
+        if !pinned {
+            "nothing pinned".to_string()
+        } else if mock_cpu == ROUTER_CPU {
+            format!(
+                "router, relay and mock pinned to CPU {ROUTER_CPU}, load generator and Redis to the other"
+            )
         } else {
-            "nothing pinned"
+            format!(
+                "router and relay pinned to CPU {ROUTER_CPU}, mock on CPU {mock_cpu} with the load generator and Redis"
+            )
         }
     );
     println!(
-        "| path | mode | target rps | achieved rps | errors | p50 µs | p99 µs | added p50 µs | added p99 µs |"
+        "| path | mode | target rps | achieved rps | errors | p50 µs | p99 µs | max µs | added p50 µs | added p99 µs | over relay p50 µs | over relay p99 µs |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for stream in [false, true] {
         for &rate in &rates {
-            let direct = at_rate(&c, Path::Direct, stream, rate, secs).await;
-            let (d50, d99) = (
-                pct(&direct.latencies_us, 0.5),
-                pct(&direct.latencies_us, 0.99),
-            );
-            for path in [Path::Direct, Path::Grpc, Path::Http] {
-                let s = if path == Path::Direct {
-                    Sample {
-                        latencies_us: direct.latencies_us.clone(),
-                        errors: direct.errors,
-                        achieved: direct.achieved,
-                    }
-                } else {
-                    at_rate(&c, path, stream, rate, secs).await
-                };
-                let (p50, p99) = (pct(&s.latencies_us, 0.5), pct(&s.latencies_us, 0.99));
-                let added = |v: u64, d: u64| {
-                    if path == Path::Direct {
-                        "—".to_string()
-                    } else {
+            // The paths take turns in short slices, so a disturbance of this shared machine
+            // (another process, the host) falls on all of them alike rather than on one row.
+            let mut samples = PATHS.map(|_| Sample::default());
+            let rounds = (secs / SLICE_SECS).ceil().max(1.0) as usize;
+            for _ in 0..rounds {
+                for (path, into) in PATHS.iter().zip(samples.iter_mut()) {
+                    let s = at_rate(&c, *path, stream, rate, SLICE_SECS).await;
+                    into.latencies_us.extend(s.latencies_us);
+                    into.errors += s.errors;
+                    into.achieved += s.achieved / rounds as f64;
+                }
+            }
+            let p = samples.each_mut().map(|s| {
+                s.latencies_us.sort_unstable();
+                (pct(&s.latencies_us, 0.5), pct(&s.latencies_us, 0.99))
+            });
+            let (direct, relay) = (p[0], p[1]);
+            for ((path, s), &(p50, p99)) in PATHS.iter().zip(&samples).zip(&p) {
+                let minus = |v: u64, d: u64, shown: bool| {
+                    if shown {
                         (v as i64 - d as i64).to_string()
+                    } else {
+                        "—".to_string()
                     }
                 };
+                let routed = matches!(path, Path::Grpc | Path::Http);
                 println!(
-                    "| {path:?} | {} | {rate} | {:.0} | {} | {p50} | {p99} | {} | {} |",
+                    "| {path:?} | {} | {rate} | {:.0} | {} | {p50} | {p99} | {} | {} | {} | {} | {} |",
                     if stream { "stream" } else { "plain" },
                     s.achieved,
                     s.errors,
-                    added(p50, d50),
-                    added(p99, d99)
+                    s.latencies_us.last().copied().unwrap_or(0),
+                    minus(p50, direct.0, *path != Path::Direct),
+                    minus(p99, direct.1, *path != Path::Direct),
+                    minus(p50, relay.0, routed),
+                    minus(p99, relay.1, routed),
                 );
             }
         }
@@ -426,12 +510,22 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--serve-mock") {
-        let file = args.get(i + 1).cloned().unwrap_or_default();
+    let serve = |mode: &str| args.iter().position(|a| a == mode);
+    if let Some(i) = serve("--serve-mock").or(serve("--serve-relay")) {
+        let arg = |k: usize| args.get(i + k).cloned().unwrap_or_default();
+        let (file, upstream) = (arg(1), arg(2));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build();
-        return match rt.map(|rt| rt.block_on(serve_mock(&file))) {
+        let result = rt.map(|rt| {
+            rt.block_on(async {
+                match args[i].as_str() {
+                    "--serve-mock" => serve_mock(&file).await,
+                    _ => serve_relay(&file, &upstream).await,
+                }
+            })
+        });
+        return match result {
             Ok(Ok(())) => ExitCode::SUCCESS,
             _ => ExitCode::FAILURE,
         };
@@ -463,7 +557,7 @@ fn main() -> ExitCode {
     let pinned = cpus >= 2
         && std::process::Command::new("taskset")
             .arg("-cp")
-            .arg("0")
+            .arg(LOAD_CPU)
             .arg(std::process::id().to_string())
             .stdout(std::process::Stdio::null())
             .status()

@@ -50,15 +50,26 @@ impl OpenBao {
                 token,
                 _home: home,
             };
-            let ready =
-                crate::wait_for("OpenBao to report healthy", Duration::from_secs(20), || {
-                    let url = format!("{}/v1/sys/health", bao.addr());
+            // Ready when this server knows this root token: a port from free_port() may have
+            // gone to another test's server meanwhile, which would answer health checks too.
+            let ready = crate::wait_for(
+                "OpenBao to accept its root token",
+                Duration::from_secs(20),
+                || {
+                    let url = format!("{}/v1/auth/token/lookup-self", bao.addr());
+                    let token = bao.token.clone();
                     async move {
-                        let r = reqwest::get(url).await.ok()?;
+                        let r = reqwest::Client::new()
+                            .get(url)
+                            .header("X-Vault-Token", token)
+                            .send()
+                            .await
+                            .ok()?;
                         r.status().is_success().then_some(())
                     }
-                })
-                .await;
+                },
+            )
+            .await;
             if let Ok(Some(status)) = child.try_wait() {
                 last = Some(anyhow::anyhow!(
                     "bao exited at start ({status}); a port may be taken"

@@ -70,27 +70,38 @@ impl RedisServer {
             .kill_on_drop(true);
         let mut child = cmd.spawn().context("spawning redis-server")?;
         let url = self.url();
+        // Ready when the server on the port is this one (its folder is ours): a port from
+        // free_port() may have gone to another test's server meanwhile, which answers too.
+        let dir = self.dir.path().canonicalize()?;
         let ready = crate::wait_for(
-            "redis-server to answer PING",
+            "redis-server to answer from its folder",
             Duration::from_secs(10),
             || {
                 let url = url.clone();
+                let dir = dir.clone();
                 async move {
                     let client = ::redis::Client::open(url).ok()?;
                     let mut c = client.get_multiplexed_async_connection().await.ok()?;
-                    let pong: String = ::redis::cmd("PING").query_async(&mut c).await.ok()?;
-                    (pong == "PONG").then_some(())
+                    let got: Vec<String> = ::redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg("dir")
+                        .query_async(&mut c)
+                        .await
+                        .ok()?;
+                    let theirs = std::path::Path::new(got.get(1)?).canonicalize().ok()?;
+                    (theirs == dir).then_some(())
                 }
             },
-        )
-        .await;
-        if let Ok(Some(status)) = child.try_wait() {
-            anyhow::bail!(
-                "redis-server exited at start ({status}); port {} may be taken",
+        );
+        // A server that exits at start (its port taken) fails at once, not at the timeout.
+        tokio::select! {
+            r = ready => r?,
+            status = child.wait() => anyhow::bail!(
+                "redis-server exited at start ({}); port {} may be taken",
+                status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
                 self.port
-            );
+            ),
         }
-        ready?;
         self.child = Some(child);
         Ok(())
     }
@@ -135,5 +146,24 @@ impl Drop for RedisServer {
         if let Some(c) = self.child.as_mut() {
             let _ = c.start_kill();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RedisServer;
+
+    #[tokio::test]
+    async fn a_server_whose_port_is_taken_fails_instead_of_using_the_other() {
+        let first = RedisServer::start().await.unwrap();
+        let mut second = RedisServer {
+            child: None,
+            port: first.port(),
+            dir: tempfile::tempdir().unwrap(),
+            appendonly: false,
+        };
+        // Not the readiness timeout's message: the exit is seen as it happens.
+        let e = second.spawn().await.unwrap_err();
+        assert!(e.to_string().contains("may be taken"), "{e:#}");
     }
 }

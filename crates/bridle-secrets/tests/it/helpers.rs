@@ -61,15 +61,7 @@ impl Bao {
                 token,
                 dir,
             };
-            let url = format!("{}/v1/sys/health", bao.addr());
-            let ready = bridle_testkit::wait_for("OpenBao", Duration::from_secs(20), || {
-                let url = url.clone();
-                async move {
-                    let r = reqwest::get(url).await.ok()?;
-                    r.status().is_success().then_some(())
-                }
-            })
-            .await;
+            let ready = bridle_testkit::bao::wait_until_ours(&bao.addr(), &bao.token).await;
             if ready.is_ok() {
                 return bao;
             }

@@ -6,22 +6,23 @@
 //!
 //! Setup: a real redis-server; a mock OpenAI upstream answering every call at once (the
 //! testkit's, with the published example's body) in a process of its own; the router binary
-//! as its own process; and a bare TCP relay (this program, copying bytes both ways) in front of
-//! the mock. With two or more CPUs, the router and the relay are pinned to CPU 1 and
-//! everything else (this process, which generates the load; the mock; Redis) to CPU 0, so the
-//! router has its core to itself as it would in a deployment, where the provider is another
-//! machine. `BENCH_MOCK_CPU=1` puts the mock on the router's core instead (the placement of
+//! as its own process; a bare TCP relay (this program, copying bytes both ways) in front of the
+//! mock; and a gRPC echo (this program too). With two or more CPUs, the router, the relay and
+//! the echo are pinned to CPU 1 and everything else (this process, which generates the load;
+//! the mock; Redis) to CPU 0, so the router has its core to itself as it would in a
+//! deployment, where the provider is another machine. `BENCH_MOCK_CPU=1` puts the mock on the router's core instead (the placement of
 //! earlier figures: a direct call then crosses cores as often as a routed one does, but the
 //! mock's work queues the router's).
 //!
 //! Each rate is an open-loop schedule (requests start at fixed times whether or not earlier
-//! ones finished); latency is timed from each request's start. The four paths (direct to the
-//! mock, through the relay, through the router over gRPC, through its HTTP front) take turns
-//! in half-second slices until each has run its seconds, so a disturbance of this shared
-//! machine falls on all of them alike. The router's added latency is the latency through it
-//! minus the latency of calling the mock directly at the same rate; "over relay" subtracts
-//! the relay's instead: what routing costs beyond the extra process hop itself, which on a
-//! virtual machine is mostly the kernel waking the other core.
+//! ones finished); latency is timed from each request's start. The five paths (direct to the
+//! mock; through the relay; to a gRPC echo server on the router's core that answers at once;
+//! through the router over gRPC; through its HTTP front) take turns in half-second slices until
+//! each has run its seconds, so a disturbance of this shared machine falls on all of them
+//! alike. The router's added latency is the latency through it minus the latency of calling the
+//! mock directly at the same rate; "over floor" subtracts instead the same hop with no routing
+//! behind it (the echo for gRPC, the relay for HTTP): what routing costs beyond the hop itself,
+//! which on a virtual machine is mostly the kernel waking the other core.
 //!
 //! Capacity is the number of calls divided by the CPU time the router process used for them
 //! (from /proc), so it does not depend on what else the machine runs: it is what one fully
@@ -44,7 +45,7 @@ use futures::StreamExt as _;
 use tonic::transport::Channel;
 
 const ROUTE: &str = "bench";
-/// The CPU the router (and the relay standing in for it) runs on when pinning.
+/// The CPU the router (and the relay and echo standing in for it) runs on when pinning.
 const ROUTER_CPU: &str = "1";
 /// The CPU of this process (the load generator), Redis and, unless `BENCH_MOCK_CPU` says
 /// otherwise, the mock.
@@ -58,12 +59,22 @@ enum Path {
     /// To the mock through a bare TCP relay on the router's core: what one more process hop
     /// costs on this machine, before any routing work.
     Relay,
+    /// A gRPC server on the router's core that answers `Complete` with a fixed response and
+    /// `CompleteStream` with fixed chunks: what a gRPC hop costs (both ends of tonic and h2)
+    /// before any routing work.
+    GrpcEcho,
     Grpc,
     Http,
 }
 
 /// Every path, in the order the table shows them.
-const PATHS: [Path; 4] = [Path::Direct, Path::Relay, Path::Grpc, Path::Http];
+const PATHS: [Path; 5] = [
+    Path::Direct,
+    Path::Relay,
+    Path::GrpcEcho,
+    Path::Grpc,
+    Path::Http,
+];
 
 #[derive(Clone)]
 struct Clients {
@@ -72,6 +83,7 @@ struct Clients {
     http_url: String,
     http: reqwest::Client,
     grpc: RouterClient<Channel>,
+    echo: RouterClient<Channel>,
 }
 
 fn request() -> CompleteRequest {
@@ -104,6 +116,16 @@ fn chat_body(model: &str, stream: bool) -> serde_json::Value {
         {"role": "user", "content": "Hello!"}]})
 }
 
+impl Clients {
+    fn grpc_of(&self, path: Path) -> &RouterClient<Channel> {
+        if path == Path::GrpcEcho {
+            &self.echo
+        } else {
+            &self.grpc
+        }
+    }
+}
+
 /// One call along `path`; Ok once the whole answer has arrived.
 async fn call(c: &Clients, path: Path, stream: bool) -> anyhow::Result<()> {
     match path {
@@ -124,9 +146,9 @@ async fn call(c: &Clients, path: Path, stream: bool) -> anyhow::Result<()> {
             anyhow::ensure!(!body.is_empty(), "empty body");
             Ok(())
         }
-        Path::Grpc if stream => {
+        Path::Grpc | Path::GrpcEcho if stream => {
             let mut s = c
-                .grpc
+                .grpc_of(path)
                 .clone()
                 .complete_stream(request())
                 .await?
@@ -136,8 +158,8 @@ async fn call(c: &Clients, path: Path, stream: bool) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Path::Grpc => {
-            c.grpc.clone().complete(request()).await?;
+        Path::Grpc | Path::GrpcEcho => {
+            c.grpc_of(path).clone().complete(request()).await?;
             Ok(())
         }
     }
@@ -312,6 +334,92 @@ async fn serve_mock(file: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--serve-grpc-echo FILE`: a `bridle.v1.Router` that answers every call with a fixed
+/// response (and a stream with the mock's 12 chunks of it), writes its address to FILE, runs
+/// until killed.
+async fn serve_grpc_echo(file: &str) -> anyhow::Result<()> {
+    use bridle_proto::complete_chunk::Chunk;
+    use bridle_proto::router_server::{Router, RouterServer};
+    use bridle_proto::{
+        CompleteChunk, CompleteResponse, FinishReason, ListModelsRequest, ListModelsResponse, Usage,
+    };
+    use tonic::{Request, Response, Status};
+
+    const TEXT: &str = "Hello there, how may I assist you today?";
+    fn answer() -> CompleteResponse {
+        CompleteResponse {
+            message: Some(Message {
+                role: Role::Assistant as i32,
+                text: TEXT.into(),
+                ..Default::default()
+            }),
+            finish_reason: FinishReason::Stop as i32,
+            provider: "openai".into(),
+            model: "gpt-4o-mini-2024-07-18".into(),
+            target: "mock".into(),
+            usage: Some(Usage {
+                input_tokens: 19,
+                output_tokens: 10,
+                ..Default::default()
+            }),
+            response_id: "chatcmpl-123".into(),
+            ..Default::default()
+        }
+    }
+    struct Echo;
+    #[tonic::async_trait]
+    impl Router for Echo {
+        async fn complete(
+            &self,
+            _: Request<CompleteRequest>,
+        ) -> Result<Response<CompleteResponse>, Status> {
+            Ok(Response::new(answer()))
+        }
+        type CompleteStreamStream =
+            tokio_stream::Iter<std::vec::IntoIter<Result<CompleteChunk, Status>>>;
+        async fn complete_stream(
+            &self,
+            _: Request<CompleteRequest>,
+        ) -> Result<Response<Self::CompleteStreamStream>, Status> {
+            // TEXT is ASCII: 12 slices at byte offsets are 12 valid strings.
+            let cut = |k: usize| k * TEXT.len() / 12;
+            let mut chunks: Vec<_> = (0..12)
+                .map(|k| {
+                    Ok(CompleteChunk {
+                        chunk: Some(Chunk::TextDelta(TEXT[cut(k)..cut(k + 1)].into())),
+                    })
+                })
+                .collect();
+            chunks.push(Ok(CompleteChunk {
+                chunk: Some(Chunk::Done(answer())),
+            }));
+            Ok(Response::new(tokio_stream::iter(chunks)))
+        }
+        async fn list_models(
+            &self,
+            _: Request<ListModelsRequest>,
+        ) -> Result<Response<ListModelsResponse>, Status> {
+            Err(Status::unimplemented("the bench's echo lists no models"))
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    std::fs::write(file, listener.local_addr()?.to_string())?;
+    // Server::tcp_nodelay applies only to listeners tonic binds itself: set it here.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            conn.inspect(|c| {
+                let _ = c.set_nodelay(true);
+            })
+        },
+    );
+    tonic::transport::Server::builder()
+        .add_service(RouterServer::new(Echo))
+        .serve_with_incoming(incoming)
+        .await?;
+    Ok(())
+}
+
 /// `--serve-relay FILE UPSTREAM`: relays every TCP connection to UPSTREAM ("host:port")
 /// byte for byte, writes its address to FILE, runs until killed.
 async fn serve_relay(file: &str, upstream: &str) -> anyhow::Result<()> {
@@ -384,6 +492,12 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
         dir.path(),
     )
     .await?;
+    let (_echo, echo_addr) = start_helper(
+        &["--serve-grpc-echo"],
+        pinned.then_some(ROUTER_CPU),
+        dir.path(),
+    )
+    .await?;
     let router = start_router(&redis, pinned).await?;
     let pid = router.child.id().context("router pid")?;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", router.grpc))?
@@ -412,6 +526,11 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
             .pool_max_idle_per_host(1024)
             .build()?,
         grpc: RouterClient::new(channel),
+        echo: RouterClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{echo_addr}"))?
+                .connect()
+                .await?,
+        ),
     };
     // Warm every path (connections, the route, allocator).
     for path in PATHS {
@@ -425,16 +544,16 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
             "nothing pinned".to_string()
         } else if mock_cpu == ROUTER_CPU {
             format!(
-                "router, relay and mock pinned to CPU {ROUTER_CPU}, load generator and Redis to the other"
+                "router, relay, echo and mock pinned to CPU {ROUTER_CPU}, load generator and Redis to the other"
             )
         } else {
             format!(
-                "router and relay pinned to CPU {ROUTER_CPU}, mock on CPU {mock_cpu} with the load generator and Redis"
+                "router, relay and echo pinned to CPU {ROUTER_CPU}, mock on CPU {mock_cpu} with the load generator and Redis"
             )
         }
     );
     println!(
-        "| path | mode | target rps | achieved rps | errors | p50 µs | p99 µs | max µs | added p50 µs | added p99 µs | over relay p50 µs | over relay p99 µs |"
+        "| path | mode | target rps | achieved rps | errors | p50 µs | p99 µs | max µs | added p50 µs | added p99 µs | over floor p50 µs | over floor p99 µs |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for stream in [false, true] {
@@ -455,7 +574,7 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
                 s.latencies_us.sort_unstable();
                 (pct(&s.latencies_us, 0.5), pct(&s.latencies_us, 0.99))
             });
-            let (direct, relay) = (p[0], p[1]);
+            let (direct, relay, echo) = (p[0], p[1], p[2]);
             for ((path, s), &(p50, p99)) in PATHS.iter().zip(&samples).zip(&p) {
                 let minus = |v: u64, d: u64, shown: bool| {
                     if shown {
@@ -464,7 +583,12 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
                         "—".to_string()
                     }
                 };
-                let routed = matches!(path, Path::Grpc | Path::Http);
+                // A routed call's floor: the same hop with no routing behind it.
+                let floor = match path {
+                    Path::Grpc => Some(echo),
+                    Path::Http => Some(relay),
+                    _ => None,
+                };
                 println!(
                     "| {path:?} | {} | {rate} | {:.0} | {} | {p50} | {p99} | {} | {} | {} | {} | {} |",
                     if stream { "stream" } else { "plain" },
@@ -473,8 +597,8 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
                     s.latencies_us.last().copied().unwrap_or(0),
                     minus(p50, direct.0, *path != Path::Direct),
                     minus(p99, direct.1, *path != Path::Direct),
-                    minus(p50, relay.0, routed),
-                    minus(p99, relay.1, routed),
+                    minus(p50, floor.map_or(0, |f| f.0), floor.is_some()),
+                    minus(p99, floor.map_or(0, |f| f.1), floor.is_some()),
                 );
             }
         }
@@ -511,7 +635,10 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let serve = |mode: &str| args.iter().position(|a| a == mode);
-    if let Some(i) = serve("--serve-mock").or(serve("--serve-relay")) {
+    if let Some(i) = serve("--serve-mock")
+        .or(serve("--serve-relay"))
+        .or(serve("--serve-grpc-echo"))
+    {
         let arg = |k: usize| args.get(i + k).cloned().unwrap_or_default();
         let (file, upstream) = (arg(1), arg(2));
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -521,6 +648,7 @@ fn main() -> ExitCode {
             rt.block_on(async {
                 match args[i].as_str() {
                     "--serve-mock" => serve_mock(&file).await,
+                    "--serve-grpc-echo" => serve_grpc_echo(&file).await,
                     _ => serve_relay(&file, &upstream).await,
                 }
             })

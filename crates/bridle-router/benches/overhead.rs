@@ -7,12 +7,13 @@
 //! Setup: a real redis-server; a mock OpenAI upstream answering every call at once (the
 //! testkit's, with the published example's body) in a process of its own; the router binary
 //! as its own process; a bare TCP relay (this program, copying bytes both ways) in front of the
-//! mock; and a gRPC echo (this program too). With two or more CPUs, the router, the relay and
-//! the echo are pinned to CPU 1 and everything else (this process, which generates the load;
-//! the mock; Redis) to CPU 0, so the router has its core to itself as it would in a
-//! deployment, where the provider is another machine. `BENCH_MOCK_CPU=1` puts the mock on the router's core instead (the placement of
-//! earlier figures: a direct call then crosses cores as often as a routed one does, but the
-//! mock's work queues the router's).
+//! mock; and a gRPC echo (this program too, on Bridle's gRPC server like the router). With two
+//! or more CPUs, the router, the relay and the echo are pinned to CPU 1 and everything else
+//! (this process, which generates the load; the mock; Redis) to CPU 0, so the router has its
+//! core to itself as it would in a deployment, where the provider is another machine.
+//! `BENCH_MOCK_CPU=1` puts the mock on the router's core instead (the placement of earlier
+//! figures: a direct call then crosses cores as often as a routed one does, but the mock's
+//! work queues the router's).
 //!
 //! Each rate is an open-loop schedule (requests start at fixed times whether or not earlier
 //! ones finished); latency is timed from each request's start. The five paths (direct to the
@@ -402,20 +403,20 @@ async fn serve_grpc_echo(file: &str) -> anyhow::Result<()> {
             Err(Status::unimplemented("the bench's echo lists no models"))
         }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    std::fs::write(file, listener.local_addr()?.to_string())?;
-    // Server::tcp_nodelay applies only to listeners tonic binds itself: set it here.
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |conn| {
-            conn.inspect(|c| {
-                let _ = c.set_nodelay(true);
-            })
-        },
-    );
-    tonic::transport::Server::builder()
-        .add_service(RouterServer::new(Echo))
-        .serve_with_incoming(incoming)
+    // Served like the router (Bridle's gRPC server: TCP_NODELAY, auth, timeout, trace span),
+    // so the floor holds everything but the routing.
+    let opts = bridle_core::config::ServerOptions {
+        concurrency_limit: 100_000,
+        ..Default::default()
+    };
+    let server = bridle_core::server::GrpcServer::bind("echo", &opts).await?;
+    std::fs::write(file, server.local_addr().to_string())?;
+    server
+        .serve(
+            tonic::service::Routes::new(RouterServer::new(Echo)),
+            &["bridle.v1.Router"],
+            bridle_core::Shutdown::new(),
+        )
         .await?;
     Ok(())
 }

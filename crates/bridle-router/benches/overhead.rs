@@ -577,13 +577,11 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
             });
             let (direct, relay, echo) = (p[0], p[1], p[2]);
             for ((path, s), &(p50, p99)) in PATHS.iter().zip(&samples).zip(&p) {
-                let minus = |v: u64, d: u64, shown: bool| {
-                    if shown {
-                        (v as i64 - d as i64).to_string()
-                    } else {
-                        "—".to_string()
-                    }
+                // `v` minus `base`, or a dash where the row has no such base.
+                let minus = |v: u64, base: Option<u64>| {
+                    base.map_or("—".to_string(), |b| (v as i64 - b as i64).to_string())
                 };
+                let direct = (*path != Path::Direct).then_some(direct);
                 // A routed call's floor: the same hop with no routing behind it.
                 let floor = match path {
                     Path::Grpc => Some(echo),
@@ -596,10 +594,10 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
                     s.achieved,
                     s.errors,
                     s.latencies_us.last().copied().unwrap_or(0),
-                    minus(p50, direct.0, *path != Path::Direct),
-                    minus(p99, direct.1, *path != Path::Direct),
-                    minus(p50, floor.map_or(0, |f| f.0), floor.is_some()),
-                    minus(p99, floor.map_or(0, |f| f.1), floor.is_some()),
+                    minus(p50, direct.map(|d| d.0)),
+                    minus(p99, direct.map(|d| d.1)),
+                    minus(p50, floor.map(|f| f.0)),
+                    minus(p99, floor.map(|f| f.1)),
                 );
             }
         }

@@ -14,6 +14,8 @@
 //! `BENCH_MOCK_CPU=1` puts the mock on the router's core instead (the placement of earlier
 //! figures: a direct call then crosses cores as often as a routed one does, but the mock's
 //! work queues the router's).
+//! `BENCH_PIN=0` pins nothing and leaves placement to the kernel (the router then runs as
+//! many runtime workers as the machine has CPUs).
 //!
 //! Each rate is an open-loop schedule (requests start at fixed times whether or not earlier
 //! ones finished); latency is timed from each request's start. The five paths (direct to the
@@ -228,16 +230,17 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Closed loop with `conc` callers for `secs`: calls done, and router CPU seconds used.
+/// Closed loop with `conc` callers for `secs`: calls done, wall seconds, and the CPU seconds
+/// the router (`pid`) and the mock (`mock_pid`) used meanwhile.
 async fn capacity(
     c: &Clients,
     path: Path,
     stream: bool,
     conc: usize,
     secs: f64,
-    pid: u32,
-) -> (usize, f64, f64) {
-    let cpu0 = cpu_secs(pid);
+    (pid, mock_pid): (u32, u32),
+) -> (usize, f64, f64, f64) {
+    let (cpu0, mock0) = (cpu_secs(pid), cpu_secs(mock_pid));
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
@@ -258,7 +261,12 @@ async fn capacity(
     for t in tasks {
         total += t.await.unwrap_or(0);
     }
-    (total, t0.elapsed().as_secs_f64(), cpu_secs(pid) - cpu0)
+    (
+        total,
+        t0.elapsed().as_secs_f64(),
+        cpu_secs(pid) - cpu0,
+        cpu_secs(mock_pid) - mock0,
+    )
 }
 
 struct Router {
@@ -481,6 +489,8 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
     let mock_cpu = std::env::var("BENCH_MOCK_CPU").unwrap_or_else(|_| LOAD_CPU.into());
     let (_mock, mock_url) =
         start_helper(&["--serve-mock"], pinned.then_some(&*mock_cpu), dir.path()).await?;
+    // taskset execs the program: the child's pid is the mock's.
+    let mock_pid = _mock.id().context("mock pid")?;
     let mock = reqwest::Url::parse(&mock_url)?;
     let upstream = format!(
         "{}:{}",
@@ -603,22 +613,44 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
         }
     }
     println!(
-        "\nCapacity: calls per second of router CPU time (closed loop, 64 callers, {secs}s)\n"
+        "\nCapacity: calls per second of router CPU time (closed loop, 64 callers, {secs}s). \
+         The mock's CPU per call is the machine's yardstick: the same calls straight to the \
+         mock show how fast this machine serves HTTP, and \"router ÷ mock\" is what a routed \
+         call costs the router in units of what answering it costs the mock, which moves less \
+         from machine to machine than calls per second do.\n"
     );
-    println!("| path | mode | calls | wall rps | router CPU s | calls per router CPU-second |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!(
+        "| path | mode | calls | wall rps | router CPU s | calls per router CPU-second | mock CPU s | calls per mock CPU-second | router ÷ mock |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let per = |n: usize, cpu: f64| if cpu > 0.0 { n as f64 / cpu } else { 0.0 };
     for (path, stream) in [
+        (Path::Direct, false),
         (Path::Grpc, false),
         (Path::Http, false),
+        (Path::Direct, true),
         (Path::Grpc, true),
         (Path::Http, true),
     ] {
-        let (n, wall, cpu) = capacity(&c, path, stream, 64, secs, pid).await;
+        let (n, wall, cpu, mock) = capacity(&c, path, stream, 64, secs, (pid, mock_pid)).await;
+        let routed = path != Path::Direct;
+        let dash = || "—".to_string();
         println!(
-            "| {path:?} | {} | {n} | {:.0} | {cpu:.2} | {:.0} |",
+            "| {path:?} | {} | {n} | {:.0} | {} | {} | {mock:.2} | {:.0} | {} |",
             if stream { "stream" } else { "plain" },
             n as f64 / wall,
-            if cpu > 0.0 { n as f64 / cpu } else { 0.0 }
+            if routed { format!("{cpu:.2}") } else { dash() },
+            if routed {
+                format!("{:.0}", per(n, cpu))
+            } else {
+                dash()
+            },
+            per(n, mock),
+            if routed && mock > 0.0 {
+                format!("{:.2}", cpu / mock)
+            } else {
+                dash()
+            },
         );
     }
     // A profiler wrapping the router writes its data on SIGINT.
@@ -677,11 +709,12 @@ fn main() -> ExitCode {
         i += 1;
     }
     // This process (load, mock, Redis) on CPU 0, the router on CPU 1: set before the runtime
-    // starts its threads, which inherit it.
+    // starts its threads, which inherit it. BENCH_PIN=0 leaves placement to the kernel.
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let pinned = cpus >= 2
+        && std::env::var("BENCH_PIN").map_or(true, |v| v != "0")
         && std::process::Command::new("taskset")
             .arg("-cp")
             .arg(LOAD_CPU)

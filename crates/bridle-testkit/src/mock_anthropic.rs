@@ -49,6 +49,8 @@ pub enum Reply {
         content_type: String,
         body: String,
     },
+    /// A redirect (`status`, a 3xx) to `location`.
+    Redirect { status: u16, location: String },
 }
 
 impl Reply {
@@ -249,6 +251,13 @@ async fn messages(
                 content_type,
                 body,
             } => return raw_response(status, &content_type, body),
+            Reply::Redirect { status, location } => {
+                return Response::builder()
+                    .status(status)
+                    .header("location", location)
+                    .body(axum::body::Body::empty())
+                    .unwrap_or_default();
+            }
         };
     }
 }

@@ -115,10 +115,16 @@ pub fn status_error(
     detail: &str,
     creds: &Creds,
 ) -> TryError {
-    let message = format!(
+    let mut message = format!(
         "{provider} returned HTTP {status}: {}",
         creds.redactor.redact(detail)
     );
+    if (300..400).contains(&status) {
+        message.push_str(
+            " (Bridle does not follow a provider's redirects, which would carry its key along: \
+             point the target's baseUrl at the final address)",
+        );
+    }
     let (kind, code) = match status {
         401 => (FailureKind::Unauthorized, FailureCode::FailedPrecondition),
         429 => (FailureKind::Retryable, FailureCode::ResourceExhausted),

@@ -218,3 +218,39 @@ async fn an_overloaded_anthropic_target_fails_over_to_openai() {
         r.attempts[0].error
     );
 }
+
+#[tokio::test]
+async fn a_providers_redirect_is_refused_and_the_key_does_not_follow_it() {
+    let h = Harness::start().await;
+    let redirecting = MockAnthropic::start().await.unwrap();
+    let elsewhere = MockAnthropic::start().await.unwrap();
+    let key = format!("sk-ant-test-{}", bridle_testkit::unique("k"));
+    h.put_secret("anthropic-key", &key).await;
+    h.apply(&anthropic_route(
+        "claude",
+        &[("a", "claude-sonnet-4-20250514", &redirecting.base_url())],
+        "",
+    ))
+    .await;
+    // Followed, the redirect would take the call, `x-api-key` and all, to another server.
+    let location = format!("{}/messages", elsewhere.base_url());
+    redirecting.enqueue(Reply::Redirect {
+        status: 307,
+        location,
+    });
+    elsewhere.enqueue(Reply::text("claude-sonnet-4-20250514", "caught the key"));
+
+    let err = h
+        .complete(request("claude", vec![msg(Role::User, "hello")]))
+        .await
+        .expect_err("a redirect is not an answer");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("HTTP 307"), "{}", err.message());
+    assert!(err.message().contains("redirects"), "{}", err.message());
+    assert!(!err.message().contains(&key), "{}", err.message());
+    assert_eq!(redirecting.requests().len(), 1);
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the key went to the redirect's target"
+    );
+}

@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::sse::SseParser;
 use super::{DeltaSink, FailureKind, TryError};
 use crate::error::FailureCode;
+use crate::retry;
 
 /// A target's resolved credentials for one try. Not `Debug`: it holds secret values.
 pub struct Creds {
@@ -106,6 +107,30 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// The failure a non-success answer `resp` means: its status, `retry-after`, and the
+/// provider's message from the body. A redirect says where it pointed: the provider client
+/// follows none, since the key would go along.
+pub async fn error_response(provider: &str, resp: reqwest::Response, creds: &Creds) -> TryError {
+    let status = resp.status().as_u16();
+    let retry_after = retry::retry_after(resp.headers());
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
+    let body = resp.bytes().await.unwrap_or_default();
+    let mut err = status_error(provider, status, retry_after, &error_message(&body), creds);
+    if (300..400).contains(&status) {
+        err.message.push_str(&format!(
+            " (a redirect to {}: Bridle follows none, which would carry the key along; point \
+             the target's baseUrl at the final address)",
+            creds
+                .redactor
+                .redact(location.as_deref().unwrap_or("no location"))
+        ));
+    }
+    err
+}
+
 /// An error status: 401 refetches the key, 408/429/5xx (Anthropic's 529 included) are
 /// retried, content problems fail over without retry. `detail` is the provider's message.
 pub fn status_error(
@@ -115,16 +140,10 @@ pub fn status_error(
     detail: &str,
     creds: &Creds,
 ) -> TryError {
-    let mut message = format!(
+    let message = format!(
         "{provider} returned HTTP {status}: {}",
         creds.redactor.redact(detail)
     );
-    if (300..400).contains(&status) {
-        message.push_str(
-            " (Bridle does not follow a provider's redirects, which would carry its key along: \
-             point the target's baseUrl at the final address)",
-        );
-    }
     let (kind, code) = match status {
         401 => (FailureKind::Unauthorized, FailureCode::FailedPrecondition),
         429 => (FailureKind::Retryable, FailureCode::ResourceExhausted),

@@ -13,7 +13,6 @@ use reqwest::header::{HeaderName, HeaderValue};
 use super::http::{self, Creds};
 use super::{DeltaSink, ProviderReply, TryError};
 use crate::error::FailureCode;
-use crate::retry;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com/v1";
 /// The API version this translation speaks.
@@ -65,16 +64,7 @@ impl Anthropic {
                 .map_err(|e| http::transport(&e, base, creds))?;
             let status = resp.status().as_u16();
             if !resp.status().is_success() {
-                let retry_after = retry::retry_after(resp.headers());
-                let body = resp.bytes().await.unwrap_or_default();
-                let detail = http::error_message(&body);
-                return Err(http::status_error(
-                    NAME,
-                    status,
-                    retry_after,
-                    &detail,
-                    creds,
-                ));
+                return Err(http::error_response(NAME, resp, creds).await);
             }
             let parsed = match sink {
                 None => {

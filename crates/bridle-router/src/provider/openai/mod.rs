@@ -13,7 +13,6 @@ use reqwest::header::{AUTHORIZATION, HeaderName};
 use super::http::{self, Creds};
 use super::{DeltaSink, ProviderReply, TryError};
 use crate::error::FailureCode;
-use crate::retry;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 const NAME: &str = "openai";
@@ -73,16 +72,7 @@ impl OpenAi {
                 .map_err(|e| http::transport(&e, base, creds))?;
             let status = resp.status().as_u16();
             if !resp.status().is_success() {
-                let retry_after = retry::retry_after(resp.headers());
-                let body = resp.bytes().await.unwrap_or_default();
-                let detail = http::error_message(&body);
-                return Err(http::status_error(
-                    NAME,
-                    status,
-                    retry_after,
-                    &detail,
-                    creds,
-                ));
+                return Err(http::error_response(NAME, resp, creds).await);
             }
             let parsed = match sink {
                 None => {

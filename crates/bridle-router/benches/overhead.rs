@@ -487,10 +487,10 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     // The mock beside the load generator by default (BENCH_MOCK_CPU moves it).
     let mock_cpu = std::env::var("BENCH_MOCK_CPU").unwrap_or_else(|_| LOAD_CPU.into());
-    let (_mock, mock_url) =
+    let (mock_child, mock_url) =
         start_helper(&["--serve-mock"], pinned.then_some(&*mock_cpu), dir.path()).await?;
     // taskset execs the program: the child's pid is the mock's.
-    let mock_pid = _mock.id().context("mock pid")?;
+    let mock_pid = mock_child.id().context("mock pid")?;
     let mock = reqwest::Url::parse(&mock_url)?;
     let upstream = format!(
         "{}:{}",
@@ -633,24 +633,25 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
         (Path::Http, true),
     ] {
         let (n, wall, cpu, mock) = capacity(&c, path, stream, 64, secs, (pid, mock_pid)).await;
-        let routed = path != Path::Direct;
-        let dash = || "—".to_string();
+        // A direct call has no router: its router columns are dashes.
+        let [router_cpu, per_router_cpu, ratio] = if path == Path::Direct {
+            ["—".to_string(), "—".to_string(), "—".to_string()]
+        } else {
+            [
+                format!("{cpu:.2}"),
+                format!("{:.0}", per(n, cpu)),
+                if mock > 0.0 {
+                    format!("{:.2}", cpu / mock)
+                } else {
+                    "—".to_string()
+                },
+            ]
+        };
         println!(
-            "| {path:?} | {} | {n} | {:.0} | {} | {} | {mock:.2} | {:.0} | {} |",
+            "| {path:?} | {} | {n} | {:.0} | {router_cpu} | {per_router_cpu} | {mock:.2} | {:.0} | {ratio} |",
             if stream { "stream" } else { "plain" },
             n as f64 / wall,
-            if routed { format!("{cpu:.2}") } else { dash() },
-            if routed {
-                format!("{:.0}", per(n, cpu))
-            } else {
-                dash()
-            },
             per(n, mock),
-            if routed && mock > 0.0 {
-                format!("{:.2}", cpu / mock)
-            } else {
-                dash()
-            },
         );
     }
     // A profiler wrapping the router writes its data on SIGINT.

@@ -133,7 +133,7 @@ pub async fn error_response(provider: &str, resp: reqwest::Response, creds: &Cre
 
 /// An error status: 401 refetches the key, 408/429/5xx (Anthropic's 529 included) are
 /// retried, content problems fail over without retry. `detail` is the provider's message.
-pub fn status_error(
+fn status_error(
     provider: &str,
     status: u16,
     retry_after: Option<Duration>,

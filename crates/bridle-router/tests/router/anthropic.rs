@@ -8,18 +8,24 @@ use serde_json::json;
 
 use crate::helpers::{Harness, anthropic_route, msg, request};
 
-#[tokio::test]
-async fn anthropic_calls_translate_both_ways_and_cost_the_cache_tokens() {
+/// A harness whose route `claude` has one Anthropic target, `mock`, with `key` in the broker.
+async fn claude_on(mock: &MockAnthropic, key: &str) -> Harness {
     let h = Harness::start().await;
-    let mock = MockAnthropic::start().await.unwrap();
-    let key = format!("sk-ant-test-{}", bridle_testkit::unique("k"));
-    h.put_secret("anthropic-key", &key).await;
+    h.put_secret("anthropic-key", key).await;
     h.apply(&anthropic_route(
         "claude",
         &[("a", "claude-sonnet-4-20250514", &mock.base_url())],
         "",
     ))
     .await;
+    h
+}
+
+#[tokio::test]
+async fn anthropic_calls_translate_both_ways_and_cost_the_cache_tokens() {
+    let mock = MockAnthropic::start().await.unwrap();
+    let key = format!("sk-ant-test-{}", bridle_testkit::unique("k"));
+    let h = claude_on(&mock, &key).await;
     mock.require_key(Some(&key));
 
     // The published tool-use answer, with usage that read and wrote the prompt cache.
@@ -124,15 +130,8 @@ async fn anthropic_calls_translate_both_ways_and_cost_the_cache_tokens() {
 
 #[tokio::test]
 async fn anthropic_streams_tool_calls_from_the_published_stream() {
-    let h = Harness::start().await;
     let mock = MockAnthropic::start().await.unwrap();
-    h.put_secret("anthropic-key", "sk-ant-test-stream").await;
-    h.apply(&anthropic_route(
-        "claude",
-        &[("a", "claude-sonnet-4-20250514", &mock.base_url())],
-        "",
-    ))
-    .await;
+    let h = claude_on(&mock, "sk-ant-test-stream").await;
     mock.enqueue(Reply::Events(fixture_text("stream_tool_use.txt").unwrap()));
     let (deltas, done) = h
         .stream(request(
@@ -221,17 +220,10 @@ async fn an_overloaded_anthropic_target_fails_over_to_openai() {
 
 #[tokio::test]
 async fn a_providers_redirect_is_refused_and_the_key_does_not_follow_it() {
-    let h = Harness::start().await;
     let redirecting = MockAnthropic::start().await.unwrap();
     let elsewhere = MockAnthropic::start().await.unwrap();
     let key = format!("sk-ant-test-{}", bridle_testkit::unique("k"));
-    h.put_secret("anthropic-key", &key).await;
-    h.apply(&anthropic_route(
-        "claude",
-        &[("a", "claude-sonnet-4-20250514", &redirecting.base_url())],
-        "",
-    ))
-    .await;
+    let h = claude_on(&redirecting, &key).await;
     // Followed, the redirect would take the call, `x-api-key` and all, to another server.
     let location = format!("{}/messages", elsewhere.base_url());
     redirecting.enqueue(Reply::Redirect {

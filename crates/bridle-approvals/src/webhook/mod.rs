@@ -60,8 +60,11 @@ pub async fn spawn(
     let Some(url) = opts.url.clone() else {
         return Ok(());
     };
+    // Redirects are not followed: the message (tool arguments too, when configured) would go
+    // to wherever the answer points, another host included.
     let client = reqwest::Client::builder()
         .timeout(opts.timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| bridle_core::Error::Config(format!("webhook client: {}", e.without_url())))?;
     let mut conn = store
@@ -226,6 +229,16 @@ impl Delivery {
             let retry_after = match outcome {
                 Ok(r) if r.status().is_success() => {
                     tracing::info!(approval = %approval.id, attempt, "webhook delivered");
+                    return true;
+                }
+                Ok(r) if r.status().is_redirection() => {
+                    tracing::error!(
+                        approval = %approval.id,
+                        status = %r.status(),
+                        "webhook answered with a redirect, which Bridle does not follow (the \
+                         message would go to another address); configure the final URL; not \
+                         retried"
+                    );
                     return true;
                 }
                 Ok(r) => {

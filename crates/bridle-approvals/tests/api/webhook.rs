@@ -1,5 +1,5 @@
 //! The webhook against a local receiver: a message for each new pending approval, retried
-//! after a failure, and Evaluate never waits for it.
+//! after a failure, never sent on where a redirect points, and Evaluate never waits for it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use bridle_proto::{PolicyDecision, RiskClass};
 use secrecy::SecretString;
 use serde_json::Value;
@@ -22,20 +23,29 @@ struct Receiver {
     /// When set, each request waits for a permit before it is answered.
     gate: Option<Arc<Semaphore>>,
     arrived: Arc<Notify>,
+    /// When set, every request is answered with a 307 to this address.
+    redirect_to: Option<String>,
 }
 
-async fn receive(State(r): State<Receiver>, Json(body): Json<Value>) -> StatusCode {
+async fn receive(State(r): State<Receiver>, Json(body): Json<Value>) -> Response {
     r.bodies.lock().unwrap().push(body);
     r.arrived.notify_waiters();
+    if let Some(to) = &r.redirect_to {
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(axum::http::header::LOCATION, to.clone())],
+        )
+            .into_response();
+    }
     if let Some(g) = &r.gate {
         let _permit = g.acquire().await.unwrap();
     }
     let mut fail = r.fail_first.lock().unwrap();
     if *fail > 0 {
         *fail -= 1;
-        return StatusCode::INTERNAL_SERVER_ERROR;
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    StatusCode::OK
+    StatusCode::OK.into_response()
 }
 
 async fn start_receiver(r: Receiver) -> String {
@@ -161,5 +171,35 @@ async fn evaluate_never_waits_for_the_webhook() {
             "{id} announced: {bodies:?}"
         );
     }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_not_retried() {
+    // Another host that the webhook's answer points at: it must never see the message.
+    let elsewhere = Receiver::default();
+    let elsewhere_url = start_receiver(elsewhere.clone()).await;
+    let r = Receiver {
+        redirect_to: Some(elsewhere_url),
+        ..Default::default()
+    };
+    let url = start_receiver(r.clone()).await;
+    let h = with_webhook(&url).await;
+    let a = h
+        .pending(&new_run(), "c1", r#"{"table":"secret plans"}"#)
+        .await;
+    let bodies = wait_for(&r, 1).await;
+    assert!(bodies[0]["text"].as_str().unwrap().contains(&a.id));
+    // Ten times the webhook's first backoff: a retry or a followed redirect would have landed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        r.bodies.lock().unwrap().len(),
+        1,
+        "a redirect is not retried"
+    );
+    assert!(
+        elsewhere.bodies.lock().unwrap().is_empty(),
+        "the message went where the redirect pointed"
+    );
     h.stop().await;
 }

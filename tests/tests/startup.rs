@@ -88,3 +88,94 @@ async fn bad_options_exit_64_before_binding() {
     assert_eq!(code, 64, "{text}");
     assert!(text.contains("router_url"), "{text}");
 }
+
+#[tokio::test]
+async fn unknown_options_exit_64_naming_the_nearest_valid_key() {
+    // A misspelt key in the config file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("router.toml");
+    std::fs::write(
+        &file,
+        "http_listn = \"127.0.0.1:0\"\n[inbox]\nlisten = \"x\"\n",
+    )
+    .unwrap();
+    let bin = bridle_testkit::paths::binary("bridle-router").unwrap();
+    let out = tokio::process::Command::new(bin)
+        .arg("--config")
+        .arg(&file)
+        .env("BRIDLE_LOG_FORMAT", "text")
+        .output()
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(64), "{text}");
+    assert!(
+        text.contains("http_listn: unknown option (did you mean 'http_listen'?)"),
+        "{text}"
+    );
+    assert!(text.contains("inbox: unknown option"), "{text}");
+
+    // A misspelt variable, with the service's prefix or the shared one.
+    for var in ["BRIDLE_ROUTER_HTTP_LISTN", "BRIDLE_HTTP_LISTN"] {
+        let (code, text) = run("bridle-router", &[(var, "127.0.0.1:0".into())]).await;
+        assert_eq!(code, 64, "{text}");
+        assert!(text.contains(var), "{text}");
+        assert!(text.contains("did you mean 'http_listen'"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn other_programs_variables_sharing_the_prefix_are_left_alone() {
+    // Compose's image names and Kubernetes' service links share the prefix; they are not
+    // options and must not stop the service: it goes on to its Redis (refused: exit 69).
+    let refusing = bridle_testkit::ports::refusing_port().unwrap();
+    let (code, text) = run(
+        "bridle-router",
+        &[
+            (
+                "BRIDLE_ROUTER_REDIS_URL",
+                format!("redis://127.0.0.1:{}/", refusing.port),
+            ),
+            ("BRIDLE_ROUTER_IMAGE", "bridle/router:dev".into()),
+            ("BRIDLE_ROUTER_SERVICE_HOST", "10.96.0.12".into()),
+            ("BRIDLE_ROUTER_PORT_50052_TCP_ADDR", "10.96.0.12".into()),
+            ("BRIDLE_TOOLS_VENV", "/tmp/venv".into()),
+            ("BRIDLE_QUICKSTART_ROUTE", "openai".into()),
+        ],
+    )
+    .await;
+    assert_eq!(code, 69, "{text}");
+}
+
+/// Every service reads the shared `BRIDLE_*` variables of all: one service's option (the
+/// router's `BRIDLE_HTTP_LISTEN`) must never look to another like a misspelling of its own.
+#[test]
+fn no_services_option_is_taken_for_a_misspelling_by_another() {
+    use bridle_core::config::keys::{Known, misspelt_in_env};
+    use bridle_core::config::{Options, SERVICE_PREFIXES};
+    fn known<T: Options>() -> (&'static str, Known) {
+        (T::SERVICE, Known::of::<T>())
+    }
+    let all = [
+        known::<bridle_orchestrator::Options>(),
+        known::<bridle_router::Options>(),
+        known::<bridle_tools::Options>(),
+        known::<bridle_approvals::Options>(),
+        known::<bridle_secrets::Options>(),
+    ];
+    let vars: Vec<(String, String)> = all
+        .iter()
+        .flat_map(|(_, k)| k.paths())
+        .map(|p| {
+            (
+                format!("BRIDLE_{}", p.join("__").to_uppercase()),
+                "x".into(),
+            )
+        })
+        .collect();
+    for (service, k) in &all {
+        let errs = misspelt_in_env(k, service, &SERVICE_PREFIXES, vars.clone());
+        assert!(errs.is_empty(), "{service}: {errs:#?}");
+    }
+}

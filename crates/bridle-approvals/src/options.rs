@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use bridle_core::config::{self, ServerOptions};
 
 /// Options of the approvals service (`BRIDLE_APPROVALS_*` env, or keys in its config file).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Options {
     #[serde(flatten)]
@@ -19,9 +19,11 @@ pub struct Options {
     pub key_prefix: String,
     /// How long a pending approval lives when the request does not say.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub approval_ttl: Duration,
     /// How often the expiry sweeper looks for pending approvals past their expiry.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub sweep_interval: Duration,
     /// The web inbox (`[inbox]`, `BRIDLE_APPROVALS_INBOX__LISTEN`, ...).
     pub inbox: InboxOptions,
@@ -31,7 +33,7 @@ pub struct Options {
 }
 
 /// The web inbox: server-rendered pages on a second (HTTP) listener.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct InboxOptions {
     /// Address of the inbox; unset = no inbox. Port 0 picks a free port.
@@ -46,6 +48,7 @@ pub struct InboxOptions {
     pub secure_cookies: bool,
     /// How long a login lasts.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub session_ttl: Duration,
 }
 
@@ -62,22 +65,26 @@ impl Default for InboxOptions {
 }
 
 /// A Slack-compatible webhook for new pending approvals.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct WebhookOptions {
     /// Where to POST; unset = no webhook. A secret (Slack's URLs are bearer tokens): never
     /// logged or written back.
     #[serde(skip_serializing)]
+    #[schemars(with = "Option<String>")]
     pub url: Option<SecretString>,
     /// Deadline of one delivery attempt.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// Attempts per approval before it is given up (logged).
     pub max_attempts: u32,
     /// Wait before the second attempt; doubles each time, up to `max_backoff`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub backoff: Duration,
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_backoff: Duration,
     /// Put the call's arguments (truncated) in the message. They may hold data that should not
     /// go to chat; turn this off and approvers follow the link to the inbox.

@@ -7,6 +7,12 @@
 //! Environment: `BRIDLE_<KEY>` applies to every service (for example `BRIDLE_REDIS_URL`), and
 //! `BRIDLE_<SERVICE>_<KEY>` to one service only (`BRIDLE_ROUTER_LISTEN`), winning over the
 //! shared form. Nested keys use a double underscore.
+//!
+//! Unknown keys are refused, naming the nearest valid one (see [`keys`]): every key of the
+//! file must be an option, and a `BRIDLE_*` variable within two edits of an option's name is
+//! taken for a misspelling of it; other variables sharing the prefix are left alone.
+
+pub mod keys;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +28,7 @@ use crate::Error;
 /// Exit status for a bad configuration (BSD EX_USAGE), distinct from a crash.
 pub const EXIT_CONFIG: i32 = 64;
 
-pub trait Options: Serialize + DeserializeOwned + Default {
+pub trait Options: Serialize + DeserializeOwned + Default + schemars::JsonSchema {
     /// Service name, lowercase ("router"); also the env prefix `BRIDLE_ROUTER_`.
     const SERVICE: &'static str;
 
@@ -43,17 +49,29 @@ pub fn load<T: Options>(file: Option<&Path>, flags: &impl Serialize) -> Result<T
         }
         fig = fig.merge(Toml::file_exact(path));
     }
-    // The shared prefix must not also pick up the service-specific variables of other
-    // services (BRIDLE_ROUTER_LISTEN is not the orchestrator's "router_listen").
-    let services = [
-        "ORCHESTRATOR_",
-        "ROUTER_",
-        "TOOLS_",
-        "APPROVALS_",
-        "SECRETS_",
-        "DEV_",
-        "CLI_",
-    ];
+    let services = SERVICE_PREFIXES;
+    let known = keys::Known::of::<T>();
+    let mut unknown = Vec::new();
+    if let Some(path) = file {
+        let table: serde_json::Map<String, serde_json::Value> =
+            Figment::from(Toml::file_exact(path))
+                .extract()
+                .map_err(|e| Error::Config(describe_figment_error(e)))?;
+        unknown.extend(
+            keys::unknown_in_file(&known, &table)
+                .into_iter()
+                .map(|e| format!("{}: {e}", path.display())),
+        );
+    }
+    unknown.extend(keys::misspelt_in_env(
+        &known,
+        T::SERVICE,
+        &services,
+        std::env::vars(),
+    ));
+    if !unknown.is_empty() {
+        return Err(Error::Config(unknown.join("; ")));
+    }
     fig = fig
         .merge(
             Env::prefixed("BRIDLE_")
@@ -75,6 +93,19 @@ pub fn load<T: Options>(file: Option<&Path>, flags: &impl Serialize) -> Result<T
         Err(Error::Config(problems.join("; ")))
     }
 }
+
+/// The service-specific environment prefixes after `BRIDLE_`. The shared prefix must not also
+/// pick up the variables of other services (BRIDLE_ROUTER_LISTEN is not the orchestrator's
+/// "router_listen"); DEV_ and CLI_ are `bridle dev`'s and the CLI's own.
+pub const SERVICE_PREFIXES: [&str; 7] = [
+    "ORCHESTRATOR_",
+    "ROUTER_",
+    "TOOLS_",
+    "APPROVALS_",
+    "SECRETS_",
+    "DEV_",
+    "CLI_",
+];
 
 fn describe_figment_error(e: figment::Error) -> String {
     e.into_iter()
@@ -103,7 +134,7 @@ fn describe_figment_error(e: figment::Error) -> String {
 }
 
 /// Options every gRPC server shares.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ServerOptions {
     /// Address to listen on; port 0 picks a free port (the bound address is logged and, with
@@ -111,11 +142,13 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// Deadline for unary requests that carry none.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub request_timeout: Duration,
     /// Requests handled at once per connection; more wait.
     pub concurrency_limit: usize,
     /// How long shutdown waits for in-flight work.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub grace_period: Duration,
     /// Write the bound address here once listening (for supervisors and tests).
     pub addr_file: Option<PathBuf>,
@@ -124,6 +157,7 @@ pub struct ServerOptions {
     pub auth: crate::auth::AuthMode,
     /// The token services present to each other (`x-bridle-service-token`) when auth is on.
     #[serde(skip_serializing)]
+    #[schemars(with = "Option<String>")]
     pub internal_token: Option<secrecy::SecretString>,
     /// PEM certificate (and `tls_key`, its key) this service serves with and presents to
     /// the services it calls. Set all three for mutual TLS between the services.

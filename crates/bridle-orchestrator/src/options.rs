@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use bridle_core::config::{self, ServerOptions};
 
 /// Options of the orchestrator (`BRIDLE_ORCHESTRATOR_*` env or its config file).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Options {
     #[serde(flatten)]
@@ -25,14 +25,17 @@ pub struct Options {
     pub consumer: Option<String>,
     /// A task not heartbeated for this long is taken over by another worker.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub claim_idle: Duration,
     /// Deliveries of one task before it goes to the dead-letter stream and its run fails.
     pub max_deliveries: u64,
     /// Deadline of one model call (across the router's retries and failover).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub model_timeout: Duration,
     /// Deadline of one tool call, when the tool sets none lower.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub tool_timeout: Duration,
 }
 

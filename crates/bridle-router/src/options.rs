@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use bridle_core::config::{self, ServerOptions};
 
 /// Options of the router (`BRIDLE_ROUTER_*` env, or keys in its config file).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Options {
     #[serde(flatten)]
@@ -19,22 +19,27 @@ pub struct Options {
     pub secrets_url: String,
     /// One try's deadline when a target sets none.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub try_timeout: Duration,
     /// Whole-call deadline across retries and failover when neither the request nor the route
     /// sets one.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub call_timeout: Duration,
     /// Extra tries of the same target after a 429, a 5xx or a connection failure.
     pub max_retries: u32,
     /// First backoff; it doubles with each retry, with jitter.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub retry_base_delay: Duration,
     /// Longest wait before a retry. A provider asking (retry-after) for longer is not retried:
     /// the router fails over to the next target instead.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub retry_max_delay: Duration,
     /// Longest time a resolved provider key is kept; the broker's TTL wins when shorter.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub key_cache_ttl: Duration,
     /// The HTTP gateway fronts (OpenAI- and Anthropic-compatible), on a listener of their own;
     /// unset = no HTTP front. Port 0 picks a free port.
@@ -45,6 +50,7 @@ pub struct Options {
     /// deleted route reaches every replica within this time (new routes are seen at once);
     /// 0 reads Redis on every call.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub route_cache_ttl: Duration,
     /// Largest request accepted (protobuf size over gRPC, body size over HTTP); larger ones are
     /// refused before any provider sees them.
@@ -53,6 +59,7 @@ pub struct Options {
     pub breaker_failures: u32,
     /// How long an open breaker skips its target before one call probes it.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub breaker_cooldown: Duration,
     /// Requests per minute of each tenant, across routes and router replicas; 0 = no limit.
     /// (A route can set its own limits too: spec.limits.)

@@ -11,7 +11,9 @@ pub const DEFAULT_KUBERNETES_TOKEN_FILE: &str =
     "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 /// How the broker logs in to Vault.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum VaultAuth {
     /// A token given to it (`vault_token`, VAULT_TOKEN or BAO_TOKEN); renewed, never re-issued.
@@ -34,7 +36,9 @@ impl VaultAuth {
 }
 
 /// What a name without a SecretBinding resolves to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Unbound {
     /// Nothing: NOT_FOUND (production).
@@ -46,7 +50,7 @@ pub enum Unbound {
 }
 
 /// Options of the secrets broker (`BRIDLE_SECRETS_*` env, or `[...]` keys in its config file).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Options {
     #[serde(flatten)]
@@ -60,11 +64,13 @@ pub struct Options {
     pub vault_auth: VaultAuth,
     /// Token to authenticate with (or set VAULT_TOKEN / BAO_TOKEN), for `vault_auth = token`.
     #[serde(skip_serializing)]
+    #[schemars(with = "Option<String>")]
     pub vault_token: Option<SecretString>,
     /// AppRole auth mount (`auth/<mount>/login`).
     pub vault_approle_mount: String,
     pub vault_approle_role_id: String,
     #[serde(skip_serializing)]
+    #[schemars(with = "Option<String>")]
     pub vault_approle_secret_id: Option<SecretString>,
     /// A file holding the secret id (read at every login, so it can be rotated).
     pub vault_approle_secret_id_file: Option<PathBuf>,
@@ -75,6 +81,7 @@ pub struct Options {
     pub vault_kubernetes_token_file: PathBuf,
     /// Deadline of each request to Vault.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub vault_timeout: Duration,
     /// KV v2 mount of bindings that name none, and of unbound names under `convention`.
     pub kv_mount: String,
@@ -87,6 +94,7 @@ pub struct Options {
     /// How long a KV value is served from memory before Vault is asked again (0 = every time).
     /// Leased values are served for their lease, renewed while their run lives.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub cache_ttl: Duration,
 }
 

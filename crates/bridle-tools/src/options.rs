@@ -9,7 +9,7 @@ use crate::mcp::LocalServer;
 use bridle_core::config::{self, ServerOptions};
 
 /// Options of the tool service (`BRIDLE_TOOLS_*` env, or keys in its config file).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Options {
     #[serde(flatten)]
@@ -24,6 +24,7 @@ pub struct Options {
     pub docker_host: Option<String>,
     /// How long a completed call's result is kept for replays of its idempotency key.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub idempotency_ttl: Duration,
     /// Label namespace of the containers this service creates (`<ns>.run`, `<ns>.managed`...);
     /// EndRun only ever touches containers labelled with it.
@@ -37,14 +38,17 @@ pub struct Options {
     pub pool_parallel_starts: usize,
     /// A profile nobody asked for this long loses its warm sandboxes.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub pool_idle_ttl: Duration,
     /// A run with no call for this long is ended as if EndRun came (its sandboxes and
     /// workspace are removed), in case the orchestrator never sends EndRun.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub run_idle_ttl: Duration,
     /// A sandbox of another instance (same `label_namespace`) stopped this long is removed, at
     /// start and every 30s: an instance killed without draining leaves its sandboxes behind.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub orphan_grace: Duration,
     /// Let egress rules that name hosts reach addresses that are loopback, private or
     /// link-local once resolved (default: only rules naming such an address may).

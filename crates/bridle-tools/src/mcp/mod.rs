@@ -24,7 +24,7 @@ use sha2::{Digest as _, Sha256};
 pub use expose::{Exposed, SEPARATOR};
 
 /// A local MCP server the operator configured (`mcp_local_servers` option).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LocalServer {
     pub command: Vec<String>,

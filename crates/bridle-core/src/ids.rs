@@ -31,7 +31,7 @@ pub fn check_id(what: &str, prefix: &str, id: &str) -> Result<(), Error> {
     } else {
         Err(Error::InvalidArgument(format!(
             "{what} '{}' is not a valid id (expected {prefix}_ followed by letters and digits)",
-            crate::redact::preview(id, 80)
+            crate::redact::quote(id)
         )))
     }
 }
@@ -40,17 +40,18 @@ pub fn check_id(what: &str, prefix: &str, id: &str) -> Result<(), Error> {
 /// letters, digits, '-', '_' and '.', starting and ending with a letter or digit. Tool names
 /// must also be valid function names for every provider, which this subset guarantees.
 pub fn check_name(name: &str) -> Result<(), String> {
+    let shown = crate::redact::quote(name);
     if name.is_empty() {
         return Err("must not be empty".into());
     }
     if name.len() > 63 {
-        return Err(format!("'{name}' is longer than 63 characters"));
+        return Err(format!("'{shown}' is longer than 63 characters"));
     }
     let bytes = name.as_bytes();
     let edge_ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     if !edge_ok(bytes[0]) || !edge_ok(bytes[bytes.len() - 1]) {
         return Err(format!(
-            "'{name}' must start and end with a lowercase letter or a digit"
+            "'{shown}' must start and end with a lowercase letter or a digit"
         ));
     }
     if let Some(bad) = name
@@ -58,7 +59,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')))
     {
         return Err(format!(
-            "'{name}' contains '{bad}'; use lowercase letters, digits, '-', '_' or '.'"
+            "'{shown}' contains '{bad}'; use lowercase letters, digits, '-', '_' or '.'"
         ));
     }
     Ok(())
@@ -98,5 +99,7 @@ mod tests {
         assert!(check_name("a b").is_err());
         assert!(check_name(&"a".repeat(64)).is_err());
         assert!(check_tool_name("run.python").is_err());
+        let huge = "x".repeat(1 << 20);
+        assert!(check_name(&huge).unwrap_err().len() < 300);
     }
 }

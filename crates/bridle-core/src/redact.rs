@@ -76,6 +76,21 @@ fn form_urlencode(s: &str) -> String {
 }
 
 /// At most `max` characters of `s`, with an ellipsis when cut; for messages that quote input.
+/// How much of a caller's input an error quotes.
+pub const QUOTE_CHARS: usize = 120;
+
+/// A caller's input as an error quotes it: whole when short, else its start, an ellipsis and
+/// its full length, so that an error always fits a client's limits (gRPC clients take 8-16
+/// KiB of metadata) whatever the input was.
+pub fn quote(s: &str) -> String {
+    if s.chars().count() <= QUOTE_CHARS {
+        s.to_string()
+    } else {
+        let p: String = s.chars().take(QUOTE_CHARS).collect();
+        format!("{p}… ({} bytes in all)", s.len())
+    }
+}
+
 pub fn preview(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
@@ -115,5 +130,10 @@ mod tests {
     fn preview_cuts_on_chars() {
         assert_eq!(preview("héllo", 2), "hé…");
         assert_eq!(preview("hi", 5), "hi");
+        let long = "x".repeat(1 << 20);
+        let q = quote(&long);
+        assert!(q.len() < 200, "{q}");
+        assert!(q.ends_with("… (1048576 bytes in all)"), "{q}");
+        assert_eq!(quote("short"), "short");
     }
 }

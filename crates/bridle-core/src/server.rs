@@ -120,6 +120,9 @@ impl GrpcServer {
                 .map_err(|e| Error::Config(format!("{name}: TLS: {e}")))?;
         }
         builder
+            .layer(tower::util::MapResponseLayer::new(
+                cap_message::<tonic::body::Body>,
+            ))
             .layer(self.auth.layer())
             .timeout(self.opts.request_timeout)
             .concurrency_limit_per_connection(self.opts.concurrency_limit)
@@ -144,6 +147,72 @@ impl GrpcServer {
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)
             .await
             .map_err(|e| Error::internal(format!("{name}: server error: {e}")))
+    }
+}
+
+/// The longest `grpc-message` a response carries, in bytes before percent-encoding. Standard
+/// gRPC clients refuse response metadata beyond 8-16 KiB and report RESOURCE_EXHAUSTED instead
+/// of the real error, so a message that quotes too much of a request would hide itself.
+pub const MAX_STATUS_MESSAGE: usize = 4096;
+
+/// Cuts an error's message to [`MAX_STATUS_MESSAGE`] (with an ellipsis and its full length).
+/// A backstop: errors quote input through `redact::quote` already; this holds for every
+/// handler, whoever wrote its message. Errors end calls without a body (trailers-only), so
+/// their message is in the response headers.
+fn cap_message<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let Some(v) = resp.headers().get("grpc-message") else {
+        return resp;
+    };
+    if v.len() <= MAX_STATUS_MESSAGE {
+        return resp;
+    }
+    let decoded = percent_encoding::percent_decode(v.as_bytes()).decode_utf8_lossy();
+    let mut cut = MAX_STATUS_MESSAGE.min(decoded.len());
+    while !decoded.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let text = format!("{}… ({} bytes in all)", &decoded[..cut], decoded.len());
+    // gRPC's encoding: printable ASCII but '%' as it is, everything else percent-encoded.
+    const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    let encoded = percent_encoding::utf8_percent_encode(&text, GRPC_MESSAGE).to_string();
+    if let Ok(h) = http::HeaderValue::from_str(&encoded) {
+        resp.headers_mut().insert("grpc-message", h);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_status_message_is_cut_and_says_how_long_it_was() {
+        let status = tonic::Status::invalid_argument(format!("agent 'é{}'", "x".repeat(1 << 20)));
+        let resp = cap_message(status.into_http::<()>());
+        let back = tonic::Status::from_header_map(resp.headers()).unwrap();
+        assert_eq!(back.code(), tonic::Code::InvalidArgument);
+        assert!(
+            back.message().len() < MAX_STATUS_MESSAGE + 64,
+            "{}",
+            back.message().len()
+        );
+        assert!(
+            back.message().starts_with("agent 'éxxx"),
+            "{}",
+            &back.message()[..20]
+        );
+        assert!(
+            back.message().ends_with("… (1048586 bytes in all)"),
+            "{}",
+            &back.message()[4000..]
+        );
+    }
+
+    #[test]
+    fn a_short_status_message_is_left_alone() {
+        let resp = cap_message(tonic::Status::not_found("run 'r' not found").into_http::<()>());
+        let back = tonic::Status::from_header_map(resp.headers()).unwrap();
+        assert_eq!(back.message(), "run 'r' not found");
     }
 }
 

@@ -9,6 +9,7 @@
 mod agent;
 mod binding;
 mod credentials;
+mod depth;
 mod policy;
 mod route;
 mod tool;
@@ -68,11 +69,11 @@ pub fn split_documents(source: &str, text: &str) -> Vec<Document> {
         }
     };
     for (i, line) in text.lines().enumerate() {
-        let lineno = i as u32 + 1;
+        let lineno = u32::try_from(i).unwrap_or(u32::MAX).saturating_add(1);
         let t = line.trim_end();
         if t == "---" || t.starts_with("--- ") || t.starts_with("---\t") {
             push(&mut current, start, &mut docs);
-            start = lineno + 1;
+            start = lineno.saturating_add(1);
             continue;
         }
         if t == "..." {
@@ -279,21 +280,31 @@ pub fn parse_document(
             field: field.to_string(),
             message,
         };
+    if let Some(line) = depth::too_deep(&doc.yaml, depth::MAX_DEPTH) {
+        return Err(vec![err(
+            file_line(doc.first_line, line),
+            None,
+            "",
+            format!(
+                "not valid YAML: nested too deeply: at most {} levels of mappings and lists",
+                depth::MAX_DEPTH
+            ),
+        )]);
+    }
     let value: serde_yaml::Value = serde_yaml::from_str(&doc.yaml).map_err(|e| {
         let line = e
             .location()
-            .filter(|_| doc.first_line > 0)
-            .map(|l| doc.first_line + l.line() as u32 - 1);
+            .and_then(|l| file_line(doc.first_line, l.line()));
         vec![err(
             line,
             None,
             "",
-            format!("not valid YAML: {}", strip_location(&e.to_string())),
+            format!("not valid YAML: {}", plain_yaml_message(&e.to_string())),
         )]
     })?;
     let map = value.as_mapping().ok_or_else(|| {
         vec![err(
-            Some(doc.first_line),
+            (doc.first_line > 0).then_some(doc.first_line),
             None,
             "",
             "a manifest must be a mapping with apiVersion, kind, metadata and spec".into(),
@@ -408,15 +419,14 @@ fn deserialize<T: DeserializeOwned>(
         let inner = e.into_inner();
         let line = inner
             .location()
-            .filter(|_| doc.first_line > 0)
-            .map(|l| doc.first_line + l.line() as u32 - 1)
+            .and_then(|l| file_line(doc.first_line, l.line()))
             .or_else(|| {
                 let p: Vec<&str> = path.split('.').collect();
                 locate(doc, &p)
             });
         let field = if path == "." { String::new() } else { path };
         // serde_yaml prefixes its message with the path of the enclosing mapping.
-        let message = strip_location(&inner.to_string());
+        let message = plain_yaml_message(&inner.to_string());
         let message = match message.split_once(": ") {
             Some((prefix, rest)) if !prefix.contains(' ') && field.starts_with(prefix) => {
                 rest.to_string()
@@ -431,6 +441,29 @@ fn deserialize<T: DeserializeOwned>(
             message,
         }]
     })
+}
+
+/// serde_yaml's message, without its location and in the manifest writer's terms where serde's
+/// wording would leak Rust (an integer "as u128, expected any YAML value").
+fn plain_yaml_message(msg: &str) -> String {
+    let msg = strip_location(msg);
+    if msg.contains("recursion limit exceeded") {
+        return format!(
+            "nested too deeply: at most {} levels of mappings and lists",
+            depth::MAX_DEPTH
+        );
+    }
+    // serde_yaml puts the enclosing field's path first ("spec.budget.maxSteps: invalid ...").
+    if let Some((field, rest)) = msg.split_once("invalid type: integer `")
+        && let Some((n, _)) = rest.split_once('`')
+        && (msg.contains("as u128") || msg.contains("as i128"))
+    {
+        return format!(
+            "{field}the number {} is too large (numbers must fit in 64 bits)",
+            crate::redact::quote(n)
+        );
+    }
+    msg
 }
 
 /// serde_yaml appends " at line X column Y"; the line is reported separately (and relative to
@@ -500,7 +533,19 @@ pub(crate) fn locate(doc: &Document, path: &[&str]) -> Option<u32> {
             }
         }
     }
-    found.map(|i| doc.first_line + i as u32)
+    found.and_then(|i| file_line(doc.first_line, i + 1))
+}
+
+/// The line of the file holding line `line` (1-based) of a document that starts at
+/// `first_line`. None when the document carries no line numbers (`first_line` 0) or the sum
+/// does not fit: `first_line` arrives over the wire, so it is never trusted to add up.
+pub(crate) fn file_line(first_line: u32, line: usize) -> Option<u32> {
+    if first_line == 0 {
+        return None;
+    }
+    u32::try_from(line.checked_sub(1)?)
+        .ok()
+        .and_then(|l| first_line.checked_add(l))
 }
 
 /// Decodes a stored manifest (canonical JSON) of a known kind.

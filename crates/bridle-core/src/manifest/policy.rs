@@ -56,14 +56,12 @@ pub fn cedar_line(first_line: u32, yaml: &str, cedar_line: u32) -> Option<u32> {
         .trim_start_matches("cedar:")
         .trim_start();
     let within = cedar_line.max(1);
-    Some(if value.starts_with('|') {
-        key_line + within
+    if value.starts_with('|') || value.is_empty() || value.starts_with('#') {
+        // A literal block, or a plain scalar continued on the following lines.
+        key_line.checked_add(within)
     } else if value.starts_with('>') {
-        key_line
-    } else if value.is_empty() || value.starts_with('#') {
-        // A plain scalar continued on the following lines.
-        key_line + within
+        Some(key_line)
     } else {
-        key_line + within - 1
-    })
+        key_line.checked_add(within - 1)
+    }
 }

@@ -703,3 +703,50 @@ spec:
         "{e}"
     );
 }
+
+#[test]
+fn a_first_line_near_the_top_of_u32_gives_no_line_instead_of_overflowing() {
+    for yaml in [
+        // A YAML error (line from the parser) and a field error (line from `locate`).
+        "apiVersion: bridle.dev/v1\nkind: Agent\nmetadata: {name: a\n",
+        "apiVersion: bridle.dev/v1\nkind: Agent\nmetadata:\n  name: a\nspec:\n  route: r\n  budget:\n    maxStep: 3\n",
+    ] {
+        for first_line in [u32::MAX, u32::MAX - 1, u32::MAX - 3] {
+            let doc = Document {
+                source: "big.yaml".into(),
+                first_line,
+                yaml: yaml.into(),
+            };
+            let errs = parse_document(&doc, &ParseOptions::default()).unwrap_err();
+            for e in errs {
+                assert!(e.line.is_none_or(|l| l >= first_line), "{e}");
+            }
+        }
+    }
+    let policy = "apiVersion: bridle.dev/v1\nkind: Policy\nmetadata:\n  name: p\nspec:\n  cedar: |\n    permit(principal, action, resource);\n";
+    assert_eq!(cedar_line(u32::MAX - 2, policy, 9), None);
+    assert_eq!(cedar_line(10, policy, 1), Some(16));
+}
+
+#[test]
+fn deep_yaml_is_an_error_that_names_the_limit_not_a_crash() {
+    let deep = format!(
+        "apiVersion: bridle.dev/v1\nkind: Tool\nmetadata: {{name: t}}\nspec:\n  parameters: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let errs = errors(&deep);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("nest"), "{}", errs[0]);
+}
+
+#[test]
+fn an_integer_too_large_says_so_in_plain_words() {
+    let errs = errors(
+        "apiVersion: bridle.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec:\n  route: r\n  budget:\n    maxSteps: 99999999999999999999999999\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(!errs[0].contains("u128"), "{}", errs[0]);
+    assert!(!errs[0].contains("expected any YAML value"), "{}", errs[0]);
+    assert!(errs[0].contains("too large"), "{}", errs[0]);
+}

@@ -188,9 +188,12 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (examples: 256Mi, 1Gi, 64Ki)"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!(
+            "'{}' is not a size (examples: 256Mi, 1Gi, 64Ki)",
+            crate::redact::quote(s)
+        )
+    })?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "k" | "KB" => 1000,
@@ -201,12 +204,13 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "Gi" | "GiB" => 1 << 30,
         other => {
             return Err(format!(
-                "'{other}' is not a size unit (Ki, Mi, Gi, K, M, G)"
+                "'{}' is not a size unit (Ki, Mi, Gi, K, M, G)",
+                crate::redact::quote(other)
             ));
         }
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
+        .ok_or_else(|| format!("'{}' is too large", crate::redact::quote(s)))
 }
 
 /// The settings every sandboxed kind shares, borrowed for validation.

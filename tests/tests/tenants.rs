@@ -245,3 +245,66 @@ async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
         .into_inner();
     assert_eq!(cancelled.status, pb::RunStatus::Cancelled as i32);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_orchestrator_may_run_tools_or_end_runs() {
+    let token = format!("internal-{}", bridle_testkit::unique("t"));
+    let h = Harness::start_with(Options {
+        env_all: vec![
+            ("BRIDLE_AUTH".into(), "keys".into()),
+            ("BRIDLE_INTERNAL_TOKEN".into(), token.clone()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tools = h
+        .services
+        .iter()
+        .find(|s| s.name == "bridle-tools")
+        .expect("the tools service")
+        .addr
+        .clone();
+    let mut c = pb::tools_client::ToolsClient::new(h.channel(tools, "tools").await.unwrap());
+    let as_service = |service: &str, run: &str| {
+        let mut r = tonic::Request::new(pb::ExecuteRequest {
+            scope: Some(pb::Scope {
+                tenant: "default".into(),
+                agent: "analyst".into(),
+                run_id: run.into(),
+                ..Default::default()
+            }),
+            tool: "python".into(),
+            arguments_json: r#"{"code":"print(1)"}"#.into(),
+            ..Default::default()
+        });
+        let md = r.metadata_mut();
+        md.insert("x-bridle-service-token", token.parse().unwrap());
+        md.insert("x-bridle-service", service.parse().unwrap());
+        r
+    };
+    // Every service holds the internal token; holding it is not enough to run a tool, which
+    // would skip the policy check only the orchestrator makes.
+    for other in ["router", "approvals", "secrets", "tools"] {
+        let e = c.execute(as_service(other, "run_x")).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{other}: {e:?}");
+        assert!(
+            e.message().contains("only the orchestrator service may"),
+            "{e:?}"
+        );
+        let mut end = tonic::Request::new(pb::EndRunRequest {
+            scope: as_service(other, "run_x").into_inner().scope,
+        });
+        let md = end.metadata_mut();
+        md.insert("x-bridle-service-token", token.parse().unwrap());
+        md.insert("x-bridle-service", other.parse().unwrap());
+        let e = c.end_run(end).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{other}: {e:?}");
+    }
+    // The orchestrator passes the check (the tool itself is unknown here: NOT_FOUND).
+    let e = c
+        .execute(as_service("orchestrator", "run_x"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+}

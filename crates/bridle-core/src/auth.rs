@@ -168,7 +168,9 @@ pub fn principal<T>(req: &tonic::Request<T>) -> Principal {
         .unwrap_or_else(Principal::nobody)
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     /// Every caller is an anonymous admin (dev, tests).
@@ -565,5 +567,74 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
+
+/// Which Bridle service sent a request, for RPCs only one service may call (the tools service's
+/// Execute, the broker's Resolve for a tool or a provider, EndRun).
+///
+/// The caller is the authenticated service principal: the common name of its mTLS client
+/// certificate when mTLS is configured, else (auth on) the holder of the internal token, named
+/// by `x-bridle-service`. The internal token is shared by every service, so without mTLS the
+/// name is the token holder's word: only mTLS binds a name to a service. With auth off and no
+/// mTLS the header's word is all there is: a guard against mistakes, not an enforcement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A Bridle service, by name.
+    Service(String),
+    /// An API key or anything that is not a service.
+    Other(String),
+    /// Auth is off and the request did not say which service sent it.
+    Unidentified,
+}
+
+impl Caller {
+    pub fn of<T>(req: &tonic::Request<T>, auth: AuthMode) -> Caller {
+        let p = principal(req);
+        if p.service {
+            return Caller::Service(p.name);
+        }
+        match auth {
+            AuthMode::Off => match req
+                .metadata()
+                .get(SERVICE_NAME_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(name) if !name.is_empty() => Caller::Service(name.to_string()),
+                _ => Caller::Unidentified,
+            },
+            AuthMode::Keys => Caller::Other(p.name),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Caller::Service(n) => format!("service '{n}'"),
+            Caller::Other(n) => format!("'{n}' (not a Bridle service)"),
+            Caller::Unidentified => "an unidentified caller".into(),
+        }
+    }
+
+    /// Whether the caller is `service`. An unidentified caller (auth off, no header: tools like
+    /// grpcurl, or a service that does not say) is let through: with auth off anyone could say
+    /// anything anyway.
+    pub fn is(&self, service: &str) -> bool {
+        match self {
+            Caller::Service(n) => n == service,
+            Caller::Other(_) => false,
+            Caller::Unidentified => true,
+        }
+    }
+
+    /// PERMISSION_DENIED unless the caller is `service`; `action` says what was refused.
+    pub fn require(&self, service: &str, action: &str) -> Result<(), Error> {
+        if self.is(service) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(format!(
+                "{} may not {action}: only the {service} service may",
+                self.describe()
+            )))
+        }
     }
 }

@@ -7,61 +7,10 @@
 //! header's word for it: a guard against mistakes, not an enforcement. Only mTLS or auth makes
 //! it one.
 
-use bridle_core::auth::{AuthMode, SERVICE_NAME_HEADER};
+pub use bridle_core::auth::Caller;
 use bridle_proto::Scope;
 
 use crate::Error;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Caller {
-    /// A Bridle service, by name.
-    Service(String),
-    /// An API key or anything that is not a service.
-    Other(String),
-    /// Auth is off and the request did not say which service sent it.
-    Unidentified,
-}
-
-impl Caller {
-    pub fn of<T>(req: &tonic::Request<T>, auth: AuthMode) -> Caller {
-        // A service principal is authenticated: by its mTLS certificate, or by the internal
-        // token (which names the service in `x-bridle-service`).
-        let p = bridle_core::auth::principal(req);
-        if p.service {
-            return Caller::Service(p.name);
-        }
-        match auth {
-            AuthMode::Off => match req
-                .metadata()
-                .get(SERVICE_NAME_HEADER)
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(name) if !name.is_empty() => Caller::Service(name.to_string()),
-                _ => Caller::Unidentified,
-            },
-            AuthMode::Keys => Caller::Other(p.name),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Caller::Service(n) => format!("service '{n}'"),
-            Caller::Other(n) => format!("'{n}' (not a Bridle service)"),
-            Caller::Unidentified => "an unidentified caller".into(),
-        }
-    }
-
-    /// Whether the caller is `service`. An unidentified caller (auth off, no header: tools like
-    /// grpcurl, or a service that does not say) is let through: with auth off anyone could say
-    /// anything anyway.
-    fn is(&self, service: &str) -> bool {
-        match self {
-            Caller::Service(n) => n == service,
-            Caller::Other(_) => false,
-            Caller::Unidentified => true,
-        }
-    }
-}
 
 /// What a scope asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -115,11 +115,14 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         opts.server.grace_period,
         orphans,
     );
-    let routes = tonic::service::Routes::new(ToolsServer::new(service::ToolsService::new(exec)))
-        .add_service(ManifestsServer::new(ManifestsService::new(
-            store,
-            Owner::Tools,
-        )));
+    let routes = tonic::service::Routes::new(ToolsServer::new(service::ToolsService::new(
+        exec,
+        opts.server.auth,
+    )))
+    .add_service(ManifestsServer::new(ManifestsService::new(
+        store,
+        Owner::Tools,
+    )));
     bridle_core::service::spawn_grpc(
         "tools",
         &opts.server,

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bollard::query_parameters::ListContainersOptionsBuilder;
+use bridle_core::auth::{AuthMode, Caller};
 use bridle_proto::tools_server::Tools;
 use bridle_proto::{
     EndRunRequest, EndRunResponse, ExecuteRequest, ExecuteResponse, ListToolsRequest,
@@ -19,11 +20,17 @@ use crate::sandbox::guard::remove_now;
 
 pub struct ToolsService {
     exec: Arc<Executor>,
+    auth: AuthMode,
 }
 
+/// Execute and EndRun run and stop tools as the orchestrator decided after asking policy:
+/// any other caller (another service holding the internal token, an API key) would bypass the
+/// policy check, so only the orchestrator may call them.
+const RUNS_TOOLS: &str = "orchestrator";
+
 impl ToolsService {
-    pub fn new(exec: Arc<Executor>) -> Self {
-        Self { exec }
+    pub fn new(exec: Arc<Executor>, auth: AuthMode) -> Self {
+        Self { exec, auth }
     }
 
     /// Removes (killing first, when running) every container of the run and its workspace.
@@ -76,6 +83,7 @@ impl Tools for ToolsService {
         &self,
         req: Request<ExecuteRequest>,
     ) -> Result<Response<ExecuteResponse>, Status> {
+        Caller::of(&req, self.auth).require(RUNS_TOOLS, "run tools")?;
         let req = req.into_inner();
         if req.idempotency_key.is_empty() {
             return Ok(Response::new(self.exec.execute(req).await?));
@@ -118,6 +126,7 @@ impl Tools for ToolsService {
         &self,
         req: Request<EndRunRequest>,
     ) -> Result<Response<EndRunResponse>, Status> {
+        Caller::of(&req, self.auth).require(RUNS_TOOLS, "end runs")?;
         let containers_removed = ToolsService::end_run(self, req.into_inner()).await?;
         Ok(Response::new(EndRunResponse { containers_removed }))
     }

@@ -117,6 +117,39 @@ async fn the_wall_time_budget_cuts_a_call_in_flight() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tools_own_timeout_cuts_its_call_and_the_result_says_which_limit_fired() {
+    let h = Harness::start().await.unwrap();
+    // The orchestrator's ceiling (tool_timeout) is its default, 10 minutes; the tool's own
+    // timeout, 2s, is the smallest limit and must be the one that fires.
+    let yaml = endless(&h, "    maxSteps: 1\n", "while True: pass").replacen(
+        "  timeout: 30s\n",
+        "  timeout: 2s\n",
+        1,
+    );
+    h.apply("m.yaml", &yaml).await.unwrap();
+    let run = h.start_run("analyst", "spin").await;
+    let events = follow(&h, &run, Duration::from_secs(120), |_| async {})
+        .await
+        .unwrap();
+    let finished: Vec<pb::ToolFinished> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::ToolFinished(f)) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 1, "{events:#?}");
+    let f = &finished[0];
+    assert!(f.timed_out && f.is_error, "{f:?}");
+    assert!(
+        f.output
+            .contains("timed out after 2.0s, the tool's timeout"),
+        "{}",
+        f.output
+    );
+}
+
 fn with_usage(input: u64, output: u64) -> Reply {
     let mut c = tool_call_completion("gpt-4o-mini", &[("c", "python", r#"{"code":"print(1)"}"#)]);
     c["usage"] = serde_json::json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
@@ -171,6 +204,57 @@ async fn the_cost_budget_ends_the_run() {
     let cost = f.cost.unwrap();
     assert!(cost.known);
     assert_eq!(cost.nano_usd, 450_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_with_a_cost_budget_cannot_use_a_route_without_prices() {
+    let h = Harness::start().await.unwrap();
+    // The scripted provider has no price in the router's table.
+    let yaml = endless(&h, "    maxSteps: 3\n    maxCostUsd: 0.40\n", "print(1)");
+    let err = h.apply("m.yaml", &yaml).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let msg = err.message();
+    assert!(msg.contains("spec.budget.maxCostUsd"), "{msg}");
+    assert!(msg.contains("route 'endless'"), "{msg}");
+    assert!(msg.contains("declare `price`"), "{msg}");
+
+    // The same route with prices declared is accepted, also when applied before the agent.
+    let priced = yaml.replace(
+        "    - provider: scripted\n",
+        "    - provider: scripted\n      price: {input: 1, output: 2}\n",
+    );
+    h.apply("m.yaml", &priced).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_with_a_cost_budget_refuses_a_model_without_a_price() {
+    let h = Harness::start().await.unwrap();
+    // No budget on the agent: the run's own cost budget meets the unpriced route at call time.
+    h.apply("m.yaml", &endless(&h, "    maxSteps: 3\n", "print(1)"))
+        .await
+        .unwrap();
+    let run = h
+        .orchestrator()
+        .await
+        .start_run(pb::StartRunRequest {
+            agent: "analyst".into(),
+            input: "loop".into(),
+            budget: Some(pb::Budget {
+                max_cost_nano_usd: 1_000_000_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    let f = end_of(&h, &run.id).await;
+    assert_eq!(f.status, pb::RunStatus::Failed as i32, "{f:?}");
+    assert!(f.error.contains("no known price"), "{}", f.error);
+    assert!(f.error.contains("declare `price`"), "{}", f.error);
+    assert_eq!(f.steps, 1, "the call was refused, not made: {f:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

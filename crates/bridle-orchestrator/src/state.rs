@@ -266,20 +266,23 @@ impl Totals {
 
     pub fn add(&mut self, u: Option<&pb::Usage>, c: Option<&pb::Cost>) {
         if let Some(u) = u {
-            self.input_tokens += u.input_tokens;
-            self.output_tokens += u.output_tokens;
-            self.cache_read_tokens += u.cache_read_tokens;
-            self.cache_write_tokens += u.cache_write_tokens;
-            self.reasoning_tokens += u.reasoning_tokens;
+            // Counts come from providers: saturate rather than trust them to add up.
+            self.input_tokens = self.input_tokens.saturating_add(u.input_tokens);
+            self.output_tokens = self.output_tokens.saturating_add(u.output_tokens);
+            self.cache_read_tokens = self.cache_read_tokens.saturating_add(u.cache_read_tokens);
+            self.cache_write_tokens = self.cache_write_tokens.saturating_add(u.cache_write_tokens);
+            self.reasoning_tokens = self.reasoning_tokens.saturating_add(u.reasoning_tokens);
         }
         match c {
-            Some(c) if c.known => self.cost_nano_usd += c.nano_usd,
+            Some(c) if c.known => {
+                self.cost_nano_usd = self.cost_nano_usd.saturating_add(c.nano_usd)
+            }
             _ => self.cost_known = false,
         }
     }
 
     pub fn tokens(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens.saturating_add(self.output_tokens)
     }
 
     pub fn usage_pb(&self) -> pb::Usage {
@@ -300,6 +303,12 @@ impl Totals {
     }
 }
 
+/// Milliseconds of a duration a caller or a manifest gave, saturated: a budget of centuries
+/// is a budget that never runs out, not one that wrapped around to the past.
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Effective limits of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
@@ -317,7 +326,7 @@ impl Limits {
             max_steps: b.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
             max_tokens: b.max_tokens,
             max_cost_nano_usd: b.max_cost_usd.map(|usd| (usd * 1e9).round() as i64),
-            max_wall_time_ms: b.max_wall_time.map(|d| d.as_millis() as i64),
+            max_wall_time_ms: b.max_wall_time.map(millis),
         };
         if let Some(r) = req {
             if r.max_steps > 0 {
@@ -333,7 +342,7 @@ impl Limits {
                 );
             }
             if let Some(d) = bridle_core::timeutil::std_duration(r.max_wall_time.as_ref()) {
-                let ms = d.as_millis() as i64;
+                let ms = millis(d);
                 l.max_wall_time_ms = Some(l.max_wall_time_ms.map_or(ms, |t| t.min(ms)));
             }
         }

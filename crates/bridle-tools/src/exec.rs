@@ -11,7 +11,9 @@ use bridle_core::ids::check_tool_name;
 use bridle_core::manifest::Tool;
 use bridle_core::timeutil::std_duration;
 use bridle_proto::secrets_client::SecretsClient;
-use bridle_proto::{ExecuteRequest, ExecuteResponse, Scope, ToolErrorKind, ToolResult, ToolSpec};
+use bridle_proto::{
+    ExecuteRequest, ExecuteResponse, Scope, TimeoutLimit, ToolErrorKind, ToolResult, ToolSpec,
+};
 use serde_json::{Map, Value};
 
 use crate::idempotency::{Begin, Idempotency, MAX_KEY_LEN};
@@ -47,7 +49,25 @@ pub struct Call {
     pub tool: String,
     pub args: Map<String, Value>,
     pub call_id: String,
+    /// The call's wall-clock limit: the smaller of the tool's own and the caller's.
     pub timeout: Duration,
+    /// Which limit `timeout` is, for the message of a call it cuts.
+    pub timeout_limit: TimeoutLimit,
+}
+
+impl Call {
+    /// "8s, the tool's timeout": how long the call had and which limit that was.
+    pub fn timeout_text(&self) -> String {
+        let which = match self.timeout_limit {
+            TimeoutLimit::Tool | TimeoutLimit::Unspecified => "the tool's timeout",
+            TimeoutLimit::RunWallTime => "what was left of the run's wall-time budget",
+            TimeoutLimit::Caller => "the caller's limit on any tool call",
+        };
+        format!(
+            "{}, {which}",
+            bridle_core::timeutil::short_duration(self.timeout)
+        )
+    }
 }
 
 /// What a name refers to.
@@ -186,8 +206,8 @@ impl Executor {
         }
     }
 
-    pub async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, Error> {
-        let mut scope = req.scope.unwrap_or_default();
+    pub async fn execute(&self, mut req: ExecuteRequest) -> Result<ExecuteResponse, Error> {
+        let mut scope = req.scope.take().unwrap_or_default();
         scope.tenant = tenant_or_default(&scope.tenant).to_string();
         let name = if req.tool.is_empty() {
             scope.tool.clone()
@@ -213,10 +233,11 @@ impl Executor {
                     tenant: scope.tenant.clone(),
                     tool: name.clone(),
                 })?;
-        // Capped so deadlines computed from it cannot overflow.
-        let timeout = std_duration(req.timeout.as_ref())
-            .unwrap_or_else(|| target.tool().spec.timeout())
-            .min(MAX_TIMEOUT);
+        let (timeout, timeout_limit) = effective_timeout(
+            target.tool().spec.timeout(),
+            std_duration(req.timeout.as_ref()),
+            req.timeout_limit(),
+        );
 
         let claim = if req.idempotency_key.is_empty() {
             None
@@ -260,7 +281,7 @@ impl Executor {
                     c.release().await;
                 }
                 return Ok(ExecuteResponse {
-                    result: Some(invalid_arguments(message)),
+                    result: Some(self.scrubbed(&scope, invalid_arguments(message))),
                     replayed: false,
                 });
             }
@@ -272,8 +293,13 @@ impl Executor {
             args,
             call_id: req.call_id,
             timeout,
+            timeout_limit,
         };
-        let result = self.run_kind(&target, &call).await?;
+        let mut result = self.run_kind(&target, &call).await?;
+        if result.timed_out {
+            result.timeout_limit = call.timeout_limit as i32;
+        }
+        let result = self.scrubbed(&call.scope, result);
         tracing::info!(
             tool = %call.tool,
             tenant = %call.scope.tenant,
@@ -299,6 +325,28 @@ impl Executor {
         })
     }
 
+    /// The result as it may leave this service: every text in it scrubbed of every value the
+    /// run resolved. The kinds scrub what they capture too; this is the one place that holds
+    /// for every path out, messages built from the model's own arguments included.
+    fn scrubbed(&self, scope: &Scope, mut r: ToolResult) -> ToolResult {
+        let (redactor, _) = self.run_secrets.redactor(scope);
+        if redactor.is_empty() {
+            return r;
+        }
+        for text in [
+            &mut r.output,
+            &mut r.stdout,
+            &mut r.stderr,
+            &mut r.sandbox_id,
+        ]
+        .into_iter()
+        .chain(r.files_written.iter_mut())
+        {
+            *text = redactor.redact(text);
+        }
+        r
+    }
+
     async fn run_kind(&self, target: &Target, call: &Call) -> Result<ToolResult, Error> {
         let t = match target {
             Target::Mcp(t, e) => return mcp_kind::run(self, t, e, call).await,
@@ -318,6 +366,27 @@ impl Executor {
             })
         }
     }
+}
+
+/// A call's limit: the smaller of the tool's own `timeout` and the caller's (which the caller
+/// says is its ceiling or what is left of the run's budget), capped so that deadlines
+/// computed from it cannot overflow. A caller can shorten a tool's timeout, never lengthen it.
+fn effective_timeout(
+    tool: Duration,
+    caller: Option<Duration>,
+    caller_limit: TimeoutLimit,
+) -> (Duration, TimeoutLimit) {
+    let (t, limit) = match caller {
+        Some(c) if c < tool => (
+            c,
+            match caller_limit {
+                TimeoutLimit::Unspecified | TimeoutLimit::Tool => TimeoutLimit::Caller,
+                other => other,
+            },
+        ),
+        _ => (tool, TimeoutLimit::Tool),
+    };
+    (t.min(MAX_TIMEOUT), limit)
 }
 
 fn invalid_arguments(message: String) -> ToolResult {
@@ -346,5 +415,44 @@ pub fn error_kind(
         ToolErrorKind::Failed
     } else {
         ToolErrorKind::Unspecified
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn the_tools_own_timeout_wins_when_it_is_the_smallest() {
+        assert_eq!(
+            effective_timeout(S(8), Some(S(600)), TimeoutLimit::Caller),
+            (S(8), TimeoutLimit::Tool)
+        );
+        assert_eq!(
+            effective_timeout(S(8), None, TimeoutLimit::Unspecified),
+            (S(8), TimeoutLimit::Tool)
+        );
+    }
+
+    #[test]
+    fn a_caller_can_shorten_a_timeout_and_says_why() {
+        assert_eq!(
+            effective_timeout(S(30), Some(S(5)), TimeoutLimit::RunWallTime),
+            (S(5), TimeoutLimit::RunWallTime)
+        );
+        assert_eq!(
+            effective_timeout(S(30), Some(S(5)), TimeoutLimit::Unspecified),
+            (S(5), TimeoutLimit::Caller)
+        );
+    }
+
+    #[test]
+    fn no_timeout_exceeds_the_cap() {
+        assert_eq!(
+            effective_timeout(S(u64::MAX / 4), None, TimeoutLimit::Unspecified).0,
+            MAX_TIMEOUT
+        );
     }
 }

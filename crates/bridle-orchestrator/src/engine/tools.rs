@@ -320,6 +320,7 @@ impl Engine {
         cur.commit(&self.store).await?;
 
         let s = &cur.state;
+        let (limit, limit_kind) = call_limit(self.tool_timeout, s);
         let req = pb::ExecuteRequest {
             scope: Some(pb::Scope {
                 tenant: s.tenant.clone(),
@@ -333,9 +334,12 @@ impl Engine {
             idempotency_key: format!("{}:{}:{}", s.id, s.step, call.id),
             call_id: call.id.clone(),
             step: s.step,
-            timeout: Some(pb_duration(self.tool_timeout)),
+            timeout: Some(pb_duration(limit)),
+            timeout_limit: limit_kind as i32,
         };
-        let timeout = self.tool_timeout + Duration::from_secs(10);
+        // The tools service cuts the call at `limit` (or the tool's own, smaller timeout) and
+        // answers; the deadline leaves it time to.
+        let timeout = limit + Duration::from_secs(10);
         let exec = self.with_retries("tool call", || {
             let mut c = self.clients.tools.clone();
             let mut r = tonic::Request::new(req.clone());
@@ -411,6 +415,28 @@ impl Engine {
                 other => return other,
             }
         }
+    }
+}
+
+/// The limit the orchestrator puts on a tool call: its ceiling (`tool_timeout`), or what is
+/// left of the run's wall-time budget when that is less. The tools service lowers it further
+/// to the tool's own `timeout`.
+fn call_limit(ceiling: Duration, s: &crate::state::RunState) -> (Duration, pb::TimeoutLimit) {
+    match s.limits.max_wall_time_ms {
+        Some(max) => {
+            let left = s
+                .created_ms
+                .saturating_add(max)
+                .saturating_sub(now_ms())
+                .max(0) as u64;
+            let left = Duration::from_millis(left);
+            if left < ceiling {
+                (left, pb::TimeoutLimit::RunWallTime)
+            } else {
+                (ceiling, pb::TimeoutLimit::Caller)
+            }
+        }
+        None => (ceiling, pb::TimeoutLimit::Caller),
     }
 }
 

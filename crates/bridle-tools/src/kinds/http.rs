@@ -162,7 +162,7 @@ pub async fn run(ex: &Executor, h: &HttpTool, call: &Call) -> Result<ToolResult,
         Ok(r) => r,
         Err(e) => {
             let why = if e.is_timeout() {
-                "no answer within the timeout".to_string()
+                format!("no answer within {}", call.timeout_text())
             } else {
                 format!(
                     "the request failed: {}",

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bridle_core::manifest::{McpStdio, McpTool, Tool};
 use bridle_core::redact::Redactor;
-use bridle_core::timeutil::{pb_duration, short_duration};
+use bridle_core::timeutil::pb_duration;
 use bridle_proto::{Scope, ToolErrorKind, ToolResult};
 use rmcp::model::{CallToolRequestParams, CallToolResponse};
 use rmcp::service::{Peer, RoleClient};
@@ -354,7 +354,7 @@ pub async fn run(
             (
                 format!(
                     "[timed out after {}: the call was abandoned]",
-                    short_duration(call.timeout)
+                    call.timeout_text()
                 ),
                 true,
                 false,

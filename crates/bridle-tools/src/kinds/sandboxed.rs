@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bridle_core::manifest::{ContainerLimits, PoolSettings};
-use bridle_core::timeutil::{pb_duration, short_duration};
+use bridle_core::timeutil::pb_duration;
 use bridle_proto::{ToolErrorKind, ToolResult};
 
 use crate::egress::Allowlist;
@@ -130,7 +130,7 @@ pub async fn run(
         Ending::Removed
     } else if o.timed_out {
         Ending::TimedOut {
-            after: short_duration(call.timeout),
+            after: call.timeout_text(),
         }
     } else if o.oom_killed {
         Ending::OomKilled {
@@ -159,5 +159,7 @@ pub async fn run(
             .collect(),
         sandbox_id: result.sandbox_id,
         http_status: 0,
+        // Filled in where every kind's result leaves the executor.
+        timeout_limit: 0,
     })
 }

@@ -77,9 +77,11 @@ async fn a_tool_that_runs_too_long_is_killed_and_removed() {
     assert!(r.is_error);
     assert_eq!(r.error_kind, ToolErrorKind::TimedOut as i32);
     assert_eq!(r.exit_code, -1);
+    assert_eq!(r.timeout_limit, bridle_proto::TimeoutLimit::Caller as i32);
     assert!(
-        r.output
-            .ends_with("[timed out after 3.0s: the process was killed]"),
+        r.output.ends_with(
+            "[timed out after 3.0s, the caller's limit on any tool call: the process was killed]"
+        ),
         "{}",
         r.output
     );

@@ -226,3 +226,42 @@ async fn secret_files_and_http_headers_are_resolved_per_call_and_scrubbed() {
     h.stop().await;
     broker.drain(std::time::Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_result_that_quotes_the_models_arguments_is_scrubbed_where_it_leaves() {
+    let token = format!("tok-{}", bridle_testkit::unique("v"));
+    let (_bao, url, broker) = broker_with(&[("tool-token", &token)]).await;
+    let h = Harness::start_with(Setup {
+        secrets_url: url,
+        ..Setup::default()
+    })
+    .await;
+    h.apply(&python_tool(
+        "py",
+        "    env:\n      TOKEN: secret://tool-token\n",
+    ))
+    .await;
+    // The run resolves the value in its first call...
+    let r = h
+        .call("run_q", "py", serde_json::json!({ "code": "print(1)" }))
+        .await;
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    // ...and a later call whose arguments hold it (a model that learned it) is refused with a
+    // message that quotes them: nothing ran, yet the message leaves the service too.
+    let r = h
+        .call(
+            "run_q",
+            "py",
+            serde_json::json!({ "code": "print(2)", &token: 1 }),
+        )
+        .await;
+    assert_eq!(
+        r.error_kind,
+        bridle_proto::ToolErrorKind::InvalidArguments as i32,
+        "{r:?}"
+    );
+    assert!(!r.output.contains(&token), "secret leaked: {}", r.output);
+    assert!(r.output.contains("[REDACTED]"), "{}", r.output);
+    h.stop().await;
+    broker.drain(std::time::Duration::from_secs(5)).await;
+}

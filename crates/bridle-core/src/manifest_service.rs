@@ -100,6 +100,7 @@ impl Manifests for ManifestsService {
                 tenant: m.tenant().into(),
                 action: a.as_str().into(),
                 service: self.owner.as_str().into(),
+                unpriced_targets: Vec::new(),
             })
             .collect();
         if !req.dry_run {

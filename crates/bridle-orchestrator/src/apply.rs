@@ -8,7 +8,7 @@
 //! and its commit, the services before it keep their part. Reapplying the same set is safe
 //! (unchanged manifests are reported as such), which is how such a failure is repaired.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tonic::{Request, Response, Status};
 
@@ -21,18 +21,21 @@ use bridle_proto::manifests_server::Manifests;
 
 use crate::clients::Clients;
 
+/// Route name -> its targets with no known price.
+type Routes = HashMap<String, Vec<String>>;
+
 pub struct ApplyService {
     pub agents: ManifestStore,
     pub clients: Clients,
 }
 
 impl ApplyService {
-    /// Names of routes and tools that exist already for `tenant`.
+    /// Routes (each with its unpriced targets) and tools that exist already for `tenant`.
     async fn existing(
         &self,
         tenant: &str,
         need_tools: &[String],
-    ) -> Result<(HashSet<String>, HashSet<String>), Status> {
+    ) -> Result<(Routes, HashSet<String>), Status> {
         let mut tools = HashSet::new();
         if !need_tools.is_empty() {
             let resp = self
@@ -67,7 +70,15 @@ impl ApplyService {
             .into_inner()
             .routes
             .into_iter()
-            .map(|r| r.name)
+            .map(|r| {
+                let unpriced = r
+                    .targets
+                    .into_iter()
+                    .filter(|t| t.price.is_none())
+                    .map(|t| t.name)
+                    .collect();
+                (r.name, unpriced)
+            })
             .collect();
         Ok((routes, tools))
     }
@@ -105,6 +116,7 @@ impl Manifests for ApplyService {
 
         // References from agents.
         let mut problems = Vec::new();
+        let mut known_routes: HashMap<String, Routes> = HashMap::new();
         for (m, d) in &agents {
             let Manifest::Agent(a) = m else { continue };
             let t = m.tenant();
@@ -121,12 +133,13 @@ impl Manifests for ApplyService {
                 .cloned()
                 .collect();
             let (routes, tools) = self.existing(t, &need_tools).await?;
+            known_routes.insert(t.to_string(), routes.clone());
             for (i, name) in a.spec.tools.iter().enumerate() {
                 if !in_set("Tool", name) && !tools.contains(name) {
                     problems.push(error(d, m, &format!("spec.tools[{i}]"), format!("tool '{name}' is not defined for tenant '{t}' (not in this apply, not applied before)")));
                 }
             }
-            if !in_set("ModelRoute", &a.spec.route) && !routes.contains(&a.spec.route) {
+            if !in_set("ModelRoute", &a.spec.route) && !routes.contains_key(&a.spec.route) {
                 problems.push(error(d, m, "spec.route", format!("model route '{}' is not defined for tenant '{t}' (not in this apply, not applied before)", a.spec.route)));
             }
         }
@@ -136,11 +149,17 @@ impl Manifests for ApplyService {
 
         // Dry runs: every owning service validates its part before anything changes.
         let mut applied = Vec::new();
+        let mut planned = Vec::new();
         for (owner, docs) in &by_owner {
             let r = self.forward(*owner, docs.clone(), &tenant, true).await?;
-            if req.dry_run {
-                applied.extend(r.applied);
-            }
+            planned.extend(r.applied);
+        }
+        let problems = unpriced_under_budget(&agents, &planned, &known_routes);
+        if !problems.is_empty() {
+            return Err(bridle_core::Error::from(ValidationErrors(problems)).into());
+        }
+        if req.dry_run {
+            applied.extend(planned);
         }
         let agent_manifests: Vec<Manifest> = agents.iter().map(|(m, _)| m.clone()).collect();
         if req.dry_run {
@@ -280,6 +299,42 @@ impl ApplyService {
     }
 }
 
+/// Agents with a cost budget whose route has a target of unknown price: such a target's calls
+/// would count as nothing, so the budget could not be kept. The route is the one in this apply
+/// (as the router's dry run saw it) or, failing that, the one applied before.
+fn unpriced_under_budget(
+    agents: &[(Manifest, pb::ManifestDocument)],
+    planned: &[pb::AppliedManifest],
+    existing: &HashMap<String, Routes>,
+) -> Vec<ManifestError> {
+    let mut problems = Vec::new();
+    for (m, d) in agents {
+        let Manifest::Agent(a) = m else { continue };
+        if a.spec.budget.max_cost_usd.is_none() {
+            continue;
+        }
+        let route = &a.spec.route;
+        let unpriced = planned
+            .iter()
+            .find(|p| p.kind == "ModelRoute" && &p.name == route && p.tenant == m.tenant())
+            .map(|p| p.unpriced_targets.clone())
+            .or_else(|| existing.get(m.tenant()).and_then(|r| r.get(route)).cloned())
+            .unwrap_or_default();
+        if !unpriced.is_empty() {
+            problems.push(error(
+                d,
+                m,
+                "spec.budget.maxCostUsd",
+                format!(
+                    "route '{route}' has targets with no known price ({}), so a cost budget cannot be kept on them; declare `price` on those targets (USD per million tokens)",
+                    unpriced.join(", ")
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 fn error(d: &pb::ManifestDocument, m: &Manifest, field: &str, message: String) -> ManifestError {
     ManifestError {
         source: d.source.clone(),
@@ -299,6 +354,7 @@ fn summaries(ms: &[Manifest], actions: &[bridle_core::store::Action]) -> Vec<pb:
             tenant: m.tenant().into(),
             action: a.as_str().into(),
             service: Owner::Orchestrator.as_str().into(),
+            unpriced_targets: Vec::new(),
         })
         .collect()
 }

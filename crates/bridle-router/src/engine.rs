@@ -106,6 +106,19 @@ impl Engine {
         let mut failures = Vec::new();
         let mut skipped = Vec::new();
         'targets: for target in select::order(route, tenant, &self.health) {
+            if req.require_price && !prices::known_for(target, model_of(target)) {
+                failures.push(Failure {
+                    target: target.name.clone(),
+                    message: format!(
+                        "target '{}' (model '{}') has no known price, and this call counts against a cost budget; declare `price` on the target in route '{name}'",
+                        target.name,
+                        model_of(target)
+                    ),
+                    code: FailureCode::FailedPrecondition,
+                    tries: 0,
+                });
+                continue;
+            }
             let admitted = self
                 .health
                 .admit(tenant, name, &target.name, Instant::now());

@@ -22,6 +22,7 @@ mod gateway;
 mod health;
 mod keys;
 mod limits;
+mod manifests;
 mod options;
 pub mod prices;
 mod provider;
@@ -121,9 +122,8 @@ pub async fn start_all(opts: Options, shutdown: Shutdown) -> Result<Listening, b
     let routes = tonic::service::Routes::new(RouterServer::new(service::RouterService::new(
         dispatch.clone(),
     )))
-    .add_service(ManifestsServer::new(ManifestsService::new(
-        store,
-        Owner::Router,
+    .add_service(ManifestsServer::new(manifests::RouteManifests::new(
+        ManifestsService::new(store, Owner::Router),
     )));
     let grpc = bridle_core::service::spawn_grpc_with_auth(
         "router",

@@ -195,6 +195,12 @@ pub fn for_target(target: &Target, model: &str) -> Option<ModelPrice> {
     lookup(target.provider, model).copied()
 }
 
+/// Whether a call to `target` for `model` (the model it is configured with) can be priced.
+/// The model that answers may be a dated snapshot of it, which the table prices alike.
+pub fn known_for(target: &Target, model: &str) -> bool {
+    for_target(target, model).is_some()
+}
+
 /// Cost of `usage` at `price`; unknown when there is no price.
 pub fn cost(price: Option<&ModelPrice>, usage: &Usage) -> Cost {
     let Some(p) = price else {

@@ -85,7 +85,7 @@ impl Engine {
                 .await;
         }
         if let Some(limit) = cur.state.limits.max_wall_time_ms
-            && now_ms() - cur.state.created_ms > limit
+            && now_ms().saturating_sub(cur.state.created_ms) > limit
         {
             let msg = format!("wall-time budget of {} exceeded", fmt_ms(limit));
             return self
@@ -224,6 +224,23 @@ impl Engine {
                 )
                 .await;
         }
+        if limits.max_cost_nano_usd.is_some() && !cur.state.totals.cost_known {
+            // The router refuses unpriced targets under a cost budget; a reply without a
+            // price anyway (a router that does not know the flag) must not go uncounted.
+            let msg = format!(
+                "the cost of the model call (model '{}') is unknown, so the cost budget cannot be kept; declare `price` on the route's targets",
+                resp.model
+            );
+            return self
+                .finish(
+                    cur,
+                    Status::Failed,
+                    EndReason::CostBudget,
+                    String::new(),
+                    msg,
+                )
+                .await;
+        }
         if let Some(max) = limits.max_cost_nano_usd
             && cur.state.totals.cost_nano_usd > max
         {
@@ -320,6 +337,7 @@ impl Engine {
                 ],
                 max_output_tokens: Some(2048),
                 timeout: Some(pb_duration(self.model_timeout)),
+                require_price: s.limits.max_cost_nano_usd.is_some(),
                 metadata: [("bridle.purpose".to_string(), "context_summary".to_string())].into(),
                 ..Default::default()
             };
@@ -391,6 +409,8 @@ impl Engine {
             max_output_tokens: max_out,
             timeout: Some(pb_duration(self.model_timeout)),
             metadata: Default::default(),
+            // A cost budget cannot be kept on a model whose cost is unknown.
+            require_price: s.limits.max_cost_nano_usd.is_some(),
         };
         let mut attempt = 0;
         loop {
@@ -487,7 +507,11 @@ pub(crate) async fn with_wall_time<T>(
     match s.limits.max_wall_time_ms {
         None => Some(call.await),
         Some(limit) => {
-            let left = (s.created_ms + limit - now_ms()).max(0) as u64;
+            let left = s
+                .created_ms
+                .saturating_add(limit)
+                .saturating_sub(now_ms())
+                .max(0) as u64;
             tokio::time::timeout(Duration::from_millis(left), call)
                 .await
                 .ok()

@@ -14,7 +14,8 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 apt_missing=()
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || apt_missing+=(redis-server)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || apt_missing+=(debootstrap)
-command -v flock >/dev/null || apt_missing+=(util-linux)
+# util-linux: flock (image builds) and setpriv (`bridle dev` ties its children's lives to its own).
+{ command -v flock && command -v setpriv; } >/dev/null || apt_missing+=(util-linux)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "${CHROME:-}" ] || apt_missing+=(chromium)
 command -v docker-compose >/dev/null || apt_missing+=(docker-compose)
 if [ "${#apt_missing[@]}" -gt 0 ]; then

@@ -132,12 +132,32 @@ fn collect(p: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads and splits every file. A file named on the command line that holds no document
+/// (empty, or only comments) is an error: applying nothing and exiting 0 would hide a wrong
+/// file or a manifest commented out by mistake.
 fn load(files: &[PathBuf]) -> anyhow::Result<Vec<Document>> {
     let mut docs = Vec::new();
+    let mut empty = Vec::new();
     for f in files {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        docs.extend(manifest::split_documents(&f.display().to_string(), &text));
+        let found = manifest::split_documents(&f.display().to_string(), &text);
+        if found.is_empty() {
+            empty.push(f.display().to_string());
+        }
+        docs.extend(found);
+    }
+    if !empty.is_empty() {
+        let (holds, it) = if empty.len() == 1 {
+            ("the file holds", "the file")
+        } else {
+            ("each holds", "those files")
+        };
+        anyhow::bail!(
+            "no manifests in {}: {holds} only comments or blank lines; write a manifest there \
+             (apiVersion, kind, metadata, spec) or leave {it} out",
+            empty.join(", ")
+        );
     }
     Ok(docs)
 }

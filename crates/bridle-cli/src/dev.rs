@@ -3,17 +3,18 @@
 //! Starts `redis-server` and an OpenBao dev server (`bao server -dev`) as child processes unless
 //! `BRIDLE_REDIS_URL` / `BRIDLE_SECRETS_VAULT_ADDR` point at existing ones, then the five
 //! services on their usual ports, each through the same `start` its own binary uses. Stops
-//! everything on Ctrl-C or SIGTERM.
+//! everything on Ctrl-C or SIGTERM; if it dies any other way (SIGKILL, a crash), the kernel
+//! kills the children it started (see `spawn_tied`).
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bridle_core::Shutdown;
 use bridle_core::config;
 use serde_json::json;
-use tokio::process::{Child, Command};
 
 use crate::out;
 
@@ -30,14 +31,82 @@ pub struct DevArgs {
     pub bao_port: u16,
 }
 
-struct Children(Vec<(String, Child)>);
+/// A child process that dies with `bridle dev`: killed when dropped (a normal end), and by
+/// the kernel when `bridle dev` itself dies in any other way (see [`spawn_tied`]).
+struct Tied(Child);
 
-impl Drop for Children {
+impl Drop for Tied {
     fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.start_kill();
-        }
+        let _ = self.0.kill();
+        // Reaped, so no zombie is left while the harness finishes stopping.
+        let _ = self.0.wait();
     }
+}
+
+struct Children(Vec<(String, Tied)>);
+
+/// Where `setpriv` (util-linux) is, or why `bridle dev` cannot start its own children.
+fn setpriv() -> anyhow::Result<PathBuf> {
+    find("setpriv", &["/usr/bin/setpriv", "/bin/setpriv"]).context(
+        "setpriv (util-linux) is not installed: bridle dev starts redis-server and bao through \
+         it so they die with it; install it (apt-get install util-linux), or point \
+         BRIDLE_REDIS_URL and BRIDLE_SECRETS_VAULT_ADDR at a Redis and a Vault of your own",
+    )
+}
+
+/// Starts `program args...` so that it dies when `bridle dev` dies, whatever way it ends
+/// (SIGKILL and panics included), instead of living on reparented to init.
+///
+/// Why the parent-death signal, through `setpriv --pdeathsig KILL -- program`: the kernel
+/// sends SIGKILL to the child when its parent goes, with nothing of ours left running to do
+/// it; unsafe code is forbidden here, so `prctl` from a `pre_exec` hook is out, and `setpriv`
+/// sets it and then execs the program (the signal survives exec, and the pid we hold is the
+/// program's own). A process group with a watchdog would need a second process that itself
+/// must notice our death. The signal fires when the *thread* that forked the child exits, not
+/// the process: so every child is forked by one thread that lives as long as the process
+/// (never a Tokio worker or blocking-pool thread, which may be retired). The window between
+/// the fork and setpriv's prctl (microseconds) is not covered.
+async fn spawn_tied(
+    program: &Path,
+    args: Vec<std::ffi::OsString>,
+    setup: impl FnOnce(&mut Command),
+) -> anyhow::Result<Child> {
+    type Job = (
+        Command,
+        tokio::sync::oneshot::Sender<std::io::Result<Child>>,
+    );
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let mut cmd = Command::new(setpriv()?);
+    cmd.args(["--pdeathsig", "KILL", "--"])
+        .arg(program)
+        .args(args);
+    setup(&mut cmd);
+    let tx = SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            // Never joined: it lives until the process ends, which is the point.
+            let spawned = std::thread::Builder::new()
+                .name("bridle-dev-spawner".into())
+                .spawn(move || {
+                    for (mut cmd, reply) in rx {
+                        let _ = reply.send(cmd.spawn());
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the thread that starts child processes");
+            }
+            Mutex::new(tx)
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    tx.send((cmd, reply))
+        .map_err(|_| anyhow::anyhow!("the thread that starts child processes is gone"))?;
+    answer
+        .await
+        .map_err(|_| anyhow::anyhow!("the thread that starts child processes is gone"))?
+        .with_context(|| format!("starting {}", program.display()))
 }
 
 pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
@@ -186,7 +255,7 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
         // answering with errors.
         loop {
             for (name, c) in &mut watched {
-                if let Ok(Some(status)) = c.try_wait() {
+                if let Ok(Some(status)) = c.0.try_wait() {
                     return format!("{name} exited ({status})");
                 }
             }
@@ -218,7 +287,7 @@ async fn port_free(port: u16) -> bool {
         .is_ok()
 }
 
-async fn start_redis(dir: &Path, port: u16) -> anyhow::Result<(Child, String)> {
+async fn start_redis(dir: &Path, port: u16) -> anyhow::Result<(Tied, String)> {
     let bin = find("redis-server", &["/usr/bin/redis-server", "/usr/local/bin/redis-server"]).context(
         "redis-server is not installed: install it (apt-get install redis-server) or point BRIDLE_REDIS_URL at a Redis",
     )?;
@@ -230,26 +299,30 @@ async fn start_redis(dir: &Path, port: u16) -> anyhow::Result<(Child, String)> {
     let data = dir.join("redis");
     std::fs::create_dir_all(&data)?;
     let log = log_file(dir, "redis")?;
-    let child = Command::new(bin)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--protected-mode",
-            "yes",
-        ])
-        .arg("--dir")
-        .arg(&data)
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting redis-server")?;
+    let (out, err) = (Stdio::from(log.try_clone()?), Stdio::from(log));
+    let mut args: Vec<std::ffi::OsString> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--protected-mode",
+        "yes",
+        "--dir",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    args.push(data.clone().into());
+    let child = Tied(
+        spawn_tied(&bin, args, |c| {
+            c.stdout(out).stderr(err);
+        })
+        .await?,
+    );
     let url = format!("redis://127.0.0.1:{port}/");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -267,7 +340,7 @@ async fn start_redis(dir: &Path, port: u16) -> anyhow::Result<(Child, String)> {
     }
 }
 
-async fn start_bao(dir: &Path, port: u16, token: &str) -> anyhow::Result<(Child, String)> {
+async fn start_bao(dir: &Path, port: u16, token: &str) -> anyhow::Result<(Tied, String)> {
     let bin = std::env::var_os("BRIDLE_BAO_BIN")
         .map(PathBuf::from)
         .or_else(|| find("bao", &[]))
@@ -280,18 +353,23 @@ async fn start_bao(dir: &Path, port: u16, token: &str) -> anyhow::Result<(Child,
     let home = dir.join("bao");
     std::fs::create_dir_all(&home)?;
     let log = log_file(dir, "bao")?;
-    let child = Command::new(bin)
-        .arg("server")
-        .arg("-dev")
-        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-        .arg(format!("-dev-root-token-id={token}"))
-        .arg("-dev-no-store-token")
-        .env("HOME", &home)
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting bao server -dev")?;
+    let (out, err) = (Stdio::from(log.try_clone()?), Stdio::from(log));
+    let args = [
+        "server".to_string(),
+        "-dev".into(),
+        format!("-dev-listen-address=127.0.0.1:{port}"),
+        format!("-dev-root-token-id={token}"),
+        "-dev-no-store-token".into(),
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    let child = Tied(
+        spawn_tied(&bin, args, |c| {
+            c.env("HOME", &home).stdout(out).stderr(err);
+        })
+        .await?,
+    );
     let addr = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

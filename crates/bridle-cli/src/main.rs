@@ -52,6 +52,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(msg) = cli.conn.check() {
+        // A usage error like clap's own: exit 2, with the usage line.
+        use clap::CommandFactory as _;
+        Cli::command()
+            .error(clap::error::ErrorKind::MissingRequiredArgument, msg)
+            .exit();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

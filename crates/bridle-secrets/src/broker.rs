@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bridle_core::manifest::{DynamicMethod, Engine, Manifest};
 use bridle_core::store::ManifestStore;
@@ -12,6 +12,7 @@ use secrecy::SecretString;
 
 use crate::access::{check_run_id, describe_scope};
 use crate::cache::{Cache, Entry, Failure, Key};
+use crate::clock::Clock;
 use crate::leases::Leases;
 use crate::options::Unbound;
 use crate::vault::Vault;
@@ -50,11 +51,17 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(vault: Arc<Vault>, bindings: ManifestStore, leases: Leases, o: &Options) -> Self {
+    pub fn new(
+        vault: Arc<Vault>,
+        bindings: ManifestStore,
+        leases: Leases,
+        o: &Options,
+        clock: Clock,
+    ) -> Self {
         Self {
             vault,
             bindings,
-            cache: Cache::default(),
+            cache: Cache::new(clock),
             leases,
             kv_mount: o.kv_mount.clone(),
             path_prefix: o.path_prefix.clone(),
@@ -140,7 +147,7 @@ impl Broker {
                         let fields = self.vault.kv_read(&mount, &path).await?;
                         Ok(Entry {
                             fields: Arc::new(fields),
-                            expires: Instant::now() + ttl,
+                            expires: self.cache.now() + ttl,
                             lease_id: String::new(),
                         })
                     })
@@ -161,7 +168,7 @@ impl Broker {
                 let (run, cache_ttl) = (scope.run_id.as_str(), self.cache_ttl);
                 self.cache
                     .get_or_fetch(&key, false, |slot| async move {
-                        let read_at = Instant::now();
+                        let read_at = self.cache.now();
                         let l = self.vault.dynamic_read(method, &path, &body).await?;
                         let ttl = if l.lease_id.is_empty() {
                             // No lease: treat it like a KV value of this run.
@@ -206,7 +213,7 @@ impl Broker {
         };
         Ok(Resolved {
             value,
-            ttl: entry.remaining(Instant::now()),
+            ttl: entry.remaining(self.cache.now()),
             lease_id: entry.lease_id.clone(),
         })
     }

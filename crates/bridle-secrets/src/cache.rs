@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bridle_core::manifest::DynamicMethod;
 
+use crate::clock::Clock;
 use crate::vault::{Fields, VaultError};
 
 /// Why a fetch failed; cloneable so the callers that waited for it share it.
@@ -111,16 +112,30 @@ const SWEEP_AT: usize = 4096;
 #[derive(Default)]
 pub struct Cache {
     slots: Mutex<HashMap<Key, Arc<Slot>>>,
+    /// Every expiry is on this clock's time.
+    clock: Clock,
 }
 
 impl Cache {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            slots: Mutex::default(),
+            clock,
+        }
+    }
+
+    /// The time entries expire by.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     fn slot(&self, key: &Key) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = slots.get(key) {
             return s.clone();
         }
         if slots.len() >= SWEEP_AT {
-            let now = Instant::now();
+            let now = self.now();
             // A slot whose lock is taken has a request out or a reader: keep it.
             slots.retain(|_, s| match s.state.try_lock() {
                 Ok(st) => st.entry.as_ref().is_some_and(|e| e.expires > now),
@@ -148,7 +163,7 @@ impl Cache {
         let seen = slot.done.load(Ordering::Acquire);
         let mut st = slot.state.lock().await;
         let read_since = slot.done.load(Ordering::Acquire) > seen;
-        if let Some(e) = st.entry.as_ref().filter(|e| e.expires > Instant::now())
+        if let Some(e) = st.entry.as_ref().filter(|e| e.expires > self.now())
             && (!refresh || read_since)
         {
             return Ok(e.clone());

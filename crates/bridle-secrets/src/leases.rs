@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bridle_core::Shutdown;
 use bridle_core::redis_util::Keys;
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::cache::Slot;
+use crate::clock::Clock;
 use crate::vault::{Vault, VaultError};
 
 /// How long Redis keeps a run's lease list without an EndRun (a run that never ends).
@@ -36,16 +37,25 @@ pub struct Leases {
     keys: Keys,
     runs: Mutex<HashMap<String, RunLeases>>,
     shutdown: Shutdown,
+    /// The cache's clock: a renewed lease's new expiry is on its time.
+    clock: Clock,
 }
 
 impl Leases {
-    pub fn new(vault: Arc<Vault>, conn: ConnectionManager, keys: Keys, shutdown: Shutdown) -> Self {
+    pub fn new(
+        vault: Arc<Vault>,
+        conn: ConnectionManager,
+        keys: Keys,
+        shutdown: Shutdown,
+        clock: Clock,
+    ) -> Self {
         Self {
             vault,
             conn,
             keys,
             runs: Mutex::default(),
             shutdown,
+            clock,
         }
     }
 
@@ -96,6 +106,7 @@ impl Leases {
                 lease_id.to_string(),
                 duration,
                 stop,
+                self.clock.clone(),
             ));
         }
         Ok(())
@@ -163,11 +174,12 @@ async fn keep(
     lease_id: String,
     increment: Duration,
     stop: CancellationToken,
+    clock: Clock,
 ) {
-    let mut expires = Instant::now() + increment;
+    let mut expires = clock.now() + increment;
     let mut failures = 0u32;
     loop {
-        let left = expires.saturating_duration_since(Instant::now());
+        let left = expires.saturating_duration_since(clock.now());
         if left.is_zero() {
             return;
         }
@@ -187,7 +199,7 @@ async fn keep(
             }
             Ok(d) => {
                 failures = 0;
-                expires = Instant::now() + d;
+                expires = clock.now() + d;
                 slot.extend(&lease_id, expires).await;
                 tracing::debug!(ttl = ?d, "renewed a lease");
                 if d < increment && d < TOO_SHORT {

@@ -15,6 +15,7 @@
 mod access;
 mod broker;
 mod cache;
+mod clock;
 mod error;
 mod leases;
 mod options;
@@ -30,6 +31,7 @@ use bridle_core::redis_util::Keys;
 use bridle_proto::manifests_server::ManifestsServer;
 use bridle_proto::secrets_server::SecretsServer;
 
+pub use clock::Clock;
 pub use error::Error;
 pub use options::{DEFAULT_KUBERNETES_TOKEN_FILE, Options, Unbound, VaultAuth};
 
@@ -37,6 +39,15 @@ pub use options::{DEFAULT_KUBERNETES_TOKEN_FILE, Options, Unbound, VaultAuth};
 /// credentials), binds, and serves on tasks owned by `shutdown`, with the token renewal beside
 /// them. Returns the bound address.
 pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, bridle_core::Error> {
+    start_with_clock(opts, shutdown, Clock::system()).await
+}
+
+/// [`start`] with the clock that cached values and leases expire by (a test's manual clock).
+pub async fn start_with_clock(
+    opts: Options,
+    shutdown: Shutdown,
+    clock: Clock,
+) -> Result<SocketAddr, bridle_core::Error> {
     // Vault first: refused credentials or an unreachable server are the likeliest mistakes.
     let vault = vault::Vault::connect(&opts)
         .await
@@ -45,8 +56,14 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     let keys = Keys::new(&opts.key_prefix);
     vault::spawn_keeper(vault.clone(), &shutdown);
     let store = bridle_core::store::ManifestStore::new(conn.clone(), &keys, Owner::Secrets);
-    let leases = leases::Leases::new(vault.clone(), conn, keys, shutdown.clone());
-    let broker = Arc::new(broker::Broker::new(vault, store.clone(), leases, &opts));
+    let leases = leases::Leases::new(vault.clone(), conn, keys, shutdown.clone(), clock.clone());
+    let broker = Arc::new(broker::Broker::new(
+        vault,
+        store.clone(),
+        leases,
+        &opts,
+        clock,
+    ));
     let svc = service::SecretsService::new(broker, opts.server.auth);
     let manifests = bridle_core::manifest_service::ManifestsService::new(store, Owner::Secrets);
     let routes = tonic::service::Routes::new(SecretsServer::new(svc))

@@ -186,12 +186,22 @@ pub struct Broker {
 
 impl Broker {
     pub async fn start(opts: bridle_secrets::Options) -> Broker {
+        Self::start_with_clock(opts, bridle_secrets::Clock::system()).await
+    }
+
+    /// A broker whose cached values expire by `clock` (a test's manual one).
+    pub async fn start_with_clock(
+        opts: bridle_secrets::Options,
+        clock: bridle_secrets::Clock,
+    ) -> Broker {
         let shutdown = Shutdown::new();
         let callers = ServerOptions {
             internal_token: opts.server.internal_token.clone(),
             ..Default::default()
         };
-        let addr = bridle_secrets::start(opts, shutdown.clone()).await.unwrap();
+        let addr = bridle_secrets::start_with_clock(opts, shutdown.clone(), clock)
+            .await
+            .unwrap();
         Broker {
             addr: format!("http://{addr}"),
             shutdown,

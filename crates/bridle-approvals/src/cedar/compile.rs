@@ -183,12 +183,23 @@ fn line_of(text: &str, needle: &str) -> Option<u32> {
     text.find(needle).map(|i| position(text, i).0)
 }
 
-/// Parses and checks one manifest's Cedar text. Returns its policies renamed
-/// `<manifest>.<id>`, or every problem found.
+/// Bounds, parses and checks one manifest's Cedar text (every Cedar text this service takes
+/// in goes through here: apply, dry run, and compiling stored policies). Returns its policies
+/// renamed `<manifest>.<id>`, or every problem found.
 pub fn compile_manifest(
     manifest: &str,
     text: &str,
 ) -> Result<Vec<(Policy, PolicyMeta)>, Vec<CedarProblem>> {
+    // Before Cedar sees the text: past these bounds, Cedar's recursion overflows the stack
+    // and the process aborts (see `nesting`).
+    if let Err(e) = super::nesting::check(text) {
+        let (line, column) = position(text, e.offset());
+        return Err(vec![CedarProblem {
+            line: Some(line),
+            column: Some(column),
+            message: e.message(),
+        }]);
+    }
     let set: PolicySet = text
         .parse()
         .map_err(|e: cedar_policy::ParseErrors| problems(text, &e))?;

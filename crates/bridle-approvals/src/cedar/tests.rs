@@ -368,4 +368,33 @@ when { context.arguments has path && context.arguments.path like "/etc/*" };
     );
 }
 
+#[test]
+fn arguments_deeper_than_the_bound_are_refused_not_recursed() {
+    use crate::canonical::MAX_DEPTH;
+    use crate::canonical::tests::{deep_value, dismantle};
+
+    // A value built in code, past what serde_json would parse: refused, without overflowing.
+    let v = deep_value(200_000);
+    let e = input::cedar_value(&v).err();
+    dismantle(v);
+    assert_eq!(
+        e.as_deref(),
+        Some("the arguments nest deeper than 128 levels")
+    );
+
+    // As deep as JSON text can be, the call is decided as usual.
+    let raw = format!(
+        "{}{{\"path\":\"/etc/passwd\"}}{}",
+        "{\"a\":".repeat(MAX_DEPTH - 2),
+        "}".repeat(MAX_DEPTH - 2)
+    );
+    assert!(serde_json::from_str::<serde_json::Value>(&raw).is_ok());
+    let e = engine(
+        "permit(principal, action, resource);\n\
+         forbid(principal, action, resource) when { context.arguments has b };",
+    );
+    let v = verdict(&e, &Call::new("ls", RiskClass::ReadOnly, &raw));
+    assert_eq!(v.decision, Decision::Allow, "{v:?}");
+}
+
 mod props;

@@ -108,10 +108,56 @@ fn position(text: &str, offset: usize) -> (u32, u32) {
 }
 
 fn message(d: &dyn Diagnostic) -> String {
-    match d.help() {
+    plain(&match d.help() {
         Some(h) => format!("{d} ({h})"),
         None => d.to_string(),
+    })
+}
+
+/// A Cedar message in the author's terms. Cedar's type checker names its internal types
+/// (`__cedar::internal::AnyEntity`, `OpenRecord`, `Union<..>`) and calls policies by the ids
+/// it gave them (`policy0`); Bridle numbers them the same way from 0 (their default `@id`).
+pub(crate) fn plain(message: &str) -> String {
+    const UNION: &str = "__cedar::internal::Union<";
+    let mut out = message.to_string();
+    // A union's members are entity types (no `>` inside): "A or B".
+    while let Some(start) = out.find(UNION) {
+        let body = start + UNION.len();
+        let Some(len) = out[body..].find('>') else {
+            break;
+        };
+        let members = out[body..body + len].replace(", ", " or ");
+        out.replace_range(start..body + len + 1, &members);
     }
+    for (internal, plain) in [
+        ("Set<__cedar::internal::AnyEntity>", "a set of entities"),
+        ("Set<__cedar::internal::Any>", "a set"),
+        ("__cedar::internal::AnyEntity", "an entity"),
+        ("__cedar::internal::OpenRecord{}", "a record"),
+        ("__cedar::internal::OpenRecord{", "a record {"),
+        ("__cedar::internal::True", "true"),
+        ("__cedar::internal::False", "false"),
+        ("__cedar::internal::Never", "no value"),
+        ("__cedar::internal::", ""),
+    ] {
+        out = out.replace(internal, plain);
+    }
+    // "for policy `policy3`, x" -> "policy 3: x"
+    const FOR_POLICY: &str = "for policy `policy";
+    let mut from = 0;
+    while let Some(i) = out[from..].find(FOR_POLICY).map(|i| from + i) {
+        let digits = i + FOR_POLICY.len();
+        let n = out[digits..].bytes().take_while(u8::is_ascii_digit).count();
+        let end = digits + n;
+        if n > 0 && out[end..].starts_with("`, ") {
+            let replacement = format!("policy {}: ", &out[digits..end]);
+            out.replace_range(i..end + 3, &replacement);
+            from = i + replacement.len();
+        } else {
+            from = digits;
+        }
+    }
+    out
 }
 
 fn first_span(d: &dyn Diagnostic) -> Option<(usize, usize)> {

@@ -294,6 +294,45 @@ fn problems_have_lines() {
     .unwrap();
 }
 
+/// Cedar's type checker names its own internal types (`__cedar::internal::AnyEntity`) and
+/// numbers policies `policy0`, ...; a person reading the error wrote neither.
+#[test]
+fn type_errors_speak_the_users_terms() {
+    let cases = [
+        (
+            "permit(principal, action, resource);\npermit(principal, action, resource) when { principal in 1 };",
+            "policy 1: unexpected type: expected a set of entities, or an entity but saw Long",
+        ),
+        (
+            "permit(principal, action, resource) when { resource.risk.level == 1 };",
+            "policy 0: unexpected type: expected an entity, or a record but saw String",
+        ),
+        (
+            "permit(principal, action, resource) when { 1 in principal };",
+            "policy 0: unexpected type: expected an entity but saw Long",
+        ),
+        (
+            "permit(principal, action, resource) when { principal == 1 };",
+            "the types Long and Bridle::Agent are not compatible (policy 0: both operands",
+        ),
+    ];
+    for (text, want) in cases {
+        let p = compile_manifest("g", text).unwrap_err();
+        assert!(p[0].message.contains(want), "{want}\n{p:?}");
+        assert!(!p[0].message.contains("__cedar"), "{p:?}");
+        assert!(!p[0].message.contains("`policy"), "{p:?}");
+    }
+    assert_eq!(
+        compile::plain(
+            "expected __cedar::internal::Union<Bridle::Agent, Bridle::Tool>, saw \
+             __cedar::internal::OpenRecord{a: Long,} or Set<__cedar::internal::Any> or \
+             __cedar::internal::True or __cedar::internal::Never"
+        ),
+        "expected Bridle::Agent or Bridle::Tool, saw a record {a: Long,} or a set or true or \
+         no value"
+    );
+}
+
 #[test]
 fn scrub_blanks_quoted_values() {
     assert_eq!(

@@ -86,28 +86,8 @@ impl Inbox {
     }
 
     fn failure(&self, v: Option<&Visitor>, e: &Error) -> Response {
-        let (status, title) = match e {
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
-            Error::Refused(_) => (StatusCode::CONFLICT, "Refused"),
-            Error::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "Bad request"),
-            Error::Core(bridle_core::Error::PermissionDenied(_)) => {
-                (StatusCode::FORBIDDEN, "Forbidden")
-            }
-            Error::Core(bridle_core::Error::Unauthenticated(_)) => {
-                (StatusCode::UNAUTHORIZED, "Not logged in")
-            }
-            _ => {
-                tracing::warn!("inbox request failed: {e}");
-                (StatusCode::SERVICE_UNAVAILABLE, "Unavailable")
-            }
-        };
-        let text = match status {
-            StatusCode::SERVICE_UNAVAILABLE => {
-                "The approvals service cannot answer right now; try again shortly.".to_string()
-            }
-            _ => e.to_string(),
-        };
-        self.page(status, v, pages::message(v, title, &text))
+        let f = failure(e);
+        self.page(f.status, v, pages::message(v, f.title, &f.text))
     }
 
     /// The visitor, or the response to send instead (the login page, or an error).
@@ -130,6 +110,95 @@ impl Inbox {
             .zip(contexts)
             .map(|(approval, context)| Item { approval, context })
             .collect())
+    }
+}
+
+/// What a failed inbox request answers.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub text: String,
+}
+
+/// Every error, to its own status: what the visitor did wrong is 4xx with the reason; what is
+/// down is 503 ("try again"); a bug is 500, with its details in the log only. No wildcard arm:
+/// a new variant must decide (the same table as gRPC's in `bridle_core::error`).
+pub(crate) fn failure(e: &Error) -> Failure {
+    use bridle_core::Error as Core;
+    let says = |status, title| Failure {
+        status,
+        title,
+        text: e.to_string(),
+    };
+    let down = |text: String| {
+        tracing::warn!("inbox request failed: {e}");
+        Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            title: "Unavailable",
+            text,
+        }
+    };
+    let bug = || {
+        tracing::error!("inbox request failed (a bug): {e}");
+        Failure {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            title: "Internal error",
+            text: "Something went wrong inside the approvals service (a bug; the details are \
+                   in its log). Repeating the request will not help until it is fixed."
+                .into(),
+        }
+    };
+    match e {
+        Error::InvalidArgument(_) => says(StatusCode::BAD_REQUEST, "Bad request"),
+        Error::NotFound(_) => says(StatusCode::NOT_FOUND, "Not found"),
+        Error::Refused(_) => says(StatusCode::CONFLICT, "Refused"),
+        Error::AuditUnavailable(_) => down(
+            "The audit trail cannot be written right now, so nothing was applied; try again \
+             shortly."
+                .into(),
+        ),
+        Error::Policy(_) => {
+            down("The policy engine cannot decide right now; try again shortly.".into())
+        }
+        Error::Core(c) => match c {
+            Core::InvalidArgument(_) | Core::Manifest(_) => {
+                says(StatusCode::BAD_REQUEST, "Bad request")
+            }
+            Core::NotFound(_) => says(StatusCode::NOT_FOUND, "Not found"),
+            Core::AlreadyExists(_) | Core::FailedPrecondition(_) => {
+                says(StatusCode::CONFLICT, "Refused")
+            }
+            Core::Aborted(_) => Failure {
+                status: StatusCode::CONFLICT,
+                title: "Changed meanwhile",
+                text: "Someone changed this at the same time; reload the page and try again."
+                    .into(),
+            },
+            Core::PermissionDenied(_) => says(StatusCode::FORBIDDEN, "Forbidden"),
+            Core::Unauthenticated(_) => says(StatusCode::UNAUTHORIZED, "Not logged in"),
+            Core::ResourceExhausted(_) => says(StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
+            Core::DeadlineExceeded(_) => {
+                tracing::warn!("inbox request failed: {e}");
+                Failure {
+                    status: StatusCode::GATEWAY_TIMEOUT,
+                    title: "Timed out",
+                    text: "The approvals service took too long to answer; try again shortly."
+                        .into(),
+                }
+            }
+            // The reason may hold addresses and internals: the log has it.
+            Core::Unavailable { what, .. } => down(format!(
+                "The approvals service cannot reach {what} right now; try again shortly."
+            )),
+            Core::Redis(_) if c.code() == tonic::Code::Unavailable => down(
+                "The approvals service cannot reach its database (Redis) right now; try again \
+                 shortly."
+                    .into(),
+            ),
+            // Redis refused a command: ours was wrong.
+            Core::Redis(_) | Core::Internal(_) | Core::Config(_) => bug(),
+        },
     }
 }
 

@@ -10,6 +10,7 @@ mod evaluate;
 mod expiry;
 mod helpers;
 mod inbox;
+mod inbox_edges;
 mod list;
 mod policies;
 mod watch;

@@ -9,6 +9,7 @@
 //! `no-store` and `frame-ancestors 'none'`.
 
 mod handlers;
+mod http;
 mod pages;
 mod session;
 
@@ -222,7 +223,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
     r
 }
 
-pub fn router(inbox: Arc<Inbox>) -> Router {
+pub fn router(inbox: Arc<Inbox>, limits: http::Limits) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/approvals") }))
         .route("/approvals", get(handlers::list))
@@ -241,6 +242,7 @@ pub fn router(inbox: Arc<Inbox>) -> Router {
                 )
             }),
         )
+        .layer(middleware::from_fn_with_state(limits, http::read_body))
         .layer(middleware::from_fn(security_headers))
         .with_state(inbox)
 }
@@ -265,18 +267,12 @@ pub async fn spawn(
             bridle_core::Error::Config(format!("inbox.addr_file {}: {e}", path.display()))
         })?;
     }
-    let app = router(Arc::new(inbox));
-    let stop = shutdown.token();
-    let s = shutdown.clone();
-    shutdown.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("inbox server failed: {e}");
-            s.trigger();
-        }
-    });
+    let limits = http::Limits {
+        header_read_timeout: opts.header_read_timeout,
+        body_read_timeout: opts.body_read_timeout,
+        max_body_bytes: opts.max_body_bytes,
+    };
+    http::serve(listener, router(Arc::new(inbox), limits), limits, shutdown);
     tracing::info!(%addr, "approvals inbox listening");
     Ok(Some(addr))
 }

@@ -9,6 +9,7 @@ use cedar_policy::{Effect, Policy, PolicyId, PolicySet, ValidationMode, Validato
 use miette::Diagnostic;
 
 use super::schema;
+use crate::error::quote;
 
 /// The annotation that turns a permit into "allowed once a person approves".
 pub const REQUIRE_APPROVAL: &str = "require_approval";
@@ -164,6 +165,24 @@ fn first_span(d: &dyn Diagnostic) -> Option<(usize, usize)> {
     d.labels()?.next().map(|l| (l.offset(), l.len()))
 }
 
+/// Cedar quotes the text it stumbles on ("invalid variable: <the word>"), which can be as long
+/// as the text: every word past [`QUOTE`](crate::error::QUOTE) characters is cut there, and
+/// the message to a few lines.
+fn bounded(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut rest = message;
+    while !rest.is_empty() {
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        out.push_str(&quote(&rest[..end]));
+        let spaces = rest[end..]
+            .find(|c: char| !c.is_whitespace())
+            .map_or(rest.len(), |i| end + i);
+        out.push_str(&rest[end..spaces]);
+        rest = &rest[spaces..];
+    }
+    bridle_core::redact::preview(&out, 1000)
+}
+
 fn problem(text: &str, d: &dyn Diagnostic) -> CedarProblem {
     let (line, column) = match first_span(d) {
         Some((offset, _)) => {
@@ -175,7 +194,7 @@ fn problem(text: &str, d: &dyn Diagnostic) -> CedarProblem {
     CedarProblem {
         line,
         column,
-        message: message(d),
+        message: bounded(&message(d)),
     }
 }
 
@@ -300,8 +319,9 @@ pub fn compile_manifest(
                     line: line_of(text, &format!("@{key}")),
                     column: None,
                     message: format!(
-                        "policy {i}: unknown annotation @{key}; Bridle reads @id, @reason and \
-                         @require_approval (a misspelt @require_approval would allow the call)"
+                        "policy {i}: unknown annotation @{}; Bridle reads @id, @reason and \
+                         @require_approval (a misspelt @require_approval would allow the call)",
+                        quote(key)
                     ),
                 });
             }
@@ -331,7 +351,10 @@ pub fn compile_manifest(
             out_problems.push(CedarProblem {
                 line: line_of(text, &format!("@id(\"{local}\")")),
                 column: None,
-                message: format!("policy id '{local}' is used twice in this manifest"),
+                message: format!(
+                    "policy id '{}' is used twice in this manifest",
+                    quote(&local)
+                ),
             });
         }
         let id = PolicyId::new(format!("{manifest}.{local}"));

@@ -3,8 +3,8 @@
 //! is still asking for the same call.
 //!
 //! Canonical form: object keys sorted by code point (recursively), no whitespace, strings and
-//! numbers as serde_json writes them. Text that is not JSON is hashed as its raw bytes: it still
-//! binds, just without normalisation.
+//! numbers as serde_json writes them. Text that is not JSON (or nests deeper than [`MAX_DEPTH`]) is
+//! hashed as its raw bytes: it still binds, just without normalisation.
 
 use std::collections::BTreeMap;
 
@@ -20,17 +20,31 @@ enum Canon<'a> {
     Object(BTreeMap<&'a str, Canon<'a>>),
 }
 
-impl<'a> From<&'a Value> for Canon<'a> {
-    fn from(v: &'a Value) -> Self {
-        match v {
-            Value::Array(items) => Canon::Array(items.iter().map(Canon::from).collect()),
+/// Deepest arguments walked, in nested arrays and objects. serde_json refuses text nested deeper
+/// (its own limit is the same), so only a value built in code can go past it; the walks over
+/// arguments (here and `cedar::input`) recurse once per level and stop there rather than
+/// overflow the stack.
+pub const MAX_DEPTH: usize = 128;
+
+impl<'a> Canon<'a> {
+    /// `depth`: the arrays and objects around `v`. None past [`MAX_DEPTH`].
+    fn new(v: &'a Value, depth: usize) -> Option<Self> {
+        let inner = depth + 1;
+        Some(match v {
+            Value::Array(_) | Value::Object(_) if depth >= MAX_DEPTH => return None,
+            Value::Array(items) => Canon::Array(
+                items
+                    .iter()
+                    .map(|v| Canon::new(v, inner))
+                    .collect::<Option<_>>()?,
+            ),
             Value::Object(map) => Canon::Object(
                 map.iter()
-                    .map(|(k, v)| (k.as_str(), Canon::from(v)))
-                    .collect(),
+                    .map(|(k, v)| Canon::new(v, inner).map(|c| (k.as_str(), c)))
+                    .collect::<Option<_>>()?,
             ),
             other => Canon::Leaf(other),
-        }
+        })
     }
 }
 
@@ -47,7 +61,12 @@ impl Serialize for Canon<'_> {
 /// The canonical JSON text of `raw`, or None when `raw` is not JSON.
 pub fn canonical_json(raw: &str) -> Option<String> {
     let value: Value = serde_json::from_str(raw).ok()?;
-    serde_json::to_string(&Canon::from(&value)).ok()
+    canonical_value(&value)
+}
+
+/// The canonical JSON text of `value`, or None when it nests deeper than [`MAX_DEPTH`].
+pub fn canonical_value(value: &Value) -> Option<String> {
+    serde_json::to_string(&Canon::new(value, 0)?).ok()
 }
 
 /// Hex sha256 of the canonical arguments (of the raw bytes when they are not JSON).
@@ -60,4 +79,4 @@ pub fn arguments_sha256(raw: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

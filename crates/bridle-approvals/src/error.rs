@@ -1,3 +1,12 @@
+/// How many characters of an input an error message quotes: errors travel in gRPC metadata
+/// (16 KiB in most clients) and HTML pages, and a name or id longer than this is wrong anyway.
+pub(crate) const QUOTE: usize = 80;
+
+/// `input`, cut to [`QUOTE`] characters (with an ellipsis) for an error message.
+pub(crate) fn quote(input: &str) -> String {
+    bridle_core::redact::preview(input, QUOTE)
+}
+
 /// Errors of the approvals service. Messages name the approval, run or call they are about and
 /// say what to do; they never carry tool arguments (which may hold sensitive data).
 #[derive(Debug, thiserror::Error)]

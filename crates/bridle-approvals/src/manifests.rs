@@ -55,7 +55,7 @@ pub fn locate(doc: &ManifestDocument, name: &str, p: &CedarProblem) -> ManifestE
         source: if doc.source.is_empty() {
             "<request>".into()
         } else {
-            doc.source.clone()
+            bridle_core::redact::preview(&doc.source, MAX_SOURCE)
         },
         line: file_line,
         subject: Some(format!("Policy '{name}'")),
@@ -64,14 +64,37 @@ pub fn locate(doc: &ManifestDocument, name: &str, p: &CedarProblem) -> ManifestE
     }
 }
 
-/// Every problem of every Policy in the request.
+/// Characters of a document's source (its file name) quoted in an error.
+const MAX_SOURCE: usize = 200;
+/// Problems reported per Policy: the rest are counted, so the answer stays short however
+/// broken the text is.
+const MAX_PROBLEMS: usize = 10;
+
+/// Every problem of every Policy in the request (the first [`MAX_PROBLEMS`] of each).
 pub fn check_policies(docs: &[ManifestDocument], manifests: &[Manifest]) -> Vec<ManifestError> {
     let mut out = Vec::new();
     for (m, d) in manifests.iter().zip(docs) {
         if let Manifest::Policy(p) = m
             && let Err(problems) = compile_manifest(&p.metadata.name, &p.spec.cedar)
         {
-            out.extend(problems.iter().map(|pr| locate(d, &p.metadata.name, pr)));
+            let name = &p.metadata.name;
+            out.extend(
+                problems
+                    .iter()
+                    .take(MAX_PROBLEMS)
+                    .map(|pr| locate(d, name, pr)),
+            );
+            if problems.len() > MAX_PROBLEMS {
+                let more = CedarProblem {
+                    line: None,
+                    column: None,
+                    message: format!(
+                        "and {} more problems not listed",
+                        problems.len() - MAX_PROBLEMS
+                    ),
+                };
+                out.push(locate(d, name, &more));
+            }
         }
     }
     out

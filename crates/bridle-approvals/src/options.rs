@@ -50,6 +50,17 @@ pub struct InboxOptions {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub session_ttl: Duration,
+    /// How long a client has to send a request's headers, counted from when its connection
+    /// opened or its previous response was sent (so idle kept-alive connections close too);
+    /// then the connection is closed without an answer.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a client has to send a request's body once its headers are in; then it gets
+    /// 408 and the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Largest request body accepted (413 past it); the inbox's forms need a few KiB.
+    pub max_body_bytes: usize,
 }
 
 impl Default for InboxOptions {
@@ -60,6 +71,9 @@ impl Default for InboxOptions {
             public_url: None,
             secure_cookies: false,
             session_ttl: Duration::from_secs(8 * 3600),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -143,6 +157,15 @@ impl config::Options for Options {
         if self.inbox.session_ttl.is_zero() {
             out.push("inbox.session_ttl: must be more than zero".into());
         }
+        if self.inbox.header_read_timeout.is_zero() {
+            out.push("inbox.header_read_timeout: must be more than zero".into());
+        }
+        if self.inbox.body_read_timeout.is_zero() {
+            out.push("inbox.body_read_timeout: must be more than zero".into());
+        }
+        if self.inbox.max_body_bytes == 0 {
+            out.push("inbox.max_body_bytes: must be more than zero".into());
+        }
         if let Some(u) = &self.webhook.url {
             // Not config::check_url: its message quotes the value, and this one is a secret.
             match url::Url::parse(u.expose_secret()) {
@@ -196,6 +219,12 @@ mod tests {
                 max_attempts: 0,
                 ..Default::default()
             },
+            inbox: InboxOptions {
+                header_read_timeout: Duration::ZERO,
+                body_read_timeout: Duration::ZERO,
+                max_body_bytes: 0,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let p = o.validate();
@@ -206,6 +235,9 @@ mod tests {
             "sweep_interval:",
             "webhook.url:",
             "webhook.max_attempts:",
+            "inbox.header_read_timeout:",
+            "inbox.body_read_timeout:",
+            "inbox.max_body_bytes:",
         ] {
             assert!(
                 p.iter().any(|m| m.starts_with(key)),

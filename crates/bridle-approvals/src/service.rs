@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::canonical::arguments_sha256;
+use crate::error::quote;
 use crate::policies::Policies;
 use crate::policy::{Decision, PolicyInput, decide};
 use crate::record::NewApproval;
@@ -78,7 +79,17 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidArgument(msg.into())
 }
 
-fn check_name(field: &str, value: &str) -> Result<(), Error> {
+/// Longest name `ids::check_name` accepts.
+const MAX_NAME: usize = 63;
+
+pub(crate) fn check_name(field: &str, value: &str) -> Result<(), Error> {
+    // ids::check_name quotes the whole name: past its length limit, say so without the rest.
+    if value.len() > MAX_NAME {
+        return Err(invalid(format!(
+            "{field}: '{}' is longer than {MAX_NAME} characters",
+            quote(value)
+        )));
+    }
     ids::check_name(value).map_err(|e| invalid(format!("{field}: {e}")))
 }
 
@@ -112,7 +123,8 @@ impl ApprovalsService {
         if !scope.tool.is_empty() && scope.tool != tool.name {
             return Err(invalid(format!(
                 "scope.tool '{}' and tool.name '{}' disagree; which call is this?",
-                scope.tool, tool.name
+                quote(&scope.tool),
+                quote(&tool.name)
             )));
         }
 
@@ -257,7 +269,11 @@ impl ApprovalsService {
         mut req: ListApprovalsRequest,
     ) -> Result<ListApprovalsResponse, Error> {
         p.require(Role::Viewer)?;
-        // Keys bound to a tenant list their own; unbound callers must name one.
+        // Keys bound to a tenant list their own; unbound callers must name one. Checked first:
+        // refusing another tenant quotes the name.
+        if !req.tenant.is_empty() {
+            check_name("tenant", &req.tenant)?;
+        }
         if p.tenant.is_some() {
             req.tenant = p.tenant_for(&req.tenant)?;
         }
@@ -333,6 +349,9 @@ impl Approvals for ApprovalsService {
         let p = principal(&req);
         p.require(Role::Viewer).map_err(Error::from)?;
         let req = req.into_inner();
+        if !req.tenant.is_empty() {
+            check_name("tenant", &req.tenant)?;
+        }
         let tenant = if p.tenant.is_some() {
             Some(p.tenant_for(&req.tenant).map_err(Error::from)?)
         } else if req.tenant.is_empty() {

@@ -160,3 +160,50 @@ proptest! {
         prop_assert_eq!(canonical_json(&c), Some(c.clone()));
     }
 }
+
+/// A value `depth` arrays deep, built without recursion.
+pub(crate) fn deep_value(depth: usize) -> Value {
+    let mut v = Value::from(1);
+    for _ in 0..depth {
+        v = Value::Array(vec![v]);
+    }
+    v
+}
+
+/// Drops a value without recursing (serde_json's own drop recurses once per level).
+pub(crate) fn dismantle(v: Value) {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn values_deeper_than_the_bound_are_not_canonicalised() {
+    // serde_json refuses such text, but a Value built in code can be any depth: the walk must
+    // stop at the bound rather than overflow the stack.
+    let v = deep_value(200_000);
+    assert_eq!(canonical_value(&v), None);
+    dismantle(v);
+    let v = deep_value(MAX_DEPTH);
+    assert!(canonical_value(&v).is_some());
+    dismantle(v);
+}
+
+#[test]
+fn everything_serde_json_parses_is_within_the_bound() {
+    for depth in [1, 100, 126, 127, 128, 129] {
+        let text = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        if serde_json::from_str::<Value>(&text).is_ok() {
+            assert_eq!(
+                canonical_json(&text).as_deref(),
+                Some(text.as_str()),
+                "{depth}"
+            );
+        }
+    }
+}

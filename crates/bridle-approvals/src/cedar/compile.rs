@@ -9,6 +9,7 @@ use cedar_policy::{Effect, Policy, PolicyId, PolicySet, ValidationMode, Validato
 use miette::Diagnostic;
 
 use super::schema;
+use crate::error::quote;
 
 /// The annotation that turns a permit into "allowed once a person approves".
 pub const REQUIRE_APPROVAL: &str = "require_approval";
@@ -108,14 +109,78 @@ fn position(text: &str, offset: usize) -> (u32, u32) {
 }
 
 fn message(d: &dyn Diagnostic) -> String {
-    match d.help() {
+    plain(&match d.help() {
         Some(h) => format!("{d} ({h})"),
         None => d.to_string(),
+    })
+}
+
+/// A Cedar message in the author's terms. Cedar's type checker names its internal types
+/// (`__cedar::internal::AnyEntity`, `OpenRecord`, `Union<..>`) and calls policies by the ids
+/// it gave them (`policy0`); Bridle numbers them the same way from 0 (their default `@id`).
+pub(crate) fn plain(message: &str) -> String {
+    const UNION: &str = "__cedar::internal::Union<";
+    let mut out = message.to_string();
+    // A union's members are entity types (no `>` inside): "A or B".
+    while let Some(start) = out.find(UNION) {
+        let body = start + UNION.len();
+        let Some(len) = out[body..].find('>') else {
+            break;
+        };
+        let members = out[body..body + len].replace(", ", " or ");
+        out.replace_range(start..body + len + 1, &members);
     }
+    for (internal, plain) in [
+        ("Set<__cedar::internal::AnyEntity>", "a set of entities"),
+        ("Set<__cedar::internal::Any>", "a set"),
+        ("__cedar::internal::AnyEntity", "an entity"),
+        ("__cedar::internal::OpenRecord{}", "a record"),
+        ("__cedar::internal::OpenRecord{", "a record {"),
+        ("__cedar::internal::True", "true"),
+        ("__cedar::internal::False", "false"),
+        ("__cedar::internal::Never", "no value"),
+        ("__cedar::internal::", ""),
+    ] {
+        out = out.replace(internal, plain);
+    }
+    // "for policy `policy3`, x" -> "policy 3: x"
+    const FOR_POLICY: &str = "for policy `policy";
+    let mut from = 0;
+    while let Some(i) = out[from..].find(FOR_POLICY).map(|i| from + i) {
+        let digits = i + FOR_POLICY.len();
+        let n = out[digits..].bytes().take_while(u8::is_ascii_digit).count();
+        let end = digits + n;
+        if n > 0 && out[end..].starts_with("`, ") {
+            let replacement = format!("policy {}: ", &out[digits..end]);
+            out.replace_range(i..end + 3, &replacement);
+            from = i + replacement.len();
+        } else {
+            from = digits;
+        }
+    }
+    out
 }
 
 fn first_span(d: &dyn Diagnostic) -> Option<(usize, usize)> {
     d.labels()?.next().map(|l| (l.offset(), l.len()))
+}
+
+/// Cedar quotes the text it stumbles on ("invalid variable: <the word>"), which can be as long
+/// as the text: every word past [`QUOTE`](crate::error::QUOTE) characters is cut there, and
+/// the message to a few lines.
+fn bounded(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut rest = message;
+    while !rest.is_empty() {
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        out.push_str(&quote(&rest[..end]));
+        let spaces = rest[end..]
+            .find(|c: char| !c.is_whitespace())
+            .map_or(rest.len(), |i| end + i);
+        out.push_str(&rest[end..spaces]);
+        rest = &rest[spaces..];
+    }
+    bridle_core::redact::preview(&out, 1000)
 }
 
 fn problem(text: &str, d: &dyn Diagnostic) -> CedarProblem {
@@ -129,7 +194,7 @@ fn problem(text: &str, d: &dyn Diagnostic) -> CedarProblem {
     CedarProblem {
         line,
         column,
-        message: message(d),
+        message: bounded(&message(d)),
     }
 }
 
@@ -183,12 +248,23 @@ fn line_of(text: &str, needle: &str) -> Option<u32> {
     text.find(needle).map(|i| position(text, i).0)
 }
 
-/// Parses and checks one manifest's Cedar text. Returns its policies renamed
-/// `<manifest>.<id>`, or every problem found.
+/// Bounds, parses and checks one manifest's Cedar text (every Cedar text this service takes
+/// in goes through here: apply, dry run, and compiling stored policies). Returns its policies
+/// renamed `<manifest>.<id>`, or every problem found.
 pub fn compile_manifest(
     manifest: &str,
     text: &str,
 ) -> Result<Vec<(Policy, PolicyMeta)>, Vec<CedarProblem>> {
+    // Before Cedar sees the text: past these bounds, Cedar's recursion overflows the stack
+    // and the process aborts (see `nesting`).
+    if let Err(e) = super::nesting::check(text) {
+        let (line, column) = position(text, e.offset());
+        return Err(vec![CedarProblem {
+            line: Some(line),
+            column: Some(column),
+            message: e.message(),
+        }]);
+    }
     let set: PolicySet = text
         .parse()
         .map_err(|e: cedar_policy::ParseErrors| problems(text, &e))?;
@@ -243,8 +319,9 @@ pub fn compile_manifest(
                     line: line_of(text, &format!("@{key}")),
                     column: None,
                     message: format!(
-                        "policy {i}: unknown annotation @{key}; Bridle reads @id, @reason and \
-                         @require_approval (a misspelt @require_approval would allow the call)"
+                        "policy {i}: unknown annotation @{}; Bridle reads @id, @reason and \
+                         @require_approval (a misspelt @require_approval would allow the call)",
+                        quote(key)
                     ),
                 });
             }
@@ -274,7 +351,10 @@ pub fn compile_manifest(
             out_problems.push(CedarProblem {
                 line: line_of(text, &format!("@id(\"{local}\")")),
                 column: None,
-                message: format!("policy id '{local}' is used twice in this manifest"),
+                message: format!(
+                    "policy id '{}' is used twice in this manifest",
+                    quote(&local)
+                ),
             });
         }
         let id = PolicyId::new(format!("{manifest}.{local}"));

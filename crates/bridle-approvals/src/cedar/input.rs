@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::compile::Reads;
 use super::schema;
-use crate::canonical::canonical_json;
+use crate::canonical::{MAX_DEPTH, canonical_json};
 use crate::policy::PolicyInput;
 
 /// The name of a risk class in policies (`resource.risk == "destructive"`), as manifests
@@ -33,29 +33,50 @@ pub fn risk_name(risk: i32) -> &'static str {
 /// A JSON value as a Cedar value. JSON has things Cedar has not: `null` is left out (an
 /// object member that is null is absent, so `has` is false; a null array item is dropped),
 /// arrays become sets (Cedar has no lists: order and duplicates are lost), and numbers that
-/// are not 64-bit integers become strings of their JSON text.
-pub fn cedar_value(v: &Value) -> Option<RestrictedExpression> {
-    Some(match v {
-        Value::Null => return None,
+/// are not 64-bit integers become strings of their JSON text. A value nested deeper than
+/// [`MAX_DEPTH`] is an error (the walk recurses once per level).
+pub fn cedar_value(v: &Value) -> Result<Option<RestrictedExpression>, String> {
+    value_at(v, 0)
+}
+
+/// `depth`: the arrays and objects around `v`.
+fn value_at(v: &Value, depth: usize) -> Result<Option<RestrictedExpression>, String> {
+    if matches!(v, Value::Array(_) | Value::Object(_)) && depth >= MAX_DEPTH {
+        return Err(format!("the arguments nest deeper than {MAX_DEPTH} levels"));
+    }
+    Ok(Some(match v {
+        Value::Null => return Ok(None),
         Value::Bool(b) => RestrictedExpression::new_bool(*b),
         Value::Number(n) => match n.as_i64() {
             Some(i) => RestrictedExpression::new_long(i),
             None => RestrictedExpression::new_string(n.to_string()),
         },
         Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Array(items) => RestrictedExpression::new_set(items.iter().filter_map(cedar_value)),
-        Value::Object(map) => record(map)?,
-    })
+        Value::Array(items) => {
+            let mut set = Vec::with_capacity(items.len());
+            for item in items {
+                set.extend(value_at(item, depth + 1)?);
+            }
+            RestrictedExpression::new_set(set)
+        }
+        Value::Object(map) => return record(map, depth),
+    }))
 }
 
-fn record(map: &serde_json::Map<String, Value>) -> Option<RestrictedExpression> {
+/// `depth`: the arrays and objects around `map`.
+fn record(
+    map: &serde_json::Map<String, Value>,
+    depth: usize,
+) -> Result<Option<RestrictedExpression>, String> {
+    let mut fields = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        if let Some(c) = value_at(v, depth + 1)? {
+            fields.push((k.clone(), c));
+        }
+    }
     // serde_json maps hold each key once, so the only construction error cannot happen; a
     // None here is treated as "no arguments" by the caller all the same.
-    RestrictedExpression::new_record(
-        map.iter()
-            .filter_map(|(k, v)| cedar_value(v).map(|c| (k.clone(), c))),
-    )
-    .ok()
+    Ok(RestrictedExpression::new_record(fields).ok())
 }
 
 /// The arguments as policies see them.
@@ -68,8 +89,9 @@ pub struct Arguments {
     pub valid: bool,
 }
 
-/// The arguments in the forms `reads` asks for (the others empty).
-pub fn arguments(raw: &str, reads: Reads) -> Arguments {
+/// The arguments in the forms `reads` asks for (the others empty). An error: arguments too
+/// deep to walk (never from JSON text; see [`MAX_DEPTH`]).
+pub fn arguments(raw: &str, reads: Reads) -> Result<Arguments, String> {
     let parsed: Option<Value> = if reads.arguments || reads.valid {
         serde_json::from_str(raw).ok()
     } else {
@@ -82,18 +104,18 @@ pub fn arguments(raw: &str, reads: Reads) -> Arguments {
     };
     let valid = matches!(parsed, Some(Value::Object(_)));
     let record = match parsed.as_ref() {
-        Some(Value::Object(map)) if reads.arguments => record(map),
+        Some(Value::Object(map)) if reads.arguments => record(map, 0)?,
         _ => None,
     };
     let record = record
         .or_else(|| RestrictedExpression::new_record(Vec::new()).ok())
         // An empty record always builds; a string keeps the request well-formed regardless.
         .unwrap_or_else(|| RestrictedExpression::new_string(String::new()));
-    Arguments {
+    Ok(Arguments {
         record,
         json,
         valid,
-    }
+    })
 }
 
 fn uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
@@ -152,7 +174,7 @@ pub fn build(input: &PolicyInput<'_>, reads: Reads) -> Result<(Request, Entities
     )
     .map_err(|e| format!("entities: {e}"))?;
 
-    let args = arguments(input.arguments_json, reads);
+    let args = arguments(input.arguments_json, reads)?;
     let facts = input.facts;
     let cost = facts.and_then(|f| f.cost_so_far.as_ref());
     let tool_name = input.tool.name.as_str();

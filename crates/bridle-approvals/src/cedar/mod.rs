@@ -11,6 +11,7 @@
 
 pub mod compile;
 pub mod input;
+pub mod nesting;
 pub mod schema;
 
 use cedar_policy::{AuthorizationError, Authorizer, Decision as CedarDecision, Effect, PolicyId};

@@ -294,6 +294,45 @@ fn problems_have_lines() {
     .unwrap();
 }
 
+/// Cedar's type checker names its own internal types (`__cedar::internal::AnyEntity`) and
+/// numbers policies `policy0`, ...; a person reading the error wrote neither.
+#[test]
+fn type_errors_speak_the_users_terms() {
+    let cases = [
+        (
+            "permit(principal, action, resource);\npermit(principal, action, resource) when { principal in 1 };",
+            "policy 1: unexpected type: expected a set of entities, or an entity but saw Long",
+        ),
+        (
+            "permit(principal, action, resource) when { resource.risk.level == 1 };",
+            "policy 0: unexpected type: expected an entity, or a record but saw String",
+        ),
+        (
+            "permit(principal, action, resource) when { 1 in principal };",
+            "policy 0: unexpected type: expected an entity but saw Long",
+        ),
+        (
+            "permit(principal, action, resource) when { principal == 1 };",
+            "the types Long and Bridle::Agent are not compatible (policy 0: both operands",
+        ),
+    ];
+    for (text, want) in cases {
+        let p = compile_manifest("g", text).unwrap_err();
+        assert!(p[0].message.contains(want), "{want}\n{p:?}");
+        assert!(!p[0].message.contains("__cedar"), "{p:?}");
+        assert!(!p[0].message.contains("`policy"), "{p:?}");
+    }
+    assert_eq!(
+        compile::plain(
+            "expected __cedar::internal::Union<Bridle::Agent, Bridle::Tool>, saw \
+             __cedar::internal::OpenRecord{a: Long,} or Set<__cedar::internal::Any> or \
+             __cedar::internal::True or __cedar::internal::Never"
+        ),
+        "expected Bridle::Agent or Bridle::Tool, saw a record {a: Long,} or a set or true or \
+         no value"
+    );
+}
+
 #[test]
 fn scrub_blanks_quoted_values() {
     assert_eq!(
@@ -366,6 +405,35 @@ when { context.arguments has path && context.arguments.path like "/etc/*" };
         verdict(&e, &c).reason,
         "forbidden by policy 'guardrails.no-etc': nothing under /etc"
     );
+}
+
+#[test]
+fn arguments_deeper_than_the_bound_are_refused_not_recursed() {
+    use crate::canonical::MAX_DEPTH;
+    use crate::canonical::tests::{deep_value, dismantle};
+
+    // A value built in code, past what serde_json would parse: refused, without overflowing.
+    let v = deep_value(200_000);
+    let e = input::cedar_value(&v).err();
+    dismantle(v);
+    assert_eq!(
+        e.as_deref(),
+        Some("the arguments nest deeper than 128 levels")
+    );
+
+    // As deep as JSON text can be, the call is decided as usual.
+    let raw = format!(
+        "{}{{\"path\":\"/etc/passwd\"}}{}",
+        "{\"a\":".repeat(MAX_DEPTH - 2),
+        "}".repeat(MAX_DEPTH - 2)
+    );
+    assert!(serde_json::from_str::<serde_json::Value>(&raw).is_ok());
+    let e = engine(
+        "permit(principal, action, resource);\n\
+         forbid(principal, action, resource) when { context.arguments has b };",
+    );
+    let v = verdict(&e, &Call::new("ls", RiskClass::ReadOnly, &raw));
+    assert_eq!(v.decision, Decision::Allow, "{v:?}");
 }
 
 mod props;

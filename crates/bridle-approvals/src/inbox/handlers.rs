@@ -16,8 +16,9 @@ use super::session::{
 };
 use super::{Inbox, PAGE};
 use crate::Error;
+use crate::error::quote;
 use crate::record::state_name;
-use crate::service::approver_name;
+use crate::service::{approver_name, check_name};
 
 type Shared = State<Arc<Inbox>>;
 
@@ -39,6 +40,10 @@ pub(super) async fn list(
         Err(r) => return r,
     };
     let result = async {
+        // Checked first: refusing another tenant quotes the name.
+        if !q.tenant.is_empty() {
+            check_name("tenant", &q.tenant)?;
+        }
         let tenant = v.principal.tenant_for(&q.tenant)?;
         bridle_core::ids::check_name(&tenant)
             .map_err(|e| Error::InvalidArgument(format!("tenant: {e}")))?;
@@ -68,8 +73,7 @@ pub(super) async fn list(
 
 /// The approval, if the visitor may see it (one of another tenant is "not found").
 async fn visible(i: &Inbox, v: &Visitor, id: &str) -> Result<Item, Error> {
-    bridle_core::ids::check_id("approval id", "apr", id)
-        .map_err(|_| Error::NotFound(id.to_string()))?;
+    bridle_core::ids::check_id("approval id", "apr", id).map_err(|_| Error::NotFound(quote(id)))?;
     let a = i.service.store().get(id).await?;
     if !v.principal.sees(&a.tenant) {
         return Err(Error::NotFound(id.to_string()));

@@ -9,6 +9,7 @@
 //! `no-store` and `frame-ancestors 'none'`.
 
 mod handlers;
+mod http;
 mod pages;
 mod session;
 
@@ -86,28 +87,8 @@ impl Inbox {
     }
 
     fn failure(&self, v: Option<&Visitor>, e: &Error) -> Response {
-        let (status, title) = match e {
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
-            Error::Refused(_) => (StatusCode::CONFLICT, "Refused"),
-            Error::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "Bad request"),
-            Error::Core(bridle_core::Error::PermissionDenied(_)) => {
-                (StatusCode::FORBIDDEN, "Forbidden")
-            }
-            Error::Core(bridle_core::Error::Unauthenticated(_)) => {
-                (StatusCode::UNAUTHORIZED, "Not logged in")
-            }
-            _ => {
-                tracing::warn!("inbox request failed: {e}");
-                (StatusCode::SERVICE_UNAVAILABLE, "Unavailable")
-            }
-        };
-        let text = match status {
-            StatusCode::SERVICE_UNAVAILABLE => {
-                "The approvals service cannot answer right now; try again shortly.".to_string()
-            }
-            _ => e.to_string(),
-        };
-        self.page(status, v, pages::message(v, title, &text))
+        let f = failure(e);
+        self.page(f.status, v, pages::message(v, f.title, &f.text))
     }
 
     /// The visitor, or the response to send instead (the login page, or an error).
@@ -133,6 +114,95 @@ impl Inbox {
     }
 }
 
+/// What a failed inbox request answers.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub text: String,
+}
+
+/// Every error, to its own status: what the visitor did wrong is 4xx with the reason; what is
+/// down is 503 ("try again"); a bug is 500, with its details in the log only. No wildcard arm:
+/// a new variant must decide (the same table as gRPC's in `bridle_core::error`).
+pub(crate) fn failure(e: &Error) -> Failure {
+    use bridle_core::Error as Core;
+    let says = |status, title| Failure {
+        status,
+        title,
+        text: e.to_string(),
+    };
+    let down = |text: String| {
+        tracing::warn!("inbox request failed: {e}");
+        Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            title: "Unavailable",
+            text,
+        }
+    };
+    let bug = || {
+        tracing::error!("inbox request failed (a bug): {e}");
+        Failure {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            title: "Internal error",
+            text: "Something went wrong inside the approvals service (a bug; the details are \
+                   in its log). Repeating the request will not help until it is fixed."
+                .into(),
+        }
+    };
+    match e {
+        Error::InvalidArgument(_) => says(StatusCode::BAD_REQUEST, "Bad request"),
+        Error::NotFound(_) => says(StatusCode::NOT_FOUND, "Not found"),
+        Error::Refused(_) => says(StatusCode::CONFLICT, "Refused"),
+        Error::AuditUnavailable(_) => down(
+            "The audit trail cannot be written right now, so nothing was applied; try again \
+             shortly."
+                .into(),
+        ),
+        Error::Policy(_) => {
+            down("The policy engine cannot decide right now; try again shortly.".into())
+        }
+        Error::Core(c) => match c {
+            Core::InvalidArgument(_) | Core::Manifest(_) => {
+                says(StatusCode::BAD_REQUEST, "Bad request")
+            }
+            Core::NotFound(_) => says(StatusCode::NOT_FOUND, "Not found"),
+            Core::AlreadyExists(_) | Core::FailedPrecondition(_) => {
+                says(StatusCode::CONFLICT, "Refused")
+            }
+            Core::Aborted(_) => Failure {
+                status: StatusCode::CONFLICT,
+                title: "Changed meanwhile",
+                text: "Someone changed this at the same time; reload the page and try again."
+                    .into(),
+            },
+            Core::PermissionDenied(_) => says(StatusCode::FORBIDDEN, "Forbidden"),
+            Core::Unauthenticated(_) => says(StatusCode::UNAUTHORIZED, "Not logged in"),
+            Core::ResourceExhausted(_) => says(StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
+            Core::DeadlineExceeded(_) => {
+                tracing::warn!("inbox request failed: {e}");
+                Failure {
+                    status: StatusCode::GATEWAY_TIMEOUT,
+                    title: "Timed out",
+                    text: "The approvals service took too long to answer; try again shortly."
+                        .into(),
+                }
+            }
+            // The reason may hold addresses and internals: the log has it.
+            Core::Unavailable { what, .. } => down(format!(
+                "The approvals service cannot reach {what} right now; try again shortly."
+            )),
+            Core::Redis(_) if c.code() == tonic::Code::Unavailable => down(
+                "The approvals service cannot reach its database (Redis) right now; try again \
+                 shortly."
+                    .into(),
+            ),
+            // Redis refused a command: ours was wrong.
+            Core::Redis(_) | Core::Internal(_) | Core::Config(_) => bug(),
+        },
+    }
+}
+
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut r = next.run(req).await;
     let h = r.headers_mut();
@@ -153,7 +223,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
     r
 }
 
-pub fn router(inbox: Arc<Inbox>) -> Router {
+pub fn router(inbox: Arc<Inbox>, limits: http::Limits) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/approvals") }))
         .route("/approvals", get(handlers::list))
@@ -172,6 +242,7 @@ pub fn router(inbox: Arc<Inbox>) -> Router {
                 )
             }),
         )
+        .layer(middleware::from_fn_with_state(limits, http::read_body))
         .layer(middleware::from_fn(security_headers))
         .with_state(inbox)
 }
@@ -196,18 +267,12 @@ pub async fn spawn(
             bridle_core::Error::Config(format!("inbox.addr_file {}: {e}", path.display()))
         })?;
     }
-    let app = router(Arc::new(inbox));
-    let stop = shutdown.token();
-    let s = shutdown.clone();
-    shutdown.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("inbox server failed: {e}");
-            s.trigger();
-        }
-    });
+    let limits = http::Limits {
+        header_read_timeout: opts.header_read_timeout,
+        body_read_timeout: opts.body_read_timeout,
+        max_body_bytes: opts.max_body_bytes,
+    };
+    http::serve(listener, router(Arc::new(inbox), limits), limits, shutdown);
     tracing::info!(%addr, "approvals inbox listening");
     Ok(Some(addr))
 }

@@ -120,3 +120,111 @@ fn a_pending_call_shows_its_context_and_a_bound_form() {
         "{page}"
     );
 }
+
+#[test]
+fn every_error_has_its_own_status() {
+    use axum::http::StatusCode;
+    use bridle_core::Error as Core;
+
+    use super::failure;
+    use crate::Error;
+
+    let refused = redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        "connection refused",
+    ));
+    let rejected = redis::RedisError::from((redis::ErrorKind::Parse, "secret detail"));
+    let cases = [
+        (
+            Error::InvalidArgument("bad".into()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (Error::NotFound("apr_1".into()), StatusCode::NOT_FOUND),
+        (Error::Refused("decided".into()), StatusCode::CONFLICT),
+        (
+            Error::AuditUnavailable("secret detail".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            Error::Policy("secret detail".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            Error::Core(Core::InvalidArgument("bad".into())),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Error::Core(Core::Manifest(bridle_core::manifest::ValidationErrors(
+                vec![],
+            ))),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Error::Core(Core::NotFound("gone".into())),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Error::Core(Core::AlreadyExists("there".into())),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Error::Core(Core::FailedPrecondition("state".into())),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Error::Core(Core::Aborted("secret detail".into())),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Error::Core(Core::PermissionDenied("no".into())),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Error::Core(Core::Unauthenticated("who".into())),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Error::Core(Core::ResourceExhausted("slow down".into())),
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
+        (
+            Error::Core(Core::DeadlineExceeded("secret detail".into())),
+            StatusCode::GATEWAY_TIMEOUT,
+        ),
+        (
+            Error::Core(Core::unavailable("the audit", "secret detail")),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            Error::Core(Core::Redis(refused)),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            Error::Core(Core::Redis(rejected)),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+        (
+            Error::Core(Core::internal("secret detail")),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+        (
+            Error::Core(Core::Config("secret detail".into())),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+    ];
+    for (e, want) in cases {
+        let f = failure(&e);
+        assert_eq!(f.status, want, "{e:?}");
+        if f.status.is_server_error() || matches!(e, Error::Core(Core::Aborted(_))) {
+            assert!(!f.text.contains("secret detail"), "{e:?}: {f:?}");
+        }
+        let retry = f.text.contains("try again");
+        assert_eq!(
+            retry,
+            f.status == StatusCode::SERVICE_UNAVAILABLE
+                || f.status == StatusCode::GATEWAY_TIMEOUT
+                || f.status == StatusCode::CONFLICT && f.title == "Changed meanwhile",
+            "{e:?}: {f:?}"
+        );
+    }
+}

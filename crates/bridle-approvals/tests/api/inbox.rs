@@ -15,7 +15,7 @@ use crate::helpers::*;
 
 const TOKEN: &str = "internal-token-for-tests-0123456789";
 
-async fn with_inbox(auth: AuthMode) -> (Harness, SocketAddr) {
+pub async fn with_inbox(auth: AuthMode) -> (Harness, SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
     let addr_file = dir.path().join("inbox.addr");
     let file = addr_file.clone();

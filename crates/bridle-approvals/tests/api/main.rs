@@ -4,12 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit;
+mod bounds;
 mod browser;
 mod decide;
 mod evaluate;
 mod expiry;
 mod helpers;
 mod inbox;
+mod inbox_edges;
 mod list;
 mod policies;
 mod watch;

@@ -214,3 +214,153 @@ async fn evaluate_uses_the_tenants_policies() {
     );
     h.stop().await;
 }
+
+async fn dry_run(h: &Harness, docs: Vec<ManifestDocument>) -> Result<(), tonic::Status> {
+    h.manifests()
+        .await
+        .apply(ApplyRequest {
+            documents: docs,
+            dry_run: true,
+            tenant: "acme".into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+// On tokio's multi-threaded runtime, as in the service: its workers have 2 MiB stacks, and an
+// overflow on one aborts the whole process (this test binary included), so getting an answer
+// at all is the point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_cedar_is_refused_and_the_service_survives() {
+    let h = Harness::start().await;
+    let deep = format!(
+        "permit(principal, action, resource)\nwhen {{ {}true{} }};",
+        "(".repeat(10_000),
+        ")".repeat(10_000)
+    );
+    for d in [
+        doc("deep.yaml", 1, "deep", &deep),
+        doc("deep.yaml", 0, "deep", &deep),
+    ] {
+        let e = dry_run(&h, vec![d]).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let m = e.message();
+        assert!(
+            m.contains("nesting deeper than 32") && m.contains("line 2"),
+            "{}",
+            bridle_core::redact::preview(m, 400)
+        );
+        assert!(
+            m.len() < 2_000,
+            "the error quotes no input: {} bytes",
+            m.len()
+        );
+    }
+    // The same without dry run, and a long chain of operators (no brackets at all), which
+    // nests as deeply once Cedar has built it.
+    let chain = format!(
+        "permit(principal, action, resource)\nwhen {{ {} > 0 }};",
+        vec!["1"; 60_000].join("+")
+    );
+    let e = apply(&h, vec![doc("chain.yaml", 1, "chain", &chain)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("operators"),
+        "{}",
+        bridle_core::redact::preview(e.message(), 400)
+    );
+
+    // Nesting up to the limit is accepted and decides, through the same 2 MiB workers.
+    // (Records: the most stack per level of the shapes measured; `when {` is one level.)
+    let at_limit = format!(
+        "permit(principal, action, resource)\nwhen {{ {}true{} has a }};",
+        "{a: ".repeat(31),
+        "}".repeat(31)
+    );
+    dry_run(&h, vec![doc("ok.yaml", 1, "ok", &at_limit)])
+        .await
+        .unwrap();
+
+    // Still serving.
+    let r = h
+        .evaluate(request(
+            &new_run(),
+            "c",
+            "ls",
+            RiskClass::Mutating,
+            "{}",
+            &["ls"],
+        ))
+        .await;
+    assert_eq!(r.decision, PolicyDecision::Allow as i32, "{r:?}");
+    h.stop().await;
+}
+
+// A stored policy is compiled again whenever the tenant's version moves: one that never went
+// through apply (written by an older version, or straight into Redis) is bounded the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_stored_policy_denies_and_the_service_survives() {
+    let h = Harness::start().await;
+    apply(
+        &h,
+        vec![doc(
+            "p.yaml",
+            1,
+            "guard",
+            "permit(principal, action, resource);",
+        )],
+    )
+    .await
+    .unwrap();
+    let data = bridle_core::redis_util::Keys::new(&h.prefix).key("manifests:{approvals}");
+    let mut redis = h.redis().await;
+    let stored: String = redis::cmd("HGET")
+        .arg(&data)
+        .arg("Policy/acme/guard")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    m["spec"]["cedar"] = format!(
+        "permit(principal, action, resource) when {{ {}true{} }};",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    )
+    .into();
+    let () = redis::cmd("HSET")
+        .arg(&data)
+        .arg("Policy/acme/guard")
+        .arg(m.to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let () = redis::cmd("HINCRBY")
+        .arg(h.keys.policy_versions())
+        .arg("acme")
+        .arg(1)
+        .query_async(&mut redis)
+        .await
+        .map(|_: i64| ())
+        .unwrap();
+
+    let r = h
+        .evaluate(request(
+            &new_run(),
+            "c",
+            "ls",
+            RiskClass::ReadOnly,
+            "{}",
+            &["ls"],
+        ))
+        .await;
+    assert_eq!(r.decision, PolicyDecision::Deny as i32, "{r:?}");
+    assert!(
+        r.reason
+            .contains("Policy 'guard' does not compile: nesting deeper than 32"),
+        "{}",
+        r.reason
+    );
+    h.stop().await;
+}

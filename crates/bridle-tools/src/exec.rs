@@ -48,6 +48,8 @@ pub struct Call {
     pub args: Map<String, Value>,
     pub call_id: String,
     pub timeout: Duration,
+    /// The Agent's workspace quota (`spec.workspace.quota`), when it sets one.
+    pub agent_quota: Option<u64>,
 }
 
 /// What a name refers to.
@@ -272,6 +274,7 @@ impl Executor {
             args,
             call_id: req.call_id,
             timeout,
+            agent_quota: (req.workspace_quota_bytes > 0).then_some(req.workspace_quota_bytes),
         };
         let result = self.run_kind(&target, &call).await?;
         tracing::info!(

@@ -334,6 +334,7 @@ impl Engine {
             call_id: call.id.clone(),
             step: s.step,
             timeout: Some(pb_duration(self.tool_timeout)),
+            workspace_quota_bytes: s.spec.workspace.quota_bytes().unwrap_or(0),
         };
         let timeout = self.tool_timeout + Duration::from_secs(10);
         let exec = self.with_retries("tool call", || {

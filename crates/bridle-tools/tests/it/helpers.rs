@@ -29,6 +29,10 @@ pub struct Setup {
     pub docker_host: Option<String>,
     pub mcp_local_servers: std::collections::BTreeMap<String, bridle_tools::mcp::LocalServer>,
     pub images: Vec<&'static str>,
+    /// `workspace_quota_max` (default: the service's).
+    pub quota_max: Option<&'static str>,
+    /// The workspace root to use (default: a fresh temporary folder).
+    pub workspace_root: Option<std::path::PathBuf>,
 }
 
 impl Default for Setup {
@@ -39,6 +43,8 @@ impl Default for Setup {
             docker_host: None,
             mcp_local_servers: Default::default(),
             images: vec!["python"],
+            quota_max: None,
+            workspace_root: None,
         }
     }
 }
@@ -77,8 +83,21 @@ impl Harness {
             secrets_url: setup.secrets_url,
             docker_host: setup.docker_host,
             label_namespace: ns.clone(),
-            workspace_root: Some(workspaces.path().to_path_buf()),
+            workspace_root: Some(
+                setup
+                    .workspace_root
+                    .unwrap_or_else(|| workspaces.path().to_path_buf()),
+            ),
             mcp_local_servers: setup.mcp_local_servers,
+            // A lower ceiling is the default as well (the default may not be above it).
+            workspace_quota_max: setup
+                .quota_max
+                .map(str::to_string)
+                .unwrap_or_else(|| bridle_tools::Options::default().workspace_quota_max),
+            workspace_quota_default: setup
+                .quota_max
+                .map(str::to_string)
+                .unwrap_or_else(|| bridle_tools::Options::default().workspace_quota_default),
             ..Default::default()
         };
         let shutdown = Shutdown::new();

@@ -217,7 +217,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 /// "1Gi", "8Mi", "1536Ki", or bytes: a size as manifests write it.
 pub fn show_bytes(b: u64) -> String {
     for (unit, size) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if b >= size && b % size == 0 {
+        if b >= size && b.is_multiple_of(size) {
             return format!("{}{unit}", b / size);
         }
     }

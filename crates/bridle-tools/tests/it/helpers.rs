@@ -21,6 +21,8 @@ pub struct Harness {
     pub tools: ToolsClient<Channel>,
     pub manifests: ManifestsClient<Channel>,
     pub shutdown: Shutdown,
+    /// The service's workspace root (unmounted when the harness is dropped).
+    root: Option<std::path::PathBuf>,
     _redis: RedisServer,
 }
 
@@ -76,6 +78,10 @@ impl Harness {
             .unwrap();
         let redis = RedisServer::start().await.unwrap();
         let ns = bridle_testkit::unique("t");
+        let root = setup
+            .workspace_root
+            .clone()
+            .unwrap_or_else(|| workspaces.path().to_path_buf());
         let opts = bridle_tools::Options {
             server: ServerOptions::with_port(0),
             redis_url: redis.url(),
@@ -83,11 +89,7 @@ impl Harness {
             secrets_url: setup.secrets_url,
             docker_host: setup.docker_host,
             label_namespace: ns.clone(),
-            workspace_root: Some(
-                setup
-                    .workspace_root
-                    .unwrap_or_else(|| workspaces.path().to_path_buf()),
-            ),
+            workspace_root: Some(root.clone()),
             mcp_local_servers: setup.mcp_local_servers,
             // A lower ceiling is the default as well (the default may not be above it).
             workspace_quota_max: setup
@@ -109,6 +111,7 @@ impl Harness {
             tools: ToolsClient::connect(url.clone()).await.unwrap(),
             manifests: ManifestsClient::connect(url).await.unwrap(),
             shutdown,
+            root: Some(root),
             _redis: redis,
         }
     }
@@ -278,6 +281,13 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
+        // Mounts outlive the process that made them: a test that ends without draining (a
+        // failed one) must not leave its workspaces mounted on the machine.
+        if let Some(root) = &self.root {
+            for m in bridle_tools::workspace::mounts::mounts_under(root) {
+                let _ = bridle_tools::workspace::mounts::unmount(&m);
+            }
+        }
         // A failed test must not leave containers behind either.
         let ids = std::process::Command::new("docker")
             .args([

@@ -324,8 +324,17 @@ async fn sandboxes(ns: &str, stopped_too: bool) -> Vec<String> {
 async fn a_tool_service_killed_with_sigkill_leaves_no_sandbox_behind() {
     // Its own label namespace, so only this test's containers are counted.
     let ns = format!("kill{}", bridle_testkit::unique("t").replace('-', ""));
+    // Its own workspace root too, so only this test's mounts and loop devices are counted.
+    let root = tempfile::Builder::new()
+        .prefix("bridle-kill")
+        .tempdir()
+        .unwrap();
+    let root_s = root.path().to_string_lossy().into_owned();
     let mut h = Harness::start_with(Options {
-        env_all: vec![("BRIDLE_TOOLS_LABEL_NAMESPACE".into(), ns.clone())],
+        env_all: vec![
+            ("BRIDLE_TOOLS_LABEL_NAMESPACE".into(), ns.clone()),
+            ("BRIDLE_TOOLS_WORKSPACE_ROOT".into(), root_s.clone()),
+        ],
         ..Default::default()
     })
     .await
@@ -381,7 +390,14 @@ async fn a_tool_service_killed_with_sigkill_leaves_no_sandbox_behind() {
             ("secrets_url", &h.services[0].addr),
             ("label_namespace", &ns),
             ("orphan_grace", "1s"),
+            ("workspace_root", &root_s),
         ],
+    );
+    // The killed instance's run workspace is still mounted (mounts outlive their process).
+    let killed_mounts = mounts_under(root.path());
+    assert!(
+        killed_mounts.len() >= 3 && !loops_under(root.path()).is_empty(),
+        "{killed_mounts:?}"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     std::fs::create_dir_all(h.dir.path().join("again")).unwrap();
@@ -400,4 +416,41 @@ async fn a_tool_service_killed_with_sigkill_leaves_no_sandbox_behind() {
             futures::executor::block_on(sandboxes(&ns, true))
         )
     });
+    // ... and its mounts, loop devices and images are released: what is left under the root
+    // is the replacement's own folder (one mount: the folder itself) and its lock.
+    bridle_testkit::wait_for(
+        "the killed service's mounts and loop devices to be released",
+        Duration::from_secs(60),
+        || async {
+            (mounts_under(root.path()).len() == 1
+                && loops_under(root.path()).is_empty()
+                && std::fs::read_dir(root.path()).ok()?.count() == 2)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", mounts_under(root.path())));
+}
+
+/// Mount points at or below `dir` (this test runs in the services' mount namespace).
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| std::path::Path::new(p).starts_with(dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Loop devices backed by a file below `dir`.
+fn loops_under(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|f| std::path::Path::new(f.trim_end()).starts_with(dir))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }

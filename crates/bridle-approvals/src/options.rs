@@ -54,10 +54,12 @@ pub struct InboxOptions {
     /// opened or its previous response was sent (so idle kept-alive connections close too);
     /// then the connection is closed without an answer.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub header_read_timeout: Duration,
     /// How long a client has to send a request's body once its headers are in; then it gets
     /// 408 and the connection is closed.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub body_read_timeout: Duration,
     /// Largest request body accepted (413 past it); the inbox's forms need a few KiB.
     pub max_body_bytes: usize,

@@ -13,7 +13,9 @@ use std::collections::{HashMap, HashSet};
 use tonic::{Request, Response, Status};
 
 use bridle_core::auth::{Role, principal};
-use bridle_core::manifest::{Manifest, ManifestError, Owner, ValidationErrors, locate_field};
+use bridle_core::manifest::{
+    Manifest, ManifestError, Owner, ValidationErrors, locate_field, show_bytes,
+};
 use bridle_core::manifest_service::parse_request;
 use bridle_core::store::ManifestStore;
 use bridle_proto as pb;
@@ -84,6 +86,23 @@ impl ApplyService {
     }
 }
 
+impl ApplyService {
+    /// The tools service's ceiling on workspace quotas (0 from a service too old to say).
+    async fn workspace_quota_max(&self, tenant: &str, tools: &[String]) -> Result<u64, Status> {
+        let resp = self
+            .clients
+            .tools
+            .clone()
+            .list_tools(pb::ListToolsRequest {
+                tenant: tenant.to_string(),
+                names: tools.to_vec(),
+            })
+            .await
+            .map_err(|s| Status::new(s.code(), format!("tools service: {}", s.message())))?;
+        Ok(resp.into_inner().workspace_quota_max_bytes)
+    }
+}
+
 #[tonic::async_trait]
 impl Manifests for ApplyService {
     async fn apply(
@@ -141,6 +160,15 @@ impl Manifests for ApplyService {
             }
             if !in_set("ModelRoute", &a.spec.route) && !routes.contains_key(&a.spec.route) {
                 problems.push(error(d, m, "spec.route", format!("model route '{}' is not defined for tenant '{t}' (not in this apply, not applied before)", a.spec.route)));
+            }
+            // An agent without tools never gets a workspace: its quota needs no check.
+            if let Some(q) = a.spec.workspace.quota_bytes()
+                && !a.spec.tools.is_empty()
+            {
+                let max = self.workspace_quota_max(t, &a.spec.tools).await?;
+                if max > 0 && q > max {
+                    problems.push(error(d, m, "spec.workspace.quota", format!("{} is above the tools service's ceiling of {} (its workspace_quota_max option); ask for less or raise the ceiling", show_bytes(q), show_bytes(max))));
+                }
             }
         }
         if !problems.is_empty() {

@@ -47,6 +47,19 @@ pub enum Error {
     McpUnknown(String),
     #[error("a call with idempotency key '{0}' is still running; retry later")]
     InProgress(String),
+    /// The run's workspace filesystem could not be made, mounted or bound.
+    #[error("{0}")]
+    Workspace(String),
+    /// A Tool's or Agent's workspace quota above this service's ceiling (lowered after the
+    /// manifest was applied).
+    #[error(
+        "{what} asks for a workspace quota of {asked}, above this tools service's ceiling of {ceiling} (its workspace_quota_max option); ask for less or raise the ceiling"
+    )]
+    QuotaAboveCeiling {
+        what: String,
+        asked: String,
+        ceiling: String,
+    },
     #[error("{0}")]
     Core(#[from] bridle_core::Error),
 }
@@ -71,7 +84,9 @@ impl From<Error> for bridle_core::Error {
             | Error::RunEnded(_)
             | Error::EndedWhileStarting(_)
             | Error::McpUnknown(_)
-            | Error::Mcp { .. } => C::FailedPrecondition(e.to_string()),
+            | Error::Mcp { .. }
+            | Error::Workspace(_)
+            | Error::QuotaAboveCeiling { .. } => C::FailedPrecondition(e.to_string()),
             Error::DockerUnavailable { at, reason } => {
                 C::unavailable(format!("docker engine ({at})"), reason)
             }

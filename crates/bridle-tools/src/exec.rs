@@ -53,6 +53,8 @@ pub struct Call {
     pub timeout: Duration,
     /// Which limit `timeout` is, for the message of a call it cuts.
     pub timeout_limit: TimeoutLimit,
+    /// The Agent's workspace quota (`spec.workspace.quota`), when it sets one.
+    pub agent_quota: Option<u64>,
 }
 
 impl Call {
@@ -294,6 +296,7 @@ impl Executor {
             call_id: req.call_id,
             timeout,
             timeout_limit,
+            agent_quota: (req.workspace_quota_bytes > 0).then_some(req.workspace_quota_bytes),
         };
         let mut result = self.run_kind(&target, &call).await?;
         if result.timed_out {

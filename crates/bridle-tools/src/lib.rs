@@ -20,8 +20,10 @@ mod error;
 mod exec;
 mod idempotency;
 mod kinds;
+mod manifests;
 pub mod mcp;
 mod options;
+mod quota;
 mod registry;
 pub mod sandbox;
 mod secrets;
@@ -51,6 +53,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     let conn = redis_util::connect(&opts.redis_url).await?;
     let keys = Keys::new(&opts.key_prefix);
     let store = ManifestStore::new(conn.clone(), &keys, Owner::Tools);
+    let quotas = opts.quotas().map_err(bridle_core::Error::internal)?;
 
     let engine = Arc::new(sandbox::Engine::new(opts.docker_host.clone()));
     match engine.client().await {
@@ -85,7 +88,8 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         opts.pool_parallel_starts,
         opts.pool_idle_ttl,
     );
-    let sandboxes = sandbox::runs::Sandboxes::new(engine.clone(), factory, pool, opts.run_idle_ttl);
+    let sandboxes =
+        sandbox::runs::Sandboxes::new(engine.clone(), factory, pool, opts.run_idle_ttl, quotas);
 
     // Trace context and this service's identity (its mTLS certificate, or the internal token
     // and name) on every call: the broker resolves tool scopes for the tools service only.
@@ -119,10 +123,10 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         exec,
         opts.server.auth,
     )))
-    .add_service(ManifestsServer::new(ManifestsService::new(
-        store,
-        Owner::Tools,
-    )));
+    .add_service(ManifestsServer::new(manifests::ToolManifests {
+        inner: ManifestsService::new(store, Owner::Tools),
+        quotas,
+    }));
     bridle_core::service::spawn_grpc(
         "tools",
         &opts.server,
@@ -152,7 +156,7 @@ fn background(
     grace: Duration,
     orphans: Orphans,
 ) {
-    let (sd, ex) = (shutdown.clone(), exec.clone());
+    let (sd, ex, ws) = (shutdown.clone(), exec.clone(), workspaces.clone());
     shutdown.spawn(async move {
         // The first tick is at once: a restarted instance clears what its predecessor left.
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -162,6 +166,7 @@ fn background(
                 _ = tick.tick() => {
                     ex.sandboxes.reap().await;
                     ex.run_secrets.reap();
+                    ws.sweep_dead().await;
                     sandbox::guard::sweep_orphans(
                         &ex.engine,
                         &orphans.ns,

@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::mcp::LocalServer;
+use crate::quota::Quotas;
+use bridle_core::manifest::parse_quota;
 
 use bridle_core::config::{self, ServerOptions};
 
@@ -55,6 +57,12 @@ pub struct Options {
     pub egress_allow_private: bool,
     /// Local MCP servers manifests may name (`spec.mcp.local`): name -> command and env.
     pub mcp_local_servers: BTreeMap<String, LocalServer>,
+    /// Size of a run's /workspace when neither its Tool (`limits.workspace`) nor its Agent
+    /// (`spec.workspace.quota`) sets one ("1Gi").
+    pub workspace_quota_default: String,
+    /// The largest workspace quota a Tool or an Agent may set; larger ones are refused at
+    /// apply ("10Gi").
+    pub workspace_quota_max: String,
 }
 
 impl Default for Options {
@@ -80,11 +88,28 @@ impl Default for Options {
             orphan_grace: Duration::from_secs(60),
             egress_allow_private: false,
             mcp_local_servers: BTreeMap::new(),
+            workspace_quota_default: "1Gi".into(),
+            workspace_quota_max: "10Gi".into(),
         }
     }
 }
 
 impl Options {
+    /// The workspace quota options in bytes; the error names the option.
+    pub fn quotas(&self) -> Result<Quotas, String> {
+        let default = parse_quota(&self.workspace_quota_default)
+            .map_err(|e| format!("workspace_quota_default: {e}"))?;
+        let max = parse_quota(&self.workspace_quota_max)
+            .map_err(|e| format!("workspace_quota_max: {e}"))?;
+        if default > max {
+            return Err(format!(
+                "workspace_quota_default: {} is above workspace_quota_max ({})",
+                self.workspace_quota_default, self.workspace_quota_max
+            ));
+        }
+        Ok(Quotas { default, max })
+    }
+
     pub fn workspace_root(&self) -> PathBuf {
         self.workspace_root
             .clone()
@@ -147,6 +172,9 @@ impl config::Options for Options {
         }
         if self.orphan_grace < Duration::from_secs(1) {
             out.push("orphan_grace: must be at least 1s".into());
+        }
+        if let Err(e) = self.quotas() {
+            out.push(e);
         }
         for (name, s) in &self.mcp_local_servers {
             if bridle_core::ids::check_name(name).is_err() {
@@ -221,6 +249,26 @@ mod tests {
         assert!(
             problems.iter().any(|p| p.starts_with("idempotency_ttl: ")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_default_quota_above_the_ceiling_is_refused() {
+        let o = Options {
+            workspace_quota_default: "2Gi".into(),
+            workspace_quota_max: "1Gi".into(),
+            ..Options::default()
+        };
+        assert_eq!(
+            o.validate(),
+            vec!["workspace_quota_default: 2Gi is above workspace_quota_max (1Gi)"]
+        );
+        assert_eq!(
+            Options::default().quotas(),
+            Ok(Quotas {
+                default: 1 << 30,
+                max: 10 << 30
+            })
         );
     }
 }

@@ -119,7 +119,11 @@ impl Tools for ToolsService {
             .exec
             .list(tenant_or_default(&req.tenant), &req.names)
             .await?;
-        Ok(Response::new(ListToolsResponse { tools, missing }))
+        Ok(Response::new(ListToolsResponse {
+            tools,
+            missing,
+            workspace_quota_max_bytes: self.exec.sandboxes.quotas.max,
+        }))
     }
 
     async fn end_run(

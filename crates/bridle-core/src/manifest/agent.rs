@@ -29,6 +29,32 @@ pub struct AgentSpec {
     pub budget: BudgetSpec,
     #[serde(default)]
     pub model: ModelParams,
+    #[serde(default, skip_serializing_if = "WorkspaceSpec::is_default")]
+    pub workspace: WorkspaceSpec,
+}
+
+/// The run's /workspace, shared by its sandboxed tools.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkspaceSpec {
+    /// Its size limit ("2Gi"); unset = the tools service's default (1Gi). With a Tool's
+    /// `limits.workspace` also set, the smaller one applies; above the tools service's ceiling
+    /// (`workspace_quota_max`) the Agent is refused at apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+}
+
+impl WorkspaceSpec {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The quota in bytes; None when unset or not a size (validation reports that).
+    pub fn quota_bytes(&self) -> Option<u64> {
+        self.quota
+            .as_deref()
+            .and_then(|q| super::parse_quota(q).ok())
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -136,6 +162,11 @@ pub(super) fn validate(s: &AgentSpec, out: &mut Problems) {
             "spec.model.contextWindow".into(),
             "must be at least 1024 tokens".into(),
         ));
+    }
+    if let Some(q) = &s.workspace.quota
+        && let Err(e) = super::parse_quota(q)
+    {
+        out.push(("spec.workspace.quota".into(), e));
     }
     if s.model.max_output_tokens == Some(0) {
         out.push((

@@ -750,3 +750,50 @@ fn an_integer_too_large_says_so_in_plain_words() {
     assert!(!errs[0].contains("expected any YAML value"), "{}", errs[0]);
     assert!(errs[0].contains("too large"), "{}", errs[0]);
 }
+
+// ---- issue 16 item 2: workspace quotas ----
+
+#[test]
+fn workspace_quotas_parse_on_tools_and_agents_and_bad_ones_are_located() {
+    let text = GOOD
+        .replace(
+            "    command: [\"python3\", \"-c\", \"{{code}}\"]\n",
+            "    command: [\"python3\", \"-c\", \"{{code}}\"]\n    limits:\n      workspace: 64Mi\n",
+        )
+        .replace(
+            "  budget:\n    maxSteps: 4\n",
+            "  budget:\n    maxSteps: 4\n  workspace:\n    quota: 2Gi\n",
+        );
+    let ms = parse(&text).unwrap();
+    let Manifest::Tool(t) = &ms[0] else { panic!() };
+    assert_eq!(
+        t.spec
+            .container
+            .as_ref()
+            .unwrap()
+            .limits
+            .workspace
+            .as_deref(),
+        Some("64Mi")
+    );
+    let Manifest::Agent(a) = &ms[1] else { panic!() };
+    assert_eq!(a.spec.workspace.quota_bytes(), Some(2 << 30));
+
+    let bad = text.replace("64Mi", "10Ki").replace("2Gi", "lots");
+    let all = errors(&bad).join("\n");
+    assert!(
+        all.contains("Tool 'python': spec.container.limits.workspace: '10Ki' is less than the smallest workspace quota, 1Mi"),
+        "{all}"
+    );
+    assert!(
+        all.contains("Agent 'analyst': spec.workspace.quota: 'lots' is not a size"),
+        "{all}"
+    );
+}
+
+#[test]
+fn sizes_show_in_manifest_units() {
+    assert_eq!(show_bytes(1 << 30), "1Gi");
+    assert_eq!(show_bytes(1536 << 10), "1536Ki");
+    assert_eq!(show_bytes(1000), "1000");
+}

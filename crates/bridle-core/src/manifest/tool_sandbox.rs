@@ -149,6 +149,10 @@ pub struct ContainerLimits {
     /// Cap on each of stdout and stderr.
     #[serde(default = "default_output")]
     pub output: String,
+    /// Quota of the run's /workspace ("512Mi"); unset = the tools service's default (1Gi).
+    /// With the Agent's `spec.workspace.quota` also set, the smaller one applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 fn default_memory() -> String {
@@ -179,6 +183,7 @@ impl Default for ContainerLimits {
             nofile: default_nofile(),
             tmpfs: default_tmpfs(),
             output: default_output(),
+            workspace: None,
         }
     }
 }
@@ -211,6 +216,30 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("'{}' is too large", crate::redact::quote(s)))
+}
+
+/// "1Gi", "8Mi", "1536Ki", or bytes: a size as manifests write it.
+pub fn show_bytes(b: u64) -> String {
+    for (unit, size) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        if b >= size && b.is_multiple_of(size) {
+            return format!("{}{unit}", b / size);
+        }
+    }
+    b.to_string()
+}
+
+/// The smallest workspace quota: a filesystem smaller than this has little room for files.
+pub const MIN_WORKSPACE_QUOTA: u64 = 1 << 20;
+
+/// Parses a workspace quota ("1Gi"), at least [`MIN_WORKSPACE_QUOTA`].
+pub fn parse_quota(s: &str) -> Result<u64, String> {
+    let b = parse_bytes(s)?;
+    if b < MIN_WORKSPACE_QUOTA {
+        return Err(format!(
+            "'{s}' is less than the smallest workspace quota, 1Mi"
+        ));
+    }
+    Ok(b)
 }
 
 /// The settings every sandboxed kind shares, borrowed for validation.
@@ -330,6 +359,11 @@ pub(super) fn validate_sandbox(p: &str, s: &SandboxFields<'_>, out: &mut Problem
         if let Err(e) = parse_bytes(v) {
             out.push((format!("{p}.limits.{field}"), e));
         }
+    }
+    if let Some(w) = &l.workspace
+        && let Err(e) = parse_quota(w)
+    {
+        out.push((format!("{p}.limits.workspace"), e));
     }
     if !(l.cpus.is_finite() && l.cpus > 0.0 && l.cpus <= 64.0) {
         out.push((

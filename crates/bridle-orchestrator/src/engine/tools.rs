@@ -336,6 +336,7 @@ impl Engine {
             step: s.step,
             timeout: Some(pb_duration(limit)),
             timeout_limit: limit_kind as i32,
+            workspace_quota_bytes: s.spec.workspace.quota_bytes().unwrap_or(0),
         };
         // The tools service cuts the call at `limit` (or the tool's own, smaller timeout) and
         // answers; the deadline leaves it time to.

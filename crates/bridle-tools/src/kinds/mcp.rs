@@ -103,6 +103,7 @@ async fn open(
     tool: &Tool,
     m: &McpTool,
     for_tool: &str,
+    agent_quota: Option<u64>,
 ) -> Result<Opened, Error> {
     let name = tool.metadata.name.as_str();
     let mcp_err = |reason: String| Error::Mcp {
@@ -111,6 +112,13 @@ async fn open(
     };
     if let Some(s) = &m.stdio {
         let profile = stdio_profile(name, s)?;
+        let quota = ex.sandboxes.quotas.for_call(
+            name,
+            "spec.mcp.stdio",
+            &s.limits,
+            &scope.agent,
+            agent_quota,
+        )?;
         let mut wanted = secrets::env_refs(name, &s.env)?;
         wanted.extend(secrets::file_refs(name, &s.secret_files)?);
         let resolved = secrets::resolve(&ex.secrets, &ex.run_secrets, scope, name, &wanted).await?;
@@ -124,7 +132,7 @@ async fn open(
             .collect();
         let mut lease = ex
             .sandboxes
-            .lease(scope, &profile, s.pool.warm as usize, secret_env)
+            .lease(scope, &profile, s.pool.warm as usize, secret_env, quota)
             .await?;
         let Some(sb) = lease.sandbox_mut() else {
             return Err(mcp_err("no sandbox".into()));
@@ -250,7 +258,7 @@ pub async fn tools(ex: &Executor, tenant: &str, tool: &Tool) -> Result<Arc<Vec<E
         tool: tool.metadata.name.clone(),
         ..Default::default()
     };
-    let opened = open(ex, &scope, tool, m, &tool.metadata.name).await?;
+    let opened = open(ex, &scope, tool, m, &tool.metadata.name, None).await?;
     let listed = match opened.peer() {
         Some(p) => tokio::time::timeout(client::INIT_TIMEOUT, p.list_all_tools()).await,
         None => {
@@ -303,7 +311,7 @@ pub async fn run(
             reason: "not an MCP tool".into(),
         });
     };
-    let opened = open(ex, &call.scope, tool, m, &call.tool).await?;
+    let opened = open(ex, &call.scope, tool, m, &call.tool, call.agent_quota).await?;
     let ws = match &opened.session {
         Session::Sandboxed(l) => l.workspace(),
         _ => None,

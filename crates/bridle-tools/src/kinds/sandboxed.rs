@@ -81,6 +81,13 @@ pub async fn run(
     cmd: Command,
 ) -> Result<ToolResult, Error> {
     let profile = profile(&call.tool, &s)?;
+    let quota = ex.sandboxes.quotas.for_call(
+        &call.tool,
+        s.field,
+        s.limits,
+        &call.scope.agent,
+        call.agent_quota,
+    )?;
     let allow = allowlist(ex, s.field, &call.tool, s.egress)?;
     let mut wanted = secrets::env_refs(&call.tool, s.env)?;
     wanted.extend(secrets::file_refs(&call.tool, s.secret_files)?);
@@ -119,6 +126,7 @@ pub async fn run(
                 request,
                 secret_files: secrets::files_with(s.secret_files, &resolved),
                 allow,
+                quota,
             },
             ex.cleanup.shutdown(),
         )

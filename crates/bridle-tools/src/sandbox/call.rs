@@ -23,6 +23,8 @@ pub struct ExecCall {
     /// (file name, value) under /run/secrets, for this call only.
     pub secret_files: Vec<(String, String)>,
     pub allow: Option<Arc<Allowlist>>,
+    /// Size of the run's workspace, if this call makes it.
+    pub quota: u64,
 }
 
 pub struct CallResult {
@@ -45,11 +47,12 @@ impl Sandboxes {
             request,
             secret_files,
             allow,
+            quota,
         } = call;
         let mut request = Some(request);
         // A warm sandbox may have died while it waited: one retry on a fresh one.
         for attempt in 0..2 {
-            let lease = match self.lease(scope, &profile, warm, vec![]).await {
+            let lease = match self.lease(scope, &profile, warm, vec![], quota).await {
                 Ok(l) => l,
                 // EndRun came while this call was getting its sandbox: cancelled.
                 Err(Error::EndedWhileStarting(_)) => return Ok(ended_by_end_run(String::new())),

@@ -12,7 +12,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
+    MountType, ResourcesUlimits,
+};
 use bridle_core::manifest::{ContainerLimits, parse_bytes};
 
 /// The user every tool runs as (nobody:nogroup on Debian images; owns /workspace).
@@ -79,6 +82,10 @@ pub struct BindMount {
     pub source: String,
     pub target: String,
     pub read_only: bool,
+    /// Mounts made later below the source on the host appear in the sandbox too (rslave
+    /// propagation): the run's workspace filesystem is mounted into a sandbox made before
+    /// the run was known. Never the other way: nothing the sandbox mounts reaches the host.
+    pub follows_host: bool,
 }
 
 /// Everything a caller can ask of a sandbox container.
@@ -152,6 +159,10 @@ pub fn build(spec: &SandboxSpec) -> Result<ContainerCreateBody, Refused> {
             source: Some(m.source.clone()),
             typ: Some(MountType::BIND),
             read_only: Some(m.read_only),
+            bind_options: m.follows_host.then(|| MountBindOptions {
+                propagation: Some(MountBindOptionsPropagationEnum::RSLAVE),
+                ..Default::default()
+            }),
             ..Default::default()
         });
     }
@@ -297,6 +308,19 @@ pub fn verify(body: &ContainerCreateBody) -> Result<(), Refused> {
             && matches!(m.typ, Some(MountType::BIND) | None)
         {
             check_mount_source(src)?;
+        }
+        if m.bind_options
+            .as_ref()
+            .and_then(|b| b.propagation)
+            .is_some_and(|p| {
+                matches!(
+                    p,
+                    MountBindOptionsPropagationEnum::SHARED
+                        | MountBindOptionsPropagationEnum::RSHARED
+                )
+            })
+        {
+            return refuse("a shared mount would let the sandbox's mounts reach the host");
         }
     }
     Ok(())

@@ -121,6 +121,7 @@ fn mounting_the_docker_socket_is_refused_in_every_spelling() {
                 source: src.into(),
                 target: "/x".into(),
                 read_only: true,
+                follows_host: false,
             }],
             ..spec()
         };
@@ -131,11 +132,34 @@ fn mounting_the_docker_socket_is_refused_in_every_spelling() {
             source: "/srv/bridle/runs/r1".into(),
             target: "/workspace/in".into(),
             read_only: false,
+            follows_host: true,
         }],
         ..spec()
     };
     let b = build(&ok).unwrap();
-    assert_eq!(b.host_config.unwrap().mounts.unwrap().len(), 1);
+    let mounts = b.host_config.clone().unwrap().mounts.unwrap();
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(
+        mounts[0].bind_options.as_ref().unwrap().propagation,
+        Some(MountBindOptionsPropagationEnum::RSLAVE),
+        "host mounts reach the sandbox, never the other way"
+    );
+    let mut shared = b;
+    shared
+        .host_config
+        .as_mut()
+        .unwrap()
+        .mounts
+        .as_mut()
+        .unwrap()[0]
+        .bind_options = Some(MountBindOptions {
+        propagation: Some(MountBindOptionsPropagationEnum::RSHARED),
+        ..Default::default()
+    });
+    assert_eq!(
+        verify(&shared).unwrap_err().0,
+        "a shared mount would let the sandbox's mounts reach the host"
+    );
 }
 
 #[test]

@@ -214,11 +214,13 @@ impl Factory {
                 source: slot.ws().to_string_lossy().into_owned(),
                 target: WORKSPACE.into(),
                 read_only: false,
+                follows_host: true,
             },
             BindMount {
                 source: slot.secrets().to_string_lossy().into_owned(),
                 target: "/run/secrets".into(),
                 read_only: true,
+                follows_host: false,
             },
         ];
         let mut env = vec![("HOME".to_string(), "/tmp".to_string())];
@@ -227,6 +229,7 @@ impl Factory {
                 source: slot.net().to_string_lossy().into_owned(),
                 target: "/run/bridle".into(),
                 read_only: true,
+                follows_host: false,
             });
             env.extend(egress::proxy_env());
         }

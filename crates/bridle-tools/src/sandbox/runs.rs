@@ -18,7 +18,8 @@ use super::engine::Engine;
 use super::guard::remove_now;
 use super::pool::Pool;
 use crate::Error;
-use crate::workspace::{Slot, move_entries};
+use crate::quota::Quotas;
+use crate::workspace::volume::RunVolume;
 
 /// Ended runs are remembered this long, so a late call cannot bring one back.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
@@ -27,7 +28,8 @@ type RunKey = (String, String);
 
 #[derive(Default)]
 pub struct RunState {
-    workspace: Option<Arc<Slot>>,
+    /// The run's workspace filesystem, made by its first sandboxed call.
+    workspace: Option<Arc<RunVolume>>,
     idle: Vec<Sandbox>,
 }
 
@@ -61,6 +63,8 @@ pub struct Sandboxes {
     runs: Mutex<HashMap<RunKey, Arc<RunEntry>>>,
     ended: Mutex<HashMap<RunKey, Instant>>,
     run_idle_ttl: Duration,
+    /// Sizes of run workspaces.
+    pub quotas: Quotas,
     /// Set at shutdown: sandboxes are no longer kept after a call.
     closing: Arc<AtomicBool>,
 }
@@ -135,6 +139,7 @@ impl Sandboxes {
         factory: Arc<Factory>,
         pool: Arc<Pool>,
         run_idle_ttl: Duration,
+        quotas: Quotas,
     ) -> Arc<Self> {
         Arc::new(Self {
             engine,
@@ -143,6 +148,7 @@ impl Sandboxes {
             runs: Mutex::default(),
             ended: Mutex::default(),
             run_idle_ttl,
+            quotas,
             closing: Arc::default(),
         })
     }
@@ -157,13 +163,17 @@ impl Sandboxes {
 
     /// A sandbox of `profile` for one call of the scope's run, with the run's workspace in it.
     /// `secret_env` (MCP servers started for a run) makes a sandbox no pool can provide.
+    /// `quota` sizes the run's workspace when this call is the run's first to need one; a
+    /// workspace keeps its size for the rest of the run.
     pub async fn lease(
         &self,
         scope: &Scope,
         profile: &Arc<Profile>,
         warm: usize,
         secret_env: Vec<(String, String)>,
+        quota: u64,
     ) -> Result<Lease, Error> {
+        self.factory.workspaces.check()?;
         let ephemeral = scope.run_id.is_empty();
         let key = (scope.tenant.clone(), scope.run_id.clone());
         let run = if ephemeral {
@@ -207,21 +217,33 @@ impl Sandboxes {
             sandbox.destroy().await;
             return Err(Error::EndedWhileStarting(scope.run_id.clone()));
         }
-        match &guard.workspace {
-            None => guard.workspace = Some(sandbox.slot.clone()),
-            Some(ws) if Arc::ptr_eq(ws, &sandbox.slot) => {}
-            Some(ws) => {
-                move_entries(ws.ws(), sandbox.slot.ws()).await?;
-                guard.workspace = Some(sandbox.slot.clone());
-            }
-        }
-        Ok(Lease {
+        // The sandbox goes back to the run or away through the lease, whatever fails here.
+        let mut lease = Lease {
             run,
             guard,
             sandbox: Some(sandbox),
             ephemeral,
             closing: self.closing.clone(),
-        })
+        };
+        let volume = match &lease.guard.workspace {
+            Some(v) => v.clone(),
+            None => match self.factory.workspaces.volume(quota).await {
+                Ok(v) => lease.guard.workspace.insert(v).clone(),
+                Err(e) => {
+                    lease.release(true).await;
+                    return Err(e);
+                }
+            },
+        };
+        let attached = match &lease.sandbox {
+            Some(s) => s.slot.attach(&volume).await,
+            None => Ok(()),
+        };
+        if let Err(e) = attached {
+            lease.release(false).await;
+            return Err(e);
+        }
+        Ok(lease)
     }
 
     /// Ends a run: kills and removes its containers (calls in flight end as cancelled), then

@@ -21,6 +21,8 @@ pub struct Harness {
     pub tools: ToolsClient<Channel>,
     pub manifests: ManifestsClient<Channel>,
     pub shutdown: Shutdown,
+    /// The service's workspace root (unmounted when the harness is dropped).
+    root: Option<std::path::PathBuf>,
     _redis: RedisServer,
 }
 
@@ -29,6 +31,10 @@ pub struct Setup {
     pub docker_host: Option<String>,
     pub mcp_local_servers: std::collections::BTreeMap<String, bridle_tools::mcp::LocalServer>,
     pub images: Vec<&'static str>,
+    /// `workspace_quota_max` (default: the service's).
+    pub quota_max: Option<&'static str>,
+    /// The workspace root to use (default: a fresh temporary folder).
+    pub workspace_root: Option<std::path::PathBuf>,
 }
 
 impl Default for Setup {
@@ -39,6 +45,8 @@ impl Default for Setup {
             docker_host: None,
             mcp_local_servers: Default::default(),
             images: vec!["python"],
+            quota_max: None,
+            workspace_root: None,
         }
     }
 }
@@ -70,6 +78,10 @@ impl Harness {
             .unwrap();
         let redis = RedisServer::start().await.unwrap();
         let ns = bridle_testkit::unique("t");
+        let root = setup
+            .workspace_root
+            .clone()
+            .unwrap_or_else(|| workspaces.path().to_path_buf());
         let opts = bridle_tools::Options {
             server: ServerOptions::with_port(0),
             redis_url: redis.url(),
@@ -77,8 +89,17 @@ impl Harness {
             secrets_url: setup.secrets_url,
             docker_host: setup.docker_host,
             label_namespace: ns.clone(),
-            workspace_root: Some(workspaces.path().to_path_buf()),
+            workspace_root: Some(root.clone()),
             mcp_local_servers: setup.mcp_local_servers,
+            // A lower ceiling is the default as well (the default may not be above it).
+            workspace_quota_max: setup
+                .quota_max
+                .map(str::to_string)
+                .unwrap_or_else(|| bridle_tools::Options::default().workspace_quota_max),
+            workspace_quota_default: setup
+                .quota_max
+                .map(str::to_string)
+                .unwrap_or_else(|| bridle_tools::Options::default().workspace_quota_default),
             ..Default::default()
         };
         let shutdown = Shutdown::new();
@@ -90,6 +111,7 @@ impl Harness {
             tools: ToolsClient::connect(url.clone()).await.unwrap(),
             manifests: ManifestsClient::connect(url).await.unwrap(),
             shutdown,
+            root: Some(root),
             _redis: redis,
         }
     }
@@ -259,6 +281,13 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
+        // Mounts outlive the process that made them: a test that ends without draining (a
+        // failed one) must not leave its workspaces mounted on the machine.
+        if let Some(root) = &self.root {
+            for m in bridle_tools::workspace::mounts::mounts_under(root) {
+                let _ = bridle_tools::workspace::mounts::unmount(&m);
+            }
+        }
         // A failed test must not leave containers behind either.
         let ids = std::process::Command::new("docker")
             .args([

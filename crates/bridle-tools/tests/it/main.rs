@@ -13,5 +13,6 @@ mod lifecycle;
 mod mcp;
 mod net;
 mod pool;
+mod quota;
 mod secrets_and_list;
 mod workspace;

@@ -82,6 +82,7 @@ pub fn mount(dir: &Path) -> BindMount {
         source: dir.to_string_lossy().into_owned(),
         target: DIR_IN_SANDBOX.into(),
         read_only: true,
+        follows_host: false,
     }
 }
 

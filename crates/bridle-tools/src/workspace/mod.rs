@@ -4,24 +4,29 @@
 //! container is created, which for a warm one is before anyone knows the run):
 //! `<root>/<instance>/<slot>/ws` is its `/workspace`, `secrets/` its read-only `/run/secrets`,
 //! `net/` (egress only) holds the proxy's socket at `/run/bridle` and `agent/` the socket its
-//! agent connects to, at `/run/bridle-agent` (both read-only). A run's workspace is
-//! the `ws` of one slot; when a call of the run lands in another sandbox (another image, or
-//! after a sandbox was discarded) the workspace's entries are moved into that sandbox's slot
-//! (renames within one filesystem), so the files follow the run. A slot's directory is
-//! removed when the last holder (its sandbox, or the run whose workspace it is) lets go.
+//! agent connects to, at `/run/bridle-agent` (both read-only). A run's workspace is a
+//! filesystem of its own, of the run's quota ([`volume::RunVolume`]); it is bound onto the
+//! `ws` of each sandbox the run uses, and reaches the sandbox made earlier through the mount's
+//! propagation ([`mounts::make_shared_mount`]). A slot's directory is removed (its bind undone
+//! first) when its sandbox lets go; the run's filesystem when the run and its slots have.
 //!
 //! The service never reads or follows anything a tool wrote here: listing uses
-//! `symlink_metadata`, moves rename entries as they are, removal does not follow links.
+//! `symlink_metadata`, removal does not follow links and never descends into a mount.
+
+pub mod mounts;
+pub mod volume;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bridle_core::Shutdown;
 
 use crate::Error;
 use crate::sandbox::config::SANDBOX_UID;
+use mounts::InstanceLock;
+use volume::RunVolume;
 
 /// Entries a snapshot looks at before it gives up (files_written is then partial).
 const MAX_ENTRIES: usize = 20_000;
@@ -31,27 +36,75 @@ pub const MAX_LISTED: usize = 1_000;
 /// The folder all of this instance's slots live in.
 #[derive(Clone, Debug)]
 pub struct Workspaces {
+    root: PathBuf,
     dir: PathBuf,
     cleanup: Shutdown,
+    lock: Arc<InstanceLock>,
+    /// Why run workspaces cannot be mounted here (not root, no loop devices): every
+    /// sandboxed call then fails saying so, rather than running without a quota.
+    unmountable: Option<String>,
 }
 
 impl Workspaces {
-    /// Creates `<root>/<instance>` (0700: other host users cannot look into workspaces).
+    /// Takes the instance's lock, creates `<root>/<instance>` (0700: other host users cannot
+    /// look into workspaces) and makes it a shared mount.
     pub fn create(root: &Path, instance: &str, cleanup: Shutdown) -> Result<Self, Error> {
         let dir = root.join(instance);
+        let failed = |what: &str, p: &Path, e: std::io::Error| {
+            Error::Core(bridle_core::Error::internal(format!(
+                "cannot {what} {}: {e}",
+                p.display()
+            )))
+        };
+        std::fs::create_dir_all(root)
+            .map_err(|e| failed("create the workspace folder", root, e))?;
+        let lock = InstanceLock::take(root, instance)
+            .map_err(|e| failed("lock the instance's folder in", root, e))?;
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
-            .map_err(|e| {
-                Error::Core(bridle_core::Error::internal(format!(
-                    "cannot create the workspace folder {}: {e}",
-                    dir.display()
-                )))
-            })?;
-        Ok(Self { dir, cleanup })
+            .map_err(|e| failed("create the workspace folder", &dir, e))?;
+        let unmountable = mounts::make_shared_mount(&dir).err().map(|e| {
+            let why = format!(
+                "workspace quotas cannot be enforced: making {} a shared mount failed ({e}); the tools service needs root (CAP_SYS_ADMIN) and loop devices",
+                dir.display()
+            );
+            tracing::warn!("{why}; sandboxed tools will fail until it runs with them");
+            why
+        });
+        Ok(Self {
+            root: root.to_path_buf(),
+            dir,
+            cleanup,
+            lock: Arc::new(lock),
+            unmountable,
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Fails when run workspaces cannot be mounted here (checked before a sandbox is made
+    /// for a run: the engine would refuse its workspace mount with a less helpful message).
+    pub fn check(&self) -> Result<(), Error> {
+        match &self.unmountable {
+            Some(why) => Err(Error::Workspace(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// A new run workspace of `bytes`, mounted.
+    pub async fn volume(&self, bytes: u64) -> Result<Arc<RunVolume>, Error> {
+        self.check()?;
+        Ok(Arc::new(
+            RunVolume::create(&self.dir.join("runs"), bytes, self.cleanup.clone()).await?,
+        ))
+    }
+
+    /// Releases the folders of instances that died without cleaning up (SIGKILL, OOM, node
+    /// restart of the container): their mounts, loop devices and images.
+    pub async fn sweep_dead(&self) -> u32 {
+        mounts::sweep_dead(&self.root, &self.lock).await
     }
 
     /// A new slot with empty `ws`, `secrets`, `net` and `agent` folders.
@@ -70,13 +123,15 @@ impl Workspaces {
         Ok(Arc::new(Slot {
             path,
             cleanup: self.cleanup.clone(),
+            volume: Mutex::default(),
         }))
     }
 
-    /// Removes every slot (at shutdown, after the containers).
+    /// Removes every slot and run workspace, mounts first (at shutdown, after the
+    /// containers), then the instance's lock.
     pub async fn remove_all(&self) {
-        let dir = self.dir.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        mounts::release_tree(self.dir.clone()).await;
+        let _ = std::fs::remove_file(self.lock.path());
     }
 }
 
@@ -104,6 +159,8 @@ fn make_slot(path: &Path) -> std::io::Result<()> {
 pub struct Slot {
     path: PathBuf,
     cleanup: Shutdown,
+    /// The run workspace bound onto `ws` (a sandbox serves one run, so at most one, ever).
+    volume: Mutex<Option<Arc<RunVolume>>>,
 }
 
 impl Slot {
@@ -121,6 +178,30 @@ impl Slot {
     }
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn volume(&self) -> std::sync::MutexGuard<'_, Option<Arc<RunVolume>>> {
+        self.volume.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Binds the run's workspace onto `ws` (once: the sandbox sees it from then on).
+    pub async fn attach(&self, v: &Arc<RunVolume>) -> Result<(), Error> {
+        if let Some(cur) = self.volume().as_ref() {
+            return if Arc::ptr_eq(cur, v) {
+                Ok(())
+            } else {
+                Err(Error::Core(bridle_core::Error::internal(
+                    "a sandbox already holds another run's workspace",
+                )))
+            };
+        }
+        let (from, to) = (v.path().to_path_buf(), self.ws());
+        tokio::task::spawn_blocking(move || mounts::bind(&from, &to))
+            .await
+            .map_err(|e| Error::Core(bridle_core::Error::internal(e)))?
+            .map_err(|e| Error::Workspace(format!("cannot bind the run's workspace: {e}")))?;
+        *self.volume() = Some(v.clone());
+        Ok(())
     }
 
     /// Writes the call's secret files (0444: the sandbox user reads them through a read-only
@@ -166,37 +247,28 @@ impl Drop for Slot {
         if path.as_os_str().is_empty() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
+        let volume = self.volume().take();
+        let bound = volume.is_some();
         self.cleanup.spawn(async move {
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(path)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                let ws = path.join("ws");
+                if bound
+                    && let Err(e) = mounts::unmount(&ws)
+                {
+                    tracing::warn!(path = %ws.display(), error = %e, "cannot unbind a run's workspace");
+                }
+                // Never delete through a mount: those files are the run's.
+                if mounts::is_mount_point(&ws) {
+                    tracing::error!(path = %ws.display(), "a sandbox's workspace is still mounted; left for the shutdown sweep");
+                    return;
+                }
+                let _ = std::fs::remove_dir_all(path);
+            })
+            .await;
+            // The run's workspace goes when its last slot and the run have let go.
+            drop(volume);
         });
     }
-}
-
-/// Moves every entry of `from` into `to` (which a fresh slot has empty). Entries already
-/// present in `to` are replaced.
-pub async fn move_entries(from: PathBuf, to: PathBuf) -> Result<(), Error> {
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        for e in std::fs::read_dir(&from)? {
-            let e = e?;
-            let target = to.join(e.file_name());
-            if let Ok(m) = std::fs::symlink_metadata(&target) {
-                if m.is_dir() {
-                    std::fs::remove_dir_all(&target)?;
-                } else {
-                    std::fs::remove_file(&target)?;
-                }
-            }
-            std::fs::rename(e.path(), target)?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| Error::Core(bridle_core::Error::internal(e)))?
-    .map_err(|e| {
-        Error::Core(bridle_core::Error::internal(format!(
-            "cannot move the run's workspace: {e}"
-        )))
-    })
 }
 
 /// What a file looked like: changes to any of these mean it was written. ctime cannot be set
@@ -291,24 +363,5 @@ mod tests {
             after.written_since(&before),
             vec!["changed", "link", "sub/deeper/new.txt"]
         );
-    }
-
-    #[tokio::test]
-    async fn entries_move_between_folders() {
-        let a = tempfile::tempdir().unwrap();
-        let b = tempfile::tempdir().unwrap();
-        std::fs::create_dir(a.path().join("dir")).unwrap();
-        std::fs::write(a.path().join("dir/f"), "1").unwrap();
-        std::fs::write(a.path().join("g"), "2").unwrap();
-        std::fs::write(b.path().join("g"), "old").unwrap();
-        move_entries(a.path().into(), b.path().into())
-            .await
-            .unwrap();
-        assert_eq!(
-            std::fs::read_to_string(b.path().join("dir/f")).unwrap(),
-            "1"
-        );
-        assert_eq!(std::fs::read_to_string(b.path().join("g")).unwrap(), "2");
-        assert_eq!(std::fs::read_dir(a.path()).unwrap().count(), 0);
     }
 }

@@ -15,6 +15,10 @@ pub enum FailureCode {
     FailedPrecondition,
     /// The try (or the whole call) ran out of time.
     DeadlineExceeded,
+    /// The router cannot work as deployed (the secrets broker refuses its identity) or a
+    /// service it depends on is broken: not the caller's fault, and not worth retrying. The
+    /// detail is logged; the caller gets INTERNAL.
+    Internal,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +78,7 @@ fn core(code: FailureCode, what: String, message: String) -> bridle_core::Error 
         FailureCode::InvalidArgument => bridle_core::Error::InvalidArgument(message),
         FailureCode::FailedPrecondition => bridle_core::Error::FailedPrecondition(message),
         FailureCode::DeadlineExceeded => bridle_core::Error::DeadlineExceeded(message),
+        FailureCode::Internal => bridle_core::Error::Internal(format!("{what}: {message}")),
     }
 }
 
@@ -164,6 +169,7 @@ mod tests {
                 tonic::Code::FailedPrecondition,
             ),
             (FailureCode::DeadlineExceeded, tonic::Code::DeadlineExceeded),
+            (FailureCode::Internal, tonic::Code::Internal),
         ] {
             let s: tonic::Status = Error::TargetsFailed {
                 route: "r".into(),

@@ -86,12 +86,11 @@ impl Frames for Blocks {
             None => {
                 error_event(
                     out,
-                    &Failure {
-                        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        kind: Kind::Internal,
-                        message: "the stream ended without an answer".into(),
-                        retry_after: None,
-                    },
+                    &Failure::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        Kind::Internal,
+                        "the stream ended without an answer",
+                    ),
                 );
                 return true;
             }

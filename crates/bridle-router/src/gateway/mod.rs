@@ -11,6 +11,7 @@
 
 mod anthropic;
 mod anthropic_stream;
+mod fields;
 mod openai;
 mod openai_stream;
 
@@ -106,15 +107,34 @@ pub struct Failure {
     pub kind: Kind,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// The request field at fault, when there is one (OpenAI's `param`).
+    pub param: Option<String>,
+    /// A machine-readable reason (OpenAI's `code`), when the kind's own is not precise enough.
+    pub code: Option<&'static str>,
 }
 
 impl Failure {
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, kind: Kind, message: impl Into<String>) -> Self {
         Failure {
-            status: StatusCode::BAD_REQUEST,
-            kind: Kind::InvalidRequest,
+            status,
+            kind,
             message: message.into(),
             retry_after: None,
+            param: None,
+            code: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Kind::InvalidRequest, message)
+    }
+
+    /// A request field the gateway does not carry to the provider.
+    pub fn unsupported(param: &str, code: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            param: Some(param.to_string()),
+            code: Some(code),
+            ..Self::invalid(message)
         }
     }
 
@@ -148,10 +168,8 @@ impl Failure {
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis);
         Failure {
-            status,
-            kind,
-            message: s.message().to_string(),
             retry_after,
+            ..Self::new(status, kind, s.message())
         }
     }
 }
@@ -208,13 +226,14 @@ async fn scope(g: &Gateway, headers: &HeaderMap) -> Result<Scope, Failure> {
 
 /// The request body as JSON, refused past `limit` bytes.
 async fn read_json(body: Body, limit: usize) -> Result<serde_json::Value, Failure> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| Failure {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        kind: Kind::TooLarge,
-        message: format!(
-            "the request body is larger than the {limit} bytes this gateway accepts (option max_request_bytes)"
-        ),
-        retry_after: None,
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::TooLarge,
+            format!(
+                "the request body is larger than the {limit} bytes this gateway accepts (option max_request_bytes)"
+            ),
+        )
     })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Failure::invalid(format!("the request body is not JSON: {e}")))

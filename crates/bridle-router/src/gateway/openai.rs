@@ -12,6 +12,9 @@ use bridle_proto::{
 };
 use serde_json::{Value, json};
 
+use bridle_core::redact::preview;
+
+use super::fields::{self, NAME_MAX, Shape};
 use super::{Failure, Gateway, Kind, read_json, scope, unix_now};
 
 pub fn error_response(f: &Failure) -> Response {
@@ -26,10 +29,11 @@ pub fn error_response(f: &Failure) -> Response {
         Kind::Timeout => ("timeout", Value::Null),
         Kind::Internal => ("server_error", Value::Null),
     };
-    let param = if f.kind == Kind::NotFound {
-        json!("model")
-    } else {
-        Value::Null
+    let code = f.code.map(|c| json!(c)).unwrap_or(code);
+    let param = match (&f.param, f.kind) {
+        (Some(p), _) => json!(p),
+        (None, Kind::NotFound) => json!("model"),
+        (None, _) => Value::Null,
     };
     let body = json!({"error": {"message": f.message, "type": kind, "param": param, "code": code}});
     let mut resp = (f.status, axum::Json(body)).into_response();
@@ -94,16 +98,130 @@ pub async fn models(State(g): State<Arc<Gateway>>, headers: HeaderMap) -> Respon
 }
 
 pub async fn unknown(method: Method, uri: Uri) -> Response {
-    error_response(&Failure {
-        status: StatusCode::NOT_FOUND,
-        kind: Kind::InvalidRequest,
-        message: format!(
+    error_response(&Failure::new(
+        StatusCode::NOT_FOUND,
+        Kind::InvalidRequest,
+        format!(
             "this gateway serves POST /v1/chat/completions, GET /v1/models and POST /v1/messages, not {method} {}",
             uri.path()
         ),
-        retry_after: None,
-    })
+    ))
 }
+
+/// Top-level fields of a Chat Completions request (the API reference's request body).
+const REQUEST: Shape = Shape {
+    carried: &[
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "temperature",
+        "max_tokens",
+        "max_completion_tokens",
+        "stream",
+        "stream_options",
+    ],
+    defaults: &[
+        ("n", "1"),
+        ("logprobs", "false"),
+        ("parallel_tool_calls", "true"),
+        ("store", "false"),
+        ("frequency_penalty", "0"),
+        ("presence_penalty", "0"),
+        ("top_p", "1"),
+    ],
+    refused: &[
+        "audio",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "metadata",
+        "modalities",
+        "moderation",
+        "prediction",
+        "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "top_logprobs",
+        "user",
+        "verbosity",
+        "web_search_options",
+    ],
+};
+
+const STREAM_OPTIONS: Shape = Shape {
+    carried: &["include_usage"],
+    // The gateway never pads its chunks.
+    defaults: &[("include_obfuscation", "false")],
+    refused: &[],
+};
+
+/// A system, developer or user message.
+const PLAIN_MESSAGE: Shape = Shape {
+    carried: &["role", "content"],
+    defaults: &[],
+    refused: &["name"],
+};
+
+const ASSISTANT_MESSAGE: Shape = Shape {
+    carried: &["role", "content", "tool_calls"],
+    defaults: &[],
+    refused: &["name", "refusal", "audio", "function_call"],
+};
+
+const TOOL_MESSAGE: Shape = Shape {
+    carried: &["role", "content", "tool_call_id"],
+    defaults: &[],
+    refused: &[],
+};
+
+const TEXT_PART: Shape = Shape {
+    carried: &["type", "text"],
+    defaults: &[],
+    refused: &["prompt_cache_breakpoint"],
+};
+
+const TOOL_CALL: Shape = Shape {
+    carried: &["id", "type", "function"],
+    defaults: &[],
+    refused: &[],
+};
+
+const CALLED_FUNCTION: Shape = Shape {
+    carried: &["name", "arguments"],
+    defaults: &[],
+    refused: &[],
+};
+
+const TOOL: Shape = Shape {
+    carried: &["type", "function"],
+    defaults: &[],
+    refused: &[],
+};
+
+const FUNCTION: Shape = Shape {
+    carried: &["name", "description", "parameters"],
+    defaults: &[("strict", "false")],
+    refused: &[],
+};
+
+const NAMED_CHOICE: Shape = Shape {
+    carried: &["type", "function"],
+    defaults: &[],
+    refused: &[],
+};
+
+const CHOSEN_FUNCTION: Shape = Shape {
+    carried: &["name"],
+    defaults: &[],
+    refused: &[],
+};
 
 fn str_field<'a>(v: &'a Value, key: &str, at: &str) -> Result<Option<&'a str>, Failure> {
     match v.get(key) {
@@ -111,6 +229,21 @@ fn str_field<'a>(v: &'a Value, key: &str, at: &str) -> Result<Option<&'a str>, F
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(Failure::invalid(format!("{at}{key}: must be a string"))),
     }
+}
+
+fn bool_field(v: &Value, key: &str, at: &str) -> Result<Option<bool>, Failure> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(Failure::invalid(format!(
+            "{at}{key}: must be true or false"
+        ))),
+    }
+}
+
+/// `s` quoted for an error message, cut short when long.
+fn q(s: &str) -> String {
+    format!("'{}'", preview(s, NAME_MAX))
 }
 
 /// The text of a message's `content`: a string, or text parts.
@@ -121,19 +254,20 @@ fn content_text(v: &Value, at: &str) -> Result<String, Failure> {
         Some(Value::Array(parts)) => {
             let mut out = String::new();
             for (j, p) in parts.iter().enumerate() {
+                let pat = format!("{at}content[{j}].");
                 match p.get("type").and_then(Value::as_str) {
                     Some("text") => {
-                        out.push_str(p.get("text").and_then(Value::as_str).unwrap_or(""))
+                        fields::check(p, &pat, &TEXT_PART)?;
+                        out.push_str(str_field(p, "text", &pat)?.unwrap_or(""))
                     }
                     Some(other) => {
                         return Err(Failure::invalid(format!(
-                            "{at}content[{j}].type: '{other}' parts are not supported by this gateway (only text)"
+                            "{pat}type: {} parts are not supported by this gateway (only text)",
+                            q(other)
                         )));
                     }
                     None => {
-                        return Err(Failure::invalid(format!(
-                            "{at}content[{j}].type: is required"
-                        )));
+                        return Err(Failure::invalid(format!("{pat}type: is required")));
                     }
                 }
             }
@@ -146,22 +280,20 @@ fn content_text(v: &Value, at: &str) -> Result<String, Failure> {
 }
 
 /// A chat completion request as a Bridle request, whether to stream, and whether the stream
-/// ends with a usage chunk. Acted on: model, messages (text content), tools, tool_choice,
-/// temperature, max_tokens / max_completion_tokens, stream, stream_options.include_usage.
-/// Other fields (top_p, stop, seed, user, parallel_tool_calls, ...) are accepted and ignored;
-/// `n` above 1 and non-text content parts are refused.
+/// ends with a usage chunk. Carried: model, messages (text content, tool calls and results),
+/// tools, tool_choice, temperature, max_tokens / max_completion_tokens, stream,
+/// stream_options.include_usage. Accepted at their defaults only: n 1, logprobs false,
+/// parallel_tool_calls true, store false, frequency_penalty and presence_penalty 0, top_p 1,
+/// stream_options.include_obfuscation false, a function's strict false. Any other field is
+/// refused by name ([`REQUEST`] lists the API's), and so are non-text content parts.
 pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
     if !body.is_object() {
         return Err(Failure::invalid("the request body must be a JSON object"));
     }
+    fields::check(body, "", &REQUEST)?;
     let route = str_field(body, "model", "")?
         .filter(|m| !m.is_empty())
         .ok_or_else(|| Failure::invalid("model: is required (the name of a ModelRoute)"))?;
-    if let Some(n) = body.get("n").and_then(Value::as_u64).filter(|n| *n != 1) {
-        return Err(Failure::invalid(format!(
-            "n: {n} choices are not supported by this gateway (only 1)"
-        )));
-    }
     let raw = body
         .get("messages")
         .and_then(Value::as_array)
@@ -169,18 +301,25 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
     let mut messages = Vec::with_capacity(raw.len());
     for (i, m) in raw.iter().enumerate() {
         let at = format!("messages[{i}].");
-        let role = match str_field(m, "role", &at)? {
-            Some("system") | Some("developer") => Role::System,
-            Some("user") => Role::User,
-            Some("assistant") => Role::Assistant,
-            Some("tool") => Role::Tool,
+        if !m.is_object() {
+            return Err(Failure::invalid(format!(
+                "messages[{i}]: must be an object"
+            )));
+        }
+        let (role, shape) = match str_field(m, "role", &at)? {
+            Some("system") | Some("developer") => (Role::System, &PLAIN_MESSAGE),
+            Some("user") => (Role::User, &PLAIN_MESSAGE),
+            Some("assistant") => (Role::Assistant, &ASSISTANT_MESSAGE),
+            Some("tool") => (Role::Tool, &TOOL_MESSAGE),
             Some(other) => {
                 return Err(Failure::invalid(format!(
-                    "{at}role: '{other}' is not system, developer, user, assistant or tool"
+                    "{at}role: {} is not system, developer, user, assistant or tool",
+                    q(other)
                 )));
             }
             None => return Err(Failure::invalid(format!("{at}role: is required"))),
         };
+        fields::check(m, &at, shape)?;
         let mut msg = Message {
             role: role as i32,
             text: content_text(m, &at)?,
@@ -191,50 +330,62 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
                 .unwrap_or_default()
                 .to_string();
         }
-        if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-            for (j, c) in calls.iter().enumerate() {
-                let at = format!("{at}tool_calls[{j}].");
-                let f = c.get("function").cloned().unwrap_or_default();
-                msg.tool_calls.push(ToolCall {
-                    id: str_field(c, "id", &at)?.unwrap_or_default().to_string(),
-                    name: str_field(&f, "name", &format!("{at}function."))?
-                        .unwrap_or_default()
-                        .to_string(),
-                    arguments_json: str_field(&f, "arguments", &format!("{at}function."))?
-                        .unwrap_or_default()
-                        .to_string(),
-                });
+        let calls = match m.get("tool_calls") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(calls)) => calls.as_slice(),
+            Some(_) => {
+                return Err(Failure::invalid(format!(
+                    "{at}tool_calls: must be an array"
+                )));
             }
+        };
+        for (j, c) in calls.iter().enumerate() {
+            let at = format!("{at}tool_calls[{j}].");
+            fields::check(c, &at, &TOOL_CALL)?;
+            if let Some(k) = str_field(c, "type", &at)?.filter(|k| *k != "function") {
+                return Err(Failure::invalid(format!(
+                    "{at}type: {} calls are not supported by this gateway (only function)",
+                    q(k)
+                )));
+            }
+            let f = c.get("function").cloned().unwrap_or_default();
+            let fat = format!("{at}function.");
+            fields::check(&f, &fat, &CALLED_FUNCTION)?;
+            msg.tool_calls.push(ToolCall {
+                id: str_field(c, "id", &at)?.unwrap_or_default().to_string(),
+                name: str_field(&f, "name", &fat)?.unwrap_or_default().to_string(),
+                arguments_json: str_field(&f, "arguments", &fat)?
+                    .unwrap_or_default()
+                    .to_string(),
+            });
         }
         messages.push(msg);
     }
     let mut tools = Vec::new();
-    for (i, t) in body
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    let raw_tools = match body.get("tools") {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(t)) => t.as_slice(),
+        Some(_) => return Err(Failure::invalid("tools: must be an array")),
+    };
+    for (i, t) in raw_tools.iter().enumerate() {
         let at = format!("tools[{i}].");
-        if t.get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|k| k != "function")
-        {
+        fields::check(t, &at, &TOOL)?;
+        if let Some(k) = str_field(t, "type", &at)?.filter(|k| *k != "function") {
             return Err(Failure::invalid(format!(
-                "{at}type: only function tools are supported"
+                "{at}type: {} tools are not supported by this gateway (only function)",
+                q(k)
             )));
         }
         let f = t.get("function").cloned().unwrap_or_default();
+        let fat = format!("{at}function.");
+        fields::check(&f, &fat, &FUNCTION)?;
         let params = f
             .get("parameters")
             .cloned()
             .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
         tools.push(ToolSpec {
-            name: str_field(&f, "name", &format!("{at}function."))?
-                .unwrap_or_default()
-                .to_string(),
-            description: str_field(&f, "description", &format!("{at}function."))?
+            name: str_field(&f, "name", &fat)?.unwrap_or_default().to_string(),
+            description: str_field(&f, "description", &fat)?
                 .unwrap_or_default()
                 .to_string(),
             parameters_json_schema: params.to_string(),
@@ -250,20 +401,30 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
                 "required" => ToolChoiceMode::Required,
                 other => {
                     return Err(Failure::invalid(format!(
-                        "tool_choice: '{other}' is not auto, none or required"
+                        "tool_choice: {} is not auto, none or required",
+                        q(other)
                     )));
                 }
             } as i32,
             name: String::new(),
         }),
-        Some(v) => Some(ToolChoice {
-            mode: ToolChoiceMode::Named as i32,
-            name: v
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| Failure::invalid("tool_choice.function.name: is required"))?
-                .to_string(),
-        }),
+        Some(v) => {
+            fields::check(v, "tool_choice.", &NAMED_CHOICE)?;
+            if let Some(k) = str_field(v, "type", "tool_choice.")?.filter(|k| *k != "function") {
+                return Err(Failure::invalid(format!(
+                    "tool_choice.type: {} is not supported by this gateway (only function)",
+                    q(k)
+                )));
+            }
+            let f = v.get("function").cloned().unwrap_or_default();
+            fields::check(&f, "tool_choice.function.", &CHOSEN_FUNCTION)?;
+            Some(ToolChoice {
+                mode: ToolChoiceMode::Named as i32,
+                name: str_field(&f, "name", "tool_choice.function.")?
+                    .ok_or_else(|| Failure::invalid("tool_choice.function.name: is required"))?
+                    .to_string(),
+            })
+        }
     };
     let number = |k: &str| body.get(k).filter(|v| !v.is_null());
     let temperature = match number("temperature") {
@@ -274,20 +435,27 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
                 as f32,
         ),
     };
-    let max = number("max_completion_tokens").or_else(|| number("max_tokens"));
+    let max = match number("max_completion_tokens") {
+        Some(v) => Some(("max_completion_tokens", v)),
+        None => number("max_tokens").map(|v| ("max_tokens", v)),
+    };
     let max_output_tokens = match max {
         None => None,
-        Some(v) => Some(
+        Some((k, v)) => Some(
             v.as_u64()
                 .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| Failure::invalid("max_tokens: must be a positive integer"))?,
+                .ok_or_else(|| Failure::invalid(format!("{k}: must be a positive integer")))?,
         ),
     };
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = body
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let stream = bool_field(body, "stream", "")?.unwrap_or(false);
+    let include_usage = match body.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(o @ Value::Object(_)) => {
+            fields::check(o, "stream_options.", &STREAM_OPTIONS)?;
+            bool_field(o, "include_usage", "stream_options.")?.unwrap_or(false)
+        }
+        Some(_) => return Err(Failure::invalid("stream_options: must be an object")),
+    };
     Ok((
         CompleteRequest {
             route: route.to_string(),

@@ -90,12 +90,11 @@ impl Frames for Chunks {
                 return true;
             }
             None => {
-                let f = Failure {
-                    status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    kind: Kind::Internal,
-                    message: "the stream ended without an answer".into(),
-                    retry_after: None,
-                };
+                let f = Failure::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    Kind::Internal,
+                    "the stream ended without an answer",
+                );
                 Self::value(out, &error_event(&f));
                 return true;
             }

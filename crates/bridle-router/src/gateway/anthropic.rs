@@ -47,7 +47,7 @@ pub async fn messages(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: B
 
 async fn messages_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
     let scope = scope(g, headers).await?;
-    let body = read_json(body, g.max_body).await?;
+    let body = read_json(g, headers, body).await?;
     let (mut req, stream) = parse(&body)?;
     req.scope = Some(scope);
     let model = req.route.clone();

@@ -38,13 +38,21 @@ pub struct Gateway {
     pub dispatch: Arc<Dispatcher>,
     pub auth: Authenticator,
     pub max_body: usize,
+    /// How long a request's body may take to arrive, from the end of its headers.
+    pub body_timeout: Duration,
 }
 
 /// Binds `listen` and serves the fronts on a task owned by `shutdown`. Returns the bound
 /// address (written to `addr_file` when given).
+///
+/// Each connection is served by hyper's HTTP/1 server with a timer, so that a client that
+/// sends its headers slower than `header_timeout` (or keeps an idle connection open that long)
+/// is dropped instead of holding a task forever; axum's own `serve` sets no timer, and hyper
+/// enforces no header timeout without one. Bodies have their own deadline in [`read_json`].
 pub async fn spawn(
     listen: SocketAddr,
     addr_file: Option<PathBuf>,
+    header_timeout: Duration,
     gateway: Gateway,
     shutdown: &Shutdown,
 ) -> Result<SocketAddr, bridle_core::Error> {
@@ -66,20 +74,46 @@ pub async fn spawn(
         .route("/v1/messages", axum::routing::post(anthropic::messages))
         .fallback(openai::unknown)
         .with_state(state);
-    // Streamed answers are many small writes: without TCP_NODELAY, Nagle's algorithm holds
-    // each one back until the client acknowledges the last (tens of milliseconds).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let s = shutdown.clone();
     shutdown.spawn(async move {
-        let stop = s.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.triggered().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("HTTP gateway failed: {e}");
-            s.trigger();
+        loop {
+            let tcp = tokio::select! {
+                () = s.triggered() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        // Out of file descriptors, or a connection reset before it was
+                        // accepted: the listener itself is fine, so wait a moment and go on.
+                        tracing::warn!("HTTP gateway cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // Streamed answers are many small writes: without TCP_NODELAY, Nagle's algorithm
+            // holds each one back until the client acknowledges the last (tens of ms).
+            let _ = tcp.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let stop = s.clone();
+            s.spawn(async move {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout);
+                let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                let mut conn = std::pin::pin!(conn);
+                let served = tokio::select! {
+                    r = conn.as_mut() => r,
+                    () = stop.triggered() => {
+                        // Finish the request in flight, take no other.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = served {
+                    tracing::debug!("HTTP gateway connection ended: {e}");
+                }
+            });
         }
     });
     tracing::info!(%addr, "router HTTP gateway listening");
@@ -145,17 +179,18 @@ impl Failure {
             Code::InvalidArgument | Code::OutOfRange => {
                 (StatusCode::BAD_REQUEST, Kind::InvalidRequest)
             }
+            // The call cannot be made as it stands (a conversation past the end of a scripted
+            // route's script, a target's key or model refused): a 4xx over gRPC, so a 4xx
+            // here too, and the message says which.
+            Code::FailedPrecondition => (StatusCode::BAD_REQUEST, Kind::InvalidRequest),
             Code::AlreadyExists | Code::Aborted => (StatusCode::CONFLICT, Kind::InvalidRequest),
             Code::NotFound => (StatusCode::NOT_FOUND, Kind::NotFound),
             Code::Unauthenticated => (StatusCode::UNAUTHORIZED, Kind::Authentication),
             Code::PermissionDenied => (StatusCode::FORBIDDEN, Kind::Permission),
             Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, Kind::RateLimit),
             Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, Kind::Timeout),
-            // A target that cannot work as configured, or none that answers: the gateway's
-            // upstream failed.
-            Code::FailedPrecondition | Code::Unavailable => {
-                (StatusCode::BAD_GATEWAY, Kind::Upstream)
-            }
+            // No target answered: the gateway's upstream failed.
+            Code::Unavailable => (StatusCode::BAD_GATEWAY, Kind::Upstream),
             Code::Unimplemented => (StatusCode::NOT_IMPLEMENTED, Kind::InvalidRequest),
             Code::Ok | Code::Cancelled | Code::Unknown | Code::Internal | Code::DataLoss => {
                 (StatusCode::INTERNAL_SERVER_ERROR, Kind::Internal)
@@ -224,9 +259,18 @@ async fn scope(g: &Gateway, headers: &HeaderMap) -> Result<Scope, Failure> {
     })
 }
 
-/// The request body as JSON, refused past `limit` bytes.
-async fn read_json(body: Body, limit: usize) -> Result<serde_json::Value, Failure> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+/// The request body as JSON: refused past `g.max_body` bytes (413), when it does not arrive
+/// within `g.body_timeout` (408, so a client that announces more than it sends gets an answer),
+/// and when its framing is broken (400 with hyper's reason: a bad chunked encoding, which is also
+/// what a Content-Length sent with Transfer-Encoding comes to, hyper dropping the length).
+async fn read_json(
+    g: &Gateway,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<serde_json::Value, Failure> {
+    let limit = g.max_body;
+    let chunked = headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+    let too_large = || {
         Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             Kind::TooLarge,
@@ -234,9 +278,64 @@ async fn read_json(body: Body, limit: usize) -> Result<serde_json::Value, Failur
                 "the request body is larger than the {limit} bytes this gateway accepts (option max_request_bytes)"
             ),
         )
-    })?;
+    };
+    // A Content-Length over the limit is refused before anything is read.
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let read = async {
+        use futures::StreamExt as _;
+        let mut data = body.into_data_stream();
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(|e| {
+                Failure::invalid(format!(
+                    "the request body is malformed: {}{}",
+                    bridle_core::redact::preview(&causes(&e), 300),
+                    if chunked {
+                        " (with Transfer-Encoding the body must be sent in chunks; a Content-Length beside it is ignored)"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+            if buf.len().saturating_add(chunk.len()) > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    let bytes = tokio::time::timeout(g.body_timeout, read)
+        .await
+        .map_err(|_| {
+            Failure::new(
+                StatusCode::REQUEST_TIMEOUT,
+                Kind::Timeout,
+                format!(
+                    "the request body did not arrive within {} (option http_body_read_timeout): is its Content-Length larger than the body sent?",
+                    bridle_core::timeutil::short_duration(g.body_timeout)
+                ),
+            )
+        })??;
     serde_json::from_slice(&bytes)
         .map_err(|e| Failure::invalid(format!("the request body is not JSON: {e}")))
+}
+
+/// An error and its causes, as one line ("error reading a body from connection: invalid chunk
+/// size line").
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let c_text = c.to_string();
+        if !out.ends_with(&c_text) {
+            out.push_str(": ");
+            out.push_str(&c_text);
+        }
+        next = c.source();
+    }
+    out
 }
 
 /// Waits for a stream's first item, so a call that fails before any delta gets a real error

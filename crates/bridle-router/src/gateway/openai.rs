@@ -62,7 +62,7 @@ pub async fn chat(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body)
 
 async fn chat_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
     let scope = scope(g, headers).await?;
-    let body = read_json(body, g.max_body).await?;
+    let body = read_json(g, headers, body).await?;
     let (mut req, stream, include_usage) = parse(&body)?;
     req.scope = Some(scope);
     let model = req.route.clone();

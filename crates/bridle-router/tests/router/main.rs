@@ -12,6 +12,7 @@ mod breaker;
 mod complete;
 mod failover;
 mod gateway;
+mod gateway_input;
 mod helpers;
 mod limits;
 mod replicas;

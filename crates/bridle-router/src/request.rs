@@ -5,6 +5,7 @@ use bridle_proto::{CompleteRequest, Role, ToolChoiceMode};
 use prost::Message as _;
 
 use crate::Error;
+use crate::error::quote;
 
 /// Checks `req`, which may be at most `max_bytes` long (protobuf-encoded).
 pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
@@ -53,13 +54,13 @@ pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
                 Ok(_) => {
                     return bad(format!(
                         "tools[{i}] '{}': parameters_json_schema must be a JSON object",
-                        t.name
+                        quote(&t.name)
                     ));
                 }
                 Err(e) => {
                     return bad(format!(
                         "tools[{i}] '{}': parameters_json_schema is not JSON: {e}",
-                        t.name
+                        quote(&t.name)
                     ));
                 }
             }
@@ -72,7 +73,7 @@ pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
     if let Some(choice) = named.filter(|c| !req.tools.iter().any(|t| t.name == c.name)) {
         return bad(format!(
             "tool_choice.name: '{}' is not one of the request's tools",
-            choice.name
+            quote(&choice.name)
         ));
     }
     if let Some(t) = req.temperature.filter(|t| !t.is_finite() || *t < 0.0) {

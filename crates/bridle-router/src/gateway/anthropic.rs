@@ -12,14 +12,12 @@ use bridle_proto::{
 };
 use serde_json::{Value, json};
 
-use bridle_core::redact::preview;
-
-use super::fields::{self, NAME_MAX, Shape};
+use super::fields::{self, Shape};
 use super::{Failure, Gateway, Kind, read_json, scope};
+use crate::error::bounded;
 
 pub fn error_response(f: &Failure) -> Response {
-    let body =
-        json!({"type": "error", "error": {"type": error_type(f.kind), "message": f.message}});
+    let body = json!({"type": "error", "error": {"type": error_type(f.kind), "message": bounded(&f.message)}});
     let mut resp = (f.status, axum::Json(body)).into_response();
     super::openai::set_retry_after(&mut resp, f);
     resp
@@ -147,7 +145,7 @@ const TOOL_CHOICE: Shape = Shape {
 
 /// `s` quoted for an error message, cut short when long.
 fn q(s: &str) -> String {
-    format!("'{}'", preview(s, NAME_MAX))
+    format!("'{}'", crate::error::quote(s))
 }
 
 fn str_of(b: &Value, key: &str, at: &str) -> Result<String, Failure> {

@@ -30,7 +30,7 @@ fn event(out: &mut String, kind: &str, data: &str) {
 }
 
 fn error_event(out: &mut String, f: &Failure) {
-    let v = json!({"type": "error", "error": {"type": error_type(f.kind), "message": f.message}});
+    let v = json!({"type": "error", "error": {"type": error_type(f.kind), "message": crate::error::bounded(&f.message)}});
     event(out, "error", &v.to_string());
 }
 

@@ -3,13 +3,10 @@
 //! `stop` or `response_format` must learn that it would have had no effect before it relies on
 //! it. A field set to `null` counts as absent, as both APIs treat it.
 
-use bridle_core::redact::preview;
 use serde_json::Value;
 
 use super::Failure;
-
-/// Longest field name quoted back in an error; the rest is elided.
-pub const NAME_MAX: usize = 64;
+use crate::error::quote;
 
 /// The fields of one JSON object of a request.
 pub struct Shape {
@@ -31,7 +28,7 @@ pub fn check(v: &Value, at: &str, shape: &Shape) -> Result<(), Failure> {
         if v.is_null() || shape.carried.contains(&k.as_str()) {
             continue;
         }
-        let param = format!("{at}{}", preview(k, NAME_MAX));
+        let param = format!("{at}{}", quote(k));
         if let Some((_, default)) = shape.defaults.iter().find(|(n, _)| n == k) {
             if is_default(v, default) {
                 continue;

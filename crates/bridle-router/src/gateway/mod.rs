@@ -247,7 +247,11 @@ async fn scope(g: &Gateway, headers: &HeaderMap) -> Result<Scope, Failure> {
     let agent = match header(AGENT_HEADER) {
         Some(a) => {
             bridle_core::ids::check_name(a)
-                .map_err(|e| Failure::invalid(format!("{AGENT_HEADER}: {e}")))?;
+                // check_name quotes the whole name: quote it bounded instead.
+                .map_err(|e| {
+                    let e = e.replace(a, &crate::error::quote(a));
+                    Failure::invalid(format!("{AGENT_HEADER}: {e}"))
+                })?;
             a.to_string()
         }
         None => principal.name.clone(),

@@ -12,10 +12,9 @@ use bridle_proto::{
 };
 use serde_json::{Value, json};
 
-use bridle_core::redact::preview;
-
-use super::fields::{self, NAME_MAX, Shape};
+use super::fields::{self, Shape};
 use super::{Failure, Gateway, Kind, read_json, scope, unix_now};
+use crate::error::bounded;
 
 pub fn error_response(f: &Failure) -> Response {
     let (kind, code) = match f.kind {
@@ -35,7 +34,7 @@ pub fn error_response(f: &Failure) -> Response {
         (None, Kind::NotFound) => json!("model"),
         (None, _) => Value::Null,
     };
-    let body = json!({"error": {"message": f.message, "type": kind, "param": param, "code": code}});
+    let body = json!({"error": {"message": bounded(&f.message), "type": kind, "param": param, "code": code}});
     let mut resp = (f.status, axum::Json(body)).into_response();
     set_retry_after(&mut resp, f);
     resp
@@ -103,7 +102,7 @@ pub async fn unknown(method: Method, uri: Uri) -> Response {
         Kind::InvalidRequest,
         format!(
             "this gateway serves POST /v1/chat/completions, GET /v1/models and POST /v1/messages, not {method} {}",
-            uri.path()
+            crate::error::quote(uri.path())
         ),
     ))
 }
@@ -243,7 +242,7 @@ fn bool_field(v: &Value, key: &str, at: &str) -> Result<Option<bool>, Failure> {
 
 /// `s` quoted for an error message, cut short when long.
 fn q(s: &str) -> String {
-    format!("'{}'", preview(s, NAME_MAX))
+    format!("'{}'", crate::error::quote(s))
 }
 
 /// The text of a message's `content`: a string, or text parts.

@@ -74,7 +74,7 @@ fn error_event(f: &Failure) -> Value {
         Kind::Timeout => "timeout",
         _ => "upstream_error",
     };
-    json!({"error": {"message": f.message, "type": kind, "param": null, "code": null}})
+    json!({"error": {"message": crate::error::bounded(&f.message), "type": kind, "param": null, "code": null}})
 }
 
 impl Frames for Chunks {

@@ -15,6 +15,7 @@ mod gateway;
 mod gateway_input;
 mod helpers;
 mod limits;
+mod long_input;
 mod replicas;
 mod routes;
 mod scripted;

@@ -322,8 +322,12 @@ async fn read_json(
                 ),
             )
         })??;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Failure::invalid(format!("the request body is not JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Failure::invalid(format!(
+            "the request body is not JSON: {}",
+            crate::request::json_problem(&e)
+        ))
+    })
 }
 
 /// An error and its causes, as one line ("error reading a body from connection: invalid chunk

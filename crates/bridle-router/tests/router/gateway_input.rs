@@ -150,3 +150,46 @@ async fn a_conversation_past_a_scripted_routes_end_is_a_4xx_over_http_as_over_gr
     assert_eq!(body["error"]["message"], e.message());
     assert_eq!(body["error"]["type"], "invalid_request_error");
 }
+
+/// serde_json's recursion limit holds on both fronts: a body nested a hundred thousand deep is
+/// a 400 naming the limit, the service stays up, and JSON nested within the limit (a deep tool
+/// schema) goes through.
+#[tokio::test]
+async fn deeply_nested_json_is_a_400_naming_the_limit() {
+    let (h, _) = gateway().await;
+    let http = h.http.clone().unwrap();
+    let c = reqwest::Client::new();
+    let deep = format!(
+        r#"{{"model": "demo", "messages": [{{"role": "user", "content": {}}}]}}"#,
+        "[".repeat(100_000)
+    );
+    for path in ["/v1/chat/completions", "/v1/messages"] {
+        let r = c
+            .post(format!("{http}{path}"))
+            .header("content-type", "application/json")
+            .body(deep.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{path}");
+        let body: Value = r.json().await.unwrap();
+        let m = body["error"]["message"].as_str().unwrap();
+        assert!(
+            m.starts_with("the request body is not JSON: it nests deeper than 128 levels"),
+            "{m}"
+        );
+    }
+    // 1 + 2 x 55 levels, 6 more around it: 117 of the 128.
+    let mut schema = json!({"type": "object"});
+    for _ in 0..55 {
+        schema = json!({"type": "object", "properties": {"a": schema}});
+    }
+    let r = c
+        .post(format!("{http}/v1/chat/completions"))
+        .json(&json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "run_python", "parameters": schema}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+}

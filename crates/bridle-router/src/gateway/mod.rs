@@ -10,26 +10,24 @@
 //! named in `x-bridle-agent`, else the key's name.
 
 mod anthropic;
-mod anthropic_stream;
 mod fields;
 mod openai;
-mod openai_stream;
+mod serve;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
-use bridle_core::Shutdown;
 use bridle_core::auth::{Authenticator, Role};
 use bridle_proto::{CompleteChunk, Scope};
 use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::dispatch::Dispatcher;
+
 use crate::provider::StreamItem;
+pub use serve::spawn;
 
 /// Header naming the agent a gateway call is made for (per-agent limits).
 pub const AGENT_HEADER: &str = "x-bridle-agent";
@@ -40,84 +38,6 @@ pub struct Gateway {
     pub max_body: usize,
     /// How long a request's body may take to arrive, from the end of its headers.
     pub body_timeout: Duration,
-}
-
-/// Binds `listen` and serves the fronts on a task owned by `shutdown`. Returns the bound
-/// address (written to `addr_file` when given).
-///
-/// Each connection is served by hyper's HTTP/1 server with a timer, so that a client that
-/// sends its headers slower than `header_timeout` (or keeps an idle connection open that long)
-/// is dropped instead of holding a task forever; axum's own `serve` sets no timer, and hyper
-/// enforces no header timeout without one. Bodies have their own deadline in [`read_json`].
-pub async fn spawn(
-    listen: SocketAddr,
-    addr_file: Option<PathBuf>,
-    header_timeout: Duration,
-    gateway: Gateway,
-    shutdown: &Shutdown,
-) -> Result<SocketAddr, bridle_core::Error> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        bridle_core::Error::Config(format!("http_listen: cannot bind {listen}: {e}"))
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| bridle_core::Error::internal(format!("http front address: {e}")))?;
-    if let Some(f) = &addr_file {
-        std::fs::write(f, addr.to_string()).map_err(|e| {
-            bridle_core::Error::Config(format!("http_addr_file: cannot write {}: {e}", f.display()))
-        })?;
-    }
-    let state = Arc::new(gateway);
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", axum::routing::post(openai::chat))
-        .route("/v1/models", axum::routing::get(openai::models))
-        .route("/v1/messages", axum::routing::post(anthropic::messages))
-        .fallback(openai::unknown)
-        .with_state(state);
-    let s = shutdown.clone();
-    shutdown.spawn(async move {
-        loop {
-            let tcp = tokio::select! {
-                () = s.triggered() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(e) => {
-                        // Out of file descriptors, or a connection reset before it was
-                        // accepted: the listener itself is fine, so wait a moment and go on.
-                        tracing::warn!("HTTP gateway cannot accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            // Streamed answers are many small writes: without TCP_NODELAY, Nagle's algorithm
-            // holds each one back until the client acknowledges the last (tens of ms).
-            let _ = tcp.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
-            let stop = s.clone();
-            s.spawn(async move {
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(header_timeout);
-                let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
-                let mut conn = std::pin::pin!(conn);
-                let served = tokio::select! {
-                    r = conn.as_mut() => r,
-                    () = stop.triggered() => {
-                        // Finish the request in flight, take no other.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = served {
-                    tracing::debug!("HTTP gateway connection ended: {e}");
-                }
-            });
-        }
-    });
-    tracing::info!(%addr, "router HTTP gateway listening");
-    Ok(addr)
 }
 
 /// What went wrong, in terms both APIs can render.

@@ -9,8 +9,8 @@ use bridle_proto::complete_chunk::Chunk;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::openai::{bridle_fields, finish_reason, usage};
-use super::{Failure, Frames, Kind, new_id, quoted, unix_now};
+use super::wire::{bridle_fields, finish_reason, usage};
+use crate::gateway::{Failure, Frames, Kind, new_id, quoted, unix_now};
 use crate::provider::StreamItem;
 
 struct Chunks {
@@ -141,5 +141,5 @@ pub fn respond(
     rx: mpsc::Receiver<StreamItem>,
     include_usage: bool,
 ) -> Response {
-    super::sse(Chunks::new(model, include_usage), first, rx)
+    crate::gateway::sse(Chunks::new(model, include_usage), first, rx)
 }

@@ -1,63 +1,15 @@
-//! The Anthropic-compatible front: Messages, plain and streamed.
+//! The Messages wire format on the gateway's side: a request read into Bridle's normalized one
+//! (refusing what would not be carried), and a response written back.
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use bridle_proto::{
     CompleteRequest, CompleteResponse, FinishReason, Message, Role, ToolCall, ToolChoice,
     ToolChoiceMode, ToolSpec,
 };
 use serde_json::{Value, json};
 
-use super::fields::{self, Shape};
-use super::{Failure, Gateway, Kind, read_json, scope};
-use crate::error::bounded;
-
-pub fn error_response(f: &Failure) -> Response {
-    let body = json!({"type": "error", "error": {"type": error_type(f.kind), "message": bounded(&f.message)}});
-    let mut resp = (f.status, axum::Json(body)).into_response();
-    super::openai::set_retry_after(&mut resp, f);
-    resp
-}
-
-pub fn error_type(k: Kind) -> &'static str {
-    match k {
-        Kind::InvalidRequest => "invalid_request_error",
-        Kind::Authentication => "authentication_error",
-        Kind::Permission => "permission_error",
-        Kind::NotFound => "not_found_error",
-        Kind::TooLarge => "request_too_large",
-        Kind::RateLimit => "rate_limit_error",
-        Kind::Timeout => "timeout_error",
-        Kind::Upstream | Kind::Internal => "api_error",
-    }
-}
-
-pub async fn messages(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
-    match messages_inner(&g, &headers, body).await {
-        Ok(r) => r,
-        Err(f) => error_response(&f),
-    }
-}
-
-async fn messages_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
-    let scope = scope(g, headers).await?;
-    let body = read_json(g, headers, body).await?;
-    let (mut req, stream) = parse(&body)?;
-    req.scope = Some(scope);
-    let model = req.route.clone();
-    if stream {
-        let admitted = g.dispatch.admit(req).await?;
-        let mut rx = g.dispatch.stream(admitted);
-        let first = super::first_item(&mut rx).await?;
-        return Ok(super::anthropic_stream::respond(model, first, rx));
-    }
-    let resp = g.dispatch.complete(req).await?;
-    Ok(axum::Json(message(&model, &resp)).into_response())
-}
+use crate::gateway::fields::{self, Shape};
+use crate::gateway::openai::bridle_fields;
+use crate::gateway::{Failure, new_id};
 
 /// Top-level fields of a Messages request (the API reference's request body).
 const REQUEST: Shape = Shape {
@@ -432,7 +384,7 @@ pub fn message(model: &str, r: &CompleteResponse) -> Value {
         content.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input_of(c)}));
     }
     json!({
-        "id": super::new_id("msg_"),
+        "id": new_id("msg_"),
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -440,6 +392,6 @@ pub fn message(model: &str, r: &CompleteResponse) -> Value {
         "stop_reason": stop_reason(r.finish_reason),
         "stop_sequence": null,
         "usage": usage(r),
-        "bridle": super::openai::bridle_fields(r),
+        "bridle": bridle_fields(r),
     })
 }

@@ -1,6 +1,42 @@
 //! Errors of the router and their one mapping to [`bridle_core::Error`] (and so to gRPC codes).
 //! Messages name the route, the tenant and the target; they never hold a key or a header value.
 
+use bridle_core::redact::preview;
+
+/// Longest name (route, tenant, agent, tool, field) an error quotes from a request; the rest is
+/// elided, so an error about a megabyte-long name is not itself a megabyte.
+pub const QUOTE_MAX: usize = 80;
+
+/// Longest error message the router sends, whatever it quotes: it fits in a standard gRPC
+/// client's 16 KiB metadata limit, so the caller sees the real error and not
+/// RESOURCE_EXHAUSTED.
+pub const MESSAGE_MAX: usize = 4096;
+
+/// `s`, from a request, bounded for an error message.
+pub fn quote(s: &str) -> String {
+    preview(s, QUOTE_MAX)
+}
+
+/// `s` cut to [`MESSAGE_MAX`] characters.
+pub fn bounded(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().count() <= MESSAGE_MAX {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(preview(s, MESSAGE_MAX))
+    }
+}
+
+/// `status` with its message cut to [`MESSAGE_MAX`] characters (code and metadata kept): every
+/// status the router answers with goes through this.
+pub fn bounded_status(status: tonic::Status) -> tonic::Status {
+    match bounded(status.message()) {
+        std::borrow::Cow::Borrowed(_) => status,
+        std::borrow::Cow::Owned(m) => {
+            tonic::Status::with_metadata(status.code(), m, status.metadata().clone())
+        }
+    }
+}
+
 /// The gRPC code a failed target reports, when it is the last failure of a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureCode {
@@ -15,11 +51,19 @@ pub enum FailureCode {
     FailedPrecondition,
     /// The try (or the whole call) ran out of time.
     DeadlineExceeded,
+    /// The router cannot work as deployed (the secrets broker refuses its identity) or a
+    /// service it depends on is broken: not the caller's fault, and not worth retrying. The
+    /// detail is logged; the caller gets INTERNAL.
+    Internal,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("model route '{route}' is not defined for tenant '{tenant}'")]
+    #[error(
+        "model route '{}' is not defined for tenant '{}'",
+        quote(route),
+        quote(tenant)
+    )]
     RouteNotFound { route: String, tenant: String },
     /// The request itself is malformed (a message without a role, a tool schema that is not
     /// JSON); no provider was called.
@@ -74,6 +118,7 @@ fn core(code: FailureCode, what: String, message: String) -> bridle_core::Error 
         FailureCode::InvalidArgument => bridle_core::Error::InvalidArgument(message),
         FailureCode::FailedPrecondition => bridle_core::Error::FailedPrecondition(message),
         FailureCode::DeadlineExceeded => bridle_core::Error::DeadlineExceeded(message),
+        FailureCode::Internal => bridle_core::Error::Internal(format!("{what}: {message}")),
     }
 }
 
@@ -107,7 +152,7 @@ pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let retry = e.retry_after();
-        let mut status: tonic::Status = bridle_core::Error::from(e).into();
+        let mut status = bounded_status(bridle_core::Error::from(e).into());
         if let Some(d) = retry {
             let ms = d.as_millis();
             let secs = ms.div_ceil(1000);
@@ -164,6 +209,7 @@ mod tests {
                 tonic::Code::FailedPrecondition,
             ),
             (FailureCode::DeadlineExceeded, tonic::Code::DeadlineExceeded),
+            (FailureCode::Internal, tonic::Code::Internal),
         ] {
             let s: tonic::Status = Error::TargetsFailed {
                 route: "r".into(),

@@ -76,6 +76,52 @@ impl Cache {
     }
 }
 
+/// What a failed `Secrets.Resolve` means for the call, and what to tell the operator. Every
+/// code has its own arm: a router the broker does not accept is misconfigured, and must not be
+/// reported as an outage that the orchestrator would retry forever.
+fn broker_failure(code: tonic::Code) -> (FailureCode, &'static str) {
+    use tonic::Code;
+    match code {
+        // The target names a secret the broker does not have or will not give to this scope:
+        // fixing the manifest or the grant fixes it, retrying does not.
+        Code::NotFound => (FailureCode::FailedPrecondition, "no such secret"),
+        Code::PermissionDenied => (
+            FailureCode::FailedPrecondition,
+            "this scope may not resolve the secret: check the SecretBinding's grants",
+        ),
+        Code::FailedPrecondition => (FailureCode::FailedPrecondition, "the secret cannot be used"),
+        Code::InvalidArgument => (
+            FailureCode::FailedPrecondition,
+            "the broker refused the target's secret reference",
+        ),
+        // The router itself is misconfigured: its identity is refused, or `secrets_url` is not
+        // a broker that serves Resolve.
+        Code::Unauthenticated => (
+            FailureCode::Internal,
+            "the broker does not accept the router's identity: check internal_token or the TLS client certificate",
+        ),
+        Code::Unimplemented => (
+            FailureCode::Internal,
+            "secrets_url does not point at a secrets broker that serves Resolve",
+        ),
+        // The broker is broken, or broke its contract.
+        Code::Internal | Code::DataLoss => (FailureCode::Internal, "the broker failed"),
+        Code::Ok | Code::AlreadyExists | Code::OutOfRange => {
+            (FailureCode::Internal, "an answer Resolve never gives")
+        }
+        // Transient: the broker is down, overloaded, slow, or the call was cut off. tonic
+        // reports a connection that broke mid-call as UNKNOWN.
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted => {
+            (FailureCode::Unavailable, "the broker cannot be reached")
+        }
+        Code::ResourceExhausted => (FailureCode::ResourceExhausted, "the broker is overloaded"),
+        Code::DeadlineExceeded => (
+            FailureCode::DeadlineExceeded,
+            "the broker did not answer in time",
+        ),
+    }
+}
+
 pub struct KeyResolver {
     client: SecretsClient<Channel>,
     cache: Cache,
@@ -156,19 +202,13 @@ impl KeyResolver {
                 })
                 .await
                 .map_err(|s| {
-                    let code = match s.code() {
-                        tonic::Code::NotFound
-                        | tonic::Code::InvalidArgument
-                        | tonic::Code::PermissionDenied
-                        | tonic::Code::FailedPrecondition => FailureCode::FailedPrecondition,
-                        _ => FailureCode::Unavailable,
-                    };
+                    let (code, what) = broker_failure(s.code());
                     fail(
                         code,
                         format!(
-                            "the secrets broker answered {:?}: {}",
+                            "the secrets broker answered {:?} ({what}): {}",
                             s.code(),
-                            s.message()
+                            bridle_core::redact::preview(s.message(), 300)
                         ),
                     )
                 })?
@@ -224,6 +264,33 @@ mod tests {
             provider: "r/x".into(),
             name: name.into(),
         }
+    }
+
+    #[test]
+    fn a_misconfigured_router_is_not_an_outage() {
+        use tonic::Code;
+        assert_eq!(
+            broker_failure(Code::Unauthenticated).0,
+            FailureCode::Internal
+        );
+        assert_eq!(broker_failure(Code::Unimplemented).0, FailureCode::Internal);
+        assert_eq!(broker_failure(Code::Internal).0, FailureCode::Internal);
+        assert_eq!(
+            broker_failure(Code::PermissionDenied).0,
+            FailureCode::FailedPrecondition
+        );
+        assert_eq!(
+            broker_failure(Code::ResourceExhausted).0,
+            FailureCode::ResourceExhausted
+        );
+        assert_eq!(
+            broker_failure(Code::DeadlineExceeded).0,
+            FailureCode::DeadlineExceeded
+        );
+        assert_eq!(
+            broker_failure(Code::Unavailable).0,
+            FailureCode::Unavailable
+        );
     }
 
     #[test]

@@ -139,10 +139,12 @@ pub async fn start_all(opts: Options, shutdown: Shutdown) -> Result<Listening, b
             gateway::spawn(
                 listen,
                 opts.http_addr_file.clone(),
+                opts.http_header_read_timeout,
                 gateway::Gateway {
                     dispatch,
                     auth,
                     max_body: opts.max_request_bytes,
+                    body_timeout: opts.http_body_read_timeout,
                 },
                 &shutdown,
             )

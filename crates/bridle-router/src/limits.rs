@@ -20,6 +20,7 @@ use bridle_core::redis_util::Keys;
 use redis::aio::ConnectionManager;
 
 use crate::Error;
+use crate::error::quote;
 
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
@@ -136,29 +137,31 @@ impl Limiter {
         let mut p = Plan::default();
         let base = format!("{}:{{{tenant}}}", self.base);
         let name = &route.metadata.name;
+        // For the messages only: the keys hold the whole names.
+        let (t, a) = (quote(tenant), quote(agent));
         p.add(
             format!("{base}:tenant"),
             &self.defaults.per_tenant,
-            format!("tenant '{tenant}'"),
+            format!("tenant '{t}'"),
         );
         if let Some(r) = &route.spec.limits.per_tenant {
             p.add(
                 format!("{base}:route:{name}:tenant"),
                 r,
-                format!("tenant '{tenant}' through route '{name}'"),
+                format!("tenant '{t}' through route '{name}'"),
             );
         }
         if !agent.is_empty() {
             p.add(
                 format!("{base}:agent:{agent}"),
                 &self.defaults.per_agent,
-                format!("agent '{agent}' of tenant '{tenant}'"),
+                format!("agent '{a}' of tenant '{t}'"),
             );
             if let Some(r) = &route.spec.limits.per_agent {
                 p.add(
                     format!("{base}:route:{name}:agent:{agent}"),
                     r,
-                    format!("agent '{agent}' of tenant '{tenant}' through route '{name}'"),
+                    format!("agent '{a}' of tenant '{t}' through route '{name}'"),
                 );
             }
         }

@@ -46,6 +46,16 @@ pub struct Options {
     pub http_listen: Option<SocketAddr>,
     /// Write the HTTP front's bound address here once listening (for supervisors and tests).
     pub http_addr_file: Option<PathBuf>,
+    /// How long the HTTP front waits for a request's headers (also how long an idle
+    /// keep-alive connection stays open); a slower client's connection is closed.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub http_header_read_timeout: Duration,
+    /// How long the HTTP front waits for a request's body once its headers are in; a slower
+    /// one (or one whose Content-Length is larger than what it sends) gets 408.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub http_body_read_timeout: Duration,
     /// How long a replica keeps a route it has read before reading it again: an updated or
     /// deleted route reaches every replica within this time (new routes are seen at once);
     /// 0 reads Redis on every call.
@@ -87,6 +97,8 @@ impl Default for Options {
             key_cache_ttl: Duration::from_secs(300),
             http_listen: None,
             http_addr_file: None,
+            http_header_read_timeout: Duration::from_secs(30),
+            http_body_read_timeout: Duration::from_secs(30),
             route_cache_ttl: Duration::from_secs(1),
             max_request_bytes: 4 << 20,
             breaker_failures: 5,
@@ -143,6 +155,8 @@ impl config::Options for Options {
             ("call_timeout", self.call_timeout),
             ("retry_base_delay", self.retry_base_delay),
             ("breaker_cooldown", self.breaker_cooldown),
+            ("http_header_read_timeout", self.http_header_read_timeout),
+            ("http_body_read_timeout", self.http_body_read_timeout),
         ] {
             if v.is_zero() {
                 out.push(format!("{k}: must be more than zero"));

@@ -5,6 +5,26 @@ use bridle_proto::{CompleteRequest, Role, ToolChoiceMode};
 use prost::Message as _;
 
 use crate::Error;
+use crate::error::quote;
+
+/// How deep JSON from a caller may nest: serde_json's own recursion limit, which every parse in
+/// the router keeps (none disables it, and nothing walks a caller's JSON recursively), so deep
+/// input is an error and never a stack overflow.
+pub const JSON_DEPTH_MAX: usize = 128;
+
+/// What is wrong with JSON that did not parse, naming the depth limit when that was it (serde
+/// says only "recursion limit exceeded").
+pub fn json_problem(e: &serde_json::Error) -> String {
+    if e.to_string().starts_with("recursion limit exceeded") {
+        format!(
+            "it nests deeper than {JSON_DEPTH_MAX} levels, the most this router reads (at line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    } else {
+        e.to_string()
+    }
+}
 
 /// Checks `req`, which may be at most `max_bytes` long (protobuf-encoded).
 pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
@@ -53,13 +73,14 @@ pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
                 Ok(_) => {
                     return bad(format!(
                         "tools[{i}] '{}': parameters_json_schema must be a JSON object",
-                        t.name
+                        quote(&t.name)
                     ));
                 }
                 Err(e) => {
                     return bad(format!(
-                        "tools[{i}] '{}': parameters_json_schema is not JSON: {e}",
-                        t.name
+                        "tools[{i}] '{}': parameters_json_schema is not JSON: {}",
+                        quote(&t.name),
+                        json_problem(&e)
                     ));
                 }
             }
@@ -72,7 +93,7 @@ pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
     if let Some(choice) = named.filter(|c| !req.tools.iter().any(|t| t.name == c.name)) {
         return bad(format!(
             "tool_choice.name: '{}' is not one of the request's tools",
-            choice.name
+            quote(&choice.name)
         ));
     }
     if let Some(t) = req.temperature.filter(|t| !t.is_finite() || *t < 0.0) {
@@ -125,6 +146,12 @@ mod tests {
             ..Default::default()
         }];
         assert!(err(&r).starts_with("tools[0] 'f': parameters_json_schema is not JSON"));
+        r.tools[0].parameters_json_schema = "[".repeat(100_000);
+        assert!(
+            err(&r).contains("is not JSON: it nests deeper than 128 levels, the most this router reads (at line 1, column 128)"),
+            "{}",
+            err(&r)
+        );
         let mut r = req();
         r.tool_choice = Some(ToolChoice {
             mode: ToolChoiceMode::Named as i32,

@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::dispatch::Dispatcher;
+use crate::error::{bounded_status, quote};
 use crate::provider::StreamItem;
 
 pub struct RouterService {
@@ -29,12 +30,33 @@ impl RouterService {
 /// The request with its tenant set to the one the caller may act for.
 fn authorized(req: Request<CompleteRequest>) -> Result<CompleteRequest, Status> {
     let p = principal(&req);
-    p.require(Role::Operator)?;
+    p.require(Role::Operator).map_err(refused)?;
     let mut req = req.into_inner();
     let mut scope = req.scope.take().unwrap_or_default();
-    scope.tenant = p.tenant_for(&scope.tenant)?;
+    scope.tenant = p
+        .tenant_for(&scope.tenant)
+        .map_err(|e| refused_tenant(e, &scope.tenant))?;
     req.scope = Some(scope);
     Ok(req)
+}
+
+fn refused(e: bridle_core::Error) -> Status {
+    bounded_status(e.into())
+}
+
+/// The refusal to act for `requested` quotes that tenant whole, and it may be any length:
+/// quoted bounded instead.
+fn refused_tenant(e: bridle_core::Error, requested: &str) -> Status {
+    let s = Status::from(e);
+    if requested.is_empty() {
+        return bounded_status(s);
+    }
+    let message = s.message().replace(requested, &quote(requested));
+    bounded_status(Status::with_metadata(
+        s.code(),
+        message,
+        s.metadata().clone(),
+    ))
 }
 
 #[tonic::async_trait]
@@ -73,8 +95,11 @@ impl Router for RouterService {
         req: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
         let p = principal(&req);
-        p.require(Role::Viewer)?;
-        let tenant = p.tenant_for(&req.into_inner().tenant)?;
+        p.require(Role::Viewer).map_err(refused)?;
+        let requested = req.into_inner().tenant;
+        let tenant = p
+            .tenant_for(&requested)
+            .map_err(|e| refused_tenant(e, &requested))?;
         let routes = self.dispatch.list_models(&tenant).await?;
         Ok(Response::new(ListModelsResponse { routes }))
     }

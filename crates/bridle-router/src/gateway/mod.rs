@@ -10,25 +10,24 @@
 //! named in `x-bridle-agent`, else the key's name.
 
 mod anthropic;
-mod anthropic_stream;
+mod fields;
 mod openai;
-mod openai_stream;
+mod serve;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
-use bridle_core::Shutdown;
 use bridle_core::auth::{Authenticator, Role};
 use bridle_proto::{CompleteChunk, Scope};
 use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::dispatch::Dispatcher;
+
 use crate::provider::StreamItem;
+pub use serve::spawn;
 
 /// Header naming the agent a gateway call is made for (per-agent limits).
 pub const AGENT_HEADER: &str = "x-bridle-agent";
@@ -37,52 +36,8 @@ pub struct Gateway {
     pub dispatch: Arc<Dispatcher>,
     pub auth: Authenticator,
     pub max_body: usize,
-}
-
-/// Binds `listen` and serves the fronts on a task owned by `shutdown`. Returns the bound
-/// address (written to `addr_file` when given).
-pub async fn spawn(
-    listen: SocketAddr,
-    addr_file: Option<PathBuf>,
-    gateway: Gateway,
-    shutdown: &Shutdown,
-) -> Result<SocketAddr, bridle_core::Error> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        bridle_core::Error::Config(format!("http_listen: cannot bind {listen}: {e}"))
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| bridle_core::Error::internal(format!("http front address: {e}")))?;
-    if let Some(f) = &addr_file {
-        std::fs::write(f, addr.to_string()).map_err(|e| {
-            bridle_core::Error::Config(format!("http_addr_file: cannot write {}: {e}", f.display()))
-        })?;
-    }
-    let state = Arc::new(gateway);
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", axum::routing::post(openai::chat))
-        .route("/v1/models", axum::routing::get(openai::models))
-        .route("/v1/messages", axum::routing::post(anthropic::messages))
-        .fallback(openai::unknown)
-        .with_state(state);
-    // Streamed answers are many small writes: without TCP_NODELAY, Nagle's algorithm holds
-    // each one back until the client acknowledges the last (tens of milliseconds).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let s = shutdown.clone();
-    shutdown.spawn(async move {
-        let stop = s.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.triggered().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("HTTP gateway failed: {e}");
-            s.trigger();
-        }
-    });
-    tracing::info!(%addr, "router HTTP gateway listening");
-    Ok(addr)
+    /// How long a request's body may take to arrive, from the end of its headers.
+    pub body_timeout: Duration,
 }
 
 /// What went wrong, in terms both APIs can render.
@@ -106,15 +61,34 @@ pub struct Failure {
     pub kind: Kind,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// The request field at fault, when there is one (OpenAI's `param`).
+    pub param: Option<String>,
+    /// A machine-readable reason (OpenAI's `code`), when the kind's own is not precise enough.
+    pub code: Option<&'static str>,
 }
 
 impl Failure {
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, kind: Kind, message: impl Into<String>) -> Self {
         Failure {
-            status: StatusCode::BAD_REQUEST,
-            kind: Kind::InvalidRequest,
+            status,
+            kind,
             message: message.into(),
             retry_after: None,
+            param: None,
+            code: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Kind::InvalidRequest, message)
+    }
+
+    /// A request field the gateway does not carry to the provider.
+    pub fn unsupported(param: &str, code: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            param: Some(param.to_string()),
+            code: Some(code),
+            ..Self::invalid(message)
         }
     }
 
@@ -125,17 +99,18 @@ impl Failure {
             Code::InvalidArgument | Code::OutOfRange => {
                 (StatusCode::BAD_REQUEST, Kind::InvalidRequest)
             }
+            // The call cannot be made as it stands (a conversation past the end of a scripted
+            // route's script, a target's key or model refused): a 4xx over gRPC, so a 4xx
+            // here too, and the message says which.
+            Code::FailedPrecondition => (StatusCode::BAD_REQUEST, Kind::InvalidRequest),
             Code::AlreadyExists | Code::Aborted => (StatusCode::CONFLICT, Kind::InvalidRequest),
             Code::NotFound => (StatusCode::NOT_FOUND, Kind::NotFound),
             Code::Unauthenticated => (StatusCode::UNAUTHORIZED, Kind::Authentication),
             Code::PermissionDenied => (StatusCode::FORBIDDEN, Kind::Permission),
             Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, Kind::RateLimit),
             Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, Kind::Timeout),
-            // A target that cannot work as configured, or none that answers: the gateway's
-            // upstream failed.
-            Code::FailedPrecondition | Code::Unavailable => {
-                (StatusCode::BAD_GATEWAY, Kind::Upstream)
-            }
+            // No target answered: the gateway's upstream failed.
+            Code::Unavailable => (StatusCode::BAD_GATEWAY, Kind::Upstream),
             Code::Unimplemented => (StatusCode::NOT_IMPLEMENTED, Kind::InvalidRequest),
             Code::Ok | Code::Cancelled | Code::Unknown | Code::Internal | Code::DataLoss => {
                 (StatusCode::INTERNAL_SERVER_ERROR, Kind::Internal)
@@ -148,10 +123,8 @@ impl Failure {
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis);
         Failure {
-            status,
-            kind,
-            message: s.message().to_string(),
             retry_after,
+            ..Self::new(status, kind, s.message())
         }
     }
 }
@@ -194,7 +167,11 @@ async fn scope(g: &Gateway, headers: &HeaderMap) -> Result<Scope, Failure> {
     let agent = match header(AGENT_HEADER) {
         Some(a) => {
             bridle_core::ids::check_name(a)
-                .map_err(|e| Failure::invalid(format!("{AGENT_HEADER}: {e}")))?;
+                // check_name quotes the whole name: quote it bounded instead.
+                .map_err(|e| {
+                    let e = e.replace(a, &crate::error::quote(a));
+                    Failure::invalid(format!("{AGENT_HEADER}: {e}"))
+                })?;
             a.to_string()
         }
         None => principal.name.clone(),
@@ -206,18 +183,87 @@ async fn scope(g: &Gateway, headers: &HeaderMap) -> Result<Scope, Failure> {
     })
 }
 
-/// The request body as JSON, refused past `limit` bytes.
-async fn read_json(body: Body, limit: usize) -> Result<serde_json::Value, Failure> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| Failure {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        kind: Kind::TooLarge,
-        message: format!(
-            "the request body is larger than the {limit} bytes this gateway accepts (option max_request_bytes)"
-        ),
-        retry_after: None,
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Failure::invalid(format!("the request body is not JSON: {e}")))
+/// The request body as JSON: refused past `g.max_body` bytes (413), when it does not arrive
+/// within `g.body_timeout` (408, so a client that announces more than it sends gets an answer),
+/// and when its framing is broken (400 with hyper's reason: a bad chunked encoding, which is also
+/// what a Content-Length sent with Transfer-Encoding comes to, hyper dropping the length).
+async fn read_json(
+    g: &Gateway,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<serde_json::Value, Failure> {
+    let limit = g.max_body;
+    let chunked = headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+    let too_large = || {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::TooLarge,
+            format!(
+                "the request body is larger than the {limit} bytes this gateway accepts (option max_request_bytes)"
+            ),
+        )
+    };
+    // A Content-Length over the limit is refused before anything is read.
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let read = async {
+        use futures::StreamExt as _;
+        let mut data = body.into_data_stream();
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(|e| {
+                Failure::invalid(format!(
+                    "the request body is malformed: {}{}",
+                    bridle_core::redact::preview(&causes(&e), 300),
+                    if chunked {
+                        " (with Transfer-Encoding the body must be sent in chunks; a Content-Length beside it is ignored)"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+            if buf.len().saturating_add(chunk.len()) > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    let bytes = tokio::time::timeout(g.body_timeout, read)
+        .await
+        .map_err(|_| {
+            Failure::new(
+                StatusCode::REQUEST_TIMEOUT,
+                Kind::Timeout,
+                format!(
+                    "the request body did not arrive within {} (option http_body_read_timeout): is its Content-Length larger than the body sent?",
+                    bridle_core::timeutil::short_duration(g.body_timeout)
+                ),
+            )
+        })??;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Failure::invalid(format!(
+            "the request body is not JSON: {}",
+            crate::request::json_problem(&e)
+        ))
+    })
+}
+
+/// An error and its causes, as one line ("error reading a body from connection: invalid chunk
+/// size line").
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let c_text = c.to_string();
+        if !out.ends_with(&c_text) {
+            out.push_str(": ");
+            out.push_str(&c_text);
+        }
+        next = c.source();
+    }
+    out
 }
 
 /// Waits for a stream's first item, so a call that fails before any delta gets a real error

@@ -273,3 +273,30 @@ async fn list_models_shows_targets_with_known_prices_and_unknown_models_cost_unk
     );
     assert_eq!(refusing.requests().len(), 1, "a 400 is not retried");
 }
+
+/// A router whose internal token the broker refuses is misconfigured, not facing an outage:
+/// the call fails with INTERNAL (which nobody retries), never UNAVAILABLE.
+#[tokio::test]
+async fn a_router_the_broker_does_not_accept_is_misconfigured_not_unavailable() {
+    use bridle_core::auth::AuthMode;
+    use secrecy::SecretString;
+    let h = Harness::start_with_broker(
+        |b| {
+            b.server.auth = AuthMode::Keys;
+            b.server.internal_token = Some(SecretString::from("the-right-token".to_string()));
+        },
+        |r| {
+            r.server.internal_token = Some(SecretString::from("a-wrong-internal-token".to_string()))
+        },
+    )
+    .await;
+    let a = MockOpenAi::start().await.unwrap();
+    h.apply(&openai_route("main", &[("a", "gpt-4o", &a.base_url())], ""))
+        .await;
+    let e = h
+        .complete(request("main", vec![msg(Role::User, "hi")]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Internal, "{}", e.message());
+    assert!(a.requests().is_empty());
+}

@@ -376,3 +376,63 @@ async fn the_fronts_refuse_oversized_bodies_and_unknown_paths_in_their_own_shape
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
+
+/// Every parameter the fronts do not carry to the provider is a 400 naming it, in the API's
+/// own shape, through the official SDKs: none is dropped while the call goes ahead without it.
+/// The defaults, which change nothing, are accepted.
+#[tokio::test]
+async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
+    let (h, gpt, claude, key) = gateway().await;
+    gpt.enqueue(Reply::text("Defaults are fine."));
+    claude.enqueue(mock_anthropic::Reply::text(
+        "claude-sonnet-4-20250514",
+        "Defaults are fine.",
+    ));
+    let http = h.http.clone().unwrap();
+
+    let out = run_sdk("openai_params.py", &format!("{http}/v1"), &key).await;
+    let refused = out["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 27, "{out}");
+    for r in refused {
+        let expect = r["expect"].as_str().unwrap();
+        let e = &r["error"];
+        assert_eq!(e["status"], 400, "{r}");
+        assert_eq!(e["param"], expect, "{r}");
+        assert_eq!(e["body"]["type"], "invalid_request_error", "{r}");
+        let message = e["body"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{expect}: ")), "{r}");
+    }
+    let code = |i: usize| refused[i]["error"]["code"].as_str().unwrap();
+    assert_eq!(code(2), "unsupported_parameter", "stop");
+    assert_eq!(code(12), "unsupported_value", "n: 2");
+    assert_eq!(code(26), "unknown_parameter", "colour");
+    assert_eq!(out["defaults"]["text"], "Defaults are fine.");
+    let sent = gpt.requests();
+    assert_eq!(
+        sent.len(),
+        1,
+        "only the request with the defaults reached the provider"
+    );
+    assert_eq!(
+        sent[0].body["messages"],
+        json!([{"role": "user", "content": "hi"}])
+    );
+
+    let out = run_sdk("anthropic_params.py", &http, &key).await;
+    let refused = out["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 11, "{out}");
+    for r in refused {
+        let expect = r["expect"].as_str().unwrap();
+        let e = &r["error"];
+        assert_eq!(e["status"], 400, "{r}");
+        assert_eq!(e["body"]["type"], "error", "{r}");
+        assert_eq!(e["body"]["error"]["type"], "invalid_request_error", "{r}");
+        let message = e["body"]["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{expect}: ")), "{r}");
+    }
+    assert_eq!(
+        out["defaults"]["content"],
+        json!([{"type": "text", "text": "Defaults are fine."}])
+    );
+    assert_eq!(claude.requests().len(), 1);
+}

@@ -50,26 +50,33 @@ impl Harness {
 
     /// [`Harness::start`] with the router's options changed by `change`.
     pub async fn start_with(change: impl FnOnce(&mut bridle_router::Options)) -> Self {
+        Self::start_with_broker(|_| {}, change).await
+    }
+
+    /// [`Harness::start_with`], with the secrets broker's options changed by `broker` too.
+    pub async fn start_with_broker(
+        broker: impl FnOnce(&mut bridle_secrets::Options),
+        change: impl FnOnce(&mut bridle_router::Options),
+    ) -> Self {
         let redis = RedisServer::start().await.unwrap();
         let bao = OpenBao::start().await.unwrap();
         let prefix = bridle_testkit::unique("router");
         let shutdown = Shutdown::new();
-        let secrets = bridle_secrets::start(
-            bridle_secrets::Options {
-                server: ServerOptions::with_port(0),
-                vault_addr: bao.addr(),
-                vault_token: Some(SecretString::from(bao.root_token().to_string())),
-                path_prefix: prefix.clone(),
-                redis_url: redis.url(),
-                key_prefix: prefix.clone(),
-                // No SecretBinding: provider keys follow the path convention.
-                unbound: bridle_secrets::Unbound::Convention,
-                ..Default::default()
-            },
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
+        let mut secrets_opts = bridle_secrets::Options {
+            server: ServerOptions::with_port(0),
+            vault_addr: bao.addr(),
+            vault_token: Some(SecretString::from(bao.root_token().to_string())),
+            path_prefix: prefix.clone(),
+            redis_url: redis.url(),
+            key_prefix: prefix.clone(),
+            // No SecretBinding: provider keys follow the path convention.
+            unbound: bridle_secrets::Unbound::Convention,
+            ..Default::default()
+        };
+        broker(&mut secrets_opts);
+        let secrets = bridle_secrets::start(secrets_opts, shutdown.clone())
+            .await
+            .unwrap();
         let mut opts = bridle_router::Options {
             server: ServerOptions::with_port(0),
             redis_url: redis.url(),

@@ -3,7 +3,7 @@ use bridle_proto::{Cost, FinishReason, Role, Usage};
 
 use crate::helpers::{Harness, msg, request};
 
-const ROUTE: &str = r#"
+pub const ROUTE: &str = r#"
 apiVersion: bridle.dev/v1
 kind: ModelRoute
 metadata:

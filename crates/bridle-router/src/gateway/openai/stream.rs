@@ -9,8 +9,8 @@ use bridle_proto::complete_chunk::Chunk;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::openai::{bridle_fields, finish_reason, usage};
-use super::{Failure, Frames, Kind, new_id, quoted, unix_now};
+use super::wire::{bridle_fields, finish_reason, usage};
+use crate::gateway::{Failure, Frames, Kind, new_id, quoted, unix_now};
 use crate::provider::StreamItem;
 
 struct Chunks {
@@ -74,7 +74,7 @@ fn error_event(f: &Failure) -> Value {
         Kind::Timeout => "timeout",
         _ => "upstream_error",
     };
-    json!({"error": {"message": f.message, "type": kind, "param": null, "code": null}})
+    json!({"error": {"message": crate::error::bounded(&f.message), "type": kind, "param": null, "code": null}})
 }
 
 impl Frames for Chunks {
@@ -90,12 +90,11 @@ impl Frames for Chunks {
                 return true;
             }
             None => {
-                let f = Failure {
-                    status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    kind: Kind::Internal,
-                    message: "the stream ended without an answer".into(),
-                    retry_after: None,
-                };
+                let f = Failure::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    Kind::Internal,
+                    "the stream ended without an answer",
+                );
                 Self::value(out, &error_event(&f));
                 return true;
             }
@@ -142,5 +141,5 @@ pub fn respond(
     rx: mpsc::Receiver<StreamItem>,
     include_usage: bool,
 ) -> Response {
-    super::sse(Chunks::new(model, include_usage), first, rx)
+    crate::gateway::sse(Chunks::new(model, include_usage), first, rx)
 }

@@ -1,78 +1,132 @@
-//! The Anthropic-compatible front: Messages, plain and streamed.
+//! The Messages wire format on the gateway's side: a request read into Bridle's normalized one
+//! (refusing what would not be carried), and a response written back.
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use bridle_proto::{
     CompleteRequest, CompleteResponse, FinishReason, Message, Role, ToolCall, ToolChoice,
     ToolChoiceMode, ToolSpec,
 };
 use serde_json::{Value, json};
 
-use super::{Failure, Gateway, Kind, read_json, scope};
+use crate::gateway::fields::{self, Shape};
+use crate::gateway::openai::bridle_fields;
+use crate::gateway::{Failure, new_id};
 
-pub fn error_response(f: &Failure) -> Response {
-    let body =
-        json!({"type": "error", "error": {"type": error_type(f.kind), "message": f.message}});
-    let mut resp = (f.status, axum::Json(body)).into_response();
-    super::openai::set_retry_after(&mut resp, f);
-    resp
+/// Top-level fields of a Messages request (the API reference's request body).
+const REQUEST: Shape = Shape {
+    carried: &[
+        "model",
+        "max_tokens",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "temperature",
+        "stream",
+        // Checked field by field: an empty object changes nothing.
+        "metadata",
+    ],
+    defaults: &[
+        ("stop_sequences", "[]"),
+        ("thinking", r#"{"type":"disabled"}"#),
+    ],
+    refused: &[
+        "cache_control",
+        "container",
+        "context_management",
+        "diagnostics",
+        "inference_geo",
+        "mcp_servers",
+        "output_config",
+        "output_format",
+        "service_tier",
+        "speed",
+        "top_k",
+        "top_p",
+        "user_profile_id",
+        "workspace_id",
+    ],
+};
+
+const METADATA: Shape = Shape {
+    carried: &[],
+    defaults: &[],
+    refused: &["user_id"],
+};
+
+const MESSAGE: Shape = Shape {
+    carried: &["role", "content"],
+    defaults: &[],
+    refused: &[],
+};
+
+const TEXT_BLOCK: Shape = Shape {
+    carried: &["type", "text"],
+    defaults: &[],
+    refused: &["cache_control", "citations"],
+};
+
+const TOOL_USE_BLOCK: Shape = Shape {
+    carried: &["type", "id", "name", "input"],
+    defaults: &[],
+    refused: &["cache_control", "caller", "toolset_name"],
+};
+
+const TOOL_RESULT_BLOCK: Shape = Shape {
+    carried: &["type", "tool_use_id", "content", "is_error"],
+    defaults: &[],
+    refused: &["cache_control", "toolset_name"],
+};
+
+const TOOL: Shape = Shape {
+    carried: &["type", "name", "description", "input_schema"],
+    defaults: &[("strict", "false")],
+    refused: &[
+        "allowed_callers",
+        "cache_control",
+        "defer_loading",
+        "eager_input_streaming",
+        "input_examples",
+    ],
+};
+
+const TOOL_CHOICE: Shape = Shape {
+    carried: &["type", "name"],
+    defaults: &[("disable_parallel_tool_use", "false")],
+    refused: &[],
+};
+
+/// `s` quoted for an error message, cut short when long.
+fn q(s: &str) -> String {
+    format!("'{}'", crate::error::quote(s))
 }
 
-pub fn error_type(k: Kind) -> &'static str {
-    match k {
-        Kind::InvalidRequest => "invalid_request_error",
-        Kind::Authentication => "authentication_error",
-        Kind::Permission => "permission_error",
-        Kind::NotFound => "not_found_error",
-        Kind::TooLarge => "request_too_large",
-        Kind::RateLimit => "rate_limit_error",
-        Kind::Timeout => "timeout_error",
-        Kind::Upstream | Kind::Internal => "api_error",
+fn str_of(b: &Value, key: &str, at: &str) -> Result<String, Failure> {
+    match b.get(key) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(Failure::invalid(format!("{at}{key}: must be a string"))),
     }
 }
 
-pub async fn messages(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
-    match messages_inner(&g, &headers, body).await {
-        Ok(r) => r,
-        Err(f) => error_response(&f),
-    }
-}
-
-async fn messages_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
-    let scope = scope(g, headers).await?;
-    let body = read_json(body, g.max_body).await?;
-    let (mut req, stream) = parse(&body)?;
-    req.scope = Some(scope);
-    let model = req.route.clone();
-    if stream {
-        let admitted = g.dispatch.admit(req).await?;
-        let mut rx = g.dispatch.stream(admitted);
-        let first = super::first_item(&mut rx).await?;
-        return Ok(super::anthropic_stream::respond(model, first, rx));
-    }
-    let resp = g.dispatch.complete(req).await?;
-    Ok(axum::Json(message(&model, &resp)).into_response())
-}
-
+/// The text of a string or of text blocks (`at` ends with its dot).
 fn text_of(v: &Value, at: &str) -> Result<String, Failure> {
+    let field = at.trim_end_matches('.');
     match v {
         Value::Null => Ok(String::new()),
         Value::String(s) => Ok(s.clone()),
         Value::Array(blocks) => {
             let mut out = Vec::new();
             for (j, b) in blocks.iter().enumerate() {
+                let bat = format!("{field}[{j}].");
                 match b.get("type").and_then(Value::as_str) {
-                    Some("text") => out.push(b.get("text").and_then(Value::as_str).unwrap_or("")),
+                    Some("text") => {
+                        fields::check(b, &bat, &TEXT_BLOCK)?;
+                        out.push(str_of(b, "text", &bat)?);
+                    }
                     other => {
                         return Err(Failure::invalid(format!(
-                            "{at}[{j}].type: {} blocks are not supported here (only text)",
-                            other
-                                .map(|o| format!("'{o}'"))
-                                .unwrap_or_else(|| "untyped".into())
+                            "{bat}type: {} blocks are not supported here (only text)",
+                            other.map(q).unwrap_or_else(|| "untyped".into())
                         )));
                     }
                 }
@@ -80,18 +134,26 @@ fn text_of(v: &Value, at: &str) -> Result<String, Failure> {
             Ok(out.join("\n"))
         }
         _ => Err(Failure::invalid(format!(
-            "{at}: must be a string or an array of blocks"
+            "{field}: must be a string or an array of blocks"
         ))),
     }
 }
 
-/// A Messages request as a Bridle request, and whether to stream. Acted on: model,
-/// max_tokens, system, messages (text, tool_use, tool_result and thinking blocks), tools,
-/// tool_choice, temperature, stream. Other fields (metadata, stop_sequences, top_p, top_k)
-/// are accepted and ignored; image and document blocks and server tools are refused.
+/// A Messages request as a Bridle request, and whether to stream. Carried: model, max_tokens,
+/// system, messages (text, tool_use, tool_result and thinking blocks), tools, tool_choice,
+/// temperature, stream. Accepted at their defaults only: stop_sequences [], thinking disabled,
+/// metadata without fields, a tool's strict false, tool_choice.disable_parallel_tool_use false. Any other
+/// field is refused by name ([`REQUEST`] lists the API's), and so are image and document blocks
+/// and server tools.
 pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
     if !body.is_object() {
         return Err(Failure::invalid("the request body must be a JSON object"));
+    }
+    fields::check(body, "", &REQUEST)?;
+    match body.get("metadata") {
+        None | Some(Value::Null) => {}
+        Some(m @ Value::Object(_)) => fields::check(m, "metadata.", &METADATA)?,
+        Some(_) => return Err(Failure::invalid("metadata: must be an object")),
     }
     let route = body
         .get("model")
@@ -108,7 +170,7 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
         ),
     };
     let mut messages = Vec::new();
-    let system = text_of(body.get("system").unwrap_or(&Value::Null), "system")?;
+    let system = text_of(body.get("system").unwrap_or(&Value::Null), "system.")?;
     if !system.is_empty() {
         messages.push(Message {
             role: Role::System as i32,
@@ -122,15 +184,14 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
         .ok_or_else(|| Failure::invalid("messages: is required (an array)"))?;
     for (i, m) in raw.iter().enumerate() {
         let at = format!("messages[{i}]");
+        fields::check(m, &format!("{at}."), &MESSAGE)?;
         let role = match m.get("role").and_then(Value::as_str) {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
             other => {
                 return Err(Failure::invalid(format!(
                     "{at}.role: {} is not user or assistant",
-                    other
-                        .map(|o| format!("'{o}'"))
-                        .unwrap_or_else(|| "a missing role".into())
+                    other.map(q).unwrap_or_else(|| "a missing role".into())
                 )));
             }
         };
@@ -150,33 +211,43 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
         let mut texts = Vec::new();
         let mut kept = Vec::new();
         for (j, b) in blocks.into_iter().enumerate() {
-            let bat = format!("{at}.content[{j}]");
-            let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let bat = format!("{at}.content[{j}].");
             match (role, b.get("type").and_then(Value::as_str).unwrap_or("")) {
-                (_, "text") => texts.push(s("text")),
-                (Role::Assistant, "tool_use") => turn.tool_calls.push(ToolCall {
-                    id: s("id"),
-                    name: s("name"),
-                    arguments_json: b
-                        .get("input")
-                        .cloned()
-                        .unwrap_or_else(|| json!({}))
-                        .to_string(),
-                }),
+                (_, "text") => {
+                    fields::check(&b, &bat, &TEXT_BLOCK)?;
+                    texts.push(str_of(&b, "text", &bat)?);
+                }
+                (Role::Assistant, "tool_use") => {
+                    fields::check(&b, &bat, &TOOL_USE_BLOCK)?;
+                    turn.tool_calls.push(ToolCall {
+                        id: str_of(&b, "id", &bat)?,
+                        name: str_of(&b, "name", &bat)?,
+                        arguments_json: b
+                            .get("input")
+                            .cloned()
+                            .unwrap_or_else(|| json!({}))
+                            .to_string(),
+                    })
+                }
+                // Carried whole: they go back to the provider verbatim.
                 (Role::Assistant, "thinking" | "redacted_thinking") => kept.push(b),
-                (Role::User, "tool_result") => messages.push(Message {
-                    role: Role::Tool as i32,
-                    tool_call_id: s("tool_use_id"),
-                    text: text_of(
-                        b.get("content").unwrap_or(&Value::Null),
-                        &format!("{bat}.content"),
-                    )?,
-                    is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
-                    ..Default::default()
-                }),
+                (Role::User, "tool_result") => {
+                    fields::check(&b, &bat, &TOOL_RESULT_BLOCK)?;
+                    messages.push(Message {
+                        role: Role::Tool as i32,
+                        tool_call_id: str_of(&b, "tool_use_id", &bat)?,
+                        text: text_of(
+                            b.get("content").unwrap_or(&Value::Null),
+                            &format!("{bat}content."),
+                        )?,
+                        is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+                        ..Default::default()
+                    })
+                }
                 (_, other) => {
                     return Err(Failure::invalid(format!(
-                        "{bat}.type: '{other}' blocks are not supported in a {} message",
+                        "{bat}type: {} blocks are not supported in a {} message",
+                        q(other),
                         if role == Role::User {
                             "user"
                         } else {
@@ -195,36 +266,29 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
         }
     }
     let mut tools = Vec::new();
-    for (i, t) in body
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    let raw_tools = match body.get("tools") {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(t)) => t.as_slice(),
+        Some(_) => return Err(Failure::invalid("tools: must be an array")),
+    };
+    for (i, t) in raw_tools.iter().enumerate() {
+        let at = format!("tools[{i}].");
         if t.get("type")
             .and_then(Value::as_str)
             .is_some_and(|k| k != "custom")
         {
             return Err(Failure::invalid(format!(
-                "tools[{i}].type: server tools are not supported by this gateway (only custom tools)"
+                "{at}type: server tools are not supported by this gateway (only custom tools)"
             )));
         }
+        fields::check(t, &at, &TOOL)?;
         let schema = t
             .get("input_schema")
             .cloned()
             .unwrap_or_else(|| json!({"type": "object"}));
         tools.push(ToolSpec {
-            name: t
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            description: t
-                .get("description")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            name: str_of(t, "name", &at)?,
+            description: str_of(t, "description", &at)?,
             parameters_json_schema: schema.to_string(),
             ..Default::default()
         });
@@ -232,6 +296,7 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
     let tool_choice = match body.get("tool_choice") {
         None | Some(Value::Null) => None,
         Some(c) => {
+            fields::check(c, "tool_choice.", &TOOL_CHOICE)?;
             let mode = match c.get("type").and_then(Value::as_str) {
                 Some("auto") => ToolChoiceMode::Auto,
                 Some("any") => ToolChoiceMode::Required,
@@ -239,17 +304,14 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
                 Some("tool") => ToolChoiceMode::Named,
                 other => {
                     return Err(Failure::invalid(format!(
-                        "tool_choice.type: {other:?} is not auto, any, tool or none"
+                        "tool_choice.type: {} is not auto, any, tool or none",
+                        other.map(q).unwrap_or_else(|| "a missing type".into())
                     )));
                 }
             };
             Some(ToolChoice {
                 mode: mode as i32,
-                name: c
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
+                name: str_of(c, "name", "tool_choice.")?,
             })
         }
     };
@@ -261,7 +323,11 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
                 as f32,
         ),
     };
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(Failure::invalid("stream: must be true or false")),
+    };
     Ok((
         CompleteRequest {
             route: route.to_string(),
@@ -318,7 +384,7 @@ pub fn message(model: &str, r: &CompleteResponse) -> Value {
         content.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input_of(c)}));
     }
     json!({
-        "id": super::new_id("msg_"),
+        "id": new_id("msg_"),
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -326,6 +392,6 @@ pub fn message(model: &str, r: &CompleteResponse) -> Value {
         "stop_reason": stop_reason(r.finish_reason),
         "stop_sequence": null,
         "usage": usage(r),
-        "bridle": super::openai::bridle_fields(r),
+        "bridle": bridle_fields(r),
     })
 }

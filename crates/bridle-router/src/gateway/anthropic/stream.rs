@@ -11,8 +11,10 @@ use bridle_proto::complete_chunk::Chunk;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::anthropic::{error_type, stop_reason, usage};
-use super::{Failure, Frames, Kind, new_id, quoted};
+use super::error_type;
+use super::wire::{stop_reason, usage};
+use crate::gateway::openai::bridle_fields;
+use crate::gateway::{Failure, Frames, Kind, new_id, quoted};
 use crate::provider::StreamItem;
 
 /// The message being streamed: which content block is open, and where each tool call's
@@ -30,7 +32,7 @@ fn event(out: &mut String, kind: &str, data: &str) {
 }
 
 fn error_event(out: &mut String, f: &Failure) {
-    let v = json!({"type": "error", "error": {"type": error_type(f.kind), "message": f.message}});
+    let v = json!({"type": "error", "error": {"type": error_type(f.kind), "message": crate::error::bounded(&f.message)}});
     event(out, "error", &v.to_string());
 }
 
@@ -86,12 +88,11 @@ impl Frames for Blocks {
             None => {
                 error_event(
                     out,
-                    &Failure {
-                        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        kind: Kind::Internal,
-                        message: "the stream ended without an answer".into(),
-                        retry_after: None,
-                    },
+                    &Failure::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        Kind::Internal,
+                        "the stream ended without an answer",
+                    ),
                 );
                 return true;
             }
@@ -137,7 +138,7 @@ impl Frames for Blocks {
                 self.close(out);
                 let v = json!({"type": "message_delta",
                     "delta": {"stop_reason": stop_reason(r.finish_reason), "stop_sequence": null},
-                    "usage": usage(&r), "bridle": super::openai::bridle_fields(&r)});
+                    "usage": usage(&r), "bridle": bridle_fields(&r)});
                 event(out, "message_delta", &v.to_string());
                 event(out, "message_stop", r#"{"type":"message_stop"}"#);
                 true
@@ -159,5 +160,5 @@ pub fn respond(
         text: None,
         tools: HashMap::new(),
     };
-    super::sse(blocks, first, rx)
+    crate::gateway::sse(blocks, first, rx)
 }

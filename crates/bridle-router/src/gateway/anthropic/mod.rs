@@ -1,0 +1,60 @@
+//! The Anthropic-compatible front: Messages, plain and streamed.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{Failure, Gateway, Kind, read_json, scope};
+use crate::error::bounded;
+
+mod stream;
+mod wire;
+
+use wire::{message, parse};
+
+pub fn error_response(f: &Failure) -> Response {
+    let body = json!({"type": "error", "error": {"type": error_type(f.kind), "message": bounded(&f.message)}});
+    let mut resp = (f.status, axum::Json(body)).into_response();
+    super::openai::set_retry_after(&mut resp, f);
+    resp
+}
+
+pub fn error_type(k: Kind) -> &'static str {
+    match k {
+        Kind::InvalidRequest => "invalid_request_error",
+        Kind::Authentication => "authentication_error",
+        Kind::Permission => "permission_error",
+        Kind::NotFound => "not_found_error",
+        Kind::TooLarge => "request_too_large",
+        Kind::RateLimit => "rate_limit_error",
+        Kind::Timeout => "timeout_error",
+        Kind::Upstream | Kind::Internal => "api_error",
+    }
+}
+
+pub async fn messages(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    match messages_inner(&g, &headers, body).await {
+        Ok(r) => r,
+        Err(f) => error_response(&f),
+    }
+}
+
+async fn messages_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
+    let scope = scope(g, headers).await?;
+    let body = read_json(g, headers, body).await?;
+    let (mut req, stream) = parse(&body)?;
+    req.scope = Some(scope);
+    let model = req.route.clone();
+    if stream {
+        let admitted = g.dispatch.admit(req).await?;
+        let mut rx = g.dispatch.stream(admitted);
+        let first = super::first_item(&mut rx).await?;
+        return Ok(stream::respond(model, first, rx));
+    }
+    let resp = g.dispatch.complete(req).await?;
+    Ok(axum::Json(message(&model, &resp)).into_response())
+}

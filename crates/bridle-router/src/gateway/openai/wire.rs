@@ -1,0 +1,433 @@
+//! The Chat Completions wire format on the gateway's side: a request read into Bridle's
+//! normalized one (refusing what would not be carried), and a response written back.
+
+use bridle_proto::{
+    CompleteRequest, CompleteResponse, FinishReason, Message, Role, ToolCall, ToolChoice,
+    ToolChoiceMode, ToolSpec,
+};
+use serde_json::{Value, json};
+
+use crate::gateway::fields::{self, Shape};
+use crate::gateway::{Failure, new_id, unix_now};
+
+/// Top-level fields of a Chat Completions request (the API reference's request body).
+const REQUEST: Shape = Shape {
+    carried: &[
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "temperature",
+        "max_tokens",
+        "max_completion_tokens",
+        "stream",
+        "stream_options",
+    ],
+    defaults: &[
+        ("n", "1"),
+        ("logprobs", "false"),
+        ("parallel_tool_calls", "true"),
+        ("store", "false"),
+        ("frequency_penalty", "0"),
+        ("presence_penalty", "0"),
+        ("top_p", "1"),
+    ],
+    refused: &[
+        "audio",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "metadata",
+        "modalities",
+        "moderation",
+        "prediction",
+        "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "top_logprobs",
+        "user",
+        "verbosity",
+        "web_search_options",
+    ],
+};
+
+const STREAM_OPTIONS: Shape = Shape {
+    carried: &["include_usage"],
+    // The gateway never pads its chunks.
+    defaults: &[("include_obfuscation", "false")],
+    refused: &[],
+};
+
+/// A system, developer or user message.
+const PLAIN_MESSAGE: Shape = Shape {
+    carried: &["role", "content"],
+    defaults: &[],
+    refused: &["name"],
+};
+
+const ASSISTANT_MESSAGE: Shape = Shape {
+    carried: &["role", "content", "tool_calls"],
+    defaults: &[],
+    refused: &["name", "refusal", "audio", "function_call"],
+};
+
+const TOOL_MESSAGE: Shape = Shape {
+    carried: &["role", "content", "tool_call_id"],
+    defaults: &[],
+    refused: &[],
+};
+
+const TEXT_PART: Shape = Shape {
+    carried: &["type", "text"],
+    defaults: &[],
+    refused: &["prompt_cache_breakpoint"],
+};
+
+const TOOL_CALL: Shape = Shape {
+    carried: &["id", "type", "function"],
+    defaults: &[],
+    refused: &[],
+};
+
+const CALLED_FUNCTION: Shape = Shape {
+    carried: &["name", "arguments"],
+    defaults: &[],
+    refused: &[],
+};
+
+const TOOL: Shape = Shape {
+    carried: &["type", "function"],
+    defaults: &[],
+    refused: &[],
+};
+
+const FUNCTION: Shape = Shape {
+    carried: &["name", "description", "parameters"],
+    defaults: &[("strict", "false")],
+    refused: &[],
+};
+
+const NAMED_CHOICE: Shape = Shape {
+    carried: &["type", "function"],
+    defaults: &[],
+    refused: &[],
+};
+
+const CHOSEN_FUNCTION: Shape = Shape {
+    carried: &["name"],
+    defaults: &[],
+    refused: &[],
+};
+
+fn str_field<'a>(v: &'a Value, key: &str, at: &str) -> Result<Option<&'a str>, Failure> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Failure::invalid(format!("{at}{key}: must be a string"))),
+    }
+}
+
+fn bool_field(v: &Value, key: &str, at: &str) -> Result<Option<bool>, Failure> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(Failure::invalid(format!(
+            "{at}{key}: must be true or false"
+        ))),
+    }
+}
+
+/// `s` quoted for an error message, cut short when long.
+fn q(s: &str) -> String {
+    format!("'{}'", crate::error::quote(s))
+}
+
+/// The text of a message's `content`: a string, or text parts.
+fn content_text(v: &Value, at: &str) -> Result<String, Failure> {
+    match v.get("content") {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut out = String::new();
+            for (j, p) in parts.iter().enumerate() {
+                let pat = format!("{at}content[{j}].");
+                match p.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        fields::check(p, &pat, &TEXT_PART)?;
+                        out.push_str(str_field(p, "text", &pat)?.unwrap_or(""))
+                    }
+                    Some(other) => {
+                        return Err(Failure::invalid(format!(
+                            "{pat}type: {} parts are not supported by this gateway (only text)",
+                            q(other)
+                        )));
+                    }
+                    None => {
+                        return Err(Failure::invalid(format!("{pat}type: is required")));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        Some(_) => Err(Failure::invalid(format!(
+            "{at}content: must be a string or an array of parts"
+        ))),
+    }
+}
+
+/// A chat completion request as a Bridle request, whether to stream, and whether the stream
+/// ends with a usage chunk. Carried: model, messages (text content, tool calls and results),
+/// tools, tool_choice, temperature, max_tokens / max_completion_tokens, stream,
+/// stream_options.include_usage. Accepted at their defaults only: n 1, logprobs false,
+/// parallel_tool_calls true, store false, frequency_penalty and presence_penalty 0, top_p 1,
+/// stream_options.include_obfuscation false, a function's strict false. Any other field is
+/// refused by name ([`REQUEST`] lists the API's), and so are non-text content parts.
+pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
+    if !body.is_object() {
+        return Err(Failure::invalid("the request body must be a JSON object"));
+    }
+    fields::check(body, "", &REQUEST)?;
+    let route = str_field(body, "model", "")?
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Failure::invalid("model: is required (the name of a ModelRoute)"))?;
+    let raw = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Failure::invalid("messages: is required (an array)"))?;
+    let mut messages = Vec::with_capacity(raw.len());
+    for (i, m) in raw.iter().enumerate() {
+        let at = format!("messages[{i}].");
+        if !m.is_object() {
+            return Err(Failure::invalid(format!(
+                "messages[{i}]: must be an object"
+            )));
+        }
+        let (role, shape) = match str_field(m, "role", &at)? {
+            Some("system") | Some("developer") => (Role::System, &PLAIN_MESSAGE),
+            Some("user") => (Role::User, &PLAIN_MESSAGE),
+            Some("assistant") => (Role::Assistant, &ASSISTANT_MESSAGE),
+            Some("tool") => (Role::Tool, &TOOL_MESSAGE),
+            Some(other) => {
+                return Err(Failure::invalid(format!(
+                    "{at}role: {} is not system, developer, user, assistant or tool",
+                    q(other)
+                )));
+            }
+            None => return Err(Failure::invalid(format!("{at}role: is required"))),
+        };
+        fields::check(m, &at, shape)?;
+        let mut msg = Message {
+            role: role as i32,
+            text: content_text(m, &at)?,
+            ..Default::default()
+        };
+        if role == Role::Tool {
+            msg.tool_call_id = str_field(m, "tool_call_id", &at)?
+                .unwrap_or_default()
+                .to_string();
+        }
+        let calls = match m.get("tool_calls") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(calls)) => calls.as_slice(),
+            Some(_) => {
+                return Err(Failure::invalid(format!(
+                    "{at}tool_calls: must be an array"
+                )));
+            }
+        };
+        for (j, c) in calls.iter().enumerate() {
+            let at = format!("{at}tool_calls[{j}].");
+            fields::check(c, &at, &TOOL_CALL)?;
+            if let Some(k) = str_field(c, "type", &at)?.filter(|k| *k != "function") {
+                return Err(Failure::invalid(format!(
+                    "{at}type: {} calls are not supported by this gateway (only function)",
+                    q(k)
+                )));
+            }
+            let f = c.get("function").cloned().unwrap_or_default();
+            let fat = format!("{at}function.");
+            fields::check(&f, &fat, &CALLED_FUNCTION)?;
+            msg.tool_calls.push(ToolCall {
+                id: str_field(c, "id", &at)?.unwrap_or_default().to_string(),
+                name: str_field(&f, "name", &fat)?.unwrap_or_default().to_string(),
+                arguments_json: str_field(&f, "arguments", &fat)?
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
+        messages.push(msg);
+    }
+    let mut tools = Vec::new();
+    let raw_tools = match body.get("tools") {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(t)) => t.as_slice(),
+        Some(_) => return Err(Failure::invalid("tools: must be an array")),
+    };
+    for (i, t) in raw_tools.iter().enumerate() {
+        let at = format!("tools[{i}].");
+        fields::check(t, &at, &TOOL)?;
+        if let Some(k) = str_field(t, "type", &at)?.filter(|k| *k != "function") {
+            return Err(Failure::invalid(format!(
+                "{at}type: {} tools are not supported by this gateway (only function)",
+                q(k)
+            )));
+        }
+        let f = t.get("function").cloned().unwrap_or_default();
+        let fat = format!("{at}function.");
+        fields::check(&f, &fat, &FUNCTION)?;
+        let params = f
+            .get("parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        tools.push(ToolSpec {
+            name: str_field(&f, "name", &fat)?.unwrap_or_default().to_string(),
+            description: str_field(&f, "description", &fat)?
+                .unwrap_or_default()
+                .to_string(),
+            parameters_json_schema: params.to_string(),
+            ..Default::default()
+        });
+    }
+    let tool_choice = match body.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(ToolChoice {
+            mode: match s.as_str() {
+                "auto" => ToolChoiceMode::Auto,
+                "none" => ToolChoiceMode::None,
+                "required" => ToolChoiceMode::Required,
+                other => {
+                    return Err(Failure::invalid(format!(
+                        "tool_choice: {} is not auto, none or required",
+                        q(other)
+                    )));
+                }
+            } as i32,
+            name: String::new(),
+        }),
+        Some(v) => {
+            fields::check(v, "tool_choice.", &NAMED_CHOICE)?;
+            if let Some(k) = str_field(v, "type", "tool_choice.")?.filter(|k| *k != "function") {
+                return Err(Failure::invalid(format!(
+                    "tool_choice.type: {} is not supported by this gateway (only function)",
+                    q(k)
+                )));
+            }
+            let f = v.get("function").cloned().unwrap_or_default();
+            fields::check(&f, "tool_choice.function.", &CHOSEN_FUNCTION)?;
+            Some(ToolChoice {
+                mode: ToolChoiceMode::Named as i32,
+                name: str_field(&f, "name", "tool_choice.function.")?
+                    .ok_or_else(|| Failure::invalid("tool_choice.function.name: is required"))?
+                    .to_string(),
+            })
+        }
+    };
+    let number = |k: &str| body.get(k).filter(|v| !v.is_null());
+    let temperature = match number("temperature") {
+        None => None,
+        Some(v) => Some(
+            v.as_f64()
+                .ok_or_else(|| Failure::invalid("temperature: must be a number"))?
+                as f32,
+        ),
+    };
+    let max = match number("max_completion_tokens") {
+        Some(v) => Some(("max_completion_tokens", v)),
+        None => number("max_tokens").map(|v| ("max_tokens", v)),
+    };
+    let max_output_tokens = match max {
+        None => None,
+        Some((k, v)) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| Failure::invalid(format!("{k}: must be a positive integer")))?,
+        ),
+    };
+    let stream = bool_field(body, "stream", "")?.unwrap_or(false);
+    let include_usage = match body.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(o @ Value::Object(_)) => {
+            fields::check(o, "stream_options.", &STREAM_OPTIONS)?;
+            bool_field(o, "include_usage", "stream_options.")?.unwrap_or(false)
+        }
+        Some(_) => return Err(Failure::invalid("stream_options: must be an object")),
+    };
+    Ok((
+        CompleteRequest {
+            route: route.to_string(),
+            messages,
+            tools,
+            tool_choice,
+            temperature,
+            max_output_tokens,
+            ..Default::default()
+        },
+        stream,
+        include_usage,
+    ))
+}
+
+pub fn finish_reason(f: i32) -> &'static str {
+    match FinishReason::try_from(f).unwrap_or(FinishReason::Unspecified) {
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::Length => "length",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::Stop | FinishReason::Unspecified | FinishReason::Error => "stop",
+    }
+}
+
+pub fn usage(r: &CompleteResponse) -> Value {
+    let u = r.usage.unwrap_or_default();
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens.saturating_add(u.output_tokens),
+        "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    })
+}
+
+/// What Bridle adds to a response: who answered and what it cost (cost is null when unknown).
+pub fn bridle_fields(r: &CompleteResponse) -> Value {
+    let cost = r.cost.unwrap_or_default();
+    json!({
+        "target": r.target,
+        "provider": r.provider,
+        "model": r.model,
+        "scripted": r.scripted,
+        "response_id": r.response_id,
+        "cost_nano_usd": if cost.known { json!(cost.nano_usd) } else { Value::Null },
+    })
+}
+
+pub fn completion(model: &str, r: &CompleteResponse) -> Value {
+    let m = r.message.clone().unwrap_or_default();
+    let calls: Vec<Value> = m
+        .tool_calls
+        .iter()
+        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}))
+        .collect();
+    let mut message = json!({
+        "role": "assistant",
+        "content": if m.text.is_empty() && !calls.is_empty() { Value::Null } else { json!(m.text) },
+        "refusal": null,
+    });
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    json!({
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason(r.finish_reason)}],
+        "usage": usage(r),
+        "bridle": bridle_fields(r),
+    })
+}

@@ -1,0 +1,50 @@
+"""Sends the request parameters of the official `anthropic` SDK that the gateway does not
+carry, one per request, then one request with the parameters it accepts at their defaults.
+
+Usage: anthropic_params.py BASE_URL API_KEY. Prints one JSON object: for each refused parameter
+the error the SDK raised, and the answer to the request with the defaults. The Rust test
+(tests/router/gateway.rs) queues the one mock reply and checks the results.
+"""
+import json
+import sys
+
+import anthropic
+
+base, key = sys.argv[1], sys.argv[2]
+client = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0, timeout=30)
+HI = [{"role": "user", "content": "hi"}]
+TOOL = {"name": "f", "description": "a function", "input_schema": {"type": "object", "properties": {}}}
+CACHED = [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]
+
+# Each: the parameter the error must name, and the create() arguments that set it (sampling
+# fields this SDK has no argument for go in extra_body, as callers send them).
+REFUSED = [
+    ("stop_sequences", {"stop_sequences": ["\n\nHuman:"]}),
+    ("top_p", {"extra_body": {"top_p": 0.5}}),
+    ("top_k", {"extra_body": {"top_k": 5}}),
+    ("metadata.user_id", {"metadata": {"user_id": "user-1234"}}),
+    ("thinking", {"thinking": {"type": "enabled", "budget_tokens": 1024}}),
+    ("service_tier", {"service_tier": "standard_only"}),
+    ("output_config", {"output_config": {"effort": "low"}}),
+    ("messages[0].content[0].cache_control", {"messages": CACHED}),
+    ("tools[0].cache_control", {"tools": [{**TOOL, "cache_control": {"type": "ephemeral"}}]}),
+    ("tool_choice.disable_parallel_tool_use",
+     {"tools": [TOOL], "tool_choice": {"type": "auto", "disable_parallel_tool_use": True}}),
+    ("colour", {"extra_body": {"colour": "red"}}),
+]
+
+out = {"refused": []}
+for param, args in REFUSED:
+    args = {"model": "claude", "max_tokens": 64, "messages": HI, **args}
+    try:
+        client.messages.create(**args)
+        out["refused"].append({"expect": param, "error": None})
+    except anthropic.BadRequestError as e:
+        out["refused"].append({"expect": param, "error": {"status": e.status_code, "body": e.body}})
+
+# The defaults, which change nothing, are accepted.
+m = client.messages.create(model="claude", max_tokens=64, messages=HI, stop_sequences=[], metadata={},
+                           thinking={"type": "disabled"}, tools=[TOOL],
+                           tool_choice={"type": "auto", "disable_parallel_tool_use": False})
+out["defaults"] = {"content": [b.model_dump(exclude_none=True) for b in m.content]}
+print(json.dumps(out))

@@ -1,10 +1,8 @@
-/// How many characters of an input an error message quotes: errors travel in gRPC metadata
-/// (16 KiB in most clients) and HTML pages, and a name or id longer than this is wrong anyway.
-pub(crate) const QUOTE: usize = 80;
-
-/// `input`, cut to [`QUOTE`] characters (with an ellipsis) for an error message.
+/// `input`, cut to `bridle_core::redact::QUOTE_CHARS` characters (with an ellipsis and its
+/// length) for an error message: errors travel in gRPC metadata (16 KiB in most clients) and
+/// HTML pages, and a name or id longer than that is wrong anyway.
 pub(crate) fn quote(input: &str) -> String {
-    bridle_core::redact::preview(input, QUOTE)
+    bridle_core::redact::quote(input)
 }
 
 /// Errors of the approvals service. Messages name the approval, run or call they are about and

@@ -146,8 +146,9 @@ impl Principal {
         match &self.tenant {
             Some(t) if requested.is_empty() || requested == t => Ok(t.clone()),
             Some(t) => Err(Error::PermissionDenied(format!(
-                "API key '{}' belongs to tenant '{t}' and cannot act for tenant '{requested}'",
-                self.name
+                "API key '{}' belongs to tenant '{t}' and cannot act for tenant '{}'",
+                self.name,
+                crate::redact::quote(requested)
             ))),
             None if requested.is_empty() => Ok(crate::manifest::DEFAULT_TENANT.to_string()),
             None => Ok(requested.to_string()),

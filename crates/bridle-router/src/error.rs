@@ -3,18 +3,14 @@
 
 use bridle_core::redact::preview;
 
-/// Longest name (route, tenant, agent, tool, field) an error quotes from a request; the rest is
-/// elided, so an error about a megabyte-long name is not itself a megabyte.
-pub const QUOTE_MAX: usize = 80;
-
 /// Longest error message the router sends, whatever it quotes: it fits in a standard gRPC
 /// client's 16 KiB metadata limit, so the caller sees the real error and not
 /// RESOURCE_EXHAUSTED.
 pub const MESSAGE_MAX: usize = 4096;
 
-/// `s`, from a request, bounded for an error message.
+/// `s`, from a request, bounded for an error message (the one bound every service uses).
 pub fn quote(s: &str) -> String {
-    preview(s, QUOTE_MAX)
+    bridle_core::redact::quote(s)
 }
 
 /// `s` cut to [`MESSAGE_MAX`] characters.

@@ -166,7 +166,7 @@ fn first_span(d: &dyn Diagnostic) -> Option<(usize, usize)> {
 }
 
 /// Cedar quotes the text it stumbles on ("invalid variable: <the word>"), which can be as long
-/// as the text: every word past [`QUOTE`](crate::error::QUOTE) characters is cut there, and
+/// as the text: every word past `bridle_core::redact::QUOTE_CHARS` characters is cut there, and
 /// the message to a few lines.
 fn bounded(message: &str) -> String {
     let mut out = String::with_capacity(message.len().min(1024));

@@ -11,6 +11,8 @@
 
 mod anthropic;
 mod anthropic_stream;
+#[doc(hidden)]
+pub mod fuzzing;
 mod openai;
 mod openai_stream;
 

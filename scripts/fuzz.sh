@@ -6,6 +6,7 @@
 #
 #   scripts/fuzz.sh                      every target, FUZZ_SECONDS (default 60) each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh sse run one target longer
+#   FUZZ_BUILD_ONLY=1 scripts/fuzz.sh    install and build only (CI does it beside the tests)
 #
 # FUZZ_JOBS targets run at once (default: the number of cores). A crash's input is written
 # to fuzz/artifacts/<target>/; reproduce it by running the target's binary on the file
@@ -52,6 +53,9 @@ say "building the fuzz targets (target dir $FUZZ_TARGET_DIR)"
 (cd fuzz && cargo fuzz build --sanitizer none --strip-dead-code --target-dir "$FUZZ_TARGET_DIR")
 bin_dir=$FUZZ_TARGET_DIR/x86_64-unknown-linux-gnu/release
 say "built"
+if [ "${FUZZ_BUILD_ONLY:-0}" = 1 ]; then
+    exit 0
+fi
 
 if [ $# -gt 0 ]; then
     targets=("$@")
@@ -69,8 +73,8 @@ for t in "${targets[@]}"; do
         [ -f "$f" ] || continue
         if ! "$bin_dir/$t" -timeout=10 "$f" >"$logs/replay-$t-$(basename "$f").log" 2>&1; then
             say "FAIL $t: the saved reproducer $f still fails:"
-            grep -E "panicked at|bridle-fuzz|ERROR: libFuzzer|SUMMARY" \
-                "$logs/replay-$t-$(basename "$f").log" | head -5 | sed 's/^/    /'
+            grep -E -A1 "panicked at|bridle-fuzz" "$logs/replay-$t-$(basename "$f").log" |
+                grep -v -E "^--|^stack backtrace" | head -4 | sed 's/^/    /'
             failed+=("$t (reproducer $f)")
         fi
     done
@@ -104,8 +108,9 @@ report() {
         say "ok   $t: $execs inputs in ${seconds}s, corpus $(find "$corpus_root/$t" -type f | wc -l) files"
     else
         say "FAIL $t (exit $rc), after $execs inputs; the end of its log ($log):"
-        grep -E "panicked at|bridle-fuzz|ERROR: libFuzzer|SUMMARY|Test unit written|^ *[0-9]+: .*(bridle|cedar|serde)" \
-            "$log" | head -25 | sed 's/^/    /'
+        grep -E -A1 "panicked at|bridle-fuzz|ERROR: libFuzzer|Test unit written|^ *[0-9]+: .*(bridle|cedar|serde)" \
+            "$log" | grep -v -E "^--|^stack backtrace|^NOTE|^ *Combine libFuzzer" | head -25 | cut -c1-300 |
+            sed 's/^/    /'
         failed+=("$t")
     fi
 }

@@ -36,6 +36,10 @@ use bridle_proto::approvals_server::ApprovalsServer;
 
 pub use canonical::{arguments_sha256, canonical_json};
 pub use error::Error;
+/// For the fuzz target `cedar_policy` in `fuzz/` only: what `Manifests.Apply` checks of each
+/// Policy's Cedar text, without Redis.
+#[doc(hidden)]
+pub use manifests::check_policies;
 pub use options::{InboxOptions, Options, WebhookOptions};
 pub use policy::{BuiltinRules, Decision, PolicyEngine, PolicyInput, Verdict, decide};
 

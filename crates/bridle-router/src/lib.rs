@@ -48,6 +48,9 @@ use bridle_proto::router_server::RouterServer;
 use bridle_proto::secrets_client::SecretsClient;
 
 pub use error::{Error, FailureCode};
+/// For the fuzz targets in `fuzz/` only: the gateway's request parsing and the SSE parser.
+#[doc(hidden)]
+pub use gateway::fuzzing;
 pub use options::Options;
 
 /// Where a started router listens.

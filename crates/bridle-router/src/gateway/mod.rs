@@ -11,6 +11,8 @@
 
 mod anthropic;
 mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod openai;
 mod serve;
 

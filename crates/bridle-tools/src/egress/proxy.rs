@@ -111,23 +111,13 @@ async fn handle(mut client: UnixStream, cur: &Current) {
             return;
         }
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let rest = buf[head_end..].to_vec();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or_default();
-    let mut parts = request_line.split_whitespace();
-    let (method, target, version) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or("HTTP/1.1"),
-    );
-    let connect = method.eq_ignore_ascii_case("CONNECT");
-    let parsed = if connect {
-        split_host_port(target, 443).map(|(h, p)| (h, p, String::new()))
-    } else {
-        absolute_http(target)
-    };
-    let Some((host, port, path)) = parsed else {
+    let Some(Request {
+        connect,
+        host,
+        port,
+        upstream_head,
+    }) = parse_head(&buf[..head_end])
+    else {
         let _ = reply(
             &mut client,
             400,
@@ -136,6 +126,7 @@ async fn handle(mut client: UnixStream, cur: &Current) {
         .await;
         return;
     };
+    let rest = buf[head_end..].to_vec();
     if let Some(why) = cur.allow.refusal(&host, port) {
         tracing::info!(tool = %cur.tool, target = %format!("{host}:{port}"), "egress refused");
         let _ = reply(&mut client, 403, &format!("bridle egress: {why}")).await;
@@ -197,33 +188,77 @@ async fn handle(mut client: UnixStream, cur: &Current) {
         {
             return;
         }
-    } else {
-        let mut out = format!("{method} {path} {version}\r\n");
-        for l in lines.filter(|l| !l.is_empty()) {
-            let name = l
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
-            if matches!(
-                name.as_str(),
-                "proxy-connection" | "proxy-authorization" | "connection" | "keep-alive"
-            ) {
-                continue;
-            }
-            out.push_str(l);
-            out.push_str("\r\n");
-        }
-        out.push_str("Connection: close\r\n\r\n");
-        if upstream.write_all(out.as_bytes()).await.is_err() {
-            return;
-        }
+    } else if upstream.write_all(upstream_head.as_bytes()).await.is_err() {
+        return;
     }
     if !rest.is_empty() && upstream.write_all(&rest).await.is_err() {
         return;
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// Where a proxy request goes, read from its head.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    /// CONNECT (a tunnel); otherwise an absolute-URI request for plain HTTP.
+    pub connect: bool,
+    pub host: String,
+    pub port: u16,
+    /// For an absolute-URI request, the head sent upstream: the request line in origin form,
+    /// the client's headers without the hop-by-hop ones, and `Connection: close`. Empty for
+    /// CONNECT.
+    pub upstream_head: String,
+}
+
+/// Parses a proxy request's head (through its blank line); None when its target is neither
+/// `host:port` for CONNECT nor an absolute `http://` URL. Public so that the fuzz target
+/// `egress_request` (in `fuzz/`) can reach it: the head is written by the tool's own code, the
+/// least trusted input this service reads.
+#[doc(hidden)]
+pub fn parse_head(head: &[u8]) -> Option<Request> {
+    let head = String::from_utf8_lossy(head);
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split_whitespace();
+    let (method, target, version) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or("HTTP/1.1"),
+    );
+    if method.eq_ignore_ascii_case("CONNECT") {
+        let (host, port) = split_host_port(target, 443)?;
+        return Some(Request {
+            connect: true,
+            host,
+            port,
+            upstream_head: String::new(),
+        });
+    }
+    let (host, port, path) = absolute_http(target)?;
+    let mut out = format!("{method} {path} {version}\r\n");
+    for l in lines.filter(|l| !l.is_empty()) {
+        let name = l
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "proxy-connection" | "proxy-authorization" | "connection" | "keep-alive"
+        ) {
+            continue;
+        }
+        out.push_str(l);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    Some(Request {
+        connect: false,
+        host,
+        port,
+        upstream_head: out,
+    })
 }
 
 /// Reads until the end of the head; returns its length (with the blank line).
@@ -259,14 +294,17 @@ async fn reply(s: &mut UnixStream, code: u16, text: &str) -> std::io::Result<()>
     s.shutdown().await
 }
 
+/// `host[:port]` or `[v6][:port]`; None when the host is empty (`[]`, `:443`) or anything but a
+/// port follows a bracketed address.
 fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
     if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().ok()?,
-            None => default_port,
+            None if after.is_empty() => default_port,
+            None => return None,
         };
-        return Some((h.to_string(), port));
+        return Some((h.to_string(), port)).filter(|(h, _)| !h.is_empty());
     }
     match s.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => Some((h.to_string(), p.parse().ok()?)),
@@ -321,5 +359,43 @@ mod tests {
             Some(("h".into(), 80, "/?x".into()))
         );
         assert_eq!(absolute_http("https://h/"), None);
+    }
+
+    #[test]
+    fn heads_parse_into_where_they_go_and_what_is_sent_on() {
+        let c = parse_head(b"CONNECT api.example.com:8443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(
+            (c.connect, c.host.as_str(), c.port, c.upstream_head.as_str()),
+            (true, "api.example.com", 8443, "")
+        );
+        let g = parse_head(
+            b"GET http://api.example.com/a?b HTTP/1.1\r\nHost: api.example.com\r\n\
+              Proxy-Authorization: Basic eA==\r\nProxy-Connection: keep-alive\r\n\
+              Connection: keep-alive\r\nKeep-Alive: 5\r\nAccept: */*\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (g.connect, g.host.as_str(), g.port),
+            (false, "api.example.com", 80)
+        );
+        assert_eq!(
+            g.upstream_head,
+            "GET /a?b HTTP/1.1\r\nHost: api.example.com\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(parse_head(b"GET /relative HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(parse_head(b"CONNECT :443 HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(parse_head(b"\r\n\r\n"), None);
+    }
+
+    /// Found by the fuzz target `egress_request` (fuzz/regressions/egress_request/): an empty
+    /// bracketed host was taken as the host "".
+    #[test]
+    fn an_empty_or_trailing_bracketed_host_is_refused() {
+        assert_eq!(split_host_port("[]:443", 443), None);
+        assert_eq!(split_host_port("[]", 443), None);
+        assert_eq!(split_host_port("[::1]x", 443), None);
+        assert_eq!(absolute_http("http://[]/x"), None);
+        assert_eq!(parse_head(b"CONNECT [] HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(parse_head(b"GET http://[]\xff/ HTTP/1.1\r\n\r\n"), None);
     }
 }

@@ -14,7 +14,8 @@ use crate::error::bounded;
 mod stream;
 mod wire;
 
-use wire::{message, parse};
+use wire::message;
+pub(super) use wire::parse;
 
 pub fn error_response(f: &Failure) -> Response {
     let body = json!({"type": "error", "error": {"type": error_type(f.kind), "message": bounded(&f.message)}});

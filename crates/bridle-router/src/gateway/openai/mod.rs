@@ -15,7 +15,8 @@ mod stream;
 mod wire;
 
 pub use wire::bridle_fields;
-use wire::{completion, parse};
+use wire::completion;
+pub(super) use wire::parse;
 
 pub fn error_response(f: &Failure) -> Response {
     let (kind, code) = match f.kind {

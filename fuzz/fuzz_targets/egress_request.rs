@@ -1,0 +1,53 @@
+//! The egress proxy's reading of a request head (`bridle-tools`'s `egress/proxy.rs`), the
+//! bytes a tool's own code sends, and the allowlist check of where it asks to go.
+//!
+//! Properties: no panic; a request that parses names a host; a plain-HTTP request is sent
+//! upstream as one head (request line, headers, `Connection: close`, one blank line) with no
+//! proxy credentials in it.
+#![no_main]
+
+use std::sync::LazyLock;
+
+use bridle_tools::egress::Allowlist;
+use bridle_tools::egress::proxy::parse_head;
+use libfuzzer_sys::fuzz_target;
+
+static ALLOW: LazyLock<Allowlist> = LazyLock::new(|| {
+    let rules = [
+        "api.example.com",
+        "*.example.org:8443",
+        "10.0.0.7:80",
+        "[::1]:9000",
+    ];
+    match Allowlist::parse(&rules.map(String::from), false) {
+        Ok(a) => a,
+        Err(e) => panic!("the target's allowlist does not parse: {e}"),
+    }
+});
+
+fuzz_target!(|head: &[u8]| {
+    let Some(req) = parse_head(head) else {
+        return;
+    };
+    assert!(!req.host.is_empty(), "a request without a host: {req:?}");
+    let _ = ALLOW.refusal(&req.host, req.port);
+    if req.connect {
+        assert!(req.upstream_head.is_empty());
+        return;
+    }
+    let sent = &req.upstream_head;
+    assert!(
+        sent.ends_with("Connection: close\r\n\r\n"),
+        "the upstream head does not end with Connection: close: {sent:?}"
+    );
+    assert_eq!(
+        sent.matches("\r\n\r\n").count(),
+        1,
+        "the upstream head holds a second blank line (a second request): {sent:?}"
+    );
+    let lower = sent.to_ascii_lowercase();
+    assert!(
+        !lower.contains("\r\nproxy-authorization:"),
+        "proxy credentials are sent upstream: {sent:?}"
+    );
+});

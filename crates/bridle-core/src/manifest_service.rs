@@ -39,6 +39,13 @@ pub fn parse_request(
     tenant: &str,
     owner: Option<Owner>,
 ) -> Result<Vec<manifest::Manifest>, Error> {
+    if docs.is_empty() {
+        // An apply of nothing that answers OK would hide a caller's mistake (an empty file,
+        // a wrong glob).
+        return Err(Error::InvalidArgument(
+            "documents: no manifests in the request; send at least one".into(),
+        ));
+    }
     let docs: Vec<Document> = docs
         .iter()
         .map(|d| Document {
@@ -150,5 +157,16 @@ impl Manifests for ManifestsService {
             .delete(&req.kind, tenant_or_default(&req.tenant), &req.name)
             .await?;
         Ok(Response::new(DeleteManifestResponse { deleted }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_without_documents_is_refused_not_applied_as_nothing() {
+        let e = parse_request(&[], "default", None).unwrap_err();
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::InvalidArgument);
     }
 }

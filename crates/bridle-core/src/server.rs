@@ -150,9 +150,10 @@ impl GrpcServer {
     }
 }
 
-/// The longest `grpc-message` a response carries, in bytes before percent-encoding. Standard
-/// gRPC clients refuse response metadata beyond 8-16 KiB and report RESOURCE_EXHAUSTED instead
-/// of the real error, so a message that quotes too much of a request would hide itself.
+/// The longest `grpc-message` header a response carries, in bytes as sent (percent-encoded:
+/// a non-ASCII character takes 6 or more). Standard gRPC clients refuse response metadata
+/// beyond 8 KiB (grpc-python's soft limit) to 16 KiB and report RESOURCE_EXHAUSTED instead of
+/// the real error, so a message that quotes too much of a request would hide itself.
 pub const MAX_STATUS_MESSAGE: usize = 4096;
 
 /// Cuts an error's message to [`MAX_STATUS_MESSAGE`] (with an ellipsis and its full length).
@@ -167,13 +168,24 @@ fn cap_message<B>(mut resp: http::Response<B>) -> http::Response<B> {
         return resp;
     }
     let decoded = percent_encoding::percent_decode(v.as_bytes()).decode_utf8_lossy();
-    let mut cut = MAX_STATUS_MESSAGE.min(decoded.len());
-    while !decoded.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let text = format!("{}… ({} bytes in all)", &decoded[..cut], decoded.len());
     // gRPC's encoding: printable ASCII but '%' as it is, everything else percent-encoded.
     const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    let suffix = format!("… ({} bytes in all)", decoded.len());
+    let room = MAX_STATUS_MESSAGE.saturating_sub(3 * suffix.len());
+    let (mut sent, mut cut) = (0usize, 0usize);
+    for (i, c) in decoded.char_indices() {
+        let cost = if (c.is_ascii_graphic() && c != '%') || c == ' ' {
+            1
+        } else {
+            3 * c.len_utf8()
+        };
+        if sent + cost > room {
+            break;
+        }
+        sent += cost;
+        cut = i + c.len_utf8();
+    }
+    let text = format!("{}{suffix}", &decoded[..cut]);
     let encoded = percent_encoding::utf8_percent_encode(&text, GRPC_MESSAGE).to_string();
     if let Ok(h) = http::HeaderValue::from_str(&encoded) {
         resp.headers_mut().insert("grpc-message", h);
@@ -187,25 +199,19 @@ mod tests {
 
     #[test]
     fn a_long_status_message_is_cut_and_says_how_long_it_was() {
-        let status = tonic::Status::invalid_argument(format!("agent 'é{}'", "x".repeat(1 << 20)));
-        let resp = cap_message(status.into_http::<()>());
-        let back = tonic::Status::from_header_map(resp.headers()).unwrap();
-        assert_eq!(back.code(), tonic::Code::InvalidArgument);
-        assert!(
-            back.message().len() < MAX_STATUS_MESSAGE + 64,
-            "{}",
-            back.message().len()
-        );
-        assert!(
-            back.message().starts_with("agent 'éxxx"),
-            "{}",
-            &back.message()[..20]
-        );
-        assert!(
-            back.message().ends_with("… (1048586 bytes in all)"),
-            "{}",
-            &back.message()[4000..]
-        );
+        // ASCII and not: 'é' is sent as six bytes (%C3%A9), which is what overflowed clients.
+        for filler in ["x", "é"] {
+            let message = format!("agent 'é{}'", filler.repeat(1 << 19));
+            let status = tonic::Status::invalid_argument(message.clone());
+            let resp = cap_message(status.into_http::<()>());
+            let header = resp.headers().get("grpc-message").unwrap().len();
+            assert!(header <= MAX_STATUS_MESSAGE, "{header}");
+            let back = tonic::Status::from_header_map(resp.headers()).unwrap();
+            assert_eq!(back.code(), tonic::Code::InvalidArgument);
+            assert!(back.message().starts_with("agent 'é"), "{filler}");
+            let tail = format!("… ({} bytes in all)", message.len());
+            assert!(back.message().ends_with(&tail), "{filler}");
+        }
     }
 
     #[test]

@@ -64,9 +64,14 @@ impl Redactor {
 
 /// Every form of `secret` that is looked for.
 fn forms(secret: &str) -> Vec<String> {
-    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     let b = secret.as_bytes();
-    let mut out = vec![secret.to_string()];
+    // The whole value encoded on its own, padding included, so nothing of it is left over.
+    let mut out = vec![
+        secret.to_string(),
+        base64::Engine::encode(&STANDARD, b),
+        base64::Engine::encode(&URL_SAFE, b),
+    ];
     // Base64 of the value where it starts at byte offset 0, 1 or 2 of a 3-byte group of a
     // longer encoded text: only the characters made of the value's bits alone are the same
     // whatever surrounds it.

@@ -2,7 +2,7 @@
 //! one check of this service's own before anything is planned or stored: a Tool's workspace
 //! quota above this service's ceiling is refused, at the dry run as at the commit.
 
-use bridle_core::manifest::{Owner, ValidationErrors};
+use bridle_core::manifest::{Manifest, Owner, ValidationErrors, model_writes_program};
 use bridle_core::manifest_service::{ManifestsService, parse_request};
 use bridle_proto::manifests_server::Manifests;
 use bridle_proto::{
@@ -27,7 +27,25 @@ impl Manifests for ToolManifests {
         if !problems.is_empty() {
             return Err(bridle_core::Error::from(ValidationErrors(problems)).into());
         }
-        self.inner.apply(req).await
+        let dry_run = r.dry_run;
+        let resp = self.inner.apply(req).await?;
+        if !dry_run {
+            // The audit of an opt-in: who gives secrets to model-written code, and why.
+            for m in &manifests {
+                if let Manifest::Tool(t) = m
+                    && let Some(o) = &t.spec.allow_secrets_with_model_code
+                    && let Some(why) = model_writes_program(&t.spec)
+                {
+                    tracing::warn!(
+                        tenant = m.tenant(),
+                        tool = m.name(),
+                        reason = %o.reason,
+                        "a tool gives secrets to code the model writes ({why})"
+                    );
+                }
+            }
+        }
+        Ok(resp)
     }
 
     async fn list_manifests(

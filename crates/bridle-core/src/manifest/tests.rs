@@ -152,6 +152,11 @@ fn env_credentials_must_be_references() {
     let text = GOOD.replace(
         "    command: [\"python3\", \"-c\", \"{{code}}\"]",
         "    command: [\"python3\", \"-c\", \"{{code}}\"]\n    env:\n      GITHUB_TOKEN: plain\n      OK_REF: secret://gh",
+    )
+    .replacen(
+        "  risk: read_only\n",
+        "  risk: read_only\n  allowSecretsWithModelCode: {reason: a test}\n",
+        1,
     );
     let e = errors(&text);
     assert_eq!(e.len(), 1, "{e:?}");
@@ -321,7 +326,7 @@ fn one_tool(spec: &str) -> Tool {
 #[test]
 fn issue4_new_kinds_parse_with_defaults() {
     let t = one_tool(
-        "  parameters:\n    type: object\n    properties:\n      code: {type: string}\n  code:\n    language: python\n    pool: {warm: 2}\n    egress: [pypi.org, '*.pythonhosted.org:443', '127.0.0.1:8080']\n    secretFiles:\n      token: secret://gh\n",
+        "  allowSecretsWithModelCode: {reason: the test reads the token}\n  parameters:\n    type: object\n    properties:\n      code: {type: string}\n  code:\n    language: python\n    pool: {warm: 2}\n    egress: [pypi.org, '*.pythonhosted.org:443', '127.0.0.1:8080']\n    secretFiles:\n      token: secret://gh\n",
     );
     assert_eq!(t.spec.kind(), "code");
     let c = t.spec.code.as_ref().unwrap();
@@ -796,4 +801,48 @@ fn sizes_show_in_manifest_units() {
     assert_eq!(show_bytes(1 << 30), "1Gi");
     assert_eq!(show_bytes(1536 << 10), "1536Ki");
     assert_eq!(show_bytes(1000), "1000");
+}
+
+// ---- issue 27: secrets and model-written code ----
+
+#[test]
+fn secrets_on_a_tool_running_model_written_code_are_refused_unless_opted_in_with_a_reason() {
+    let with_secret = GOOD.replace(
+        "    command: [\"python3\", \"-c\", \"{{code}}\"]",
+        "    command: [\"python3\", \"-c\", \"{{code}}\"]\n    env:\n      TOKEN: secret://gh\n    secretFiles:\n      key: secret://key",
+    );
+    let e = errors(&with_secret);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].contains("spec.container.env.TOKEN: gives secret://gh to code the model writes"),
+        "{}",
+        e[0]
+    );
+    assert!(e[0].contains("python3 -c"), "{}", e[0]);
+    assert!(
+        e[0].contains("spec.allowSecretsWithModelCode.reason"),
+        "{}",
+        e[0]
+    );
+    assert!(e[1].contains("spec.container.secretFiles.key"), "{}", e[1]);
+
+    let opted = with_secret.replacen(
+        "  risk: read_only\n",
+        "  risk: read_only\n  allowSecretsWithModelCode:\n    reason: reads its own API key on purpose\n",
+        1,
+    );
+    assert!(parse(&opted).is_ok());
+    let empty_reason = opted.replace("reads its own API key on purpose", "\"\"");
+    let e = errors(&empty_reason);
+    assert!(
+        e[0].contains("spec.allowSecretsWithModelCode.reason: must say why"),
+        "{e:?}"
+    );
+
+    // The same secret on a fixed program taking data is fine.
+    let fixed = with_secret.replace(
+        "[\"python3\", \"-c\", \"{{code}}\"]",
+        "[\"python3\", \"/app/run.py\", \"{{code}}\"]",
+    );
+    assert!(parse(&fixed).is_ok(), "{:?}", parse(&fixed).err());
 }

@@ -10,10 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use super::Problems;
 
+#[path = "tool_model_code.rs"]
+mod model_code;
 #[path = "tool_remote.rs"]
 mod remote;
 #[path = "tool_sandbox.rs"]
 mod sandbox;
+
+pub use model_code::model_writes_program;
 
 pub use remote::*;
 pub use sandbox::*;
@@ -77,6 +81,19 @@ pub struct ToolSpec {
     /// The tools of an MCP server, exposed as `<prefix>__<tool>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<Box<McpTool>>,
+    /// Lets a tool whose program the model writes hold `secret://` references, knowing that
+    /// such code can read them and send them back in forms redaction does not catch. Refused
+    /// without it; logged with its reason when applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_secrets_with_model_code: Option<ModelCodeOptIn>,
+}
+
+/// The opt-in of a tool that gives secrets to model-written code.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCodeOptIn {
+    /// Why this tool needs it (shown wherever the tool's secrets are listed, and logged).
+    pub reason: String,
 }
 
 fn default_parameters() -> serde_json::Value {
@@ -174,6 +191,51 @@ pub(super) fn validate(s: &ToolSpec, out: &mut Problems) {
     }
     if let Some(m) = &s.mcp {
         remote::validate_mcp(m, out);
+    }
+    validate_model_code(s, out);
+}
+
+/// The `secret://` references of a tool's sandbox (its environment and secret files), as
+/// (field, reference).
+fn sandbox_secret_refs(s: &ToolSpec) -> Vec<(String, &str)> {
+    let (p, env, files) = match (&s.container, &s.code) {
+        (Some(c), _) => ("spec.container", &c.env, &c.secret_files),
+        (_, Some(c)) => ("spec.code", &c.env, &c.secret_files),
+        _ => return Vec::new(),
+    };
+    env.iter()
+        .filter(|(_, v)| super::SecretRef::is_reference(v))
+        .map(|(k, v)| (format!("{p}.env.{k}"), v.as_str()))
+        .chain(
+            files
+                .iter()
+                .map(|(k, v)| (format!("{p}.secretFiles.{k}"), v.as_str())),
+        )
+        .collect()
+}
+
+fn validate_model_code(s: &ToolSpec, out: &mut Problems) {
+    if let Some(o) = &s.allow_secrets_with_model_code
+        && o.reason.trim().is_empty()
+    {
+        out.push((
+            "spec.allowSecretsWithModelCode.reason".into(),
+            "must say why this tool gives secrets to code the model writes".into(),
+        ));
+    }
+    if s.allow_secrets_with_model_code.is_some() {
+        return;
+    }
+    let Some(why) = model_writes_program(s) else {
+        return;
+    };
+    for (field, reference) in sandbox_secret_refs(s) {
+        out.push((
+            field,
+            format!(
+                "gives {reference} to code the model writes ({why}): such code can read the value and send it back in forms no redaction catches. Give the credential to a tool with a fixed program (an http tool, or a command that takes its arguments as data), or opt in with spec.allowSecretsWithModelCode.reason"
+            ),
+        ));
     }
 }
 

@@ -315,6 +315,16 @@ impl Drop for Harness {
 }
 
 /// A `code` tool (`extra` is appended under `code:`).
+/// `yaml` (one Tool) opted in to giving secrets to the code the model writes: the tests that
+/// check redaction need the tool to hold the value it then prints.
+pub fn with_secrets_for_model_code(yaml: &str) -> String {
+    yaml.replacen(
+        "\nspec:\n",
+        "\nspec:\n  allowSecretsWithModelCode: {reason: the test prints the value to check redaction}\n",
+        1,
+    )
+}
+
 pub fn code_tool(name: &str, language: &str, extra: &str) -> String {
     format!(
         r#"apiVersion: bridle.dev/v1

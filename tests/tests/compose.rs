@@ -5,8 +5,9 @@
 //! `bridle` CLI (approval included), then `docker-compose down -v`.
 //!
 //! Needs what scripts/install-deps.sh installs: a Docker engine, docker-compose, and debootstrap
-//! (or the base images already built). Without them it fails saying what is missing: a test that
-//! cannot run its subject never passes. About four minutes from scratch (bases debootstrapped,
+//! (or the base images already built); and where / is not a shared mount (no systemd, as on the
+//! CI machine), root, to make the sandboxes' folder one as docker-compose.yml asks. Without them
+//! it fails saying what is missing: a test that cannot run its subject never passes. About four minutes from scratch (bases debootstrapped,
 //! images built), most of it building images; CI runs it with the rest.
 //! Every project it creates is removed on the way out, on failure too (a guard), and projects
 //! left by a killed earlier run are removed before it starts.
@@ -19,7 +20,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use compose_support::{
-    PROJECT_PREFIX, Stack, bridle, missing_prerequisite, reap_stale_projects, run,
+    PROJECT_PREFIX, Stack, bridle, missing_prerequisite, reap_stale_projects, run, share_workspace,
 };
 use tokio::process::Command;
 
@@ -99,11 +100,14 @@ async fn the_quickstart_runs_through_the_compose_stack() {
         // vault-init stores it; the scripted route never sends it anywhere.
         ("OPENAI_API_KEY".into(), fake_key.clone()),
     ]);
+    // What docker-compose.yml's header asks of the host for the sandboxes' folder.
+    let workspace = std::path::PathBuf::from(format!("/tmp/{project}-tools"));
     let stack = Stack {
         root: root.clone(),
         project,
         env,
     };
+    share_workspace(&workspace).unwrap_or_else(|e| panic!("{e}"));
 
     // `up` returns once every health condition held and the one-shot jobs were started.
     stack

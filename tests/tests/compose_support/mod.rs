@@ -64,6 +64,91 @@ pub fn missing_prerequisite() -> Option<String> {
     None
 }
 
+/// Mount points at or below `dir` in this process's mount namespace (the host's), deepest first.
+fn mounts_at_or_below(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
+/// Whether the mount that holds `dir` is shared (the innermost mount point above it; the last
+/// one mounted there wins, as in path lookup).
+fn on_shared_mount(dir: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut best: Option<(usize, bool)> = None;
+    for l in info.lines() {
+        let fields: Vec<&str> = l.split(' ').collect();
+        let (Some(point), Some(optional)) = (fields.get(4), fields.get(6..)) else {
+            continue;
+        };
+        let point = Path::new(point);
+        if !dir.starts_with(point) {
+            continue;
+        }
+        let depth = point.components().count();
+        let shared = optional
+            .iter()
+            .take_while(|f| **f != "-")
+            .any(|f| f.starts_with("shared:"));
+        if best.is_none_or(|(d, _)| depth >= d) {
+            best = Some((depth, shared));
+        }
+    }
+    best.is_some_and(|(_, shared)| shared)
+}
+
+/// Makes `dir` usable as the stack's BRIDLE_TOOLS_WORKSPACE: docker-compose.yml binds it into
+/// the tools service with rshared propagation, which Docker accepts only for a folder on a
+/// shared mount of the host. Where it is not (a host without systemd, like this CI machine),
+/// it is bound onto itself and made shared, as the file's header tells a user to do;
+/// [`release_workspace`] undoes it.
+pub fn share_workspace(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if on_shared_mount(dir) {
+        return Ok(());
+    }
+    let d = dir.to_string_lossy();
+    for args in [&["--bind", &*d, &*d][..], &["--make-shared", &*d][..]] {
+        let out = std::process::Command::new("mount")
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} is not on a shared mount, and `mount {}` failed ({}): {}. Run the test as \
+                 root, or where / is shared (systemd makes it so)",
+                dir.display(),
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts (lazily, deepest first) what is mounted at or below the workspace folder: the bind
+/// [`share_workspace`] made, and run workspaces of a tools service killed before it cleaned up.
+/// Then removes the folder (best effort).
+pub fn release_workspace(dir: &Path) {
+    for m in mounts_at_or_below(dir) {
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(&m)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    if mounts_at_or_below(dir).is_empty() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A compose project; `down -v` when dropped, whatever happened.
 pub struct Stack {
     pub root: PathBuf,
@@ -141,8 +226,7 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         Stack::down(&self.project, &self.root);
-        // The sandboxes' host folder (owned by the containers' users; best effort).
-        let _ = std::fs::remove_dir_all(format!("/tmp/{}-tools", self.project));
+        release_workspace(Path::new(&format!("/tmp/{}-tools", self.project)));
         if let Some((_, ns)) = self
             .env
             .iter()
@@ -188,7 +272,7 @@ pub fn reap_stale_projects(root: &Path) {
         if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
             eprintln!("removing compose project {name} left by a run that is gone");
             Stack::down(&name, root);
-            let _ = std::fs::remove_dir_all(format!("/tmp/{name}-tools"));
+            release_workspace(Path::new(&format!("/tmp/{name}-tools")));
         }
     }
 }

@@ -78,7 +78,7 @@ impl Broker {
         tenant: &str,
         scope: &Scope,
         name: &str,
-    ) -> Result<(Source, String), Error> {
+    ) -> Result<(Source, String, Option<Duration>), Error> {
         match self.bindings.get("SecretBinding", tenant, name).await? {
             Some(Manifest::SecretBinding(b)) => {
                 let s = b.spec;
@@ -99,7 +99,7 @@ impl Broker {
                         body: s.body,
                     },
                 };
-                Ok((source, s.key))
+                Ok((source, s.key, s.max_use_time))
             }
             Some(other) => Err(Error::Core(bridle_core::Error::internal(format!(
                 "the SecretBinding store holds a {}",
@@ -119,6 +119,7 @@ impl Broker {
                             path,
                         },
                         self.field.clone(),
+                        None,
                     ))
                 }
             },
@@ -134,7 +135,27 @@ impl Broker {
         name: &str,
         refresh: bool,
     ) -> Result<Resolved, Error> {
-        let (source, field) = self.source(tenant, scope, name).await?;
+        let (source, field, max_use) = self.source(tenant, scope, name).await?;
+        // A time-limited static secret: refused once the run has had it for its time, and
+        // never handed out for longer than what is left.
+        let use_left = match max_use {
+            None => None,
+            Some(max) => {
+                if scope.run_id.is_empty() {
+                    return Err(Error::UseTimeNeedsRun(name.to_string()));
+                }
+                check_run_id(&scope.run_id)?;
+                let used = self.leases.since_first_use(&scope.run_id, name).await?;
+                if used >= max {
+                    return Err(Error::UseTimeOver {
+                        name: name.to_string(),
+                        max: bridle_core::timeutil::short_duration(max),
+                        used: bridle_core::timeutil::short_duration(used),
+                    });
+                }
+                Some(max - used)
+            }
+        };
         let entry = match source {
             Source::Kv { mount, path } => {
                 let key = Key::Kv {
@@ -211,9 +232,10 @@ impl Broker {
                 .unwrap_or_else(|| SecretString::from(String::new())),
             None => return Err(Error::MissingField(name.to_string(), field)),
         };
+        let ttl = entry.remaining(self.cache.now());
         Ok(Resolved {
             value,
-            ttl: entry.remaining(self.cache.now()),
+            ttl: use_left.map_or(ttl, |left| ttl.min(left)),
             lease_id: entry.lease_id.clone(),
         })
     }

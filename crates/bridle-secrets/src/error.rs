@@ -19,6 +19,18 @@ pub enum Error {
         "secret '{0}' comes from a dynamic engine (a lease per run) and can only be resolved within a run (scope.run_id)"
     )]
     NeedsRun(String),
+    #[error(
+        "secret '{0}' may be used for a limited time per run (spec.maxUseTime) and can only be resolved within a run (scope.run_id)"
+    )]
+    UseTimeNeedsRun(String),
+    #[error(
+        "secret '{name}' may be used for {max} by a run (spec.maxUseTime), and this run first used it {used} ago"
+    )]
+    UseTimeOver {
+        name: String,
+        max: String,
+        used: String,
+    },
     #[error("vault refused the broker access to secret '{0}'; check the broker's Vault policy")]
     VaultDenied(String),
     #[error("vault rejected the read of secret '{name}' (status {status}); check its binding")]
@@ -38,9 +50,10 @@ impl From<Error> for bridle_core::Error {
             Error::BadReference(..) => bridle_core::Error::InvalidArgument(e.to_string()),
             Error::MissingField(..)
             | Error::NeedsRun(_)
+            | Error::UseTimeNeedsRun(_)
             | Error::VaultDenied(_)
             | Error::VaultRejected { .. } => bridle_core::Error::FailedPrecondition(e.to_string()),
-            Error::NotGranted { .. } | Error::WrongCaller(_) => {
+            Error::NotGranted { .. } | Error::WrongCaller(_) | Error::UseTimeOver { .. } => {
                 bridle_core::Error::PermissionDenied(e.to_string())
             }
             Error::VaultUnavailable { addr, reason } => {

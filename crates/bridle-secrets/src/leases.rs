@@ -63,6 +63,35 @@ impl Leases {
         self.keys.key(&format!("secrets:leases:{{{run}}}"))
     }
 
+    fn uses_key(&self, run: &str) -> String {
+        self.keys.key(&format!("secrets:uses:{{{run}}}"))
+    }
+
+    /// How long ago `run` first resolved `name` (zero the first time, which records it). Times
+    /// are Redis's own, so every broker replica measures from the same first use.
+    pub async fn since_first_use(&self, run: &str, name: &str) -> Result<Duration, Error> {
+        const SCRIPT: &str = r#"
+            local t = redis.call('TIME')
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            local first = redis.call('HGET', KEYS[1], ARGV[1])
+            if not first then
+                redis.call('HSET', KEYS[1], ARGV[1], now)
+                redis.call('EXPIRE', KEYS[1], ARGV[2])
+                return 0
+            end
+            return now - tonumber(first)
+        "#;
+        let mut c = self.conn.clone();
+        let elapsed: i64 = redis::Script::new(SCRIPT)
+            .key(self.uses_key(run))
+            .arg(name)
+            .arg(RECORD_TTL.as_secs())
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| Error::Core(e.into()))?;
+        Ok(Duration::from_millis(elapsed.max(0) as u64))
+    }
+
     /// Records a new lease of `run` and keeps it renewed (when it can be) until the run ends.
     /// Fails closed: a lease that cannot be recorded is revoked and its secret not served.
     pub async fn track(
@@ -126,6 +155,11 @@ impl Leases {
             ids.extend(r.ids);
         }
         let mut c = self.conn.clone();
+        // The run's first uses of time-limited secrets go with it.
+        let _: Result<i64, _> = redis::cmd("DEL")
+            .arg(self.uses_key(run))
+            .query_async(&mut c)
+            .await;
         let stored: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.key(run))
             .query_async(&mut c)

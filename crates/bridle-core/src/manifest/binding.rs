@@ -53,6 +53,15 @@ pub struct SecretBindingSpec {
     /// Who may resolve it. No grant, no resolution.
     #[serde(default)]
     pub grants: Vec<Grant>,
+    /// KV only: how long one run may use the value, from its first resolution in the run
+    /// ("15m"); later resolutions are refused, and the time a caller may keep it never runs
+    /// past it. Static secrets otherwise live as long as the run; dynamic ones have leases.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_use_time: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -161,6 +170,15 @@ pub(super) fn validate(s: &SecretBindingSpec, out: &mut Problems) {
         out.push((
             "spec.key".into(),
             "must name the field holding the value".into(),
+        ));
+    }
+    if s.max_use_time.is_some_and(|d| d.is_zero()) {
+        out.push(("spec.maxUseTime".into(), "must be more than zero".into()));
+    }
+    if s.engine == Engine::Dynamic && s.max_use_time.is_some() {
+        out.push((
+            "spec.maxUseTime".into(),
+            "is for static (kv2) secrets: a dynamic secret's lease already ends with its run (set the lease's TTL in Vault)".into(),
         ));
     }
     match s.engine {

@@ -846,3 +846,23 @@ fn secrets_on_a_tool_running_model_written_code_are_refused_unless_opted_in_with
     );
     assert!(parse(&fixed).is_ok(), "{:?}", parse(&fixed).err());
 }
+
+#[test]
+fn max_use_time_is_for_static_secrets() {
+    let doc = |engine: &str, max: &str| {
+        format!(
+            "apiVersion: bridle.dev/v1\nkind: SecretBinding\nmetadata: {{name: k}}\nspec:\n  engine: {engine}\n  path: a/b\n  maxUseTime: {max}\n  grants: [{{tool: t}}]\n"
+        )
+    };
+    assert!(parse(&doc("kv2", "15m")).is_ok());
+    let e = errors(&doc("dynamic", "15m"));
+    assert!(
+        e[0].contains("spec.maxUseTime: is for static (kv2) secrets"),
+        "{e:?}"
+    );
+    let e = errors(&doc("kv2", "0s"));
+    assert!(
+        e[0].contains("spec.maxUseTime: must be more than zero"),
+        "{e:?}"
+    );
+}

@@ -446,3 +446,42 @@ async fn vault_down_is_unavailable_and_start_fails_clearly() {
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.to_string().contains(&env.bao.addr()), "{err}");
 }
+
+#[tokio::test]
+async fn a_static_secret_with_a_max_use_time_is_refused_to_a_run_past_it() {
+    let env = Env::start().await;
+    let p = env.prefix.clone();
+    env.bao
+        .put_kv(&format!("{p}/api"), serde_json::json!({"value": "v-1"}))
+        .await;
+    let b = Broker::start(env.options()).await;
+    b.apply(
+        "default",
+        &binding(
+            "api-key",
+            &format!("  path: {p}/api\n  maxUseTime: 2s\n  grants: [{{tool: curl}}]"),
+        ),
+    )
+    .await;
+    let mut tools = b.client("tools");
+    let resolve = |run: &str| req(tool_scope("default", "a", "curl", run), &["api-key"]);
+    let r = tools.resolve(resolve("run_a")).await.unwrap().into_inner();
+    assert_eq!(r.secrets[0].value, "v-1");
+    let ttl = r.secrets[0].ttl.unwrap();
+    assert!(ttl.seconds <= 2, "never kept past the use time: {ttl:?}");
+    // Not a timing assertion: the run's use time is over once this much has passed.
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let e = tools.resolve(resolve("run_a")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message()
+            .contains("secret 'api-key' may be used for 2.0s by a run"),
+        "{e:?}"
+    );
+    // Another run has its own time; outside any run the limit cannot be kept.
+    let r = tools.resolve(resolve("run_b")).await.unwrap().into_inner();
+    assert_eq!(r.secrets[0].value, "v-1");
+    let e = tools.resolve(resolve("")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    b.stop().await;
+}

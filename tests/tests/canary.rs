@@ -43,7 +43,25 @@ fn forms(canary: &str) -> Vec<(&'static str, String)> {
             url::form_urlencoded::byte_serialize(b).collect::<String>(),
         ),
         ("8-character prefix", canary[..8].to_string()),
+        ("hex", hex_of(b)),
+        ("hex (upper case)", hex_of(b).to_uppercase()),
+        (
+            "\\u escapes",
+            canary
+                .chars()
+                .map(|c| format!("\\u{:04x}", c as u32))
+                .collect(),
+        ),
+        // Inside `Basic user:<canary>`: the characters made of the canary's bits alone.
+        ("base64 after a prefix", {
+            let enc = base64::engine::general_purpose::STANDARD.encode(format!("user:{canary}"));
+            enc[8..enc.len() - 8].to_string()
+        }),
     ]
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Fails naming where and in which form the canary showed up.
@@ -184,6 +202,9 @@ for out in (sys.stdout, sys.stderr):
     print("plain:", c, file=out)
     print("base64:", base64.b64encode(c.encode()).decode(), file=out)
     print("url:", urllib.parse.quote(c, safe=""), file=out)
+    print("hex:", c.encode().hex(), c.encode().hex().upper(), file=out)
+    print("basic:", base64.b64encode(("user:" + c).encode()).decode(), file=out)
+    print("json:", "".join("\\u%04x" % ord(ch) for ch in c), file=out)
 open("/workspace/keep.txt", "w").write(c + "\n")
 with open("/run/secrets/canary") as f:
     print("file:", f.read().strip())
@@ -338,4 +359,33 @@ spec:
             .any(|s| format!("{:?}", s.span).contains("[REDACTED]")),
         "no span carried the redacted tool output: is content capture on?"
     );
+}
+
+/// The boundary, not the filter: a tool whose program the model writes cannot be given a secret
+/// at all, so model-written code never holds one to re-encode (reversed, split, one byte per
+/// exit code — forms no redaction can follow).
+#[tokio::test(flavor = "multi_thread")]
+async fn model_written_code_is_never_given_a_secret() {
+    let h = Harness::start().await.unwrap();
+    for (name, kind) in [
+        (
+            "coder",
+            "  code:\n    language: python\n    env:\n      TOKEN: secret://canary\n",
+        ),
+        (
+            "shell",
+            "  container:\n    image: bridle-sandbox:python\n    command: [sh, -c, \"{{cmd}}\"]\n    secretFiles:\n      t: secret://canary\n",
+        ),
+    ] {
+        let yaml = format!(
+            "apiVersion: bridle.dev/v1\nkind: Tool\nmetadata:\n  name: {name}\nspec:\n  description: Runs what the model writes.\n  parameters:\n    type: object\n    properties:\n      code: {{type: string}}\n      cmd: {{type: string}}\n{kind}"
+        );
+        let e = h.apply("t.yaml", &yaml).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().contains("to code the model writes"),
+            "{name}: {}",
+            e.message()
+        );
+    }
 }

@@ -1,14 +1,18 @@
 //! The egress proxy's reading of a request head (`bridle-tools`'s `egress/proxy.rs`), the
 //! bytes a tool's own code sends, and the allowlist check of where it asks to go.
 //!
-//! Properties: no panic; a request that parses names a host; a plain-HTTP request is sent
+//! Properties: no panic (the host's normalisation included: every numeric IPv4 spelling);
+//! a request that parses names a host; an address the platform has not allowed is never
+//! admitted; a plain-HTTP request is sent
 //! upstream as one head (request line, headers, `Connection: close`, one blank line) with no
 //! proxy credentials in it.
 #![no_main]
 
-use std::sync::LazyLock;
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
 
-use bridle_tools::egress::Allowlist;
+use bridle_core::manifest::Host;
+use bridle_tools::egress::{Allowlist, Platform, is_public};
 use bridle_tools::egress::proxy::parse_head;
 use libfuzzer_sys::fuzz_target;
 
@@ -19,7 +23,8 @@ static ALLOW: LazyLock<Allowlist> = LazyLock::new(|| {
         "10.0.0.7:80",
         "[::1]:9000",
     ];
-    match Allowlist::parse(&rules.map(String::from), false) {
+    // The platform allows nothing non-public.
+    match Allowlist::parse(&rules.map(String::from), Arc::new(Platform::default()), "acme") {
         Ok(a) => a,
         Err(e) => panic!("the target's allowlist does not parse: {e}"),
     }
@@ -30,7 +35,17 @@ fuzz_target!(|head: &[u8]| {
         return;
     };
     assert!(!req.host.is_empty(), "a request without a host: {req:?}");
-    let _ = ALLOW.refusal(&req.host, req.port);
+    let host = Host::parse(&req.host);
+    let _ = ALLOW.refusal(&host, req.port);
+    if let Host::Ip(ip) = host
+        && let Ok(ok) = ALLOW.admit(&host, req.port, vec![SocketAddr::new(ip, req.port)])
+    {
+        assert!(
+            ok.iter().all(|a| is_public(a.ip())),
+            "a non-public address was admitted: {ok:?} for {:?}",
+            req.host
+        );
+    }
     if req.connect {
         assert!(req.upstream_head.is_empty());
         return;

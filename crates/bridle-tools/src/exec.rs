@@ -38,7 +38,8 @@ pub struct Executor {
     pub cleanup: Cleanup,
     pub sandboxes: Arc<Sandboxes>,
     pub mcp: Mcp,
-    pub egress_allow_private: bool,
+    /// What the platform lets tools reach beyond their tenants' rules, and what never.
+    pub egress: Arc<crate::egress::Platform>,
 }
 
 /// One validated call, as the tool kinds see it.

@@ -99,6 +99,13 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         Duration::from_secs(30),
         bridle_core::client::Outgoing::new("tools", &opts.server),
     )?;
+    let egress = Arc::new(
+        opts.egress_platform()
+            .map_err(bridle_core::Error::internal)?,
+    );
+    egress
+        .keep_resolved(Duration::from_secs(60), &shutdown)
+        .await;
     let exec = Arc::new(exec::Executor {
         registry: registry::Registry::new(store.clone()),
         idempotency: idempotency::Idempotency::new(conn, keys, opts.idempotency_ttl),
@@ -109,7 +116,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         cleanup: cleanup.clone(),
         sandboxes: sandboxes.clone(),
         mcp: mcp::Mcp::new(opts.mcp_local_servers.clone()),
-        egress_allow_private: opts.egress_allow_private,
+        egress: egress.clone(),
     });
     background(
         &shutdown,
@@ -126,15 +133,21 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     .add_service(ManifestsServer::new(manifests::ToolManifests {
         inner: ManifestsService::new(store, Owner::Tools),
         quotas,
+        egress: egress.clone(),
     }));
-    bridle_core::service::spawn_grpc(
+    if opts.server.listen.port() != 0 {
+        egress.protect_own_port(opts.server.listen.port());
+    }
+    let addr = bridle_core::service::spawn_grpc(
         "tools",
         &opts.server,
         routes,
         &["bridle.v1.Tools", "bridle.v1.Manifests"],
         &shutdown,
     )
-    .await
+    .await?;
+    egress.protect_own_port(addr.port());
+    Ok(addr)
 }
 
 /// Which stopped sandboxes the reaper may take as abandoned by other instances.

@@ -1,8 +1,15 @@
 //! The tools service's `bridle.v1.Manifests`: the shared service (validation, storage) with
-//! one check of this service's own before anything is planned or stored: a Tool's workspace
-//! quota above this service's ceiling is refused, at the dry run as at the commit.
+//! checks of this service's own before anything is planned or stored, at the dry run as at
+//! the commit: a Tool's workspace quota above this service's ceiling is refused, and so is an
+//! egress rule (or an http/MCP URL) naming a non-public address the platform does not let the
+//! tenant reach.
 
-use bridle_core::manifest::{Manifest, Owner, ValidationErrors, model_writes_program};
+use std::sync::Arc;
+
+use bridle_core::manifest::{
+    EgressRule, Manifest, ManifestError, Owner, Tool, ValidationErrors, locate_field,
+    model_writes_program,
+};
 use bridle_core::manifest_service::{ManifestsService, parse_request};
 use bridle_proto::manifests_server::Manifests;
 use bridle_proto::{
@@ -11,11 +18,13 @@ use bridle_proto::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::egress::Platform;
 use crate::quota::{Quotas, check_manifests};
 
 pub struct ToolManifests {
     pub inner: ManifestsService,
     pub quotas: Quotas,
+    pub egress: Arc<Platform>,
 }
 
 #[tonic::async_trait]
@@ -23,7 +32,12 @@ impl Manifests for ToolManifests {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let r = req.get_ref();
         let manifests = parse_request(&r.documents, &r.tenant, Some(Owner::Tools))?;
-        let problems = check_manifests(&self.quotas, &manifests, &r.documents);
+        let mut problems = check_manifests(&self.quotas, &manifests, &r.documents);
+        for (m, d) in manifests.iter().zip(&r.documents) {
+            if let Manifest::Tool(t) = m {
+                problems.extend(check_egress(&self.egress, &r.tenant, t, d));
+            }
+        }
         if !problems.is_empty() {
             return Err(bridle_core::Error::from(ValidationErrors(problems)).into());
         }
@@ -61,4 +75,74 @@ impl Manifests for ToolManifests {
     ) -> Result<Response<DeleteManifestResponse>, Status> {
         self.inner.delete_manifest(req).await
     }
+}
+
+/// The egress rules of a Tool, and the URL hosts of its http and MCP kinds, against what the
+/// platform lets `tenant` reach (the part that can be told before anything resolves).
+pub fn check_egress(
+    platform: &Platform,
+    tenant: &str,
+    t: &Tool,
+    doc: &bridle_proto::ManifestDocument,
+) -> Vec<ManifestError> {
+    let s = &t.spec;
+    let mut rules: Vec<(String, &str)> = Vec::new();
+    let mut lists = vec![
+        (
+            "spec.container.egress",
+            s.container.as_ref().map(|c| &c.egress),
+        ),
+        ("spec.code.egress", s.code.as_ref().map(|c| &c.egress)),
+        ("spec.http.egress", s.http.as_ref().map(|h| &h.egress)),
+    ];
+    lists.push((
+        "spec.mcp.stdio.egress",
+        s.mcp
+            .as_ref()
+            .and_then(|m| m.stdio.as_ref())
+            .map(|m| &m.egress),
+    ));
+    for (field, list) in lists {
+        for (i, e) in list.into_iter().flatten().enumerate() {
+            rules.push((format!("{field}[{i}]"), e.as_str()));
+        }
+    }
+    // A URL whose host is fixed (no `{{argument}}` in it) is a rule of its own.
+    let urls = [
+        (
+            "spec.http.url",
+            s.http
+                .as_ref()
+                .filter(|h| h.egress.is_empty())
+                .map(|h| &h.url),
+        ),
+        ("spec.mcp.url", s.mcp.as_ref().and_then(|m| m.url.as_ref())),
+    ];
+    let url_rules: Vec<(String, String)> = urls
+        .into_iter()
+        .filter_map(|(field, url)| {
+            let u = url::Url::parse(url?).ok()?;
+            let host = u.host_str()?;
+            let port = u.port_or_known_default()?;
+            (!host.contains("{{") && !host.contains("%7B"))
+                .then(|| (field.to_string(), format!("{host}:{port}")))
+        })
+        .collect();
+    let all = rules
+        .into_iter()
+        .map(|(f, r)| (f, r.to_string()))
+        .chain(url_rules);
+    all.filter_map(|(field, rule)| {
+        let why = platform.check_rule(tenant, &EgressRule::parse(&rule).ok()?)?;
+        Some(ManifestError {
+            source: doc.source.clone(),
+            line: locate_field(doc.first_line, &doc.yaml, &field),
+            subject: Some(format!("Tool '{}'", t.metadata.name)),
+            message: format!(
+                "{why} (the platform decides which non-public addresses tools may reach: the tools service's egress_private_allow options)"
+            ),
+            field,
+        })
+    })
+    .collect()
 }

@@ -52,9 +52,17 @@ pub struct Options {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub orphan_grace: Duration,
-    /// Let egress rules that name hosts reach addresses that are loopback, private or
-    /// link-local once resolved (default: only rules naming such an address may).
+    /// Let every tenant's tools reach any loopback, private or link-local address their
+    /// egress rules allow (a laptop's setting; default false). Cloud metadata endpoints, this
+    /// service's own port and its Redis and secrets broker stay refused.
     pub egress_allow_private: bool,
+    /// Non-public destinations every tenant's tools may reach when their egress rules allow
+    /// them: address blocks (`10.20.0.0/16`), addresses, or names, each with an optional port
+    /// (`10.20.0.5:8080`, `db.internal:5432`). Empty by default: a tenant's rule can never
+    /// open the platform's own network by itself.
+    pub egress_private_allow: Vec<String>,
+    /// The same, per tenant: tenant name -> entries, added to `egress_private_allow`.
+    pub egress_private_allow_tenants: BTreeMap<String, Vec<String>>,
     /// Local MCP servers manifests may name (`spec.mcp.local`): name -> command and env.
     pub mcp_local_servers: BTreeMap<String, LocalServer>,
     /// Size of a run's /workspace when neither its Tool (`limits.workspace`) nor its Agent
@@ -87,6 +95,8 @@ impl Default for Options {
             run_idle_ttl: Duration::from_secs(2 * 3600),
             orphan_grace: Duration::from_secs(60),
             egress_allow_private: false,
+            egress_private_allow: Vec::new(),
+            egress_private_allow_tenants: BTreeMap::new(),
             mcp_local_servers: BTreeMap::new(),
             workspace_quota_default: "1Gi".into(),
             workspace_quota_max: "10Gi".into(),
@@ -95,6 +105,22 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The platform's egress rules ([`crate::egress::Platform`]); the error names the option.
+    pub fn egress_platform(&self) -> Result<crate::egress::Platform, String> {
+        let mut p = crate::egress::Platform::new(
+            self.egress_allow_private,
+            &self.egress_private_allow,
+            &self.egress_private_allow_tenants,
+        )?;
+        p.protect_service("this platform's Redis (redis_url)", &self.redis_url, 6379);
+        p.protect_service(
+            "this platform's secrets broker (secrets_url)",
+            &self.secrets_url,
+            80,
+        );
+        Ok(p)
+    }
+
     /// The workspace quota options in bytes; the error names the option.
     pub fn quotas(&self) -> Result<Quotas, String> {
         let default = parse_quota(&self.workspace_quota_default)
@@ -146,6 +172,9 @@ impl config::Options for Options {
             out.push(format!(
                 "docker_host: '{h}' must start with unix://, tcp://, http:// or https://"
             ));
+        }
+        if let Err(e) = self.egress_platform() {
+            out.push(e);
         }
         if self.idempotency_ttl < Duration::from_secs(1) {
             out.push("idempotency_ttl: must be at least 1s".into());

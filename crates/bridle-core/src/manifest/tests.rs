@@ -434,8 +434,33 @@ fn issue4_egress_rules_match_hosts_and_ports() {
     assert!(r("127.0.0.1:8080").allows("127.0.0.1", 8080));
     assert!(!r("127.0.0.1:8080").allows("127.0.0.2", 8080));
     assert!(r("[::1]:*").allows("[::1]", 1));
-    assert!(r("localhost:*").names_address() && r("10.0.0.1").names_address());
-    assert!(!r("*.example.com").names_address() && !r("example.com").names_address());
+    // Every spelling of an address is that address, on either side (issue 29 item 3).
+    for spelling in [
+        "2130706433",
+        "0x7f.1",
+        "0177.0.0.1",
+        "0x7f000001",
+        "127.1",
+        "[::ffff:127.0.0.1]",
+        "127.0.0.1.",
+    ] {
+        assert!(r("127.0.0.1:80").allows(spelling, 80), "{spelling}");
+        assert!(r(&format!("{}:80", spelling.trim_end_matches('.'))).allows("127.0.0.1", 80));
+    }
+    assert_eq!(
+        Host::parse("0x7f.0.0.1"),
+        Host::Ip("127.0.0.1".parse().unwrap())
+    );
+    assert_eq!(Host::parse("1.2.3"), Host::Ip("1.2.0.3".parse().unwrap()));
+    assert_eq!(Host::parse("256.1.1.1"), Host::Name("256.1.1.1".into()));
+    assert_eq!(Host::parse("08.1.1.1"), Host::Name("08.1.1.1".into()));
+    assert_eq!(Host::parse("4294967296"), Host::Name("4294967296".into()));
+    assert_eq!(
+        Host::parse("Example.COM."),
+        Host::Name("example.com".into())
+    );
+    assert_eq!(r("*.example.com:*").to_string(), "*.example.com:*");
+    assert_eq!(r("[::1]:443").to_string(), "[::1]:443");
     assert_eq!(
         secret_tokens("token secret://a, secret://b-c;x"),
         vec!["secret://a", "secret://b-c"]

@@ -159,7 +159,7 @@ impl EgressRule {
                 _ => return Err(format!("'{s}': '{p}' is not a port (1-65535 or *)")),
             },
         };
-        let host = if let Ok(ip) = host.parse::<IpAddr>() {
+        let host = if let Host::Ip(ip) = Host::parse(host) {
             EgressHost::Ip(ip)
         } else if let Some(suffix) = host.strip_prefix("*.") {
             check_dns(suffix).map_err(|e| format!("'{s}': {e}"))?;
@@ -171,34 +171,124 @@ impl EgressRule {
         Ok(Self { host, port })
     }
 
-    /// True when `host:port` is what this rule allows. `host` is a name or an IP literal.
+    /// True when `host:port` is what this rule allows. `host` is a name or an IP address in
+    /// any spelling [`Host::parse`] reads.
     pub fn allows(&self, host: &str, port: u16) -> bool {
+        self.allows_host(&Host::parse(host), port)
+    }
+
+    /// True when `host:port` is what this rule allows.
+    pub fn allows_host(&self, host: &Host, port: u16) -> bool {
         let port_ok = match self.port {
             EgressPort::Web => port == 80 || port == 443,
             EgressPort::Any => true,
             EgressPort::One(p) => p == port,
         };
-        if !port_ok {
-            return false;
-        }
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-        match &self.host {
-            EgressHost::Exact(h) => *h == host,
-            EgressHost::Suffix(s) => host.len() > s.len() + 1 && host.ends_with(&format!(".{s}")),
-            EgressHost::Ip(ip) => host.parse::<IpAddr>().is_ok_and(|h| h == *ip),
-        }
+        port_ok
+            && match (&self.host, host) {
+                (EgressHost::Exact(h), Host::Name(n)) => h == n,
+                (EgressHost::Suffix(s), Host::Name(n)) => {
+                    n.len() > s.len() + 1 && n.ends_with(s.as_str()) && {
+                        let dot = n.len() - s.len() - 1;
+                        n.as_bytes()[dot] == b'.'
+                    }
+                }
+                (EgressHost::Ip(ip), Host::Ip(h)) => ip == h,
+                _ => false,
+            }
     }
+}
 
-    /// The rule names this exact address or `localhost`, so reaching a loopback or private
-    /// address through it is what its author meant.
-    pub fn names_address(&self) -> bool {
+impl std::fmt::Display for EgressRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.host {
-            EgressHost::Ip(_) => true,
-            EgressHost::Exact(h) => h == "localhost",
-            EgressHost::Suffix(_) => false,
+            EgressHost::Exact(h) => write!(f, "{h}")?,
+            EgressHost::Suffix(s) => write!(f, "*.{s}")?,
+            EgressHost::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]")?,
+            EgressHost::Ip(ip) => write!(f, "{ip}")?,
+        }
+        match self.port {
+            EgressPort::Web => Ok(()),
+            EgressPort::Any => write!(f, ":*"),
+            EgressPort::One(p) => write!(f, ":{p}"),
         }
     }
+}
+
+/// A destination host as the egress checks compare it: an IP address in its one canonical
+/// form, or a lowercase name without its trailing dot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl Host {
+    /// Reads a host as a tool (or its code) wrote it: `[v6]` brackets, a trailing dot and
+    /// letter case are dropped; IPv4-mapped IPv6 (`::ffff:127.0.0.1`) becomes IPv4; and the
+    /// numeric spellings the C resolver accepts for IPv4 (`2130706433`, `0x7f.1`,
+    /// `0177.0.0.1`) are read as the address they mean, so that no spelling of an address
+    /// passes for a name.
+    pub fn parse(raw: &str) -> Self {
+        let h = match raw.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            Some(inner) => inner,
+            None => raw,
+        };
+        let h = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
+        if let Ok(ip) = h.parse::<IpAddr>() {
+            return Host::Ip(ip.to_canonical());
+        }
+        match inet_aton(&h) {
+            Some(v4) => Host::Ip(IpAddr::V4(v4)),
+            None => Host::Name(h),
+        }
+    }
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// IPv4 as `inet_aton(3)` reads it: one to four parts, each decimal, octal (leading 0) or hex
+/// (0x); the last part fills the bytes the others leave.
+fn inet_aton(s: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(4);
+    for p in &parts {
+        let (digits, radix) = if let Some(h) = p.strip_prefix("0x") {
+            (h, 16)
+        } else if p.len() > 1 && p.starts_with('0') {
+            (&p[1..], 8)
+        } else {
+            (*p, 10)
+        };
+        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+            return None;
+        }
+        nums.push(u64::from_str_radix(digits, radix).ok()?);
+    }
+    let (last, head) = nums.split_last()?;
+    if head.iter().any(|&n| n > 255) {
+        return None;
+    }
+    let room = 8 * (4 - head.len() as u32);
+    if room < 64 && *last >= 1u64 << room {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for (i, n) in head.iter().enumerate() {
+        v |= n << (24 - 8 * i as u32);
+    }
+    u32::try_from(v | last).ok().map(std::net::Ipv4Addr::from)
 }
 
 fn check_dns(h: &str) -> Result<(), String> {

@@ -8,16 +8,21 @@
 //! out is the socket, and the proxy checks every CONNECT and every absolute-URI request
 //! against the allowlist of the call in progress (nothing is allowed between calls).
 //!
-//! Names are resolved by the proxy; a name that resolves to a loopback, private, link-local
-//! or otherwise non-public address is refused unless the matching rule names that address
-//! itself (an IP rule, or `localhost`) or the service allows it (`egress_allow_private`), so
-//! a wildcard rule cannot be turned against the host or its network by DNS.
+//! Who decides what: a Tool's rules (written by its tenant) say which hosts it may reach; the
+//! platform ([`platform`], this service's options) says which non-public addresses a tenant's
+//! tools may reach at all, and some never (cloud metadata, this service's own ports, its
+//! Redis and secrets broker). A name is resolved once, every address is checked, and the
+//! connection goes to a checked address, so DNS cannot turn a rule against the platform.
 
+pub mod platform;
 pub mod proxy;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
-use bridle_core::manifest::EgressRule;
+use bridle_core::manifest::{EgressRule, Host};
+
+pub use platform::Platform;
 
 /// Where the forwarder inside the sandbox listens; tools get it as HTTP(S)_PROXY.
 pub const FORWARDER_ADDR: &str = "127.0.0.1:3128";
@@ -85,23 +90,30 @@ pub fn proxy_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// A parsed allowlist. Empty allows nothing.
+/// The allowlist of one tool of one tenant: the tenant's rules (which hosts), under the
+/// platform's (which non-public addresses, and which never). Empty allows nothing.
 #[derive(Clone, Debug, Default)]
 pub struct Allowlist {
     rules: Vec<EgressRule>,
-    allow_private: bool,
+    platform: Arc<Platform>,
+    tenant: String,
 }
 
 impl Allowlist {
     /// Parses manifest entries (validated when the manifest was applied).
-    pub fn parse(entries: &[String], allow_private: bool) -> Result<Self, String> {
+    pub fn parse(
+        entries: &[String],
+        platform: Arc<Platform>,
+        tenant: &str,
+    ) -> Result<Self, String> {
         let rules = entries
             .iter()
             .map(|e| EgressRule::parse(e))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             rules,
-            allow_private,
+            platform,
+            tenant: tenant.to_string(),
         })
     }
 
@@ -109,15 +121,10 @@ impl Allowlist {
         self.rules.is_empty()
     }
 
-    /// The first rule allowing `host:port`.
-    pub fn find(&self, host: &str, port: u16) -> Option<&EgressRule> {
-        self.rules.iter().find(|r| r.allows(host, port))
-    }
-
-    /// Why connecting to `host:port` is refused, or None when it is allowed (name only; the
-    /// addresses it resolves to are checked by [`Allowlist::usable`]).
-    pub fn refusal(&self, host: &str, port: u16) -> Option<String> {
-        if self.find(host, port).is_some() {
+    /// Why connecting to `host:port` is refused by the tenant's rules, or None when a rule
+    /// allows it (by name: the addresses it resolves to are checked by [`Allowlist::admit`]).
+    pub fn refusal(&self, host: &Host, port: u16) -> Option<String> {
+        if self.rules.iter().any(|r| r.allows_host(host, port)) {
             None
         } else if self.rules.is_empty() {
             Some("this tool may not reach the network".into())
@@ -128,16 +135,75 @@ impl Allowlist {
         }
     }
 
-    /// The resolved addresses of `host` this allowlist lets a connection go to.
-    pub fn usable(&self, host: &str, port: u16, addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
-        let explicit = self
-            .rules
-            .iter()
-            .any(|r| r.allows(host, port) && r.names_address());
-        if explicit || self.allow_private {
-            return addrs;
-        }
-        addrs.into_iter().filter(|a| is_public(a.ip())).collect()
+    /// The addresses of `host:port`, looked up once by the platform's resolver.
+    pub async fn resolve(
+        &self,
+        host: &Host,
+        port: u16,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<SocketAddr>, String> {
+        resolve(self.platform.resolver(), host, port, timeout).await
+    }
+
+    /// Of the addresses `host` resolved to, those a connection may go to (the platform's
+    /// decision), or why none.
+    pub fn admit(
+        &self,
+        host: &Host,
+        port: u16,
+        addrs: Vec<SocketAddr>,
+    ) -> Result<Vec<SocketAddr>, String> {
+        self.platform.admit(&self.tenant, host, port, addrs)
+    }
+}
+
+/// Looks names up: the system's resolver in the service, a scripted one in tests.
+pub trait Resolve: Send + Sync + std::fmt::Debug {
+    fn lookup(
+        &self,
+        name: &str,
+        port: u16,
+    ) -> futures::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>;
+}
+
+/// The system's resolver (`getaddrinfo`: /etc/hosts, then DNS).
+#[derive(Debug)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn lookup(
+        &self,
+        name: &str,
+        port: u16,
+    ) -> futures::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((name.as_str(), port))
+                .await?
+                .collect())
+        })
+    }
+}
+
+/// Where `host:port` goes: its addresses, resolved once here (an IP literal in any spelling
+/// is not looked up); the caller connects to exactly these, never to a second lookup's.
+pub async fn resolve(
+    resolver: &dyn Resolve,
+    host: &Host,
+    port: u16,
+    timeout: std::time::Duration,
+) -> Result<Vec<SocketAddr>, String> {
+    match host {
+        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+        Host::Name(n) => match tokio::time::timeout(timeout, resolver.lookup(n, port)).await {
+            Ok(Ok(a)) if a.is_empty() => Err(format!("'{n}' resolved to no address")),
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(e)) => Err(format!("cannot resolve '{n}': {e}")),
+            Err(_) => Err(format!(
+                "cannot resolve '{n}': no answer in {}s",
+                timeout.as_secs()
+            )),
+        },
     }
 }
 
@@ -176,27 +242,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_resolving_to_private_addresses_need_an_explicit_rule() {
-        let a =
-            Allowlist::parse(&["*.example.com".into(), "127.0.0.1:8080".into()], false).unwrap();
-        let lo: SocketAddr = "127.0.0.1:443".parse().unwrap();
-        let public: SocketAddr = "93.184.215.14:443".parse().unwrap();
-        assert_eq!(
-            a.usable("x.example.com", 443, vec![lo, public]),
-            vec![public]
-        );
-        let lo8080: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        assert_eq!(a.usable("127.0.0.1", 8080, vec![lo8080]), vec![lo8080]);
-        assert!(a.refusal("x.example.com", 443).is_none());
-        assert_eq!(
-            a.refusal("example.com", 443).unwrap(),
-            "'example.com:443' is not in this tool's egress allowlist"
-        );
-        let open = Allowlist::parse(&["*.example.com".into()], true).unwrap();
-        assert_eq!(open.usable("x.example.com", 443, vec![lo]), vec![lo]);
+    fn public_means_globally_routable() {
         assert!(!is_public("10.1.2.3".parse().unwrap()));
         assert!(!is_public("::ffff:192.168.1.1".parse().unwrap()));
         assert!(!is_public("fd00::1".parse().unwrap()));
+        assert!(!is_public("100.64.0.1".parse().unwrap()));
         assert!(is_public("2606:4700::1".parse().unwrap()));
+        assert!(is_public("93.184.215.14".parse().unwrap()));
     }
 }

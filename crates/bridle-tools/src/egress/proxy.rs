@@ -3,7 +3,6 @@
 //! only what the allowlist of the call in progress allows. When the call ends, its
 //! allowlist is withdrawn and its connections are cut.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -13,6 +12,8 @@ use bridle_core::Shutdown;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+use bridle_core::manifest::Host;
 
 use super::Allowlist;
 
@@ -28,6 +29,20 @@ struct Current {
     tool: String,
     /// Cancelled when the call ends: its connections are cut.
     call: CancellationToken,
+    /// What this call was refused, for its result (the model reads why, and stops retrying).
+    refused: Arc<Mutex<Vec<String>>>,
+}
+
+/// Refusals one call keeps for its result; more are counted, not kept.
+const MAX_REFUSALS: usize = 4;
+
+impl Current {
+    fn refuse(&self, why: &str) {
+        let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() < MAX_REFUSALS && !r.iter().any(|w| w == why) {
+            r.push(why.to_string());
+        }
+    }
 }
 
 /// The running proxy of one sandbox; stops when dropped.
@@ -48,6 +63,7 @@ impl Gate {
             allow: Arc::new(Allowlist::default()),
             tool: String::new(),
             call: CancellationToken::new(),
+            refused: Arc::default(),
         }));
         let (cur, token, sd) = (current.clone(), stop.clone(), shutdown.clone());
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -81,18 +97,29 @@ impl Gate {
 
     /// The allowlist of the call starting now.
     pub fn open(&self, allow: Arc<Allowlist>, tool: &str) {
-        let mut c = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        c.call.cancel();
-        *c = Current {
-            allow,
-            tool: tool.to_string(),
-            call: CancellationToken::new(),
-        };
+        self.replace(allow, tool);
     }
 
-    /// The call ended: nothing is allowed and its connections are cut.
-    pub fn close(&self) {
-        self.open(Arc::new(Allowlist::default()), "");
+    /// The call ended: nothing is allowed and its connections are cut. Returns what the
+    /// proxy refused during the call, each reason once.
+    pub fn close(&self) -> Vec<String> {
+        let ended = self.replace(Arc::new(Allowlist::default()), "");
+        let mut r = ended.refused.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *r)
+    }
+
+    fn replace(&self, allow: Arc<Allowlist>, tool: &str) -> Current {
+        let mut c = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        c.call.cancel();
+        std::mem::replace(
+            &mut *c,
+            Current {
+                allow,
+                tool: tool.to_string(),
+                call: CancellationToken::new(),
+                refused: Arc::default(),
+            },
+        )
     }
 }
 
@@ -127,42 +154,31 @@ async fn handle(mut client: UnixStream, cur: &Current) {
         return;
     };
     let rest = buf[head_end..].to_vec();
+    let host = Host::parse(&host);
     if let Some(why) = cur.allow.refusal(&host, port) {
-        tracing::info!(tool = %cur.tool, target = %format!("{host}:{port}"), "egress refused");
+        tracing::info!(tool = %cur.tool, target = %format!("{host}:{port}"), %why, "egress refused");
+        cur.refuse(&why);
         let _ = reply(&mut client, 403, &format!("bridle egress: {why}")).await;
         return;
     }
-    let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio::net::lookup_host((host.as_str(), port)),
-        )
-        .await
-        {
-            Ok(Ok(a)) => a.collect(),
-            _ => {
-                let _ = reply(
-                    &mut client,
-                    502,
-                    &format!("bridle egress: cannot resolve '{host}'"),
-                )
-                .await;
-                return;
-            }
-        },
+    // Resolved once: the connection goes to an address checked here, never to a later
+    // lookup's (a name that rebinds between check and use gains nothing).
+    let addrs = match cur.allow.resolve(&host, port, CONNECT_TIMEOUT).await {
+        Ok(a) => a,
+        Err(why) => {
+            let _ = reply(&mut client, 502, &format!("bridle egress: {why}")).await;
+            return;
+        }
     };
-    let usable = cur.allow.usable(&host, port, addrs);
-    if usable.is_empty() {
-        tracing::info!(tool = %cur.tool, %host, "egress refused: non-public address");
-        let _ = reply(
-            &mut client,
-            403,
-            &format!("bridle egress: '{host}' resolves only to non-public addresses"),
-        )
-        .await;
-        return;
-    }
+    let usable = match cur.allow.admit(&host, port, addrs) {
+        Ok(u) => u,
+        Err(why) => {
+            tracing::warn!(tool = %cur.tool, %why, "egress refused");
+            cur.refuse(&why);
+            let _ = reply(&mut client, 403, &format!("bridle egress: {why}")).await;
+            return;
+        }
+    };
     let mut upstream = None;
     for a in usable {
         if let Ok(Ok(s)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(a)).await {
@@ -399,3 +415,7 @@ mod tests {
         assert_eq!(parse_head(b"GET http://[]\xff/ HTTP/1.1\r\n\r\n"), None);
     }
 }
+
+#[cfg(test)]
+#[path = "gate_tests.rs"]
+mod gate_tests;

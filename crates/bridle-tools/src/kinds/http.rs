@@ -6,10 +6,9 @@
 //! followed (the model sees the 3xx). The response is capped and scrubbed of the call's
 //! secrets.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use bridle_core::manifest::{HttpTool, parse_bytes};
+use bridle_core::manifest::{Host, HttpTool, parse_bytes};
 use bridle_core::timeutil::pb_duration;
 use bridle_proto::{ToolErrorKind, ToolResult};
 use futures::StreamExt as _;
@@ -80,10 +79,11 @@ pub async fn run(ex: &Executor, h: &HttpTool, call: &Call) -> Result<ToolResult,
     };
     let host = url.host_str().unwrap_or_default().to_string();
     let port = url.port_or_known_default().unwrap_or(443);
-    let allow = match allowlist(ex, "spec.http", &call.tool, &h.egress)? {
+    let tenant = &call.scope.tenant;
+    let allow = match allowlist(ex, "spec.http", &call.tool, tenant, &h.egress)? {
         Some(a) => a,
         None => std::sync::Arc::new(
-            Allowlist::parse(&[format!("{host}:{port}")], ex.egress_allow_private).map_err(
+            Allowlist::parse(&[format!("{host}:{port}")], ex.egress.clone(), tenant).map_err(
                 |reason| Error::BadTool {
                     tool: call.tool.clone(),
                     reason: format!("spec.http.url: {reason}"),
@@ -91,31 +91,22 @@ pub async fn run(ex: &Executor, h: &HttpTool, call: &Call) -> Result<ToolResult,
             )?,
         ),
     };
-    if let Some(why) = allow.refusal(&host, port) {
+    let dest = Host::parse(&host);
+    if let Some(why) = allow.refusal(&dest, port) {
         return Ok(failed(&call.tool, why, started));
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => match tokio::net::lookup_host((bare, port)).await {
-            Ok(a) => a.collect(),
-            Err(e) => {
-                return Ok(failed(
-                    &call.tool,
-                    format!("cannot resolve '{host}': {e}"),
-                    started,
-                ));
-            }
-        },
+    let addrs = match allow.resolve(&dest, port, call.timeout).await {
+        Ok(a) => a,
+        Err(why) => return Ok(failed(&call.tool, why, started)),
     };
-    let addrs = allow.usable(&host, port, addrs);
-    if addrs.is_empty() {
-        return Ok(failed(
-            &call.tool,
-            format!("'{host}' resolves only to non-public addresses"),
-            started,
-        ));
-    }
+    let addrs = match allow.admit(&dest, port, addrs) {
+        Ok(a) => a,
+        Err(why) => {
+            tracing::warn!(tool = %call.tool, %why, "egress refused");
+            return Ok(failed(&call.tool, why, started));
+        }
+    };
 
     let wanted = secrets::header_refs(&call.tool, &h.headers, h.bearer.as_deref())?;
     let resolved = secrets::resolve(

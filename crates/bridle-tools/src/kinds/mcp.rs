@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bridle_core::manifest::{McpStdio, McpTool, Tool};
+use bridle_core::manifest::{Host, McpStdio, McpTool, Tool};
 use bridle_core::redact::Redactor;
 use bridle_core::timeutil::pb_duration;
 use bridle_proto::{Scope, ToolErrorKind, ToolResult};
@@ -12,6 +12,7 @@ use rmcp::model::{CallToolRequestParams, CallToolResponse};
 use rmcp::service::{Peer, RoleClient};
 
 use super::sandboxed::{allowlist, limits};
+use crate::egress::Allowlist;
 use crate::exec::{Call, Executor};
 use crate::mcp::{Exposed, Mcp, client, expose, result_text, server_error};
 use crate::sandbox::container::Profile;
@@ -48,12 +49,14 @@ impl Opened {
     }
 
     /// Ends the session's use; a sandboxed server that failed or overran is removed, a shared
-    /// session that failed is dropped.
-    async fn finish(self, ex: &Executor, ok: bool) {
+    /// session that failed is dropped. Returns what the egress proxy refused the server
+    /// during the call.
+    async fn finish(self, ex: &Executor, ok: bool) -> Vec<String> {
+        let mut refused = Vec::new();
         match self.session {
             Session::Sandboxed(lease) => {
                 if let Some(g) = lease.sandbox().and_then(|s| s.gate.as_ref()) {
-                    g.close();
+                    refused = g.close();
                 }
                 lease.release(ok).await;
             }
@@ -63,6 +66,7 @@ impl Opened {
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(5), c.cancel()).await;
             }
         }
+        refused
     }
 }
 
@@ -156,7 +160,7 @@ async fn open(
                 }
             }
         }
-        if let Some(a) = allowlist(ex, "spec.mcp.stdio", name, &s.egress)?
+        if let Some(a) = allowlist(ex, "spec.mcp.stdio", name, &scope.tenant, &s.egress)?
             && let Some(g) = &sb.gate
         {
             g.open(a, for_tool);
@@ -200,6 +204,30 @@ async fn open(
     let Some(url) = &m.url else {
         return Err(mcp_err("the manifest names no server".into()));
     };
+    // The server's address is the tenant's to name, as an http tool's URL is; whether it may
+    // be a non-public one is the platform's. Resolved once, and the session connects to
+    // exactly the addresses checked.
+    let (dest, pinned) = {
+        let u = url::Url::parse(url).map_err(|e| mcp_err(format!("spec.mcp.url: {e}")))?;
+        let host = u.host_str().unwrap_or_default().to_string();
+        let port = u.port_or_known_default().unwrap_or(443);
+        let dest = Host::parse(&host);
+        let allow = Allowlist::parse(
+            &[format!("{host}:{port}")],
+            ex.egress.clone(),
+            &scope.tenant,
+        )
+        .map_err(|e| mcp_err(format!("spec.mcp.url: {e}")))?;
+        let addrs = allow
+            .resolve(&dest, port, tool.spec.timeout())
+            .await
+            .and_then(|a| allow.admit(&dest, port, a))
+            .map_err(|why| {
+                tracing::warn!(tool = name, %why, "egress refused");
+                mcp_err(why)
+            })?;
+        (dest, addrs)
+    };
     let wanted = secrets::header_refs(name, &m.headers, m.bearer.as_deref())?;
     let resolved = secrets::resolve(&ex.secrets, &ex.run_secrets, scope, name, &wanted).await?;
     let headers: Vec<(String, String)> = m
@@ -212,11 +240,16 @@ async fn open(
         .as_deref()
         .and_then(|b| bridle_core::manifest::SecretRef::parse(b).ok())
         .and_then(|r| resolved.value(&r).map(str::to_string));
-    let host = url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default();
-    let connect = || client::streamable_http(url, &headers, bearer.as_deref(), tool.spec.timeout());
+    let host = dest.to_string();
+    let connect = || {
+        client::streamable_http(
+            url,
+            &headers,
+            bearer.as_deref(),
+            tool.spec.timeout(),
+            &pinned,
+        )
+    };
     let session = if wanted.is_empty() {
         let key = Mcp::spec_key(&scope.tenant, tool, m);
         let c = ex.mcp.shared(&key, connect).await.map_err(|reason| {
@@ -387,6 +420,10 @@ pub async fn run(
     } else {
         ToolErrorKind::Unspecified
     } as i32;
-    opened.finish(ex, ok).await;
+    for why in opened.finish(ex, ok).await {
+        result
+            .output
+            .push_str(&format!("\n[egress refused: {why}]"));
+    }
     Ok(result)
 }

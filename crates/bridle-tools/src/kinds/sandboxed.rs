@@ -51,12 +51,13 @@ pub fn allowlist(
     ex: &Executor,
     field: &str,
     tool: &str,
+    tenant: &str,
     egress: &[String],
 ) -> Result<Option<Arc<Allowlist>>, Error> {
     if egress.is_empty() {
         return Ok(None);
     }
-    Allowlist::parse(egress, ex.egress_allow_private)
+    Allowlist::parse(egress, ex.egress.clone(), tenant)
         .map(|a| Some(Arc::new(a)))
         .map_err(|reason| Error::BadTool {
             tool: tool.to_string(),
@@ -88,7 +89,7 @@ pub async fn run(
         &call.scope.agent,
         call.agent_quota,
     )?;
-    let allow = allowlist(ex, s.field, &call.tool, s.egress)?;
+    let allow = allowlist(ex, s.field, &call.tool, &call.scope.tenant, s.egress)?;
     let mut wanted = secrets::env_refs(&call.tool, s.env)?;
     wanted.extend(secrets::file_refs(&call.tool, s.secret_files)?);
     let resolved = secrets::resolve(
@@ -148,8 +149,14 @@ pub async fn run(
         Ending::Exited(o.exit_code)
     };
     let kind = error_kind(o.exit_code, o.timed_out, o.oom_killed, o.vanished);
+    let mut output = model_output(&stdout.text, &stderr.text, &ending);
+    // What the proxy refused reaches the model with the reason, not only the proxy's log: an
+    // agent that reads "not allowed for tenant ..." stops retrying.
+    for why in &result.egress_refused {
+        output.push_str(&format!("\n[egress refused: {why}]"));
+    }
     Ok(ToolResult {
-        output: model_output(&stdout.text, &stderr.text, &ending),
+        output,
         is_error: kind != ToolErrorKind::Unspecified,
         error_kind: kind as i32,
         exit_code: o.exit_code,

@@ -102,6 +102,7 @@ pub async fn streamable_http(
     headers: &[(String, String)],
     bearer: Option<&str>,
     timeout: Duration,
+    pinned: &[std::net::SocketAddr],
 ) -> Result<Client, String> {
     let mut custom = HashMap::new();
     for (k, v) in headers {
@@ -115,11 +116,18 @@ pub async fn streamable_http(
     if let Some(b) = bearer {
         config = config.auth_header(b.to_string());
     }
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .build()
-        .map_err(|e| format!("http client: {e}"))?;
+        .no_proxy()
+        .timeout(timeout);
+    // Only the addresses the egress check admitted: no second lookup.
+    if let Some(host) = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+    {
+        http = http.resolve_to_addrs(host.trim_start_matches('[').trim_end_matches(']'), pinned);
+    }
+    let http = http.build().map_err(|e| format!("http client: {e}"))?;
     let transport = StreamableHttpClientTransport::with_client(http, config);
     tokio::time::timeout(INIT_TIMEOUT, ().serve(transport))
         .await

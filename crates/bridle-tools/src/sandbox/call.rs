@@ -31,6 +31,8 @@ pub struct CallResult {
     pub outcome: ExecOutcome,
     pub files_written: Vec<String>,
     pub sandbox_id: String,
+    /// Why the egress proxy refused what the call tried to reach, each reason once.
+    pub egress_refused: Vec<String>,
 }
 
 impl Sandboxes {
@@ -78,9 +80,7 @@ impl Sandboxes {
             };
             let kept = clone_request(&req);
             let r = exec(&self.engine, sb, req).await;
-            if let Some(g) = &sb.gate {
-                g.close();
-            }
+            let egress_refused = sb.gate.as_ref().map(|g| g.close()).unwrap_or_default();
             sb.slot.clear_secrets().await;
             let sandbox_id = sb.short.clone();
             match r {
@@ -110,6 +110,7 @@ impl Sandboxes {
                         outcome,
                         files_written: after.written_since(&before),
                         sandbox_id,
+                        egress_refused,
                     });
                 }
                 // EndRun removed the sandbox under the call (the agent's connection dropped
@@ -156,6 +157,7 @@ fn ended_by_end_run(sandbox_id: String) -> CallResult {
         },
         files_written: vec![],
         sandbox_id,
+        egress_refused: vec![],
     }
 }
 

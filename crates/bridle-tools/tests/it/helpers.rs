@@ -16,6 +16,10 @@ pub const TENANT: &str = "acme";
 
 pub struct Harness {
     pub ns: String,
+    /// The service's gRPC address.
+    pub addr: std::net::SocketAddr,
+    /// Its Redis, "redis://127.0.0.1:port".
+    pub redis_url: String,
     /// Host folder of this test's workspaces.
     pub workspaces: tempfile::TempDir,
     pub tools: ToolsClient<Channel>,
@@ -35,6 +39,11 @@ pub struct Setup {
     pub quota_max: Option<&'static str>,
     /// The workspace root to use (default: a fresh temporary folder).
     pub workspace_root: Option<std::path::PathBuf>,
+    /// The platform's egress allowlist for every tenant (default: 127.0.0.1, where the
+    /// tests' own servers listen).
+    pub egress_private_allow: Vec<String>,
+    /// ... and per tenant (default: none).
+    pub egress_private_allow_tenants: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Setup {
@@ -47,6 +56,8 @@ impl Default for Setup {
             images: vec!["python"],
             quota_max: None,
             workspace_root: None,
+            egress_private_allow: vec!["127.0.0.1".into()],
+            egress_private_allow_tenants: Default::default(),
         }
     }
 }
@@ -91,6 +102,8 @@ impl Harness {
             label_namespace: ns.clone(),
             workspace_root: Some(root.clone()),
             mcp_local_servers: setup.mcp_local_servers,
+            egress_private_allow: setup.egress_private_allow,
+            egress_private_allow_tenants: setup.egress_private_allow_tenants,
             // A lower ceiling is the default as well (the default may not be above it).
             workspace_quota_max: setup
                 .quota_max
@@ -107,6 +120,8 @@ impl Harness {
         let url = format!("http://{addr}");
         Self {
             ns,
+            addr,
+            redis_url: redis.url(),
             workspaces,
             tools: ToolsClient::connect(url.clone()).await.unwrap(),
             manifests: ManifestsClient::connect(url).await.unwrap(),
@@ -121,6 +136,10 @@ impl Harness {
     }
 
     pub async fn apply_tenant(&self, tenant: &str, yaml: &str) {
+        self.try_apply_tenant(tenant, yaml).await.unwrap();
+    }
+
+    pub async fn try_apply_tenant(&self, tenant: &str, yaml: &str) -> Result<(), tonic::Status> {
         let req = ApplyRequest {
             documents: vec![ManifestDocument {
                 source: "test.yaml".into(),
@@ -130,7 +149,7 @@ impl Harness {
             dry_run: false,
             tenant: tenant.into(),
         };
-        self.manifests.clone().apply(req).await.unwrap();
+        self.manifests.clone().apply(req).await.map(|_| ())
     }
 
     pub fn request(&self, tool: &str, args: serde_json::Value) -> ExecuteRequest {

@@ -203,3 +203,102 @@ print("interfaces:", sorted(os.listdir("/sys/class/net")))
     assert_eq!(allowed.hits(), 1);
     h.stop().await;
 }
+
+/// Issue 29: which non-public addresses a sandbox reaches is the platform's decision (per
+/// tenant), told at apply where an address is written down and at connect time always; the
+/// platform's own services are never reached; the model reads why.
+#[tokio::test]
+async fn the_platform_not_the_tenant_decides_which_private_addresses_tools_reach() {
+    let allowed = Upstream::start().await;
+    let other = Upstream::start().await;
+    let (pa, pb) = (allowed.addr.port(), other.addr.port());
+    let h = Harness::start_with(crate::helpers::Setup {
+        egress_private_allow: vec![],
+        egress_private_allow_tenants: [("acme".to_string(), vec![format!("127.0.0.1:{pa}")])]
+            .into(),
+        ..Default::default()
+    })
+    .await;
+    let rule = |r: &str| format!("    egress: [\"{r}\"]\n");
+
+    // At apply: an address the tenant may not reach, in any spelling, is refused by name.
+    let refused = |tenant: &'static str, yaml: String| {
+        let h = &h;
+        async move {
+            h.try_apply_tenant(tenant, &yaml)
+                .await
+                .expect_err("refused")
+                .message()
+                .to_string()
+        }
+    };
+    let m = refused("globex", code_tool("net", "python", &rule("127.0.0.1:*"))).await;
+    assert!(
+        m.contains("spec.code.egress[0]")
+            && m.contains("egress to 127.0.0.1:* is not allowed for tenant globex: private address, not in the platform's allowlist"),
+        "{m}"
+    );
+    for (r, why) in [
+        ("10.0.0.7:5432", "private address"),
+        ("localhost:*", "private address"),
+        ("0x7f.1:80", "private address"),
+        ("[::ffff:7f00:1]:80", "private address"),
+        ("169.254.169.254", "a cloud metadata endpoint"),
+        ("metadata.google.internal", "a cloud metadata endpoint"),
+    ] {
+        let m = refused("globex", code_tool("net", "python", &rule(r))).await;
+        assert!(m.contains(why), "{r}: {m}");
+    }
+    let m = refused("globex", http_tool("lan", "http://10.1.2.3:8080/x", "")).await;
+    assert!(
+        m.contains("spec.http.url") && m.contains("egress to 10.1.2.3:8080"),
+        "{m}"
+    );
+    // The tenant the platform lets reach 127.0.0.1 may name it, and a public host is anyone's.
+    h.apply(&code_tool("net", "python", &rule("127.0.0.1:*")))
+        .await;
+    h.apply_tenant(
+        "globex",
+        &code_tool("pub", "python", &rule("api.example.com")),
+    )
+    .await;
+
+    // At connect time: the tenant's rule says any port; the platform's entry says one.
+    // This service's own port and its Redis are refused whatever anyone says.
+    let redis_port = url::Url::parse(&h.redis_url).unwrap().port().unwrap();
+    let code = format!(
+        r#"{FETCH}
+print("allowed:", get("http://127.0.0.1:{pa}/hello"))
+print("other:", get("http://127.0.0.1:{pb}/hello"))
+print("own:", get("http://127.0.0.1:{tools}/"))
+print("redis:", get("http://127.0.0.1:{redis_port}/"))
+"#,
+        tools = h.addr.port()
+    );
+    let r = h.call("run_p", "net", json!({"code": code})).await;
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "allowed: hello from the host", "{r:?}");
+    for l in &lines[1..4] {
+        assert!(l.ends_with("refused HTTP Error 403: Forbidden"), "{r:?}");
+    }
+    assert_eq!((allowed.hits(), other.hits()), (1, 0));
+    for why in [
+        format!(
+            "[egress refused: egress to 127.0.0.1:{pb} is not allowed for tenant acme: private address, not in the platform's allowlist]"
+        ),
+        format!(
+            "[egress refused: egress to 127.0.0.1:{} is not allowed for tenant acme: this tools service's own port, which tools may never reach]",
+            h.addr.port()
+        ),
+        format!(
+            "[egress refused: egress to 127.0.0.1:{redis_port} is not allowed for tenant acme: this platform's Redis (redis_url), which tools may never reach]"
+        ),
+    ] {
+        assert!(
+            r.output.contains(&why),
+            "the model reads {why}: {}",
+            r.output
+        );
+    }
+    h.stop().await;
+}

@@ -63,6 +63,9 @@ pub struct Options {
     pub egress_private_allow: Vec<String>,
     /// The same, per tenant: tenant name -> entries, added to `egress_private_allow`.
     pub egress_private_allow_tenants: BTreeMap<String, Vec<String>>,
+    /// PEM certificates trusted, besides the system's roots, when the egress proxy connects
+    /// to a host a Tool's `credentials` are bound to (a private CA's hosts).
+    pub egress_upstream_ca_file: Option<PathBuf>,
     /// Local MCP servers manifests may name (`spec.mcp.local`): name -> command and env.
     pub mcp_local_servers: BTreeMap<String, LocalServer>,
     /// Size of a run's /workspace when neither its Tool (`limits.workspace`) nor its Agent
@@ -97,6 +100,7 @@ impl Default for Options {
             egress_allow_private: false,
             egress_private_allow: Vec::new(),
             egress_private_allow_tenants: BTreeMap::new(),
+            egress_upstream_ca_file: None,
             mcp_local_servers: BTreeMap::new(),
             workspace_quota_default: "1Gi".into(),
             workspace_quota_max: "10Gi".into(),
@@ -111,7 +115,10 @@ impl Options {
             self.egress_allow_private,
             &self.egress_private_allow,
             &self.egress_private_allow_tenants,
-        )?;
+        )?
+        .with_upstream_tls(crate::egress::inject::upstream_tls(
+            self.egress_upstream_ca_file.as_deref(),
+        )?);
         p.protect_service("this platform's Redis (redis_url)", &self.redis_url, 6379);
         p.protect_service(
             "this platform's secrets broker (secrets_url)",

@@ -68,6 +68,34 @@ pub fn env_refs(tool: &str, env: &BTreeMap<String, String>) -> Result<Vec<Wanted
     Ok(out)
 }
 
+/// References of credentials bound at the egress boundary.
+pub fn credential_refs(
+    tool: &str,
+    credentials: &[bridle_core::manifest::CredentialBinding],
+) -> Result<Vec<Wanted>, Error> {
+    credentials
+        .iter()
+        .map(|c| wanted(tool, &format!("credential for {}", c.host), &c.secret))
+        .collect()
+}
+
+/// The credentials of a call, resolved, for the egress proxy to add.
+pub fn injections(
+    credentials: &[bridle_core::manifest::CredentialBinding],
+    r: &Resolved,
+) -> Vec<crate::egress::inject::Injection> {
+    credentials
+        .iter()
+        .filter_map(|c| {
+            let v = r.value(&SecretRef::parse(&c.secret).ok()?)?;
+            Some(crate::egress::inject::Injection {
+                binding: c.clone(),
+                value: secrecy::SecretString::from(v.to_string()),
+            })
+        })
+        .collect()
+}
+
 /// References of secret files.
 pub fn file_refs(tool: &str, files: &BTreeMap<String, String>) -> Result<Vec<Wanted>, Error> {
     files

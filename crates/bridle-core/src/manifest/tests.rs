@@ -891,3 +891,43 @@ fn max_use_time_is_for_static_secrets() {
         "{e:?}"
     );
 }
+
+// ---- issue 27 item 2: credentials bound at the egress boundary ----
+
+#[test]
+fn issue27_credentials_name_one_allowed_host_a_header_and_a_reference() {
+    let ok = parse(&tool_doc(
+        "  parameters: {type: object, properties: {code: {type: string}}}\n  code:\n    language: python\n    egress: [api.github.com]\n    credentials:\n      - host: api.github.com\n        secret: secret://gh\n",
+    ));
+    assert!(ok.is_ok(), "{ok:?}");
+    let all = errors(&tool_doc(
+        "  parameters: {type: object, properties: {code: {type: string}}}\n  code:\n    language: python\n    egress: [api.github.com]\n    credentials:\n      - host: '*.github.com'\n        secret: secret://gh\n      - host: other.example\n        secret: secret://gh\n      - host: api.github.com\n        header: Host\n        format: Bearer\n        pathPrefix: repos\n        secret: hunter2\n",
+    ))
+    .join("\n");
+    for want in [
+        "spec.code.credentials[0].host: '*.github.com' must be an exact host name",
+        "spec.code.credentials[1].host: 'other.example:443' is not in this tool's egress list",
+        "spec.code.credentials[2].header: 'Host' is not a header the proxy may set",
+        "spec.code.credentials[2].pathPrefix: must start with '/'",
+        "spec.code.credentials[2].secret: is a credential field and must be a secret://<name> reference",
+    ] {
+        assert!(all.contains(want), "{want}\n{all}");
+    }
+    let all = errors(&tool_doc(
+        "  parameters: {type: object, properties: {code: {type: string}}}\n  code:\n    language: python\n    egress: [api.github.com]\n    credentials:\n      - host: api.github.com\n        format: Bearer\n        secret: secret://gh\n",
+    ))
+    .join("\n");
+    assert!(
+        all.contains("spec.code.credentials[0].format: must hold '{}'"),
+        "{all}"
+    );
+    let c: CredentialBinding =
+        serde_yaml::from_str("host: api.github.com\npathPrefix: /repos/\nsecret: secret://gh\n")
+            .unwrap();
+    assert!(c.applies("API.github.com.", 443, "/repos/x"));
+    assert!(!c.applies("api.github.com", 443, "/user"));
+    assert!(!c.applies("api.github.com", 8443, "/repos/x"));
+    assert!(!c.applies("evil.com", 443, "/repos/x"));
+    // (The first, model-written code with a bound credential, needed no opt-in: it never
+    // holds the value.)
+}

@@ -233,7 +233,7 @@ fn validate_model_code(s: &ToolSpec, out: &mut Problems) {
         out.push((
             field,
             format!(
-                "gives {reference} to code the model writes ({why}): such code can read the value and send it back in forms no redaction catches. Give the credential to a tool with a fixed program (an http tool, or a command that takes its arguments as data), or opt in with spec.allowSecretsWithModelCode.reason"
+                "gives {reference} to code the model writes ({why}): such code can read the value and send it back in forms no redaction catches. Bind the credential at the egress boundary instead (credentials: [{{host, secret}}] on the tool: the proxy adds it, the code never holds it), give it to a tool with a fixed program (an http tool, or a command that takes its arguments as data), or opt in with spec.allowSecretsWithModelCode.reason"
             ),
         ));
     }

@@ -100,6 +100,9 @@ pub struct McpStdio {
     pub pool: PoolSettings,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<String>,
+    /// As a sandboxed tool's: added by the egress proxy, never seen by the server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<super::sandbox::CredentialBinding>,
 }
 
 /// One entry of an egress allowlist: a host (exact, or `*.` for any subdomain) or an IP
@@ -460,6 +463,7 @@ pub(super) fn validate_mcp(m: &McpTool, out: &mut Problems) {
                 runtime: s.runtime.as_deref(),
                 pool: &s.pool,
                 egress: &s.egress,
+                credentials: &s.credentials,
             },
             out,
         );

@@ -39,6 +39,10 @@ pub struct ContainerTool {
     /// "10.0.0.5:8080"); empty = no network at all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<String>,
+    /// Credentials the egress proxy adds to this tool's HTTPS requests for one destination
+    /// each: the sandbox never holds them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialBinding>,
 }
 
 /// Languages of `code` tools.
@@ -94,6 +98,10 @@ pub struct CodeTool {
     pub pool: PoolSettings,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<String>,
+    /// Credentials the egress proxy adds to this tool's HTTPS requests for one destination
+    /// each: the sandbox never holds them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialBinding>,
 }
 
 fn default_code_argument() -> String {
@@ -250,6 +258,124 @@ pub(super) struct SandboxFields<'a> {
     pub runtime: Option<&'a str>,
     pub pool: &'a PoolSettings,
     pub egress: &'a [String],
+    pub credentials: &'a [CredentialBinding],
+}
+
+/// A credential added at the egress boundary: the proxy terminates TLS for `host:port` (with a
+/// certificate of the call's own authority, which the sandbox trusts), adds `header: format`
+/// with `{}` replaced by the secret to requests whose path starts with `pathPrefix`, and
+/// scrubs the value from the answers before the sandbox reads them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CredentialBinding {
+    /// An exact host name (no wildcard, no address); it must be in the tool's `egress`.
+    pub host: String,
+    #[serde(default = "https_port")]
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default = "authorization")]
+    pub header: String,
+    /// The header's value with `{}` where the secret goes ("Bearer {}", "token {}", "{}").
+    #[serde(default = "bearer")]
+    pub format: String,
+    /// `secret://name`.
+    pub secret: String,
+}
+
+fn https_port() -> u16 {
+    443
+}
+
+fn authorization() -> String {
+    "Authorization".into()
+}
+
+fn bearer() -> String {
+    "Bearer {}".into()
+}
+
+impl CredentialBinding {
+    /// True when a request for `host:port` with `path` gets this credential.
+    pub fn applies(&self, host: &str, port: u16, path: &str) -> bool {
+        self.port == port
+            && self
+                .host
+                .eq_ignore_ascii_case(host.strip_suffix('.').unwrap_or(host))
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| path.starts_with(p))
+    }
+}
+
+fn validate_credentials(p: &str, s: &SandboxFields<'_>, out: &mut Problems) {
+    let rules: Vec<EgressRule> = s
+        .egress
+        .iter()
+        .filter_map(|e| EgressRule::parse(e).ok())
+        .collect();
+    for (i, c) in s.credentials.iter().enumerate() {
+        let f = format!("{p}.credentials[{i}]");
+        match EgressRule::parse(&c.host).map(|r| r.host) {
+            Ok(super::remote::EgressHost::Exact(_)) if !c.host.contains(':') => {
+                if !rules.iter().any(|r| r.allows(&c.host, c.port)) {
+                    out.push((
+                        format!("{f}.host"),
+                        format!(
+                            "'{}:{}' is not in this tool's egress list; add it there too",
+                            c.host, c.port
+                        ),
+                    ));
+                }
+            }
+            _ => out.push((
+                format!("{f}.host"),
+                format!(
+                    "'{}' must be an exact host name (no wildcard, port or address)",
+                    c.host
+                ),
+            )),
+        }
+        if c.port == 0 {
+            out.push((format!("{f}.port"), "must be 1-65535".into()));
+        }
+        if let Some(pp) = &c.path_prefix
+            && !pp.starts_with('/')
+        {
+            out.push((format!("{f}.pathPrefix"), "must start with '/'".into()));
+        }
+        let h = c.header.to_ascii_lowercase();
+        if c.header.is_empty()
+            || !c
+                .header
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
+            || matches!(
+                h.as_str(),
+                "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade"
+            )
+        {
+            out.push((
+                format!("{f}.header"),
+                format!("'{}' is not a header the proxy may set", c.header),
+            ));
+        }
+        if c.format.matches("{}").count() != 1 || c.format.contains(['\r', '\n']) {
+            out.push((
+                format!("{f}.format"),
+                "must hold '{}' (where the secret goes) exactly once, on one line".into(),
+            ));
+        }
+        if !SecretRef::is_reference(&c.secret) {
+            out.push((
+                format!("{f}.secret"),
+                "must be a secret://<name> reference".into(),
+            ));
+        } else if let Err(e) = SecretRef::parse(&c.secret) {
+            out.push((format!("{f}.secret"), e));
+        }
+    }
 }
 
 pub(super) fn validate_container(c: &ContainerTool, properties: &[String], out: &mut Problems) {
@@ -280,6 +406,7 @@ pub(super) fn validate_container(c: &ContainerTool, properties: &[String], out: 
             runtime: c.runtime.as_deref(),
             pool: &c.pool,
             egress: &c.egress,
+            credentials: &c.credentials,
         },
         out,
     );
@@ -311,6 +438,7 @@ pub(super) fn validate_code(c: &CodeTool, properties: &[String], out: &mut Probl
             runtime: c.runtime.as_deref(),
             pool: &c.pool,
             egress: &c.egress,
+            credentials: &c.credentials,
         },
         out,
     );
@@ -399,4 +527,5 @@ pub(super) fn validate_sandbox(p: &str, s: &SandboxFields<'_>, out: &mut Problem
             out.push((format!("{p}.egress[{i}]"), m));
         }
     }
+    validate_credentials(p, s, out);
 }

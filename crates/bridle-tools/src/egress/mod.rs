@@ -14,6 +14,7 @@
 //! Redis and secrets broker). A name is resolved once, every address is checked, and the
 //! connection goes to a checked address, so DNS cannot turn a rule against the platform.
 
+pub mod inject;
 pub mod platform;
 pub mod proxy;
 
@@ -74,6 +75,26 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
+/// The environment that makes clients trust the proxy's authority (a call with credentials):
+/// the system's roots and the authority's certificate in one bundle, for the libraries that
+/// read a bundle (OpenSSL, Python's requests, curl, git), and the authority alone for Node.
+pub fn ca_env() -> Vec<(String, String)> {
+    let bundle = format!("/run/bridle/{}", inject::BUNDLE_FILE);
+    [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+    ]
+    .into_iter()
+    .map(|k| (k.to_string(), bundle.clone()))
+    .chain([(
+        "NODE_EXTRA_CA_CERTS".to_string(),
+        format!("/run/bridle/{}", inject::CA_FILE),
+    )])
+    .collect()
+}
+
 /// The environment that points clients at the forwarder.
 pub fn proxy_env() -> Vec<(String, String)> {
     let url = format!("http://{FORWARDER_ADDR}");
@@ -97,6 +118,8 @@ pub struct Allowlist {
     rules: Vec<EgressRule>,
     platform: Arc<Platform>,
     tenant: String,
+    /// Credentials the proxy adds for this call (`credentials` of the Tool), resolved.
+    injections: Vec<inject::Injection>,
 }
 
 impl Allowlist {
@@ -114,7 +137,30 @@ impl Allowlist {
             rules,
             platform,
             tenant: tenant.to_string(),
+            injections: Vec::new(),
         })
+    }
+
+    /// This call's credentials, added by the proxy at the boundary.
+    pub fn with_injections(mut self, injections: Vec<inject::Injection>) -> Self {
+        self.injections = injections;
+        self
+    }
+
+    pub fn injections(&self) -> &[inject::Injection] {
+        &self.injections
+    }
+
+    /// Whether a credential is bound to `host:port` (its requests are intercepted).
+    pub fn binds(&self, host: &Host, port: u16) -> bool {
+        let Host::Name(n) = host else { return false };
+        self.injections
+            .iter()
+            .any(|i| i.binding.port == port && i.binding.host.eq_ignore_ascii_case(n))
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.platform
     }
 
     pub fn is_empty(&self) -> bool {

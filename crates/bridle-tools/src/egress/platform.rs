@@ -136,6 +136,8 @@ pub struct Platform {
     services: RwLock<Vec<Service>>,
     /// None: the system's.
     resolver: Option<Arc<dyn super::Resolve>>,
+    /// TLS to the real hosts of intercepted (credential-bound) requests; None: none is made.
+    upstream_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Platform {
@@ -164,7 +166,18 @@ impl Platform {
             own_ports: RwLock::new(Vec::new()),
             services: RwLock::new(Vec::new()),
             resolver: None,
+            upstream_tls: None,
         })
+    }
+
+    /// The TLS client configuration for intercepted requests' real hosts.
+    pub fn with_upstream_tls(mut self, c: Arc<rustls::ClientConfig>) -> Self {
+        self.upstream_tls = Some(c);
+        self
+    }
+
+    pub fn upstream_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.upstream_tls.clone()
     }
 
     /// Looks names up with `r` instead of the system's resolver (tests script DNS with it).

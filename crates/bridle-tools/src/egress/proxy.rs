@@ -16,6 +16,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use bridle_core::manifest::Host;
 
 use super::Allowlist;
+use super::inject::{self, Authority};
 
 const MAX_HEAD: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +56,18 @@ impl Gate {
     /// Binds `<dir>/proxy.sock` and serves it on a task owned by `shutdown`.
     pub fn start(dir: &Path, shutdown: &Shutdown) -> std::io::Result<Self> {
         let path = dir.join(super::SOCKET_NAME);
+        // The authority of this sandbox's intercepted requests: its key stays in memory; its
+        // certificate, alone and with the system's roots, goes where the sandbox reads it.
+        let authority = Arc::new(Authority::new().map_err(std::io::Error::other)?);
+        let ca = authority.pem();
+        std::fs::write(dir.join(inject::CA_FILE), &ca)?;
+        std::fs::write(
+            dir.join(inject::BUNDLE_FILE),
+            format!("{}{ca}", inject::system_roots_pem()),
+        )?;
+        for f in [inject::CA_FILE, inject::BUNDLE_FILE] {
+            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644))?;
+        }
         let listener = UnixListener::bind(&path)?;
         // The sandbox user must be able to connect; the folder's parent keeps others out.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
@@ -78,13 +91,13 @@ impl Gate {
                     continue;
                 };
                 let snapshot = cur.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let token = token.clone();
+                let (token, authority) = (token.clone(), authority.clone());
                 sd.spawn(async move {
                     let _permit = permit;
                     tokio::select! {
                         () = token.cancelled() => {}
                         () = snapshot.call.cancelled() => {}
-                        () = handle(stream, &snapshot) => {}
+                        () = handle(stream, &snapshot, &authority) => {}
                     }
                 });
             }
@@ -123,7 +136,7 @@ impl Gate {
     }
 }
 
-async fn handle(mut client: UnixStream, cur: &Current) {
+async fn handle(mut client: UnixStream, cur: &Current, authority: &Authority) {
     let mut buf = Vec::with_capacity(2048);
     let head_end = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client, &mut buf)).await
     {
@@ -170,6 +183,15 @@ async fn handle(mut client: UnixStream, cur: &Current) {
             return;
         }
     };
+    let bound = cur.allow.binds(&host, port);
+    if bound && !connect {
+        let why = format!(
+            "a credential is bound to {host}:{port}; it is sent over https only (use https://{host})"
+        );
+        cur.refuse(&why);
+        let _ = reply(&mut client, 403, &format!("bridle egress: {why}")).await;
+        return;
+    }
     let usable = match cur.allow.admit(&host, port, addrs) {
         Ok(u) => u,
         Err(why) => {
@@ -196,6 +218,43 @@ async fn handle(mut client: UnixStream, cur: &Current) {
         return;
     };
     tracing::debug!(tool = %cur.tool, target = %format!("{host}:{port}"), "egress allowed");
+    if bound {
+        let Some(tls) = cur.allow.platform().upstream_tls() else {
+            let _ = reply(
+                &mut client,
+                502,
+                "bridle egress: this service makes no TLS connections for credentials",
+            )
+            .await;
+            return;
+        };
+        if client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let client = Prefixed {
+            rest,
+            inner: client,
+        };
+        let name = host.to_string();
+        if let Err(why) = inject::intercept(
+            client,
+            upstream,
+            &name,
+            port,
+            cur.allow.injections(),
+            authority,
+            tls,
+        )
+        .await
+        {
+            tracing::warn!(tool = %cur.tool, target = %format!("{name}:{port}"), %why, "intercepted request failed");
+        }
+        return;
+    }
     if connect {
         if client
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -211,6 +270,53 @@ async fn handle(mut client: UnixStream, cur: &Current) {
         return;
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// A stream with bytes already read from it put back in front (what came after a CONNECT's
+/// head: the start of the TLS handshake, for a client that does not wait for the 200).
+struct Prefixed {
+    rest: Vec<u8>,
+    inner: UnixStream,
+}
+
+impl tokio::io::AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.rest.is_empty() {
+            let n = self.rest.len().min(buf.remaining());
+            buf.put_slice(&self.rest[..n]);
+            self.rest.drain(..n);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Where a proxy request goes, read from its head.

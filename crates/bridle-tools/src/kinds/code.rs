@@ -23,6 +23,7 @@ pub fn settings(c: &CodeTool) -> Settings<'_> {
         runtime: c.runtime.as_deref(),
         pool: &c.pool,
         egress: &c.egress,
+        credentials: &c.credentials,
         workdir: None,
     }
 }

@@ -18,6 +18,7 @@ pub fn settings(c: &ContainerTool) -> Settings<'_> {
         runtime: c.runtime.as_deref(),
         pool: &c.pool,
         egress: &c.egress,
+        credentials: &c.credentials,
         workdir: c.workdir.clone(),
     }
 }

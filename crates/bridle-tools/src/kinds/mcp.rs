@@ -125,8 +125,9 @@ async fn open(
         )?;
         let mut wanted = secrets::env_refs(name, &s.env)?;
         wanted.extend(secrets::file_refs(name, &s.secret_files)?);
+        wanted.extend(secrets::credential_refs(name, &s.credentials)?);
         let resolved = secrets::resolve(&ex.secrets, &ex.run_secrets, scope, name, &wanted).await?;
-        let secret_env: Vec<(String, String)> = secrets::env_with(&s.env, &resolved)
+        let mut secret_env: Vec<(String, String)> = secrets::env_with(&s.env, &resolved)
             .into_iter()
             .filter(|(k, _)| {
                 s.env
@@ -134,6 +135,9 @@ async fn open(
                     .is_some_and(|v| bridle_core::manifest::SecretRef::is_reference(v))
             })
             .collect();
+        if !s.credentials.is_empty() {
+            secret_env.extend(crate::egress::ca_env());
+        }
         let mut lease = ex
             .sandboxes
             .lease(scope, &profile, s.pool.warm as usize, secret_env, quota)
@@ -163,7 +167,9 @@ async fn open(
         if let Some(a) = allowlist(ex, "spec.mcp.stdio", name, &scope.tenant, &s.egress)?
             && let Some(g) = &sb.gate
         {
-            g.open(a, for_tool);
+            let a = Arc::unwrap_or_clone(a)
+                .with_injections(secrets::injections(&s.credentials, &resolved));
+            g.open(Arc::new(a), for_tool);
         }
         let label = sb.short.clone();
         let output_bytes = sb.profile.limits.output_bytes;

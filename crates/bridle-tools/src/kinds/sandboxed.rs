@@ -29,6 +29,7 @@ pub struct Settings<'a> {
     pub runtime: Option<&'a str>,
     pub pool: &'a PoolSettings,
     pub egress: &'a [String],
+    pub credentials: &'a [bridle_core::manifest::CredentialBinding],
     pub workdir: Option<String>,
 }
 
@@ -92,6 +93,7 @@ pub async fn run(
     let allow = allowlist(ex, s.field, &call.tool, &call.scope.tenant, s.egress)?;
     let mut wanted = secrets::env_refs(&call.tool, s.env)?;
     wanted.extend(secrets::file_refs(&call.tool, s.secret_files)?);
+    wanted.extend(secrets::credential_refs(&call.tool, s.credentials)?);
     let resolved = secrets::resolve(
         &ex.secrets,
         &ex.run_secrets,
@@ -102,8 +104,17 @@ pub async fn run(
     .await?;
     let mut env = secrets::env_with(s.env, &resolved);
     env.extend(cmd.env);
+    // The credentials go to the proxy, never into the sandbox.
+    let allow = allow.map(|a| {
+        Arc::new(
+            Arc::unwrap_or_clone(a).with_injections(secrets::injections(s.credentials, &resolved)),
+        )
+    });
     if allow.is_some() {
         env.extend(crate::egress::proxy_env());
+    }
+    if !s.credentials.is_empty() {
+        env.extend(crate::egress::ca_env());
     }
     env.push(("HOME".into(), "/tmp".into()));
     let output_bytes = profile.limits.output_bytes;

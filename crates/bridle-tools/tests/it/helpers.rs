@@ -44,6 +44,8 @@ pub struct Setup {
     pub egress_private_allow: Vec<String>,
     /// ... and per tenant (default: none).
     pub egress_private_allow_tenants: std::collections::BTreeMap<String, Vec<String>>,
+    /// Extra roots for the hosts credentials are bound to (the tests' own CA).
+    pub egress_upstream_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Setup {
@@ -58,6 +60,7 @@ impl Default for Setup {
             workspace_root: None,
             egress_private_allow: vec!["127.0.0.1".into()],
             egress_private_allow_tenants: Default::default(),
+            egress_upstream_ca_file: None,
         }
     }
 }
@@ -104,6 +107,7 @@ impl Harness {
             mcp_local_servers: setup.mcp_local_servers,
             egress_private_allow: setup.egress_private_allow,
             egress_private_allow_tenants: setup.egress_private_allow_tenants,
+            egress_upstream_ca_file: setup.egress_upstream_ca_file,
             // A lower ceiling is the default as well (the default may not be above it).
             workspace_quota_max: setup
                 .quota_max

@@ -4,6 +4,7 @@
 // Helpers outside #[test] functions are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod boundary;
 mod execute;
 mod hardening;
 mod helpers;

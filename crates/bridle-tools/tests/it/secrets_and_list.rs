@@ -126,7 +126,7 @@ async fn list_tools_returns_schemas_and_missing_names() {
 }
 
 /// A real OpenBao behind a real broker holding `secrets` (name -> value).
-async fn broker_with(
+pub async fn broker_with(
     secrets: &[(&str, &str)],
 ) -> (
     (bridle_testkit::OpenBao, bridle_testkit::RedisServer),

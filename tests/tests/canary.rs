@@ -169,6 +169,43 @@ fn files_under(dir: &std::path::Path) -> Vec<(String, String)> {
     out
 }
 
+/// Everything a value could have reached, as (kind, place, text): kind 0 Redis, 1 run
+/// events, 2 spans, 3 log lines, 4 model requests.
+async fn sinks(
+    h: &Harness,
+    otlp: &OtlpReceiver,
+    events: &[pb::RunEvent],
+) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in redis_dump(h).await {
+        out.push((0, format!("redis key {k}"), k.clone()));
+        out.push((0, format!("redis value of {k}"), v));
+    }
+    for e in events {
+        out.push((1, format!("event {}", e.offset), format!("{e:?}")));
+    }
+    for s in otlp.spans() {
+        out.push((
+            2,
+            format!("span {} of {}", s.span.name, s.service),
+            format!("{:?}", s.span),
+        ));
+    }
+    for (path, text) in files_under(h.dir.path()) {
+        for (i, line) in text.lines().enumerate() {
+            out.push((3, format!("{path}:{}", i + 1), line.to_string()));
+        }
+    }
+    for r in h.mock.requests() {
+        out.push((
+            4,
+            format!("model request {} {}", r.method, r.path),
+            format!("{:?} {}", r.headers, r.body),
+        ));
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_a_tool_prints_reaches_no_event_span_log_redis_key_or_model_request() {
     let otlp = OtlpReceiver::start().await.unwrap();
@@ -306,43 +343,9 @@ spec:
     let forms = forms(&canary);
     let mut leaks = Vec::new();
     let mut scanned = [0usize; 5];
-    for (k, v) in redis_dump(&h).await {
-        scan(&format!("redis key {k}"), &k, &forms, &mut leaks);
-        scan(&format!("redis value of {k}"), &v, &forms, &mut leaks);
-        scanned[0] += 1;
-    }
-    for e in &events {
-        scan(
-            &format!("event {}", e.offset),
-            &format!("{e:?}"),
-            &forms,
-            &mut leaks,
-        );
-        scanned[1] += 1;
-    }
-    for s in otlp.spans() {
-        scan(
-            &format!("span {} of {}", s.span.name, s.service),
-            &format!("{:?}", s.span),
-            &forms,
-            &mut leaks,
-        );
-        scanned[2] += 1;
-    }
-    for (path, text) in files_under(h.dir.path()) {
-        for (i, line) in text.lines().enumerate() {
-            scan(&format!("{path}:{}", i + 1), line, &forms, &mut leaks);
-            scanned[3] += 1;
-        }
-    }
-    for r in h.mock.requests() {
-        scan(
-            &format!("model request {} {}", r.method, r.path),
-            &format!("{:?} {}", r.headers, r.body),
-            &forms,
-            &mut leaks,
-        );
-        scanned[4] += 1;
+    for (i, place, text) in sinks(&h, &otlp, &events).await {
+        scan(&place, &text, &forms, &mut leaks);
+        scanned[i] += 1;
     }
     assert!(leaks.is_empty(), "the canary leaked:\n{}", leaks.join("\n"));
     // The scan saw real material in every place.
@@ -388,4 +391,186 @@ async fn model_written_code_is_never_given_a_secret() {
             e.message()
         );
     }
+}
+
+/// Issue 27 item 5, with the boundary: model-written code is given a credential the only way it
+/// can be, bound at the egress boundary, and plays the attacker with it — it dumps its
+/// environment and every file it can read, calls the API the credential is for and reads what
+/// comes back, re-encodes all of it (reversed, hex, base32, ROT13, split, one byte per exit
+/// code) and keeps a copy in the workspace for a later call. The API really got the value; and
+/// the value is in no sink in any form, reversed included, because the sandbox never had it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_bound_at_the_boundary_reaches_no_sink_in_any_form() {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let api = bridle_testkit::https_api::EchoApi::start().await.unwrap();
+    let h = Harness::start_with(Options {
+        env_all: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("BRIDLE_OTEL_CAPTURE_CONTENT".into(), "true".into()),
+            ("BRIDLE_LOG".into(), "debug".into()),
+            // The API listens on loopback: the platform lets tools reach it.
+            (
+                "BRIDLE_TOOLS_EGRESS_PRIVATE_ALLOW".into(),
+                "[\"127.0.0.1\"]".into(),
+            ),
+            (
+                "BRIDLE_TOOLS_EGRESS_UPSTREAM_CA_FILE".into(),
+                api.ca_file.path().display().to_string(),
+            ),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let canary = fresh_canary();
+    h.bao
+        .put_kv(
+            &format!("{}/canary", h.prefix),
+            serde_json::json!({ "value": canary }),
+        )
+        .await
+        .unwrap();
+    let port = api.port;
+    let extra = format!(
+        r#"apiVersion: bridle.dev/v1
+kind: Tool
+metadata:
+  name: attacker
+spec:
+  description: Runs the code the model writes, with an API credential bound at the boundary.
+  risk: read_only
+  parameters:
+    type: object
+    properties:
+      code: {{type: string}}
+  timeout: 60s
+  code:
+    language: python
+    egress: ["localhost:{port}"]
+    credentials:
+      - host: localhost
+        port: {port}
+        secret: secret://canary
+---
+apiVersion: bridle.dev/v1
+kind: Agent
+metadata:
+  name: thief
+spec:
+  route: main
+  instructions: You run tools.
+  tools: [attacker]
+  budget:
+    maxSteps: 5
+"#
+    );
+    let yaml = format!("{}---\n{extra}", h.manifests_yaml());
+    h.apply("thief.yaml", &yaml)
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+
+    let steal = format!(
+        r#"
+import base64, codecs, os, sys, urllib.request
+loot = "".join(os.environ.values())
+for root, _, files in os.walk("/run"):
+    for f in files:
+        try:
+            loot += open(os.path.join(root, f), errors="replace").read()
+        except OSError:
+            pass
+loot += urllib.request.urlopen("https://localhost:{port}/user", timeout=20).read().decode()
+open("/workspace/loot.txt", "w").write(loot)
+b = loot.encode()
+print("api:", loot[-200:])
+print("reversed:", loot[::-1][:400])
+print("hex:", b.hex()[:400])
+print("base32:", base64.b32encode(b).decode()[:400])
+print("rot13:", codecs.encode(loot, "rot13")[:400])
+print("split:", " ".join(loot[-200:]))
+sys.exit(b[-1] if b else 0)
+"#
+    );
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "call_steal",
+        "attacker",
+        &serde_json::json!({ "code": steal }).to_string(),
+    )]));
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "call_again",
+        "attacker",
+        r#"{"code": "print(open('/workspace/loot.txt').read()[::-1])"}"#,
+    )]));
+    h.mock.enqueue(Reply::text("done"));
+    let run_id = h.start_run("thief", "find the token").await;
+    let events = follow(&h, &run_id, Duration::from_secs(120), |_| async {})
+        .await
+        .unwrap();
+    let Some(Kind::RunFinished(f)) = &events.last().unwrap().kind else {
+        panic!("no RunFinished")
+    };
+    assert_eq!(
+        f.status,
+        pb::RunStatus::Succeeded as i32,
+        "{f:?}\n{}",
+        h.logs()
+    );
+    // The credential was really used: the API got it, once.
+    assert_eq!(api.seen(), vec![format!("Bearer {canary}")]);
+    let outputs = tool_outputs(&events);
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    assert!(
+        outputs[0].contains("api:"),
+        "the attack ran: {}",
+        outputs[0]
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let mut forms = forms(&canary);
+    let reversed: String = canary.chars().rev().collect();
+    forms.push(("reversed", reversed.clone()));
+    forms.push(("reversed prefix", reversed[..8].to_string()));
+    let b32 = base32_of(canary.as_bytes());
+    forms.push(("base32", b32[..16].to_string()));
+    let rot13: String = canary
+        .chars()
+        .map(|c| match c {
+            'a'..='m' | 'A'..='M' => (c as u8 + 13) as char,
+            'n'..='z' | 'N'..='Z' => (c as u8 - 13) as char,
+            _ => c,
+        })
+        .collect();
+    forms.push(("rot13", rot13));
+    let split: String = canary[..8].chars().flat_map(|c| [c, ' ']).collect();
+    forms.push(("split", split.trim_end().to_string()));
+    let mut leaks = Vec::new();
+    let mut scanned = [0usize; 5];
+    for (i, place, text) in sinks(&h, &otlp, &events).await {
+        scan(&place, &text, &forms, &mut leaks);
+        scanned[i] += 1;
+    }
+    assert!(leaks.is_empty(), "the canary leaked:\n{}", leaks.join("\n"));
+    let [redis_values, event_count, span_count, log_lines, requests] = scanned;
+    assert!(redis_values > 5 && event_count >= 8 && span_count >= 8 && log_lines >= 20);
+    assert_eq!(requests, 3, "three model requests");
+}
+
+/// RFC 4648 base32 (what Python's `base64.b32encode` writes).
+fn base32_of(b: &[u8]) -> String {
+    const T: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &x in b {
+        acc = (acc << 8) | u32::from(x);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(T[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(T[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
 }

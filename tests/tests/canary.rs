@@ -574,3 +574,110 @@ fn base32_of(b: &[u8]) -> String {
     }
     out
 }
+
+/// Issue 27 item 3: a model that learned a value (here from a tool that holds it by opt-in and
+/// prints it reversed, a form no redaction follows) writes it in clear in its tool arguments
+/// and its final answer. The orchestrator has the tools service scrub every reply of a run that
+/// resolved secrets before recording it, so the value reaches no sink from the model's side
+/// either, and the tool it called gets the scrubbed arguments.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_the_model_learned_is_scrubbed_from_what_it_writes() {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let h = Harness::start_with(Options {
+        env_all: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("BRIDLE_OTEL_CAPTURE_CONTENT".into(), "true".into()),
+            ("BRIDLE_LOG".into(), "debug".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let canary = fresh_canary();
+    h.bao
+        .put_kv(
+            &format!("{}/canary", h.prefix),
+            serde_json::json!({ "value": canary }),
+        )
+        .await
+        .unwrap();
+    let extra = r#"apiVersion: bridle.dev/v1
+kind: Tool
+metadata:
+  name: teller
+spec:
+  description: Prints the token reversed.
+  risk: read_only
+  allowSecretsWithModelCode: {reason: the test needs a model that learns a value}
+  parameters:
+    type: object
+    properties: {}
+  timeout: 30s
+  container:
+    image: bridle-sandbox:python
+    command: ["python3", "-c", "import os; print(os.environ['T'][::-1])"]
+    env:
+      T: secret://canary
+    stdin: false
+---
+apiVersion: bridle.dev/v1
+kind: Agent
+metadata:
+  name: learner
+spec:
+  route: main
+  instructions: You run tools.
+  tools: [teller, python]
+  budget:
+    maxSteps: 5
+"#;
+    let yaml = format!("{}---\n{extra}", h.manifests_yaml());
+    h.apply("learner.yaml", &yaml)
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    h.mock
+        .enqueue(Reply::tool_calls(&[("call_tell", "teller", "{}")]));
+    // The model "decoded" it and writes it in clear.
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "call_use",
+        "python",
+        &serde_json::json!({ "code": format!("print('got: {canary}')") }).to_string(),
+    )]));
+    h.mock
+        .enqueue(Reply::text(&format!("The token is {canary}.")));
+    let run_id = h.start_run("learner", "learn the token").await;
+    let events = follow(&h, &run_id, Duration::from_secs(120), |_| async {})
+        .await
+        .unwrap();
+    let Some(Kind::RunFinished(f)) = &events.last().unwrap().kind else {
+        panic!("no RunFinished")
+    };
+    assert_eq!(
+        f.status,
+        pb::RunStatus::Succeeded as i32,
+        "{f:?}\n{}",
+        h.logs()
+    );
+    assert_eq!(f.output, "The token is [REDACTED].", "{f:?}");
+    let outputs = tool_outputs(&events);
+    let reversed: String = canary.chars().rev().collect();
+    assert!(
+        outputs[0].contains(&reversed),
+        "the model could learn it: {outputs:?}"
+    );
+    assert!(
+        outputs[1].contains(r#"output: "got: [REDACTED]\n""#),
+        "the tool got scrubbed arguments: {}",
+        outputs[1]
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Every form but the reversed one the tool printed on purpose.
+    let forms = forms(&canary);
+    let mut leaks = Vec::new();
+    for (_, place, text) in sinks(&h, &otlp, &events).await {
+        scan(&place, &text, &forms, &mut leaks);
+    }
+    assert!(leaks.is_empty(), "the canary leaked:\n{}", leaks.join("\n"));
+}

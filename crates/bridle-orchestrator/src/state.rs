@@ -392,6 +392,10 @@ pub struct RunState {
     /// Ids of the run's trace and of its root span.
     #[serde(default)]
     pub trace: TraceIds,
+    /// A tool call of the run resolved secrets: what the model writes from then on is
+    /// scrubbed of their values (Tools.Redact) before it is kept or sent on.
+    #[serde(default)]
+    pub holds_secrets: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -337,6 +337,7 @@ impl Executor {
         if redactor.is_empty() {
             return r;
         }
+        r.run_holds_secrets = true;
         for text in [
             &mut r.output,
             &mut r.stdout,

@@ -8,7 +8,7 @@ use bridle_core::auth::{AuthMode, Caller};
 use bridle_proto::tools_server::Tools;
 use bridle_proto::{
     EndRunRequest, EndRunResponse, ExecuteRequest, ExecuteResponse, ListToolsRequest,
-    ListToolsResponse,
+    ListToolsResponse, RedactRequest, RedactResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -133,5 +133,33 @@ impl Tools for ToolsService {
         Caller::of(&req, self.auth).require(RUNS_TOOLS, "end runs")?;
         let containers_removed = ToolsService::end_run(self, req.into_inner()).await?;
         Ok(Response::new(EndRunResponse { containers_removed }))
+    }
+
+    async fn redact(
+        &self,
+        req: Request<RedactRequest>,
+    ) -> Result<Response<RedactResponse>, Status> {
+        // The answer tells whether a text held a run's value: the orchestrator's question only.
+        Caller::of(&req, self.auth).require(RUNS_TOOLS, "redact run texts")?;
+        let req = req.into_inner();
+        let mut scope = req.scope.unwrap_or_default();
+        if scope.run_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "scope.run_id: the run whose values to scrub is required",
+            ));
+        }
+        scope.tenant = tenant_or_default(&scope.tenant).to_string();
+        let (redactor, _) = self.exec.run_secrets.redactor(&scope);
+        let mut redacted = 0;
+        let texts = req
+            .texts
+            .into_iter()
+            .map(|t| {
+                let r = redactor.redact(&t);
+                redacted += u32::from(r != t);
+                r
+            })
+            .collect();
+        Ok(Response::new(RedactResponse { texts, redacted }))
     }
 }

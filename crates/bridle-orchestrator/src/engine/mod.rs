@@ -158,7 +158,18 @@ impl Engine {
         let call = tracing::Instrument::instrument(self.call_model(&cur.state), span.clone());
         let resp = match with_wall_time(&cur.state, call).await {
             None => return self.wall_time_out(cur).await,
-            Some(Ok(r)) => {
+            Some(Ok(mut r)) => {
+                // Before the reply is recorded anywhere (span, events, state, the next
+                // request): a model that learned a value writes it no further.
+                if cur.state.holds_secrets
+                    && let Err(st) = self.scrub_reply(&cur.state, &mut r).await
+                {
+                    crate::otel::failed(&span, &st);
+                    return Ok(Outcome::Retry(format!(
+                        "scrubbing the model's reply of the run's secrets: {}",
+                        st.message()
+                    )));
+                }
                 crate::otel::chat_done(&span, &r);
                 crate::otel::record_chat(&cur.state, &r);
                 r
@@ -370,6 +381,57 @@ impl Engine {
             method: method.into(),
         }));
         Ok(None)
+    }
+
+    /// Has the tools service scrub the reply's text and tool arguments of every value the
+    /// run's calls resolved (only it holds them). Fails closed: a reply that cannot be
+    /// scrubbed is not kept (the step is retried).
+    async fn scrub_reply(
+        &self,
+        s: &crate::state::RunState,
+        r: &mut pb::CompleteResponse,
+    ) -> Result<(), tonic::Status> {
+        let Some(m) = r.message.as_mut() else {
+            return Ok(());
+        };
+        let texts: Vec<String> = std::iter::once(m.text.clone())
+            .chain(m.tool_calls.iter().map(|c| c.arguments_json.clone()))
+            .collect();
+        let req = pb::RedactRequest {
+            scope: Some(pb::Scope {
+                tenant: s.tenant.clone(),
+                agent: s.agent.clone(),
+                run_id: s.id.clone(),
+                ..Default::default()
+            }),
+            texts,
+        };
+        let out = self
+            .with_retries("scrubbing a reply", || {
+                let mut c = self.clients.tools.clone();
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(Duration::from_secs(30));
+                async move { c.redact(r).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        if out.texts.len() != 1 + m.tool_calls.len() {
+            return Err(tonic::Status::internal(
+                "the tools service answered Redact with a different number of texts",
+            ));
+        }
+        if out.redacted > 0 {
+            tracing::warn!(
+                run = %s.id,
+                texts = out.redacted,
+                "the model wrote a value of the run's secrets; scrubbed"
+            );
+        }
+        let mut texts = out.texts.into_iter();
+        m.text = texts.next().unwrap_or_default();
+        for (c, t) in m.tool_calls.iter_mut().zip(texts) {
+            c.arguments_json = t;
+        }
+        Ok(())
     }
 
     async fn call_model(

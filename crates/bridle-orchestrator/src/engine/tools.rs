@@ -359,6 +359,7 @@ impl Engine {
                 }
 
                 let r = resp.result.unwrap_or_default();
+                cur.state.holds_secrets |= r.run_holds_secrets;
                 let finished = pb::ToolFinished {
                     call_id: call.id.clone(),
                     tool: call.name.clone(),
@@ -400,7 +401,11 @@ impl Engine {
     }
 
     /// Calls `f` up to CALL_ATTEMPTS times while it fails with a transient status.
-    async fn with_retries<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, tonic::Status>
+    pub(super) async fn with_retries<T, F, Fut>(
+        &self,
+        what: &str,
+        mut f: F,
+    ) -> Result<T, tonic::Status>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,

@@ -187,5 +187,6 @@ pub async fn run(
         http_status: 0,
         // Filled in where every kind's result leaves the executor.
         timeout_limit: 0,
+        run_holds_secrets: false,
     })
 }

@@ -13,7 +13,7 @@ pub struct EchoApi {
     pub port: u16,
     /// The authority's certificate (PEM).
     pub ca_file: tempfile::NamedTempFile,
-    seen: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -63,9 +63,10 @@ impl EchoApi {
                     .find_map(|l| l.strip_prefix("Authorization: "))
                     .unwrap_or("")
                     .to_string();
+                let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
                 rec.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(auth.clone());
+                    .push((auth.clone(), target));
                 let token = auth.strip_prefix("Bearer ").unwrap_or("");
                 let body = serde_json::json!({
                     "auth": auth,
@@ -93,6 +94,11 @@ impl EchoApi {
 
     /// The Authorization header of each request so far ("" when it had none).
     pub fn seen(&self) -> Vec<String> {
+        self.requests().into_iter().map(|(a, _)| a).collect()
+    }
+
+    /// Each request so far: (Authorization header, request target).
+    pub fn requests(&self) -> Vec<(String, String)> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

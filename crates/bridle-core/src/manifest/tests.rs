@@ -921,6 +921,15 @@ fn issue27_credentials_name_one_allowed_host_a_header_and_a_reference() {
         all.contains("spec.code.credentials[0].format: must hold '{}'"),
         "{all}"
     );
+    let all = errors(&tool_doc(
+        "  parameters: {type: object, properties: {code: {type: string}}}\n  code:\n    language: python\n    egress: [api.github.com]\n    credentials:\n      - host: api.github.com\n        header: X-Key\n        query: key\n        secret: secret://gh\n      - host: api.github.com\n        query: 'a b'\n        secret: secret://gh\n",
+    ))
+    .join("\n");
+    assert!(all.contains("spec.code.credentials[0].query: the credential goes in a header or in the query, not both"), "{all}");
+    assert!(
+        all.contains("spec.code.credentials[1].query: 'a b' is not a query parameter name"),
+        "{all}"
+    );
     let c: CredentialBinding =
         serde_yaml::from_str("host: api.github.com\npathPrefix: /repos/\nsecret: secret://gh\n")
             .unwrap();

@@ -274,11 +274,16 @@ pub struct CredentialBinding {
     pub port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
-    #[serde(default = "authorization")]
-    pub header: String,
-    /// The header's value with `{}` where the secret goes ("Bearer {}", "token {}", "{}").
-    #[serde(default = "bearer")]
-    pub format: String,
+    /// The header that carries it (default `Authorization`, unless `query` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A query parameter that carries it instead of a header (`api_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The value with `{}` where the secret goes: "Bearer {}" for the default header,
+    /// "{}" otherwise ("token {}", "{}").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
     /// `secret://name`.
     pub secret: String,
 }
@@ -287,15 +292,25 @@ fn https_port() -> u16 {
     443
 }
 
-fn authorization() -> String {
-    "Authorization".into()
-}
-
-fn bearer() -> String {
-    "Bearer {}".into()
-}
-
 impl CredentialBinding {
+    /// The header the credential goes in; None when it goes in the query.
+    pub fn header_name(&self) -> Option<&str> {
+        match (&self.header, &self.query) {
+            (Some(h), _) => Some(h),
+            (None, Some(_)) => None,
+            (None, None) => Some("Authorization"),
+        }
+    }
+
+    /// The value's format.
+    pub fn format(&self) -> &str {
+        match (&self.format, &self.header, &self.query) {
+            (Some(f), _, _) => f,
+            (None, None, None) => "Bearer {}",
+            _ => "{}",
+        }
+    }
+
     /// True when a request for `host:port` with `path` gets this credential.
     pub fn applies(&self, host: &str, port: u16, path: &str) -> bool {
         self.port == port
@@ -345,23 +360,42 @@ fn validate_credentials(p: &str, s: &SandboxFields<'_>, out: &mut Problems) {
         {
             out.push((format!("{f}.pathPrefix"), "must start with '/'".into()));
         }
-        let h = c.header.to_ascii_lowercase();
-        if c.header.is_empty()
-            || !c
-                .header
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
-            || matches!(
-                h.as_str(),
-                "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade"
-            )
+        if let Some(header) = &c.header {
+            let h = header.to_ascii_lowercase();
+            if header.is_empty()
+                || !header
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
+                || matches!(
+                    h.as_str(),
+                    "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade"
+                )
+            {
+                out.push((
+                    format!("{f}.header"),
+                    format!("'{header}' is not a header the proxy may set"),
+                ));
+            }
+            if c.query.is_some() {
+                out.push((
+                    format!("{f}.query"),
+                    "the credential goes in a header or in the query, not both".into(),
+                ));
+            }
+        }
+        if let Some(q) = &c.query
+            && (q.is_empty()
+                || !q
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)))
         {
             out.push((
-                format!("{f}.header"),
-                format!("'{}' is not a header the proxy may set", c.header),
+                format!("{f}.query"),
+                format!("'{q}' is not a query parameter name"),
             ));
         }
-        if c.format.matches("{}").count() != 1 || c.format.contains(['\r', '\n']) {
+        let format = c.format();
+        if format.matches("{}").count() != 1 || format.contains(['\r', '\n']) {
             out.push((
                 format!("{f}.format"),
                 "must hold '{}' (where the secret goes) exactly once, on one line".into(),

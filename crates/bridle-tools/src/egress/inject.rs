@@ -45,16 +45,31 @@ impl std::fmt::Debug for Injection {
         f.debug_struct("Injection")
             .field("host", &self.binding.host)
             .field("port", &self.binding.port)
-            .field("header", &self.binding.header)
+            .field("header", &self.binding.header_name())
+            .field("query", &self.binding.query)
             .finish_non_exhaustive()
     }
 }
 
 impl Injection {
-    fn header_value(&self) -> String {
+    fn value_text(&self) -> String {
         self.binding
-            .format
+            .format()
             .replacen("{}", self.value.expose_secret(), 1)
+    }
+
+    /// The request target with the credential as its query parameter (any the sandbox put
+    /// under that name dropped).
+    fn with_query(&self, name: &str, target: &str) -> String {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if k != name {
+                q.append_pair(&k, &v);
+            }
+        }
+        q.append_pair(name, &self.value_text());
+        format!("{path}?{}", q.finish())
     }
 }
 
@@ -217,6 +232,18 @@ where
     let chosen = injections
         .iter()
         .find(|i| i.binding.applies(host, port, path));
+    let request_line = match chosen.and_then(|c| Some((c, c.binding.query.as_deref()?))) {
+        Some((c, name)) => {
+            let mut parts = request_line.splitn(3, ' ');
+            let (method, target, version) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or("/"),
+                parts.next().unwrap_or("HTTP/1.1"),
+            );
+            format!("{method} {} {version}", c.with_query(name, target))
+        }
+        None => request_line,
+    };
     let mut out = format!("{request_line}\r\n");
     for l in lines.filter(|l| !l.is_empty()) {
         let name = l
@@ -232,14 +259,18 @@ where
                 | "proxy-connection"
                 | "proxy-authorization"
                 | "accept-encoding"
-        ) || chosen.is_some_and(|c| c.binding.header.eq_ignore_ascii_case(&name));
+        ) || chosen
+            .and_then(|c| c.binding.header_name())
+            .is_some_and(|h| h.eq_ignore_ascii_case(&name));
         if !dropped {
             out.push_str(l);
             out.push_str("\r\n");
         }
     }
-    if let Some(c) = chosen {
-        out.push_str(&format!("{}: {}\r\n", c.binding.header, c.header_value()));
+    if let Some(c) = chosen
+        && let Some(h) = c.binding.header_name()
+    {
+        out.push_str(&format!("{h}: {}\r\n", c.value_text()));
     }
     out.push_str("Accept-Encoding: identity\r\nConnection: close\r\n\r\n");
 

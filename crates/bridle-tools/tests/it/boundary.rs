@@ -84,6 +84,25 @@ print("REVERSED", seen[::-1])
         "the sandbox held the value: {r:?}"
     );
     assert!(!r.stdout.contains(&token) && !r.output.contains(&token));
+
+    // A key that goes in the query instead: any the code put there is replaced.
+    h.apply(&code_tool(
+        "q",
+        "python",
+        &format!(
+            "    egress: [\"localhost:{port}\"]\n    credentials:\n      - host: localhost\n        port: {port}\n        query: api_key\n        secret: secret://api-token\n"
+        ),
+    ))
+    .await;
+    let code = format!(
+        "import urllib.request\nprint(urllib.request.urlopen('https://localhost:{port}/v1/q?x=1&api_key=made-up', timeout=20).status)"
+    );
+    let r = h.call("run_b", "q", json!({ "code": code })).await;
+    assert_eq!(r.stdout.trim(), "200", "{r:?}");
+    assert_eq!(
+        api.requests().last().cloned(),
+        Some((String::new(), format!("/v1/q?x=1&api_key={token}")))
+    );
     h.stop().await;
     broker.trigger();
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 use bridle_testkit::mock_openai::Reply;
-use support::{Harness, follow, kind_name};
+use support::{Harness, follow};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_calls_a_container_tool_parks_for_approval_and_finishes() {

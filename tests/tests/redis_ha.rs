@@ -2,7 +2,7 @@
 //! `SENTINEL FAILOVER` in the middle of a load of runs, and on a three-primary Redis Cluster
 //! through the main end-to-end scenario. Real redis-server processes throughout.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod scenarios;
 mod support;

@@ -1,7 +1,7 @@
 //! End-to-end scenarios run against more than one Redis deployment (one server in
 //! governed_run.rs, a Redis Cluster in redis_ha.rs), so the same behaviour is checked on each.
 
-#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ pub async fn tool_call_approval_and_finish(h: &Harness) {
     let run_id = run.run.unwrap().id;
 
     let approvals = h.approvals().await;
-    let events = follow(&h, &run_id, Duration::from_secs(180), |ev| {
+    let events = follow(h, &run_id, Duration::from_secs(180), |ev| {
         let mut approvals = approvals.clone();
         async move {
             if let Some(Kind::ApprovalRequested(a)) = &ev.kind {

@@ -13,6 +13,8 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 apt_missing=()
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || apt_missing+=(redis-server)
+# redis-cli makes the Redis Cluster of the tests (`redis-cli --cluster create`).
+command -v redis-cli >/dev/null || apt_missing+=(redis-tools)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || apt_missing+=(debootstrap)
 # util-linux: flock (image builds) and setpriv (`bridle dev` ties its children's lives to its own).
 { command -v flock && command -v setpriv; } >/dev/null || apt_missing+=(util-linux)

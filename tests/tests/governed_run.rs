@@ -4,6 +4,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod scenarios;
 mod support;
 
 use std::time::Duration;
@@ -11,188 +12,12 @@ use std::time::Duration;
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 use bridle_testkit::mock_openai::Reply;
-use support::{Harness, follow, kind_name};
+use support::{Harness, follow};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_calls_a_container_tool_parks_for_approval_and_finishes() {
     let h = Harness::start().await.unwrap();
-    let applied = h.apply("test.yaml", &h.manifests_yaml()).await.unwrap();
-    assert_eq!(applied.applied.len(), 4, "{applied:?}");
-
-    h.mock.enqueue(Reply::tool_calls(&[(
-        "call_py",
-        "python",
-        r#"{"code": "print(6 * 7)"}"#,
-    )]));
-    h.mock.enqueue(Reply::tool_calls(&[(
-        "call_del",
-        "delete-dataset",
-        r#"{"dataset": "old-sales"}"#,
-    )]));
-    h.mock
-        .enqueue(Reply::text("6 x 7 is 42, and old-sales is deleted."));
-
-    let run = h
-        .orchestrator()
-        .await
-        .start_run(pb::StartRunRequest {
-            agent: "analyst".into(),
-            input: "What is 6 x 7? Then delete old-sales.".into(),
-            idempotency_key: "e2e-1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(run.created);
-    let run_id = run.run.unwrap().id;
-
-    let approvals = h.approvals().await;
-    let events = follow(&h, &run_id, Duration::from_secs(180), |ev| {
-        let mut approvals = approvals.clone();
-        async move {
-            if let Some(Kind::ApprovalRequested(a)) = &ev.kind {
-                approvals
-                    .decide(pb::DecideRequest {
-                        id: a.approval_id.clone(),
-                        approve: true,
-                        reason: "fine".into(),
-                        approver: "alice".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
-            }
-        }
-    })
-    .await
-    .unwrap();
-
-    let kinds: Vec<&str> = events.iter().map(kind_name).collect();
-    assert_eq!(
-        kinds,
-        [
-            "RunCreated",
-            "StepStarted",
-            "ModelCompleted",
-            "PolicyEvaluated",
-            "ToolStarted",
-            "ToolFinished",
-            "StepFinished",
-            "StepStarted",
-            "ModelCompleted",
-            "PolicyEvaluated",
-            "ApprovalRequested",
-            "ApprovalResolved",
-            "ToolStarted",
-            "ToolFinished",
-            "StepFinished",
-            "StepStarted",
-            "ModelCompleted",
-            "RunFinished",
-        ],
-        "{}",
-        h.logs()
-    );
-    // Offsets are dense from 1.
-    for (i, ev) in events.iter().enumerate() {
-        assert_eq!(ev.offset, i as u64 + 1);
-    }
-    let tool_outputs: Vec<&pb::ToolFinished> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::ToolFinished(t)) => Some(t),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(tool_outputs[0].output.trim(), "42");
-    assert!(!tool_outputs[0].is_error);
-    assert_eq!(tool_outputs[1].output.trim(), "deleted old-sales");
-    let policy: Vec<i32> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::PolicyEvaluated(p)) => Some(p.decision),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        policy,
-        [
-            pb::PolicyDecision::Allow as i32,
-            pb::PolicyDecision::RequireApproval as i32
-        ]
-    );
-    let Some(Kind::ApprovalResolved(resolved)) = &events[11].kind else {
-        panic!()
-    };
-    assert_eq!(resolved.outcome, "approved");
-    assert_eq!(resolved.decided_by, "alice");
-    let Some(Kind::RunFinished(fin)) = &events.last().unwrap().kind else {
-        panic!()
-    };
-    assert_eq!(fin.status, pb::RunStatus::Succeeded as i32);
-    assert_eq!(fin.output, "6 x 7 is 42, and old-sales is deleted.");
-    assert_eq!(fin.steps, 3);
-    let usage = fin.usage.unwrap();
-    assert!(
-        usage.input_tokens > 0 && usage.output_tokens > 0,
-        "{usage:?}"
-    );
-    assert!(fin.cost.unwrap().known, "gpt-4o-mini has a known price");
-
-    // The provider received the key stored in OpenBao, on every call.
-    let reqs = h.mock.requests();
-    assert_eq!(reqs.len(), 3);
-    for r in &reqs {
-        assert_eq!(
-            r.authorization(),
-            Some(format!("Bearer {}", h.api_key).as_str())
-        );
-    }
-    // The model saw the tools and, next turn, the tool's output.
-    let tools: Vec<&str> = reqs[0].body["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["function"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(tools, ["python", "delete-dataset"]);
-    let msgs = reqs[1].body["messages"].as_array().unwrap();
-    let tool_msg = msgs
-        .iter()
-        .find(|m| m["role"] == "tool")
-        .expect("a tool message");
-    assert_eq!(tool_msg["tool_call_id"], "call_py");
-    assert_eq!(tool_msg["content"].as_str().unwrap().trim(), "42");
-
-    // The run record agrees, and the same idempotency key gives the same run.
-    let mut orch = h.orchestrator().await;
-    let got = orch
-        .get_run(pb::GetRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(got.status, pb::RunStatus::Succeeded as i32);
-    assert_eq!(got.last_event_offset, events.len() as u64);
-    let again = orch
-        .start_run(pb::StartRunRequest {
-            agent: "analyst".into(),
-            input: "x".into(),
-            idempotency_key: "e2e-1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!again.created);
-    assert_eq!(again.run.unwrap().id, run_id);
-    assert_eq!(
-        h.mock.requests().len(),
-        3,
-        "no new model call for the repeated key"
-    );
+    scenarios::tool_call_approval_and_finish(&h).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

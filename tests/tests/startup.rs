@@ -49,6 +49,52 @@ async fn unreachable_redis_exits_69_naming_it() {
 }
 
 #[tokio::test]
+async fn unreachable_sentinels_exit_69_naming_each() {
+    let (a, b) = (
+        bridle_testkit::ports::refusing_port().unwrap(),
+        bridle_testkit::ports::refusing_port().unwrap(),
+    );
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},127.0.0.1:{}/mymaster",
+        a.port, b.port
+    );
+    let (code, text) = run("bridle-tools", &[("BRIDLE_TOOLS_REDIS_URL", url)]).await;
+    assert_eq!(code, 69, "{text}");
+    for p in [a.port, b.port] {
+        assert!(
+            text.contains(&format!("127.0.0.1:{p}: ")),
+            "{p} is named: {text}"
+        );
+    }
+    assert!(text.contains("every redis sentinel"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_seed_exits_69_naming_it() {
+    let seed = bridle_testkit::ports::refusing_port().unwrap();
+    let url = format!("redis+cluster://:hunter2secret@127.0.0.1:{}", seed.port);
+    let (code, text) = run(
+        "bridle-orchestrator",
+        &[("BRIDLE_ORCHESTRATOR_REDIS_URL", url)],
+    )
+    .await;
+    assert_eq!(code, 69, "{text}");
+    assert!(
+        text.contains(&format!(
+            "redis cluster seed at 127.0.0.1:{} is unavailable",
+            seed.port
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("hunter2secret"),
+        "the password is not printed: {text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+#[tokio::test]
 async fn unreachable_vault_exits_69_naming_it() {
     let refusing = bridle_testkit::ports::refusing_port().unwrap();
     let port = refusing.port;

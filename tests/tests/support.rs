@@ -25,6 +25,9 @@ pub struct Options {
     pub env_all: Vec<(String, String)>,
     /// Mutual TLS between everything, with certificates from deploy/certs/make-dev-ca.sh.
     pub tls: bool,
+    /// The services' `redis_url` instead of the harness's own server's (a Sentinel group or a
+    /// Cluster the test started; the test keeps it alive).
+    pub redis_url: Option<String>,
 }
 
 pub struct Harness {
@@ -61,7 +64,7 @@ impl Harness {
         )
         .await?;
         let dir = tempfile::tempdir()?;
-        let redis_url = redis.url();
+        let redis_url = o.redis_url.clone().unwrap_or_else(|| redis.url());
         let mut services = Vec::new();
 
         let certs = if o.tls {

@@ -140,7 +140,7 @@ impl config::Options for Options {
     fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.server.validate(&mut out);
-        config::check_url("redis_url", &self.redis_url, &["redis", "rediss"], &mut out);
+        config::check_redis_url("redis_url", &self.redis_url, &mut out);
         if self.key_prefix.is_empty() {
             out.push("key_prefix: must not be empty".into());
         } else if self.key_prefix.contains(['{', '}']) {

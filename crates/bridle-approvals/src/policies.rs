@@ -7,9 +7,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bridle_core::manifest::Manifest;
+use bridle_core::redis_util::RedisConn;
 use bridle_core::store::ManifestStore;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use crate::Error;
 use crate::cedar::CedarEngine;
@@ -29,7 +29,7 @@ struct Cached {
 
 pub struct Policies {
     manifests: ManifestStore,
-    conn: ConnectionManager,
+    conn: RedisConn,
     versions_key: String,
     fallback: Arc<dyn PolicyEngine>,
     cache: RwLock<HashMap<String, Cached>>,
@@ -51,7 +51,7 @@ impl PolicyEngine for Broken {
 impl Policies {
     pub fn new(
         manifests: ManifestStore,
-        conn: ConnectionManager,
+        conn: RedisConn,
         versions_key: String,
         fallback: Arc<dyn PolicyEngine>,
     ) -> Self {

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bridle_core::redis_util::RedisConn;
 use bridle_core::redis_util::{self, Keys};
 use bridle_core::timeutil::now_ms;
 use bridle_proto::{Approval, ApprovalState};
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, ScriptInvocation};
 
 use crate::Error;
@@ -50,9 +50,8 @@ pub enum EvalOutcome {
 
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
-    client: redis::Client,
-    shown_url: String,
+    conn: RedisConn,
+    url: String,
     keys: ApprovalKeys,
     scripts: Arc<Scripts>,
 }
@@ -75,20 +74,16 @@ fn unexpected(script: &str, reply: &[String]) -> Error {
 impl Store {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
         let conn = redis_util::connect(url).await?;
-        let shown_url = redis_util::display_url(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| bridle_core::Error::Config(format!("redis url {shown_url}: {e}")))?;
         Ok(Self {
             conn,
-            client,
-            shown_url,
+            url: url.to_string(),
             keys: ApprovalKeys::new(&Keys::new(prefix)),
             scripts: Arc::new(Scripts::new()),
         })
     }
 
     /// The shared connection, for the manifest store beside the approvals.
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -100,16 +95,8 @@ impl Store {
     pub async fn dedicated_connection(
         &self,
         response_timeout: std::time::Duration,
-    ) -> Result<redis::aio::MultiplexedConnection, Error> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-            .set_response_timeout(Some(response_timeout));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| {
-                bridle_core::Error::unavailable(format!("redis at {}", self.shown_url), e).into()
-            })
+    ) -> Result<RedisConn, Error> {
+        Ok(redis_util::dedicated_connection(&self.url, response_timeout).await?)
     }
 
     fn audit_failed(&self, err: &str) -> Error {

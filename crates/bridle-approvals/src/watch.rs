@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bridle_core::redis_util::RedisConn;
 use bridle_proto::{ApprovalEvent, ApprovalEventKind};
 use futures::Stream;
-use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -48,7 +48,7 @@ fn parse(entry: &Entry) -> Result<ApprovalEvent, Error> {
 }
 
 async fn read(
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConn,
     key: &str,
     after: u64,
     follow: bool,
@@ -85,7 +85,7 @@ async fn read(
 /// dropped, with its connection, when the client goes away.
 pub fn events(
     key: String,
-    mut conn: MultiplexedConnection,
+    mut conn: RedisConn,
     from_offset: u64,
     tenant: Option<String>,
     stop: CancellationToken,

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::redis_util::RedisConn;
 use rand::Rng as _;
-use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -196,7 +196,7 @@ pub struct KeyRecord {
 /// API keys in Redis, by the SHA-256 of their plaintext.
 #[derive(Clone)]
 pub struct ApiKeyStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     by_hash: String,
     by_id: String,
 }
@@ -208,7 +208,7 @@ fn hash(plaintext: &str) -> String {
 }
 
 impl ApiKeyStore {
-    pub fn new(conn: ConnectionManager, keys: &Keys) -> Self {
+    pub fn new(conn: RedisConn, keys: &Keys) -> Self {
         Self {
             conn,
             by_hash: keys.key("auth:{keys}"),

@@ -276,5 +276,13 @@ pub fn check_url(key: &str, value: &str, schemes: &[&str], out: &mut Vec<String>
     }
 }
 
+/// A `redis_url`: one server, `redis+sentinel://` or `redis+cluster://`
+/// (`redis_util::url`). The message never repeats the URL, which may hold a password.
+pub fn check_redis_url(key: &str, value: &str, out: &mut Vec<String>) {
+    if let Err(e) = crate::redis_util::RedisUrl::parse(value) {
+        out.push(format!("{key}: {e}"));
+    }
+}
+
 #[cfg(test)]
 mod tests;

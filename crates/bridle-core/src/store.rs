@@ -2,8 +2,8 @@
 //! kinds (the orchestrator Agents, the tools service Tools, the router ModelRoutes) under its own
 //! hash-tagged key, so one apply is one MULTI and works on Redis Cluster.
 
+use crate::redis_util::RedisConn;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use crate::Error;
 use crate::manifest::{self, Manifest, Owner};
@@ -11,7 +11,7 @@ use crate::redis_util::Keys;
 
 #[derive(Clone)]
 pub struct ManifestStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     data_key: String,
     gen_key: String,
 }
@@ -39,7 +39,7 @@ fn field(kind: &str, tenant: &str, name: &str) -> String {
 }
 
 impl ManifestStore {
-    pub fn new(conn: ConnectionManager, keys: &Keys, owner: Owner) -> Self {
+    pub fn new(conn: RedisConn, keys: &Keys, owner: Owner) -> Self {
         let base = keys.key(&format!("manifests:{{{}}}", owner.as_str()));
         Self {
             conn,

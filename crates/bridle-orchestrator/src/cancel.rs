@@ -79,11 +79,15 @@ impl InFlight {
 pub async fn listen(redis_url: String, channel: String, inflight: InFlight, shutdown: Shutdown) {
     let mut failures = 0u32;
     while !shutdown.is_triggered() {
+        // Through redis_util so a Sentinel group's current primary (or a Cluster node) is the
+        // one subscribed to; after a failover the old primary drops us and we land here again.
         let sub = async {
-            let client = redis::Client::open(redis_url.as_str())?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+            let mut pubsub = bridle_core::redis_util::pubsub(&redis_url).await?;
+            pubsub
+                .subscribe(&channel)
+                .await
+                .map_err(|e| bridle_core::Error::unavailable("redis pub/sub", e))?;
+            Ok::<_, bridle_core::Error>(pubsub)
         };
         let mut pubsub = match sub.await {
             Ok(p) => p,

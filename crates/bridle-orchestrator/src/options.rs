@@ -65,12 +65,7 @@ impl config::Options for Options {
     fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.server.validate(&mut out);
-        config::check_url(
-            "redis_url",
-            &self.redis_url,
-            &["redis", "rediss", "redis+unix", "unix"],
-            &mut out,
-        );
+        config::check_redis_url("redis_url", &self.redis_url, &mut out);
         for (k, v) in [
             ("router_url", &self.router_url),
             ("tools_url", &self.tools_url),

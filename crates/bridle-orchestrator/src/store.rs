@@ -5,8 +5,8 @@
 //! state, append its events, bump the version — is one Lua script: atomic, and fenced by the
 //! version the writer loaded, so two workers can never both advance a run.
 
+use bridle_core::redis_util::RedisConn;
 use prost::Message as _;
-use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 
 use bridle_core::redis_util::Keys;
@@ -49,14 +49,14 @@ pub struct Loaded {
 
 #[derive(Clone)]
 pub struct RunStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     create: redis::Script,
     checkpoint: redis::Script,
 }
 
 impl RunStore {
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys) -> Self {
         Self {
             conn,
             keys,
@@ -69,7 +69,7 @@ impl RunStore {
         &self.keys
     }
 
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 

@@ -105,7 +105,7 @@ impl Workers {
 
     async fn read(
         &self,
-        c: &mut redis::aio::MultiplexedConnection,
+        c: &mut bridle_core::redis_util::RedisConn,
         consumer: &str,
         shutdown: &Shutdown,
     ) -> redis::RedisResult<Option<(String, String, u64)>> {
@@ -143,7 +143,7 @@ impl Workers {
     /// Takes over one task that has been idle longer than `claim_idle` (its worker died).
     async fn claim(
         &self,
-        c: &mut redis::aio::MultiplexedConnection,
+        c: &mut bridle_core::redis_util::RedisConn,
         consumer: &str,
     ) -> redis::RedisResult<Option<(String, String, u64)>> {
         let key = self.engine.store.work_key();

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bridle_core::manifest::{ModelRoute, Rate};
 use bridle_core::redis_util::Keys;
-use redis::aio::ConnectionManager;
+use bridle_core::redis_util::RedisConn;
 
 use crate::Error;
 use crate::error::quote;
@@ -115,14 +115,14 @@ impl Plan {
 }
 
 pub struct Limiter {
-    conn: ConnectionManager,
+    conn: RedisConn,
     base: String,
     defaults: Defaults,
     script: redis::Script,
 }
 
 impl Limiter {
-    pub fn new(conn: ConnectionManager, keys: &Keys, defaults: Defaults) -> Self {
+    pub fn new(conn: RedisConn, keys: &Keys, defaults: Defaults) -> Self {
         Self {
             conn,
             base: keys.key("router:limits"),

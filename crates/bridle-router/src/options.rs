@@ -131,7 +131,7 @@ impl config::Options for Options {
     fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.server.validate(&mut out);
-        config::check_url("redis_url", &self.redis_url, &["redis", "rediss"], &mut out);
+        config::check_redis_url("redis_url", &self.redis_url, &mut out);
         config::check_url(
             "secrets_url",
             &self.secrets_url,

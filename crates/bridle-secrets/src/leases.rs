@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bridle_core::Shutdown;
 use bridle_core::redis_util::Keys;
-use redis::aio::ConnectionManager;
+use bridle_core::redis_util::RedisConn;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
@@ -33,7 +33,7 @@ struct RunLeases {
 
 pub struct Leases {
     vault: Arc<Vault>,
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     runs: Mutex<HashMap<String, RunLeases>>,
     shutdown: Shutdown,
@@ -44,7 +44,7 @@ pub struct Leases {
 impl Leases {
     pub fn new(
         vault: Arc<Vault>,
-        conn: ConnectionManager,
+        conn: RedisConn,
         keys: Keys,
         shutdown: Shutdown,
         clock: Clock,

@@ -151,7 +151,7 @@ impl config::Options for Options {
     fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.server.validate(&mut out);
-        config::check_url("redis_url", &self.redis_url, &["redis", "rediss"], &mut out);
+        config::check_redis_url("redis_url", &self.redis_url, &mut out);
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
             out.push("key_prefix: must be non-empty and without '{' or '}'".into());
         }

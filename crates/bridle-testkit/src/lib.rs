@@ -15,9 +15,11 @@ pub mod otlp;
 pub mod paths;
 pub mod ports;
 pub mod redis;
+pub mod redis_ha;
 
 pub use bao::OpenBao;
 pub use redis::RedisServer;
+pub use redis_ha::{RedisCluster, SentinelGroup};
 
 /// A fresh key prefix / label / path component for one test, so tests can share servers and
 /// run in parallel without seeing each other's data.

@@ -11,6 +11,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     appendonly: bool,
+    /// More `--<option> <value>` arguments (replication, cluster mode; see `redis_ha`).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -22,6 +24,12 @@ impl RedisServer {
     /// Starts redis-server; with `appendonly`, every write is fsynced to an AOF so a restart
     /// (see [`RedisServer::restart`]) keeps the data.
     pub async fn start_with(appendonly: bool) -> anyhow::Result<Self> {
+        Self::start_args(appendonly, &[]).await
+    }
+
+    /// Starts redis-server with more arguments, e.g. `["--replicaof", "127.0.0.1", "6379"]`.
+    /// `{port}` in an argument becomes the server's own port.
+    pub async fn start_args(appendonly: bool, extra: &[&str]) -> anyhow::Result<Self> {
         let mut last = None;
         for _ in 0..5 {
             let port = crate::ports::free_port()?;
@@ -30,6 +38,10 @@ impl RedisServer {
                 port,
                 dir: tempfile::tempdir()?,
                 appendonly,
+                extra: extra
+                    .iter()
+                    .map(|a| a.replace("{port}", &port.to_string()))
+                    .collect(),
             };
             match s.spawn().await {
                 Ok(()) => return Ok(s),
@@ -65,6 +77,7 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        cmd.args(&self.extra);
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
@@ -114,6 +127,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's folder (its config, AOF and cluster state live there).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Kills the server (SIGKILL: no final save beyond what the AOF already holds).
     pub async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -161,6 +179,7 @@ mod tests {
             port: first.port(),
             dir: tempfile::tempdir().unwrap(),
             appendonly: false,
+            extra: Vec::new(),
         };
         // Not the readiness timeout's message: the exit is seen as it happens.
         let e = second.spawn().await.unwrap_err();

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bridle_core::Shutdown;
 use bridle_core::redis_util::Keys;
+use bridle_core::redis_util::RedisConn;
 use bridle_proto::ToolResult;
 use prost::Message as _;
-use redis::aio::ConnectionManager;
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
@@ -35,7 +35,7 @@ return 0";
 
 #[derive(Clone)]
 pub struct Idempotency {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     ttl: Duration,
 }
@@ -55,7 +55,7 @@ pub enum Begin {
 }
 
 impl Idempotency {
-    pub fn new(conn: ConnectionManager, keys: Keys, ttl: Duration) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, ttl: Duration) -> Self {
         Self { conn, keys, ttl }
     }
 
@@ -199,7 +199,7 @@ impl Drop for Claim {
     }
 }
 
-async fn release(mut conn: ConnectionManager, key: String, token: String) {
+async fn release(mut conn: RedisConn, key: String, token: String) {
     let r: Result<i64, _> = redis::Script::new(RELEASE)
         .key(&key)
         .arg(&token)

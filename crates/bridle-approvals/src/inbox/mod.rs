@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use bridle_core::Shutdown;
 use bridle_core::auth::{AuthMode, Authenticator, Role};
-use redis::aio::ConnectionManager;
+use bridle_core::redis_util::RedisConn;
 
 pub use pages::esc;
 use pages::{Item, Rights};
@@ -43,7 +43,7 @@ const CSRF_COOKIE_AGE: u64 = 24 * 3600;
 pub struct Inbox {
     service: Arc<ApprovalsService>,
     auth: Authenticator,
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: ApprovalKeys,
     session_ttl: Duration,
     secure: bool,

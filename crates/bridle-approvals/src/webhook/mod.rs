@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridle_core::Shutdown;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use bridle_core::redis_util::RedisConn;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +46,7 @@ struct Delivery {
     inbox_url: Option<String>,
     stop: CancellationToken,
     shutdown: Shutdown,
-    acks: ConnectionManager,
+    acks: RedisConn,
     events: String,
 }
 
@@ -102,7 +102,7 @@ pub async fn spawn(
 }
 
 async fn read(
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConn,
     events: &str,
     consumer: &str,
     claim: bool,
@@ -138,7 +138,7 @@ async fn read(
 }
 
 impl Delivery {
-    async fn run(self: Arc<Self>, mut conn: MultiplexedConnection, consumer: String) {
+    async fn run(self: Arc<Self>, mut conn: RedisConn, consumer: String) {
         let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut last_claim: Option<tokio::time::Instant> = None;
         'read: loop {

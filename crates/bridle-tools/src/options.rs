@@ -129,12 +129,7 @@ impl config::Options for Options {
             &["redis", "rediss", "redis+unix", "unix"],
             &mut out,
         );
-        config::check_url(
-            "secrets_url",
-            &self.secrets_url,
-            &["http", "https"],
-            &mut out,
-        );
+        config::check_peer_url("secrets_url", &self.secrets_url, &mut out);
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}', ' ']) {
             out.push("key_prefix: must be non-empty, without braces or spaces".into());
         }

@@ -15,7 +15,8 @@ use tonic_health::pb::health_client::HealthClient;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ConnArgs {
-    /// The orchestrator's gRPC address.
+    /// The orchestrator's gRPC address; for several replicas, `dns:///host:port` (every
+    /// address of the name) or a comma-separated list of addresses.
     #[arg(
         long,
         global = true,
@@ -23,7 +24,8 @@ pub struct ConnArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
-    /// The approvals service's gRPC address.
+    /// The approvals service's gRPC address (or `dns:///host:port`, or a comma-separated
+    /// list).
     #[arg(
         long,
         global = true,

@@ -322,7 +322,8 @@ impl Discovery {
             // noticed within ~15 s even when no call is going to it.
             ep.http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(5))
-                .timeout(PROBE_TIMEOUT)
+                // The probe's own limit below is the one that reports, with its reason.
+                .timeout(PROBE_TIMEOUT * 2)
         });
         let fut = async move {
             let ep = ep?;

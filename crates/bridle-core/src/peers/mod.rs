@@ -223,10 +223,7 @@ impl tower::Service<Req> for Peer {
         let fresh = self.channel.clone();
         let mut ready = std::mem::replace(&mut self.channel, fresh);
         // The call's own deadline when it is the tighter one, else the channel's.
-        let (deadline, own) = match grpc_timeout(req.headers()) {
-            Some(t) if t < pool.timeout => (t, true),
-            _ => (pool.timeout, false),
-        };
+        let deadline = grpc_timeout(req.headers()).map_or(pool.timeout, |t| t.min(pool.timeout));
         Box::pin(async move {
             let work = async {
                 let mut rx = pool.state.clone();
@@ -256,20 +253,13 @@ impl tower::Service<Req> for Peer {
             // deadline; the balancer's queue is covered too, not only the connection.
             match tokio::time::timeout(deadline, work).await {
                 Ok(r) => r,
-                // As a server answers a call past its deadline; the channel's own limit is
-                // CANCELLED, as tonic's single-address channel reports it (callers retry it).
-                Err(_) => {
-                    let msg = format!(
-                        "{} did not answer within {}",
-                        pool.service,
-                        humantime::format_duration(deadline)
-                    );
-                    Err(Box::new(if own {
-                        tonic::Status::deadline_exceeded(msg)
-                    } else {
-                        tonic::Status::cancelled(msg)
-                    }) as BoxError)
-                }
+                // CANCELLED, as tonic's own per-connection deadline reports it (and callers
+                // retry it as before).
+                Err(_) => Err(Box::new(tonic::Status::cancelled(format!(
+                    "{} did not answer within {}",
+                    pool.service,
+                    humantime::format_duration(deadline)
+                ))) as BoxError),
             }
         })
     }

@@ -244,17 +244,22 @@ async fn a_replica_that_stops_answering_holds_no_call_past_its_deadline_and_is_t
     // Each call carries a 2 s deadline; the client's own limit is a minute. A call that goes
     // to the frozen replica ends at its deadline, not the minute.
     let mut timed_out = 0;
-    for _ in 0..10 {
+    for _ in 0..40 {
+        if timed_out == 3 {
+            break;
+        }
         let mut req = tonic::Request::new(ListModelsRequest::default());
         req.set_timeout(Duration::from_secs(2));
         let r = tokio::time::timeout(Duration::from_secs(30), c.list_models(req))
             .await
             .expect("a call outlived its deadline by far");
         if let Err(s) = r {
-            assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
+            // tonic reports a call's expired deadline as CANCELLED ("Timeout expired").
+            assert_eq!(s.code(), Code::Cancelled, "{s:?}");
             timed_out += 1;
         }
     }
+    assert!(timed_out > 0, "no call went to the frozen replica");
     // Its unanswered keep-alive pings take it out.
     ready(&peer, 1).await;
     let before = counts(&[&b]);
@@ -265,7 +270,6 @@ async fn a_replica_that_stops_answering_holds_no_call_past_its_deadline_and_is_t
     // Thawed, it answers its probe and is back.
     signal(&a, "-CONT");
     ready(&peer, 2).await;
-    eprintln!("calls that hit the frozen replica and timed out: {timed_out}");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! eject, probe back in. One task per discovered peer; it owns every decision, so the set the
 //! balancer sees and the count callers see (`State`) change together.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -100,6 +100,10 @@ impl Discovery {
         // Why the last resolution gave nothing, when it did.
         let mut empty_why: Option<String> = None;
         let mut empty_backoff = FIRST_BACKOFF;
+        // Changes the balancer has not taken yet. It reads them only when a call comes, so
+        // with no calls its channel fills up; a later change to an address supersedes an
+        // earlier one, which keeps this to one change per address.
+        let mut pending: VecDeque<Change<SocketAddr, Endpoint>> = VecDeque::new();
         loop {
             let now = Instant::now();
             if now >= resolve_at {
@@ -115,9 +119,7 @@ impl Discovery {
                                 %addr,
                                 "peer address no longer resolved; taken out"
                             );
-                            if self.changes.send(Change::Remove(*addr)).await.is_err() {
-                                return;
-                            }
+                            queue(&mut pending, Change::Remove(*addr));
                         }
                     }
                 }
@@ -171,6 +173,17 @@ impl Discovery {
                     .values()
                     .any(|s| matches!(s.phase, Phase::Probing { first: true }));
             self.publish(settled, &slots, empty_why.as_deref());
+            while let Some(c) = pending.pop_front() {
+                match self.changes.try_send(c) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(c)) => {
+                        pending.push_front(c);
+                        break;
+                    }
+                    // The balancer is gone: nobody calls through it any more.
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
 
             let wake = slots
                 .values()
@@ -185,6 +198,11 @@ impl Discovery {
                 // Every Peer is gone: nobody calls through this channel any more.
                 _ = self.state.closed() => return,
                 _ = tokio::time::sleep_until(wake) => {}
+                Ok(permit) = self.changes.reserve(), if !pending.is_empty() => {
+                    if let Some(c) = pending.pop_front() {
+                        permit.send(c);
+                    }
+                }
                 Some(ev) = tasks.next(), if !tasks.is_empty() => {
                     let Some(ev) = ev else { continue };
                     match ev {
@@ -204,9 +222,7 @@ impl Discovery {
                                             continue;
                                         }
                                     };
-                                    if self.changes.send(Change::Insert(addr, ep)).await.is_err() {
-                                        return;
-                                    }
+                                    queue(&mut pending, Change::Insert(addr, ep));
                                     tracing::info!(
                                         service = %self.dial.service,
                                         %addr,
@@ -245,9 +261,7 @@ impl Discovery {
                                 %why,
                                 "peer address taken out"
                             );
-                            if self.changes.send(Change::Remove(addr)).await.is_err() {
-                                return;
-                            }
+                            queue(&mut pending, Change::Remove(addr));
                             slot.why = why;
                             slot.backoff = FIRST_BACKOFF;
                             slot.phase = Phase::Waiting {
@@ -388,6 +402,19 @@ impl Discovery {
             changed
         });
     }
+}
+
+/// Queues `change`, dropping an earlier one to the same address that it supersedes.
+fn queue(
+    pending: &mut VecDeque<Change<SocketAddr, Endpoint>>,
+    change: Change<SocketAddr, Endpoint>,
+) {
+    let addr = |c: &Change<SocketAddr, Endpoint>| match c {
+        Change::Insert(a, _) | Change::Remove(a) => *a,
+    };
+    let a = addr(&change);
+    pending.retain(|c| addr(c) != a);
+    pending.push_back(change);
 }
 
 /// Waits on a replica's health watch until it stops saying SERVING.

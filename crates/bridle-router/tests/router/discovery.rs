@@ -13,7 +13,7 @@ use bridle_proto::ListModelsRequest;
 use bridle_proto::router_client::RouterClient;
 use tonic::Code;
 
-use crate::helpers::{Harness, WAIT};
+use crate::helpers::{Harness, WAIT, route_with};
 use crate::replicas::Replica;
 
 const LIST: &str = "/bridle.v1.Router/ListModels";
@@ -317,4 +317,25 @@ async fn a_listener_that_never_answers_is_never_used() {
         "{}",
         e.message()
     );
+}
+
+#[tokio::test]
+async fn the_gateway_resolves_its_keys_through_a_secrets_broker_found_by_dns_name() {
+    use bridle_testkit::mock_openai::{MockOpenAi, Reply};
+    let h = Harness::start().await;
+    let mock = MockOpenAi::start().await.unwrap();
+    mock.set_default(Some(Reply::text("ok")));
+    h.put_secret("openai-key", "sk-test-discovery").await;
+    h.apply(&route_with(
+        "found",
+        "",
+        &[("a", "gpt-4o-mini", &mock.base_url())],
+        "",
+    ))
+    .await;
+    let port = h.secrets_url.rsplit_once(':').unwrap().1;
+    let url = format!("dns:///localhost:{port}");
+    let r = Replica::start(&h, &[("BRIDLE_ROUTER_SECRETS_URL", url.as_str())]).await;
+    let (status, _, body) = crate::limits::chat(&r.http, "found", None).await;
+    assert_eq!(status, 200, "{body}");
 }

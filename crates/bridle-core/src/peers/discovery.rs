@@ -84,7 +84,7 @@ type Health = (
 );
 
 enum Event {
-    Probed(SocketAddr, u64, Result<Health, String>),
+    Probed(SocketAddr, u64, Result<Box<Health>, String>),
     Down(SocketAddr, u64, String),
 }
 
@@ -358,7 +358,7 @@ impl Discovery {
                 }
             };
             match tokio::time::timeout(PROBE_TIMEOUT, first).await {
-                Ok(r) => r.map(|stream| (client, stream)),
+                Ok(r) => r.map(|stream| Box::new((client, stream))),
                 Err(_) => Err(format!(
                     "accepted the connection but gave no health answer within {}",
                     humantime::format_duration(PROBE_TIMEOUT)
@@ -418,8 +418,8 @@ fn queue(
 }
 
 /// Waits on a replica's health watch until it stops saying SERVING.
-fn watch_health(addr: SocketAddr, generation: u64, health: Health) -> (Task, AbortHandle) {
-    let (client, mut stream) = health;
+fn watch_health(addr: SocketAddr, generation: u64, health: Box<Health>) -> (Task, AbortHandle) {
+    let (client, mut stream) = *health;
     let fut = async move {
         // The watch's connection lives as long as its client.
         let _client = client;

@@ -20,6 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -224,30 +225,46 @@ impl tower::Service<Req> for Peer {
         let mut ready = std::mem::replace(&mut self.channel, fresh);
         // The call's own deadline when it is the tighter one, else the channel's.
         let deadline = grpc_timeout(req.headers()).map_or(pool.timeout, |t| t.min(pool.timeout));
+        // Set once a connection starts sending the request: until then it waits in the
+        // balancer's queue and can be failed without having reached any replica.
+        let sent = Arc::new(AtomicBool::new(false));
+        let req = req.map(|inner| {
+            tonic::body::Body::new(Marked {
+                inner,
+                sent: sent.clone(),
+            })
+        });
         Box::pin(async move {
+            let unavailable = |why: &str| {
+                Box::new(tonic::Status::unavailable(format!(
+                    "{} is unavailable: {why}",
+                    pool.service
+                ))) as BoxError
+            };
             let work = async {
                 let mut rx = pool.state.clone();
                 // Before discovery has been round once, wait for it (within the deadline)
                 // rather than fail a call made right at startup.
-                let settled = rx.wait_for(|s| s.settled).await.map(|s| s.clone());
-                match settled {
-                    Ok(s) if s.ready == 0 => {
-                        return Err(Box::new(tonic::Status::unavailable(format!(
-                            "{} is unavailable: {}",
-                            pool.service, s.why
-                        ))) as BoxError);
-                    }
+                match rx.wait_for(|s| s.settled).await.map(|s| s.clone()) {
+                    Ok(s) if s.ready == 0 => return Err(unavailable(&s.why)),
                     Ok(_) => {}
-                    Err(_) => {
-                        return Err(Box::new(tonic::Status::unavailable(format!(
-                            "{} is unavailable: its discovery has stopped (shutting down)",
-                            pool.service
-                        ))) as BoxError);
+                    Err(_) => return Err(unavailable("its discovery has stopped")),
+                }
+                let call = tower::Service::call(&mut ready, req);
+                tokio::pin!(call);
+                loop {
+                    tokio::select! {
+                        r = &mut call => return r.map_err(Into::into),
+                        // The last replica went while the call waited in the queue: it
+                        // would wait there until one comes back, so it fails now.
+                        Ok(()) = rx.changed() => {
+                            let s = rx.borrow_and_update().clone();
+                            if s.ready == 0 && !sent.load(Ordering::Acquire) {
+                                return Err(unavailable(&s.why));
+                            }
+                        }
                     }
                 }
-                tower::Service::call(&mut ready, req)
-                    .await
-                    .map_err(Into::into)
             };
             // A replica that takes the connection and never answers holds no call past its
             // deadline; the balancer's queue is covered too, not only the connection.
@@ -262,6 +279,33 @@ impl tower::Service<Req> for Peer {
                 ))) as BoxError),
             }
         })
+    }
+}
+
+/// A request body that records when a connection first reads it.
+struct Marked {
+    inner: tonic::body::Body,
+    sent: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Marked {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        self.sent.store(true, Ordering::Release);
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -193,6 +193,19 @@ def check_workloads(variant: str, values: dict, objs: list[dict]) -> None:
             check(all(labels.get(k) == v for k, v in sel.items()), f"[{variant}] {svc}: Service selects its pods")
             check(svc_obj["spec"]["ports"][0]["targetPort"] == "grpc" and svc_obj["spec"]["ports"][0].get("appProtocol") == "grpc",
                   f"[{variant}] {svc}: Service targets the grpc port")
+        peers = by.get(("Service", f"{name}-peers"))
+        check(bool(peers) and peers["spec"].get("clusterIP") == "None",
+              f"[{variant}] {svc}: a headless Service {name}-peers for its peers")
+        if peers:
+            sel = peers["spec"]["selector"]
+            check(all(labels.get(k) == v for k, v in sel.items()) and peers["spec"]["ports"][0]["port"] == port,
+                  f"[{variant}] {svc}: headless Service selects its pods on the grpc port")
+        for e in c.get("env", []):
+            peer = next((p for p in SERVICES if e["name"] == f"BRIDLE_{svc.upper()}_{p.upper()}_URL"), None)
+            if peer:
+                want = f"dns:///bridle-{peer}-peers.bridle.svc:"
+                check(e.get("value", "").startswith(want),
+                      f"[{variant}] {svc}: {e['name']} uses the headless Service ({want}...), not {e.get('value')}")
         hpa = by.get(("HorizontalPodAutoscaler", name))
         if hpa:
             check(hpa["spec"]["scaleTargetRef"]["name"] == name and "replicas" not in dep["spec"],

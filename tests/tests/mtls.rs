@@ -21,6 +21,25 @@ async fn a_run_goes_through_services_that_speak_mutual_tls() {
     })
     .await
     .unwrap();
+    a_keyed_run_succeeds(&h).await;
+    refusals(&h).await;
+}
+
+/// Every service finds its peers by DNS name (`dns:///localhost:port`): each address it
+/// resolves to is dialled over TLS, checked against the peer's name, not the address.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_goes_through_services_found_by_dns_name_over_mutual_tls() {
+    let h = Harness::start_with(Options {
+        tls: true,
+        peers_by_dns: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    a_keyed_run_succeeds(&h).await;
+}
+
+async fn a_keyed_run_succeeds(h: &Harness) {
     assert!(h.orchestrator.starts_with("https://"), "{}", h.orchestrator);
     // A tool with a secret: the tools service resolves it from the broker over TLS too.
     let keyed = r#"apiVersion: bridle.dev/v1
@@ -56,7 +75,7 @@ spec:
     ]));
     h.mock.enqueue(Reply::text("42"));
     let run = h.start_run("keyed", "go").await;
-    let events = follow(&h, &run, Duration::from_secs(120), |_| async {})
+    let events = follow(h, &run, Duration::from_secs(120), |_| async {})
         .await
         .unwrap();
     let Some(Kind::RunFinished(f)) = &events.last().unwrap().kind else {
@@ -75,7 +94,9 @@ spec:
         h.mock.requests()[0].authorization(),
         Some(format!("Bearer {}", h.api_key).as_str())
     );
+}
 
+async fn refusals(h: &Harness) {
     // Plain text to a TLS service fails.
     let plain = h.orchestrator.replacen("https://", "http://", 1);
     let r = async {

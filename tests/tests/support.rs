@@ -28,6 +28,17 @@ pub struct Options {
     /// The services' `redis_url` instead of the harness's own server's (a Sentinel group or a
     /// Cluster the test started; the test keeps it alive).
     pub redis_url: Option<String>,
+    /// The services find each other by DNS name (`dns:///localhost:port`) rather than by
+    /// address.
+    pub peers_by_dns: bool,
+}
+
+/// `http(s)://127.0.0.1:port` as `dns:///localhost:port` when `by_dns`.
+fn peer_url(addr: &str, by_dns: bool) -> String {
+    match addr.rsplit_once(':') {
+        Some((_, port)) if by_dns => format!("dns:///localhost:{port}"),
+        _ => addr.to_string(),
+    }
 }
 
 pub struct Harness {
@@ -158,28 +169,34 @@ impl Harness {
             dir.path().to_path_buf(),
         )
         .await?;
+        let secrets_url = peer_url(&secrets.addr, o.peers_by_dns);
         let tools = start(
             "bridle-tools",
-            common("tools", &[("secrets_url", &secrets.addr)]),
+            common("tools", &[("secrets_url", &secrets_url)]),
             dir.path().to_path_buf(),
         )
         .await?;
         let router = start(
             "bridle-router",
-            common("router", &[("secrets_url", &secrets.addr)]),
+            common("router", &[("secrets_url", &secrets_url)]),
             dir.path().to_path_buf(),
         )
         .await?;
         let mut orchestrators = Vec::new();
+        let (router_url, tools_url, approvals_url) = (
+            peer_url(&router.addr, o.peers_by_dns),
+            peer_url(&tools.addr, o.peers_by_dns),
+            peer_url(&approvals.addr, o.peers_by_dns),
+        );
         for i in 0..o.orchestrators.max(1) {
             let consumer = format!("orch-{i}");
             let mut env = common(
                 "orchestrator",
                 &[
-                    ("router_url", &router.addr),
-                    ("tools_url", &tools.addr),
-                    ("approvals_url", &approvals.addr),
-                    ("secrets_url", &secrets.addr),
+                    ("router_url", &router_url),
+                    ("tools_url", &tools_url),
+                    ("approvals_url", &approvals_url),
+                    ("secrets_url", &secrets_url),
                     ("workers", "4"),
                     ("consumer", &consumer),
                 ],

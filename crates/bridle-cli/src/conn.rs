@@ -5,17 +5,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bridle_core::peers::{Dial, Peer, PeerUrl, SystemResolver};
 use bridle_proto::admin_client::AdminClient;
 use bridle_proto::approvals_client::ApprovalsClient;
 use bridle_proto::manifests_client::ManifestsClient;
 use bridle_proto::orchestrator_client::OrchestratorClient;
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ConnArgs {
-    /// The orchestrator's gRPC address.
+    /// The orchestrator's gRPC address; for several replicas, `dns:///host:port` (every
+    /// address of the name) or a comma-separated list of addresses.
     #[arg(
         long,
         global = true,
@@ -23,7 +24,8 @@ pub struct ConnArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
-    /// The approvals service's gRPC address.
+    /// The approvals service's gRPC address (or `dns:///host:port`, or a comma-separated
+    /// list).
     #[arg(
         long,
         global = true,
@@ -63,7 +65,7 @@ impl tonic::service::Interceptor for KeyInterceptor {
     }
 }
 
-pub type Ch = tonic::codegen::InterceptedService<Channel, KeyInterceptor>;
+pub type Ch = tonic::codegen::InterceptedService<Peer, KeyInterceptor>;
 
 /// Which server a channel goes to: its name in messages and the flag that sets its address.
 #[derive(Clone, Copy)]
@@ -141,7 +143,12 @@ impl ConnArgs {
         Ok(cfg)
     }
 
-    async fn channel(&self, t: Target, url: &str) -> anyhow::Result<Channel> {
+    async fn channel(&self, t: Target, url: &str) -> anyhow::Result<Peer> {
+        let parsed = PeerUrl::parse(url)
+            .map_err(|e| anyhow::anyhow!("{} address {e} ({})", t.what, t.flag))?;
+        if parsed.is_discovered() {
+            return self.discovered(t, url, &parsed);
+        }
         let mut ep = tonic::transport::Endpoint::from_shared(url.to_string())
             .with_context(|| format!("{} address '{url}' ({})", t.what, t.flag))?
             .connect_timeout(Duration::from_secs(5));
@@ -180,8 +187,45 @@ impl ConnArgs {
         match probe {
             Err(s) if broken_connection(&s) => Err(self.connect_error(t, url, &s, true)),
             // Any answer (SERVING or not, even UNIMPLEMENTED) means the connection works.
-            _ => Ok(ch),
+            _ => Ok(Peer::single(ch)),
         }
+    }
+
+    /// Several replicas (`dns:///host:port` or a list): calls are spread over those that
+    /// answer their health check. A `dns:///` name is dialled over TLS when a TLS flag is
+    /// set; a list entry by its own scheme. Certificates must name the host as written, not
+    /// the address it resolved to.
+    fn discovered(&self, t: Target, raw: &str, url: &PeerUrl) -> anyhow::Result<Peer> {
+        let flags = self.tls_flags();
+        let https = match url {
+            PeerUrl::Dns(_) => !flags.is_empty(),
+            PeerUrl::List(v) => v.iter().any(|e| e.https),
+            PeerUrl::Single(_) => false,
+        };
+        if let (false, Some(flag)) = (https, flags.first()) {
+            anyhow::bail!(
+                "{flag} is set, but no address in {} ({}) is https://: use https:// addresses \
+                 (or unset {flag})",
+                t.flag,
+                t.what
+            );
+        }
+        let tls = if https {
+            Some(self.tls_config()?)
+        } else {
+            None
+        };
+        let dial = Dial {
+            service: t.what.to_string(),
+            // The CLI sets no deadline of its own (a watch streams for as long as the run
+            // goes); this only bounds a call nothing answers.
+            timeout: Duration::from_secs(24 * 3600),
+            tls,
+            tls_name: None,
+            resolve_interval: Duration::from_secs(30),
+        };
+        Peer::discover(dial, url, std::sync::Arc::new(SystemResolver))
+            .map_err(|e| anyhow::anyhow!("{} address {raw} ({}): {e}", t.what, t.flag))
     }
 
     fn tls_settings(&self) -> String {

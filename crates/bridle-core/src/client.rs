@@ -1,12 +1,15 @@
 //! Channels to other Bridle services. Connections are lazy, so services can start in any
 //! order; every call gets a deadline from the channel; a dead peer surfaces as UNAVAILABLE
-//! naming the service and its address.
+//! naming the service and its address. A peer URL with several replicas (`dns:///host:port`
+//! or a comma-separated list) is balanced over them: see [`crate::peers`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
 use crate::Error;
+use crate::peers::{Peer, PeerUrl, Resolve, SystemResolver};
 
 /// A lazily connected channel to `url` ("http://127.0.0.1:50051").
 pub fn channel(service: &str, url: &str, timeout: Duration) -> Result<Channel, Error> {
@@ -32,6 +35,7 @@ pub struct Outgoing {
     name: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     tls: Option<crate::config::Tls>,
+    resolve_interval: std::time::Duration,
 }
 
 impl Outgoing {
@@ -46,6 +50,28 @@ impl Outgoing {
                 .and_then(|t| t.expose_secret().parse().ok()),
             // Validated when the options were loaded.
             tls: opts.tls().ok().flatten(),
+            resolve_interval: opts.peer_resolve_interval,
+        }
+    }
+
+    /// How to dial the replicas of `service` (its certificates must name `service`).
+    pub fn dial(&self, service: &str, timeout: Duration) -> crate::peers::Dial {
+        let tls = self.tls.as_ref().map(|t| {
+            crate::config::install_crypto_provider();
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&t.ca))
+                .identity(tonic::transport::Identity::from_pem(&t.cert, &t.key))
+        });
+        crate::peers::Dial {
+            service: service.to_string(),
+            timeout,
+            tls,
+            tls_name: Some(service.to_string()),
+            resolve_interval: if self.resolve_interval.is_zero() {
+                Duration::from_secs(30)
+            } else {
+                self.resolve_interval
+            },
         }
     }
 }
@@ -83,20 +109,38 @@ impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
 }
 
 /// A channel that carries trace context and the caller's identity on every call.
-pub type Traced = tonic::codegen::InterceptedService<Channel, Outgoing>;
+pub type Traced = tonic::codegen::InterceptedService<Peer, Outgoing>;
 
-/// [`channel`], wrapped so every call carries trace context and identity.
+/// A channel to `url` (one address, `dns:///host:port`, or a list), wrapped so every call
+/// carries trace context and identity.
 pub fn traced(
     service: &str,
     url: &str,
     timeout: Duration,
     outgoing: Outgoing,
 ) -> Result<Traced, Error> {
+    let peer = peer(service, url, timeout, &outgoing, Arc::new(SystemResolver))?;
+    Ok(tonic::codegen::InterceptedService::new(peer, outgoing))
+}
+
+/// The channel under [`traced`], with the resolver names go through (tests give their own
+/// records).
+pub fn peer(
+    service: &str,
+    url: &str,
+    timeout: Duration,
+    outgoing: &Outgoing,
+    resolver: Arc<dyn Resolve>,
+) -> Result<Peer, Error> {
+    let parsed = PeerUrl::parse(url).map_err(|e| Error::Config(format!("{service} url {e}")))?;
+    if parsed.is_discovered() {
+        return Peer::discover(outgoing.dial(service, timeout), &parsed, resolver);
+    }
     let ch = match &outgoing.tls {
         Some(t) => channel_tls(service, url, timeout, t)?,
         None => channel(service, url, timeout)?,
     };
-    Ok(tonic::codegen::InterceptedService::new(ch, outgoing))
+    Ok(Peer::single(ch))
 }
 
 /// A channel over mutual TLS: the server must present a certificate for `service` signed by

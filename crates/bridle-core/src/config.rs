@@ -166,6 +166,11 @@ pub struct ServerOptions {
     /// PEM CA that signs the services' certificates: servers require client certificates
     /// from it (the certificate's CN is the calling service), clients verify servers with it.
     pub tls_ca: Option<PathBuf>,
+    /// How often a peer URL's names (`dns:///host:port`, or host names in a list) are
+    /// resolved again; sooner after a name resolved to nothing or a replica dropped out.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub peer_resolve_interval: Duration,
 }
 
 impl ServerOptions {
@@ -230,6 +235,9 @@ impl ServerOptions {
         if self.concurrency_limit == 0 {
             out.push("concurrency_limit: must be at least 1".into());
         }
+        if self.peer_resolve_interval < Duration::from_secs(1) {
+            out.push("peer_resolve_interval: must be at least 1s".into());
+        }
         if let Err(e) = self.tls() {
             out.push(
                 e.to_string()
@@ -259,6 +267,7 @@ impl Default for ServerOptions {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            peer_resolve_interval: Duration::from_secs(30),
         }
     }
 }
@@ -281,6 +290,16 @@ pub fn check_url(key: &str, value: &str, schemes: &[&str], out: &mut Vec<String>
 pub fn check_redis_url(key: &str, value: &str, out: &mut Vec<String>) {
     if let Err(e) = crate::redis_util::RedisUrl::parse(value) {
         out.push(format!("{key}: {e}"));
+    }
+}
+
+/// Checks a peer URL option: one http(s):// address, `dns:///host:port`, or a
+/// comma-separated list of addresses.
+pub fn check_peer_url(key: &str, value: &str, out: &mut Vec<String>) {
+    match crate::peers::PeerUrl::parse(value) {
+        Ok(crate::peers::PeerUrl::Single(u)) => check_url(key, &u, &["http", "https"], out),
+        Ok(_) => {}
+        Err(e) => out.push(format!("{key}: {e}")),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod manifest;
 pub mod manifest_service;
 pub mod metrics;
+pub mod peers;
 pub mod redact;
 pub mod redis_util;
 pub mod server;

@@ -131,6 +131,9 @@ impl GrpcServer {
             .trace_fn(move |req| {
                 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
                 let path = req.uri().path();
+                // Which replica took which call (BRIDLE_LOG=bridle_core::server=debug): how
+                // calls spread over replicas is seen from outside.
+                tracing::debug!(service = name, method = %path, "call received");
                 let span = tracing::info_span!(
                     "grpc",
                     "otel.name" = %path.trim_start_matches('/'),

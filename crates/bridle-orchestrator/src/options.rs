@@ -72,7 +72,7 @@ impl config::Options for Options {
             ("approvals_url", &self.approvals_url),
             ("secrets_url", &self.secrets_url),
         ] {
-            config::check_url(k, v, &["http", "https"], &mut out);
+            config::check_peer_url(k, v, &mut out);
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}', ' ']) {
             out.push("key_prefix: must be non-empty, without braces or spaces".into());

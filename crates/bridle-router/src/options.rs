@@ -132,12 +132,7 @@ impl config::Options for Options {
         let mut out = Vec::new();
         self.server.validate(&mut out);
         config::check_redis_url("redis_url", &self.redis_url, &mut out);
-        config::check_url(
-            "secrets_url",
-            &self.secrets_url,
-            &["http", "https"],
-            &mut out,
-        );
+        config::check_peer_url("secrets_url", &self.secrets_url, &mut out);
         if self.key_prefix.is_empty() {
             out.push("key_prefix: must not be empty".into());
         }

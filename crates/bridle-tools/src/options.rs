@@ -119,12 +119,33 @@ impl Options {
         .with_upstream_tls(crate::egress::inject::upstream_tls(
             self.egress_upstream_ca_file.as_deref(),
         )?);
-        p.protect_service("this platform's Redis (redis_url)", &self.redis_url, 6379);
-        p.protect_service(
-            "this platform's secrets broker (secrets_url)",
-            &self.secrets_url,
-            80,
-        );
+        // Every address the options name: one Redis or each sentinel or cluster seed (the
+        // data nodes they lead to are not named here: a NetworkPolicy covers those), and each
+        // address of the secrets broker's peer URL.
+        let redis = "this platform's Redis (redis_url)";
+        match bridle_core::redis_util::RedisUrl::parse(&self.redis_url) {
+            Ok(bridle_core::redis_util::RedisUrl::Single(u)) => p.protect_service(redis, &u, 6379),
+            Ok(bridle_core::redis_util::RedisUrl::Sentinel { sentinels: a, .. })
+            | Ok(bridle_core::redis_util::RedisUrl::Cluster { seeds: a, .. }) => {
+                for addr in a {
+                    p.protect_service(redis, &format!("redis://{addr}"), 6379);
+                }
+            }
+            Err(_) => {}
+        }
+        let broker = "this platform's secrets broker (secrets_url)";
+        match bridle_core::peers::PeerUrl::parse(&self.secrets_url) {
+            Ok(bridle_core::peers::PeerUrl::Single(u)) => p.protect_service(broker, &u, 80),
+            Ok(bridle_core::peers::PeerUrl::Dns(hp)) => {
+                p.protect_service(broker, &format!("http://{hp}"), 80)
+            }
+            Ok(bridle_core::peers::PeerUrl::List(entries)) => {
+                for e in entries {
+                    p.protect_service(broker, &format!("http://{}", e.at), 80);
+                }
+            }
+            Err(_) => {}
+        }
         Ok(p)
     }
 
@@ -157,12 +178,7 @@ impl config::Options for Options {
         let mut out = Vec::new();
         self.server.validate(&mut out);
         config::check_redis_url("redis_url", &self.redis_url, &mut out);
-        config::check_url(
-            "secrets_url",
-            &self.secrets_url,
-            &["http", "https"],
-            &mut out,
-        );
+        config::check_peer_url("secrets_url", &self.secrets_url, &mut out);
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}', ' ']) {
             out.push("key_prefix: must be non-empty, without braces or spaces".into());
         }

@@ -35,10 +35,18 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- printf "%s%s:%s" $v.image.registry .svc.image.repository (.svc.image.tag | default $v.image.tag | default .root.Chart.AppVersion) -}}
 {{- end }}
 
-{{/* In-cluster URL of a service. Context: dict root, name. */}}
+{{/* Name of a service's headless Service, which its peers resolve to every ready pod.
+Context: dict root, name. */}}
+{{- define "bridle.peersname" -}}
+{{- printf "%s-peers" (include "bridle.svcname" .) -}}
+{{- end }}
+
+{{/* In-cluster peer URL of a service: every ready pod behind its headless Service, so calls
+are spread over the replicas (a ClusterIP would pin each caller's one connection to one pod).
+Context: dict root, name. */}}
 {{- define "bridle.url" -}}
 {{- $svc := index .root.Values .name -}}
-{{- printf "http://%s:%d" (include "bridle.svcname" .) (int $svc.port) -}}
+{{- printf "dns:///%s.%s.svc:%d" (include "bridle.peersname" .) .root.Release.Namespace (int $svc.port) -}}
 {{- end }}
 
 {{/* A NetworkPolicy peer selecting one Bridle service's pods. Context: dict root, name. */}}

@@ -328,3 +328,34 @@ async fn mtls_proxy(certs: &Path, backend: SocketAddr, shutdown: &Shutdown) -> S
     });
     addr
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dns_name_or_a_list_of_servers_is_dialled_over_tls_checking_the_name_as_written() {
+    let s = Services::start().await;
+    let ca = s.cert("ca.pem");
+    let port = s.orchestrator.rsplit_once(':').unwrap().1;
+
+    // Every address of localhost, over TLS because a TLS flag is set; the certificate is
+    // checked against "localhost", the name as written.
+    let r = runs_list(&format!("dns:///localhost:{port}"), &["--tls-ca", arg(&ca)]).await;
+    assert_eq!(r.code, Some(0), "runs list at dns:///localhost: {r}");
+
+    // A list with an address where nothing listens: the one that answers serves the calls.
+    let r = runs_list(
+        &format!("https://127.0.0.1:9,{}", s.orchestrator),
+        &["--tls-ca", arg(&ca)],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "runs list over a list: {r}");
+
+    // Without TLS, the TLS server answers no probe: no address is used, and the error says
+    // which and why.
+    let r = runs_list(&format!("http://127.0.0.1:9,http://127.0.0.1:{port}"), &[]).await;
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr
+            .contains("orchestrator is unavailable: none of the 2 addresses"),
+        "{r}"
+    );
+    s.stop().await;
+}

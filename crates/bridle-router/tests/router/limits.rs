@@ -5,7 +5,11 @@ use serde_json::{Value, json};
 use crate::helpers::{Harness, msg, request, route_with};
 use crate::replicas::Replica;
 
-async fn chat(http: &str, model: &str, agent: Option<&str>) -> (u16, Option<String>, Value) {
+pub(crate) async fn chat(
+    http: &str,
+    model: &str,
+    agent: Option<&str>,
+) -> (u16, Option<String>, Value) {
     let mut req = reqwest::Client::new()
         .post(format!("{http}/v1/chat/completions"))
         .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}));

@@ -10,6 +10,7 @@ mod auth;
 mod bad_input;
 mod breaker;
 mod complete;
+mod discovery;
 mod failover;
 mod gateway;
 mod gateway_input;

@@ -171,3 +171,40 @@ fn apply_time_refuses_rules_naming_addresses_the_tenant_may_not_reach() {
     assert!(p.check_rule("acme", &rule("api.github.com")).is_none());
     assert!(p.check_rule("acme", &rule("*.internal:*")).is_none());
 }
+
+#[test]
+fn every_address_the_options_name_is_protected_whatever_the_url_form() {
+    let o = crate::Options {
+        redis_url: "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/mymaster".into(),
+        secrets_url: "dns:///secrets.bridle.svc:50055".into(),
+        egress_allow_private: true,
+        ..Default::default()
+    };
+    let p = o.egress_platform().unwrap();
+    let any = Host::Name("x.example".into());
+    let err = p
+        .admit("acme", &any, 26380, vec![sa("10.0.0.2:26380")])
+        .unwrap_err();
+    assert!(err.contains("this platform's Redis (redis_url)"), "{err}");
+    let err = p
+        .admit("acme", &Host::parse("secrets.bridle.svc"), 50055, vec![])
+        .unwrap_err();
+    assert!(err.contains("secrets broker"), "{err}");
+    let o = crate::Options {
+        redis_url: "redis+cluster://10.0.1.1:6379,10.0.1.2:6379".into(),
+        secrets_url: "http://10.0.2.1:50055,http://10.0.2.2:50055".into(),
+        egress_allow_private: true,
+        ..Default::default()
+    };
+    let p = o.egress_platform().unwrap();
+    for a in ["10.0.1.2:6379", "10.0.2.2:50055"] {
+        assert!(
+            p.admit("acme", &any, sa(a).port(), vec![sa(a)]).is_err(),
+            "{a}"
+        );
+    }
+    assert!(
+        p.admit("acme", &any, 6380, vec![sa("10.0.1.2:6380")])
+            .is_ok()
+    );
+}

@@ -186,6 +186,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 let (trace_id, span_id) = bridle_core::telemetry::new_run_trace();
                 crate::state::TraceIds { trace_id, span_id }
             },
+            held_by: Vec::new(),
         };
         let first = pb::RunEvent {
             run_id: run_id.clone(),

@@ -71,9 +71,9 @@ async fn live_runs(c: &mut redis::aio::MultiplexedConnection, prefix: &str) -> u
     }
 }
 
-fn env_duration(name: &str, default: &str) -> Duration {
-    humantime::parse_duration(&std::env::var(name).unwrap_or_else(|_| default.into()))
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+fn env_duration(name: &str, default: &str) -> anyhow::Result<Duration> {
+    let v = std::env::var(name).unwrap_or_else(|_| default.into());
+    humantime::parse_duration(&v).map_err(|e| anyhow::anyhow!("{name}: '{v}': {e}"))
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -87,8 +87,8 @@ async fn main() -> anyhow::Result<()> {
         (
             nums.first().copied().unwrap_or(20_000),
             nums.get(1).copied().unwrap_or(100),
-            env_duration("BENCH_RETENTION", "30s"),
-            env_duration("BENCH_SAMPLE", "5s"),
+            env_duration("BENCH_RETENTION", "30s")?,
+            env_duration("BENCH_SAMPLE", "5s")?,
         )
     };
     let bench = inproc::start(json!({
@@ -112,13 +112,21 @@ async fn main() -> anyhow::Result<()> {
     let errors = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let load = {
-        let (client, started, ended, errors) =
-            (bench.client.clone(), started.clone(), ended.clone(), errors.clone());
+        let (client, started, ended, errors) = (
+            bench.client.clone(),
+            started.clone(),
+            ended.clone(),
+            errors.clone(),
+        );
         async move {
             futures::stream::iter(0..runs)
                 .map(|_| {
-                    let (client, started, ended, errors) =
-                        (client.clone(), started.clone(), ended.clone(), errors.clone());
+                    let (client, started, ended, errors) = (
+                        client.clone(),
+                        started.clone(),
+                        ended.clone(),
+                        errors.clone(),
+                    );
                     async move {
                         started.fetch_add(1, Ordering::Relaxed);
                         if inproc::run_one(client).await.is_err() {

@@ -2,7 +2,7 @@
 //! over them by run id and every run completes; a step abandoned by a killed worker in a
 //! partition other than the first is claimed by the surviving orchestrator.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod support;
 
@@ -98,7 +98,11 @@ async fn steps_of_many_runs_spread_over_the_partitions_and_every_run_completes()
             assert!(read >= runs_here, "{key}: read {read}, runs {runs_here}");
         }
         assert_eq!(field("pending"), 0, "{key}");
-        let len: u64 = redis::cmd("XLEN").arg(&key).query_async(&mut c).await.unwrap();
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         assert_eq!(len, 0, "{key}: acknowledged steps are deleted");
     }
 }

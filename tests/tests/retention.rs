@@ -16,7 +16,11 @@ use support::{Harness, Options, follow};
 /// PTTL of a key in ms: -1 = no expiry, -2 = no key.
 async fn pttl(h: &Harness, key: &str) -> i64 {
     let mut c = h.redis.client().await.unwrap();
-    redis::cmd("PTTL").arg(key).query_async(&mut c).await.unwrap()
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .unwrap()
 }
 
 fn run_keys(h: &Harness, run: &str) -> [String; 2] {
@@ -75,7 +79,10 @@ async fn an_ended_run_expires_within_the_retention_and_leaves_its_index() {
         .unwrap();
     assert_eq!(idem.len(), 1, "{idem:?}");
     let ttl = pttl(&h, &idem[0]).await;
-    assert!(ttl > 3 * 3600 * 1000 - 60_000 && ttl <= 3 * 3600 * 1000, "PTTL {ttl}");
+    assert!(
+        ttl > 3 * 3600 * 1000 - 60_000 && ttl <= 3 * 3600 * 1000,
+        "PTTL {ttl}"
+    );
 
     // Gone after the retention, and then from the tenant's index too (the sweep runs as often
     // as the retention).
@@ -103,7 +110,9 @@ async fn an_ended_run_expires_within_the_retention_and_leaves_its_index() {
     let st = h
         .orchestrator()
         .await
-        .get_run(pb::GetRunRequest { run_id: run.clone() })
+        .get_run(pb::GetRunRequest {
+            run_id: run.clone(),
+        })
         .await
         .unwrap_err();
     assert_eq!(st.code(), tonic::Code::NotFound, "{st:?}");

@@ -88,7 +88,14 @@ impl AuditLog {
         count: usize,
     ) -> Result<Vec<Entry>, Error> {
         let start = match after {
-            Some(a) if a >= (EntryId { ms: since_ms, seq: 0 }) => format!("({a}"),
+            Some(a)
+                if a >= (EntryId {
+                    ms: since_ms,
+                    seq: 0,
+                }) =>
+            {
+                format!("({a}")
+            }
             _ => format!("{since_ms}-0"),
         };
         let end = match until_ms {

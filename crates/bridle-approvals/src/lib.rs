@@ -130,6 +130,12 @@ pub async fn start_with_engine(
     )
     .await?;
     let audit = audit::AuditLog::new(store.conn(), &keys);
-    sweeper::spawn(store, audit, opts.sweep_interval, opts.audit_retention, &shutdown);
+    sweeper::spawn(
+        store,
+        audit,
+        opts.sweep_interval,
+        opts.audit_retention,
+        &shutdown,
+    );
     Ok(Started { grpc, inbox })
 }

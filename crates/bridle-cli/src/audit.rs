@@ -113,7 +113,9 @@ mod tests {
             parse_time("--since", "1h", now).unwrap(),
             (1_000_000 - 3600) * 1000
         );
-        let e = parse_time("--until", "tomorrow", now).unwrap_err().to_string();
+        let e = parse_time("--until", "tomorrow", now)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("--until: 'tomorrow' is neither"), "{e}");
     }
 }

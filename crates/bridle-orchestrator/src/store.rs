@@ -112,7 +112,12 @@ pub struct RunStore {
 }
 
 impl RunStore {
-    pub fn new(conn: ConnectionManager, keys: Keys, lifetimes: Lifetimes, partitions: usize) -> Self {
+    pub fn new(
+        conn: ConnectionManager,
+        keys: Keys,
+        lifetimes: Lifetimes,
+        partitions: usize,
+    ) -> Self {
         Self {
             queue: WorkQueue::new(conn.clone(), keys.clone(), partitions),
             conn,

@@ -345,7 +345,11 @@ async fn read_one(
     block: Option<Duration>,
 ) -> redis::RedisResult<Option<Task>> {
     let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP").arg(GROUP).arg(consumer).arg("COUNT").arg(1);
+    cmd.arg("GROUP")
+        .arg(GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(1);
     if let Some(b) = block {
         cmd.arg("BLOCK").arg(b.as_millis() as u64);
     }

@@ -137,7 +137,6 @@ spec:
         client,
         shutdown,
     })
-
 }
 
 /// Starts one run of the bench agent and follows it to its end.

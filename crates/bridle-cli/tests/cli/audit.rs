@@ -55,7 +55,14 @@ async fn an_export_writes_every_entry_in_the_window_and_resumes_after_the_last_i
     let recent = seed(&redis, &prefix, now_ms - 600 * 1000, 1200).await;
     let export = |extra: &[&str]| {
         let mut c = bridle();
-        c.args(["audit", "export", "--redis-url", &redis.url(), "--key-prefix", &prefix]);
+        c.args([
+            "audit",
+            "export",
+            "--redis-url",
+            &redis.url(),
+            "--key-prefix",
+            &prefix,
+        ]);
         c.args(extra);
         c
     };
@@ -72,7 +79,8 @@ async fn an_export_writes_every_entry_in_the_window_and_resumes_after_the_last_i
     assert_eq!(got[7]["tenant"], "acme");
     let last = recent.last().unwrap();
     assert!(
-        all.stderr.contains(&format!("last id {last} (resume with --after {last})")),
+        all.stderr
+            .contains(&format!("last id {last} (resume with --after {last})")),
         "{all}"
     );
 
@@ -92,7 +100,9 @@ async fn an_export_writes_every_entry_in_the_window_and_resumes_after_the_last_i
     assert_eq!(window.code, Some(0), "{window}");
     let w = lines(&window.stdout);
     assert_eq!(
-        w.iter().map(|v| v["id"].as_str().unwrap()).collect::<Vec<_>>(),
+        w.iter()
+            .map(|v| v["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
         old.iter().map(String::as_str).collect::<Vec<_>>()
     );
 
@@ -105,8 +115,15 @@ async fn an_export_writes_every_entry_in_the_window_and_resumes_after_the_last_i
     // A bad id or time is refused, naming the flag.
     let bad = run(&mut export(&["--since", "1h", "--after", "yesterday"])).await;
     assert_eq!(bad.code, Some(1), "{bad}");
-    assert!(bad.stderr.contains("--after: 'yesterday' is not a stream id"), "{bad}");
+    assert!(
+        bad.stderr
+            .contains("--after: 'yesterday' is not a stream id"),
+        "{bad}"
+    );
     let bad = run(&mut export(&["--since", "last week"])).await;
     assert_eq!(bad.code, Some(1), "{bad}");
-    assert!(bad.stderr.contains("--since: 'last week' is neither"), "{bad}");
+    assert!(
+        bad.stderr.contains("--since: 'last week' is neither"),
+        "{bad}"
+    );
 }

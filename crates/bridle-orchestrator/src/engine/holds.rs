@@ -31,10 +31,7 @@ impl Engine {
                 Ok(a) if a.state == pb::ApprovalState::Pending as i32 => still_open.push(id),
                 Ok(_) => {}
                 Err(st) if is_transient(st.code()) => {
-                    return Ok(Outcome::Retry(format!(
-                        "approval lookup: {}",
-                        st.message()
-                    )));
+                    return Ok(Outcome::Retry(format!("approval lookup: {}", st.message())));
                 }
                 // Gone (or never readable): it can no longer hold the run.
                 Err(st) => {

@@ -400,7 +400,11 @@ impl Engine {
     }
 
     /// Calls `f` up to CALL_ATTEMPTS times while it fails with a transient status.
-    pub(super) async fn with_retries<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, tonic::Status>
+    pub(super) async fn with_retries<T, F, Fut>(
+        &self,
+        what: &str,
+        mut f: F,
+    ) -> Result<T, tonic::Status>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,

@@ -146,3 +146,46 @@ impl config::Options for Options {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use bridle_core::config::Options as _;
+
+    #[test]
+    fn tenant_retention_is_read_per_tenant_and_a_bad_tenant_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("orchestrator.toml");
+        std::fs::write(
+            &file,
+            "retention = \"2d\"\n[tenant_retention]\nacme = \"30d\"\n",
+        )
+        .unwrap();
+        let o: Options = config::load(Some(&file), &serde_json::json!({})).unwrap();
+        assert_eq!(o.retention, Duration::from_secs(2 * 86_400));
+        let l = crate::store::Lifetimes::from_options(&o);
+        assert_eq!(l.retention_of("acme"), Duration::from_secs(30 * 86_400));
+        assert_eq!(l.retention_of("globex"), Duration::from_secs(2 * 86_400));
+        assert_eq!(l.shortest_retention(), Duration::from_secs(2 * 86_400));
+
+        std::fs::write(
+            &file,
+            "work_partitions = 0\n[tenant_retention]\n\"Acme Corp\" = \"30d\"\nglobex = \"0s\"\n",
+        )
+        .unwrap();
+        let e = config::load::<Options>(Some(&file), &serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tenant_retention: 'Acme Corp' is not a tenant name"),
+            "{e}"
+        );
+        assert!(
+            e.contains("tenant_retention.globex: must be at least 1s"),
+            "{e}"
+        );
+        assert!(e.contains("work_partitions: must be 1 to 64, not 0"), "{e}");
+    }
+}

@@ -129,8 +129,11 @@ async fn main() -> anyhow::Result<()> {
                     );
                     async move {
                         started.fetch_add(1, Ordering::Relaxed);
-                        if inproc::run_one(client).await.is_err() {
-                            errors.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = inproc::run_one(client).await {
+                            // The first few, so an error rate comes with its reasons.
+                            if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("run error: {e}");
+                            }
                         }
                         ended.fetch_add(1, Ordering::Relaxed);
                     }

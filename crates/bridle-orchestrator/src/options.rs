@@ -152,7 +152,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use bridle_core::config::Options as _;
 
     #[test]
     fn tenant_retention_is_read_per_tenant_and_a_bad_tenant_is_refused_by_name() {

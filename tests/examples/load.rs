@@ -3,7 +3,8 @@
 //! services in this process (as `bridle dev` runs them) over loopback gRPC and one real Redis.
 //!
 //!   cargo run --release -p bridle-e2e --example load -- [RUNS] [CONCURRENCY]
-//!   (BENCH_WORKERS sets the orchestrator's workers; default 8, its own default)
+//!   (BENCH_WORKERS sets the orchestrator's workers; default 8, its own default;
+//!   BENCH_PARTITIONS its work stream partitions, default its own default)
 //!
 //! Reports runs/s, the harness's overhead per step (the time of a step not spent in the model
 //! or the tool: Redis, checkpoints, policy checks, RPCs) at p50/p99, how long finished steps
@@ -16,10 +17,10 @@
     clippy::print_stderr
 )]
 
+mod inproc;
+
 use std::time::{Duration, Instant};
 
-use bridle_core::Shutdown;
-use bridle_core::config::{self, ServerOptions};
 use bridle_core::timeutil::{ms_from_ts, std_duration};
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
@@ -48,117 +49,26 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(8);
+    let partitions: usize = std::env::var("BENCH_PARTITIONS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(bridle_orchestrator::DEFAULT_WORK_PARTITIONS);
 
-    let redis = bridle_testkit::RedisServer::start().await?;
-    let prefix = bridle_testkit::unique("bench");
+    let bench = inproc::start(json!({ "workers": workers, "work_partitions": partitions })).await?;
+    let client = bench.client.clone();
 
-    // The trivial tool: an HTTP endpoint that answers at once.
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let echo_addr = echo.local_addr()?;
-    let app = axum::Router::new().route(
-        "/echo",
-        axum::routing::post(|body: String| async move { body }),
+    eprintln!(
+        "{runs} runs, {concurrency} at once, {workers} workers, {partitions} work partitions; warming up"
     );
-    #[allow(clippy::disallowed_methods)]
-    tokio::spawn(async move { axum::serve(echo, app).await });
-
-    let shutdown = Shutdown::new();
-    let common = json!({ "redis_url": redis.url(), "key_prefix": prefix, "listen": "127.0.0.1:0", "secrets_url": "http://127.0.0.1:9" });
-    let with = |extra: serde_json::Value| {
-        let mut v = common.clone();
-        v.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        v
-    };
-    let o: bridle_approvals::Options = config::load(None, &common)?;
-    let approvals = bridle_approvals::start(o, shutdown.clone()).await?;
-    let o: bridle_tools::Options =
-        config::load(None, &with(json!({ "egress_allow_private": true })))?;
-    let tools = bridle_tools::start(o, shutdown.clone()).await?;
-    let o: bridle_router::Options = config::load(None, &common)?;
-    let router = bridle_router::start(o, shutdown.clone()).await?;
-    let o: bridle_orchestrator::Options = config::load(
-        None,
-        &with(json!({
-            "router_url": format!("http://{router}"),
-            "tools_url": format!("http://{tools}"),
-            "approvals_url": format!("http://{approvals}"),
-            "workers": workers,
-        })),
-    )?;
-    let orch = bridle_orchestrator::start(o, shutdown.clone()).await?;
-    let _ = ServerOptions::default();
-
-    let manifests = format!(
-        r#"apiVersion: bridle.dev/v1
-kind: Tool
-metadata:
-  name: echo
-spec:
-  description: Echoes its arguments.
-  risk: read_only
-  parameters:
-    type: object
-    properties:
-      n: {{type: integer}}
-  http:
-    method: POST
-    url: http://{echo_addr}/echo
-    egress: ["{ip}"]
----
-apiVersion: bridle.dev/v1
-kind: ModelRoute
-metadata:
-  name: bench
-spec:
-  targets:
-    - provider: scripted
-      script:
-        - toolCalls:
-            - name: echo
-              arguments: {{n: 1}}
-        - text: "done: {{{{last_tool_output}}}}"
----
-apiVersion: bridle.dev/v1
-kind: Agent
-metadata:
-  name: bench
-spec:
-  route: bench
-  tools: [echo]
-"#,
-        ip = echo_addr.ip()
-    );
-    let docs = bridle_core::manifest::split_documents("bench.yaml", &manifests)
-        .into_iter()
-        .map(|d| pb::ManifestDocument {
-            source: d.source,
-            yaml: d.yaml,
-            first_line: d.first_line,
-        })
-        .collect();
-    let url = format!("http://{orch}");
-    pb::manifests_client::ManifestsClient::connect(url.clone())
-        .await?
-        .apply(pb::ApplyRequest {
-            documents: docs,
-            dry_run: false,
-            tenant: String::new(),
-        })
-        .await?;
-    let client = pb::orchestrator_client::OrchestratorClient::connect(url.clone()).await?;
-
-    eprintln!("{runs} runs, {concurrency} at once, {workers} workers; warming up");
     // Warm-up: one run end to end (first connections, first pool containers, JIT-free paths).
-    let warm = run_one(client.clone()).await;
+    let warm = inproc::run_one(client.clone()).await;
     if warm.is_err() {
         anyhow::bail!("warm-up run failed: {warm:?}");
     }
 
     let t0 = Instant::now();
     let results: Vec<Result<Vec<pb::RunEvent>, String>> = futures::stream::iter(0..runs)
-        .map(|_| run_one(client.clone()))
+        .map(|_| inproc::run_one(client.clone()))
         .buffer_unordered(concurrency)
         .collect()
         .await;
@@ -212,7 +122,7 @@ spec:
     let _ = ms_from_ts;
     let ok = runs - errors;
     println!(
-        "runs: {runs} ({ok} succeeded, {errors} errors), {steps} steps, {concurrency} concurrent, {workers} workers"
+        "runs: {runs} ({ok} succeeded, {errors} errors), {steps} steps, {concurrency} concurrent, {workers} workers, {partitions} partitions"
     );
     println!(
         "throughput: {:.1} runs/s ({:.1} steps/s) over {:.2}s",
@@ -230,41 +140,6 @@ spec:
         pct(&mut queued.clone(), 0.5),
         pct(&mut queued, 0.99)
     );
-    shutdown.drain(Duration::from_secs(10)).await;
+    bench.shutdown.drain(Duration::from_secs(10)).await;
     Ok(())
-}
-
-async fn run_one(
-    mut c: pb::orchestrator_client::OrchestratorClient<tonic::transport::Channel>,
-) -> Result<Vec<pb::RunEvent>, String> {
-    let run = c
-        .start_run(pb::StartRunRequest {
-            agent: "bench".into(),
-            input: "go".into(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner()
-        .run
-        .ok_or("no run")?;
-    let mut s = c
-        .watch_run(pb::WatchRunRequest {
-            run_id: run.id,
-            from_offset: 0,
-            follow: true,
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(ev) = s.next().await {
-        let ev = ev.map_err(|e| e.to_string())?;
-        let done = matches!(ev.kind, Some(Kind::RunFinished(_)));
-        events.push(ev);
-        if done {
-            break;
-        }
-    }
-    Ok(events)
 }

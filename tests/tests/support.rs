@@ -327,20 +327,31 @@ impl Harness {
             .join("\n")
     }
 
-    /// The consumer ("orch-<i>-<worker>") holding a pending work task, if any.
+    /// The consumer ("orch-<i>-<worker>") holding a pending work task, if any, in any work
+    /// partition.
     pub async fn holder(&self) -> Option<String> {
         let mut c = self.redis.client().await.ok()?;
-        let key = format!("{}:work:{{steps}}", self.prefix);
-        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-            .arg(&key)
-            .arg("workers")
-            .arg("-")
-            .arg("+")
-            .arg(10)
-            .query_async(&mut c)
-            .await
-            .ok()?;
-        pending.first().map(|p| p.1.clone())
+        for p in 0..bridle_orchestrator::MAX_WORK_PARTITIONS {
+            let key = if p == 0 {
+                format!("{}:work:{{steps}}", self.prefix)
+            } else {
+                format!("{}:work:{{steps-{p}}}", self.prefix)
+            };
+            // A partition nobody uses has no group: XPENDING fails, and it holds nothing.
+            let pending: Option<Vec<(String, String, u64, u64)>> = redis::cmd("XPENDING")
+                .arg(&key)
+                .arg("workers")
+                .arg("-")
+                .arg("+")
+                .arg(10)
+                .query_async(&mut c)
+                .await
+                .ok();
+            if let Some(first) = pending.and_then(|p| p.into_iter().next()) {
+                return Some(first.1);
+            }
+        }
+        None
     }
 
     /// Index of the orchestrator process whose worker holds the pending task.

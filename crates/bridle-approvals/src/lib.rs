@@ -12,6 +12,7 @@
 //! policies that cannot be read or a failed audit write fail the request (fail closed), and an
 //! approval binds to the exact arguments it was asked for. It never logs tool arguments.
 
+pub mod audit;
 mod canonical;
 pub mod cedar;
 mod error;
@@ -128,6 +129,13 @@ pub async fn start_with_engine(
         &shutdown,
     )
     .await?;
-    sweeper::spawn(store, opts.sweep_interval, &shutdown);
+    let audit = audit::AuditLog::new(store.conn(), &keys);
+    sweeper::spawn(
+        store,
+        audit,
+        opts.sweep_interval,
+        opts.audit_retention,
+        &shutdown,
+    );
     Ok(Started { grpc, inbox })
 }

@@ -25,6 +25,11 @@ pub struct Options {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub sweep_interval: Duration,
+    /// Audit entries older than this are dropped from the trail (by their stream id's time);
+    /// export them first (`bridle audit export`) if they must be kept longer.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub audit_retention: Duration,
     /// The web inbox (`[inbox]`, `BRIDLE_APPROVALS_INBOX__LISTEN`, ...).
     pub inbox: InboxOptions,
     /// The webhook posted for every new pending approval (`[webhook]`,
@@ -128,6 +133,7 @@ impl Default for Options {
             key_prefix: "bridle".into(),
             approval_ttl: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(5),
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
             inbox: InboxOptions::default(),
             webhook: WebhookOptions::default(),
         }
@@ -152,6 +158,9 @@ impl config::Options for Options {
         }
         if self.sweep_interval.is_zero() {
             out.push("sweep_interval: must be more than zero".into());
+        }
+        if self.audit_retention < Duration::from_secs(1) {
+            out.push("audit_retention: must be at least 1s".into());
         }
         if let Some(u) = &self.inbox.public_url {
             config::check_url("inbox.public_url", u, &["http", "https"], &mut out);

@@ -1,22 +1,39 @@
 //! The background sweeper: pending approvals past their expiry become EXPIRED and emit an
 //! EXPIRED event, so a run parked on one learns that expired means denied even if nobody
 //! asks for the approval. Every replica runs one; the expire script lets exactly one win.
+//! Each tick also trims the audit trail of entries older than `audit_retention` (trimming
+//! twice is harmless, so replicas need not agree who does it).
 
 use std::time::Duration;
 
 use bridle_core::Shutdown;
 
+use crate::audit::AuditLog;
 use crate::store::Store;
 
 const BATCH: usize = 200;
 
-pub fn spawn(store: Store, interval: Duration, shutdown: &Shutdown) {
+pub fn spawn(
+    store: Store,
+    audit: AuditLog,
+    interval: Duration,
+    audit_retention: Duration,
+    shutdown: &Shutdown,
+) {
     let stop = shutdown.token();
     shutdown.spawn(async move {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {}
+            }
+            let before = u64::try_from(bridle_core::timeutil::now_ms())
+                .unwrap_or(0)
+                .saturating_sub(u64::try_from(audit_retention.as_millis()).unwrap_or(u64::MAX));
+            match audit.trim_before(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(dropped = n, "trimmed the audit trail past its retention"),
+                Err(e) => tracing::warn!("audit trim failed (retrying in {interval:?}): {e}"),
             }
             // Each approval is one atomic script, so stopping between them loses nothing.
             loop {

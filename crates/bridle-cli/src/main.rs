@@ -6,6 +6,7 @@
 
 mod apply;
 mod approvals;
+mod audit;
 mod conn;
 mod dev;
 mod keys;
@@ -48,6 +49,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The approvals audit trail (reads Redis directly).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
             Command::Runs(c) => runs::runs(&cli.conn, c).await,
             Command::Approvals(c) => approvals::approvals(&cli.conn, c).await,
             Command::Keys(c) => keys::keys(&cli.conn, c).await,
+            Command::Audit(c) => audit::audit(c).await,
         };
         match r {
             Ok(code) => code,

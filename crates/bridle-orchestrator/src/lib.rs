@@ -19,6 +19,8 @@ pub mod listener;
 pub mod otel;
 
 mod options;
+pub mod queue;
+pub mod retention;
 pub mod service;
 pub mod state;
 pub mod store;
@@ -36,7 +38,7 @@ use bridle_proto::manifests_server::ManifestsServer;
 use bridle_proto::orchestrator_server::OrchestratorServer;
 
 pub use error::Error;
-pub use options::Options;
+pub use options::{DEFAULT_WORK_PARTITIONS, MAX_WORK_PARTITIONS, Options};
 
 /// Connects to Redis (failing clearly when it cannot), starts the workers and the approval
 /// listener, binds and serves. Returns the bound address.
@@ -44,7 +46,12 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     let conn = redis_util::connect(&opts.redis_url).await?;
     let keys = Keys::new(&opts.key_prefix);
     let clients = clients::Clients::new(&opts)?;
-    let store = store::RunStore::new(conn.clone(), keys.clone());
+    let store = store::RunStore::new(
+        conn.clone(),
+        keys.clone(),
+        store::Lifetimes::from_options(&opts),
+        opts.work_partitions,
+    );
     let agents = ManifestStore::new(conn.clone(), &keys, Owner::Orchestrator);
     let api_keys = ApiKeyStore::new(conn, &keys);
     let auth = Authenticator::new(
@@ -66,6 +73,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         shutdown.clone(),
     ));
     let consumer = opts.consumer.clone().unwrap_or_else(default_consumer);
+    let consumed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(opts.work_partitions));
     worker::Workers {
         engine: engine.clone(),
         redis_url: opts.redis_url.clone(),
@@ -73,11 +81,18 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         claim_idle: opts.claim_idle,
         max_deliveries: opts.max_deliveries,
         inflight,
+        workers: opts.workers,
+        consumed: consumed.clone(),
     }
     .start(opts.workers, &shutdown)
     .await?;
     shutdown.spawn(listener::run(engine.clone(), shutdown.clone()));
-    shutdown.spawn(worker::sample_queue(engine.store.clone(), shutdown.clone()));
+    shutdown.spawn(worker::sample_queue(
+        engine.store.clone(),
+        consumed,
+        shutdown.clone(),
+    ));
+    shutdown.spawn(retention::sweep(engine.store.clone(), shutdown.clone()));
 
     let svc = service::OrchestratorService {
         engine,

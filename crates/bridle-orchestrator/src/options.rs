@@ -1,8 +1,16 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use bridle_core::config::{self, ServerOptions};
+
+/// See `work_partitions` and ARCHITECTURE.md (work queue) for why this default.
+pub const DEFAULT_WORK_PARTITIONS: usize = 1;
+
+/// Each worker reads every partition, so many partitions cost round trips; 64 is far past any
+/// Redis Cluster this is meant for.
+pub const MAX_WORK_PARTITIONS: usize = 64;
 
 /// Options of the orchestrator (`BRIDLE_ORCHESTRATOR_*` env or its config file).
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -37,6 +45,24 @@ pub struct Options {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub tool_timeout: Duration,
+    /// How long a finished run (its state and events) stays in Redis after it ended; a run
+    /// still held by an open approval stays until that approval is decided or expires.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub retention: Duration,
+    /// Per-tenant overrides of `retention` (`[tenant_retention] acme = "30d"`, or
+    /// `BRIDLE_ORCHESTRATOR_TENANT_RETENTION__ACME=30d`).
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub tenant_retention: BTreeMap<String, humantime_serde::Serde<Duration>>,
+    /// How long a StartRun idempotency key keeps pointing at its run (independent of the run's
+    /// retention: a key that outlives its run answers with the bare run id).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub idempotency_ttl: Duration,
+    /// Stream partitions of the work queue new steps go to (by a hash of the run id). Every
+    /// orchestrator consumes every partition any orchestrator has used, so changing this on a
+    /// live system loses nothing.
+    pub work_partitions: usize,
 }
 
 impl Default for Options {
@@ -55,6 +81,10 @@ impl Default for Options {
             max_deliveries: 5,
             model_timeout: Duration::from_secs(180),
             tool_timeout: Duration::from_secs(600),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            tenant_retention: BTreeMap::new(),
+            idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
+            work_partitions: DEFAULT_WORK_PARTITIONS,
         }
     }
 }
@@ -86,6 +116,70 @@ impl config::Options for Options {
         if self.max_deliveries == 0 {
             out.push("max_deliveries: must be at least 1".into());
         }
+        if self.retention < Duration::from_secs(1) {
+            out.push("retention: must be at least 1s".into());
+        }
+        for (tenant, d) in &self.tenant_retention {
+            if let Err(e) = bridle_core::ids::check_name(tenant) {
+                out.push(format!(
+                    "tenant_retention: '{}' is not a tenant name: {e}",
+                    bridle_core::redact::quote(tenant)
+                ));
+            } else if **d < Duration::from_secs(1) {
+                out.push(format!("tenant_retention.{tenant}: must be at least 1s"));
+            }
+        }
+        if self.idempotency_ttl < Duration::from_secs(1) {
+            out.push("idempotency_ttl: must be at least 1s".into());
+        }
+        if !(1..=MAX_WORK_PARTITIONS).contains(&self.work_partitions) {
+            out.push(format!(
+                "work_partitions: must be 1 to {MAX_WORK_PARTITIONS}, not {}",
+                self.work_partitions
+            ));
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn tenant_retention_is_read_per_tenant_and_a_bad_tenant_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("orchestrator.toml");
+        std::fs::write(
+            &file,
+            "retention = \"2d\"\n[tenant_retention]\nacme = \"30d\"\n",
+        )
+        .unwrap();
+        let o: Options = config::load(Some(&file), &serde_json::json!({})).unwrap();
+        assert_eq!(o.retention, Duration::from_secs(2 * 86_400));
+        let l = crate::store::Lifetimes::from_options(&o);
+        assert_eq!(l.retention_of("acme"), Duration::from_secs(30 * 86_400));
+        assert_eq!(l.retention_of("globex"), Duration::from_secs(2 * 86_400));
+        assert_eq!(l.shortest_retention(), Duration::from_secs(2 * 86_400));
+
+        std::fs::write(
+            &file,
+            "work_partitions = 0\n[tenant_retention]\n\"Acme Corp\" = \"30d\"\nglobex = \"0s\"\n",
+        )
+        .unwrap();
+        let e = config::load::<Options>(Some(&file), &serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tenant_retention: 'Acme Corp' is not a tenant name"),
+            "{e}"
+        );
+        assert!(
+            e.contains("tenant_retention.globex: must be at least 1s"),
+            "{e}"
+        );
+        assert!(e.contains("work_partitions: must be 1 to 64, not 0"), "{e}");
     }
 }

@@ -187,6 +187,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 crate::state::TraceIds { trace_id, span_id }
             },
             holds_secrets: false,
+            held_by: Vec::new(),
         };
         let first = pb::RunEvent {
             run_id: run_id.clone(),

@@ -396,6 +396,12 @@ pub struct RunState {
     /// scrubbed of their values (Tools.Redact) before it is kept or sent on.
     #[serde(default)]
     pub holds_secrets: bool,
+    /// Approvals that were still open when the run ended. While any is, the run's keys get no
+    /// expiry: an approver following a link to the run still finds it. Each is dropped once
+    /// the approvals service says it is decided or expired (the approval listener wakes the
+    /// run for that), and the checkpoint that empties this sets the retention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_by: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

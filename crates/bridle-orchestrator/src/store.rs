@@ -1,9 +1,14 @@
-//! Runs in Redis: the state hash, the event stream, the tenant index, idempotency keys and the
-//! work stream.
+//! Runs in Redis: the state hash, the event stream, the tenant index, idempotency keys, and
+//! (through `WorkQueue`) the work stream partitions.
 //!
 //! A run's state and its events share the hash tag `{<run id>}`, so a checkpoint — write the new
 //! state, append its events, bump the version — is one Lua script: atomic, and fenced by the
-//! version the writer loaded, so two workers can never both advance a run.
+//! version the writer loaded, so two workers can never both advance a run. The checkpoint that
+//! ends a run also sets both keys' expiry (the retention), unless the run is still held (see
+//! `RunState::held_by`); so an ended run never lives on without a TTL by accident.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bridle_core::redis_util::RedisConn;
 use prost::Message as _;
@@ -13,10 +18,8 @@ use bridle_core::redis_util::Keys;
 use bridle_proto as pb;
 
 use crate::Error;
+use crate::queue::WorkQueue;
 use crate::state::RunState;
-
-/// Consumer group of the work stream.
-pub const GROUP: &str = "workers";
 
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('EXISTS run already exists') end
@@ -30,12 +33,17 @@ local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return redis.error_reply('NORUN run does not exist') end
 if v ~= ARGV[1] then return redis.error_reply('FENCED version is ' .. v) end
 local off = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   off = off + 1
   redis.call('XADD', KEYS[2], '0-' .. off, 'e', ARGV[i])
 end
 local nv = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'version', nv, 'offset', off)
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
 return {nv, off}
 ";
 
@@ -47,22 +55,80 @@ pub struct Loaded {
     pub offset: u64,
 }
 
+/// How long what the store writes lives (ARCHITECTURE.md, "Redis keys", has the whole table).
+#[derive(Clone, Debug)]
+pub struct Lifetimes {
+    /// An ended run's state and events, counted from its last checkpoint.
+    pub retention: Duration,
+    pub tenant_retention: BTreeMap<String, Duration>,
+    /// A StartRun idempotency key.
+    pub idempotency_ttl: Duration,
+}
+
+impl Lifetimes {
+    pub fn from_options(o: &crate::Options) -> Self {
+        Self {
+            retention: o.retention,
+            tenant_retention: o
+                .tenant_retention
+                .iter()
+                .map(|(t, d)| (t.clone(), **d))
+                .collect(),
+            idempotency_ttl: o.idempotency_ttl,
+        }
+    }
+
+    pub fn retention_of(&self, tenant: &str) -> Duration {
+        self.tenant_retention
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.retention)
+    }
+
+    /// The shortest retention of any tenant: index entries older than this may point at
+    /// expired runs.
+    pub fn shortest_retention(&self) -> Duration {
+        self.tenant_retention
+            .values()
+            .copied()
+            .fold(self.retention, Duration::min)
+    }
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self::from_options(&crate::Options::default())
+    }
+}
+
 #[derive(Clone)]
 pub struct RunStore {
     conn: RedisConn,
     keys: Keys,
+    lifetimes: Lifetimes,
+    queue: WorkQueue,
     create: redis::Script,
     checkpoint: redis::Script,
 }
 
 impl RunStore {
-    pub fn new(conn: RedisConn, keys: Keys) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, lifetimes: Lifetimes, partitions: usize) -> Self {
         Self {
+            queue: WorkQueue::new(conn.clone(), keys.clone(), partitions),
             conn,
             keys,
+            lifetimes,
             create: redis::Script::new(CREATE),
             checkpoint: redis::Script::new(CHECKPOINT),
         }
+    }
+
+    pub fn lifetimes(&self) -> &Lifetimes {
+        &self.lifetimes
+    }
+
+    pub fn queue(&self) -> &WorkQueue {
+        &self.queue
     }
 
     pub fn keys(&self) -> &Keys {
@@ -85,15 +151,16 @@ impl RunStore {
         self.keys.key(&format!("runs:{{{tenant}}}"))
     }
 
+    /// Set of the tenants that have an index, for the sweeper that prunes the indexes.
+    fn tenants_key(&self) -> String {
+        self.keys.key("runs:tenants")
+    }
+
     fn idem_key(&self, tenant: &str, key: &str) -> String {
         // The user's key is hashed so any string is a safe key component.
         use sha2::Digest as _;
         let h = hex::encode(sha2::Sha256::digest(key.as_bytes()));
         self.keys.key(&format!("idem:{{{tenant}}}:{h}"))
-    }
-
-    pub fn work_key(&self) -> String {
-        self.keys.key("work:{steps}")
     }
 
     /// Pub/sub channel on which run ids to cancel are published.
@@ -112,10 +179,6 @@ impl RunStore {
         Ok(())
     }
 
-    pub fn dead_key(&self) -> String {
-        self.keys.key("work:{steps}:dead")
-    }
-
     /// Claims an idempotency key for `run_id`; returns the run that already holds it, if any.
     pub async fn claim_idempotency(
         &self,
@@ -129,8 +192,8 @@ impl RunStore {
             .arg(&k)
             .arg(run_id)
             .arg("NX")
-            .arg("EX")
-            .arg(7 * 24 * 3600)
+            .arg("PX")
+            .arg(self.lifetimes.idempotency_ttl.as_millis() as u64)
             .query_async(&mut c)
             .await?;
         if set.is_some() {
@@ -154,27 +217,35 @@ impl RunStore {
             .invoke_async(&mut c)
             .await
             .map(|_: i64| ())?;
-        let () = redis::cmd("ZADD")
+        let () = redis::pipe()
+            .cmd("ZADD")
             .arg(self.index_key(&state.tenant))
             .arg(state.created_ms)
             .arg(&state.id)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.tenants_key())
+            .arg(&state.tenant)
+            .ignore()
             .query_async(&mut c)
-            .await
-            .map(|_: i64| ())?;
+            .await?;
         self.enqueue(&state.id).await
     }
 
     /// Queues a step of the run for any worker.
     pub async fn enqueue(&self, run_id: &str) -> Result<(), Error> {
-        let mut c = self.conn.clone();
-        let _: String = redis::cmd("XADD")
-            .arg(self.work_key())
-            .arg("*")
-            .arg("run")
-            .arg(run_id)
-            .query_async(&mut c)
-            .await?;
-        Ok(())
+        self.queue.enqueue(run_id).await
+    }
+
+    /// The expiry a checkpoint of `state` sets: the tenant's retention once the run has ended
+    /// and nothing holds it, else none.
+    fn expiry_ms(&self, state: &RunState) -> u64 {
+        if state.status.is_terminal() && state.held_by.is_empty() {
+            let d = self.lifetimes.retention_of(&state.tenant);
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        } else {
+            0
+        }
     }
 
     pub async fn load(&self, id: &str) -> Result<Option<Loaded>, Error> {
@@ -214,7 +285,10 @@ impl RunStore {
         let json = serde_json::to_string(state)
             .map_err(|e| Error::Corrupt(state.id.clone(), e.to_string()))?;
         let mut inv = self.checkpoint.key(self.run_key(&state.id));
-        inv.key(self.events_key(&state.id)).arg(version).arg(json);
+        inv.key(self.events_key(&state.id))
+            .arg(version)
+            .arg(json)
+            .arg(self.expiry_ms(state));
         for e in events {
             inv.arg(e.encode_to_vec());
         }
@@ -261,6 +335,92 @@ impl RunStore {
             .query_async(&mut c)
             .await?;
         Ok(ids)
+    }
+}
+
+impl RunStore {
+    /// Removes from the tenants' indexes the runs whose keys have expired, looking only at
+    /// entries created longer ago than the shortest retention (younger runs cannot have
+    /// expired). At most `batch` entries per tenant per call; returns how many were removed.
+    pub async fn prune_indexes(&self, now_ms: i64, batch: usize) -> Result<usize, Error> {
+        let mut c = self.conn.clone();
+        let tenants: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.tenants_key())
+            .query_async(&mut c)
+            .await?;
+        let before = now_ms.saturating_sub(
+            i64::try_from(self.lifetimes.shortest_retention().as_millis()).unwrap_or(i64::MAX),
+        );
+        let mut removed = 0;
+        for tenant in tenants {
+            let index = self.index_key(&tenant);
+            let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(&index)
+                .arg("-inf")
+                .arg(before)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(batch)
+                .query_async(&mut c)
+                .await?;
+            if ids.is_empty() {
+                continue;
+            }
+            // One EXISTS per run, each on its own: the runs live in different slots, and a
+            // Redis Cluster client refuses a pipeline that spans nodes.
+            let mut exists = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let e: bool = redis::cmd("EXISTS")
+                    .arg(self.run_key(id))
+                    .query_async(&mut c)
+                    .await?;
+                exists.push(e);
+            }
+            let gone: Vec<&String> = ids
+                .iter()
+                .zip(exists)
+                .filter_map(|(id, e)| (!e).then_some(id))
+                .collect();
+            if !gone.is_empty() {
+                let n: usize = redis::cmd("ZREM")
+                    .arg(&index)
+                    .arg(&gone)
+                    .query_async(&mut c)
+                    .await?;
+                removed += n;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Drops dead letters older than the (default) retention: the runs they name are gone by
+    /// then too.
+    pub async fn trim_dead_letters(&self, now_ms: i64) -> Result<(), Error> {
+        let min = now_ms.saturating_sub(
+            i64::try_from(self.lifetimes.retention.as_millis()).unwrap_or(i64::MAX),
+        );
+        let mut c = self.conn.clone();
+        let _: i64 = redis::cmd("XTRIM")
+            .arg(self.queue.dead_key())
+            .arg("MINID")
+            .arg(min.max(0))
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the sweep for `period` if no other orchestrator has it; true when taken.
+    pub async fn take_sweep(&self, period: Duration) -> Result<bool, Error> {
+        let mut c = self.conn.clone();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.keys.key("runs:sweep"))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(period.as_millis().max(1) as u64)
+            .query_async(&mut c)
+            .await?;
+        Ok(taken.is_some())
     }
 }
 

@@ -1,11 +1,19 @@
-//! Workers: consume run steps from the Redis Streams work stream as one consumer group across
-//! every orchestrator process.
+//! Workers: consume run steps from the work queue's stream partitions (`queue.rs`) as one
+//! consumer group per partition across every orchestrator process.
+//!
+//! Every worker reads every partition: without blocking, starting after its home partition
+//! (worker index modulo the partition count), then blocking on its home partition; so each
+//! partition has workers blocked on it when there are at least as many workers as partitions,
+//! and an idle worker finds a step in any partition. Claims of abandoned tasks go round every
+//! partition the same way.
 //!
 //! A worker heartbeats the task it holds (XCLAIM resets its idle time), so a long model or tool
 //! call is not mistaken for a crash; a task whose worker died goes idle and is taken over by
 //! XAUTOCLAIM in any process. A task delivered more than `max_deliveries` times goes to the
 //! dead-letter stream and its run fails with that reason.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
@@ -13,7 +21,7 @@ use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use bridle_core::Shutdown;
 
 use crate::engine::{Engine, Outcome};
-use crate::store::GROUP;
+use crate::queue::GROUP;
 
 #[derive(Clone)]
 pub struct Workers {
@@ -23,33 +31,48 @@ pub struct Workers {
     pub claim_idle: Duration,
     pub max_deliveries: u64,
     pub inflight: crate::cancel::InFlight,
+    /// Workers of this process (`start`'s n).
+    pub workers: usize,
+    /// Partitions to consume: every one any process has used (refreshed on claim ticks).
+    pub consumed: Arc<AtomicUsize>,
+}
+
+/// A task taken from partition `key`.
+struct Task {
+    key: String,
+    id: String,
+    run: String,
+    deliveries: u64,
 }
 
 const BLOCK: Duration = Duration::from_secs(2);
+/// With fewer workers than partitions some partition has nobody blocked on it; blocking
+/// shorter bounds how long a step there can wait on an idle system.
+const SHORT_BLOCK: Duration = Duration::from_millis(200);
 
 impl Workers {
     /// Creates the consumer group if needed and starts `n` workers on `shutdown`.
     pub async fn start(self, n: usize, shutdown: &Shutdown) -> Result<(), bridle_core::Error> {
-        let mut c = self.engine.store.conn();
-        let r: redis::RedisResult<String> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(self.engine.store.work_key())
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut c)
-            .await;
-        match r {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(e.into()),
-        }
+        let consumed = self
+            .engine
+            .store
+            .queue()
+            .register()
+            .await
+            .map_err(bridle_core::Error::from)?;
+        self.consumed.store(consumed, Ordering::Relaxed);
         for i in 0..n {
             let w = self.clone();
             let s = shutdown.clone();
             shutdown.spawn(async move { w.run(i, s).await });
         }
-        tracing::info!(workers = n, consumer = %self.consumer, "workers started");
+        tracing::info!(
+            workers = n,
+            consumer = %self.consumer,
+            partitions = self.engine.store.queue().partitions(),
+            consumed,
+            "workers started"
+        );
         Ok(())
     }
 
@@ -75,14 +98,15 @@ impl Workers {
             let Some(c) = conn.as_mut() else { continue };
             let next = if tokio::time::Instant::now() >= next_claim {
                 next_claim = tokio::time::Instant::now() + self.claim_idle / 2;
-                self.claim(c, &consumer).await
+                self.refresh_partitions().await;
+                self.claim(c, &consumer, index).await
             } else {
-                self.read(c, &consumer, &shutdown).await
+                self.read(c, &consumer, index, &shutdown).await
             };
             match next {
-                Ok(Some((id, run, deliveries))) => {
+                Ok(Some(task)) => {
                     failures = 0;
-                    self.process(&consumer, &id, &run, deliveries).await;
+                    self.process(&consumer, &task).await;
                 }
                 Ok(None) => failures = 0,
                 Err(e) => {
@@ -103,52 +127,75 @@ impl Workers {
         }
     }
 
+    /// Partitions now consumed, and this worker's home among them.
+    fn partitions(&self, index: usize) -> (usize, usize) {
+        let n = self.consumed.load(Ordering::Relaxed).max(1);
+        (n, index % n)
+    }
+
+    /// Picks up partitions another process added (or that a restart with a higher count
+    /// registered); the count never goes down.
+    async fn refresh_partitions(&self) {
+        match self.engine.store.queue().consumed().await {
+            Ok(n) => {
+                let before = self.consumed.fetch_max(n, Ordering::Relaxed);
+                if n > before {
+                    tracing::info!(partitions = n, "consuming more work partitions");
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the work partition count: {e}"),
+        }
+    }
+
     async fn read(
         &self,
         c: &mut bridle_core::redis_util::RedisConn,
         consumer: &str,
+        index: usize,
         shutdown: &Shutdown,
-    ) -> redis::RedisResult<Option<(String, String, u64)>> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(self.engine.store.work_key())
-            .arg(">");
-        let fut = cmd.query_async::<Option<StreamReadReply>>(c);
-        let reply = tokio::select! {
-            r = fut => r?,
-            _ = shutdown.triggered() => return Ok(None),
-        };
-        Ok(reply
-            .and_then(|r| r.keys.into_iter().next())
-            .and_then(|k| k.ids.into_iter().next())
-            .map(|sid| {
-                let run: String = sid.get("run").unwrap_or_default();
-                // Entry ids start with the enqueue time in ms.
-                if let Some(ms) = sid.id.split('-').next().and_then(|m| m.parse::<i64>().ok()) {
-                    let lag = (bridle_core::timeutil::now_ms() - ms).max(0) as f64 / 1000.0;
-                    bridle_core::metrics::metrics().claim_lag.record(lag, &[]);
-                }
-
-                (sid.id, run, 1)
-            }))
+    ) -> redis::RedisResult<Option<Task>> {
+        let (n, home) = self.partitions(index);
+        let workers = self.workers.max(1);
+        for k in 1..n {
+            let key = self.engine.store.queue().key((home + k) % n);
+            if let Some(t) = read_one(c, &key, consumer, None).await? {
+                return Ok(Some(t));
+            }
+        }
+        let block = if workers < n { SHORT_BLOCK } else { BLOCK };
+        let key = self.engine.store.queue().key(home);
+        tokio::select! {
+            r = read_one(c, &key, consumer, Some(block)) => r,
+            _ = shutdown.triggered() => Ok(None),
+        }
     }
 
-    /// Takes over one task that has been idle longer than `claim_idle` (its worker died).
+    /// Takes over one task that has been idle longer than `claim_idle` (its worker died), from
+    /// the first partition that has one, starting at this worker's home.
     async fn claim(
         &self,
         c: &mut bridle_core::redis_util::RedisConn,
         consumer: &str,
-    ) -> redis::RedisResult<Option<(String, String, u64)>> {
-        let key = self.engine.store.work_key();
+        index: usize,
+    ) -> redis::RedisResult<Option<Task>> {
+        let (n, home) = self.partitions(index);
+        for k in 0..n {
+            let key = self.engine.store.queue().key((home + k) % n);
+            if let Some(t) = self.claim_in(c, &key, consumer).await? {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn claim_in(
+        &self,
+        c: &mut bridle_core::redis_util::RedisConn,
+        key: &str,
+        consumer: &str,
+    ) -> redis::RedisResult<Option<Task>> {
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(&key)
+            .arg(key)
             .arg(GROUP)
             .arg(consumer)
             .arg(self.claim_idle.as_millis() as u64)
@@ -162,7 +209,7 @@ impl Workers {
         };
         let run: String = sid.get("run").unwrap_or_default();
         let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-            .arg(&key)
+            .arg(key)
             .arg(GROUP)
             .arg(&sid.id)
             .arg(&sid.id)
@@ -170,13 +217,19 @@ impl Workers {
             .query_async(c)
             .await?;
         let deliveries = pending.first().map(|p| p.3).unwrap_or(1);
-        tracing::info!(worker = consumer, task = %sid.id, run = %run, deliveries, "took over a stalled task");
-        Ok(Some((sid.id, run, deliveries)))
+        tracing::info!(worker = consumer, partition = key, task = %sid.id, run = %run, deliveries, "took over a stalled task");
+        Ok(Some(Task {
+            key: key.to_string(),
+            id: sid.id,
+            run,
+            deliveries,
+        }))
     }
 
-    async fn process(&self, consumer: &str, id: &str, run: &str, deliveries: u64) {
+    async fn process(&self, consumer: &str, task: &Task) {
+        let (id, run, deliveries) = (task.id.as_str(), task.run.as_str(), task.deliveries);
         if deliveries > self.max_deliveries {
-            self.dead_letter(id, run, deliveries).await;
+            self.dead_letter(task).await;
             return;
         }
         let heartbeat = async {
@@ -186,7 +239,7 @@ impl Workers {
                 t.tick().await;
                 let mut c = self.engine.store.conn();
                 let r: redis::RedisResult<Vec<String>> = redis::cmd("XCLAIM")
-                    .arg(self.engine.store.work_key())
+                    .arg(&task.key)
                     .arg(GROUP)
                     .arg(consumer)
                     .arg(0)
@@ -210,13 +263,13 @@ impl Workers {
             }
         };
         match outcome {
-            Ok(Outcome::Done) => self.ack(id).await,
+            Ok(Outcome::Done) => self.ack(task).await,
             Ok(Outcome::Retry(why)) => {
                 tracing::warn!(run, task = id, deliveries, "step will be retried: {why}");
             }
             Err(crate::Error::Corrupt(r, why)) => {
                 tracing::error!(run = %r, "run state is unreadable: {why}");
-                self.dead_letter(id, run, deliveries).await;
+                self.dead_letter(task).await;
             }
             Err(e) => {
                 tracing::warn!(
@@ -229,16 +282,17 @@ impl Workers {
         }
     }
 
-    async fn ack(&self, id: &str) {
+    async fn ack(&self, task: &Task) {
+        let id = task.id.as_str();
         let mut c = self.engine.store.conn();
         let r: redis::RedisResult<()> = redis::pipe()
             .cmd("XACK")
-            .arg(self.engine.store.work_key())
+            .arg(&task.key)
             .arg(GROUP)
             .arg(id)
             .ignore()
             .cmd("XDEL")
-            .arg(self.engine.store.work_key())
+            .arg(&task.key)
             .arg(id)
             .ignore()
             .query_async(&mut c)
@@ -249,7 +303,8 @@ impl Workers {
         }
     }
 
-    async fn dead_letter(&self, id: &str, run: &str, deliveries: u64) {
+    async fn dead_letter(&self, task: &Task) {
+        let (id, run, deliveries) = (task.id.as_str(), task.run.as_str(), task.deliveries);
         tracing::error!(
             run,
             task = id,
@@ -258,7 +313,7 @@ impl Workers {
         );
         let mut c = self.engine.store.conn();
         let r: redis::RedisResult<String> = redis::cmd("XADD")
-            .arg(self.engine.store.dead_key())
+            .arg(self.engine.store.queue().dead_key())
             .arg("*")
             .arg("run")
             .arg(run)
@@ -278,8 +333,45 @@ impl Workers {
         if let Err(e) = self.engine.fail_dead_letter(run, deliveries).await {
             tracing::warn!(run, "could not mark the run failed: {e}");
         }
-        self.ack(id).await;
+        self.ack(task).await;
     }
+}
+
+/// One new entry of one partition for `consumer`, blocking up to `block` when given.
+async fn read_one(
+    c: &mut bridle_core::redis_util::RedisConn,
+    key: &str,
+    consumer: &str,
+    block: Option<Duration>,
+) -> redis::RedisResult<Option<Task>> {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(1);
+    if let Some(b) = block {
+        cmd.arg("BLOCK").arg(b.as_millis() as u64);
+    }
+    cmd.arg("STREAMS").arg(key).arg(">");
+    let reply: Option<StreamReadReply> = cmd.query_async(c).await?;
+    Ok(reply
+        .and_then(|r| r.keys.into_iter().next())
+        .and_then(|k| k.ids.into_iter().next())
+        .map(|sid| {
+            let run: String = sid.get("run").unwrap_or_default();
+            // Entry ids start with the enqueue time in ms.
+            if let Some(ms) = sid.id.split('-').next().and_then(|m| m.parse::<i64>().ok()) {
+                let lag = (bridle_core::timeutil::now_ms() - ms).max(0) as f64 / 1000.0;
+                bridle_core::metrics::metrics().claim_lag.record(lag, &[]);
+            }
+            Task {
+                key: key.to_string(),
+                id: sid.id,
+                run,
+                deliveries: 1,
+            }
+        }))
 }
 
 /// XPENDING's summary: count, smallest id, largest id, per-consumer counts.
@@ -291,7 +383,11 @@ type PendingSummary = (
 );
 
 /// Samples the work stream for the queue-depth gauge every few seconds until shutdown.
-pub async fn sample_queue(store: crate::store::RunStore, shutdown: Shutdown) {
+pub async fn sample_queue(
+    store: crate::store::RunStore,
+    consumed: Arc<AtomicUsize>,
+    shutdown: Shutdown,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -299,15 +395,24 @@ pub async fn sample_queue(store: crate::store::RunStore, shutdown: Shutdown) {
             _ = shutdown.triggered() => return,
         }
         let mut c = store.conn();
-        let depth: redis::RedisResult<(u64, PendingSummary)> = redis::pipe()
-            .cmd("XLEN")
-            .arg(store.work_key())
-            .cmd("XPENDING")
-            .arg(store.work_key())
-            .arg(GROUP)
-            .query_async(&mut c)
-            .await;
-        if let Ok((len, (pending, ..))) = depth {
+        let n = consumed.load(Ordering::Relaxed).max(1);
+        let mut totals = Some((0u64, 0u64));
+        for p in 0..n {
+            let key = store.queue().key(p);
+            let depth: redis::RedisResult<(u64, PendingSummary)> = redis::pipe()
+                .cmd("XLEN")
+                .arg(&key)
+                .cmd("XPENDING")
+                .arg(&key)
+                .arg(GROUP)
+                .query_async(&mut c)
+                .await;
+            totals = match (totals, depth) {
+                (Some((l, q)), Ok((len, (pending, ..)))) => Some((l + len, q + pending)),
+                _ => None,
+            };
+        }
+        if let Some((len, pending)) = totals {
             let m = bridle_core::metrics::metrics();
             m.queue_depth.record(
                 len.saturating_sub(pending),

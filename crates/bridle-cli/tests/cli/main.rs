@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod apply;
+mod audit;
 mod dev;
 mod support;
 mod tls;

@@ -9,6 +9,7 @@
 
 pub mod context;
 mod cursor;
+mod holds;
 mod tools;
 
 use std::time::Duration;
@@ -71,7 +72,7 @@ impl Engine {
         };
         let mut cur = Cursor::new(loaded);
         if cur.state.status.is_terminal() {
-            return Ok(Outcome::Done);
+            return self.release_holds(&mut cur).await;
         }
         if let Some(reason) = cur.state.cancel_requested.clone() {
             return self
@@ -507,6 +508,14 @@ impl Engine {
         s.error = error.clone();
         s.finished_ms = Some(now);
         if let Phase::Tools { calls, .. } = &mut s.phase {
+            // An approval still open keeps the run from expiring until it is resolved.
+            s.held_by = calls
+                .iter()
+                .filter_map(|c| match &c.gate {
+                    Gate::Awaiting { approval_id } if !c.done => Some(approval_id.clone()),
+                    _ => None,
+                })
+                .collect();
             // Nothing of an unfinished step runs after the end.
             calls.retain(|c| c.done);
         }

@@ -217,18 +217,21 @@ impl RunStore {
             .invoke_async(&mut c)
             .await
             .map(|_: i64| ())?;
-        let () = redis::pipe()
-            .cmd("ZADD")
+        // Two commands, not a pipeline: the index and the set of tenants are in different
+        // slots, and a Redis Cluster client refuses a pipeline across nodes.
+        let () = redis::cmd("ZADD")
             .arg(self.index_key(&state.tenant))
             .arg(state.created_ms)
             .arg(&state.id)
-            .ignore()
-            .cmd("SADD")
+            .query_async(&mut c)
+            .await
+            .map(|_: i64| ())?;
+        let () = redis::cmd("SADD")
             .arg(self.tenants_key())
             .arg(&state.tenant)
-            .ignore()
             .query_async(&mut c)
-            .await?;
+            .await
+            .map(|_: i64| ())?;
         self.enqueue(&state.id).await
     }
 

@@ -276,6 +276,9 @@ class Harness:
             "BRIDLE_SECRETS_LISTEN": "127.0.0.1:0",
             "BRIDLE_ROUTER_HTTP_LISTEN": "127.0.0.1:0",
             "BRIDLE_APPROVALS_INBOX__LISTEN": "127.0.0.1:0",
+            # The fuzz-http tool's URL: nothing listens there, and the platform must allow
+            # it (tenants cannot name a loopback address by themselves).
+            "BRIDLE_TOOLS_EGRESS_PRIVATE_ALLOW": '["127.0.0.1:9"]',
             "BRIDLE_LOG_FORMAT": "text",
             "RUST_BACKTRACE": "1",
         })

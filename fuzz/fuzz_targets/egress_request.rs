@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use bridle_core::manifest::Host;
-use bridle_tools::egress::{Allowlist, Platform, is_public};
 use bridle_tools::egress::proxy::parse_head;
+use bridle_tools::egress::{Allowlist, Platform, is_public};
 use libfuzzer_sys::fuzz_target;
 
 static ALLOW: LazyLock<Allowlist> = LazyLock::new(|| {
@@ -24,7 +24,11 @@ static ALLOW: LazyLock<Allowlist> = LazyLock::new(|| {
         "[::1]:9000",
     ];
     // The platform allows nothing non-public.
-    match Allowlist::parse(&rules.map(String::from), Arc::new(Platform::default()), "acme") {
+    match Allowlist::parse(
+        &rules.map(String::from),
+        Arc::new(Platform::default()),
+        "acme",
+    ) {
         Ok(a) => a,
         Err(e) => panic!("the target's allowlist does not parse: {e}"),
     }

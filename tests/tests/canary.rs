@@ -206,19 +206,19 @@ async fn sinks(
     out
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_secret_a_tool_prints_reaches_no_event_span_log_redis_key_or_model_request() {
-    let otlp = OtlpReceiver::start().await.unwrap();
+/// A harness whose services export to `otlp` with content capture on (prompts, completions,
+/// tool arguments and results on the spans: a value must be scrubbed from those too) and log
+/// everything, with `env` added; and a fresh canary stored as `secret://canary`.
+async fn watched_harness(otlp: &OtlpReceiver, env: Vec<(String, String)>) -> (Harness, String) {
+    let mut env_all = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+        ("BRIDLE_OTEL_CAPTURE_CONTENT".into(), "true".into()),
+        ("BRIDLE_LOG".into(), "debug".into()),
+    ];
+    env_all.extend(env);
     let h = Harness::start_with(Options {
-        env_all: vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-            // Prompts, completions and tool arguments and results on the spans: the canary
-            // must be scrubbed from those too.
-            ("BRIDLE_OTEL_CAPTURE_CONTENT".into(), "true".into()),
-            // Everything each service logs.
-            ("BRIDLE_LOG".into(), "debug".into()),
-        ],
+        env_all,
         ..Default::default()
     })
     .await
@@ -231,6 +231,30 @@ async fn a_secret_a_tool_prints_reaches_no_event_span_log_redis_key_or_model_req
         )
         .await
         .unwrap();
+    (h, canary)
+}
+
+/// Follows the run to its end, which must be a success; its events and how it finished.
+async fn succeeded(h: &Harness, run_id: &str) -> (Vec<pb::RunEvent>, pb::RunFinished) {
+    let events = follow(h, run_id, Duration::from_secs(120), |_| async {})
+        .await
+        .unwrap();
+    let Some(Kind::RunFinished(f)) = events.last().unwrap().kind.clone() else {
+        panic!("no RunFinished")
+    };
+    assert_eq!(
+        f.status,
+        pb::RunStatus::Succeeded as i32,
+        "{f:?}\n{}",
+        h.logs()
+    );
+    (events, f)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_a_tool_prints_reaches_no_event_span_log_redis_key_or_model_request() {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let (h, canary) = watched_harness(&otlp, vec![]).await;
 
     let leaky = r#"
 import base64, os, sys, urllib.parse
@@ -296,18 +320,7 @@ spec:
     )]));
     h.mock.enqueue(Reply::text("done"));
     let run_id = h.start_run("canary", "print the canary").await;
-    let events = follow(&h, &run_id, Duration::from_secs(120), |_| async {})
-        .await
-        .unwrap();
-    let Some(Kind::RunFinished(f)) = &events.last().unwrap().kind else {
-        panic!("no RunFinished")
-    };
-    assert_eq!(
-        f.status,
-        pb::RunStatus::Succeeded as i32,
-        "{f:?}\n{}",
-        h.logs()
-    );
+    let (events, _) = succeeded(&h, &run_id).await;
     // The tool really printed something, and it came back redacted.
     let outputs = tool_outputs(&events);
     assert_eq!(outputs.len(), 2, "{outputs:?}");
@@ -403,12 +416,9 @@ async fn model_written_code_is_never_given_a_secret() {
 async fn a_credential_bound_at_the_boundary_reaches_no_sink_in_any_form() {
     let otlp = OtlpReceiver::start().await.unwrap();
     let api = bridle_testkit::https_api::EchoApi::start().await.unwrap();
-    let h = Harness::start_with(Options {
-        env_all: vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-            ("BRIDLE_OTEL_CAPTURE_CONTENT".into(), "true".into()),
-            ("BRIDLE_LOG".into(), "debug".into()),
+    let (h, canary) = watched_harness(
+        &otlp,
+        vec![
             // The API listens on loopback: the platform lets tools reach it.
             (
                 "BRIDLE_TOOLS_EGRESS_PRIVATE_ALLOW".into(),
@@ -419,18 +429,8 @@ async fn a_credential_bound_at_the_boundary_reaches_no_sink_in_any_form() {
                 api.ca_file.path().display().to_string(),
             ),
         ],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let canary = fresh_canary();
-    h.bao
-        .put_kv(
-            &format!("{}/canary", h.prefix),
-            serde_json::json!({ "value": canary }),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let port = api.port;
     let extra = format!(
         r#"apiVersion: bridle.dev/v1
@@ -504,18 +504,7 @@ sys.exit(b[-1] if b else 0)
     )]));
     h.mock.enqueue(Reply::text("done"));
     let run_id = h.start_run("thief", "find the token").await;
-    let events = follow(&h, &run_id, Duration::from_secs(120), |_| async {})
-        .await
-        .unwrap();
-    let Some(Kind::RunFinished(f)) = &events.last().unwrap().kind else {
-        panic!("no RunFinished")
-    };
-    assert_eq!(
-        f.status,
-        pb::RunStatus::Succeeded as i32,
-        "{f:?}\n{}",
-        h.logs()
-    );
+    let (events, _) = succeeded(&h, &run_id).await;
     // The credential was really used: the API got it, once.
     assert_eq!(api.seen(), vec![format!("Bearer {canary}")]);
     let outputs = tool_outputs(&events);
@@ -583,25 +572,7 @@ fn base32_of(b: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_value_the_model_learned_is_scrubbed_from_what_it_writes() {
     let otlp = OtlpReceiver::start().await.unwrap();
-    let h = Harness::start_with(Options {
-        env_all: vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-            ("BRIDLE_OTEL_CAPTURE_CONTENT".into(), "true".into()),
-            ("BRIDLE_LOG".into(), "debug".into()),
-        ],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let canary = fresh_canary();
-    h.bao
-        .put_kv(
-            &format!("{}/canary", h.prefix),
-            serde_json::json!({ "value": canary }),
-        )
-        .await
-        .unwrap();
+    let (h, canary) = watched_harness(&otlp, vec![]).await;
     let extra = r#"apiVersion: bridle.dev/v1
 kind: Tool
 metadata:
@@ -647,18 +618,7 @@ spec:
     h.mock
         .enqueue(Reply::text(&format!("The token is {canary}.")));
     let run_id = h.start_run("learner", "learn the token").await;
-    let events = follow(&h, &run_id, Duration::from_secs(120), |_| async {})
-        .await
-        .unwrap();
-    let Some(Kind::RunFinished(f)) = &events.last().unwrap().kind else {
-        panic!("no RunFinished")
-    };
-    assert_eq!(
-        f.status,
-        pb::RunStatus::Succeeded as i32,
-        "{f:?}\n{}",
-        h.logs()
-    );
+    let (events, f) = succeeded(&h, &run_id).await;
     assert_eq!(f.output, "The token is [REDACTED].", "{f:?}");
     let outputs = tool_outputs(&events);
     let reversed: String = canary.chars().rev().collect();

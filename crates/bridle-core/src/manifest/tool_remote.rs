@@ -141,19 +141,7 @@ impl EgressRule {
                 "'{s}' must be a host with an optional port (api.example.com, *.example.com:443), not a URL"
             ));
         }
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, after) = rest
-                .split_once(']')
-                .ok_or_else(|| format!("'{s}': missing ']'"))?;
-            (h, after.strip_prefix(':'))
-        } else if s.matches(':').count() > 1 {
-            (s, None)
-        } else {
-            match s.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (s, None),
-            }
-        };
+        let (host, port) = split_host_port(s)?;
         let port = match port {
             None => EgressPort::Web,
             Some("*") => EgressPort::Any,
@@ -292,6 +280,24 @@ fn inet_aton(s: &str) -> Option<std::net::Ipv4Addr> {
         v |= n << (24 - 8 * i as u32);
     }
     u32::try_from(v | last).ok().map(std::net::Ipv4Addr::from)
+}
+
+/// `host[:port]`, `[v6][:port]` or a bare IPv6 address, as written: the host and the port
+/// text, if any (checked by the caller).
+pub fn split_host_port(s: &str) -> Result<(&str, Option<&str>), String> {
+    Ok(if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("'{s}': missing ']'"))?;
+        (h, after.strip_prefix(':'))
+    } else if s.matches(':').count() > 1 {
+        (s, None)
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    })
 }
 
 fn check_dns(h: &str) -> Result<(), String> {

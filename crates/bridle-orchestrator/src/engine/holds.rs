@@ -16,17 +16,7 @@ impl Engine {
         }
         let mut still_open = Vec::new();
         for id in cur.state.held_by.clone() {
-            let r = self
-                .with_retries("approval lookup", || {
-                    let mut c = self.clients.approvals.clone();
-                    let id = id.clone();
-                    async move {
-                        c.get(pb::GetApprovalRequest { id })
-                            .await
-                            .map(|r| r.into_inner())
-                    }
-                })
-                .await;
+            let r = self.approval(&id).await;
             match r {
                 Ok(a) if a.state == pb::ApprovalState::Pending as i32 => still_open.push(id),
                 Ok(_) => {}

@@ -253,19 +253,7 @@ impl Engine {
         i: usize,
         approval_id: &str,
     ) -> Result<Option<Outcome>, Error> {
-        let id = approval_id.to_string();
-        let a = match self
-            .with_retries("approval lookup", || {
-                let mut c = self.clients.approvals.clone();
-                let id = id.clone();
-                async move {
-                    c.get(pb::GetApprovalRequest { id })
-                        .await
-                        .map(|r| r.into_inner())
-                }
-            })
-            .await
-        {
+        let a = match self.approval(approval_id).await {
             Ok(a) => a,
             Err(st) if is_transient(st.code()) => {
                 return Ok(Some(Outcome::Retry(format!(
@@ -277,7 +265,7 @@ impl Engine {
                 // An approval that cannot be found cannot approve anything.
 
                 pb::Approval {
-                    id: id.clone(),
+                    id: approval_id.to_string(),
                     state: pb::ApprovalState::Denied as i32,
                     reason: format!("approval could not be read: {}", st.message()),
                     ..Default::default()
@@ -297,7 +285,7 @@ impl Engine {
                 Ok(Some(Outcome::Done))
             }
             v => {
-                let gate = resolved_gate(cur, &id, &call_id, &tool, v);
+                let gate = resolved_gate(cur, approval_id, &call_id, &tool, v);
                 set_gate(cur, i, gate);
                 cur.state.status = Status::Running;
                 cur.commit(&self.store).await?;
@@ -401,6 +389,20 @@ impl Engine {
     }
 
     /// Calls `f` up to CALL_ATTEMPTS times while it fails with a transient status.
+    /// An approval, read from the approvals service (transient failures retried).
+    pub(super) async fn approval(&self, id: &str) -> Result<pb::Approval, tonic::Status> {
+        self.with_retries("approval lookup", || {
+            let mut c = self.clients.approvals.clone();
+            let id = id.to_string();
+            async move {
+                c.get(pb::GetApprovalRequest { id })
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
     pub(super) async fn with_retries<T, F, Fut>(
         &self,
         what: &str,

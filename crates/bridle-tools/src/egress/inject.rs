@@ -224,7 +224,7 @@ where
         .map_err(|_| "the sandbox's TLS handshake timed out".to_string())?
         .map_err(|e| format!("the sandbox's TLS handshake failed: {e}"))?;
     let mut buf = Vec::with_capacity(4096);
-    let head_len = read_head(&mut inside, &mut buf).await?;
+    let head_len = read_head(&mut inside, &mut buf, MAX_HEAD).await?;
     let head = String::from_utf8_lossy(&buf[..head_len]).to_string();
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default().to_string();
@@ -326,14 +326,21 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-async fn read_head<R: AsyncRead + Unpin>(s: &mut R, buf: &mut Vec<u8>) -> Result<usize, String> {
+/// Reads into `buf` until the end of an HTTP head (at most `max` bytes, each read within
+/// [`IO_TIMEOUT`]); returns the head's length with its blank line. The proxy reads the
+/// sandbox's requests with it too.
+pub(super) async fn read_head<R: AsyncRead + Unpin>(
+    s: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Result<usize, String> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Ok(i + 4);
         }
-        if buf.len() > MAX_HEAD {
-            return Err("the head is larger than 64 KiB".into());
+        if buf.len() > max {
+            return Err(format!("the head is larger than {} KiB", max >> 10));
         }
         let n = tokio::time::timeout(IO_TIMEOUT, s.read(&mut chunk))
             .await
@@ -348,7 +355,7 @@ async fn read_head<R: AsyncRead + Unpin>(s: &mut R, buf: &mut Vec<u8>) -> Result
 
 async fn read_answer<R: AsyncRead + Unpin>(s: &mut R) -> Result<Answer, String> {
     let mut buf = Vec::with_capacity(8192);
-    let head_len = read_head(s, &mut buf).await?;
+    let head_len = read_head(s, &mut buf, MAX_HEAD).await?;
     let head: Vec<String> = String::from_utf8_lossy(&buf[..head_len - 4])
         .split("\r\n")
         .map(str::to_string)

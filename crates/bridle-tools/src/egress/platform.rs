@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bridle_core::Shutdown;
-use bridle_core::manifest::{EgressHost, EgressRule, Host};
+use bridle_core::manifest::{EgressHost, EgressRule, Host, split_host_port};
 use ipnet::IpNet;
 
 /// Cloud instance metadata endpoints: the node's own credentials on most clouds.
@@ -45,19 +45,7 @@ impl Entry {
     /// `db.internal:5432`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, after) = rest
-                .split_once(']')
-                .ok_or_else(|| format!("'{s}': missing ']'"))?;
-            (h, after.strip_prefix(':'))
-        } else if s.matches(':').count() > 1 {
-            (s, None)
-        } else {
-            match s.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (s, None),
-            }
-        };
+        let (host, port) = split_host_port(s)?;
         let port = port
             .map(|p| match p.parse::<u16>() {
                 Ok(n) if n > 0 => Ok(n),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bridle_core::Shutdown;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -138,9 +138,13 @@ impl Gate {
 
 async fn handle(mut client: UnixStream, cur: &Current, authority: &Authority) {
     let mut buf = Vec::with_capacity(2048);
-    let head_end = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client, &mut buf)).await
+    let head_end = match tokio::time::timeout(
+        HEAD_TIMEOUT,
+        inject::read_head(&mut client, &mut buf, MAX_HEAD),
+    )
+    .await
     {
-        Ok(Some(n)) => n,
+        Ok(Ok(n)) => n,
         _ => {
             let _ = reply(
                 &mut client,
@@ -381,24 +385,6 @@ pub fn parse_head(head: &[u8]) -> Option<Request> {
         port,
         upstream_head: out,
     })
-}
-
-/// Reads until the end of the head; returns its length (with the blank line).
-async fn read_head(s: &mut UnixStream, buf: &mut Vec<u8>) -> Option<usize> {
-    let mut chunk = [0u8; 2048];
-    loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Some(i + 4);
-        }
-        if buf.len() > MAX_HEAD {
-            return None;
-        }
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 async fn reply(s: &mut UnixStream, code: u16, text: &str) -> std::io::Result<()> {

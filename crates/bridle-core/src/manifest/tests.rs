@@ -171,6 +171,17 @@ fn placeholders_must_be_parameters() {
 }
 
 #[test]
+fn an_unknown_placeholder_is_quoted_within_bounds() {
+    // Found by fuzzing: a placeholder name of any length was quoted whole, twice.
+    let long = "g".repeat(5000);
+    let text = GOOD.replace("{{code}}", &format!("{{{{{long}}}}}"));
+    let e = errors(&text);
+    assert!(e[0].contains("spec.container.command[2]: uses {{ggg"), "{}", e[0]);
+    assert!(e[0].contains("(5000 bytes in all)"), "{}", e[0]);
+    assert!(e[0].len() < 1024, "{} bytes: {}", e[0].len(), e[0]);
+}
+
+#[test]
 fn bad_schema_is_rejected() {
     let text = GOOD.replace("code: {type: string}", "code: {type: strang}");
     let e = errors(&text);

@@ -260,6 +260,7 @@ pub fn placeholders(arg: &str) -> Vec<String> {
 fn check_placeholders(field: &str, text: &str, properties: &[String], out: &mut Problems) {
     for name in placeholders(text) {
         if !properties.iter().any(|p| p == &name) {
+            let name = crate::redact::quote(&name);
             out.push((
                 field.to_string(),
                 format!("uses {{{{{name}}}}} but the parameters schema has no property '{name}'"),

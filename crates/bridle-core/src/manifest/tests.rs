@@ -176,7 +176,11 @@ fn an_unknown_placeholder_is_quoted_within_bounds() {
     let long = "g".repeat(5000);
     let text = GOOD.replace("{{code}}", &format!("{{{{{long}}}}}"));
     let e = errors(&text);
-    assert!(e[0].contains("spec.container.command[2]: uses {{ggg"), "{}", e[0]);
+    assert!(
+        e[0].contains("spec.container.command[2]: uses {{ggg"),
+        "{}",
+        e[0]
+    );
     assert!(e[0].contains("(5000 bytes in all)"), "{}", e[0]);
     assert!(e[0].len() < 1024, "{} bytes: {}", e[0].len(), e[0]);
 }

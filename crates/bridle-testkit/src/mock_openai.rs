@@ -90,9 +90,14 @@ impl Reply {
     }
 }
 
+/// Computes the reply to a request from its body (the parsed JSON), for conversations the test
+/// cannot queue in order: many runs at once, each answered by where its conversation is.
+pub type Responder = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
+
 pub struct MockOpenAi {
     addr: SocketAddr,
     inner: Arc<Inner<Reply>>,
+    responder: Arc<std::sync::Mutex<Option<Responder>>>,
     task: tokio::task::JoinHandle<()>,
     // Dropping the sender wakes every hanging handler, so nothing outlives the mock.
     _stop: tokio::sync::watch::Sender<()>,
@@ -101,7 +106,14 @@ pub struct MockOpenAi {
 impl MockOpenAi {
     /// Serves on 127.0.0.1 on a free port.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Serves on `ip` (an address of this machine, e.g. a Docker network's gateway, for
+    /// services in containers) on a free port.
+    pub async fn start_on(ip: std::net::IpAddr) -> anyhow::Result<Self> {
         let inner = Arc::new(Inner::new());
+        let responder: Arc<std::sync::Mutex<Option<Responder>>> = Arc::default();
         let (stop, stopped) = tokio::sync::watch::channel(());
         let app = Router::new()
             .route("/v1/chat/completions", axum::routing::post(chat))
@@ -112,8 +124,8 @@ impl MockOpenAi {
             )
             .route("/v1/models", axum::routing::get(models))
             .fallback(unknown)
-            .with_state((inner.clone(), stopped));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .with_state((inner.clone(), stopped, responder.clone()));
+        let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
             .context("binding the mock")?;
         let addr = listener.local_addr()?;
@@ -128,6 +140,7 @@ impl MockOpenAi {
         Ok(Self {
             addr,
             inner,
+            responder,
             task,
             _stop: stop,
         })
@@ -145,6 +158,12 @@ impl MockOpenAi {
     /// Answers every request this way once the queue is empty (None: a 500, the default).
     pub fn set_default(&self, reply: Option<Reply>) {
         *lock(&self.inner.default) = reply;
+    }
+
+    /// Answers each request that neither the queue nor the default answers with what `f`
+    /// makes of its body.
+    pub fn set_responder(&self, f: Responder) {
+        *lock(&self.responder) = Some(f);
     }
 
     /// Whether requests are recorded (on by default; benchmarks turn it off).
@@ -178,10 +197,14 @@ impl Drop for MockOpenAi {
     }
 }
 
-type AppState = (Arc<Inner<Reply>>, tokio::sync::watch::Receiver<()>);
+type AppState = (
+    Arc<Inner<Reply>>,
+    tokio::sync::watch::Receiver<()>,
+    Arc<std::sync::Mutex<Option<Responder>>>,
+);
 
 async fn chat(
-    State((inner, stopped)): State<AppState>,
+    State((inner, stopped, responder)): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -222,7 +245,10 @@ async fn chat(
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let next = inner.next();
+    let next = inner.next().or_else(|| {
+        let f = lock(&responder).clone();
+        f.map(|f| f(&req))
+    });
     let Some(mut reply) = next else {
         return json_response(
             500,
@@ -270,7 +296,7 @@ async fn chat(
 }
 
 async fn models(
-    State((inner, _)): State<AppState>,
+    State((inner, _, _)): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -290,7 +316,7 @@ async fn models(
 }
 
 async fn unknown(
-    State((inner, _)): State<AppState>,
+    State((inner, _, _)): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

@@ -56,6 +56,9 @@ pub struct Call {
     pub timeout_limit: TimeoutLimit,
     /// The Agent's workspace quota (`spec.workspace.quota`), when it sets one.
     pub agent_quota: Option<u64>,
+    /// The caller's idempotency key (empty when it sent none): the same for every attempt of
+    /// one call, so an http tool passes it on for the API to deduplicate retries.
+    pub idempotency_key: String,
 }
 
 impl Call {
@@ -298,6 +301,7 @@ impl Executor {
             timeout,
             timeout_limit,
             agent_quota: (req.workspace_quota_bytes > 0).then_some(req.workspace_quota_bytes),
+            idempotency_key: req.idempotency_key,
         };
         let mut result = self.run_kind(&target, &call).await?;
         if result.timed_out {

@@ -71,6 +71,31 @@ pub fn render_url(
     Ok(u)
 }
 
+/// The header an http tool's request carries when its call has an idempotency key: the
+/// convention of payment and cloud APIs for "this is a retry of the same operation".
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// `Idempotency-Key` for a call made with an idempotency key, unless the Tool sets that header
+/// itself: the same value for every attempt of the call (a retry after a tools replica died
+/// mid-call, or after the answer was lost), different across tenants, tools and calls, and
+/// opaque (a hash, so the run's ids do not leave the platform).
+fn idempotency_header(h: &HttpTool, call: &Call) -> Option<String> {
+    use sha2::{Digest as _, Sha256};
+    if call.idempotency_key.is_empty()
+        || h.headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case(IDEMPOTENCY_KEY))
+    {
+        return None;
+    }
+    let mut d = Sha256::new();
+    for part in [&call.scope.tenant, &call.tool, &call.idempotency_key] {
+        d.update((part.len() as u64).to_be_bytes());
+        d.update(part.as_bytes());
+    }
+    Some(format!("bridle-{}", hex::encode(&d.finalize()[..16])))
+}
+
 pub async fn run(ex: &Executor, h: &HttpTool, call: &Call) -> Result<ToolResult, Error> {
     let started = Instant::now();
     let url = match render_url(h, &call.args) {
@@ -131,6 +156,9 @@ pub async fn run(ex: &Executor, h: &HttpTool, call: &Call) -> Result<ToolResult,
     let mut req = client.request(method.clone(), url.clone());
     for (k, v) in &h.headers {
         req = req.header(k.as_str(), resolved.expand(v));
+    }
+    if let Some(key) = idempotency_header(h, call) {
+        req = req.header(IDEMPOTENCY_KEY, key);
     }
     if let Some(b) = &h.bearer
         && let Ok(r) = bridle_core::manifest::SecretRef::parse(b)

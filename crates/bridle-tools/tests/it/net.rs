@@ -38,6 +38,17 @@ impl Upstream {
                 }),
             )
             .route(
+                "/key",
+                axum::routing::post(|headers: HeaderMap| async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    axum::Json(json!({ "key": key }))
+                }),
+            )
+            .route(
                 "/redirect",
                 get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/hello")]) }),
             )
@@ -75,6 +86,67 @@ fn http_tool(name: &str, url: &str, extra: &str) -> String {
     format!(
         "apiVersion: bridle.dev/v1\nkind: Tool\nmetadata:\n  name: {name}\nspec:\n  description: Fetches.\n  parameters:\n    type: object\n    properties:\n      id: {{type: string}}\n      host: {{type: string}}\n  http:\n    url: \"{url}\"\n{extra}"
     )
+}
+
+/// The Idempotency-Key an http tool's request carried, as the upstream saw it.
+async fn sent_key(h: &Harness, tool: &str, key: &str) -> String {
+    let mut req = h.request_in("run_k", tool, json!({ "id": "1" }));
+    req.idempotency_key = key.into();
+    let r = h.execute(req).await.unwrap().result.unwrap();
+    assert_eq!(r.http_status, 200, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.output).unwrap();
+    v["key"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn an_http_tool_passes_its_calls_idempotency_key_on_to_the_api() {
+    let up = Upstream::start().await;
+    let h = Harness::start().await;
+    let url = format!("http://127.0.0.1:{}/key", up.addr.port());
+    h.apply(&http_tool("post", &url, "    method: POST\n"))
+        .await;
+    h.apply(&http_tool(
+        "own",
+        &url,
+        "    method: POST\n    headers: {Idempotency-Key: fixed-by-the-tool}\n",
+    ))
+    .await;
+
+    let first = sent_key(&h, "post", "run_k/1/call_1").await;
+    assert!(first.starts_with("bridle-") && first.len() == 39, "{first}");
+    // The attempt's answer is lost (its stored result gone, as when the tools replica died
+    // before storing it): the retry under the same key sends the same Idempotency-Key, so
+    // the API can tell it is the same operation.
+    let mut redis = redis::Client::open(h.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored: Vec<String> = redis::cmd("KEYS")
+        .arg("*:idem:*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!stored.is_empty(), "the call's result was stored");
+    let _: () = redis::cmd("DEL")
+        .arg(&stored)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let hits = up.hits();
+    assert_eq!(sent_key(&h, "post", "run_k/1/call_1").await, first);
+    assert_eq!(up.hits(), hits + 1, "the retry reached the API");
+
+    let other = sent_key(&h, "post", "run_k/1/call_2").await;
+    assert!(other.starts_with("bridle-") && other != first, "{other}");
+    // A call without a key sends none; a Tool that sets the header keeps its own value.
+    let r = h.call("run_k", "post", json!({ "id": "1" })).await;
+    assert!(r.output.contains(r#""key":"""#), "{r:?}");
+    assert_eq!(
+        sent_key(&h, "own", "run_k/2/call_1").await,
+        "fixed-by-the-tool"
+    );
+    h.stop().await;
 }
 
 #[tokio::test]

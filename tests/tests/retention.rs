@@ -206,3 +206,136 @@ async fn a_run_that_ended_with_an_open_approval_keeps_its_keys_until_it_is_decid
         .into_inner();
     assert_eq!(r.status, pb::RunStatus::Cancelled as i32);
 }
+
+/// Polls the run until `done` says yes about it; panics with the logs after `secs`.
+async fn wait_run(h: &Harness, run: &str, secs: u64, done: impl Fn(&pb::Run) -> bool) -> pb::Run {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = h
+            .orchestrator()
+            .await
+            .get_run(pb::GetRunRequest {
+                run_id: run.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner());
+        if let Ok(r) = &r
+            && done(r)
+        {
+            return r.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {run}: {:?}\n{}",
+            r.map(|r| r.status),
+            h.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decisions_trimmed_while_no_orchestrator_listened_still_release_their_runs() {
+    // The approvals service keeps decided approvals and their events 2s. The only orchestrator
+    // is down while two approvals are decided and both decisions (events and approvals) are
+    // dropped; the restarted orchestrator's listener gets OUT_OF_RANGE for its stored offset
+    // and must still resume the parked run and release the held one.
+    let mut h = Harness::start_with(Options {
+        orchestrator_env: vec![("retention".into(), "1h".into())],
+        approvals_env: vec![
+            ("approval_retention".into(), "2s".into()),
+            ("sweep_interval".into(), "200ms".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("test.yaml", &h.manifests_yaml()).await.unwrap();
+    let call =
+        |id: &str| Reply::tool_calls(&[(id, "delete-dataset", r#"{"dataset": "old-sales"}"#)]);
+    let parked = |r: &pb::Run| !r.pending_approval_id.is_empty();
+
+    h.mock.enqueue(call("call_a"));
+    let live = h.start_run("analyst", "Delete old-sales.").await;
+    let a = wait_run(&h, &live, 60, parked).await.pending_approval_id;
+    h.mock.enqueue(call("call_b"));
+    let held = h.start_run("analyst", "Delete old-sales too.").await;
+    let b = wait_run(&h, &held, 60, parked).await.pending_approval_id;
+    // Cancelled while parked: ended, held by b (no expiry).
+    h.orchestrator()
+        .await
+        .cancel_run(pb::CancelRunRequest {
+            run_id: held.clone(),
+            reason: "changed my mind".into(),
+        })
+        .await
+        .unwrap();
+    wait_run(&h, &held, 30, |r| {
+        r.status == pb::RunStatus::Cancelled as i32
+    })
+    .await;
+    assert_eq!(pttl(&h, &run_keys(&h, &held)[0]).await, -1);
+
+    h.orchestrators[0].kill().await;
+    let mut approvals = h.approvals().await;
+    for (id, approve) in [(&a, true), (&b, false)] {
+        approvals
+            .decide(pb::DecideRequest {
+                id: id.clone(),
+                approve,
+                reason: "decided while nobody listened".into(),
+                approver: "alice".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    // Both decisions gone from the approvals service, events included.
+    let events_key = format!("{}:approvals:{{approvals}}:events", h.prefix);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = h.redis.client().await.unwrap();
+        let left: u64 = redis::cmd("XLEN")
+            .arg(&events_key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let a_gone = approvals
+            .get(pb::GetApprovalRequest { id: a.clone() })
+            .await
+            .is_err_and(|e| e.code() == tonic::Code::NotFound);
+        if left == 0 && a_gone {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events left {left}\n{}",
+            h.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The parked run goes on (its approval is gone, which counts as denied: fail closed) and
+    // finishes; the held run's hold is dropped and its retention starts.
+    h.mock.enqueue(Reply::text("Could not delete it."));
+    h.restart_orchestrator(0).await.unwrap();
+    let done = wait_run(&h, &live, 60, |r| {
+        r.status == pb::RunStatus::Succeeded as i32 || r.status == pb::RunStatus::Failed as i32
+    })
+    .await;
+    assert_eq!(done.status, pb::RunStatus::Succeeded as i32, "{}", h.logs());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while pttl(&h, &run_keys(&h, &held)[0]).await <= 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held run kept no expiry\n{}",
+            h.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = std::fs::read_to_string(&h.orchestrators[0].log).unwrap();
+    assert!(
+        log.contains("re-checking every run parked on or held by an approval"),
+        "{log}"
+    );
+}

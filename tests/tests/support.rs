@@ -19,6 +19,8 @@ pub struct Options {
     pub orchestrators: usize,
     /// Extra `BRIDLE_ORCHESTRATOR_*` settings, e.g. ("claim_idle", "2s").
     pub orchestrator_env: Vec<(String, String)>,
+    /// Extra `BRIDLE_APPROVALS_*` settings, e.g. ("approval_retention", "2s").
+    pub approvals_env: Vec<(String, String)>,
     /// Redis with an fsync-always AOF, so it can be restarted mid-run.
     pub appendonly: bool,
     /// Environment for every service process (e.g. OTEL_EXPORTER_OTLP_ENDPOINT).
@@ -54,6 +56,8 @@ pub struct Harness {
     pub approvals: String,
     /// Certificates folder, when the harness runs with mutual TLS.
     pub certs: Option<std::path::PathBuf>,
+    /// How each orchestrator was started (environment, folder), to start it again.
+    orchestrator_starts: Vec<(Vec<(String, String)>, std::path::PathBuf)>,
 }
 
 impl Harness {
@@ -157,18 +161,19 @@ impl Harness {
             .join("approvals-inbox.addr")
             .display()
             .to_string();
-        let approvals = start(
-            "bridle-approvals",
-            common(
-                "approvals",
-                &[
-                    ("inbox__listen", "127.0.0.1:0"),
-                    ("inbox__addr_file", &inbox_file),
-                ],
-            ),
-            dir.path().to_path_buf(),
-        )
-        .await?;
+        let mut approvals_env = common(
+            "approvals",
+            &[
+                ("inbox__listen", "127.0.0.1:0"),
+                ("inbox__addr_file", &inbox_file),
+            ],
+        );
+        approvals_env.extend(
+            o.approvals_env
+                .iter()
+                .map(|(k, v)| (format!("BRIDLE_APPROVALS_{}", k.to_uppercase()), v.clone())),
+        );
+        let approvals = start("bridle-approvals", approvals_env, dir.path().to_path_buf()).await?;
         let secrets_url = peer_url(&secrets.addr, o.peers_by_dns);
         let tools = start(
             "bridle-tools",
@@ -183,6 +188,7 @@ impl Harness {
         )
         .await?;
         let mut orchestrators = Vec::new();
+        let mut orchestrator_starts = Vec::new();
         let (router_url, tools_url, approvals_url) = (
             peer_url(&router.addr, o.peers_by_dns),
             peer_url(&tools.addr, o.peers_by_dns),
@@ -209,6 +215,7 @@ impl Harness {
             }));
             let dir_i = dir.path().join(&consumer);
             std::fs::create_dir_all(&dir_i)?;
+            orchestrator_starts.push((env.clone(), dir_i.clone()));
             orchestrators.push(start("bridle-orchestrator", env, dir_i).await?);
         }
         let (orch_addr, appr_addr) = (orchestrators[0].addr.clone(), approvals.addr.clone());
@@ -225,7 +232,16 @@ impl Harness {
             orchestrator: orch_addr,
             approvals: appr_addr,
             certs,
+            orchestrator_starts,
         })
+    }
+
+    /// Starts orchestrator `i` again, as it was first started (after `kill`); without TLS.
+    pub async fn restart_orchestrator(&mut self, i: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(self.certs.is_none(), "restart_orchestrator: not with TLS");
+        let (env, dir) = &self.orchestrator_starts[i];
+        self.orchestrators[i] = ServiceProcess::start("bridle-orchestrator", env, dir).await?;
+        Ok(())
     }
 
     /// A channel to one of the services, over mutual TLS (as the `cli` certificate) when the

@@ -11,7 +11,12 @@ pub(crate) fn quote(input: &str) -> String {
 pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("approval {0} not found")]
+    /// Also what an approval dropped at the end of its retention answers: the same words for
+    /// one that never existed and one of another tenant, so nobody learns which.
+    #[error(
+        "approval {0} not found (there is no such approval, or it was dropped \
+         approval_retention after it was decided or expired)"
+    )]
     NotFound(String),
     /// The approval cannot move: it is decided, expired, or bound to other arguments.
     #[error("{0}")]

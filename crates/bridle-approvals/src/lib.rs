@@ -69,7 +69,8 @@ pub async fn start_with_engine(
     fallback: Arc<dyn PolicyEngine>,
     shutdown: Shutdown,
 ) -> Result<Started, bridle_core::Error> {
-    let store = store::Store::connect(&opts.redis_url, &opts.key_prefix).await?;
+    let store =
+        store::Store::connect(&opts.redis_url, &opts.key_prefix, opts.approval_retention).await?;
     let keys = bridle_core::redis_util::Keys::new(&opts.key_prefix);
     let manifest_store = bridle_core::store::ManifestStore::new(
         store.conn(),
@@ -135,6 +136,7 @@ pub async fn start_with_engine(
         audit,
         opts.sweep_interval,
         opts.audit_retention,
+        opts.approval_retention,
         &shutdown,
     );
     Ok(Started { grpc, inbox })

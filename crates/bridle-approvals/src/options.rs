@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use bridle_core::config::{self, ServerOptions};
 
+/// The longest `approval_retention` accepted.
+const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Options of the approvals service (`BRIDLE_APPROVALS_*` env, or keys in its config file).
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
@@ -30,6 +33,12 @@ pub struct Options {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub audit_retention: Duration,
+    /// How long an approval is kept once it is final (approved, denied or expired): its
+    /// record and call binding then expire, its index entries and its Watch events are
+    /// dropped. Pending approvals are never dropped (they expire by `approval_ttl` first).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub approval_retention: Duration,
     /// The web inbox (`[inbox]`, `BRIDLE_APPROVALS_INBOX__LISTEN`, ...).
     pub inbox: InboxOptions,
     /// The webhook posted for every new pending approval (`[webhook]`,
@@ -134,6 +143,7 @@ impl Default for Options {
             approval_ttl: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(5),
             audit_retention: Duration::from_secs(90 * 24 * 3600),
+            approval_retention: Duration::from_secs(7 * 24 * 3600),
             inbox: InboxOptions::default(),
             webhook: WebhookOptions::default(),
         }
@@ -161,6 +171,15 @@ impl config::Options for Options {
         }
         if self.audit_retention < Duration::from_secs(1) {
             out.push("audit_retention: must be at least 1s".into());
+        }
+        // Redis expiries are milliseconds from now; past a century is a typo, not a policy.
+        if self.approval_retention < Duration::from_secs(1)
+            || self.approval_retention > MAX_RETENTION
+        {
+            out.push(format!(
+                "approval_retention: must be at least 1s and at most 100 years (is {})",
+                humantime::format_duration(self.approval_retention)
+            ));
         }
         if let Some(u) = &self.inbox.public_url {
             config::check_url("inbox.public_url", u, &["http", "https"], &mut out);
@@ -215,6 +234,7 @@ mod tests {
         assert_eq!(o.server.listen.port(), 50054);
         assert_eq!(o.approval_ttl, Duration::from_secs(3600));
         assert_eq!(o.sweep_interval, Duration::from_secs(5));
+        assert_eq!(o.approval_retention, Duration::from_secs(7 * 24 * 3600));
         assert!(o.validate().is_empty(), "{:?}", o.validate());
     }
 
@@ -225,6 +245,7 @@ mod tests {
             key_prefix: "a{b}".into(),
             approval_ttl: Duration::ZERO,
             sweep_interval: Duration::ZERO,
+            approval_retention: Duration::ZERO,
             webhook: WebhookOptions {
                 url: Some(SecretString::from("ftp://hooks.example/T0KEN-SECRET")),
                 max_attempts: 0,
@@ -244,6 +265,7 @@ mod tests {
             "key_prefix:",
             "approval_ttl:",
             "sweep_interval:",
+            "approval_retention:",
             "webhook.url:",
             "webhook.max_attempts:",
             "inbox.header_read_timeout:",
@@ -255,6 +277,18 @@ mod tests {
                 "{key} missing from {p:?}"
             );
         }
+        let centuries = Options {
+            approval_retention: Duration::from_secs(200 * 365 * 24 * 3600),
+            ..Default::default()
+        };
+        assert!(
+            centuries
+                .validate()
+                .iter()
+                .any(|m| m.starts_with("approval_retention:")),
+            "{:?}",
+            centuries.validate()
+        );
         assert!(
             !p.iter().any(|m| m.contains("T0KEN-SECRET")),
             "the webhook URL is a secret: {p:?}"

@@ -361,10 +361,11 @@ impl Approvals for ApprovalsService {
             Some(req.tenant)
         };
         // Connect before answering, so a Redis outage is an error, not an empty stream.
-        let conn = self
+        let mut conn = self
             .store
             .dedicated_connection(watch::RESPONSE_TIMEOUT)
             .await?;
+        watch::check_from(&mut conn, self.store.keys(), req.from_offset).await?;
         let events = watch::events(
             self.store.keys().events(),
             conn,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bridle_core::redis_util::RedisConn;
 use bridle_core::redis_util::{self, Keys};
@@ -19,6 +20,7 @@ struct Scripts {
     evaluate: Script,
     decide: Script,
     expire: Script,
+    drop: Script,
 }
 
 impl Scripts {
@@ -29,6 +31,7 @@ impl Scripts {
             evaluate: with(include_str!("lua/evaluate.lua")),
             decide: with(include_str!("lua/decide.lua")),
             expire: with(include_str!("lua/expire.lua")),
+            drop: Script::new(include_str!("lua/drop.lua")),
         }
     }
 }
@@ -54,6 +57,44 @@ pub struct Store {
     url: String,
     keys: ApprovalKeys,
     scripts: Arc<Scripts>,
+    /// How long a final approval is kept (`approval_retention`).
+    retention: Duration,
+}
+
+/// Where one approval sits: what its call map key and its indexes are built from. These
+/// fields never change once the approval is created.
+struct Placement {
+    tenant: String,
+    run_id: String,
+    step: u32,
+    call_id: String,
+}
+
+/// The fields `Placement` is read from, in order.
+const PLACEMENT_FIELDS: [&str; 4] = ["tenant", "run_id", "step", "call_id"];
+
+impl Placement {
+    fn from_fields(fields: Vec<Option<String>>) -> Option<Self> {
+        let mut f = fields.into_iter();
+        let mut next = || f.next().flatten();
+        Some(Self {
+            tenant: next()?,
+            run_id: next()?,
+            step: next()?.parse().ok()?,
+            call_id: next()?,
+        })
+    }
+}
+
+/// When an approval event happened: a `created` event at the approval's creation, the others
+/// at its decision (or expiry). The scripts write both times from the same clock reading as
+/// the event, so the stream needs no time field of its own and ids stay dense offsets.
+fn event_ms(fields: &HashMap<String, String>) -> Option<i64> {
+    let field = match fields.get("kind").map(String::as_str) {
+        Some("created") => "created_ms",
+        _ => "decided_ms",
+    };
+    fields.get(field)?.parse().ok()
 }
 
 fn tag(reply: &[String]) -> &str {
@@ -72,14 +113,31 @@ fn unexpected(script: &str, reply: &[String]) -> Error {
 }
 
 impl Store {
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
+    pub async fn connect(url: &str, prefix: &str, retention: Duration) -> Result<Self, Error> {
         let conn = redis_util::connect(url).await?;
         Ok(Self {
             conn,
             url: url.to_string(),
             keys: ApprovalKeys::new(&Keys::new(prefix)),
             scripts: Arc::new(Scripts::new()),
+            retention,
         })
+    }
+
+    fn retention_ms(&self) -> u64 {
+        u64::try_from(self.retention.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Where the approval sits, read from its hash; None when it is gone.
+    async fn placement(&self, id: &str) -> Result<Option<Placement>, Error> {
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.approval(id))
+            .arg(&PLACEMENT_FIELDS[..])
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(Placement::from_fields(fields))
     }
 
     /// The shared connection, for the manifest store beside the approvals.
@@ -107,8 +165,9 @@ impl Store {
     }
 
     /// Adds the KEYS of decide.lua / expire.lua (the transition layout in prelude.lua).
-    fn transition_keys(&self, inv: &mut ScriptInvocation<'_>, id: &str, tenant: &str) {
+    fn transition_keys(&self, inv: &mut ScriptInvocation<'_>, id: &str, at: &Placement) {
         let k = &self.keys;
+        let tenant = &at.tenant;
         inv.key(k.approval(id))
             .key(k.audit())
             .key(k.events())
@@ -117,7 +176,8 @@ impl Store {
             .key(k.index(tenant, APPROVED))
             .key(k.index(tenant, DENIED))
             .key(k.index(tenant, EXPIRED))
-            .key(k.expiring());
+            .key(k.expiring())
+            .key(k.call(tenant, &at.run_id, at.step, &at.call_id));
     }
 
     /// Audits one evaluation and, for REQUIRE_APPROVAL, binds the call to an approval: the one
@@ -193,7 +253,13 @@ impl Store {
         if !lapsed(&a, now) {
             return Ok(a);
         }
-        if let Err(e) = self.expire_one(id, &a.tenant, now).await {
+        let at = Placement {
+            tenant: a.tenant.clone(),
+            run_id: a.run_id.clone(),
+            step: a.step,
+            call_id: a.call_id.clone(),
+        };
+        if let Err(e) = self.expire_one(id, &at, now).await {
             // Still reported as expired: an expired approval counts as denied either way.
             tracing::warn!(approval = id, "cannot store the expiry: {e}");
             return Ok(Approval {
@@ -207,10 +273,14 @@ impl Store {
     }
 
     /// PENDING -> EXPIRED if its time is up. True when this call made the change.
-    async fn expire_one(&self, id: &str, tenant: &str, now: i64) -> Result<bool, Error> {
+    async fn expire_one(&self, id: &str, at: &Placement, now: i64) -> Result<bool, Error> {
         let mut inv = self.scripts.expire.prepare_invoke();
-        self.transition_keys(&mut inv, id, tenant);
-        inv.arg(fmt_ms(now)).arg(now).arg(tenant).arg(id);
+        self.transition_keys(&mut inv, id, at);
+        inv.arg(fmt_ms(now))
+            .arg(now)
+            .arg(&at.tenant)
+            .arg(id)
+            .arg(self.retention_ms());
         let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
         match tag(&reply) {
             "expired" => Ok(true),
@@ -235,13 +305,8 @@ impl Store {
             .await?;
         let mut expired = 0;
         for id in ids {
-            let tenant: Option<String> = self
-                .conn
-                .clone()
-                .hget(self.keys.approval(&id), "tenant")
-                .await?;
-            match tenant {
-                Some(t) => expired += usize::from(self.expire_one(&id, &t, now).await?),
+            match self.placement(&id).await? {
+                Some(at) => expired += usize::from(self.expire_one(&id, &at, now).await?),
                 None => {
                     let _: i64 = self.conn.clone().zrem(self.keys.expiring(), &id).await?;
                 }
@@ -269,23 +334,22 @@ impl Store {
         reason: &str,
         want_sha256: &str,
     ) -> Result<Approval, Error> {
-        let tenant: Option<String> = self
-            .conn
-            .clone()
-            .hget(self.keys.approval(id), "tenant")
-            .await?;
-        let tenant = tenant.ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let at = self
+            .placement(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
         let now = now_ms();
         let outcome = if approve { APPROVED } else { DENIED };
         let mut inv = self.scripts.decide.prepare_invoke();
-        self.transition_keys(&mut inv, id, &tenant);
+        self.transition_keys(&mut inv, id, &at);
         inv.arg(fmt_ms(now))
             .arg(now)
             .arg(outcome)
             .arg(approver)
             .arg(reason)
             .arg(want_sha256)
-            .arg(&tenant);
+            .arg(&at.tenant)
+            .arg(self.retention_ms());
         let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
         let ms = |i: usize| {
             arg(&reply, i)
@@ -323,6 +387,104 @@ impl Store {
             // The tenant is never rewritten, so this is a broken invariant.
             _ => Err(unexpected("decide", &reply)),
         }
+    }
+
+    /// Drops, oldest first, up to `batch` Watch events that happened before `before_ms`,
+    /// and with each final event (decided, expired) the approval it finalised (drop.lua).
+    /// Returns how many events went.
+    ///
+    /// Event ids are dense offsets (`0-<n>`), not times, so `XTRIM MINID` cannot cut by age
+    /// directly: this reads the oldest events, takes each one's time from the approval copy
+    /// it carries (see `event_ms`), and trims up to the first event young enough to stay.
+    /// Every step can be repeated (by another replica, or after a crash before the trim):
+    /// dropping is idempotent and the trim only moves forward.
+    pub async fn trim_events(&self, before_ms: i64, batch: usize) -> Result<usize, Error> {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(self.keys.events())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(batch.max(1))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut last = None;
+        let mut dropped = 0;
+        for (id, f) in &entries {
+            let Some(offset) = crate::watch::offset_of(id) else {
+                tracing::warn!(event = %id, "approval event id is not 0-<offset>; trimming stops there");
+                break;
+            };
+            match event_ms(f) {
+                Some(ms) if ms >= before_ms => break,
+                Some(_) => {}
+                // Unreadable: nothing can say how old it is; it goes with its neighbours.
+                None => tracing::warn!(event = %id, "approval event without its time; trimmed"),
+            }
+            if matches!(
+                f.get("kind").map(String::as_str),
+                Some("decided" | "expired")
+            ) {
+                self.drop_final(id, f).await?;
+            }
+            last = Some(offset);
+            dropped += 1;
+        }
+        if let Some(offset) = last {
+            let _: u64 = redis::cmd("XTRIM")
+                .arg(self.keys.events())
+                .arg("MINID")
+                .arg(format!("0-{}", offset.saturating_add(1)))
+                .query_async(&mut self.conn.clone())
+                .await?;
+        }
+        Ok(dropped)
+    }
+
+    /// Drops the approval a final event (whose fields carry a copy of it) finalised.
+    async fn drop_final(&self, event: &str, f: &HashMap<String, String>) -> Result<(), Error> {
+        let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+        let (id, tenant, run, state) = (get("id"), get("tenant"), get("run_id"), get("state"));
+        let step = get("step").parse::<u32>().ok();
+        let (Some(step), false) = (step, id.is_empty() || tenant.is_empty() || state.is_empty())
+        else {
+            tracing::warn!(
+                event,
+                "approval event without the approval it is about; nothing dropped"
+            );
+            return Ok(());
+        };
+        let k = &self.keys;
+        let mut inv = self.scripts.drop.prepare_invoke();
+        inv.key(k.approval(id))
+            .key(k.call(tenant, run, step, get("call_id")))
+            .key(k.index(tenant, state))
+            .key(k.run(tenant, run))
+            .arg(id);
+        let _: String = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// The offset of the oldest event Watch can still deliver: the first kept one, or the
+    /// next to be written when every event was trimmed (or none was ever written).
+    pub async fn first_offset(conn: &mut RedisConn, keys: &ApprovalKeys) -> Result<u64, Error> {
+        // One transaction: an event written between the two reads would otherwise be skipped.
+        type First = Vec<(String, HashMap<String, String>)>;
+        let (first, seq): (First, Option<u64>) = redis::pipe()
+            .atomic()
+            .cmd("XRANGE")
+            .arg(keys.events())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("GET")
+            .arg(keys.events_seq())
+            .query_async(conn)
+            .await?;
+        Ok(first
+            .first()
+            .and_then(|(id, _)| crate::watch::offset_of(id))
+            .unwrap_or_else(|| seq.unwrap_or(0).saturating_add(1)))
     }
 
     /// What approvers see of each approval's run (same order as `ids`; unknown when gone).

@@ -1,8 +1,10 @@
 //! The background sweeper: pending approvals past their expiry become EXPIRED and emit an
 //! EXPIRED event, so a run parked on one learns that expired means denied even if nobody
 //! asks for the approval. Every replica runs one; the expire script lets exactly one win.
-//! Each tick also trims the audit trail of entries older than `audit_retention` (trimming
-//! twice is harmless, so replicas need not agree who does it).
+//! Each tick also trims the audit trail of entries older than `audit_retention`, and the Watch
+//! events older than `approval_retention` together with the final approvals they name (their
+//! index entries, and their records if expiry has not taken them yet). Trimming twice is
+//! harmless, so replicas need not agree who does it.
 
 use std::time::Duration;
 
@@ -12,12 +14,16 @@ use crate::audit::AuditLog;
 use crate::store::Store;
 
 const BATCH: usize = 200;
+/// Batches of old events dropped per tick at most (a backlog, e.g. the events kept before
+/// there was a retention, is worked off over several ticks, and expiry is not held up).
+const TRIM_BATCHES: usize = 50;
 
 pub fn spawn(
     store: Store,
     audit: AuditLog,
     interval: Duration,
     audit_retention: Duration,
+    approval_retention: Duration,
     shutdown: &Shutdown,
 ) {
     let stop = shutdown.token();
@@ -34,6 +40,28 @@ pub fn spawn(
                 Ok(0) => {}
                 Ok(n) => tracing::info!(dropped = n, "trimmed the audit trail past its retention"),
                 Err(e) => tracing::warn!("audit trim failed (retrying in {interval:?}): {e}"),
+            }
+            let before = bridle_core::timeutil::now_ms().saturating_sub(
+                i64::try_from(approval_retention.as_millis()).unwrap_or(i64::MAX),
+            );
+            for _ in 0..TRIM_BATCHES {
+                let result = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = store.trim_events(before, BATCH) => r,
+                };
+                match result {
+                    Ok(n) if n > 0 => tracing::info!(
+                        dropped = n,
+                        "dropped approval events (and the approvals they finalised) past their retention"
+                    ),
+                    Ok(_) => {}
+                    Err(ref e) => {
+                        tracing::warn!("approval retention sweep failed (retrying in {interval:?}): {e}")
+                    }
+                }
+                if !matches!(result, Ok(n) if n >= BATCH) {
+                    break;
+                }
             }
             // Each approval is one atomic script, so stopping between them loses nothing.
             loop {

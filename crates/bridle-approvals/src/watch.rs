@@ -2,6 +2,14 @@
 //!
 //! Offsets are dense: the scripts write event n at stream entry id `0-n`. A watcher that saw
 //! offset n and reconnects with `from_offset = n` gets n+1 onwards: nothing missed or repeated.
+//!
+//! Events older than `approval_retention` are trimmed (see `Store::trim_events`). A watcher
+//! asking for events that are gone is never served the rest as if nothing were missing: it
+//! gets OUT_OF_RANGE naming the first offset still kept (in the message and in the
+//! `bridle-first-offset` metadata entry), at the call when it asks for too old an offset, or
+//! in the stream when a trim overtakes a slow reader (dense offsets make any gap visible).
+//! It then decides how to make up for what it missed (the orchestrator re-checks every run
+//! waiting on an approval) and watches again from `first - 1`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,6 +20,8 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::keys::ApprovalKeys;
+use crate::store::Store;
 use crate::{Error, record};
 
 /// How long one XREAD waits for new events before it asks again.
@@ -22,7 +32,27 @@ const BATCH: usize = 200;
 
 type Entry = (String, HashMap<String, String>);
 
-fn offset_of(id: &str) -> Option<u64> {
+/// The metadata entry of an OUT_OF_RANGE answer that holds the first offset still kept.
+pub const FIRST_OFFSET: &str = "bridle-first-offset";
+
+/// The answer to a watcher whose next event (`after` + 1) has been trimmed.
+pub fn out_of_range(after: u64, first: u64) -> Status {
+    let mut md = tonic::metadata::MetadataMap::new();
+    md.insert(FIRST_OFFSET, first.into());
+    Status::with_metadata(
+        tonic::Code::OutOfRange,
+        format!(
+            "approval events after offset {after} up to {} are no longer kept (events are \
+             dropped approval_retention after they happen); the first kept event is offset \
+             {first}: make up for the missed ones, then watch from offset {}",
+            first - 1,
+            first - 1
+        ),
+        md,
+    )
+}
+
+pub(crate) fn offset_of(id: &str) -> Option<u64> {
     id.strip_prefix("0-")?.parse().ok()
 }
 
@@ -81,6 +111,26 @@ async fn read(
     }
 }
 
+/// Refuses, with OUT_OF_RANGE, a watch from an offset whose next event was trimmed.
+pub async fn check_from(
+    conn: &mut RedisConn,
+    keys: &ApprovalKeys,
+    from_offset: u64,
+) -> Result<(), Status> {
+    let first = Store::first_offset(conn, keys)
+        .await
+        .map_err(Status::from)?;
+    if from_offset.saturating_add(1) < first {
+        tracing::info!(
+            from_offset,
+            first,
+            "a watcher asked for approval events that are no longer kept"
+        );
+        return Err(out_of_range(from_offset, first));
+    }
+    Ok(())
+}
+
 /// The event stream of one Watch call. It ends when `stop` fires (service shutdown) and is
 /// dropped, with its connection, when the client goes away.
 pub fn events(
@@ -109,6 +159,11 @@ pub fn events(
             }
             for entry in &entries {
                 let event = parse(entry).map_err(Status::from)?;
+                if event.offset > last.saturating_add(1) {
+                    // Trimmed while this watcher was behind: never skip over a gap silently.
+                    tracing::info!(after = last, first = event.offset, "a watcher fell behind the approval event retention");
+                    Err::<(), Status>(out_of_range(last, event.offset))?;
+                }
                 last = event.offset;
                 let wanted = match (&tenant, &event.approval) {
                     (None, _) => true,

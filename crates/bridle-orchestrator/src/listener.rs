@@ -4,6 +4,13 @@
 //! The stream offset is kept in Redis, so an orchestrator that was down while someone
 //! decided resumes from where it stopped and misses nothing. Every orchestrator process runs
 //! a listener; a per-approval marker makes sure a run is woken once, not once per process.
+//!
+//! The approvals service drops events older than its `approval_retention`. When the listener
+//! was behind that far (no orchestrator ran for that long), Watch answers OUT_OF_RANGE with
+//! the first offset it still has; the listener then queues every run parked on or held by an
+//! approval (a worker asks the approvals service about each: decided is applied, gone counts
+//! as denied for a parked call and as resolved for a hold), and only then follows from that
+//! offset. Every trimmed event happened before that scan, so no decision is missed.
 
 use std::time::Duration;
 
@@ -13,6 +20,9 @@ use bridle_core::Shutdown;
 use bridle_proto as pb;
 
 use crate::engine::Engine;
+
+/// Where the approvals service puts the first offset it still has in an OUT_OF_RANGE answer.
+const FIRST_OFFSET: &str = "bridle-first-offset";
 
 pub async fn run(engine: Engine, shutdown: Shutdown) {
     let offset_key = engine.store.keys().key("orchestrator:{approvals}:offset");
@@ -39,6 +49,16 @@ pub async fn run(engine: Engine, shutdown: Shutdown) {
         };
         let mut stream = match stream {
             Ok(s) => s.into_inner(),
+            Err(st) if st.code() == tonic::Code::OutOfRange => {
+                if let Err(e) = recover(&engine, &offset_key, &st).await {
+                    failures += 1;
+                    tracing::warn!(
+                        "approval listener cannot make up for trimmed events (retrying): {e}"
+                    );
+                    pause(&shutdown, failures).await;
+                }
+                continue;
+            }
             Err(st) => {
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(20) {
@@ -59,6 +79,14 @@ pub async fn run(engine: Engine, shutdown: Shutdown) {
             };
             let ev = match next {
                 Some(Ok(ev)) => ev,
+                Some(Err(st)) if st.code() == tonic::Code::OutOfRange => {
+                    if let Err(e) = recover(&engine, &offset_key, &st).await {
+                        tracing::warn!(
+                            "approval listener cannot make up for trimmed events (retrying): {e}"
+                        );
+                    }
+                    break;
+                }
                 Some(Err(st)) => {
                     tracing::debug!("approval stream ended: {}", st.message());
                     break;
@@ -80,6 +108,48 @@ pub async fn run(engine: Engine, shutdown: Shutdown) {
         }
         pause(&shutdown, 1).await;
     }
+}
+
+/// The approvals service no longer has the events after our offset: queue every run waiting
+/// on an approval, then move the offset to just before the first event still kept.
+async fn recover(
+    engine: &Engine,
+    offset_key: &str,
+    st: &tonic::Status,
+) -> Result<(), crate::Error> {
+    let first = st
+        .metadata()
+        .get(FIRST_OFFSET)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&f| f > 0)
+        .ok_or_else(|| {
+            crate::Error::Core(bridle_core::Error::internal(format!(
+                "the approvals service answered OUT_OF_RANGE without a valid {FIRST_OFFSET}: {}",
+                st.message()
+            )))
+        })?;
+    tracing::warn!(
+        first,
+        "approval events this orchestrator had not read are past the approvals service's \
+         retention and gone; re-checking every run parked on or held by an approval"
+    );
+    let runs = engine.store.runs_waiting_on_approvals().await?;
+    for run in &runs {
+        engine.store.enqueue(run).await?;
+    }
+    let mut conn = engine.store.conn();
+    let _: () = redis::cmd("SET")
+        .arg(offset_key)
+        .arg(first - 1)
+        .query_async(&mut conn)
+        .await?;
+    tracing::info!(
+        runs = runs.len(),
+        from_offset = first - 1,
+        "runs waiting on approvals queued for a re-check; following approval events again"
+    );
+    Ok(())
 }
 
 async fn handle(engine: &Engine, ev: &pb::ApprovalEvent) -> Result<(), crate::Error> {

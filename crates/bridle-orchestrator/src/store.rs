@@ -7,7 +7,7 @@
 //! ends a run also sets both keys' expiry (the retention), unless the run is still held (see
 //! `RunState::held_by`); so an ended run never lives on without a TTL by accident.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bridle_core::redis_util::RedisConn;
@@ -394,6 +394,61 @@ impl RunStore {
             }
         }
         Ok(removed)
+    }
+
+    /// Every run that waits on an approval: parked for one (awaiting approval), or ended and
+    /// still held by one. For the approval listener when it learns that approval events it
+    /// had not read were trimmed: it queues each of these so a worker asks the approvals
+    /// service again. Reads the tenants' run indexes a page at a time, and the state only of
+    /// runs without an expiry (an expiring run has ended and is held by nothing).
+    pub async fn runs_waiting_on_approvals(&self) -> Result<BTreeSet<String>, Error> {
+        const PAGE: usize = 500;
+        let mut c = self.conn.clone();
+        let tenants: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.tenants_key())
+            .query_async(&mut c)
+            .await?;
+        let mut out = BTreeSet::new();
+        for tenant in tenants {
+            let index = self.index_key(&tenant);
+            // ZSCAN, not pages by rank: the sweep removes entries meanwhile, which would shift
+            // ranks, while ZSCAN returns every member present for the whole scan.
+            let mut cursor = 0u64;
+            loop {
+                let (next, flat): (u64, Vec<String>) = redis::cmd("ZSCAN")
+                    .arg(&index)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query_async(&mut c)
+                    .await?;
+                // Members and scores alternate.
+                for id in flat.iter().step_by(2) {
+                    // One key at a time: runs live in different slots (see prune_indexes).
+                    let ttl: i64 = redis::cmd("PTTL")
+                        .arg(self.run_key(id))
+                        .query_async(&mut c)
+                        .await?;
+                    if ttl != -1 {
+                        continue;
+                    }
+                    let Some(l) = self.load(id).await? else {
+                        continue;
+                    };
+                    let s = &l.state;
+                    if s.status == crate::state::Status::AwaitingApproval
+                        || (s.status.is_terminal() && !s.held_by.is_empty())
+                    {
+                        out.insert(id.clone());
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(out)
     }
 
     /// Drops dead letters older than the (default) retention: the runs they name are gone by

@@ -1,12 +1,13 @@
 -- PENDING -> APPROVED/DENIED, once. Every attempt is audited, refused ones too.
 -- KEYS: the transition layout (see expire() in the prelude).
 -- ARGV: 1 time, 2 now ms, 3 outcome ('approved'|'denied'), 4 approver, 5 reason,
---       6 arguments sha the approver saw ('' = not checked), 7 tenant the keys were built for
+--       6 arguments sha the approver saw ('' = not checked), 7 tenant the keys were built for,
+--       8 retention of a final approval (ms)
 -- Returns {'decided'} | {'not_found'} | {'wrong_tenant'}
 --       | {'not_pending', state, decided_by, decided_ms, expires_ms}
 --       | {'expired', expires_ms} | {'args_changed', stored sha} | {'audit_failed', error}
-local time, now, outcome, actor, reason, want_sha, tenant =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local time, now, outcome, actor, reason, want_sha, tenant, retention =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local a = load_approval(KEYS[1])
 if not a then return {'not_found'} end
 if a.tenant ~= tenant then return {'wrong_tenant'} end
@@ -24,7 +25,7 @@ end
 if tonumber(now) >= tonumber(a.expires_ms) then
   local reply = refuse('expired', {'expired', a.expires_ms})
   if reply[1] == 'audit_failed' then return reply end
-  local err = expire(a, time, now)
+  local err = expire(a, time, now, retention)
   if err then return {'audit_failed', err} end
   return reply
 end
@@ -47,4 +48,5 @@ else
   redis.call('ZADD', KEYS[7], a.created_ms, a.id)
 end
 redis.call('ZREM', KEYS[9], a.id)
+retain(retention)
 return {'decided'}

@@ -42,9 +42,18 @@ local function emit(events, seq, kind, a)
   return n
 end
 
+-- Starts the retention of an approval that has just become final: its hash and its call map
+-- (KEYS 1 and 10 of the transition layout) expire `ms` milliseconds from now. Its index
+-- entries and events go when the sweeper trims the events (see drop.lua).
+local function retain(ms)
+  redis.call('PEXPIRE', KEYS[1], ms)
+  redis.call('PEXPIRE', KEYS[10], ms)
+end
+
 -- PENDING -> EXPIRED with the transition-script KEYS layout:
--- 1 approval, 2 audit, 3 events, 4 seq, 5 pending, 6 approved, 7 denied, 8 expired, 9 expiring.
-local function expire(a, time, now)
+-- 1 approval, 2 audit, 3 events, 4 seq, 5 pending, 6 approved, 7 denied, 8 expired, 9 expiring,
+-- 10 call map; `retention` is the approval's retention in ms.
+local function expire(a, time, now, retention)
   local err = audit(KEYS[2], time, 'expire', a, 'expired', 'no decision before it expired', '')
   if err then return err end
   a.state = 'expired'
@@ -55,5 +64,6 @@ local function expire(a, time, now)
   redis.call('ZREM', KEYS[5], a.id)
   redis.call('ZADD', KEYS[8], a.created_ms, a.id)
   redis.call('ZREM', KEYS[9], a.id)
+  retain(retention)
   return nil
 end

@@ -15,5 +15,6 @@ mod inbox;
 mod inbox_edges;
 mod list;
 mod policies;
+mod retention;
 mod watch;
 mod webhook;

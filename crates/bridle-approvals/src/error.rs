@@ -33,7 +33,7 @@ pub enum Error {
 
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
-        Error::Core(bridle_core::Error::Redis(e))
+        Error::Core(e.into())
     }
 }
 

@@ -158,6 +158,14 @@ impl Store {
     }
 
     fn audit_failed(&self, err: &str) -> Error {
+        if bridle_core::error::redis_out_of_memory_text(err) {
+            return Error::Core(bridle_core::Error::RedisOutOfMemory {
+                doing: format!(
+                    "the audit record was not appended to stream {}, so nothing was applied",
+                    self.keys.audit()
+                ),
+            });
+        }
         Error::AuditUnavailable(format!(
             "cannot append to stream {}: {err}",
             self.keys.audit()

@@ -46,9 +46,14 @@ pub enum Error {
     /// Someone else changed it first (version fence); retry from fresh state.
     #[error("{0}")]
     Aborted(String),
+    /// Redis refused a write because it reached its `maxmemory` (with the `noeviction`
+    /// policy, or nothing left to evict): `doing` says what was not done. Nothing was written
+    /// (see [`redis_out_of_memory`]), so the same call succeeds once memory is freed.
+    #[error("Redis is out of memory (maxmemory reached): {doing}; retry when memory is freed")]
+    RedisOutOfMemory { doing: String },
     /// Redis answered with an error.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
     /// A bug or an invariant broken: logged with detail, reported without it.
     #[error("internal error: {0}")]
     Internal(String),
@@ -66,6 +71,20 @@ impl Error {
         Error::Internal(what.to_string())
     }
 
+    /// Says what was being done, for a refusal that the caller reads: "the run was not
+    /// created". Only a Redis out-of-memory refusal takes it; any other error is unchanged.
+    pub fn doing(self, what: impl Into<String>) -> Self {
+        match self {
+            Error::RedisOutOfMemory { .. } => Error::RedisOutOfMemory { doing: what.into() },
+            other => other,
+        }
+    }
+
+    /// Redis refused a write for lack of memory: waiting until memory is freed is the cure.
+    pub fn is_redis_out_of_memory(&self) -> bool {
+        matches!(self, Error::RedisOutOfMemory { .. })
+    }
+
     /// The gRPC code this error maps to.
     pub fn code(&self) -> tonic::Code {
         match self {
@@ -81,14 +100,54 @@ impl Error {
             Error::Unavailable { .. } => tonic::Code::Unavailable,
             Error::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
             Error::Aborted(_) => tonic::Code::Aborted,
+            Error::RedisOutOfMemory { .. } => tonic::Code::ResourceExhausted,
             Error::Redis(e) => redis_code(e),
             Error::Internal(_) => tonic::Code::Internal,
         }
     }
 }
 
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        if redis_out_of_memory(&e) {
+            Error::RedisOutOfMemory {
+                doing: "it refused a write".into(),
+            }
+        } else {
+            Error::Redis(e)
+        }
+    }
+}
+
+/// What Redis says when a command that may grow memory meets `maxmemory`.
+const OOM_REPLY: &str = "OOM command not allowed";
+
+/// True when Redis refused a command because it reached `maxmemory`, in every form the reply
+/// takes: a plain command (`OOM command not allowed when used memory > 'maxmemory'.`); a Lua
+/// script whose `redis.call` was refused (Redis 7 keeps the `OOM` code and appends the script;
+/// older servers wrap it in `ERR Error running script ... OOM command not allowed ...`); and a
+/// pipeline or MULTI whose commands were (`EXECABORT`, the refused command's error inside).
+///
+/// Nothing half-done hides behind it: Redis refuses a script at its first write that may grow
+/// memory only while the script has written nothing yet (it cannot stop one halfway), and a
+/// MULTI with a refused command runs none of them.
+pub fn redis_out_of_memory(e: &redis::RedisError) -> bool {
+    // A plain reply comes out as one server error, a pipeline's or MULTI's as several.
+    e.clone().into_server_errors().is_some_and(|errs| {
+        errs.iter()
+            .any(|(_, s)| s.code() == "OOM" || s.details().is_some_and(|d| d.contains(OOM_REPLY)))
+    })
+}
+
+/// The same for an error's text, as a Lua script that caught a refusal with `redis.pcall`
+/// hands it back (`OOM command not allowed when used memory > 'maxmemory'...`).
+pub fn redis_out_of_memory_text(reply: &str) -> bool {
+    reply.contains(OOM_REPLY)
+}
+
 /// Connection-level Redis failures are UNAVAILABLE (retry elsewhere or later); anything
-/// Redis itself rejected is INTERNAL (our command was wrong).
+/// Redis itself rejected is INTERNAL (our command was wrong), except a refusal for lack of
+/// memory, which `From<RedisError>` makes `RedisOutOfMemory` (RESOURCE_EXHAUSTED).
 fn redis_code(e: &redis::RedisError) -> tonic::Code {
     if e.is_io_error()
         || e.is_connection_dropped()
@@ -117,8 +176,29 @@ impl From<Error> for tonic::Status {
             }
             other => other.to_string(),
         };
-        tonic::Status::new(code, message)
+        let mut status = tonic::Status::new(code, message);
+        if e.is_redis_out_of_memory() {
+            status.metadata_mut().insert(
+                CAUSE_METADATA,
+                tonic::metadata::MetadataValue::from_static(CAUSE_REDIS_OUT_OF_MEMORY),
+            );
+        }
+        status
     }
+}
+
+/// Status metadata saying why a call failed, where the caller acts on the cause and not only
+/// the code: [`CAUSE_REDIS_OUT_OF_MEMORY`] on a RESOURCE_EXHAUSTED that a full Redis caused
+/// (the orchestrator then holds the step and waits instead of counting a failed delivery).
+pub const CAUSE_METADATA: &str = "bridle-cause";
+pub const CAUSE_REDIS_OUT_OF_MEMORY: &str = "redis-out-of-memory";
+
+/// True when another Bridle service answered that its Redis is out of memory.
+pub fn status_is_redis_out_of_memory(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::ResourceExhausted
+        && s.metadata()
+            .get(CAUSE_METADATA)
+            .is_some_and(|v| v == CAUSE_REDIS_OUT_OF_MEMORY)
 }
 
 /// Maps a status received from another Bridle service back into an error, keeping its code.
@@ -180,5 +260,65 @@ mod tests {
             let e = from_status("x", tonic::Status::new(code, "m"));
             assert_eq!(tonic::Status::from(e).code(), code);
         }
+    }
+
+    fn oom_reply(code: &str, detail: &str) -> redis::RedisError {
+        redis::make_extension_error(code.into(), Some(detail.into()))
+    }
+
+    #[test]
+    fn redis_out_of_memory_is_resource_exhausted_naming_redis() {
+        for e in [
+            // A plain command.
+            oom_reply("OOM", "command not allowed when used memory > 'maxmemory'."),
+            // A script's redis.call, as Redis 7 reports it.
+            oom_reply(
+                "OOM",
+                "command not allowed when used memory > 'maxmemory'. script: 5849fad0707709da5733f013e31b917a7e7d3e87, on @user_script:1.",
+            ),
+            // The same before Redis 7.
+            oom_reply(
+                "ERR",
+                "Error running script (call to f_5849fad0): @user_script:1: -OOM command not allowed when used memory > 'maxmemory'.",
+            ),
+        ] {
+            assert!(redis_out_of_memory(&e), "{e}");
+            let s = tonic::Status::from(Error::from(e).doing("the run was not created"));
+            assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+            assert_eq!(
+                s.message(),
+                "Redis is out of memory (maxmemory reached): the run was not created; retry when memory is freed"
+            );
+            assert!(status_is_redis_out_of_memory(&s));
+        }
+        // As a script that caught the refusal with redis.pcall hands it back.
+        assert!(redis_out_of_memory_text(
+            "OOM command not allowed when used memory > 'maxmemory'."
+        ));
+        assert!(!redis_out_of_memory_text("ERR unknown command"));
+        // Without a context it still names Redis and the cure.
+        let s = tonic::Status::from(Error::from(oom_reply("OOM", "command not allowed")));
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "Redis is out of memory (maxmemory reached): it refused a write; retry when memory is freed"
+        );
+    }
+
+    #[test]
+    fn other_redis_refusals_stay_internal_and_unmarked() {
+        let e = oom_reply(
+            "WRONGTYPE",
+            "Operation against a key holding the wrong kind of value",
+        );
+        assert!(!redis_out_of_memory(&e));
+        let err = Error::from(e).doing("ignored");
+        assert!(!err.is_redis_out_of_memory());
+        let s = tonic::Status::from(err);
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert!(!status_is_redis_out_of_memory(&s));
+        // A rate limit is RESOURCE_EXHAUSTED too, but not a full Redis.
+        let s = tonic::Status::from(Error::ResourceExhausted("rate limit".into()));
+        assert!(!status_is_redis_out_of_memory(&s));
     }
 }

@@ -87,7 +87,9 @@ where
                 tracing::error!("{binary} cannot start: {e}");
                 match e {
                     Error::Config(_) => EXIT_CONFIG,
-                    Error::Unavailable { .. } | Error::Redis(_) => EXIT_UNAVAILABLE,
+                    Error::Unavailable { .. }
+                    | Error::Redis(_)
+                    | Error::RedisOutOfMemory { .. } => EXIT_UNAVAILABLE,
                     _ => 1,
                 }
             }

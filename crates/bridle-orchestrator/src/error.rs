@@ -18,6 +18,22 @@ pub enum Error {
     Core(#[from] bridle_core::Error),
 }
 
+impl Error {
+    /// Redis refused a write for lack of memory: the step waits for memory rather than fail.
+    pub fn is_redis_out_of_memory(&self) -> bool {
+        matches!(self, Error::Core(c) if c.is_redis_out_of_memory())
+    }
+
+    /// Says what was not done, when Redis refused it for lack of memory (see
+    /// `bridle_core::Error::doing`).
+    pub fn doing(self, what: impl Into<String>) -> Self {
+        match self {
+            Error::Core(c) => Error::Core(c.doing(what)),
+            other => other,
+        }
+    }
+}
+
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
         Error::Core(e.into())

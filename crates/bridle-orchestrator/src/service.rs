@@ -95,6 +95,65 @@ impl OrchestratorService {
         crate::state::ContextInfo { model, window }
     }
 
+    /// Builds the run of a StartRun and writes it (state, first event, index, first task).
+    async fn create_run(
+        &self,
+        tenant: &str,
+        req: &pb::StartRunRequest,
+        run_id: &str,
+    ) -> Result<RunState, Error> {
+        let agent = self.agent(tenant, &req.agent).await?;
+        let tools = self.tools_of(tenant, &agent).await?;
+        let limits = Limits::resolve(&agent.spec, req.budget.as_ref());
+        let context = self.context_of(tenant, &agent).await;
+        let now = now_ms();
+        let state = RunState {
+            id: run_id.to_string(),
+            tenant: tenant.to_string(),
+            agent: req.agent.clone(),
+            input: req.input.clone(),
+            status: RunStatus::Queued,
+            end_reason: None,
+            output: String::new(),
+            error: String::new(),
+            created_ms: now,
+            updated_ms: now,
+            finished_ms: None,
+            spec: agent.spec.clone(),
+            tools,
+            limits,
+            messages: vec![Msg::user(&req.input)],
+            step: 0,
+            phase: Phase::Model,
+            totals: Totals::new(),
+            scripted: false,
+            idempotency_key: req.idempotency_key.clone(),
+            labels: req.labels.clone().into_iter().collect(),
+            cancel_requested: None,
+            context,
+            trace: {
+                let (trace_id, span_id) = bridle_core::telemetry::new_run_trace();
+                crate::state::TraceIds { trace_id, span_id }
+            },
+            holds_secrets: false,
+            held_by: Vec::new(),
+        };
+        let first = pb::RunEvent {
+            run_id: run_id.to_string(),
+            offset: 1,
+            time: Some(ts_from_ms(now)),
+            step: 0,
+            kind: Some(Kind::RunCreated(pb::RunCreated {
+                agent: req.agent.clone(),
+                input: req.input.clone(),
+                budget: Some(limits.to_pb()),
+                tenant: tenant.to_string(),
+            })),
+        };
+        self.engine.store.create(&state, &first).await?;
+        Ok(state)
+    }
+
     /// A run the caller may see; another tenant's run is reported as not existing.
     async fn visible_run(&self, p: &Principal, id: &str) -> Result<crate::store::Loaded, Error> {
         bridle_core::ids::check_id("run_id", "run", id)?;
@@ -135,7 +194,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 .engine
                 .store
                 .claim_idempotency(&tenant, &req.idempotency_key, &run_id)
-                .await?
+                .await
+                .map_err(|e| e.doing("the run was not created"))?
             {
                 // Same key, same run — even while the first request is still creating it.
                 let run = match self.engine.store.load(&existing).await? {
@@ -153,55 +213,20 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 }));
             }
         }
-        let agent = self.agent(&tenant, &req.agent).await?;
-        let tools = self.tools_of(&tenant, &agent).await?;
-        let limits = Limits::resolve(&agent.spec, req.budget.as_ref());
-        let context = self.context_of(&tenant, &agent).await;
-        let now = now_ms();
-        let state = RunState {
-            id: run_id.clone(),
-            tenant: tenant.clone(),
-            agent: req.agent.clone(),
-            input: req.input.clone(),
-            status: RunStatus::Queued,
-            end_reason: None,
-            output: String::new(),
-            error: String::new(),
-            created_ms: now,
-            updated_ms: now,
-            finished_ms: None,
-            spec: agent.spec.clone(),
-            tools,
-            limits,
-            messages: vec![Msg::user(&req.input)],
-            step: 0,
-            phase: Phase::Model,
-            totals: Totals::new(),
-            scripted: false,
-            idempotency_key: req.idempotency_key.clone(),
-            labels: req.labels.clone().into_iter().collect(),
-            cancel_requested: None,
-            context,
-            trace: {
-                let (trace_id, span_id) = bridle_core::telemetry::new_run_trace();
-                crate::state::TraceIds { trace_id, span_id }
-            },
-            holds_secrets: false,
-            held_by: Vec::new(),
+        let state = match self.create_run(&tenant, &req, &run_id).await {
+            Ok(s) => s,
+            Err(e) => {
+                if !req.idempotency_key.is_empty() {
+                    // The key must not name a run that does not exist: a retry with it would
+                    // be told the run was created.
+                    self.engine
+                        .store
+                        .release_idempotency(&tenant, &req.idempotency_key, &run_id)
+                        .await;
+                }
+                return Err(e.doing("the run was not created").into());
+            }
         };
-        let first = pb::RunEvent {
-            run_id: run_id.clone(),
-            offset: 1,
-            time: Some(ts_from_ms(now)),
-            step: 0,
-            kind: Some(Kind::RunCreated(pb::RunCreated {
-                agent: req.agent.clone(),
-                input: req.input.clone(),
-                budget: Some(limits.to_pb()),
-                tenant: tenant.clone(),
-            })),
-        };
-        self.engine.store.create(&state, &first).await?;
         tracing::info!(run = %run_id, agent = %req.agent, tenant = %tenant, "run started");
         Ok(Response::new(pb::StartRunResponse {
             run: Some(state.to_pb(1)),

@@ -47,6 +47,13 @@ end
 return {nv, off}
 ";
 
+/// Deletes an idempotency key if it still names this run. DEL needs no memory, so this works
+/// when Redis is out of memory too.
+const RELEASE_IDEMPOTENCY: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// A loaded run: its state plus the version and last event offset it was read at.
 #[derive(Clone, Debug)]
 pub struct Loaded {
@@ -203,7 +210,25 @@ impl RunStore {
         Ok(holder)
     }
 
-    /// Writes a new run with its first event, indexes it and queues its first step.
+    /// Gives up an idempotency key claimed for `run_id` whose run was not created. Best
+    /// effort: a key left behind expires with its TTL.
+    pub async fn release_idempotency(&self, tenant: &str, key: &str, run_id: &str) {
+        let mut c = self.conn.clone();
+        let r: redis::RedisResult<i64> = redis::Script::new(RELEASE_IDEMPOTENCY)
+            .key(self.idem_key(tenant, key))
+            .arg(run_id)
+            .invoke_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(
+                run = run_id,
+                "cannot release the idempotency key of a run that was not created: {e}"
+            );
+        }
+    }
+
+    /// Writes a new run with its first event, indexes it and queues its first step; or, when
+    /// Redis refuses any of that (out of memory, say), leaves no part of it behind.
     pub async fn create(&self, state: &RunState, first_event: &pb::RunEvent) -> Result<(), Error> {
         let json = serde_json::to_string(state)
             .map_err(|e| Error::Corrupt(state.id.clone(), e.to_string()))?;
@@ -217,6 +242,15 @@ impl RunStore {
             .invoke_async(&mut c)
             .await
             .map(|_: i64| ())?;
+        if let Err(e) = self.index_and_enqueue(state).await {
+            self.discard(state).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn index_and_enqueue(&self, state: &RunState) -> Result<(), Error> {
+        let mut c = self.conn.clone();
         // Two commands, not a pipeline: the index and the set of tenants are in different
         // slots, and a Redis Cluster client refuses a pipeline across nodes.
         let () = redis::cmd("ZADD")
@@ -233,6 +267,30 @@ impl RunStore {
             .await
             .map(|_: i64| ())?;
         self.enqueue(&state.id).await
+    }
+
+    /// Removes a run that `create` wrote only in part: a run without its task would stay
+    /// queued for ever. DEL and ZREM need no memory, so this works when Redis is full. (Should
+    /// the task have been queued after all, a worker finds no run and drops it.)
+    async fn discard(&self, state: &RunState) {
+        let mut c = self.conn.clone();
+        let r: redis::RedisResult<()> = async {
+            let _: i64 = redis::cmd("DEL")
+                .arg(self.run_key(&state.id))
+                .arg(self.events_key(&state.id))
+                .query_async(&mut c)
+                .await?;
+            let _: i64 = redis::cmd("ZREM")
+                .arg(self.index_key(&state.tenant))
+                .arg(&state.id)
+                .query_async(&mut c)
+                .await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(run = %state.id, "cannot remove a run that was created only in part: {e}");
+        }
     }
 
     /// Queues a step of the run for any worker.

@@ -10,7 +10,8 @@
 //! A worker heartbeats the task it holds (XCLAIM resets its idle time), so a long model or tool
 //! call is not mistaken for a crash; a task whose worker died goes idle and is taken over by
 //! XAUTOCLAIM in any process. A task delivered more than `max_deliveries` times goes to the
-//! dead-letter stream and its run fails with that reason.
+//! dead-letter stream and its run fails with that reason. A Redis out of memory is not counted
+//! as a delivery: the worker keeps the task and tries the step again until memory is freed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,7 +107,7 @@ impl Workers {
             match next {
                 Ok(Some(task)) => {
                     failures = 0;
-                    self.process(&consumer, &task).await;
+                    self.process(&consumer, &task, &shutdown).await;
                 }
                 Ok(None) => failures = 0,
                 Err(e) => {
@@ -226,7 +227,7 @@ impl Workers {
         }))
     }
 
-    async fn process(&self, consumer: &str, task: &Task) {
+    async fn process(&self, consumer: &str, task: &Task, shutdown: &Shutdown) {
         let (id, run, deliveries) = (task.id.as_str(), task.run.as_str(), task.deliveries);
         if deliveries > self.max_deliveries {
             self.dead_letter(task).await;
@@ -253,18 +254,47 @@ impl Workers {
             }
         };
         let registration = self.inflight.register(run);
-        let outcome = tokio::select! {
-            r = self.engine.advance(run) => r,
-            () = heartbeat => return,
-            () = registration.token.cancelled() => {
-                // The step was cut short where it stood; what it committed stands. Advancing
-                // again finds the cancel and ends the run.
-                self.engine.advance(run).await
+        // A Redis out of memory (ours, or a service's) keeps the task here, heartbeaten, and
+        // the step is tried again after a pause until memory is freed: leaving it for
+        // redelivery would count a failed delivery every `claim_idle` and dead-letter the run.
+        let work = async {
+            let mut waits = 0u32;
+            loop {
+                let r = tokio::select! {
+                    r = self.engine.advance(run, shutdown) => r,
+                    () = registration.token.cancelled() => {
+                        // The step was cut short where it stood; what it committed stands.
+                        // Advancing again finds the cancel and ends the run.
+                        self.engine.advance(run, shutdown).await
+                    }
+                };
+                let why = match &r {
+                    Ok(Outcome::WaitForRedis(why)) => why.clone(),
+                    Err(e) if e.is_redis_out_of_memory() => e.to_string(),
+                    _ => return r,
+                };
+                waits += 1;
+                if waits == 1 || waits.is_multiple_of(20) {
+                    tracing::warn!(
+                        run,
+                        task = id,
+                        waits,
+                        "{why}; the step keeps its task and is tried again"
+                    );
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(crate::engine::backoff(waits.min(5))) => {}
+                    () = shutdown.triggered() => return r,
+                }
             }
+        };
+        let outcome = tokio::select! {
+            r = work => r,
+            () = heartbeat => return,
         };
         match outcome {
             Ok(Outcome::Done) => self.ack(task).await,
-            Ok(Outcome::Retry(why)) => {
+            Ok(Outcome::Retry(why) | Outcome::WaitForRedis(why)) => {
                 tracing::warn!(run, task = id, deliveries, "step will be retried: {why}");
             }
             Err(crate::Error::Corrupt(r, why)) => {

@@ -185,6 +185,23 @@ mod tests {
     }
 
     #[test]
+    fn a_full_redis_is_resource_exhausted_over_grpc_and_429_at_the_gateway() {
+        let e = || {
+            Error::Core(bridle_core::Error::RedisOutOfMemory {
+                doing: "the model was not called".into(),
+            })
+        };
+        let want = "Redis is out of memory (maxmemory reached): the model was not called; retry when memory is freed";
+        let s = tonic::Status::from(e());
+        assert_eq!(
+            (s.code(), s.message()),
+            (tonic::Code::ResourceExhausted, want)
+        );
+        let f = crate::gateway::Failure::from(e());
+        assert_eq!((f.status.as_u16(), f.message.as_str()), (429, want));
+    }
+
+    #[test]
     fn codes_map_to_grpc() {
         let s: tonic::Status = Error::RouteNotFound {
             route: "x".into(),

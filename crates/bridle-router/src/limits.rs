@@ -183,10 +183,10 @@ impl Limiter {
             inv.arg(b.key).arg(field).arg(b.per_minute).arg(cost);
         }
         let mut conn = self.conn.clone();
-        let (wait_ms, which): (u64, usize) = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(bridle_core::Error::from)?;
+        let (wait_ms, which): (u64, usize) = inv.invoke_async(&mut conn).await.map_err(|e| {
+            bridle_core::Error::from(e)
+                .doing("the model was not called (its rate limits could not be counted)")
+        })?;
         if wait_ms == 0 {
             return Ok(());
         }

@@ -64,6 +64,17 @@ pub enum Error {
     Core(#[from] bridle_core::Error),
 }
 
+impl Error {
+    /// Says what was not done, when Redis refused it for lack of memory (see
+    /// `bridle_core::Error::doing`).
+    pub fn doing(self, what: impl Into<String>) -> Self {
+        match self {
+            Error::Core(c) => Error::Core(c.doing(what)),
+            other => other,
+        }
+    }
+}
+
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
         Error::Core(e.into())

@@ -257,7 +257,8 @@ impl Executor {
                     timeout,
                     self.cleanup.shutdown(),
                 )
-                .await?
+                .await
+                .map_err(|e| e.doing("the tool call was not run"))?
             {
                 Begin::Replay(result) => {
                     tracing::info!(tool = %name, tenant = %scope.tenant, "replayed a completed call");

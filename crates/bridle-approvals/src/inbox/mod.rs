@@ -192,6 +192,11 @@ pub(crate) fn failure(e: &Error) -> Failure {
             Core::Unavailable { what, .. } => down(format!(
                 "The approvals service cannot reach {what} right now; try again shortly."
             )),
+            Core::RedisOutOfMemory { .. } => down(
+                "The approvals service's database (Redis) is out of memory, so nothing was \
+                 applied; try again once memory is freed."
+                    .into(),
+            ),
             Core::Redis(_) if c.code() == tonic::Code::Unavailable => down(
                 "The approvals service cannot reach its database (Redis) right now; try again \
                  shortly."

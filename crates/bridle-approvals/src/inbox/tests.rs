@@ -200,6 +200,12 @@ fn every_error_has_its_own_status() {
             StatusCode::SERVICE_UNAVAILABLE,
         ),
         (
+            Error::Core(Core::RedisOutOfMemory {
+                doing: "nothing was applied".into(),
+            }),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
             Error::Core(Core::Redis(rejected)),
             StatusCode::INTERNAL_SERVER_ERROR,
         ),

@@ -5,7 +5,7 @@
 
 use bridle_proto as pb;
 
-use super::{Cursor, Engine, Outcome};
+use super::{Cursor, Engine, Outcome, retry};
 use crate::Error;
 use crate::clients::is_transient;
 
@@ -21,7 +21,7 @@ impl Engine {
                 Ok(a) if a.state == pb::ApprovalState::Pending as i32 => still_open.push(id),
                 Ok(_) => {}
                 Err(st) if is_transient(st.code()) => {
-                    return Ok(Outcome::Retry(format!("approval lookup: {}", st.message())));
+                    return Ok(retry("approval lookup", &st));
                 }
                 // Gone (or never readable): it can no longer hold the run.
                 Err(st) => {

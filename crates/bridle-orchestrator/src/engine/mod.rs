@@ -14,6 +14,7 @@ mod tools;
 
 use std::time::Duration;
 
+use bridle_core::Shutdown;
 use bridle_core::timeutil::{now_ms, pb_duration, pb_duration_ms};
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
@@ -31,6 +32,20 @@ pub enum Outcome {
     Done,
     /// Leave the task pending: a dependency is down; the task is delivered again later.
     Retry(String),
+    /// Keep the task and try the step again after a pause: a service's Redis is out of
+    /// memory. Redelivery would count a failed delivery each time and dead-letter the run
+    /// over an outage that ends when memory is freed.
+    WaitForRedis(String),
+}
+
+/// The outcome of a step that a transient failure of `what` stopped.
+fn retry(what: &str, st: &tonic::Status) -> Outcome {
+    let why = format!("{what}: {}", st.message());
+    if bridle_core::error::status_is_redis_out_of_memory(st) {
+        Outcome::WaitForRedis(why)
+    } else {
+        Outcome::Retry(why)
+    }
 }
 
 #[derive(Clone)]
@@ -46,9 +61,11 @@ pub struct Engine {
 const CALL_ATTEMPTS: u32 = 3;
 
 impl Engine {
-    pub async fn advance(&self, run_id: &str) -> Result<Outcome, Error> {
+    /// Advances the run by what its state says comes next. Called by a worker, whose
+    /// checkpoints wait out a Redis that is out of memory until `stop`.
+    pub async fn advance(&self, run_id: &str, stop: &Shutdown) -> Result<Outcome, Error> {
         for _ in 0..8 {
-            match self.advance_once(run_id).await {
+            match self.advance_once(run_id, stop).await {
                 Err(Error::Fenced(_)) => {
                     tracing::debug!(run = run_id, "fenced by another writer; reloading");
                     continue;
@@ -59,7 +76,7 @@ impl Engine {
         Ok(Outcome::Retry("run kept changing under this worker".into()))
     }
 
-    async fn advance_once(&self, run_id: &str) -> Result<Outcome, Error> {
+    async fn advance_once(&self, run_id: &str, stop: &Shutdown) -> Result<Outcome, Error> {
         let loaded = match self.store.load(run_id).await? {
             Some(l) => l,
             None => {
@@ -70,7 +87,7 @@ impl Engine {
                 return Ok(Outcome::Done);
             }
         };
-        let mut cur = Cursor::new(loaded);
+        let mut cur = Cursor::new(loaded).waiting_for_memory(stop);
         if cur.state.status.is_terminal() {
             return self.release_holds(&mut cur).await;
         }
@@ -166,10 +183,10 @@ impl Engine {
                     && let Err(st) = self.scrub_reply(&cur.state, &mut r).await
                 {
                     crate::otel::failed(&span, &st);
-                    return Ok(Outcome::Retry(format!(
-                        "scrubbing the model's reply of the run's secrets: {}",
-                        st.message()
-                    )));
+                    return Ok(retry(
+                        "scrubbing the model's reply of the run's secrets",
+                        &st,
+                    ));
                 }
                 crate::otel::chat_done(&span, &r);
                 crate::otel::record_chat(&cur.state, &r);
@@ -178,7 +195,7 @@ impl Engine {
             Some(Err(st)) if is_transient(st.code()) => {
                 crate::otel::failed(&span, &st);
                 crate::otel::record_chat_error(&cur.state, &st, called.elapsed());
-                return Ok(Outcome::Retry(format!("model call: {}", st.message())));
+                return Ok(retry("model call", &st));
             }
             Some(Err(st)) => {
                 crate::otel::failed(&span, &st);
@@ -365,10 +382,7 @@ impl Engine {
                     method = "trimmed old tool outputs and summarised older turns";
                 }
                 Err(st) if is_transient(st.code()) => {
-                    return Ok(Some(Outcome::Retry(format!(
-                        "context summary: {}",
-                        st.message()
-                    ))));
+                    return Ok(Some(retry("context summary", &st)));
                 }
                 Err(st) => {
                     tracing::warn!(run = %s.id, "summarising the context failed, sending it as it is: {}", st.message());

@@ -8,7 +8,7 @@ use bridle_core::timeutil::{now_ms, pb_duration, pb_duration_ms};
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 
-use super::{CALL_ATTEMPTS, Cursor, Engine, Outcome, backoff};
+use super::{CALL_ATTEMPTS, Cursor, Engine, Outcome, backoff, retry};
 use crate::Error;
 use crate::clients::is_transient;
 use crate::state::{Gate, Msg, Phase, Status};
@@ -175,10 +175,7 @@ impl Engine {
         let resp = match tracing::Instrument::instrument(check, span.clone()).await {
             Ok(r) => r,
             Err(st) if is_transient(st.code()) => {
-                return Ok(Some(Outcome::Retry(format!(
-                    "policy check: {}",
-                    st.message()
-                ))));
+                return Ok(Some(retry("policy check", &st)));
             }
             Err(st) => {
                 // Fail closed: a call whose policy cannot be evaluated does not run.
@@ -256,10 +253,7 @@ impl Engine {
         let a = match self.approval(approval_id).await {
             Ok(a) => a,
             Err(st) if is_transient(st.code()) => {
-                return Ok(Some(Outcome::Retry(format!(
-                    "approval lookup: {}",
-                    st.message()
-                ))));
+                return Ok(Some(retry("approval lookup", &st)));
             }
             Err(st) => {
                 // An approval that cannot be found cannot approve anything.
@@ -363,7 +357,7 @@ impl Engine {
                 (r.output, r.is_error, finished)
             }
             Err(st) if is_transient(st.code()) => {
-                return Ok(Some(Outcome::Retry(format!("tool call: {}", st.message()))));
+                return Ok(Some(retry("tool call", &st)));
             }
             Err(st) => {
                 // The tool cannot run as defined (missing image, deleted tool...): the model

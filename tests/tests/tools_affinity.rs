@@ -249,7 +249,9 @@ async fn a_runs_calls_follow_its_replica_and_its_files_survive_the_replicas_deat
     )
     .await;
     assert_eq!(fourth.stdout, "kept+b\n", "{fourth:?}");
-    assert_eq!(end_run(&p.b.addr, run).await, 1);
+    // B's sandbox, and (by its labels) the one A's agent stopped when A died.
+    let removed = end_run(&p.b.addr, run).await;
+    assert!((1..=2).contains(&removed), "{removed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

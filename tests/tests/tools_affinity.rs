@@ -317,18 +317,20 @@ async fn a_call_cut_short_by_its_replicas_death_is_retried_at_once_elsewhere() {
     let mut p = Pair::start(&[]).await;
     let run = "run_retry";
     let a = p.a.addr.clone();
-    let cut = tokio::spawn(async move {
-        execute(&a, request(run, "import time\ntime.sleep(50)", "k1")).await
-    });
-    bridle_testkit::wait_for("the call to run on A", Duration::from_secs(60), || {
-        let ns = p.ns.clone();
-        async move { (running(&ns).await > 0).then_some(()) }
-    })
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    p.a.kill().await;
-    assert!(cut.await.unwrap().is_err(), "the caller saw A die");
+    let ns = p.ns.clone();
+    let cut_short = execute(&a, request(run, "import time\ntime.sleep(50)", "k1"));
+    let killer = async {
+        bridle_testkit::wait_for("the call to run on A", Duration::from_secs(60), || {
+            let ns = ns.clone();
+            async move { (running(&ns).await > 0).then_some(()) }
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        p.a.kill().await;
+    };
+    let (cut, ()) = tokio::join!(cut_short, killer);
+    assert!(cut.is_err(), "the caller saw A die");
 
     // The retry under the same idempotency key does not wait for the dead call's marker
     // (it would until the tool's timeout and more, past `execute`'s 60s): B takes the call

@@ -10,6 +10,8 @@ CALLS = {
     ("orchestrator", "secrets"),
     ("router", "secrets"),
     ("tools", "secrets"),
+    # A run's calls are forwarded to the tools replica that holds it.
+    ("tools", "tools"),
 }
 # Services people and applications call (and the router, through its HTTP gateway, when on).
 PUBLIC = {"orchestrator", "approvals"}

@@ -4,7 +4,9 @@
 //! a key hash-tagged by the call, for `ttl`. While a call runs, an in-progress marker
 //! (`SET NX` with an expiry longer than the call's timeout) makes a duplicate wait for the
 //! result instead of running the tool again. If the running call dies without a result, its
-//! marker is released (or expires) and one waiting duplicate takes over.
+//! marker is released (or expires) and one waiting duplicate takes over. The marker names the
+//! tools replica running the call: when that replica's lease is gone (it died mid-call), a
+//! retry on another replica replaces the marker at once instead of waiting for it to expire.
 
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use crate::Error;
+use crate::affinity::Replicas;
 
 /// The marker outlives the call's timeout by this much (create, inspect and remove time).
 const LOCK_MARGIN: Duration = Duration::from_secs(60);
@@ -33,11 +36,20 @@ const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0";
 
+/// Takes over the marker of a dead replica's call, if it is still that one.
+const REPLACE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0";
+
 #[derive(Clone)]
 pub struct Idempotency {
     conn: RedisConn,
     keys: Keys,
     ttl: Duration,
+    replicas: Replicas,
 }
 
 #[derive(Clone, Debug)]
@@ -55,8 +67,23 @@ pub enum Begin {
 }
 
 impl Idempotency {
-    pub fn new(conn: RedisConn, keys: Keys, ttl: Duration) -> Self {
-        Self { conn, keys, ttl }
+    pub fn new(conn: RedisConn, keys: Keys, ttl: Duration, replicas: Replicas) -> Self {
+        Self {
+            conn,
+            keys,
+            ttl,
+            replicas,
+        }
+    }
+
+    /// Whether the marker `held` belongs to a replica whose lease is gone.
+    async fn holder_dead(&self, held: &str) -> Result<bool, Error> {
+        match held.split_once(' ') {
+            Some((_, replica)) if replica != self.replicas.me.id => {
+                Ok(self.replicas.live(replica).await?.is_none())
+            }
+            _ => Ok(false),
+        }
     }
 
     fn call_keys(&self, tenant: &str, tool: &str, key: &str) -> CallKeys {
@@ -86,7 +113,8 @@ impl Idempotency {
         cleanup: &Shutdown,
     ) -> Result<Begin, Error> {
         let ck = self.call_keys(tenant, tool, key);
-        let token = ulid::Ulid::new().to_string();
+        // "<token> <replica>": whose call it is.
+        let token = format!("{} {}", ulid::Ulid::new(), self.replicas.me.id);
         let lock_ms = (run_timeout + LOCK_MARGIN).as_millis() as u64;
         let deadline = Instant::now() + run_timeout + WAIT_MARGIN;
         let mut delay = Duration::from_millis(50);
@@ -103,7 +131,29 @@ impl Idempotency {
                 .arg(lock_ms)
                 .query_async(&mut conn)
                 .await?;
-            if got.is_some() {
+            let mut claimed = got.is_some();
+            if !claimed {
+                let held: Option<String> = redis::cmd("GET")
+                    .arg(&ck.running)
+                    .query_async(&mut conn)
+                    .await?;
+                if let Some(held) = held
+                    && self.holder_dead(&held).await?
+                {
+                    let replaced: i64 = redis::Script::new(REPLACE)
+                        .key(&ck.running)
+                        .arg(&held)
+                        .arg(&token)
+                        .arg(lock_ms)
+                        .invoke_async(&mut conn)
+                        .await?;
+                    if replaced == 1 {
+                        tracing::info!(tool, "took over a call whose tools replica is gone");
+                    }
+                    claimed = replaced == 1;
+                }
+            }
+            if claimed {
                 let claim = Claim {
                     store: self.clone(),
                     keys: ck.clone(),

@@ -14,6 +14,7 @@
 //! network except through its allowlist, never log or store a secret value, and never return
 //! a tool's output without first scrubbing the secrets that call resolved.
 
+pub mod affinity;
 mod args;
 pub mod egress;
 mod error;
@@ -54,6 +55,15 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     let keys = Keys::new(&opts.key_prefix);
     let store = ManifestStore::new(conn.clone(), &keys, Owner::Tools);
     let quotas = opts.quotas().map_err(bridle_core::Error::internal)?;
+    let snapshot_max = opts.snapshot_max().map_err(bridle_core::Error::internal)?;
+    let replicas = affinity::Replicas::new(conn.clone(), keys.clone(), opts.replica_lease);
+    let outgoing = bridle_core::client::Outgoing::new("tools", &opts.server);
+    let affinity = affinity::Affinity::new(
+        replicas.clone(),
+        opts.run_idle_ttl,
+        outgoing.clone(),
+        opts.server.request_timeout,
+    );
 
     let engine = Arc::new(sandbox::Engine::new(opts.docker_host.clone()));
     match engine.client().await {
@@ -88,8 +98,20 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         opts.pool_parallel_starts,
         opts.pool_idle_ttl,
     );
-    let sandboxes =
-        sandbox::runs::Sandboxes::new(engine.clone(), factory, pool, opts.run_idle_ttl, quotas);
+    let snapshots = affinity::snapshot::Snapshots::new(
+        replicas.clone(),
+        snapshot_max,
+        opts.workspace_snapshot_max.clone(),
+        opts.run_idle_ttl,
+    );
+    let sandboxes = sandbox::runs::Sandboxes::new(
+        engine.clone(),
+        factory,
+        pool,
+        opts.run_idle_ttl,
+        quotas,
+        snapshots,
+    );
 
     // Trace context and this service's identity (its mTLS certificate, or the internal token
     // and name) on every call: the broker resolves tool scopes for the tools service only.
@@ -97,7 +119,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         "secrets",
         &opts.secrets_url,
         Duration::from_secs(30),
-        bridle_core::client::Outgoing::new("tools", &opts.server),
+        outgoing,
     )?;
     let egress = Arc::new(
         opts.egress_platform()
@@ -108,7 +130,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         .await;
     let exec = Arc::new(exec::Executor {
         registry: registry::Registry::new(store.clone()),
-        idempotency: idempotency::Idempotency::new(conn, keys, opts.idempotency_ttl),
+        idempotency: idempotency::Idempotency::new(conn, keys, opts.idempotency_ttl, replicas),
         engine,
         secrets: SecretsClient::new(channel),
         run_secrets: secrets::RunSecrets::new(opts.run_idle_ttl),
@@ -125,10 +147,12 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         workspaces,
         opts.server.grace_period,
         orphans,
+        &affinity,
     );
     let routes = tonic::service::Routes::new(ToolsServer::new(service::ToolsService::new(
         exec,
         opts.server.auth,
+        affinity.clone(),
     )))
     .add_service(ManifestsServer::new(manifests::ToolManifests {
         inner: ManifestsService::new(store, Owner::Tools),
@@ -147,6 +171,17 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     )
     .await?;
     egress.protect_own_port(addr.port());
+    let advertise = opts.advertise(addr, std::env::var("POD_IP").ok().as_deref());
+    match &advertise {
+        Some(url) => {
+            tracing::info!(replica = %affinity.me(), advertise = %url, "tools replica announced")
+        }
+        None => tracing::warn!(
+            replica = %affinity.me(),
+            "listening on every address with neither advertise_url nor POD_IP: other tools replicas cannot forward a run's calls here (fine with one replica)"
+        ),
+    }
+    affinity.register(advertise).await?;
     Ok(addr)
 }
 
@@ -168,7 +203,24 @@ fn background(
     workspaces: workspace::Workspaces,
     grace: Duration,
     orphans: Orphans,
+    affinity: &affinity::Affinity,
 ) {
+    // The replica's announcement, renewed until the end of shutdown (calls draining may still
+    // be forwarded here), then withdrawn so its runs move at once.
+    let replicas = affinity.replicas.clone();
+    shutdown.spawn(async move {
+        let mut tick = tokio::time::interval(replicas.lease() / 3);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if replicas.retired() {
+                break;
+            }
+            if let Err(e) = replicas.heartbeat().await {
+                tracing::warn!(error = %e, "cannot renew this tools replica's lease");
+            }
+        }
+    });
     let (sd, ex, ws) = (shutdown.clone(), exec.clone(), workspaces.clone());
     shutdown.spawn(async move {
         // The first tick is at once: a restarted instance clears what its predecessor left.
@@ -192,6 +244,7 @@ fn background(
         }
     });
     let (sd, ex, cl) = (shutdown.clone(), exec.clone(), cleanup.clone());
+    let replicas = affinity.replicas.clone();
     shutdown.spawn(async move {
         sd.triggered().await;
         ex.sandboxes.shutdown().await;
@@ -201,5 +254,6 @@ fn background(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         workspaces.remove_all().await;
+        replicas.retire().await;
     });
 }

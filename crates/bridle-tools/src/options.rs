@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::mcp::LocalServer;
 use crate::quota::Quotas;
-use bridle_core::manifest::parse_quota;
+use bridle_core::manifest::{parse_bytes, parse_quota};
 
 use bridle_core::config::{self, ServerOptions};
 
@@ -74,6 +74,23 @@ pub struct Options {
     /// The largest workspace quota a Tool or an Agent may set; larger ones are refused at
     /// apply ("10Gi").
     pub workspace_quota_max: String,
+    /// The address other tools replicas dial to forward a run's calls to this one
+    /// ("http://10.1.2.3:50053"). Unset: the listen address when it names one, else the
+    /// `POD_IP` environment variable with the bound port; a replica listening on every address
+    /// with neither cannot be forwarded to (calls reaching another replica for its runs fail
+    /// saying so), which only matters with several replicas.
+    pub advertise_url: Option<String>,
+    /// How long a replica's announcement lasts without renewal (renewed every third of it):
+    /// a replica that dies has its runs taken over this long after, at their next call.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub replica_lease: Duration,
+    /// The largest snapshot of a run's /workspace kept (after each call that changed it) so
+    /// that another replica can carry the run on if this one dies ("64Mi"). A larger workspace
+    /// is not kept, and the run is told so when it moves.
+    pub workspace_snapshot_max: String,
+    /// Where workspace snapshots go: `redis` (the only store built; an object store is not).
+    pub workspace_snapshot_store: String,
 }
 
 impl Default for Options {
@@ -104,6 +121,10 @@ impl Default for Options {
             mcp_local_servers: BTreeMap::new(),
             workspace_quota_default: "1Gi".into(),
             workspace_quota_max: "10Gi".into(),
+            advertise_url: None,
+            replica_lease: Duration::from_secs(15),
+            workspace_snapshot_max: "64Mi".into(),
+            workspace_snapshot_store: "redis".into(),
         }
     }
 }
@@ -164,6 +185,33 @@ impl Options {
         Ok(Quotas { default, max })
     }
 
+    /// `workspace_snapshot_max` in bytes; the error names the option.
+    pub fn snapshot_max(&self) -> Result<u64, String> {
+        parse_bytes(&self.workspace_snapshot_max)
+            .map_err(|e| format!("workspace_snapshot_max: {e}"))
+    }
+
+    /// The address other replicas dial (see `advertise_url`), once bound to `bound`;
+    /// `pod_ip` is the `POD_IP` environment variable.
+    pub fn advertise(&self, bound: std::net::SocketAddr, pod_ip: Option<&str>) -> Option<String> {
+        if let Some(u) = &self.advertise_url {
+            return Some(u.clone());
+        }
+        let scheme = if self.server.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        if !bound.ip().is_unspecified() {
+            return Some(format!("{scheme}://{bound}"));
+        }
+        let ip: std::net::IpAddr = pod_ip?.trim().parse().ok()?;
+        Some(format!(
+            "{scheme}://{}",
+            std::net::SocketAddr::new(ip, bound.port())
+        ))
+    }
+
     pub fn workspace_root(&self) -> PathBuf {
         self.workspace_root
             .clone()
@@ -222,6 +270,28 @@ impl config::Options for Options {
         }
         if let Err(e) = self.quotas() {
             out.push(e);
+        }
+        match self.snapshot_max() {
+            Err(e) => out.push(e),
+            Ok(0) => out.push("workspace_snapshot_max: must be more than 0".into()),
+            Ok(_) => {}
+        }
+        if self.workspace_snapshot_store != "redis" {
+            out.push(format!(
+                "workspace_snapshot_store: '{}' is not built in this version of Bridle; only 'redis' is (an S3-compatible object store is not)",
+                self.workspace_snapshot_store
+            ));
+        }
+        if self.replica_lease < Duration::from_secs(1) {
+            out.push("replica_lease: must be at least 1s".into());
+        }
+        if let Some(u) = &self.advertise_url {
+            match url::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") && p.host().is_some() && p.port_or_known_default().is_some() => {}
+                _ => out.push(format!(
+                    "advertise_url: '{u}' must be an http:// or https:// address with a host (e.g. http://10.1.2.3:50053)"
+                )),
+            }
         }
         for (name, s) in &self.mcp_local_servers {
             if bridle_core::ids::check_name(name).is_err() {
@@ -296,6 +366,46 @@ mod tests {
         assert!(
             problems.iter().any(|p| p.starts_with("idempotency_ttl: ")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn an_object_store_for_snapshots_is_refused_by_name() {
+        let o = Options {
+            workspace_snapshot_store: "s3".into(),
+            advertise_url: Some("10.1.2.3:50053".into()),
+            ..Options::default()
+        };
+        assert_eq!(
+            o.validate(),
+            vec![
+                "workspace_snapshot_store: 's3' is not built in this version of Bridle; only 'redis' is (an S3-compatible object store is not)",
+                "advertise_url: '10.1.2.3:50053' must be an http:// or https:// address with a host (e.g. http://10.1.2.3:50053)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_advertised_address_is_the_listen_address_or_the_pods() {
+        let o = Options::default();
+        let any: std::net::SocketAddr = "0.0.0.0:50053".parse().unwrap();
+        assert_eq!(o.advertise(any, None), None);
+        assert_eq!(
+            o.advertise(any, Some("10.1.2.3")).as_deref(),
+            Some("http://10.1.2.3:50053")
+        );
+        assert_eq!(
+            o.advertise("127.0.0.1:4000".parse().unwrap(), Some("10.1.2.3"))
+                .as_deref(),
+            Some("http://127.0.0.1:4000")
+        );
+        let set = Options {
+            advertise_url: Some("http://tools-0.tools:50053".into()),
+            ..Options::default()
+        };
+        assert_eq!(
+            set.advertise(any, None).as_deref(),
+            Some("http://tools-0.tools:50053")
         );
     }
 

@@ -8,11 +8,12 @@ use bridle_core::auth::{AuthMode, Caller};
 use bridle_proto::tools_server::Tools;
 use bridle_proto::{
     EndRunRequest, EndRunResponse, ExecuteRequest, ExecuteResponse, ListToolsRequest,
-    ListToolsResponse, RedactRequest, RedactResponse,
+    ListToolsResponse, RedactRequest, RedactResponse, Scope,
 };
 use tonic::{Request, Response, Status};
 
 use crate::Error;
+use crate::affinity::{self, Affinity, FORWARDED_TO, Route};
 use crate::exec::Executor;
 use crate::registry::tenant_or_default;
 use crate::sandbox::engine::OP_TIMEOUT;
@@ -21,16 +22,75 @@ use crate::sandbox::guard::remove_now;
 pub struct ToolsService {
     exec: Arc<Executor>,
     auth: AuthMode,
+    affinity: Affinity,
 }
 
 /// Execute and EndRun run and stop tools as the orchestrator decided after asking policy:
 /// any other caller (another service holding the internal token, an API key) would bypass the
 /// policy check, so only the orchestrator may call them.
 const RUNS_TOOLS: &str = "orchestrator";
+/// A call forwarded to the replica that owns its run comes from another tools replica.
+const FORWARDS: &str = "tools";
+
+/// How many times a call follows its run to a new owner after the last one died under it.
+const MAX_REROUTES: usize = 2;
 
 impl ToolsService {
-    pub fn new(exec: Arc<Executor>, auth: AuthMode) -> Self {
-        Self { exec, auth }
+    pub fn new(exec: Arc<Executor>, auth: AuthMode, affinity: Affinity) -> Self {
+        Self {
+            exec,
+            auth,
+            affinity,
+        }
+    }
+
+    /// Checks who may make this call; true when it was forwarded here by another replica
+    /// (then it is never forwarded again).
+    fn admit<T>(&self, req: &Request<T>, action: &str) -> Result<bool, Status> {
+        let caller = Caller::of(req, self.auth);
+        let Some(to) = req.metadata().get(FORWARDED_TO) else {
+            caller.require(RUNS_TOOLS, action)?;
+            return Ok(false);
+        };
+        caller.require(FORWARDS, action)?;
+        let to = to.to_str().unwrap_or_default();
+        if to != self.affinity.me() {
+            return Err(Status::unavailable(format!(
+                "a call forwarded to tools replica {to} reached replica {}: the replicas' advertise_url options point at the wrong replica",
+                self.affinity.me()
+            )));
+        }
+        Ok(true)
+    }
+
+    /// The replica to forward a call of `scope`'s run to (None: here). `claim`: the call needs
+    /// the run's state, so this replica takes the run when nobody (alive) holds it.
+    async fn owner(
+        &self,
+        scope: &Scope,
+        claim: bool,
+        forwarded: bool,
+    ) -> Result<Option<(String, String)>, Status> {
+        let tenant = tenant_or_default(&scope.tenant);
+        match self.affinity.route(tenant, &scope.run_id, claim).await? {
+            Route::Local => Ok(None),
+            Route::Forward { replica, .. } if forwarded => Err(Status::unavailable(format!(
+                "run '{}' is held by tools replica {replica}, not by the one this call was forwarded to; retry",
+                scope.run_id
+            ))),
+            Route::Forward { replica, url } => Ok(Some((replica, url))),
+        }
+    }
+
+    /// After a forwarded call failed with `s`: whether to route it again (its owner could not
+    /// be reached and its lease went meanwhile: it died, and the run is taken over).
+    async fn reroute(&self, s: &Status, replica: &str, tries: &mut usize) -> Result<bool, Status> {
+        if !affinity::unreachable(s) || *tries >= MAX_REROUTES {
+            return Ok(false);
+        }
+        *tries += 1;
+        tracing::info!(replica, error = %s, "the tools replica holding a run did not answer; waiting for its lease");
+        Ok(self.affinity.wait_gone(replica).await?)
     }
 
     /// Removes (killing first, when running) every container of the run and its workspace.
@@ -42,6 +102,8 @@ impl ToolsService {
             ));
         }
         let tenant = tenant_or_default(&scope.tenant);
+        // First: from now on every replica refuses the run's calls; its snapshot goes.
+        self.affinity.end(tenant, &scope.run_id).await?;
         self.exec.run_secrets.forget(tenant, &scope.run_id);
         let mut removed = self.exec.sandboxes.end_run(tenant, &scope.run_id).await;
         // Sandboxes made for the run carry its labels; any this instance lost track of (or
@@ -83,8 +145,20 @@ impl Tools for ToolsService {
         &self,
         req: Request<ExecuteRequest>,
     ) -> Result<Response<ExecuteResponse>, Status> {
-        Caller::of(&req, self.auth).require(RUNS_TOOLS, "run tools")?;
+        let forwarded = self.admit(&req, "run tools")?;
+        let meta = req.metadata().clone();
         let req = req.into_inner();
+        let scope = req.scope.clone().unwrap_or_default();
+        let mut tries = 0;
+        while let Some((replica, url)) = self.owner(&scope, true, forwarded).await? {
+            let mut owner = self.affinity.client(&url)?;
+            let fwd = affinity::forwarded(&meta, req.clone(), &replica)?;
+            match owner.execute(fwd).await {
+                Ok(r) => return Ok(Response::new(r.into_inner())),
+                Err(s) if self.reroute(&s, &replica, &mut tries).await? => {}
+                Err(s) => return Err(plain(s)),
+            }
+        }
         if req.idempotency_key.is_empty() {
             return Ok(Response::new(self.exec.execute(req).await?));
         }
@@ -130,8 +204,21 @@ impl Tools for ToolsService {
         &self,
         req: Request<EndRunRequest>,
     ) -> Result<Response<EndRunResponse>, Status> {
-        Caller::of(&req, self.auth).require(RUNS_TOOLS, "end runs")?;
-        let containers_removed = ToolsService::end_run(self, req.into_inner()).await?;
+        let forwarded = self.admit(&req, "end runs")?;
+        let meta = req.metadata().clone();
+        let req = req.into_inner();
+        let scope = req.scope.clone().unwrap_or_default();
+        let mut tries = 0;
+        while let Some((replica, url)) = self.owner(&scope, false, forwarded).await? {
+            let mut owner = self.affinity.client(&url)?;
+            let fwd = affinity::forwarded(&meta, req.clone(), &replica)?;
+            match owner.end_run(fwd).await {
+                Ok(r) => return Ok(Response::new(r.into_inner())),
+                Err(s) if self.reroute(&s, &replica, &mut tries).await? => {}
+                Err(s) => return Err(plain(s)),
+            }
+        }
+        let containers_removed = ToolsService::end_run(self, req).await?;
         Ok(Response::new(EndRunResponse { containers_removed }))
     }
 
@@ -140,8 +227,20 @@ impl Tools for ToolsService {
         req: Request<RedactRequest>,
     ) -> Result<Response<RedactResponse>, Status> {
         // The answer tells whether a text held a run's value: the orchestrator's question only.
-        Caller::of(&req, self.auth).require(RUNS_TOOLS, "redact run texts")?;
+        let forwarded = self.admit(&req, "redact run texts")?;
+        let meta = req.metadata().clone();
         let req = req.into_inner();
+        let routed = req.scope.clone().unwrap_or_default();
+        let mut tries = 0;
+        while let Some((replica, url)) = self.owner(&routed, false, forwarded).await? {
+            let mut owner = self.affinity.client(&url)?;
+            let fwd = affinity::forwarded(&meta, req.clone(), &replica)?;
+            match owner.redact(fwd).await {
+                Ok(r) => return Ok(Response::new(r.into_inner())),
+                Err(s) if self.reroute(&s, &replica, &mut tries).await? => {}
+                Err(s) => return Err(plain(s)),
+            }
+        }
         let mut scope = req.scope.unwrap_or_default();
         if scope.run_id.is_empty() {
             return Err(Status::invalid_argument(
@@ -162,4 +261,10 @@ impl Tools for ToolsService {
             .collect();
         Ok(Response::new(RedactResponse { texts, redacted }))
     }
+}
+
+/// The owner's answer as this replica's: code and message only (its HTTP headers and
+/// details stay behind).
+fn plain(s: Status) -> Status {
+    Status::new(s.code(), s.message())
 }

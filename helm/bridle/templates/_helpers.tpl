@@ -93,6 +93,13 @@ Context: dict root, name. */}}
       name: {{ required "auth.internalTokenSecret.name is required when auth.mode is keys" $v.auth.internalTokenSecret.name }}
       key: {{ $v.auth.internalTokenSecret.key }}
 {{- end }}
+{{- if eq .name "tools" }}
+{{- /* The address other tools replicas forward a run's calls to (advertise_url's default). */}}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+{{- end }}
 {{- if eq .name "orchestrator" }}
 - name: BRIDLE_ORCHESTRATOR_ROUTER_URL
   value: {{ include "bridle.url" (dict "root" .root "name" "router") | quote }}

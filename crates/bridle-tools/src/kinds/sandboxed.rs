@@ -139,6 +139,7 @@ pub async fn run(
                 secret_files: secrets::files_with(s.secret_files, &resolved),
                 allow,
                 quota,
+                values: ex.run_secrets.redactor(&call.scope).0,
             },
             ex.cleanup.shutdown(),
         )
@@ -161,6 +162,9 @@ pub async fn run(
     };
     let kind = error_kind(o.exit_code, o.timed_out, o.oom_killed, o.vanished);
     let mut output = model_output(&stdout.text, &stderr.text, &ending);
+    if let Some(n) = &result.notice {
+        output = format!("{n}\n{output}");
+    }
     // What the proxy refused reaches the model with the reason, not only the proxy's log: an
     // agent that reads "not allowed for tenant ..." stops retrying.
     for why in &result.egress_refused {

@@ -25,6 +25,8 @@ pub struct ExecCall {
     pub allow: Option<Arc<Allowlist>>,
     /// Size of the run's workspace, if this call makes it.
     pub quota: u64,
+    /// Every value the run resolved so far: a workspace holding one is not snapshotted.
+    pub values: bridle_core::redact::Redactor,
 }
 
 pub struct CallResult {
@@ -33,6 +35,8 @@ pub struct CallResult {
     pub sandbox_id: String,
     /// Why the egress proxy refused what the call tried to reach, each reason once.
     pub egress_refused: Vec<String>,
+    /// What the run must be told before the call's output (its workspace was lost).
+    pub notice: Option<String>,
 }
 
 impl Sandboxes {
@@ -50,11 +54,12 @@ impl Sandboxes {
             secret_files,
             allow,
             quota,
+            values,
         } = call;
         let mut request = Some(request);
         // A warm sandbox may have died while it waited: one retry on a fresh one.
         for attempt in 0..2 {
-            let lease = match self.lease(scope, &profile, warm, vec![], quota).await {
+            let mut lease = match self.lease(scope, &profile, warm, vec![], quota).await {
                 Ok(l) => l,
                 // EndRun came while this call was getting its sandbox: cancelled.
                 Err(Error::EndedWhileStarting(_)) => return Ok(ended_by_end_run(String::new())),
@@ -91,7 +96,23 @@ impl Sandboxes {
                         outcome.oom_killed = false;
                         outcome.exit_code = -1;
                     }
-                    let after = Snapshot::take(ws).await;
+                    let after = Snapshot::take(ws.clone()).await;
+                    let notice = lease.take_notice();
+                    // Before the result leaves (and is stored for replays): a completed call's
+                    // files are in the snapshot another replica would carry the run on with.
+                    if lease.in_run()
+                        && !lease.run_ended()
+                        && (lease.snapshot_stale() || !after.unchanged_since(&before))
+                    {
+                        let saved = self
+                            .snapshots
+                            .save(&scope.tenant, &scope.run_id, ws, values.clone())
+                            .await;
+                        if let Err(e) = &saved {
+                            tracing::warn!(run = %scope.run_id, error = %e, "cannot store the run's workspace snapshot; retried after its next call");
+                        }
+                        lease.set_snapshot_stale(saved.is_err());
+                    }
                     let reusable = !(outcome.timed_out
                         || outcome.oom_killed
                         || outcome.vanished
@@ -111,6 +132,7 @@ impl Sandboxes {
                         files_written: after.written_since(&before),
                         sandbox_id,
                         egress_refused,
+                        notice,
                     });
                 }
                 // EndRun removed the sandbox under the call (the agent's connection dropped
@@ -158,6 +180,7 @@ fn ended_by_end_run(sandbox_id: String) -> CallResult {
         files_written: vec![],
         sandbox_id,
         egress_refused: vec![],
+        notice: None,
     }
 }
 

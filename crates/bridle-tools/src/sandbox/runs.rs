@@ -18,6 +18,7 @@ use super::engine::Engine;
 use super::guard::remove_now;
 use super::pool::Pool;
 use crate::Error;
+use crate::affinity::snapshot::Snapshots;
 use crate::quota::Quotas;
 use crate::workspace::volume::RunVolume;
 
@@ -31,6 +32,10 @@ pub struct RunState {
     /// The run's workspace filesystem, made by its first sandboxed call.
     workspace: Option<Arc<RunVolume>>,
     idle: Vec<Sandbox>,
+    /// What the run's next call must tell it (its workspace could not be carried over).
+    notice: Option<String>,
+    /// The stored snapshot may be older than the workspace (storing the last one failed).
+    snapshot_stale: bool,
 }
 
 pub struct RunEntry {
@@ -65,6 +70,8 @@ pub struct Sandboxes {
     run_idle_ttl: Duration,
     /// Sizes of run workspaces.
     pub quotas: Quotas,
+    /// Where run workspaces are stored after each call and restored from on another replica.
+    pub snapshots: Snapshots,
     /// Set at shutdown: sandboxes are no longer kept after a call.
     closing: Arc<AtomicBool>,
 }
@@ -95,6 +102,24 @@ impl Lease {
     /// The run's workspace on the host (the leased sandbox's `/workspace`).
     pub fn workspace(&self) -> Option<PathBuf> {
         self.sandbox.as_ref().map(|s| s.slot.ws())
+    }
+
+    /// Whether the call belongs to a run (whose workspace outlives it).
+    pub fn in_run(&self) -> bool {
+        !self.ephemeral
+    }
+
+    /// What this call must tell the run, once.
+    pub fn take_notice(&mut self) -> Option<String> {
+        self.guard.notice.take()
+    }
+
+    pub fn snapshot_stale(&self) -> bool {
+        self.guard.snapshot_stale
+    }
+
+    pub fn set_snapshot_stale(&mut self, stale: bool) {
+        self.guard.snapshot_stale = stale;
     }
 
     /// Ends the call. A sandbox that may be used again goes back to the run, unless the call
@@ -140,6 +165,7 @@ impl Sandboxes {
         pool: Arc<Pool>,
         run_idle_ttl: Duration,
         quotas: Quotas,
+        snapshots: Snapshots,
     ) -> Arc<Self> {
         Arc::new(Self {
             engine,
@@ -149,6 +175,7 @@ impl Sandboxes {
             ended: Mutex::default(),
             run_idle_ttl,
             quotas,
+            snapshots,
             closing: Arc::default(),
         })
     }
@@ -228,7 +255,17 @@ impl Sandboxes {
         let volume = match &lease.guard.workspace {
             Some(v) => v.clone(),
             None => match self.factory.workspaces.volume(quota).await {
-                Ok(v) => lease.guard.workspace.insert(v).clone(),
+                Ok(v) => {
+                    // A run this replica took over: its files come back before any sandbox
+                    // sees the filesystem.
+                    if !ephemeral {
+                        lease.guard.notice = self
+                            .snapshots
+                            .restore(&scope.tenant, &scope.run_id, v.path().to_path_buf())
+                            .await;
+                    }
+                    lease.guard.workspace.insert(v).clone()
+                }
                 Err(e) => {
                     lease.release(true).await;
                     return Err(e);

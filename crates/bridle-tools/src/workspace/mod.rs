@@ -285,6 +285,8 @@ struct Stamp {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     files: BTreeMap<String, Stamp>,
+    /// The walk stopped at [`MAX_ENTRIES`].
+    partial: bool,
 }
 
 impl Snapshot {
@@ -300,6 +302,7 @@ impl Snapshot {
                 for e in rd.flatten() {
                     seen += 1;
                     if seen > MAX_ENTRIES {
+                        s.partial = true;
                         return s;
                     }
                     let name = e.file_name().to_string_lossy().into_owned();
@@ -330,6 +333,12 @@ impl Snapshot {
         })
         .await
         .unwrap_or_default()
+    }
+
+    /// Whether nothing was created, changed or removed since `before`, as far as both walks
+    /// saw (a partial walk never says so).
+    pub fn unchanged_since(&self, before: &Snapshot) -> bool {
+        !self.partial && !before.partial && self.files == before.files
     }
 
     /// Paths created or changed since `before`, sorted, at most [`MAX_LISTED`].

@@ -12,8 +12,8 @@
 //! steps and two model calls. `SCALING_CONCURRENCY` clients (128) each start a run, watch it to
 //! its end and start the next, through one balanced channel over every replica (a list peer
 //! URL, as a service would dial them). Completions are counted in a steady window after a
-//! warm-up; the work queue's backlog is sampled meanwhile, so a window in which it ran dry (the
-//! clients, not the workers, were the limit) shows.
+//! warm-up; the steps waiting in the work queue for a worker are counted meanwhile, so a window
+//! in which the queue ran dry (the clients, not the workers, were the limit) shows.
 //!
 //! Knobs (environment): `SCALING_LATENCY_MS` (200), `SCALING_WORKERS` (each orchestrator's
 //! workers; default its own default, 8), `SCALING_CONCURRENCY` (128), `SCALING_AGENT`
@@ -414,13 +414,19 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// Backlog of the work queue: entries in the stream (acknowledged ones are deleted).
+/// Steps waiting in the work queue for a worker: entries in the stream (acknowledged ones are
+/// deleted) less those a worker holds (pending in the group).
 async fn backlog(c: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
-    redis::cmd("XLEN")
-        .arg(key)
-        .query_async(c)
-        .await
-        .unwrap_or(0)
+    let r: redis::RedisResult<(u64, (u64, redis::Value, redis::Value, redis::Value))> =
+        redis::pipe()
+            .cmd("XLEN")
+            .arg(key)
+            .cmd("XPENDING")
+            .arg(key)
+            .arg("workers")
+            .query_async(c)
+            .await;
+    r.map_or(0, |(len, pending)| len.saturating_sub(pending.0))
 }
 
 struct Row {
@@ -646,7 +652,7 @@ async fn main() -> anyhow::Result<()> {
         s.warmup.as_secs()
     );
     println!(
-        "| replicas | workers each | runs/s | steps/s | vs first | ceiling runs/s | of ceiling | queue backlog min / mean | errors | machine CPU busy (cores) | load avg 1/5/15 |"
+        "| replicas | workers each | runs/s | steps/s | vs first | ceiling runs/s | of ceiling | steps waiting for a worker min / mean | errors | machine CPU busy (cores) | load avg 1/5/15 |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {

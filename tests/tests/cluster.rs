@@ -589,7 +589,7 @@ async fn replicas_of_every_service_survive_kills_a_partition_and_a_redis_restart
     // The host's side of the cluster's network: the model and the counter server.
     let mock = MockOpenAi::start_on(gateway).await.unwrap();
     mock.set_recording(false);
-    mock.set_responder(Arc::new(model_reply));
+    mock.set_responder(Some(Arc::new(model_reply)));
     let model = mock.base_url();
     let (counter, effects) = start_counter(gateway).await;
 

@@ -128,3 +128,18 @@ fn default_consumer() -> String {
     let rand = ulid::Ulid::new().to_string();
     format!("{host}-{}-{}", std::process::id(), &rand[rand.len() - 6..])
 }
+
+#[cfg(test)]
+mod tests {
+    /// Replicas started without `consumer` share the work stream's consumer group: each needs
+    /// a name of its own, or the workers of two processes would carry the same names and the
+    /// group's per-consumer pending lists (who holds which task) would mix them. The pid alone
+    /// is not enough (every pod may be pid 1), nor the host name alone (replicas may share a
+    /// machine): the random part keeps them apart.
+    #[test]
+    fn default_consumer_names_differ_between_replicas_on_one_host_with_one_pid() {
+        let names: std::collections::HashSet<String> =
+            (0..100).map(|_| super::default_consumer()).collect();
+        assert_eq!(names.len(), 100, "{names:?}");
+    }
+}

@@ -207,7 +207,7 @@ async fn messages(
         return refused;
     }
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let Some(mut reply) = inner.next() else {
+    let Some(mut reply) = inner.next(&req) else {
         return json_response(
             500,
             &error_body(500, "mock: no reply was queued for this request"),

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use server::RecordedRequest;
 pub(crate) use server::{Inner, json_response, lock, raw_response, record, sse_response};
+pub use server::{RecordedRequest, Responder};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -90,14 +90,9 @@ impl Reply {
     }
 }
 
-/// Computes the reply to a request from its body (the parsed JSON), for conversations the test
-/// cannot queue in order: many runs at once, each answered by where its conversation is.
-pub type Responder = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
-
 pub struct MockOpenAi {
     addr: SocketAddr,
     inner: Arc<Inner<Reply>>,
-    responder: Arc<std::sync::Mutex<Option<Responder>>>,
     task: tokio::task::JoinHandle<()>,
     // Dropping the sender wakes every hanging handler, so nothing outlives the mock.
     _stop: tokio::sync::watch::Sender<()>,
@@ -113,7 +108,6 @@ impl MockOpenAi {
     /// services in containers) on a free port.
     pub async fn start_on(ip: std::net::IpAddr) -> anyhow::Result<Self> {
         let inner = Arc::new(Inner::new());
-        let responder: Arc<std::sync::Mutex<Option<Responder>>> = Arc::default();
         let (stop, stopped) = tokio::sync::watch::channel(());
         let app = Router::new()
             .route("/v1/chat/completions", axum::routing::post(chat))
@@ -124,7 +118,7 @@ impl MockOpenAi {
             )
             .route("/v1/models", axum::routing::get(models))
             .fallback(unknown)
-            .with_state((inner.clone(), stopped, responder.clone()));
+            .with_state((inner.clone(), stopped));
         let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
             .context("binding the mock")?;
@@ -140,7 +134,6 @@ impl MockOpenAi {
         Ok(Self {
             addr,
             inner,
-            responder,
             task,
             _stop: stop,
         })
@@ -160,10 +153,12 @@ impl MockOpenAi {
         *lock(&self.inner.default) = reply;
     }
 
-    /// Answers each request that neither the queue nor the default answers with what `f`
-    /// makes of its body.
-    pub fn set_responder(&self, f: Responder) {
-        *lock(&self.responder) = Some(f);
+    /// Answers every request with what `f` returns for its JSON body once the queue is empty
+    /// (before the default reply), e.g. a tool call to a conversation that has no tool result
+    /// yet and a final answer to one that has; wrap the reply in [`Reply::Delay`] for a model
+    /// that takes its time. `None` removes it.
+    pub fn set_responder(&self, f: Option<Responder<Reply>>) {
+        *lock(&self.inner.responder) = f;
     }
 
     /// Whether requests are recorded (on by default; benchmarks turn it off).
@@ -197,14 +192,10 @@ impl Drop for MockOpenAi {
     }
 }
 
-type AppState = (
-    Arc<Inner<Reply>>,
-    tokio::sync::watch::Receiver<()>,
-    Arc<std::sync::Mutex<Option<Responder>>>,
-);
+type AppState = (Arc<Inner<Reply>>, tokio::sync::watch::Receiver<()>);
 
 async fn chat(
-    State((inner, stopped, responder)): State<AppState>,
+    State((inner, stopped)): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -245,10 +236,7 @@ async fn chat(
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let next = inner.next().or_else(|| {
-        let f = lock(&responder).clone();
-        f.map(|f| f(&req))
-    });
+    let next = inner.next(&req);
     let Some(mut reply) = next else {
         return json_response(
             500,
@@ -296,7 +284,7 @@ async fn chat(
 }
 
 async fn models(
-    State((inner, _, _)): State<AppState>,
+    State((inner, _)): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -316,7 +304,7 @@ async fn models(
 }
 
 async fn unknown(
-    State((inner, _, _)): State<AppState>,
+    State((inner, _)): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -453,4 +441,70 @@ pub fn completion_to_chunks(completion: &Value, include_usage: bool) -> Vec<Valu
 fn pieces(s: &str, n: usize) -> Vec<String> {
     let chars: Vec<char> = s.chars().collect();
     chars.chunks(n.max(1)).map(|c| c.iter().collect()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the benchmarks' responder does: the reply depends on the conversation, and a
+    /// queued reply still comes first.
+    #[tokio::test]
+    async fn a_responder_answers_each_request_from_its_body_after_the_queue() {
+        let mock = MockOpenAi::start().await.unwrap();
+        mock.set_default(Some(Reply::text("default")));
+        mock.set_responder(Some(Arc::new(|req: &Value| {
+            let last = req
+                .pointer("/messages")
+                .and_then(Value::as_array)
+                .and_then(|m| m.last())
+                .and_then(|m| m.get("role"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if last == "tool" {
+                Reply::Delay(Duration::from_millis(50), Box::new(Reply::text("final")))
+            } else {
+                Reply::tool_calls(&[("call_1", "echo", "{}")])
+            }
+        })));
+        mock.enqueue(Reply::text("queued"));
+        let http = reqwest::Client::new();
+        let ask = |role: &'static str| {
+            let http = http.clone();
+            let url = format!("{}/chat/completions", mock.base_url());
+            async move {
+                let body =
+                    json!({"model": "gpt-4o-mini", "messages": [{"role": role, "content": "x"}]});
+                let started = std::time::Instant::now();
+                let r: Value = http
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                (r, started.elapsed())
+            }
+        };
+        let text = |r: &Value| r.pointer("/choices/0/message/content").cloned();
+        let (r, _) = ask("user").await;
+        assert_eq!(text(&r), Some(json!("queued")));
+        let (r, _) = ask("user").await;
+        assert_eq!(
+            r.pointer("/choices/0/message/tool_calls/0/function/name"),
+            Some(&json!("echo")),
+            "{r}"
+        );
+        let (r, took) = ask("tool").await;
+        assert_eq!(text(&r), Some(json!("final")));
+        assert!(
+            took >= Duration::from_millis(50),
+            "the delay was skipped: {took:?}"
+        );
+        mock.set_responder(None);
+        let (r, _) = ask("tool").await;
+        assert_eq!(text(&r), Some(json!("default")));
+    }
 }

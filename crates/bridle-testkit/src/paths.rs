@@ -11,15 +11,16 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Path of a workspace binary ("bridle-router", "bridle") built alongside the running test
-/// (`target/<profile>/`), or in `BRIDLE_BIN_DIR` when set.
+/// (`target/<profile>/`, also from a benchmark in `target/<profile>/examples/`), or in
+/// `BRIDLE_BIN_DIR` when set.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let dir = match std::env::var_os("BRIDLE_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
-            // target/<profile>/deps/<test-binary> -> target/<profile>
+            // target/<profile>/deps/<test-binary> (or examples/<benchmark>) -> target/<profile>
             let exe = std::env::current_exe()?;
             let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-            if dir.ends_with("deps") {
+            if dir.ends_with("deps") || dir.ends_with("examples") {
                 dir.pop();
             }
             dir

@@ -1,7 +1,7 @@
 //! What the mock servers share: recorded requests, the reply queue, and response builders.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -29,9 +29,15 @@ impl RecordedRequest {
     }
 }
 
+/// Chooses the reply to a request from its JSON body (see `MockOpenAi::set_responder`).
+pub type Responder<R> = Arc<dyn Fn(&Value) -> R + Send + Sync>;
+
 /// State a mock server shares with its handlers (the Anthropic mock uses it too).
 pub(crate) struct Inner<R> {
     pub(crate) queue: Mutex<VecDeque<R>>,
+    /// Answers when the queue is empty, from the request (benchmarks whose many concurrent
+    /// conversations each need the reply their own turn calls for), before `default`.
+    pub(crate) responder: Mutex<Option<Responder<R>>>,
     /// Answered when the queue is empty (benchmarks), instead of a 500.
     pub(crate) default: Mutex<Option<R>>,
     pub(crate) requests: Mutex<Vec<RecordedRequest>>,
@@ -43,6 +49,7 @@ impl<R: Clone> Inner<R> {
     pub(crate) fn new() -> Self {
         Self {
             queue: Mutex::new(VecDeque::new()),
+            responder: Mutex::new(None),
             default: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
             recording: std::sync::atomic::AtomicBool::new(true),
@@ -50,11 +57,17 @@ impl<R: Clone> Inner<R> {
         }
     }
 
-    /// The next queued reply, else the default one.
-    pub(crate) fn next(&self) -> Option<R> {
-        lock(&self.queue)
-            .pop_front()
-            .or_else(|| lock(&self.default).clone())
+    /// The next queued reply, else the responder's answer to `request`, else the default one.
+    pub(crate) fn next(&self, request: &Value) -> Option<R> {
+        if let Some(r) = lock(&self.queue).pop_front() {
+            return Some(r);
+        }
+        // Called outside the lock: a responder may take its time.
+        let responder = lock(&self.responder).clone();
+        if let Some(f) = responder {
+            return Some(f(request));
+        }
+        lock(&self.default).clone()
     }
 }
 

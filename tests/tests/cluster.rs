@@ -110,10 +110,7 @@ impl Cluster {
         let name = self.name(svc, n);
         let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.clone()];
         args.extend(self.common());
-        args.extend([
-            "--network-alias".into(),
-            svc.into(),
-        ]);
+        args.extend(["--network-alias".into(), svc.into()]);
         for (k, v) in &self.env[svc] {
             args.extend(["-e".into(), format!("{k}={v}")]);
         }
@@ -171,7 +168,9 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 let (_, logs, logs_err) = docker(&["logs", "--tail", "40", container]).await;
-                panic!("{container} is not serving after {within:?} ({out}{err}):\n{logs}{logs_err}");
+                panic!(
+                    "{container} is not serving after {within:?} ({out}{err}):\n{logs}{logs_err}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -775,6 +774,8 @@ async fn replicas_of_every_service_survive_kills_a_partition_and_a_redis_restart
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load = {
         let (client, done, tenant) = (client.clone(), done.clone(), tenant.clone());
+        // The test awaits it (bounded) before it ends.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             use futures::StreamExt as _;
             futures::stream::iter(0..runs)

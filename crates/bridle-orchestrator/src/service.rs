@@ -19,7 +19,11 @@ use bridle_proto::run_event::Kind;
 use crate::Error;
 use crate::engine::Engine;
 use crate::state::{Limits, Msg, Phase, RunState, Status as RunStatus, ToolInfo, Totals};
-use crate::store::decode_event;
+use crate::store::{IdempotencyHolder, decode_event};
+
+/// How long a StartRun that finds its idempotency key claimed but not confirmed waits for the
+/// request that claimed it, before finishing the run's creation itself.
+const PENDING_GRACE: Duration = Duration::from_secs(5);
 
 pub struct OrchestratorService {
     pub engine: Engine,
@@ -96,6 +100,61 @@ impl OrchestratorService {
     }
 
     /// Builds the run of a StartRun and writes it (state, first event, index, first task).
+    /// The run an idempotency key stands for, its creation finished if the request that
+    /// claimed the key never confirmed it. That request may still be at work: it gets
+    /// [`PENDING_GRACE`] to confirm. After that it is taken to have died, or lost Redis,
+    /// between claiming the key and queueing the run (a replica killed, Redis restarted): the
+    /// run is created under the claimed id from this request (same key, same intent), or, if
+    /// it was written but never indexed or queued, it is indexed and its first step queued.
+    /// Without this, the key would name a run that does not exist, or one queued for ever.
+    async fn settle_idempotency(
+        &self,
+        tenant: &str,
+        req: &pb::StartRunRequest,
+        mut holder: IdempotencyHolder,
+    ) -> Result<String, Status> {
+        let store = &self.engine.store;
+        let deadline = tokio::time::Instant::now() + PENDING_GRACE;
+        while holder.pending && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match store
+                .idempotency_holder(tenant, &req.idempotency_key)
+                .await?
+            {
+                Some(h) => holder = h,
+                // Released: the first request failed and said so; nothing stands for the key.
+                None => break,
+            }
+        }
+        if !holder.pending {
+            return Ok(holder.run_id);
+        }
+        let id = holder.run_id;
+        match store.load(&id).await? {
+            Some(l) if l.state.status == RunStatus::Queued && l.state.step == 0 => {
+                tracing::warn!(run = %id, "finishing the creation of a run whose StartRun did not confirm it");
+                store
+                    .finish_creation(&l.state)
+                    .await
+                    .map_err(|e| e.doing("the run's creation was not finished"))?;
+            }
+            Some(_) => {}
+            None => {
+                tracing::warn!(run = %id, "creating the run whose StartRun claimed the idempotency key and never wrote it");
+                match self.create_run(tenant, req, &id).await {
+                    Ok(_) => {}
+                    // Written meanwhile by the first request after all.
+                    Err(e) if e.to_string().contains("already exists") => {}
+                    Err(e) => return Err(e.doing("the run was not created").into()),
+                }
+            }
+        }
+        store
+            .confirm_idempotency(tenant, &req.idempotency_key, &id)
+            .await;
+        Ok(id)
+    }
+
     async fn create_run(
         &self,
         tenant: &str,
@@ -190,7 +249,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 )
                 .into());
             }
-            if let Some(existing) = self
+            if let Some(holder) = self
                 .engine
                 .store
                 .claim_idempotency(&tenant, &req.idempotency_key, &run_id)
@@ -198,10 +257,11 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 .map_err(|e| e.doing("the run was not created"))?
             {
                 // Same key, same run — even while the first request is still creating it.
-                let run = match self.engine.store.load(&existing).await? {
+                let id = self.settle_idempotency(&tenant, &req, holder).await?;
+                let run = match self.engine.store.load(&id).await? {
                     Some(l) => l.state.to_pb(l.offset),
                     None => pb::Run {
-                        id: existing,
+                        id,
                         tenant: tenant.clone(),
                         agent: req.agent.clone(),
                         ..Default::default()
@@ -227,6 +287,12 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 return Err(e.doing("the run was not created").into());
             }
         };
+        if !req.idempotency_key.is_empty() {
+            self.engine
+                .store
+                .confirm_idempotency(&tenant, &req.idempotency_key, &run_id)
+                .await;
+        }
         tracing::info!(run = %run_id, agent = %req.agent, tenant = %tenant, "run started");
         Ok(Response::new(pb::StartRunResponse {
             run: Some(state.to_pb(1)),

@@ -50,9 +50,42 @@ return {nv, off}
 /// Deletes an idempotency key if it still names this run. DEL needs no memory, so this works
 /// when Redis is out of memory too.
 const RELEASE_IDEMPOTENCY: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] or v == 'pending:' .. ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
+
+/// Marks an idempotency key's run as wholly created (written, indexed, queued).
+const CONFIRM_IDEMPOTENCY: &str = r"
+if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+end
+return 0
+";
+
+/// Who holds a StartRun idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyHolder {
+    pub run_id: String,
+    /// The run's creation was not confirmed: the request creating it is still at work, or it
+    /// died (or lost Redis) before the run was written, indexed and queued.
+    pub pending: bool,
+}
+
+impl IdempotencyHolder {
+    fn parse(v: &str) -> Self {
+        match v.strip_prefix("pending:") {
+            Some(id) => Self {
+                run_id: id.to_string(),
+                pending: true,
+            },
+            None => Self {
+                run_id: v.to_string(),
+                pending: false,
+            },
+        }
+    }
+}
 
 /// A loaded run: its state plus the version and last event offset it was read at.
 #[derive(Clone, Debug)]
@@ -186,18 +219,19 @@ impl RunStore {
         Ok(())
     }
 
-    /// Claims an idempotency key for `run_id`; returns the run that already holds it, if any.
+    /// Claims an idempotency key for `run_id` (as pending, until [`Self::confirm_idempotency`]);
+    /// returns who already holds it, if anyone.
     pub async fn claim_idempotency(
         &self,
         tenant: &str,
         key: &str,
         run_id: &str,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Option<IdempotencyHolder>, Error> {
         let k = self.idem_key(tenant, key);
         let mut c = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
             .arg(&k)
-            .arg(run_id)
+            .arg(format!("pending:{run_id}"))
             .arg("NX")
             .arg("PX")
             .arg(self.lifetimes.idempotency_ttl.as_millis() as u64)
@@ -206,8 +240,45 @@ impl RunStore {
         if set.is_some() {
             return Ok(None);
         }
-        let holder: Option<String> = redis::cmd("GET").arg(&k).query_async(&mut c).await?;
-        Ok(holder)
+        self.idempotency_holder(tenant, key).await
+    }
+
+    /// Who holds an idempotency key now.
+    pub async fn idempotency_holder(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyHolder>, Error> {
+        let mut c = self.conn.clone();
+        let v: Option<String> = redis::cmd("GET")
+            .arg(self.idem_key(tenant, key))
+            .query_async(&mut c)
+            .await?;
+        Ok(v.as_deref().map(IdempotencyHolder::parse))
+    }
+
+    /// Marks the key's run as wholly created. Best effort: a key left pending only makes a
+    /// retry check the run (and finish its creation if it needs it).
+    pub async fn confirm_idempotency(&self, tenant: &str, key: &str, run_id: &str) {
+        let mut c = self.conn.clone();
+        let r: redis::RedisResult<redis::Value> = redis::Script::new(CONFIRM_IDEMPOTENCY)
+            .key(self.idem_key(tenant, key))
+            .arg(run_id)
+            .invoke_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(
+                run = run_id,
+                "cannot confirm the run's idempotency key: {e}"
+            );
+        }
+    }
+
+    /// Finishes the creation of a run written by a request that did not confirm it: indexes
+    /// it and queues its first step again (its first task may never have been queued). Only
+    /// for a run still queued at step 0.
+    pub async fn finish_creation(&self, state: &RunState) -> Result<(), Error> {
+        self.index_and_enqueue(state).await
     }
 
     /// Gives up an idempotency key claimed for `run_id` whose run was not created. Best

@@ -129,6 +129,13 @@ impl Cluster {
                     "0:0",
                     "--cap-add",
                     "SYS_ADMIN",
+                    // Restoring a workspace taken over from a dead replica (docker-compose.yml).
+                    "--cap-add",
+                    "CHOWN",
+                    "--cap-add",
+                    "DAC_OVERRIDE",
+                    "--cap-add",
+                    "FOWNER",
                     "--security-opt",
                     "apparmor=unconfined",
                     "--security-opt",

@@ -160,3 +160,112 @@ async fn the_main_scenario_runs_on_a_redis_cluster() {
         "keys spread over the nodes: {per_node:?}"
     );
 }
+
+/// The model of the slot-migration test: a tool call first, then an answer, each after a
+/// moment, so runs are in flight while slots move.
+fn tool_then_answer(req: &serde_json::Value) -> Reply {
+    let has_tool_result = req["messages"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"));
+    let reply = if has_tool_result {
+        Reply::text("done")
+    } else {
+        Reply::tool_calls(&[("call_1", "python", r#"{"code": "print(6 * 7)"}"#)])
+    };
+    Reply::Delay(Duration::from_millis(200), Box::new(reply))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_survive_slot_migrations_on_a_redis_cluster() {
+    let c = RedisCluster::start().await.unwrap();
+    let h = Harness::start_with(Options {
+        redis_url: Some(c.url()),
+        orchestrator_env: vec![("claim_idle".into(), "2s".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    h.mock
+        .set_responder(Some(std::sync::Arc::new(tool_then_answer)));
+
+    let mut runs = Vec::new();
+    for i in 0..8 {
+        runs.push(start_run_retrying(&h, &format!("before-{i}")).await);
+    }
+    // While runs are in flight and more are started, the slots of the work stream and of the
+    // tenant's run index move to another node, keys and all (ASK redirects meanwhile, MOVED
+    // after).
+    let moves = async {
+        let steps = c
+            .migrate_slot_of(
+                &format!("{}:work:{{steps}}", h.prefix),
+                Duration::from_millis(150),
+            )
+            .await
+            .unwrap();
+        let index = c
+            .migrate_slot_of(
+                &format!("{}:runs:{{default}}", h.prefix),
+                Duration::from_millis(150),
+            )
+            .await
+            .unwrap();
+        (steps, index)
+    };
+    let during = async {
+        let mut ids = Vec::new();
+        for i in 0..8 {
+            ids.push(start_run_retrying(&h, &format!("during-{i}")).await);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        ids
+    };
+    let ((steps, index), ids) = tokio::join!(moves, during);
+    assert_ne!(steps.0, steps.1);
+    assert_ne!(index.0, index.1);
+    runs.extend(ids);
+
+    let mut wrong = Vec::new();
+    for run in &runs {
+        let events = follow(&h, run, Duration::from_secs(60), |_| async {})
+            .await
+            .unwrap_or_else(|e| panic!("run {run}: {e:#}\n{}", h.logs()));
+        let fin: Vec<&pb::RunFinished> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Some(pb::run_event::Kind::RunFinished(f)) => Some(f),
+                _ => None,
+            })
+            .collect();
+        let tools = events
+            .iter()
+            .filter(|e| matches!(e.kind, Some(pb::run_event::Kind::ToolFinished(_))))
+            .count();
+        if fin.len() != 1 || fin[0].status != pb::RunStatus::Succeeded as i32 || tools != 1 {
+            wrong.push(format!("{run}: {tools} tool results, {fin:?}"));
+        }
+        for (i, ev) in events.iter().enumerate() {
+            assert_eq!(ev.offset, i as u64 + 1, "run {run}: events dense from 1");
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "every run ends once, succeeded, with one tool call: {wrong:?}\n{}",
+        h.logs()
+    );
+    // The runs are listed from the index on its new node: none lost or doubled.
+    let listed = h
+        .orchestrator()
+        .await
+        .list_runs(pb::ListRunsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs
+        .len();
+    assert_eq!(listed, runs.len());
+}

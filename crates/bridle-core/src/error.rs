@@ -149,7 +149,18 @@ pub fn redis_out_of_memory_text(reply: &str) -> bool {
 /// Redis itself rejected is INTERNAL (our command was wrong), except a refusal for lack of
 /// memory, which `From<RedisError>` makes `RedisOutOfMemory` (RESOURCE_EXHAUSTED).
 fn redis_code(e: &redis::RedisError) -> tonic::Code {
-    if e.is_io_error()
+    use redis::{ErrorKind, ServerErrorKind as S};
+    // A server that cannot take commands for now: LOADING its data after a restart, a replica
+    // still READONLY or a MASTERDOWN during a failover, a cluster slot TRYAGAIN or CLUSTERDOWN.
+    // Seen by the cluster test: a StartRun right after Redis restarted answered INTERNAL.
+    let for_now = matches!(
+        e.kind(),
+        ErrorKind::Server(
+            S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly
+        )
+    );
+    if for_now
+        || e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
@@ -303,6 +314,24 @@ mod tests {
             s.message(),
             "Redis is out of memory (maxmemory reached): it refused a write; retry when memory is freed"
         );
+    }
+
+    #[test]
+    fn a_redis_that_cannot_take_commands_for_now_is_unavailable() {
+        for reply in [
+            "-LOADING Redis is loading the dataset in memory\r\n",
+            "-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+            "-READONLY You can't write against a read only replica.\r\n",
+            "-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+            "-CLUSTERDOWN The cluster is down\r\n",
+        ] {
+            let v = redis::parse_redis_value(reply.as_bytes()).unwrap();
+            let redis::Value::ServerError(e) = v else {
+                panic!("{reply}: {v:?}")
+            };
+            let s = tonic::Status::from(Error::from(redis::RedisError::from(e)));
+            assert_eq!(s.code(), tonic::Code::Unavailable, "{reply}");
+        }
     }
 
     #[test]

@@ -341,6 +341,97 @@ impl RedisCluster {
         format!("redis+cluster://{}", hosts.join(","))
     }
 
+    /// Moves the hash slot of `key` to another primary with its keys, as `redis-cli --cluster
+    /// reshard` does: the target IMPORTING, the source MIGRATING, the keys sent over with
+    /// `MIGRATE` a few at a time (`pause` between batches, so that clients meet ASK redirects
+    /// meanwhile), then the slot assigned to the target on every node. Returns (from, to)
+    /// ports.
+    pub async fn migrate_slot_of(&self, key: &str, pause: Duration) -> anyhow::Result<(u16, u16)> {
+        let first = self.nodes[0].port();
+        let mut c = conn(first).await?;
+        let slot: u16 = ::redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut c)
+            .await?;
+        let nodes_text: String = ::redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut c)
+            .await?;
+        // "<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slot ranges...>"
+        let mut owner = None;
+        let mut ids = HashMap::new();
+        for line in nodes_text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(id), Some(addr)) = (f.first(), f.get(1)) else {
+                continue;
+            };
+            let port: u16 = addr
+                .split('@')
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .context("a port in CLUSTER NODES")?;
+            ids.insert(port, id.to_string());
+            for range in f.iter().skip(8) {
+                let (lo, hi) = match range.split_once('-') {
+                    Some((a, b)) => (a.parse::<u16>()?, b.parse::<u16>()?),
+                    None => match range.parse::<u16>() {
+                        Ok(v) => (v, v),
+                        Err(_) => continue,
+                    },
+                };
+                if (lo..=hi).contains(&slot) {
+                    owner = Some(port);
+                }
+            }
+        }
+        let from = owner.context("no node owns the slot")?;
+        let to = self
+            .nodes
+            .iter()
+            .map(RedisServer::port)
+            .find(|p| *p != from)
+            .context("a second node")?;
+        let (from_id, to_id) = (ids[&from].clone(), ids[&to].clone());
+        let mut src = conn(from).await?;
+        let mut dst = conn(to).await?;
+        let setslot = |state: &str, id: &str| {
+            let mut cmd = ::redis::cmd("CLUSTER");
+            cmd.arg("SETSLOT").arg(slot).arg(state).arg(id);
+            cmd
+        };
+        let () = setslot("IMPORTING", &from_id).query_async(&mut dst).await?;
+        let () = setslot("MIGRATING", &to_id).query_async(&mut src).await?;
+        loop {
+            let keys: Vec<String> = ::redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(2)
+                .query_async(&mut src)
+                .await?;
+            if keys.is_empty() {
+                break;
+            }
+            let () = ::redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query_async(&mut src)
+                .await?;
+            tokio::time::sleep(pause).await;
+        }
+        for n in &self.nodes {
+            let mut c = conn(n.port()).await?;
+            let () = setslot("NODE", &to_id).query_async(&mut c).await?;
+        }
+        Ok((from, to))
+    }
+
     /// Keys per node (DBSIZE), to show the data is spread.
     pub async fn keys_per_node(&self) -> anyhow::Result<Vec<u64>> {
         let mut out = Vec::new();

@@ -117,6 +117,14 @@ impl Cluster {
         for (k, v) in extra_env {
             args.extend(["-e".into(), format!("{k}={v}")]);
         }
+        if svc == "tools" {
+            // Where the other tools replicas forward this one's runs: its container name,
+            // which Docker's resolver answers on the network (a pod's IP in Kubernetes).
+            args.extend([
+                "-e".into(),
+                format!("BRIDLE_TOOLS_ADVERTISE_URL=http://{name}:50053"),
+            ]);
+        }
         if svc == "orchestrator" {
             // Published on loopback for the test's client.
             args.extend(["-p".into(), "127.0.0.1::50051".into()]);
@@ -931,6 +939,17 @@ async fn replicas_of_every_service_survive_kills_a_partition_and_a_redis_restart
     }
     let mut logs = String::new();
     if !failures.is_empty() {
+        // Every error any orchestrator logged, first.
+        for n in 1..=3 {
+            let c = cluster.name("orchestrator", n);
+            let l = cluster.logs(&c).await;
+            let errors: Vec<&str> = l
+                .lines()
+                .filter(|l| l.contains("\"ERROR\""))
+                .take(10)
+                .collect();
+            logs.push_str(&format!("--- errors of {c} ---\n{}\n", errors.join("\n")));
+        }
         for c in [
             cluster.name("orchestrator", 1),
             cluster.name("tools", 1),

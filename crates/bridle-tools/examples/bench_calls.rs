@@ -5,6 +5,8 @@
 //!
 //!   cargo run --release -p bridle-tools --example bench_calls
 //!   BENCH_N=50 BENCH_CONCURRENCY=50 cargo run --release -p bridle-tools --example bench_calls
+//!   BENCH_RUNTIME=runsc cargo run --release -p bridle-tools --example bench_calls   # gVisor
+//!   BENCH_DOCKER_HOST=unix:///run/... cargo run ...   # another engine (a rootless one)
 //!
 //! A benchmark, not a test: nothing here passes or fails on time.
 
@@ -36,6 +38,7 @@ fn tool(name: &str, warm: usize, memory: &str) -> String {
 struct Bench {
     tools: ToolsClient<Channel>,
     ns: String,
+    docker_host: Option<String>,
 }
 
 impl Bench {
@@ -77,7 +80,11 @@ impl Bench {
     async fn pool_full(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let out = tokio::process::Command::new("docker")
+            let mut docker = tokio::process::Command::new("docker");
+            if let Some(h) = &self.docker_host {
+                docker.env("DOCKER_HOST", h);
+            }
+            let out = docker
                 .args([
                     "ps",
                     "-q",
@@ -126,9 +133,23 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    bridle_testkit::docker::ensure_sandbox_image("python")
-        .await
-        .unwrap();
+    // The sandboxes' runtime (the engine's default when unset) and engine.
+    let runtime = std::env::var("BENCH_RUNTIME")
+        .ok()
+        .filter(|r| !r.is_empty());
+    let docker_host = std::env::var("BENCH_DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty());
+    println!(
+        "runtime: {}, engine: {}",
+        runtime.as_deref().unwrap_or("the engine's default"),
+        docker_host.as_deref().unwrap_or("the local one")
+    );
+    if docker_host.is_none() {
+        bridle_testkit::docker::ensure_sandbox_image("python")
+            .await
+            .unwrap();
+    }
     let redis = bridle_testkit::RedisServer::start().await.unwrap();
     let workspaces = tempfile::tempdir().unwrap();
     let ns = bridle_testkit::unique("bench");
@@ -142,6 +163,8 @@ async fn main() {
             workspace_root: Some(workspaces.path().to_path_buf()),
             pool_max_warm: c.max(8) + 4,
             pool_parallel_starts: 4,
+            sandbox_runtime: runtime,
+            docker_host: docker_host.clone(),
             ..Default::default()
         },
         shutdown.clone(),
@@ -171,6 +194,7 @@ async fn main() {
     let b = Bench {
         tools: ToolsClient::connect(url).await.unwrap(),
         ns: ns.clone(),
+        docker_host,
     };
     println!(
         "tool-call latency through the service, trivial command, {n} calls per single scenario, {c} concurrent"

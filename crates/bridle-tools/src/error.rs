@@ -19,6 +19,16 @@ pub enum Error {
     /// The engine answered, but refused (an unknown runtime, a bad option).
     #[error("docker refused to {op}: {message}")]
     DockerRefused { op: String, message: String },
+    /// The sandbox's OCI runtime is not registered with the engine: the call is refused, never
+    /// run under another runtime.
+    #[error(
+        "the Docker engine ({at}) has no OCI runtime '{runtime}' (it has: {have}); sandboxes never fall back to another runtime: register '{runtime}' in the engine's `runtimes` setting (scripts/install-deps.sh does for runsc) or name another"
+    )]
+    RuntimeMissing {
+        runtime: String,
+        at: String,
+        have: String,
+    },
     /// A configuration the sandbox rules refuse; nothing was created.
     #[error("tool '{tool}': {refused}")]
     Refused {
@@ -90,6 +100,7 @@ impl From<Error> for bridle_core::Error {
             Error::BadTool { .. }
             | Error::ImageMissing(_)
             | Error::DockerRefused { .. }
+            | Error::RuntimeMissing { .. }
             | Error::Refused { .. } => C::FailedPrecondition(e.to_string()),
             Error::Secret { .. }
             | Error::RunEnded(_)

@@ -40,6 +40,16 @@ pub struct Executor {
     pub mcp: Mcp,
     /// What the platform lets tools reach beyond their tenants' rules, and what never.
     pub egress: Arc<crate::egress::Platform>,
+    /// Which OCI runtime each tenant's sandboxes run under.
+    pub runtimes: Arc<crate::sandbox::Runtimes>,
+}
+
+/// The tenant a stored Tool belongs to.
+pub fn tool_tenant(t: &Tool) -> &str {
+    t.metadata
+        .tenant
+        .as_deref()
+        .unwrap_or(bridle_core::manifest::DEFAULT_TENANT)
 }
 
 /// One validated call, as the tool kinds see it.
@@ -206,7 +216,7 @@ impl Executor {
             }
         };
         if settings.pool.warm > 0
-            && let Ok(p) = sandboxed::profile(&t.metadata.name, &settings)
+            && let Ok(p) = sandboxed::profile(self, tool_tenant(t), &t.metadata.name, &settings)
         {
             self.sandboxes.pool.prepare(&p, settings.pool.warm as usize);
         }

@@ -20,11 +20,14 @@ use tonic::{Request, Response, Status};
 
 use crate::egress::Platform;
 use crate::quota::{Quotas, check_manifests};
+use crate::sandbox::{Engine, Runtimes};
 
 pub struct ToolManifests {
     pub inner: ManifestsService,
     pub quotas: Quotas,
     pub egress: Arc<Platform>,
+    pub runtimes: Arc<Runtimes>,
+    pub engine: Arc<Engine>,
 }
 
 #[tonic::async_trait]
@@ -36,6 +39,8 @@ impl Manifests for ToolManifests {
         for (m, d) in manifests.iter().zip(&r.documents) {
             if let Manifest::Tool(t) = m {
                 problems.extend(check_egress(&self.egress, &r.tenant, t, d));
+                problems
+                    .extend(check_runtime(&self.runtimes, &self.engine, m.tenant(), t, d).await);
             }
         }
         if !problems.is_empty() {
@@ -74,6 +79,53 @@ impl Manifests for ToolManifests {
         req: Request<DeleteManifestRequest>,
     ) -> Result<Response<DeleteManifestResponse>, Status> {
         self.inner.delete_manifest(req).await
+    }
+}
+
+/// The runtime of a Tool's sandbox: one its tenant is not bound to, or one the engine does not
+/// have (when the engine answers within a few seconds; otherwise the call will tell).
+pub async fn check_runtime(
+    runtimes: &Runtimes,
+    engine: &Engine,
+    tenant: &str,
+    t: &Tool,
+    doc: &bridle_proto::ManifestDocument,
+) -> Option<ManifestError> {
+    let s = &t.spec;
+    let (field, asked, warm) = if let Some(c) = &s.container {
+        ("spec.container", c.runtime.as_deref(), c.pool.warm)
+    } else if let Some(c) = &s.code {
+        ("spec.code", c.runtime.as_deref(), c.pool.warm)
+    } else if let Some(m) = s.mcp.as_ref().and_then(|m| m.stdio.as_ref()) {
+        ("spec.mcp.stdio", m.runtime.as_deref(), m.pool.warm)
+    } else {
+        return None;
+    };
+    let problem = |sub: &str, message: String| ManifestError {
+        source: doc.source.clone(),
+        line: locate_field(doc.first_line, &doc.yaml, &format!("{field}.{sub}")),
+        subject: Some(format!("Tool '{}'", t.metadata.name)),
+        message,
+        field: format!("{field}.{sub}"),
+    };
+    match runtimes.resolve(tenant, asked) {
+        Err(why) => Some(problem(
+            "runtime",
+            why.strip_prefix("runtime: ").unwrap_or(&why).to_string(),
+        )),
+        Ok(Some(rt)) => match engine.has_runtime(&rt).await {
+            Some(Err(e)) => Some(problem("runtime", e.to_string())),
+            _ if warm > 0 && !crate::sandbox::runtime::shares_host_mounts(Some(&rt)) => {
+                Some(problem(
+                    "pool.warm",
+                    format!(
+                        "a sandbox under runtime '{rt}' cannot be started ahead of its run: it does not see the run's workspace mounted after it starts (only runtimes on the host's kernel, such as runc, do); set pool.warm to 0"
+                    ),
+                ))
+            }
+            _ => None,
+        },
+        Ok(None) => None,
     }
 }
 

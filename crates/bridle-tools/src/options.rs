@@ -91,6 +91,13 @@ pub struct Options {
     pub workspace_snapshot_max: String,
     /// Where workspace snapshots go: `redis` (the only store built; an object store is not).
     pub workspace_snapshot_store: String,
+    /// The OCI runtime of every sandbox whose Tool names none (`runsc` for gVisor); unset =
+    /// the engine's default. The engine must have it (checked at start when the engine
+    /// answers, and before every sandbox is made: never a fallback to another runtime).
+    pub sandbox_runtime: Option<String>,
+    /// Tenants bound to a runtime: tenant -> runtime (`*` = every tenant not named). Their
+    /// sandboxes always run under it, and a Tool of theirs naming another is refused at apply.
+    pub sandbox_runtime_tenants: BTreeMap<String, String>,
 }
 
 impl Default for Options {
@@ -125,6 +132,8 @@ impl Default for Options {
             replica_lease: Duration::from_secs(15),
             workspace_snapshot_max: "64Mi".into(),
             workspace_snapshot_store: "redis".into(),
+            sandbox_runtime: None,
+            sandbox_runtime_tenants: BTreeMap::new(),
         }
     }
 }
@@ -212,6 +221,14 @@ impl Options {
         ))
     }
 
+    /// Which runtime each tenant's sandboxes run under.
+    pub fn runtimes(&self) -> crate::sandbox::Runtimes {
+        crate::sandbox::Runtimes::new(
+            self.sandbox_runtime.clone(),
+            self.sandbox_runtime_tenants.clone(),
+        )
+    }
+
     pub fn workspace_root(&self) -> PathBuf {
         self.workspace_root
             .clone()
@@ -281,6 +298,23 @@ impl config::Options for Options {
                 "workspace_snapshot_store: '{}' is not built in this version of Bridle; only 'redis' is (an S3-compatible object store is not)",
                 self.workspace_snapshot_store
             ));
+        }
+        if let Some(r) = &self.sandbox_runtime
+            && let Err(e) = crate::sandbox::runtime::check_name(r)
+        {
+            out.push(format!("sandbox_runtime: {e}"));
+        }
+        for (tenant, r) in &self.sandbox_runtime_tenants {
+            if tenant != crate::sandbox::runtime::EVERY_TENANT
+                && bridle_core::ids::check_name(tenant).is_err()
+            {
+                out.push(format!(
+                    "sandbox_runtime_tenants.{tenant}: not a tenant name (or '*' for every tenant)"
+                ));
+            }
+            if let Err(e) = crate::sandbox::runtime::check_name(r) {
+                out.push(format!("sandbox_runtime_tenants.{tenant}: {e}"));
+            }
         }
         if self.replica_lease < Duration::from_secs(1) {
             out.push("replica_lease: must be at least 1s".into());
@@ -366,6 +400,27 @@ mod tests {
         assert!(
             problems.iter().any(|p| p.starts_with("idempotency_ttl: ")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn runtime_options_are_checked_by_name() {
+        let o = Options {
+            sandbox_runtime: Some("run sc".into()),
+            sandbox_runtime_tenants: BTreeMap::from([
+                ("*".to_string(), "runsc".to_string()),
+                ("Bad Tenant".to_string(), "runsc".to_string()),
+                ("acme".to_string(), "".to_string()),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(
+            o.validate(),
+            vec![
+                "sandbox_runtime: 'run sc' is not a runtime name (letters, digits, '.', '-', '_'; at most 128)".to_string(),
+                "sandbox_runtime_tenants.Bad Tenant: not a tenant name (or '*' for every tenant)".to_string(),
+                "sandbox_runtime_tenants.acme: '' is not a runtime name (letters, digits, '.', '-', '_'; at most 128)".to_string(),
+            ]
         );
     }
 

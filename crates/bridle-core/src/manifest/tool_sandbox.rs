@@ -543,7 +543,7 @@ pub(super) fn validate_sandbox(p: &str, s: &SandboxFields<'_>, out: &mut Problem
         && (r.is_empty()
             || !r
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
         out.push((
             format!("{p}.runtime"),

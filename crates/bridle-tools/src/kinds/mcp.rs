@@ -70,7 +70,12 @@ impl Opened {
     }
 }
 
-fn stdio_profile(tool: &str, s: &McpStdio) -> Result<Arc<Profile>, Error> {
+fn stdio_profile(
+    ex: &Executor,
+    tenant: &str,
+    tool: &str,
+    s: &McpStdio,
+) -> Result<Arc<Profile>, Error> {
     let plain: Vec<(String, String)> = s
         .env
         .iter()
@@ -80,7 +85,7 @@ fn stdio_profile(tool: &str, s: &McpStdio) -> Result<Arc<Profile>, Error> {
     Ok(Arc::new(Profile::server(
         &s.image,
         limits("spec.mcp.stdio", tool, &s.limits)?,
-        s.runtime.clone(),
+        super::sandboxed::runtime(ex, tenant, "spec.mcp.stdio", tool, s.runtime.as_deref())?,
         !s.egress.is_empty(),
         s.command.clone(),
         plain,
@@ -95,7 +100,7 @@ pub fn prepare(ex: &Executor, tool: &Tool) {
             .env
             .values()
             .any(|v| bridle_core::manifest::SecretRef::is_reference(v))
-        && let Ok(p) = stdio_profile(&tool.metadata.name, s)
+        && let Ok(p) = stdio_profile(ex, crate::exec::tool_tenant(tool), &tool.metadata.name, s)
     {
         ex.sandboxes.pool.prepare(&p, s.pool.warm as usize);
     }
@@ -115,7 +120,7 @@ async fn open(
         reason,
     };
     if let Some(s) = &m.stdio {
-        let profile = stdio_profile(name, s)?;
+        let profile = stdio_profile(ex, &scope.tenant, name, s)?;
         let quota = ex.sandboxes.quotas.for_call(
             name,
             "spec.mcp.stdio",

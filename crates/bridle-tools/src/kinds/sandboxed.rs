@@ -67,13 +67,34 @@ pub fn allowlist(
 }
 
 /// The profile of a tool's sandbox (also used to warm its pool ahead of calls).
-pub fn profile(tool: &str, s: &Settings<'_>) -> Result<Arc<Profile>, Error> {
+pub fn profile(
+    ex: &Executor,
+    tenant: &str,
+    tool: &str,
+    s: &Settings<'_>,
+) -> Result<Arc<Profile>, Error> {
     Ok(Arc::new(Profile::idle(
         &s.image,
         limits(s.field, tool, s.limits)?,
-        s.runtime.map(str::to_string),
+        runtime(ex, tenant, s.field, tool, s.runtime)?,
         !s.egress.is_empty(),
     )))
+}
+
+/// The OCI runtime of a tool's sandbox (see [`crate::sandbox::runtime`]).
+pub fn runtime(
+    ex: &Executor,
+    tenant: &str,
+    field: &str,
+    tool: &str,
+    asked: Option<&str>,
+) -> Result<Option<String>, Error> {
+    ex.runtimes
+        .resolve(tenant, asked)
+        .map_err(|reason| Error::BadTool {
+            tool: tool.to_string(),
+            reason: format!("{field}.{reason}"),
+        })
 }
 
 pub async fn run(
@@ -82,7 +103,7 @@ pub async fn run(
     s: Settings<'_>,
     cmd: Command,
 ) -> Result<ToolResult, Error> {
-    let profile = profile(&call.tool, &s)?;
+    let profile = profile(ex, &call.scope.tenant, &call.tool, &s)?;
     let quota = ex.sandboxes.quotas.for_call(
         &call.tool,
         s.field,
@@ -149,6 +170,8 @@ pub async fn run(
     let stderr = o.stderr.finish(&resolved.redactor);
     let ending = if o.vanished {
         Ending::Removed
+    } else if let Some(code) = o.sandbox_stopped {
+        Ending::SandboxStopped { code }
     } else if o.timed_out {
         Ending::TimedOut {
             after: call.timeout_text(),

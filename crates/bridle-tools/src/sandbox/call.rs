@@ -175,6 +175,7 @@ fn ended_by_end_run(sandbox_id: String) -> CallResult {
             timed_out: false,
             oom_killed: false,
             vanished: true,
+            sandbox_stopped: None,
             left_processes: None,
         },
         files_written: vec![],

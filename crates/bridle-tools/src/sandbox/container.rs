@@ -18,7 +18,7 @@ use super::engine::{Engine, OP_TIMEOUT, is_not_found};
 use super::guard::{Cleanup, ContainerGuard};
 use crate::Error;
 use crate::egress::{self, proxy::Gate};
-use crate::workspace::{Slot, Workspaces};
+use crate::workspace::{RunVolume, Slot, Workspaces};
 
 /// What makes two sandboxes interchangeable: a warm one of the same profile can serve any
 /// run's call. Per-call things (argv, environment, secrets, allowlist) are not part of it.
@@ -46,6 +46,12 @@ impl Profile {
     /// Calls run through an agent as the main process (when the image can run it).
     pub fn uses_agent(&self) -> bool {
         !self.stdio
+    }
+
+    /// A sandbox of this profile sees mounts made on the host after it started, so it can be
+    /// started ahead of its run (see [`super::runtime::shares_host_mounts`]).
+    pub fn can_be_warm(&self) -> bool {
+        super::runtime::shares_host_mounts(self.runtime.as_deref())
     }
 
     /// A sandbox for `container` and `code` calls.
@@ -191,13 +197,19 @@ impl Factory {
         l
     }
 
+    /// Makes and starts a sandbox of `profile`, with `workspace` bound into its slot first
+    /// when given (a sandbox made for a run; a warm one gets its run's later).
     pub async fn create(
         &self,
         profile: &Arc<Profile>,
         labels: BTreeMap<String, String>,
         secret_env: Vec<(String, String)>,
+        workspace: Option<&Arc<RunVolume>>,
     ) -> Result<Sandbox, Error> {
         let slot = self.workspaces.slot().await?;
+        if let Some(v) = workspace {
+            slot.attach(v).await?;
+        }
         let gate = if profile.egress {
             Some(
                 Gate::start(&slot.net(), self.cleanup.shutdown()).map_err(|e| {
@@ -313,6 +325,12 @@ impl Factory {
         } else {
             None
         };
+        if super::runtime::is_gvisor(spec.runtime.as_deref()) {
+            spec.limits.pids = spec
+                .limits
+                .pids
+                .saturating_add(super::runtime::GVISOR_PIDS_OVERHEAD);
+        }
         let body = config::build(&spec)
             .map_err(|refused| Error::Refused {
                 tool: profile.image.clone(),
@@ -320,6 +338,9 @@ impl Factory {
             })
             .map_err(early)?;
         let docker = self.engine.client().await.map_err(early)?;
+        if let Some(rt) = &spec.runtime {
+            self.engine.require_runtime(rt).await.map_err(early)?;
+        }
         let name = format!(
             "bridle-{}-{}",
             profile.key,

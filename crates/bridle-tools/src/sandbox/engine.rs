@@ -4,7 +4,7 @@
 //! client is built and its API version negotiated lazily, and retried on the next call while
 //! the engine cannot be reached.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use tokio::sync::Mutex;
@@ -21,7 +21,15 @@ pub struct Engine {
     host: Option<String>,
     shown: String,
     client: Mutex<Option<Docker>>,
+    /// The engine's OCI runtimes, and when they were read.
+    runtimes: Mutex<Option<(Instant, Vec<String>)>>,
+    /// The runtime the engine uses when none is named (as last read).
+    default_runtime: Mutex<Option<String>>,
 }
+
+/// How long the engine's list of runtimes is trusted before it is read again (a runtime
+/// registered later is seen at once anyway: a name missing from the list rereads it).
+const RUNTIMES_TTL: Duration = Duration::from_secs(30);
 
 impl Engine {
     /// `host` = the configured engine address; None = DOCKER_HOST, else the local socket.
@@ -34,6 +42,8 @@ impl Engine {
             host,
             shown,
             client: Mutex::new(None),
+            runtimes: Mutex::new(None),
+            default_runtime: Mutex::new(None),
         }
     }
 
@@ -66,6 +76,73 @@ impl Engine {
             .map_err(|e| unreachable(root_cause(&e)))?;
         *slot = Some(docker.clone());
         Ok(docker)
+    }
+
+    /// The engine's OCI runtimes (`docker info`), read again when older than 30 s or when
+    /// `fresh`.
+    pub async fn runtimes(&self, fresh: bool) -> Result<Vec<String>, Error> {
+        let mut slot = self.runtimes.lock().await;
+        if !fresh
+            && let Some((at, list)) = slot.as_ref()
+            && at.elapsed() < RUNTIMES_TTL
+        {
+            return Ok(list.clone());
+        }
+        let docker = self.client().await?;
+        let info = tokio::time::timeout(OP_TIMEOUT, docker.info())
+            .await
+            .map_err(|_| self.timed_out("report its runtimes"))?
+            .map_err(|e| self.error("report its runtimes (docker info)", e))?;
+        let mut list: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        list.sort();
+        *self.default_runtime.lock().await = info.default_runtime;
+        *slot = Some((Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// The runtime the engine uses for a container that names none.
+    pub async fn default_runtime(&self) -> Result<Option<String>, Error> {
+        self.runtimes(false).await?;
+        Ok(self.default_runtime.lock().await.clone())
+    }
+
+    /// Ok when the engine has the runtime `name`; else the error names it and what the engine
+    /// has. A sandbox is never started under another runtime in its place.
+    pub async fn require_runtime(&self, name: &str) -> Result<(), Error> {
+        if self.runtimes(false).await?.iter().any(|r| r == name) {
+            return Ok(());
+        }
+        let have = self.runtimes(true).await?;
+        if have.iter().any(|r| r == name) {
+            return Ok(());
+        }
+        Err(Error::RuntimeMissing {
+            runtime: name.to_string(),
+            at: self.shown.clone(),
+            have: have.join(", "),
+        })
+    }
+
+    /// Whether the engine has the runtime `name`, when it can be told within a few seconds
+    /// (None: the engine does not answer; the call will say so).
+    pub async fn has_runtime(&self, name: &str) -> Option<Result<(), Error>> {
+        match tokio::time::timeout(Duration::from_secs(3), self.require_runtime(name)).await {
+            Ok(Err(e @ Error::RuntimeMissing { .. })) => Some(Err(e)),
+            Ok(Ok(())) => Some(Ok(())),
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+
+    /// What every sandbox's hardening needs that this engine says it cannot do (`docker
+    /// info`: memory, swap, CPU and pids limits), with why when the engine is rootless on
+    /// cgroup v1. Empty when it can do all of it.
+    pub async fn hardening_gaps(&self) -> Result<Gaps, Error> {
+        let docker = self.client().await?;
+        let info = tokio::time::timeout(OP_TIMEOUT, docker.info())
+            .await
+            .map_err(|_| self.timed_out("report what it supports"))?
+            .map_err(|e| self.error("report what it supports (docker info)", e))?;
+        Ok(Gaps::of(&info))
     }
 
     /// Classifies an engine error of operation `op` ("create the container for tool 'x'").
@@ -121,4 +198,59 @@ pub fn is_not_found(e: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+/// The limits an engine cannot enforce, by the names of `sandbox_limits_unenforced`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Gaps {
+    pub missing: Vec<&'static str>,
+    pub rootless: bool,
+    pub cgroup_v1: bool,
+}
+
+/// The limits a sandbox has, by the names `sandbox_limits_unenforced` takes.
+pub const LIMITS: &[&str] = &["memory", "swap", "cpu", "pids"];
+
+impl Gaps {
+    pub fn of(info: &bollard::models::SystemInfo) -> Self {
+        let no = |v: Option<bool>| v == Some(false);
+        let mut missing = Vec::new();
+        for (name, v) in [
+            ("memory", info.memory_limit),
+            ("swap", info.swap_limit),
+            ("cpu", info.cpu_cfs_quota),
+            ("pids", info.pids_limit),
+        ] {
+            if no(v) {
+                missing.push(name);
+            }
+        }
+        let rootless = info
+            .security_options
+            .iter()
+            .flatten()
+            .any(|o| o.split(',').any(|kv| kv == "name=rootless"));
+        let cgroup_v1 = matches!(
+            info.cgroup_version,
+            Some(bollard::models::SystemInfoCgroupVersionEnum::_1)
+        );
+        Self {
+            missing,
+            rootless,
+            cgroup_v1,
+        }
+    }
+
+    /// Why the engine cannot, in a sentence.
+    pub fn why(&self) -> &'static str {
+        match (self.rootless, self.cgroup_v1) {
+            (true, true) => {
+                "the engine runs rootless on cgroup v1, where an unprivileged engine cannot use cgroups (it needs cgroup v2 with the controllers delegated to its user)"
+            }
+            (true, false) => {
+                "the engine runs rootless and its user was not delegated these cgroup v2 controllers (systemd: Delegate=cpu cpuset io memory pids for user@.service)"
+            }
+            (false, _) => "the engine's host lacks these cgroup controllers",
+        }
+    }
 }

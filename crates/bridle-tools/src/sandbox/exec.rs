@@ -46,6 +46,9 @@ pub struct ExecOutcome {
     pub oom_killed: bool,
     /// The sandbox was removed under the call (the run ended).
     pub vanished: bool,
+    /// The sandbox itself stopped during the call, with this exit code (not removed, not out
+    /// of memory): under gVisor, what a fork past `limits.pids` does to its kernel.
+    pub sandbox_stopped: Option<i64>,
     /// Whether the call left processes running, as the sandbox's agent saw; None when
     /// nobody looked yet (a `docker exec` call: the lease asks the engine).
     pub left_processes: Option<bool>,
@@ -172,6 +175,7 @@ pub async fn exec(
             timed_out: true,
             oom_killed: false,
             vanished: false,
+            sandbox_stopped: None,
             left_processes: None,
         });
     }
@@ -201,6 +205,7 @@ pub async fn exec(
         timed_out: false,
         oom_killed,
         vanished,
+        sandbox_stopped: None,
         left_processes: None,
     })
 }
@@ -215,6 +220,42 @@ pub(super) async fn alive(sandbox: &Sandbox) -> bool {
         Ok(Ok(i)) => i.state.and_then(|s| s.running).unwrap_or(false),
         _ => false,
     }
+}
+
+/// Why a sandbox stopped answering during a call.
+pub(super) enum Stopped {
+    /// The engine killed it for memory.
+    OutOfMemory,
+    /// It stopped by itself, with this exit code.
+    Exited(i64),
+    /// It is gone (EndRun removed it), or still running, or the engine cannot tell.
+    Other,
+}
+
+/// Why the sandbox stopped, once its state says so (waited for up to a second).
+pub(super) async fn why_stopped(sandbox: &Sandbox) -> Stopped {
+    for _ in 0..10 {
+        let state = tokio::time::timeout(
+            OP_TIMEOUT,
+            sandbox.docker.inspect_container(&sandbox.id, None),
+        )
+        .await;
+        let Ok(Ok(i)) = state else {
+            return Stopped::Other;
+        };
+        let Some(s) = i.state else {
+            return Stopped::Other;
+        };
+        if s.running != Some(true) {
+            return match (s.oom_killed, s.exit_code) {
+                (Some(true), _) => Stopped::OutOfMemory,
+                (_, Some(code)) => Stopped::Exited(code),
+                _ => Stopped::Other,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Stopped::Other
 }
 
 /// Whether the engine reported an OOM kill in the sandbox since the call started. The event

@@ -18,7 +18,9 @@ pub mod guard;
 pub mod output;
 pub mod pool;
 pub mod runs;
+pub mod runtime;
 
 pub use config::{Limits, Refused, SandboxSpec};
 pub use engine::Engine;
 pub use guard::Cleanup;
+pub use runtime::Runtimes;

@@ -90,6 +90,10 @@ pub enum Ending {
     },
     /// The container disappeared mid-call (EndRun removed it).
     Removed,
+    /// The sandbox itself stopped mid-call with this exit code.
+    SandboxStopped {
+        code: i64,
+    },
 }
 
 impl Ending {
@@ -101,6 +105,9 @@ impl Ending {
                 Some(format!("[timed out after {after}: the process was killed]"))
             }
             Ending::OomKilled { limit } => Some(format!("[killed: out of memory (limit {limit})]")),
+            Ending::SandboxStopped { code } => Some(format!(
+                "[killed: the sandbox itself stopped during the call (exit code {code}); under gVisor this is what a fork past limits.pids does; the sandbox is discarded]"
+            )),
             Ending::Removed => Some(
                 "[cancelled: the sandbox was removed before the tool finished (the run ended)]"
                     .into(),

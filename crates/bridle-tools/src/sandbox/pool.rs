@@ -141,7 +141,10 @@ impl Pool {
 
     /// Registers `profile` (so its pool fills before the first call).
     pub fn prepare(self: &Arc<Self>, profile: &Arc<Profile>, warm: usize) {
-        if warm == 0 {
+        // A runtime that does not share the host's mounts cannot receive a run's workspace
+        // after it starts (such Tools are refused `pool.warm` at apply; this holds for the
+        // ones applied before the runtime changed).
+        if warm == 0 || !profile.can_be_warm() {
             return;
         }
         {
@@ -194,7 +197,7 @@ impl Pool {
                 let made = match permit {
                     Some(_p) if !shutdown.is_triggered() => {
                         let labels = me.factory.labels(&profile, &[("pool", "warm")]);
-                        Some(me.factory.create(&profile, labels, vec![]).await)
+                        Some(me.factory.create(&profile, labels, vec![], None).await)
                     }
                     _ => None,
                 };

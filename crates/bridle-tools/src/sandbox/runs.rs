@@ -215,11 +215,28 @@ impl Sandboxes {
         if run.ended.load(Ordering::SeqCst) {
             return Err(Error::RunEnded(scope.run_id.clone()));
         }
+        // The run's workspace first: a sandbox made for the run gets it bound before it
+        // starts (the only way a runtime that does not share the host's mounts sees it).
+        let volume = match &guard.workspace {
+            Some(v) => v.clone(),
+            None => {
+                let v = self.factory.workspaces.volume(quota).await?;
+                // A run this replica took over: its files come back before any sandbox sees
+                // the filesystem.
+                if !ephemeral {
+                    guard.notice = self
+                        .snapshots
+                        .restore(&scope.tenant, &scope.run_id, v.path().to_path_buf())
+                        .await;
+                }
+                guard.workspace.insert(v).clone()
+            }
+        };
         let held = guard.idle.iter().position(|s| s.profile.key == profile.key);
         let sandbox = match held {
             Some(i) => guard.idle.swap_remove(i),
             None => {
-                let warm_one = if secret_env.is_empty() {
+                let warm_one = if secret_env.is_empty() && profile.can_be_warm() {
                     self.pool.take(profile, warm).await
                 } else {
                     None
@@ -231,7 +248,9 @@ impl Sandboxes {
                             profile,
                             &[("tenant", &scope.tenant), ("run", &scope.run_id)],
                         );
-                        self.factory.create(profile, labels, secret_env).await?
+                        self.factory
+                            .create(profile, labels, secret_env, Some(&volume))
+                            .await?
                     }
                 }
             }
@@ -245,33 +264,14 @@ impl Sandboxes {
             return Err(Error::EndedWhileStarting(scope.run_id.clone()));
         }
         // The sandbox goes back to the run or away through the lease, whatever fails here.
-        let mut lease = Lease {
+        let lease = Lease {
             run,
             guard,
             sandbox: Some(sandbox),
             ephemeral,
             closing: self.closing.clone(),
         };
-        let volume = match &lease.guard.workspace {
-            Some(v) => v.clone(),
-            None => match self.factory.workspaces.volume(quota).await {
-                Ok(v) => {
-                    // A run this replica took over: its files come back before any sandbox
-                    // sees the filesystem.
-                    if !ephemeral {
-                        lease.guard.notice = self
-                            .snapshots
-                            .restore(&scope.tenant, &scope.run_id, v.path().to_path_buf())
-                            .await;
-                    }
-                    lease.guard.workspace.insert(v).clone()
-                }
-                Err(e) => {
-                    lease.release(true).await;
-                    return Err(e);
-                }
-            },
-        };
+        // A warm sandbox receives the run's workspace now (a held or new one has it already).
         let attached = match &lease.sandbox {
             Some(s) => s.slot.attach(&volume).await,
             None => Ok(()),

@@ -26,7 +26,7 @@ use bridle_core::Shutdown;
 use crate::Error;
 use crate::sandbox::config::SANDBOX_UID;
 use mounts::InstanceLock;
-use volume::RunVolume;
+pub use volume::RunVolume;
 
 /// Entries a snapshot looks at before it gives up (files_written is then partial).
 const MAX_ENTRIES: usize = 20_000;

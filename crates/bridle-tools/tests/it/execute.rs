@@ -52,9 +52,8 @@ async fn nonzero_exit_is_an_error_result_with_stderr() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn stdout_over_the_cap_is_truncated_with_a_marker() {
-    let h = Harness::start().await;
+async fn stdout_over_the_cap_is_truncated_with_a_marker(runtime: Option<&str>) {
+    let h = Harness::start_under(runtime).await;
     h.apply(&python_tool("py", "")).await;
     let r = h.python("print('a' * 5000)").await;
     assert!(r.stdout_truncated, "{r:?}");
@@ -149,3 +148,5 @@ async fn missing_image_is_failed_precondition_naming_it() {
     );
     h.stop().await;
 }
+
+crate::under_each_runtime!(stdout_over_the_cap_is_truncated_with_a_marker);

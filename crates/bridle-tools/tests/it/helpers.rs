@@ -46,6 +46,10 @@ pub struct Setup {
     pub egress_private_allow_tenants: std::collections::BTreeMap<String, Vec<String>>,
     /// Extra roots for the hosts credentials are bound to (the tests' own CA).
     pub egress_upstream_ca_file: Option<std::path::PathBuf>,
+    /// `sandbox_runtime` (default: the engine's default runtime).
+    pub runtime: Option<String>,
+    /// `sandbox_runtime_tenants` (default: none).
+    pub runtime_tenants: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Setup {
@@ -61,6 +65,8 @@ impl Default for Setup {
             egress_private_allow: vec!["127.0.0.1".into()],
             egress_private_allow_tenants: Default::default(),
             egress_upstream_ca_file: None,
+            runtime: None,
+            runtime_tenants: Default::default(),
         }
     }
 }
@@ -68,6 +74,16 @@ impl Default for Setup {
 impl Harness {
     pub async fn start() -> Self {
         Self::start_with(Setup::default()).await
+    }
+
+    /// A service whose sandboxes all run under `runtime` (None: the engine's default). A
+    /// runtime the engine lacks fails the test at start: the service refuses to start.
+    pub async fn start_under(runtime: Option<&str>) -> Self {
+        Self::start_with(Setup {
+            runtime: runtime.map(str::to_string),
+            ..Setup::default()
+        })
+        .await
     }
 
     pub async fn start_with(setup: Setup) -> Self {
@@ -108,6 +124,8 @@ impl Harness {
             egress_private_allow: setup.egress_private_allow,
             egress_private_allow_tenants: setup.egress_private_allow_tenants,
             egress_upstream_ca_file: setup.egress_upstream_ca_file,
+            sandbox_runtime: setup.runtime,
+            sandbox_runtime_tenants: setup.runtime_tenants,
             // A lower ceiling is the default as well (the default may not be above it).
             workspace_quota_max: setup
                 .quota_max

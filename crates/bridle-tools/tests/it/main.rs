@@ -4,6 +4,21 @@
 // Helpers outside #[test] functions are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// Runs each listed test (an `async fn(runtime: Option<&str>)`) twice: under the engine's
+/// default runtime (`runc::<name>`) and under gVisor (`runsc::<name>`, which
+/// scripts/install-deps.sh registers with the engine).
+#[macro_export]
+macro_rules! under_each_runtime {
+    ($($name:ident),* $(,)?) => {
+        mod runc {
+            $( #[tokio::test] async fn $name() { super::$name(None).await } )*
+        }
+        mod runsc {
+            $( #[tokio::test] async fn $name() { super::$name(Some("runsc")).await } )*
+        }
+    };
+}
+
 mod boundary;
 mod execute;
 mod hardening;
@@ -15,5 +30,6 @@ mod mcp;
 mod net;
 mod pool;
 mod quota;
+mod runtimes;
 mod secrets_and_list;
 mod workspace;

@@ -38,10 +38,12 @@ fn images(root: &Path) -> Vec<(PathBuf, u64, u64)> {
     out
 }
 
-#[tokio::test]
-async fn a_write_past_the_quota_fails_in_the_sandbox_while_another_run_writes() {
+async fn a_write_past_the_quota_fails_in_the_sandbox_while_another_run_writes(
+    runtime: Option<&str>,
+) {
     let h = Harness::start_with(Setup {
         images: vec!["bash"],
+        runtime: runtime.map(str::to_string),
         ..Setup::default()
     })
     .await;
@@ -297,3 +299,5 @@ async fn a_quota_above_the_ceiling_is_refused_at_apply_and_at_call() {
     assert!(kib > 3 * 1024 && kib <= 4 * 1024, "{r:?}");
     h.stop().await;
 }
+
+crate::under_each_runtime!(a_write_past_the_quota_fails_in_the_sandbox_while_another_run_writes);

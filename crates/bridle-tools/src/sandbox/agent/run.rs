@@ -5,7 +5,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::super::container::Sandbox;
-use super::super::exec::{ExecError, ExecOutcome, ExecRequest, alive, oom_since};
+use super::super::exec::{
+    ExecError, ExecOutcome, ExecRequest, Stopped, alive, oom_since, why_stopped,
+};
 use super::super::guard::remove_now;
 use super::super::output::Capture;
 use super::{Conn, State, wire};
@@ -90,6 +92,7 @@ async fn run(
         timed_out,
         oom_killed,
         vanished,
+        sandbox_stopped: None,
         left_processes: Some(left),
     };
     let exit = match ended {
@@ -102,6 +105,19 @@ async fn run(
             return Ok((outcome(-1, true, false, false, true), true));
         }
         Ok(Err(e)) => {
+            // The engine killed the sandbox for memory: under gVisor its kernel goes, agent and
+            // all (under runc only the tool's process is killed, and the agent reports it).
+            match why_stopped(sandbox).await {
+                Stopped::OutOfMemory => {
+                    return Ok((outcome(137, false, true, false, true), true));
+                }
+                Stopped::Exited(code) => {
+                    let mut o = outcome(-1, false, false, false, true);
+                    o.sandbox_stopped = Some(code);
+                    return Ok((o, true));
+                }
+                Stopped::Other => {}
+            }
             // Removed by EndRun, or the agent died (killed by the tool's own code).
             let gone = !alive(sandbox).await;
             if !gone {

@@ -232,7 +232,7 @@ stop_engine() {
   if [ -n "$p" ]; then
     # setsid made it a process group leader: the group is the engine and its helpers.
     kill -TERM -- "-$p" 2>/dev/null || true
-    for _ in $(seq 1 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+    for _ in $(seq 1 20); do pgrep -g "$p" >/dev/null || break; sleep 0.5; done
   fi
   # podman's pause process holds the namespace; it must go for a new one to be made.
   if [ "$ENGINE" = podman ] && [ -n "$pause" ] && kill -0 "$pause" 2>/dev/null; then

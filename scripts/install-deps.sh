@@ -20,6 +20,12 @@ command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || apt_missing
 { command -v flock && command -v setpriv; } >/dev/null || apt_missing+=(util-linux)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "${CHROME:-}" ] || apt_missing+=(chromium)
 command -v docker-compose >/dev/null || apt_missing+=(docker-compose)
+# The rootless engines the sandbox tests check the service against (scripts/rootless-engine.sh):
+# rootless dockerd (rootlesskit, slirp4netns, newuidmap) and Podman's API (podman, catatonit).
+for p in rootlesskit slirp4netns podman catatonit; do
+  command -v "$p" >/dev/null || [ -x "/usr/bin/$p" ] || apt_missing+=("$p")
+done
+command -v newuidmap >/dev/null || apt_missing+=(uidmap)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   log "installing ${apt_missing[*]} (apt)"
   $SUDO apt-get update -qq

@@ -41,6 +41,10 @@ die() { echo "rootless-engine: $*" >&2; exit 1; }
 say() { echo "rootless-engine: $*" >&2; }
 
 [ "$(id -u)" = 0 ] || die "run as root (it creates a user and a shared mount)"
+# One at a time (tests start engines in parallel; the user, the shared mount and the
+# subordinate ids are made once).
+exec 9>/run/bridle-rootless-engine.lock
+flock 9
 
 case "$ENGINE" in
   dockerd)
@@ -207,12 +211,12 @@ start_engine() {
       as_user setsid sh -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
         dockerd-rootless.sh -H "$HOST" \
         --data-root "$HOME_DIR/.local/share/docker" --exec-root "$XDG/docker" \
-        >>"$LOG" 2>&1 </dev/null &
+        >>"$LOG" 2>&1 </dev/null 9>&- &
       ;;
     podman)
       install -d -o "$USER_NAME" -g "$USER_NAME" -m 0700 "$(dirname "$SOCK")"
       as_user setsid sh -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
-        podman system service --time=0 "$HOST" >>"$LOG" 2>&1 </dev/null &
+        podman system service --time=0 "$HOST" >>"$LOG" 2>&1 </dev/null 9>&- &
       ;;
   esac
   # The engine writes its own pid (a session and group leader: setsid), so stop can end

@@ -70,7 +70,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     match engine.client().await {
         Ok(_) => {
             tracing::info!(docker = engine.shown(), "connected to the docker engine");
-            check_engine(&engine, &runtimes).await?;
+            sandbox::checks::at_start(&engine, &runtimes).await?;
         }
         Err(e) => tracing::warn!(
             "{e}; starting anyway: sandboxed tools will fail with UNAVAILABLE until the engine answers"
@@ -191,37 +191,6 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     }
     affinity.register(advertise).await?;
     Ok(addr)
-}
-
-/// Refuses to start against an engine that lacks a runtime the options name (a sandbox is
-/// never run under a weaker one in its place). Only when the engine answers: the service must
-/// start while it is down, and each sandbox's creation checks again.
-async fn check_engine(
-    engine: &sandbox::Engine,
-    runtimes: &sandbox::Runtimes,
-) -> Result<(), bridle_core::Error> {
-    match engine.default_runtime().await {
-        Ok(Some(d))
-            if !runtimes.has_default() && !sandbox::runtime::shares_host_mounts(Some(&d)) =>
-        {
-            return Err(bridle_core::Error::Config(format!(
-                "the Docker engine ({}) runs containers under '{d}' by default, which this service cannot see when a Tool names no runtime; name it instead (sandbox_runtime: {d}) and leave the engine's default-runtime at runc",
-                engine.shown()
-            )));
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!("cannot read the engine's default runtime: {e}"),
-    }
-    for (option, rt) in runtimes.configured() {
-        match engine.require_runtime(rt).await {
-            Ok(()) => {}
-            Err(e @ Error::RuntimeMissing { .. }) => {
-                return Err(bridle_core::Error::Config(format!("{option}: {e}")));
-            }
-            Err(e) => tracing::warn!(option, runtime = rt, "cannot check the runtime: {e}"),
-        }
-    }
-    Ok(())
 }
 
 /// Which stopped sandboxes the reaper may take as abandoned by other instances.

@@ -254,3 +254,37 @@ impl Gaps {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(json: serde_json::Value) -> bollard::models::SystemInfo {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_rootless_engine_on_cgroup_v1_lacks_every_limit_and_says_why() {
+        // What rootless dockerd 20.10 answers on this development machine.
+        let g = Gaps::of(&info(serde_json::json!({
+            "SecurityOptions": ["name=seccomp,profile=default", "name=rootless"],
+            "CgroupVersion": "1",
+            "MemoryLimit": false, "SwapLimit": false, "CpuCfsQuota": false, "PidsLimit": false
+        })));
+        assert_eq!(g.missing, vec!["memory", "swap", "cpu", "pids"]);
+        assert!(g.rootless && g.cgroup_v1);
+        assert!(g.why().starts_with("the engine runs rootless on cgroup v1"));
+    }
+
+    #[test]
+    fn a_rootful_engine_with_its_controllers_lacks_nothing() {
+        let g = Gaps::of(&info(serde_json::json!({
+            "SecurityOptions": ["name=seccomp,profile=default"],
+            "CgroupVersion": "1",
+            "MemoryLimit": true, "SwapLimit": true, "CpuCfsQuota": true, "PidsLimit": true
+        })));
+        assert!(g.missing.is_empty() && !g.rootless);
+        // An engine that says nothing of a limit is not taken to lack it.
+        assert!(Gaps::of(&info(serde_json::json!({}))).missing.is_empty());
+    }
+}

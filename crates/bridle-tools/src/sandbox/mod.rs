@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod call;
+pub mod checks;
 pub mod config;
 pub mod container;
 pub mod engine;

@@ -30,6 +30,7 @@ mod mcp;
 mod net;
 mod pool;
 mod quota;
+mod rootless;
 mod runtimes;
 mod secrets_and_list;
 mod workspace;

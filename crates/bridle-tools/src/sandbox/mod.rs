@@ -9,9 +9,11 @@
 //! which refuses privileged mode, added capabilities and the Docker socket.
 
 pub mod agent;
+pub mod backend;
 pub mod call;
 pub mod config;
 pub mod container;
+pub mod docker;
 pub mod engine;
 pub mod exec;
 pub mod guard;
@@ -20,6 +22,7 @@ pub mod pool;
 pub mod runs;
 pub mod runtime;
 
+pub use backend::Backend;
 pub use config::{Limits, Refused, SandboxSpec};
 pub use engine::Engine;
 pub use guard::Cleanup;

@@ -8,11 +8,12 @@
 //! JSON Schema before anything runs; a call with an idempotency key runs at most once.
 //!
 //! This service must never run a tool whose arguments failed validation, never create a
-//! container outside [`sandbox::container::Factory::create`] and [`sandbox::config::build`]
-//! (privileged mode, added capabilities and the Docker socket are refused there), never hand
-//! a sandbox or workspace of one run to another run or tenant, never let a sandbox reach the
-//! network except through its allowlist, never log or store a secret value, and never return
-//! a tool's output without first scrubbing the secrets that call resolved.
+//! sandbox outside [`sandbox::container::Factory::create`] and its backend (Docker's builds
+//! each container through [`sandbox::config::build`], where privileged mode, added
+//! capabilities and the Docker socket are refused), never hand a sandbox or workspace of one
+//! run to another run or tenant, never let a sandbox reach the network except through its
+//! allowlist, never log or store a secret value, and never return a tool's output without
+//! first scrubbing the secrets that call resolved.
 
 pub mod affinity;
 mod args;

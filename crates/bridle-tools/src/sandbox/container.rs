@@ -35,7 +35,7 @@ pub struct Profile {
     pub key: String,
 }
 
-/// The idle main process of sandboxes that run calls with `docker exec` (those without an
+/// The idle main process of sandboxes that run calls through their backend (those without an
 /// agent; see [`super::agent`]).
 const IDLE: &[&str] = &["sleep", "infinity"];
 
@@ -122,7 +122,7 @@ pub struct Sandbox {
     /// reference across tasks).
     pub stdio: std::sync::Mutex<Option<MainStdio>>,
     pub mcp: Option<McpSession>,
-    /// The agent that runs its calls (None: calls use `docker exec`).
+    /// The agent that runs its calls (None: calls go through the backend: `docker exec`).
     pub agent: Option<agent::Link>,
     guard: ContainerGuard,
 }

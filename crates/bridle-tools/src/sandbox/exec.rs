@@ -38,7 +38,7 @@ pub struct ExecOutcome {
     /// of memory): under gVisor, what a fork past `limits.pids` does to its kernel.
     pub sandbox_stopped: Option<i64>,
     /// Whether the call left processes running, as the sandbox's agent saw; None when
-    /// nobody looked yet (a `docker exec` call: the lease asks the engine).
+    /// nobody looked yet (a call through the backend: the lease asks it).
     pub left_processes: Option<bool>,
 }
 

@@ -91,6 +91,17 @@ impl From<redis::RedisError> for Error {
     }
 }
 
+/// The innermost error message ("Connection refused"), not "error trying to connect".
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    let mut text = cur.to_string();
+    while let Some(next) = cur.source() {
+        cur = next;
+        text = cur.to_string();
+    }
+    text
+}
+
 impl From<Error> for bridle_core::Error {
     fn from(e: Error) -> Self {
         use bridle_core::Error as C;

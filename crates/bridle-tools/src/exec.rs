@@ -21,7 +21,7 @@ use crate::kinds::{code, container, http, mcp as mcp_kind, sandboxed};
 use crate::mcp::{Exposed, Mcp, SEPARATOR};
 use crate::registry::{Registry, exposed_proto, spec_proto, tenant_or_default};
 use crate::sandbox::runs::Sandboxes;
-use crate::sandbox::{Cleanup, Engine};
+use crate::sandbox::{Backend, Cleanup};
 use crate::{Error, args};
 
 /// The longest wall-clock limit a call can have, whatever the request or the tool says.
@@ -30,7 +30,8 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub struct Executor {
     pub registry: Registry,
     pub idempotency: Idempotency,
-    pub engine: Arc<Engine>,
+    /// What makes and removes sandboxes (EndRun's sweep by label goes through it).
+    pub backend: Arc<dyn Backend>,
     pub secrets: SecretsClient<Channel>,
     /// Each live run's redaction set.
     pub run_secrets: crate::secrets::RunSecrets,

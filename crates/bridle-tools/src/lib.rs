@@ -8,11 +8,12 @@
 //! JSON Schema before anything runs; a call with an idempotency key runs at most once.
 //!
 //! This service must never run a tool whose arguments failed validation, never create a
-//! container outside [`sandbox::container::Factory::create`] and [`sandbox::config::build`]
-//! (privileged mode, added capabilities and the Docker socket are refused there), never hand
-//! a sandbox or workspace of one run to another run or tenant, never let a sandbox reach the
-//! network except through its allowlist, never log or store a secret value, and never return
-//! a tool's output without first scrubbing the secrets that call resolved.
+//! sandbox outside [`sandbox::container::Factory::create`] and its backend (Docker's builds
+//! each container through [`sandbox::config::build`], where privileged mode, added
+//! capabilities and the Docker socket are refused), never hand a sandbox or workspace of one
+//! run to another run or tenant, never let a sandbox reach the network except through its
+//! allowlist, never log or store a secret value, and never return a tool's output without
+//! first scrubbing the secrets that call resolved.
 
 pub mod affinity;
 mod args;
@@ -77,7 +78,11 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         ),
     }
     let cleanup = sandbox::Cleanup::new(shutdown.clone());
-    cleanup.sweep_on_shutdown(engine.clone(), opts.server.grace_period);
+    // The one place the engine is chosen: everything else makes and removes sandboxes
+    // through the backend.
+    let backend: Arc<dyn sandbox::Backend> =
+        sandbox::docker::DockerBackend::new(engine.clone(), cleanup.clone());
+    cleanup.sweep_on_shutdown(backend.clone(), opts.server.grace_period);
 
     let instance = ulid::Ulid::new().to_string().to_lowercase();
     let workspaces =
@@ -89,7 +94,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         grace: opts.orphan_grace,
     };
     let factory = Arc::new(sandbox::container::Factory {
-        engine: engine.clone(),
+        backend: backend.clone(),
         workspaces: workspaces.clone(),
         cleanup: cleanup.clone(),
         label_namespace: opts.label_namespace.clone(),
@@ -108,14 +113,8 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         opts.workspace_snapshot_max.clone(),
         opts.run_idle_ttl,
     );
-    let sandboxes = sandbox::runs::Sandboxes::new(
-        engine.clone(),
-        factory,
-        pool,
-        opts.run_idle_ttl,
-        quotas,
-        snapshots,
-    );
+    let sandboxes =
+        sandbox::runs::Sandboxes::new(factory, pool, opts.run_idle_ttl, quotas, snapshots);
 
     // Trace context and this service's identity (its mTLS certificate, or the internal token
     // and name) on every call: the broker resolves tool scopes for the tools service only.
@@ -132,11 +131,10 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     egress
         .keep_resolved(Duration::from_secs(60), &shutdown)
         .await;
-    let engine_for_apply = engine.clone();
     let exec = Arc::new(exec::Executor {
         registry: registry::Registry::new(store.clone()),
         idempotency: idempotency::Idempotency::new(conn, keys, opts.idempotency_ttl, replicas),
-        engine,
+        backend: backend.clone(),
         secrets: SecretsClient::new(channel),
         run_secrets: secrets::RunSecrets::new(opts.run_idle_ttl),
         label_namespace: opts.label_namespace.clone(),
@@ -165,7 +163,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         quotas,
         egress: egress.clone(),
         runtimes,
-        engine: engine_for_apply,
+        backend,
     }));
     if opts.server.listen.port() != 0 {
         egress.protect_own_port(opts.server.listen.port());
@@ -240,13 +238,9 @@ fn background(
                     ex.sandboxes.reap().await;
                     ex.run_secrets.reap();
                     ws.sweep_dead().await;
-                    sandbox::guard::sweep_orphans(
-                        &ex.engine,
-                        &orphans.ns,
-                        &orphans.instance,
-                        orphans.grace,
-                    )
-                    .await;
+                    ex.backend
+                        .sweep_orphans(&orphans.ns, &orphans.instance, orphans.grace)
+                        .await;
                 }
             }
         }

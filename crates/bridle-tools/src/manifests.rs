@@ -20,14 +20,14 @@ use tonic::{Request, Response, Status};
 
 use crate::egress::Platform;
 use crate::quota::{Quotas, check_manifests};
-use crate::sandbox::{Engine, Runtimes};
+use crate::sandbox::{Backend, Runtimes};
 
 pub struct ToolManifests {
     pub inner: ManifestsService,
     pub quotas: Quotas,
     pub egress: Arc<Platform>,
     pub runtimes: Arc<Runtimes>,
-    pub engine: Arc<Engine>,
+    pub backend: Arc<dyn Backend>,
 }
 
 #[tonic::async_trait]
@@ -40,7 +40,7 @@ impl Manifests for ToolManifests {
             if let Manifest::Tool(t) = m {
                 problems.extend(check_egress(&self.egress, &r.tenant, t, d));
                 problems
-                    .extend(check_runtime(&self.runtimes, &self.engine, m.tenant(), t, d).await);
+                    .extend(check_runtime(&self.runtimes, &*self.backend, m.tenant(), t, d).await);
             }
         }
         if !problems.is_empty() {
@@ -86,7 +86,7 @@ impl Manifests for ToolManifests {
 /// have (when the engine answers within a few seconds; otherwise the call will tell).
 pub async fn check_runtime(
     runtimes: &Runtimes,
-    engine: &Engine,
+    backend: &dyn Backend,
     tenant: &str,
     t: &Tool,
     doc: &bridle_proto::ManifestDocument,
@@ -113,7 +113,7 @@ pub async fn check_runtime(
             "runtime",
             why.strip_prefix("runtime: ").unwrap_or(&why).to_string(),
         )),
-        Ok(Some(rt)) => match engine.has_runtime(&rt).await {
+        Ok(Some(rt)) => match backend.has_runtime(&rt).await {
             Some(Err(e)) => Some(problem("runtime", e.to_string())),
             _ if warm > 0 && !crate::sandbox::runtime::shares_host_mounts(Some(&rt)) => {
                 Some(problem(

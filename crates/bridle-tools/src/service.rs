@@ -1,9 +1,8 @@
 //! The `bridle.v1.Tools` gRPC service.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use bridle_core::auth::{AuthMode, Caller};
 use bridle_proto::tools_server::Tools;
 use bridle_proto::{
@@ -16,8 +15,6 @@ use crate::Error;
 use crate::affinity::{self, Affinity, FORWARDED_TO, Route};
 use crate::exec::Executor;
 use crate::registry::tenant_or_default;
-use crate::sandbox::engine::OP_TIMEOUT;
-use crate::sandbox::guard::remove_now;
 
 pub struct ToolsService {
     exec: Arc<Executor>,
@@ -109,31 +106,12 @@ impl ToolsService {
         // Sandboxes made for the run carry its labels; any this instance lost track of (or
         // that another instance made) go too.
         let ns = &self.exec.label_namespace;
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{ns}.managed=true"),
-                format!("{ns}.run={}", scope.run_id),
-                format!("{ns}.tenant={tenant}"),
-            ],
-        )]);
-        if let Ok(docker) = self.exec.engine.client().await {
-            let opts = ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build();
-            if let Ok(Ok(found)) =
-                tokio::time::timeout(OP_TIMEOUT, docker.list_containers(Some(opts))).await
-            {
-                for c in found {
-                    if let Some(id) = c.id
-                        && remove_now(&docker, &id).await
-                    {
-                        removed += 1;
-                    }
-                }
-            }
-        }
+        let labels = BTreeMap::from([
+            (format!("{ns}.managed"), "true".to_string()),
+            (format!("{ns}.run"), scope.run_id.clone()),
+            (format!("{ns}.tenant"), tenant.to_string()),
+        ]);
+        removed += self.exec.backend.remove_labelled(&labels).await;
         tracing::info!(run = %scope.run_id, tenant, removed, "run ended");
         Ok(removed)
     }

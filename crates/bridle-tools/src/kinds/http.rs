@@ -183,10 +183,7 @@ pub async fn run(ex: &Executor, h: &HttpTool, call: &Call) -> Result<ToolResult,
             let why = if e.is_timeout() {
                 format!("no answer within {}", call.timeout_text())
             } else {
-                format!(
-                    "the request failed: {}",
-                    crate::sandbox::engine::root_cause(&e)
-                )
+                format!("the request failed: {}", crate::error::root_cause(&e))
             };
             let mut r = failed(&call.tool, why, started);
             r.timed_out = e.is_timeout();

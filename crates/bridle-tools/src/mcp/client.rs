@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::container::LogOutput;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use rmcp::ServiceExt as _;
@@ -13,7 +12,7 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 
-use crate::sandbox::container::MainStdio;
+use crate::sandbox::backend::{Chunk, MainStdio};
 
 /// A connected MCP client.
 pub type Client = RunningService<RoleClient, ()>;
@@ -49,15 +48,12 @@ pub async fn over_stdio(stdio: MainStdio) -> Result<(Client, StderrTail), String
     let t = tail.clone();
     let stdout = stdio.output.filter_map(move |item| {
         let out = match item {
-            Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                Some(Ok::<Bytes, std::io::Error>(message))
-            }
-            Ok(LogOutput::StdErr { message }) => {
+            Ok(Chunk::Stdout(message)) => Some(Ok::<Bytes, std::io::Error>(message)),
+            Ok(Chunk::Stderr(message)) => {
                 t.push(&message);
                 None
             }
-            Ok(LogOutput::StdIn { .. }) => None,
-            Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+            Err(e) => Some(Err(e)),
         };
         futures::future::ready(out)
     });

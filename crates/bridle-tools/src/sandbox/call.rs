@@ -84,7 +84,7 @@ impl Sandboxes {
                 None => return Err(Error::Core(bridle_core::Error::internal("request reused"))),
             };
             let kept = clone_request(&req);
-            let r = exec(&self.engine, sb, req).await;
+            let r = exec(sb, req).await;
             let egress_refused = sb.gate.as_ref().map(|g| g.close()).unwrap_or_default();
             sb.slot.clear_secrets().await;
             let sandbox_id = sb.short.clone();

@@ -1,20 +1,17 @@
 //! A sandbox: one hardened container with its slot (workspace, secrets, egress socket, agent
 //! socket), started and waiting for calls. Calls run in it through its agent (see
-//! [`super::agent`]) or with `docker exec` (see [`super::exec`]), or, for MCP stdio servers,
-//! talk to its main process over the attached stdio.
+//! [`super::agent`]) or its backend (see [`super::exec`]), or, for MCP stdio servers, talk to
+//! its main process over the attached stdio. What makes and removes it is its
+//! [`Backend`]; this file decides what goes in it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use bollard::Docker;
-use bollard::exec::{CreateExecOptions, StartExecOptions};
-use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
-use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
 use super::agent;
-use super::config::{self, BindMount, Limits, SandboxSpec, WORKSPACE};
-use super::engine::{Engine, OP_TIMEOUT, is_not_found};
+use super::backend::{self, Backend, Created, Failed, MainStdio};
+use super::config::{BindMount, Limits, SandboxSpec, WORKSPACE};
 use super::guard::{Cleanup, ContainerGuard};
 use crate::Error;
 use crate::egress::{self, proxy::Gate};
@@ -38,7 +35,7 @@ pub struct Profile {
     pub key: String,
 }
 
-/// The idle main process of sandboxes that run calls with `docker exec` (those without an
+/// The idle main process of sandboxes that run calls through their backend (those without an
 /// agent; see [`super::agent`]).
 const IDLE: &[&str] = &["sleep", "infinity"];
 
@@ -106,18 +103,6 @@ impl Profile {
     }
 }
 
-/// The attached stdio of a sandbox's main process.
-pub struct MainStdio {
-    pub output: std::pin::Pin<
-        Box<
-            dyn futures::Stream<
-                    Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
-                > + Send,
-        >,
-    >,
-    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
-}
-
 /// The MCP session with a sandbox's main process (made on first use).
 pub struct McpSession {
     pub client: crate::mcp::client::Client,
@@ -131,12 +116,13 @@ pub struct Sandbox {
     pub profile: Arc<Profile>,
     pub slot: Arc<Slot>,
     pub gate: Option<Gate>,
-    pub docker: Docker,
+    /// What made it, and removes it.
+    pub backend: Arc<dyn Backend>,
     /// Taken once by the MCP client (in a mutex only so a sandbox can be shared by
     /// reference across tasks).
     pub stdio: std::sync::Mutex<Option<MainStdio>>,
     pub mcp: Option<McpSession>,
-    /// The agent that runs its calls (None: calls use `docker exec`).
+    /// The agent that runs its calls (None: calls go through the backend: `docker exec`).
     pub agent: Option<agent::Link>,
     guard: ContainerGuard,
 }
@@ -155,25 +141,13 @@ impl Sandbox {
 
     /// Host pids of the processes running in it now.
     pub async fn pids(&self) -> Option<HashSet<String>> {
-        let top = tokio::time::timeout(OP_TIMEOUT, self.docker.top_processes(&self.id, None))
-            .await
-            .ok()?
-            .ok()?;
-        let titles = top.titles.unwrap_or_default();
-        let col = titles.iter().position(|t| t == "PID")?;
-        Some(
-            top.processes
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|p| p.get(col).cloned())
-                .collect(),
-        )
+        self.backend.processes(&self.id).await.map(backend::pids)
     }
 }
 
-/// Makes sandboxes: the one place containers are created.
+/// Makes sandboxes: the one place they are created (through its backend).
 pub struct Factory {
-    pub engine: Arc<Engine>,
+    pub backend: Arc<dyn Backend>,
     pub workspaces: Workspaces,
     pub cleanup: Cleanup,
     pub label_namespace: String,
@@ -274,23 +248,16 @@ impl Factory {
             other => other,
         };
         let Launched {
-            docker,
-            id,
-            guard,
-            stdio,
+            created: Created { id, guard, stdio },
             agent,
         } = launched.map_err(|f| f.error)?;
-        let engine = &self.engine;
-        if profile.egress {
-            start_forwarder(engine, &docker, &id).await?;
-        }
         let sandbox = Sandbox {
             short: id.chars().take(12).collect(),
             id,
             profile: profile.clone(),
             slot,
             gate,
-            docker,
+            backend: self.backend.clone(),
             stdio: std::sync::Mutex::new(stdio),
             mcp: None,
             agent,
@@ -299,8 +266,8 @@ impl Factory {
         Ok(sandbox)
     }
 
-    /// Creates and starts the container of `spec`, with the agent as its main process when
-    /// `with_agent` (then listening for it in the slot first).
+    /// Creates and starts the sandbox of `spec` through the backend, with the agent as its
+    /// main process when `with_agent` (then listening for it in the slot first).
     async fn launch(
         &self,
         profile: &Profile,
@@ -325,145 +292,12 @@ impl Factory {
         } else {
             None
         };
-        if super::runtime::is_gvisor(spec.runtime.as_deref()) {
-            spec.limits.pids = spec
-                .limits
-                .pids
-                .saturating_add(super::runtime::GVISOR_PIDS_OVERHEAD);
-        }
-        let body = config::build(&spec)
-            .map_err(|refused| Error::Refused {
-                tool: profile.image.clone(),
-                refused,
-            })
-            .map_err(early)?;
-        let docker = self.engine.client().await.map_err(early)?;
-        if let Some(rt) = &spec.runtime {
-            self.engine.require_runtime(rt).await.map_err(early)?;
-        }
-        let name = format!(
-            "bridle-{}-{}",
-            profile.key,
-            ulid::Ulid::new().to_string().to_lowercase()
-        );
-        let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-        let engine = &self.engine;
-        let created = tokio::time::timeout(OP_TIMEOUT, docker.create_container(Some(opts), body))
-            .await
-            .map_err(|_| early(engine.timed_out("create a container")))?
-            .map_err(|e| {
-                early(
-                    if is_not_found(&e) && e.to_string().to_ascii_lowercase().contains("image") {
-                        Error::ImageMissing(profile.image.clone())
-                    } else {
-                        engine.error(
-                            &format!("create a container of image '{}'", profile.image),
-                            e,
-                        )
-                    },
-                )
-            })?;
-        let guard = ContainerGuard::new(docker.clone(), created.id.clone(), self.cleanup.clone());
-        let id = created.id;
-        let stdio = if profile.stdio {
-            let attach = AttachContainerOptionsBuilder::new()
-                .stdin(true)
-                .stdout(true)
-                .stderr(true)
-                .stream(true)
-                .logs(false)
-                .build();
-            let a = tokio::time::timeout(OP_TIMEOUT, docker.attach_container(&id, Some(attach)))
-                .await
-                .map_err(|_| early(engine.timed_out("attach to a container")))?
-                .map_err(|e| early(engine.error("attach to a sandbox", e)))?;
-            Some(MainStdio {
-                output: a.output,
-                input: a.input,
-            })
-        } else {
-            None
-        };
-        let started = tokio::time::timeout(OP_TIMEOUT, docker.start_container(&id, None))
-            .await
-            .map_err(|_| engine.timed_out("start a container"))
-            .and_then(|r| {
-                r.map_err(|e| {
-                    engine.error(&format!("start a sandbox of image '{}'", profile.image), e)
-                })
-            });
-        if let Err(error) = started {
-            guard.remove().await;
-            return Err(Failed {
-                error,
-                at_start: true,
-            });
-        }
-        Ok(Launched {
-            docker,
-            id,
-            guard,
-            stdio,
-            agent,
-        })
+        let created = self.backend.clone().create(profile, spec).await?;
+        Ok(Launched { created, agent })
     }
 }
 
 struct Launched {
-    docker: Docker,
-    id: String,
-    guard: ContainerGuard,
-    stdio: Option<MainStdio>,
+    created: Created,
     agent: Option<agent::Link>,
-}
-
-/// Why a launch failed; `at_start` when the container was made but would not start.
-struct Failed {
-    error: Error,
-    at_start: bool,
-}
-
-/// Starts the egress forwarder beside the main process (it needs python3 in the image).
-async fn start_forwarder(engine: &Engine, docker: &Docker, id: &str) -> Result<(), Error> {
-    let exec = docker
-        .create_exec(
-            id,
-            CreateExecOptions::<String> {
-                cmd: Some(vec![
-                    "python3".into(),
-                    "-c".into(),
-                    egress::FORWARDER_PY.into(),
-                ]),
-                user: Some(config::SANDBOX_USER.into()),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| engine.error("start the egress forwarder (the image needs python3)", e))?;
-    let started = docker
-        .start_exec(&exec.id, None::<StartExecOptions>)
-        .await
-        .map_err(|e| engine.error("start the egress forwarder (the image needs python3)", e))?;
-    if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
-        let drain = async { while output.next().await.is_some() {} };
-        tokio::time::timeout(OP_TIMEOUT, drain)
-            .await
-            .map_err(|_| engine.timed_out("start the egress forwarder"))?;
-    }
-    let done = docker
-        .inspect_exec(&exec.id)
-        .await
-        .map_err(|e| engine.error("inspect the egress forwarder", e))?;
-    if done.exit_code != Some(0) {
-        return Err(Error::DockerRefused {
-            op: "start the egress forwarder".into(),
-            message: format!(
-                "it exited with {:?}; the image needs python3 for egress",
-                done.exit_code
-            ),
-        });
-    }
-    Ok(())
 }

@@ -10,9 +10,9 @@ use bollard::Docker;
 use tokio::sync::Mutex;
 
 use crate::Error;
+use crate::error::root_cause;
 
-/// Bound on one engine operation that should answer quickly (create, inspect, kill, remove).
-pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
+pub use super::backend::OP_TIMEOUT;
 
 /// bollard's default on Unix (not exported by it).
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -176,17 +176,6 @@ impl Engine {
             reason: format!("no answer within {}s to {op}", OP_TIMEOUT.as_secs()),
         }
     }
-}
-
-/// The innermost error message ("Connection refused"), not "error trying to connect".
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur: &(dyn std::error::Error + 'static) = e;
-    let mut text = cur.to_string();
-    while let Some(next) = cur.source() {
-        cur = next;
-        text = cur.to_string();
-    }
-    text
 }
 
 /// True for the engine's answer to a container or image that does not exist.

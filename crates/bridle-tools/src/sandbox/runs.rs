@@ -13,9 +13,8 @@ use std::time::Duration;
 use bridle_proto::Scope;
 use tokio::time::Instant;
 
+use super::backend::Backend;
 use super::container::{Factory, Profile, Sandbox};
-use super::engine::Engine;
-use super::guard::remove_now;
 use super::pool::Pool;
 use crate::Error;
 use crate::affinity::snapshot::Snapshots;
@@ -40,8 +39,8 @@ pub struct RunState {
 
 pub struct RunEntry {
     state: Arc<tokio::sync::Mutex<RunState>>,
-    /// Every live container of the run (in a call or idle), for EndRun.
-    containers: Mutex<HashMap<String, bollard::Docker>>,
+    /// Every live sandbox of the run (in a call or idle), for EndRun, with what removes it.
+    containers: Mutex<HashMap<String, Arc<dyn Backend>>>,
     ended: AtomicBool,
     last_used: Mutex<Instant>,
 }
@@ -56,13 +55,12 @@ impl RunEntry {
         })
     }
 
-    fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, bollard::Docker>> {
+    fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn Backend>>> {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 pub struct Sandboxes {
-    pub engine: Arc<Engine>,
     pub factory: Arc<Factory>,
     pub pool: Arc<Pool>,
     runs: Mutex<HashMap<RunKey, Arc<RunEntry>>>,
@@ -160,7 +158,6 @@ impl Lease {
 
 impl Sandboxes {
     pub fn new(
-        engine: Arc<Engine>,
         factory: Arc<Factory>,
         pool: Arc<Pool>,
         run_idle_ttl: Duration,
@@ -168,7 +165,6 @@ impl Sandboxes {
         snapshots: Snapshots,
     ) -> Arc<Self> {
         Arc::new(Self {
-            engine,
             factory,
             pool,
             runs: Mutex::default(),
@@ -256,7 +252,7 @@ impl Sandboxes {
             }
         };
         run.containers()
-            .insert(sandbox.id.clone(), sandbox.docker.clone());
+            .insert(sandbox.id.clone(), sandbox.backend.clone());
         // EndRun may have come while the sandbox was being made: it did not see it.
         if run.ended.load(Ordering::SeqCst) {
             run.containers().remove(&sandbox.id);
@@ -296,8 +292,8 @@ impl Sandboxes {
 
     async fn end(&self, run: Arc<RunEntry>) -> u32 {
         run.ended.store(true, Ordering::SeqCst);
-        let ids: Vec<(String, bollard::Docker)> = run.containers().drain().collect();
-        let removals = ids.iter().map(|(id, d)| remove_now(d, id));
+        let ids: Vec<(String, Arc<dyn Backend>)> = run.containers().drain().collect();
+        let removals = ids.iter().map(|(id, b)| b.remove(id));
         let removed = futures::future::join_all(removals)
             .await
             .into_iter()

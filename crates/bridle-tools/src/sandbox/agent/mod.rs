@@ -34,9 +34,9 @@ use tokio::io::BufReader;
 use tokio::net::UnixListener;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
+use super::backend::OP_TIMEOUT;
 use super::config::BindMount;
 use super::container::Sandbox;
-use super::engine::OP_TIMEOUT;
 
 pub use run::call;
 
@@ -209,17 +209,6 @@ impl Drop for Link {
 /// Whether the sandbox's main process is the idle wait (Some(true)), something else (the
 /// agent still starting: Some(false)), or the container cannot be looked at (None).
 async fn idle_main(sandbox: &Sandbox) -> Option<bool> {
-    let top = tokio::time::timeout(OP_TIMEOUT, sandbox.docker.top_processes(&sandbox.id, None))
-        .await
-        .ok()?
-        .ok()?;
-    let titles = top.titles.unwrap_or_default();
-    let col = titles.iter().position(|t| t == "CMD" || t == "COMMAND")?;
-    Some(
-        top.processes
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|p| p.get(col))
-            .any(|cmd| cmd == "sleep infinity"),
-    )
+    let processes = sandbox.backend.processes(&sandbox.id).await?;
+    Some(processes.iter().any(|p| p.command == "sleep infinity"))
 }

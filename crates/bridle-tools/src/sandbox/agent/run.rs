@@ -4,11 +4,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::super::backend::Stopped;
 use super::super::container::Sandbox;
-use super::super::exec::{
-    ExecError, ExecOutcome, ExecRequest, Stopped, alive, oom_since, why_stopped,
-};
-use super::super::guard::remove_now;
+use super::super::exec::{ExecError, ExecOutcome, ExecRequest};
 use super::super::output::Capture;
 use super::{Conn, State, wire};
 
@@ -101,13 +99,13 @@ async fn run(
             // The agent did not report (stopped, or flooded): the sandbox goes, and everything
             // in it.
             tracing::warn!(sandbox = %sandbox.short, "the sandbox agent did not report after the timeout; removing the sandbox");
-            remove_now(&sandbox.docker, &sandbox.id).await;
+            sandbox.backend.remove(&sandbox.id).await;
             return Ok((outcome(-1, true, false, false, true), true));
         }
         Ok(Err(e)) => {
             // The engine killed the sandbox for memory: under gVisor its kernel goes, agent and
             // all (under runc only the tool's process is killed, and the agent reports it).
-            match why_stopped(sandbox).await {
+            match sandbox.backend.why_stopped(&sandbox.id).await {
                 Stopped::OutOfMemory => {
                     return Ok((outcome(137, false, true, false, true), true));
                 }
@@ -119,7 +117,7 @@ async fn run(
                 Stopped::Other => {}
             }
             // Removed by EndRun, or the agent died (killed by the tool's own code).
-            let gone = !alive(sandbox).await;
+            let gone = !sandbox.backend.alive(&sandbox.id).await;
             if !gone {
                 tracing::warn!(sandbox = %sandbox.short, error = %e, "lost the sandbox agent during a call; the sandbox is discarded");
             }
@@ -127,7 +125,8 @@ async fn run(
         }
     };
     let code = i32::try_from(exit.code).unwrap_or(-1);
-    let oom_killed = !exit.timed_out && code == 137 && oom_since(sandbox, since).await;
+    let oom_killed =
+        !exit.timed_out && code == 137 && sandbox.backend.oom_since(&sandbox.id, since).await;
     let exit_code = if exit.timed_out { -1 } else { code };
     let mut o = outcome(
         exit_code,

@@ -9,7 +9,7 @@
 #                           or podman (`podman system service`, Docker-compatible API)
 #   BRIDLE_ROOTLESS_USER    the unprivileged user the engine runs as (bridle-rootless)
 #   BRIDLE_ROOTLESS_SHARED  a folder made a SHARED mount before the engine starts
-#                           (/var/lib/bridle-rootless-shared); put the tools service's
+#                           (/var/lib/bridle-rl); put the tools service's
 #                           workspace_root (or the tests' TMPDIR) below it, see below
 #   BRIDLE_ROOTLESS_IMAGES  images copied from the rootful engine (default: every
 #                           bridle-sandbox:* there)
@@ -32,7 +32,7 @@ ENGINE="${BRIDLE_ROOTLESS_ENGINE:-dockerd}"
 USER_NAME="${BRIDLE_ROOTLESS_USER:-bridle-rootless}"
 HOME_DIR="/var/lib/${USER_NAME}"
 RUN_DIR="/run/${USER_NAME}"
-SHARED="${BRIDLE_ROOTLESS_SHARED:-/var/lib/bridle-rootless-shared}"
+SHARED="${BRIDLE_ROOTLESS_SHARED:-/var/lib/bridle-rl}"
 SOURCE="${BRIDLE_ROOTLESS_SOURCE:-unix:///var/run/docker.sock}"
 LIBEXEC=/usr/local/libexec/bridle
 SUBID_COUNT=65536 # must cover uid 65534 (the sandbox user) inside the container

@@ -71,7 +71,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     match engine.client().await {
         Ok(_) => {
             tracing::info!(docker = engine.shown(), "connected to the docker engine");
-            sandbox::checks::at_start(&engine, &runtimes).await?;
+            sandbox::checks::at_start(&engine, &runtimes, &opts.sandbox_limits_unenforced).await?;
         }
         Err(e) => tracing::warn!(
             "{e}; starting anyway: sandboxed tools will fail with UNAVAILABLE until the engine answers"
@@ -85,9 +85,16 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     cleanup.sweep_on_shutdown(backend.clone(), opts.server.grace_period);
 
     let instance = ulid::Ulid::new().to_string().to_lowercase();
-    let workspaces =
-        workspace::Workspaces::create(&opts.workspace_root(), &instance, shutdown.clone())
-            .map_err(|e| bridle_core::Error::internal(e.to_string()))?;
+    let workspaces = workspace::Workspaces::create(
+        &opts.workspace_root(),
+        &instance,
+        shutdown.clone(),
+        workspace::HostIds {
+            sandbox: opts.sandbox_host_uid,
+            engine_gid: opts.engine_gid,
+        },
+    )
+    .map_err(|e| bridle_core::Error::internal(e.to_string()))?;
     let orphans = Orphans {
         ns: opts.label_namespace.clone(),
         instance: instance.clone(),

@@ -98,6 +98,19 @@ pub struct Options {
     /// Tenants bound to a runtime: tenant -> runtime (`*` = every tenant not named). Their
     /// sandboxes always run under it, and a Tool of theirs naming another is refused at apply.
     pub sandbox_runtime_tenants: BTreeMap<String, String>,
+    /// The host uid (and gid) the sandbox user (65534) is on the engine's host: 65534 with a
+    /// rootful engine; with a rootless one, the engine user's subordinate range start + 65533
+    /// (`scripts/rootless-engine.sh` prints it). Workspace files are given to it.
+    pub sandbox_host_uid: u32,
+    /// The host group of a rootless engine's user: the instance folder under `workspace_root`
+    /// is made 0710 with it, so the engine can reach the folders it mounts and no other host
+    /// user can. Unset (a rootful engine): 0700.
+    pub engine_gid: Option<u32>,
+    /// Sandbox limits the engine cannot enforce that the platform accepts running without
+    /// (`memory`, `swap`, `cpu`, `pids`; a rootless engine on cgroup v1 enforces none). Empty:
+    /// the service refuses to start on such an engine, naming them. Every one listed is logged
+    /// at start; the Tools' limits stay in their manifests but do not hold.
+    pub sandbox_limits_unenforced: Vec<String>,
 }
 
 impl Default for Options {
@@ -134,6 +147,9 @@ impl Default for Options {
             workspace_snapshot_store: "redis".into(),
             sandbox_runtime: None,
             sandbox_runtime_tenants: BTreeMap::new(),
+            sandbox_host_uid: crate::sandbox::config::SANDBOX_UID,
+            engine_gid: None,
+            sandbox_limits_unenforced: Vec::new(),
         }
     }
 }
@@ -314,6 +330,13 @@ impl config::Options for Options {
             }
             if let Err(e) = crate::sandbox::runtime::check_name(r) {
                 out.push(format!("sandbox_runtime_tenants.{tenant}: {e}"));
+            }
+        }
+        for l in &self.sandbox_limits_unenforced {
+            if !crate::sandbox::engine::LIMITS.contains(&l.as_str()) {
+                out.push(format!(
+                    "sandbox_limits_unenforced: '{l}' is not a sandbox limit (memory, swap, cpu, pids)"
+                ));
             }
         }
         if self.replica_lease < Duration::from_secs(1) {

@@ -121,9 +121,16 @@ impl Snapshots {
         Ok(stored == 1)
     }
 
-    /// Fills the fresh workspace at `dir` with the run's snapshot, if there is one. Returns
-    /// what the run must be told when its workspace could not be carried over.
-    pub async fn restore(&self, tenant: &str, run: &str, dir: PathBuf) -> Option<String> {
+    /// Fills the fresh workspace at `dir` with the run's snapshot, if there is one, its files
+    /// given to host uid `owner` (the sandbox user as the engine maps it). Returns what the
+    /// run must be told when its workspace could not be carried over.
+    pub async fn restore(
+        &self,
+        tenant: &str,
+        run: &str,
+        dir: PathBuf,
+        owner: u32,
+    ) -> Option<String> {
         let key = format!("{}:ws", self.replicas.run_base(tenant, run));
         let mut conn = self.replicas.conn.clone();
         let got: Result<Option<Vec<u8>>, _> =
@@ -149,7 +156,7 @@ impl Snapshots {
             Some((&TAR, tar)) => {
                 let tar = tar.to_vec();
                 let size = tar.len();
-                let done = tokio::task::spawn_blocking(move || unpack(&tar, &dir)).await;
+                let done = tokio::task::spawn_blocking(move || unpack(&tar, &dir, owner)).await;
                 match done {
                     Ok(Ok(())) => {
                         tracing::info!(
@@ -284,25 +291,25 @@ pub fn pack(dir: &Path, max: u64) -> std::io::Result<Packed> {
 /// Unpacks a snapshot into the fresh, empty workspace at `dir` (no sandbox sees it yet) and
 /// gives everything to the sandbox user. The tar crate refuses entries that would land
 /// outside `dir` (`..`, absolute paths, paths through a link).
-pub fn unpack(tar_bytes: &[u8], dir: &Path) -> std::io::Result<()> {
+pub fn unpack(tar_bytes: &[u8], dir: &Path, owner: u32) -> std::io::Result<()> {
     let mut a = tar::Archive::new(tar_bytes);
     a.set_preserve_permissions(true);
     a.set_preserve_mtime(true);
     a.set_overwrite(true);
     a.set_unpack_xattrs(false);
     a.unpack(dir)?;
-    chown_tree(dir)
+    chown_tree(dir, owner)
 }
 
 /// Gives every entry below `dir` to the sandbox user, links themselves (never their targets).
-fn chown_tree(dir: &Path) -> std::io::Result<()> {
+fn chown_tree(dir: &Path, owner: u32) -> std::io::Result<()> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d)? {
             let p = e?.path();
             let m = std::fs::symlink_metadata(&p)?;
             // Not root: the files stay as they were unpacked (the tests' case).
-            let _ = std::os::unix::fs::lchown(&p, Some(SANDBOX_UID), Some(SANDBOX_UID));
+            let _ = std::os::unix::fs::lchown(&p, Some(owner), Some(owner));
             if m.is_dir() {
                 stack.push(p);
             }
@@ -327,7 +334,7 @@ mod tests {
             panic!("over the cap")
         };
         let to = tempfile::tempdir().unwrap();
-        unpack(&t, to.path()).unwrap();
+        unpack(&t, to.path(), SANDBOX_UID).unwrap();
         assert_eq!(
             std::fs::read_to_string(to.path().join("a.txt")).unwrap(),
             "one"

@@ -15,7 +15,13 @@ use super::engine::{Engine, OP_TIMEOUT};
 use super::runtime::{Runtimes, shares_host_mounts};
 use crate::Error;
 
-pub async fn at_start(engine: &Engine, runtimes: &Runtimes) -> Result<(), bridle_core::Error> {
+/// `accepted`: the limits the platform accepts the engine not enforcing
+/// (`sandbox_limits_unenforced`).
+pub async fn at_start(
+    engine: &Engine,
+    runtimes: &Runtimes,
+    accepted: &[String],
+) -> Result<(), bridle_core::Error> {
     let refuse = |m: String| Err(bridle_core::Error::Config(m));
     let at = engine.shown();
     if let Some(version) = podman_version(engine).await {
@@ -24,13 +30,19 @@ pub async fn at_start(engine: &Engine, runtimes: &Runtimes) -> Result<(), bridle
         ));
     }
     match engine.hardening_gaps().await {
-        Ok(g) if !g.missing.is_empty() => {
+        Ok(g) if g.missing.iter().any(|m| !accepted.iter().any(|a| a == m)) => {
             return refuse(format!(
-                "the engine at {at} cannot enforce the sandboxes' {} limits: {}; every sandbox runs code a model wrote, so this service does not start without them",
+                "the engine at {at} cannot enforce the sandboxes' {} limits: {}; every sandbox runs code a model wrote, so this service does not start without them (unless sandbox_limits_unenforced lists each)",
                 g.missing.join(", "),
                 g.why()
             ));
         }
+        Ok(g) if !g.missing.is_empty() => tracing::warn!(
+            engine = at,
+            "sandboxes run WITHOUT their {} limits, as sandbox_limits_unenforced accepts: {}",
+            g.missing.join(", "),
+            g.why()
+        ),
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot read what the engine supports: {e}"),
     }

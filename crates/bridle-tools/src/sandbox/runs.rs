@@ -222,7 +222,12 @@ impl Sandboxes {
                 if !ephemeral {
                     guard.notice = self
                         .snapshots
-                        .restore(&scope.tenant, &scope.run_id, v.path().to_path_buf())
+                        .restore(
+                            &scope.tenant,
+                            &scope.run_id,
+                            v.path().to_path_buf(),
+                            v.owner(),
+                        )
                         .await;
                 }
                 guard.workspace.insert(v).clone()

@@ -43,12 +43,39 @@ pub struct Workspaces {
     /// Why run workspaces cannot be mounted here (not root, no loop devices): every
     /// sandboxed call then fails saying so, rather than running without a quota.
     unmountable: Option<String>,
+    ids: HostIds,
+}
+
+/// Who the engine's sandboxes are on this host. Under a rootful engine the sandbox user
+/// (65534) is host uid 65534; under a rootless one it is a uid of the engine user's
+/// subordinate range, and the engine runs as that user, which must reach the folders it mounts.
+#[derive(Clone, Copy, Debug)]
+pub struct HostIds {
+    /// The host uid and gid that the sandbox's 65534 is: the owner of workspaces.
+    pub sandbox: u32,
+    /// The engine's host group, given the instance folder (0710) when set.
+    pub engine_gid: Option<u32>,
+}
+
+impl Default for HostIds {
+    fn default() -> Self {
+        Self {
+            sandbox: SANDBOX_UID,
+            engine_gid: None,
+        }
+    }
 }
 
 impl Workspaces {
     /// Takes the instance's lock, creates `<root>/<instance>` (0700: other host users cannot
-    /// look into workspaces) and makes it a shared mount.
-    pub fn create(root: &Path, instance: &str, cleanup: Shutdown) -> Result<Self, Error> {
+    /// look into workspaces; 0710 with the group of a rootless engine, which must reach the
+    /// folders it mounts) and makes it a shared mount.
+    pub fn create(
+        root: &Path,
+        instance: &str,
+        cleanup: Shutdown,
+        ids: HostIds,
+    ) -> Result<Self, Error> {
         let dir = root.join(instance);
         let failed = |what: &str, p: &Path, e: std::io::Error| {
             Error::Core(bridle_core::Error::internal(format!(
@@ -61,7 +88,12 @@ impl Workspaces {
         let lock = InstanceLock::take(root, instance)
             .map_err(|e| failed("lock the instance's folder in", root, e))?;
         std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
+            .and_then(|()| match ids.engine_gid {
+                None => std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)),
+                Some(gid) => std::os::unix::fs::chown(&dir, None, Some(gid)).and_then(|()| {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o710))
+                }),
+            })
             .map_err(|e| failed("create the workspace folder", &dir, e))?;
         let unmountable = mounts::make_shared_mount(&dir).err().map(|e| {
             let why = format!(
@@ -77,6 +109,7 @@ impl Workspaces {
             cleanup,
             lock: Arc::new(lock),
             unmountable,
+            ids,
         })
     }
 
@@ -97,7 +130,13 @@ impl Workspaces {
     pub async fn volume(&self, bytes: u64) -> Result<Arc<RunVolume>, Error> {
         self.check()?;
         Ok(Arc::new(
-            RunVolume::create(&self.dir.join("runs"), bytes, self.cleanup.clone()).await?,
+            RunVolume::create(
+                &self.dir.join("runs"),
+                bytes,
+                self.cleanup.clone(),
+                self.ids.sandbox,
+            )
+            .await?,
         ))
     }
 
@@ -110,8 +149,8 @@ impl Workspaces {
     /// A new slot with empty `ws`, `secrets`, `net` and `agent` folders.
     pub async fn slot(&self) -> Result<Arc<Slot>, Error> {
         let path = self.dir.join(ulid::Ulid::new().to_string().to_lowercase());
-        let p = path.clone();
-        tokio::task::spawn_blocking(move || make_slot(&p))
+        let (p, owner) = (path.clone(), self.ids.sandbox);
+        tokio::task::spawn_blocking(move || make_slot(&p, owner))
             .await
             .map_err(|e| Error::Core(bridle_core::Error::internal(e)))?
             .map_err(|e| {
@@ -135,7 +174,7 @@ impl Workspaces {
     }
 }
 
-fn make_slot(path: &Path) -> std::io::Result<()> {
+fn make_slot(path: &Path, owner: u32) -> std::io::Result<()> {
     std::fs::create_dir(path)?;
     let ws = path.join("ws");
     for sub in ["ws", "secrets", "net", "agent"] {
@@ -143,7 +182,7 @@ fn make_slot(path: &Path) -> std::io::Result<()> {
     }
     // The sandbox user owns its workspace. Without the right to chown (a service not running
     // as root) the folder is opened to everyone instead; its parent stays 0700.
-    if std::os::unix::fs::chown(&ws, Some(SANDBOX_UID), Some(SANDBOX_UID)).is_err() {
+    if std::os::unix::fs::chown(&ws, Some(owner), Some(owner)).is_err() {
         std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o777))?;
     } else {
         std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o755))?;

@@ -16,7 +16,6 @@ use bridle_core::Shutdown;
 
 use super::mounts;
 use crate::Error;
-use crate::sandbox::config::SANDBOX_UID;
 
 #[derive(Debug)]
 pub struct RunVolume {
@@ -24,17 +23,30 @@ pub struct RunVolume {
     mnt: PathBuf,
     bytes: u64,
     cleanup: Shutdown,
+    /// The host uid and gid that own its root (the sandbox user, as the engine maps it).
+    owner: u32,
 }
 
 impl RunVolume {
+    /// The host uid and gid its files belong to.
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+
     /// Makes and mounts a `bytes`-sized filesystem in `dir`.
-    pub async fn create(dir: &Path, bytes: u64, cleanup: Shutdown) -> Result<Self, Error> {
+    pub async fn create(
+        dir: &Path,
+        bytes: u64,
+        cleanup: Shutdown,
+        owner: u32,
+    ) -> Result<Self, Error> {
         let id = ulid::Ulid::new().to_string().to_lowercase();
         let v = Self {
             image: dir.join(format!("{id}.img")),
             mnt: dir.join(&id),
             bytes,
             cleanup,
+            owner,
         };
         // On failure the half-made volume is dropped, which removes what was made.
         v.make(dir).await.map_err(Error::Workspace)?;
@@ -60,7 +72,7 @@ impl RunVolume {
         .await
         .map_err(|e| e.to_string())?;
         made.map_err(|e| format!("cannot make the workspace image: {e}"))?;
-        let owner = format!("root_owner={SANDBOX_UID}:{SANDBOX_UID},nodiscard");
+        let owner = format!("root_owner={0}:{0},nodiscard", self.owner);
         // No journal (a workspace does not outlive a crash of this service: its image is
         // deleted), no blocks reserved for root (the sandbox user gets the whole quota).
         mounts::run(

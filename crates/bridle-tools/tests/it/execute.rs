@@ -4,7 +4,7 @@
 use bridle_proto::ToolErrorKind;
 use serde_json::json;
 
-use crate::helpers::{Harness, TENANT, now_secs, python_tool};
+use crate::helpers::{Harness, On, TENANT, now_secs, python_tool};
 
 #[tokio::test]
 async fn runs_python_and_returns_what_it_prints() {
@@ -52,8 +52,8 @@ async fn nonzero_exit_is_an_error_result_with_stderr() {
     h.stop().await;
 }
 
-async fn stdout_over_the_cap_is_truncated_with_a_marker(runtime: Option<&str>) {
-    let h = Harness::start_under(runtime).await;
+async fn stdout_over_the_cap_is_truncated_with_a_marker(on: On) {
+    let h = Harness::start_on(on).await;
     h.apply(&python_tool("py", "")).await;
     let r = h.python("print('a' * 5000)").await;
     assert!(r.stdout_truncated, "{r:?}");
@@ -150,3 +150,4 @@ async fn missing_image_is_failed_precondition_naming_it() {
 }
 
 crate::under_each_runtime!(stdout_over_the_cap_is_truncated_with_a_marker);
+crate::on_rootless_engine!(stdout_over_the_cap_is_truncated_with_a_marker);

@@ -3,7 +3,7 @@
 use bridle_proto::ToolErrorKind;
 use serde_json::json;
 
-use crate::helpers::{Harness, python_tool};
+use crate::helpers::{Harness, On, python_tool};
 
 const PROBE: &str = r#"
 import os, socket
@@ -32,8 +32,8 @@ for line in open("/proc/self/mounts"):
         print("root-options", f[3].split(",")[0])
 "#;
 
-async fn a_tool_runs_unprivileged_without_network_on_a_read_only_root(runtime: Option<&str>) {
-    let h = Harness::start_under(runtime).await;
+async fn a_tool_runs_unprivileged_without_network_on_a_read_only_root(on: On) {
+    let h = Harness::start_on(on).await;
     h.apply(&python_tool("py", "")).await;
     let r = h.python(PROBE).await;
     assert_eq!(r.exit_code, 0, "{r:?}");
@@ -42,7 +42,7 @@ async fn a_tool_runs_unprivileged_without_network_on_a_read_only_root(runtime: O
     assert!(has("ids 65534 65534"), "{}", r.stdout);
     assert!(has("root-options ro"), "{}", r.stdout);
     // gVisor checks the permission before the read-only mount: EACCES, where Linux says EROFS.
-    let refused = if runtime == Some("runsc") {
+    let refused = if on == On::Runsc {
         has("write-root refused 13") || has("write-root refused 30")
     } else {
         has("write-root refused 30")
@@ -52,7 +52,7 @@ async fn a_tool_runs_unprivileged_without_network_on_a_read_only_root(runtime: O
     assert!(has("write-workspace ok"), "{}", r.stdout);
     // No route: ENETUNREACH from Linux, EHOSTUNREACH from gVisor's network-less stack.
     assert!(
-        has("route refused 101") || (runtime == Some("runsc") && has("route refused 113")),
+        has("route refused 101") || (on == On::Runsc && has("route refused 113")),
         "no network: {}",
         r.stdout
     );
@@ -61,7 +61,7 @@ async fn a_tool_runs_unprivileged_without_network_on_a_read_only_root(runtime: O
     assert!(has("CapPrm: 0000000000000000"), "{}", r.stdout);
     assert!(has("CapBnd: 0000000000000000"), "{}", r.stdout);
     assert!(has("nnp-prctl 1"), "no new privileges: {}", r.stdout);
-    if runtime != Some("runsc") {
+    if on != On::Runsc {
         // gVisor's /proc does not show the flag; the prctl above asks its kernel.
         assert!(has("NoNewPrivs: 1"), "{}", r.stdout);
     }
@@ -73,8 +73,8 @@ async fn a_tool_runs_unprivileged_without_network_on_a_read_only_root(runtime: O
     h.stop().await;
 }
 
-async fn a_tool_that_runs_too_long_is_killed_and_removed(runtime: Option<&str>) {
-    let h = Harness::start_under(runtime).await;
+async fn a_tool_that_runs_too_long_is_killed_and_removed(on: On) {
+    let h = Harness::start_on(on).await;
     h.apply(&python_tool("py", "")).await;
     let mut req = h.request(
         "py",
@@ -104,8 +104,8 @@ async fn a_tool_that_runs_too_long_is_killed_and_removed(runtime: Option<&str>) 
     h.stop().await;
 }
 
-async fn a_memory_hog_is_oom_killed(runtime: Option<&str>) {
-    let h = Harness::start_under(runtime).await;
+async fn a_memory_hog_is_oom_killed(on: On) {
+    let h = Harness::start_on(on).await;
     h.apply(&python_tool("hog", "")).await;
     let mut req = h.request(
         "hog",
@@ -136,4 +136,8 @@ crate::under_each_runtime!(
     a_tool_runs_unprivileged_without_network_on_a_read_only_root,
     a_tool_that_runs_too_long_is_killed_and_removed,
     a_memory_hog_is_oom_killed,
+);
+crate::on_rootless_engine!(
+    a_tool_runs_unprivileged_without_network_on_a_read_only_root,
+    a_tool_that_runs_too_long_is_killed_and_removed,
 );

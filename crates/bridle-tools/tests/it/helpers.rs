@@ -14,8 +14,19 @@ use tonic::transport::Channel;
 
 pub const TENANT: &str = "acme";
 
+/// Where a suite's sandboxes run: the local engine under runc or gVisor, or a rootless Docker
+/// engine started by scripts/rootless-engine.sh (with the limits it cannot enforce accepted).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum On {
+    Runc,
+    Runsc,
+    Rootless,
+}
+
 pub struct Harness {
     pub ns: String,
+    /// The engine's address when not the local one (a rootless engine).
+    pub docker_host: Option<String>,
     /// The service's gRPC address.
     pub addr: std::net::SocketAddr,
     /// Its Redis, "redis://127.0.0.1:port".
@@ -50,6 +61,12 @@ pub struct Setup {
     pub runtime: Option<String>,
     /// `sandbox_runtime_tenants` (default: none).
     pub runtime_tenants: std::collections::BTreeMap<String, String>,
+    /// A rootless engine's mapping and group, and the limits it cannot enforce.
+    pub sandbox_host_uid: Option<u32>,
+    pub engine_gid: Option<u32>,
+    pub limits_unenforced: Vec<String>,
+    /// Where the test's workspace folder is made (default: the system's temporary folder).
+    pub workspace_parent: Option<std::path::PathBuf>,
 }
 
 impl Default for Setup {
@@ -67,6 +84,34 @@ impl Default for Setup {
             egress_upstream_ca_file: None,
             runtime: None,
             runtime_tenants: Default::default(),
+            sandbox_host_uid: None,
+            engine_gid: None,
+            limits_unenforced: vec![],
+            workspace_parent: None,
+        }
+    }
+}
+
+impl Setup {
+    /// `base` with its sandboxes `on` the given engine and runtime.
+    pub async fn on(on: On, base: Setup) -> Setup {
+        match on {
+            On::Runc => base,
+            On::Runsc => Setup {
+                runtime: Some("runsc".into()),
+                ..base
+            },
+            On::Rootless => {
+                let e = crate::rootless::rootless_engine("dockerd").await;
+                Setup {
+                    docker_host: Some(e.host),
+                    sandbox_host_uid: Some(e.sandbox_uid),
+                    engine_gid: Some(e.gid),
+                    limits_unenforced: e.unenforced,
+                    workspace_parent: Some(e.shared),
+                    ..base
+                }
+            }
         }
     }
 }
@@ -76,23 +121,26 @@ impl Harness {
         Self::start_with(Setup::default()).await
     }
 
-    /// A service whose sandboxes all run under `runtime` (None: the engine's default). A
-    /// runtime the engine lacks fails the test at start: the service refuses to start.
-    pub async fn start_under(runtime: Option<&str>) -> Self {
-        Self::start_with(Setup {
-            runtime: runtime.map(str::to_string),
-            ..Setup::default()
-        })
-        .await
+    /// A service whose sandboxes run `on` the given engine and runtime. A runtime or engine
+    /// that is missing fails the test at start.
+    pub async fn start_on(on: On) -> Self {
+        Self::start_with(Setup::on(on, Setup::default()).await).await
     }
 
     pub async fn start_with(setup: Setup) -> Self {
-        if std::env::var_os("TEST_LOG").is_some() {
+        if let Some(filter) = std::env::var_os("TEST_LOG") {
+            // TEST_LOG=1, or a filter ("bridle_tools=debug,bridle_core=debug").
+            let filter = filter.to_string_lossy().to_string();
+            let filter = if filter.contains('=') {
+                filter
+            } else {
+                "bridle_tools=debug".to_string()
+            };
             // Test-only: the subscriber lives as long as the test process.
             std::mem::forget(bridle_core::telemetry::init_with(
                 "tools-test",
                 bridle_core::telemetry::LogFormat::Text,
-                "bridle_tools=debug",
+                &filter,
             ));
         }
         if setup.docker_host.is_none() {
@@ -102,10 +150,23 @@ impl Harness {
                     .unwrap();
             }
         }
-        let workspaces = tempfile::Builder::new()
-            .prefix("bridle-tools-test")
-            .tempdir()
-            .unwrap();
+        let workspaces = match &setup.workspace_parent {
+            None => tempfile::Builder::new()
+                .prefix("bridle-tools-test")
+                .tempdir()
+                .unwrap(),
+            Some(parent) => {
+                // Short: the agent's socket path below it must fit in a sockaddr_un.
+                let d = tempfile::Builder::new()
+                    .prefix("t")
+                    .tempdir_in(parent)
+                    .unwrap();
+                // A rootless engine's user must pass through it to the folders it mounts.
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+                d
+            }
+        };
         let redis = RedisServer::start().await.unwrap();
         let ns = bridle_testkit::unique("t");
         let root = setup
@@ -117,7 +178,7 @@ impl Harness {
             redis_url: redis.url(),
             key_prefix: bridle_testkit::unique("tools"),
             secrets_url: setup.secrets_url,
-            docker_host: setup.docker_host,
+            docker_host: setup.docker_host.clone(),
             label_namespace: ns.clone(),
             workspace_root: Some(root.clone()),
             mcp_local_servers: setup.mcp_local_servers,
@@ -126,6 +187,11 @@ impl Harness {
             egress_upstream_ca_file: setup.egress_upstream_ca_file,
             sandbox_runtime: setup.runtime,
             sandbox_runtime_tenants: setup.runtime_tenants,
+            sandbox_host_uid: setup
+                .sandbox_host_uid
+                .unwrap_or(bridle_tools::Options::default().sandbox_host_uid),
+            engine_gid: setup.engine_gid,
+            sandbox_limits_unenforced: setup.limits_unenforced,
             // A lower ceiling is the default as well (the default may not be above it).
             workspace_quota_max: setup
                 .quota_max
@@ -142,6 +208,7 @@ impl Harness {
         let url = format!("http://{addr}");
         Self {
             ns,
+            docker_host: setup.docker_host,
             addr,
             redis_url: redis.url(),
             workspaces,
@@ -262,50 +329,59 @@ impl Harness {
 
     /// Containers of this test that exist now (running or not).
     pub async fn containers(&self) -> Vec<String> {
-        docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label={}.managed=true", self.ns),
-        ])
+        docker(
+            self.docker_host.as_deref(),
+            &[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label={}.managed=true", self.ns),
+            ],
+        )
         .await
     }
 
     /// Containers of this test created between `since` (unix seconds) and now.
     pub async fn created_since(&self, since: i64) -> usize {
         let until = now_secs() + 1;
-        docker(&[
-            "events",
-            "--since",
-            &since.to_string(),
-            "--until",
-            &until.to_string(),
-            "--filter",
-            "type=container",
-            "--filter",
-            "event=create",
-            "--filter",
-            &format!("label={}.managed=true", self.ns),
-            "--format",
-            "{{.ID}}",
-        ])
+        docker(
+            self.docker_host.as_deref(),
+            &[
+                "events",
+                "--since",
+                &since.to_string(),
+                "--until",
+                &until.to_string(),
+                "--filter",
+                "type=container",
+                "--filter",
+                "event=create",
+                "--filter",
+                &format!("label={}.managed=true", self.ns),
+                "--format",
+                "{{.ID}}",
+            ],
+        )
         .await
         .len()
     }
 
     /// Waits until this test has no container left.
     pub async fn wait_no_containers(&self) {
-        let ns = self.ns.clone();
+        let (ns, host) = (self.ns.clone(), self.docker_host.clone());
         bridle_testkit::wait_for(
             "the test's containers to be removed",
             Duration::from_secs(60),
             || {
-                let ns = ns.clone();
+                let (ns, host) = (ns.clone(), host.clone());
                 async move {
-                    docker(&["ps", "-aq", "--filter", &format!("label={ns}.managed=true")])
-                        .await
-                        .is_empty()
-                        .then_some(())
+                    docker(
+                        host.as_deref(),
+                        &["ps", "-aq", "--filter", &format!("label={ns}.managed=true")],
+                    )
+                    .await
+                    .is_empty()
+                    .then_some(())
                 }
             },
         )
@@ -315,8 +391,31 @@ impl Harness {
 
     pub async fn stop(self) {
         self.shutdown.drain(Duration::from_secs(10)).await;
-        let _ =
-            bridle_testkit::docker::remove_labelled(&format!("{}.managed", self.ns), "true").await;
+        // Not asserted: a test's engine may be gone (or never there) by now.
+        let out = docker_cli(self.docker_host.as_deref())
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label={}.managed=true", self.ns),
+            ])
+            .output()
+            .await;
+        let ids: Vec<String> = out
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let _ = docker_cli(self.docker_host.as_deref())
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output()
+                .await;
+        }
     }
 }
 
@@ -330,7 +429,14 @@ impl Drop for Harness {
             }
         }
         // A failed test must not leave containers behind either.
-        let ids = std::process::Command::new("docker")
+        let cli = || {
+            let mut c = std::process::Command::new("docker");
+            if let Some(h) = &self.docker_host {
+                c.env("DOCKER_HOST", h);
+            }
+            c
+        };
+        let ids = cli()
             .args([
                 "ps",
                 "-aq",
@@ -346,11 +452,7 @@ impl Drop for Harness {
             })
             .unwrap_or_default();
         if !ids.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .arg("rm")
-                .arg("-f")
-                .args(&ids)
-                .output();
+            let _ = cli().arg("rm").arg("-f").args(&ids).output();
         }
     }
 }
@@ -409,12 +511,17 @@ pub fn now_secs() -> i64 {
         .as_secs() as i64
 }
 
-async fn docker(args: &[&str]) -> Vec<String> {
-    let out = tokio::process::Command::new("docker")
-        .args(args)
-        .output()
-        .await
-        .unwrap();
+/// The docker CLI, pointed at `host` when set (a rootless engine).
+pub fn docker_cli(host: Option<&str>) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("docker");
+    if let Some(h) = host {
+        c.env("DOCKER_HOST", h);
+    }
+    c
+}
+
+async fn docker(host: Option<&str>, args: &[&str]) -> Vec<String> {
+    let out = docker_cli(host).args(args).output().await.unwrap();
     assert!(
         out.status.success(),
         "docker {args:?}: {}",

@@ -4,10 +4,10 @@
 
 use serde_json::json;
 
-use crate::helpers::{Harness, TENANT, eventually, python_tool};
+use crate::helpers::{Harness, On, TENANT, eventually, python_tool};
 
-async fn a_fork_bomb_is_stopped_at_the_pids_limit_and_its_sandbox_discarded(runtime: Option<&str>) {
-    let h = Harness::start_under(runtime).await;
+async fn a_fork_bomb_is_stopped_at_the_pids_limit_and_its_sandbox_discarded(on: On) {
+    let h = Harness::start_on(on).await;
     h.apply(&python_tool("py", "      pids: 40\n")).await;
     let bomb = r#"
 import os, time
@@ -22,7 +22,7 @@ except OSError as e:
     print("stopped", kids, e.errno, flush=True)
 "#;
     let r = h.call("run_bomb", "py", json!({ "code": bomb })).await;
-    if runtime == Some("runsc") {
+    if on == On::Runsc {
         // gVisor's kernel runs the forks on host threads the limit counts: at the limit it
         // cannot start another and stops, sandbox and all (the call is told so).
         assert!(r.is_error, "{r:?}");
@@ -48,11 +48,11 @@ except OSError as e:
         again.sandbox_id, first,
         "a sandbox with leftover processes is discarded"
     );
-    let ns = h.ns.clone();
+    let (ns, host) = (h.ns.clone(), h.docker_host.clone());
     eventually("the bomb's sandbox to be removed", 60, || {
-        let (ns, first) = (ns.clone(), first.clone());
+        let (ns, first, host) = (ns.clone(), first.clone(), host.clone());
         async move {
-            let out = tokio::process::Command::new("docker")
+            let out = crate::helpers::docker_cli(host.as_deref())
                 .args(["ps", "-aq", "--filter", &format!("label={ns}.managed=true")])
                 .output()
                 .await
@@ -64,8 +64,8 @@ except OSError as e:
     h.stop().await;
 }
 
-async fn an_endless_sleep_is_killed_at_the_timeout(runtime: Option<&str>) {
-    let h = Harness::start_under(runtime).await;
+async fn an_endless_sleep_is_killed_at_the_timeout(on: On) {
+    let h = Harness::start_on(on).await;
     h.apply(&python_tool("py", "")).await;
     let mut req = h.request_in(
         "run_sleep",
@@ -100,8 +100,8 @@ print("sockets", found)
 print("docker_host", os.environ.get("DOCKER_HOST"))
 "#;
 
-async fn no_docker_socket_is_inside(runtime: Option<&str>) {
-    let h = Harness::start_under(runtime).await;
+async fn no_docker_socket_is_inside(on: On) {
+    let h = Harness::start_on(on).await;
     h.apply(&python_tool("py", "")).await;
     let r = h.call("run_sock", "py", json!({ "code": NO_SOCKET })).await;
     assert_eq!(r.stdout, "sockets []\ndocker_host None\n", "{r:?}");
@@ -130,8 +130,8 @@ for p in os.listdir("/proc"):
 print("sleepers", [p for p in procs if p.startswith("sleep 300")])
 "#;
 
-async fn nothing_of_one_run_is_visible_to_another(runtime: Option<&str>) {
-    let h = Harness::start_under(runtime).await;
+async fn nothing_of_one_run_is_visible_to_another(on: On) {
+    let h = Harness::start_on(on).await;
     h.apply(&python_tool("py", "")).await;
     h.apply_tenant("other", &python_tool("py", "")).await;
     let a = h.call("run_a", "py", json!({ "code": LEAVE })).await;
@@ -159,6 +159,11 @@ async fn nothing_of_one_run_is_visible_to_another(runtime: Option<&str>) {
 
 crate::under_each_runtime!(
     a_fork_bomb_is_stopped_at_the_pids_limit_and_its_sandbox_discarded,
+    an_endless_sleep_is_killed_at_the_timeout,
+    no_docker_socket_is_inside,
+    nothing_of_one_run_is_visible_to_another,
+);
+crate::on_rootless_engine!(
     an_endless_sleep_is_killed_at_the_timeout,
     no_docker_socket_is_inside,
     nothing_of_one_run_is_visible_to_another,

@@ -4,17 +4,28 @@
 // Helpers outside #[test] functions are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-/// Runs each listed test (an `async fn(runtime: Option<&str>)`) twice: under the engine's
-/// default runtime (`runc::<name>`) and under gVisor (`runsc::<name>`, which
-/// scripts/install-deps.sh registers with the engine).
+/// Runs each listed test (an `async fn(on: On)`) twice: under the engine's default runtime
+/// (`runc::<name>`) and under gVisor (`runsc::<name>`, which scripts/install-deps.sh registers
+/// with the engine).
 #[macro_export]
 macro_rules! under_each_runtime {
     ($($name:ident),* $(,)?) => {
         mod runc {
-            $( #[tokio::test] async fn $name() { super::$name(None).await } )*
+            $( #[tokio::test] async fn $name() { super::$name($crate::helpers::On::Runc).await } )*
         }
         mod runsc {
-            $( #[tokio::test] async fn $name() { super::$name(Some("runsc")).await } )*
+            $( #[tokio::test] async fn $name() { super::$name($crate::helpers::On::Runsc).await } )*
+        }
+    };
+}
+
+/// Runs each listed test once more on a rootless Docker engine (`rootless::<name>`), with the
+/// limits it says it cannot enforce accepted: only tests that do not depend on those limits.
+#[macro_export]
+macro_rules! on_rootless_engine {
+    ($($name:ident),* $(,)?) => {
+        mod rootless {
+            $( #[tokio::test] async fn $name() { super::$name($crate::helpers::On::Rootless).await } )*
         }
     };
 }

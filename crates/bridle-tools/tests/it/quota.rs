@@ -10,7 +10,7 @@ use bridle_proto::{ApplyRequest, ManifestDocument};
 use bridle_tools::workspace::mounts::{loops_under, mounts_under};
 use serde_json::json;
 
-use crate::helpers::{Harness, Setup, TENANT, code_tool, eventually};
+use crate::helpers::{Harness, On, Setup, TENANT, code_tool, eventually};
 
 const QUOTA: u64 = 8 << 20;
 
@@ -38,14 +38,17 @@ fn images(root: &Path) -> Vec<(PathBuf, u64, u64)> {
     out
 }
 
-async fn a_write_past_the_quota_fails_in_the_sandbox_while_another_run_writes(
-    runtime: Option<&str>,
-) {
-    let h = Harness::start_with(Setup {
-        images: vec!["bash"],
-        runtime: runtime.map(str::to_string),
-        ..Setup::default()
-    })
+async fn a_write_past_the_quota_fails_in_the_sandbox_while_another_run_writes(on: On) {
+    let h = Harness::start_with(
+        Setup::on(
+            on,
+            Setup {
+                images: vec!["bash"],
+                ..Setup::default()
+            },
+        )
+        .await,
+    )
     .await;
     h.apply(&code_tool("sh", "bash", "      workspace: 8Mi"))
         .await;
@@ -301,3 +304,4 @@ async fn a_quota_above_the_ceiling_is_refused_at_apply_and_at_call() {
 }
 
 crate::under_each_runtime!(a_write_past_the_quota_fails_in_the_sandbox_while_another_run_writes);
+crate::on_rootless_engine!(a_write_past_the_quota_fails_in_the_sandbox_while_another_run_writes);

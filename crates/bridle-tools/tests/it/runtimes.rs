@@ -9,7 +9,7 @@ use bridle_core::Shutdown;
 use bridle_core::config::ServerOptions;
 use serde_json::json;
 
-use crate::helpers::{Harness, Setup, TENANT, python_tool};
+use crate::helpers::{Harness, On, Setup, TENANT, python_tool};
 
 /// What the sandbox's kernel says it is: gVisor's Sentry answers as Linux 4.4.0, whatever
 /// the host runs.
@@ -27,7 +27,7 @@ async fn runtime_of(h: &Harness, sandbox_id: &str) -> String {
 
 #[tokio::test]
 async fn the_default_runtime_runs_every_sandbox_whose_tool_names_none() {
-    let h = Harness::start_under(Some("runsc")).await;
+    let h = Harness::start_on(On::Runsc).await;
     h.apply(&python_tool("py", "")).await;
     let r = h.call("run_rt", "py", json!({ "code": KERNEL })).await;
     assert_eq!(r.exit_code, 0, "{r:?}");
@@ -133,7 +133,7 @@ async fn a_service_whose_runtime_the_engine_lacks_refuses_to_start() {
 
 #[tokio::test]
 async fn a_warm_pool_under_gvisor_is_refused_at_apply_and_runs_get_their_workspace() {
-    let h = Harness::start_under(Some("runsc")).await;
+    let h = Harness::start_on(On::Runsc).await;
     let err = h
         .try_apply_tenant(TENANT, &python_tool("py", "    pool: {warm: 2}\n"))
         .await

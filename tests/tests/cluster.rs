@@ -994,19 +994,48 @@ async fn replicas_of_every_service_survive_kills_a_partition_and_a_redis_restart
     assert_eq!(total, runs, "runs listed (duplicates or losses)");
     assert_eq!(listed.len(), runs, "distinct inputs among the runs listed");
 
-    // Each HTTP tool effect happened exactly once (one Idempotency-Key per job).
+    // Each HTTP tool effect happened exactly once (one Idempotency-Key per job), or not at all
+    // when the model was told the call failed: a call that reached the tools replica just cut
+    // off from the network could not reach the API, and the run's final answer quotes the
+    // count tool's result (plain runs; a code run's quotes its last Python call, so it must
+    // have its effect).
+    let outputs: HashMap<usize, String> = results
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().ok().map(|run| (*n, run.output.clone())))
+        .collect();
     let by_key = effects.by_key.lock().unwrap();
     let mut wrong = Vec::new();
     let mut requests = 0;
+    let mut told_failed = Vec::new();
     for n in 0..runs {
         let key = format!("job-{n}");
         let calls = by_key.get(&key);
         requests += calls.map(|c| c.values().sum::<u32>()).unwrap_or(0);
+        let output = outputs.get(&n).map(String::as_str).unwrap_or("");
         match calls {
             Some(c) if c.len() == 1 && !c.contains_key("") => {}
-            other => wrong.push(format!("{key}: {other:?}")),
+            None if n % 5 != 0 && !output.contains("\"effects\"") => {
+                told_failed.push(format!("{key}: {output}"));
+            }
+            other => wrong.push(format!("{key}: {other:?} (its answer: {output})")),
         }
     }
+    if !told_failed.is_empty() {
+        log(
+            t0,
+            format!(
+                "{} runs were told their count call failed (no effect): {}",
+                told_failed.len(),
+                told_failed.join("; ")
+            ),
+        );
+    }
+    assert!(
+        told_failed.len() <= runs / 20,
+        "too many count calls failed ({} of {runs}): {}",
+        told_failed.len(),
+        told_failed.join("; ")
+    );
     assert!(
         wrong.is_empty(),
         "effects not exactly once: {}",
@@ -1021,7 +1050,8 @@ async fn replicas_of_every_service_survive_kills_a_partition_and_a_redis_restart
         t0,
         format!(
             "{runs} runs succeeded ({code_runs} read back their files); {requests} requests \
-             reached the counter for {runs} effects; done in {:.0}s",
+             reached the counter for {} effects; done in {:.0}s",
+            runs - told_failed.len(),
             t0.elapsed().as_secs_f64()
         ),
     );

@@ -6,7 +6,7 @@
 //!   cargo run --release -p bridle-tools --example bench_calls
 //!   BENCH_N=50 BENCH_CONCURRENCY=50 cargo run --release -p bridle-tools --example bench_calls
 //!   BENCH_RUNTIME=runsc cargo run --release -p bridle-tools --example bench_calls   # gVisor
-//!   BENCH_DOCKER_HOST=unix:///run/... cargo run ...   # another engine (a rootless one)
+//!   BENCH_ROOTLESS=1 cargo run --release -p bridle-tools --example bench_calls  # rootless dockerd
 //!
 //! A benchmark, not a test: nothing here passes or fails on time.
 
@@ -138,9 +138,14 @@ async fn main() {
         .ok()
         .filter(|r| !r.is_empty());
     let runtime_name = runtime.clone();
-    let docker_host = std::env::var("BENCH_DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty());
+    // BENCH_ROOTLESS=1: a rootless Docker engine started by scripts/rootless-engine.sh, with
+    // the limits it cannot enforce accepted (as the rootless:: tests do).
+    let rootless = if std::env::var("BENCH_ROOTLESS").is_ok_and(|v| v == "1") {
+        Some(bridle_testkit::rootless::start("dockerd").await.unwrap())
+    } else {
+        None
+    };
+    let docker_host = rootless.as_ref().map(|r| r.host.clone());
     println!(
         "runtime: {}, engine: {}",
         runtime.as_deref().unwrap_or("the engine's default"),
@@ -152,7 +157,19 @@ async fn main() {
             .unwrap();
     }
     let redis = bridle_testkit::RedisServer::start().await.unwrap();
-    let workspaces = tempfile::tempdir().unwrap();
+    let workspaces = match &rootless {
+        None => tempfile::tempdir().unwrap(),
+        Some(r) => {
+            // Below the folder the engine's namespace follows, reachable by its user.
+            let d = tempfile::Builder::new()
+                .prefix("b")
+                .tempdir_in(&r.shared)
+                .unwrap();
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+            d
+        }
+    };
     let ns = bridle_testkit::unique("bench");
     let shutdown = Shutdown::new();
     let addr = bridle_tools::start(
@@ -166,6 +183,16 @@ async fn main() {
             pool_parallel_starts: 4,
             sandbox_runtime: runtime.clone(),
             docker_host: docker_host.clone(),
+            sandbox_host_uid: rootless
+                .as_ref()
+                .map_or(bridle_tools::Options::default().sandbox_host_uid, |r| {
+                    r.sandbox_uid
+                }),
+            engine_gid: rootless.as_ref().map(|r| r.gid),
+            sandbox_limits_unenforced: rootless
+                .as_ref()
+                .map(|r| r.unenforced.clone())
+                .unwrap_or_default(),
             ..Default::default()
         },
         shutdown.clone(),

@@ -254,7 +254,7 @@ impl tower::Service<Req> for Peer {
                 tokio::pin!(call);
                 loop {
                     tokio::select! {
-                        r = &mut call => return r.map_err(Into::into),
+                        r = &mut call => return r.map_err(|e| went_away(&pool.service, e.into())),
                         // The last replica went while the call waited in the queue: it
                         // would wait there until one comes back, so it fails now.
                         Ok(()) = rx.changed() => {
@@ -280,6 +280,33 @@ impl tower::Service<Req> for Peer {
             }
         })
     }
+}
+
+/// A call whose connection broke under it (the replica was killed, or its connection closed
+/// mid-call: hyper's "connection closed", which tonic would report as CANCELLED or UNKNOWN) is
+/// UNAVAILABLE: the caller's signal to retry, on another replica. A status the replica sent,
+/// and the call's own deadline (CANCELLED, as tonic reports it), stay as they are.
+fn went_away(service: &str, e: BoxError) -> BoxError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+    while let Some(err) = cur {
+        if err.is::<tonic::Status>() || err.is::<tonic::TimeoutExpired>() {
+            return e;
+        }
+        cur = err.source();
+    }
+    Box::new(tonic::Status::unavailable(format!(
+        "{service}: the connection to its replica broke during the call: {}",
+        innermost(e.as_ref())
+    )))
+}
+
+/// The innermost message of an error chain ("connection closed", not "transport error").
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// A request body that records when a connection first reads it.
@@ -328,6 +355,25 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_connection_is_unavailable_and_a_replicas_status_is_kept() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection closed");
+        let e = went_away("tools", Box::new(io));
+        let st = e.downcast_ref::<tonic::Status>().unwrap();
+        assert_eq!(st.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            st.message(),
+            "tools: the connection to its replica broke during the call: connection closed"
+        );
+        let sent = went_away("tools", Box::new(tonic::Status::not_found("no such tool")));
+        assert_eq!(
+            sent.downcast_ref::<tonic::Status>().unwrap().code(),
+            tonic::Code::NotFound
+        );
+        let deadline = went_away("tools", Box::new(tonic::TimeoutExpired(())));
+        assert!(deadline.is::<tonic::TimeoutExpired>());
+    }
 
     #[test]
     fn grpc_timeout_reads_every_unit() {

@@ -7,95 +7,9 @@
 use bridle_core::Shutdown;
 use bridle_core::config::ServerOptions;
 
-/// A rootless engine started by scripts/rootless-engine.sh, and what the tools service needs
-/// to use it.
-pub struct RootlessEngine {
-    pub host: String,
-    /// The host uid the sandbox user (65534) is in the engine's user namespace.
-    pub sandbox_uid: u32,
-    /// The engine user's group.
-    pub gid: u32,
-    /// A shared mount the engine's namespace follows: workspaces go below it.
-    pub shared: std::path::PathBuf,
-    /// The limits the engine says it cannot enforce.
-    pub unenforced: Vec<String>,
-}
-
-/// Starts (or finds running) the rootless engine `kind` (dockerd or podman).
-pub async fn rootless_engine(kind: &str) -> RootlessEngine {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/rootless-engine.sh"
-    );
-    let out = tokio::process::Command::new("bash")
-        .args([script, "start"])
-        .env("BRIDLE_ROOTLESS_ENGINE", kind)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{script} start ({kind}) failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let after = |prefix: &str| -> String {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no '{prefix}' from {script}: {stdout}"))
-            .to_string()
-    };
-    let host = after("export DOCKER_HOST=");
-    let sandbox_uid = after("# sandbox uid 65534 is host uid ")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let shared = after("# put workspace_root / TMPDIR below ")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .into();
-    let id = std::process::Command::new("id")
-        .args(["-g", "bridle-rootless"])
-        .output()
-        .unwrap();
-    let gid = String::from_utf8_lossy(&id.stdout).trim().parse().unwrap();
-    let unenforced = enforces(&host)
-        .await
-        .into_iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(n, _)| n.to_string())
-        .collect();
-    RootlessEngine {
-        host,
-        sandbox_uid,
-        gid,
-        shared,
-        unenforced,
-    }
-}
-
-/// What the engine at `host` says it enforces (`docker info`).
-async fn enforces(host: &str) -> Vec<(&'static str, bool)> {
-    let out = tokio::process::Command::new("docker")
-        .args(["-H", host, "info", "--format", "{{json .}}"])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    [
-        ("memory", "MemoryLimit"),
-        ("swap", "SwapLimit"),
-        ("cpu", "CpuCfsQuota"),
-        ("pids", "PidsLimit"),
-    ]
-    .into_iter()
-    .map(|(name, key)| (name, info[key].as_bool() != Some(false)))
-    .collect()
+/// The rootless engine `kind`, started by scripts/rootless-engine.sh.
+pub async fn rootless_engine(kind: &str) -> bridle_testkit::rootless::RootlessEngine {
+    bridle_testkit::rootless::start(kind).await.unwrap()
 }
 
 async fn start_on(host: &str) -> (Result<std::net::SocketAddr, bridle_core::Error>, Shutdown) {
@@ -118,7 +32,7 @@ async fn start_on(host: &str) -> (Result<std::net::SocketAddr, bridle_core::Erro
 #[tokio::test]
 async fn a_rootless_engine_is_used_only_when_it_enforces_every_limit() {
     let host = rootless_engine("dockerd").await.host;
-    let supported = enforces(&host).await;
+    let supported = bridle_testkit::rootless::enforces(&host).await.unwrap();
     let missing: Vec<&str> = supported
         .iter()
         .filter(|(_, ok)| !ok)

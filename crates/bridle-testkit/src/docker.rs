@@ -55,26 +55,3 @@ async fn image_exists(image: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
-
-/// Removes every container carrying `label=value` (a test's own label), running or not.
-pub async fn remove_labelled(label: &str, value: &str) -> anyhow::Result<usize> {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label={label}={value}")])
-        .output()
-        .await?;
-    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    if !ids.is_empty() {
-        Command::new("docker")
-            .arg("rm")
-            .arg("-f")
-            .args(&ids)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await?;
-    }
-    Ok(ids.len())
-}

@@ -21,10 +21,16 @@ pub struct Engine {
     host: Option<String>,
     shown: String,
     client: Mutex<Option<Docker>>,
-    /// The engine's OCI runtimes, and when they were read.
-    runtimes: Mutex<Option<(Instant, Vec<String>)>>,
-    /// The runtime the engine uses when none is named (as last read).
-    default_runtime: Mutex<Option<String>>,
+    /// The engine's runtimes as last read (`docker info`).
+    known: std::sync::Mutex<Option<Runtimes>>,
+}
+
+/// The engine's OCI runtimes, which it uses when none is named, and when that was read.
+#[derive(Clone)]
+struct Runtimes {
+    at: Instant,
+    names: Vec<String>,
+    default: Option<String>,
 }
 
 /// How long the engine's list of runtimes is trusted before it is read again (a runtime
@@ -42,8 +48,7 @@ impl Engine {
             host,
             shown,
             client: Mutex::new(None),
-            runtimes: Mutex::new(None),
-            default_runtime: Mutex::new(None),
+            known: std::sync::Mutex::new(None),
         }
     }
 
@@ -78,32 +83,47 @@ impl Engine {
         Ok(docker)
     }
 
-    /// The engine's OCI runtimes (`docker info`), read again when older than 30 s or when
-    /// `fresh`.
-    pub async fn runtimes(&self, fresh: bool) -> Result<Vec<String>, Error> {
-        let mut slot = self.runtimes.lock().await;
-        if !fresh
-            && let Some((at, list)) = slot.as_ref()
-            && at.elapsed() < RUNTIMES_TTL
-        {
-            return Ok(list.clone());
-        }
+    /// `docker info`, and the runtimes it lists (remembered for [`Self::known`]).
+    async fn info(&self) -> Result<(bollard::models::SystemInfo, Runtimes), Error> {
         let docker = self.client().await?;
         let info = tokio::time::timeout(OP_TIMEOUT, docker.info())
             .await
-            .map_err(|_| self.timed_out("report its runtimes"))?
-            .map_err(|e| self.error("report its runtimes (docker info)", e))?;
-        let mut list: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
-        list.sort();
-        *self.default_runtime.lock().await = info.default_runtime;
-        *slot = Some((Instant::now(), list.clone()));
-        Ok(list)
+            .map_err(|_| self.timed_out("report what it supports"))?
+            .map_err(|e| self.error("report what it supports (docker info)", e))?;
+        let mut names: Vec<String> = info
+            .runtimes
+            .iter()
+            .flatten()
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        let known = Runtimes {
+            at: Instant::now(),
+            names,
+            default: info.default_runtime.clone(),
+        };
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(known.clone());
+        Ok((info, known))
+    }
+
+    /// The engine's runtimes as last read, read again when older than 30 s or when `fresh`.
+    async fn known(&self, fresh: bool) -> Result<Runtimes, Error> {
+        let cached = self.known.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match cached {
+            Some(k) if !fresh && k.at.elapsed() < RUNTIMES_TTL => Ok(k),
+            _ => Ok(self.info().await?.1),
+        }
+    }
+
+    /// The engine's OCI runtimes (`docker info`), read again when older than 30 s or when
+    /// `fresh`.
+    pub async fn runtimes(&self, fresh: bool) -> Result<Vec<String>, Error> {
+        Ok(self.known(fresh).await?.names)
     }
 
     /// The runtime the engine uses for a container that names none.
     pub async fn default_runtime(&self) -> Result<Option<String>, Error> {
-        self.runtimes(false).await?;
-        Ok(self.default_runtime.lock().await.clone())
+        Ok(self.known(false).await?.default)
     }
 
     /// Ok when the engine has the runtime `name`; else the error names it and what the engine
@@ -137,12 +157,7 @@ impl Engine {
     /// info`: memory, swap, CPU and pids limits), with why when the engine is rootless on
     /// cgroup v1. Empty when it can do all of it.
     pub async fn hardening_gaps(&self) -> Result<Gaps, Error> {
-        let docker = self.client().await?;
-        let info = tokio::time::timeout(OP_TIMEOUT, docker.info())
-            .await
-            .map_err(|_| self.timed_out("report what it supports"))?
-            .map_err(|e| self.error("report what it supports (docker info)", e))?;
-        Ok(Gaps::of(&info))
+        Ok(Gaps::of(&self.info().await?.0))
     }
 
     /// Classifies an engine error of operation `op` ("create the container for tool 'x'").

@@ -389,33 +389,10 @@ impl Harness {
         .unwrap();
     }
 
+    /// Drains the service; dropping the harness then removes what is left (mounts,
+    /// containers).
     pub async fn stop(self) {
         self.shutdown.drain(Duration::from_secs(10)).await;
-        // Not asserted: a test's engine may be gone (or never there) by now.
-        let out = docker_cli(self.docker_host.as_deref())
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label={}.managed=true", self.ns),
-            ])
-            .output()
-            .await;
-        let ids: Vec<String> = out
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !ids.is_empty() {
-            let _ = docker_cli(self.docker_host.as_deref())
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output()
-                .await;
-        }
     }
 }
 
@@ -561,4 +538,34 @@ spec:
       output: 1Ki
 {extra_container}"#
     )
+}
+
+/// What `bridle_tools::start` answers for options made by `f` from minimal ones (its own Redis
+/// and workspace folder): for the tests of what the service refuses at start. A service that
+/// did start is shut down again.
+pub async fn try_start(
+    f: impl FnOnce(&mut bridle_tools::Options),
+) -> Result<std::net::SocketAddr, bridle_core::Error> {
+    let redis = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = bridle_tools::Options {
+        server: ServerOptions::with_port(0),
+        redis_url: redis.url(),
+        key_prefix: bridle_testkit::unique("tools"),
+        label_namespace: bridle_testkit::unique("t"),
+        workspace_root: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    };
+    f(&mut opts);
+    let shutdown = Shutdown::new();
+    let started = bridle_tools::start(opts, shutdown.clone()).await;
+    shutdown.drain(Duration::from_secs(10)).await;
+    started
+}
+
+/// Applies `yaml` for the test's tenant, which must be refused as invalid; the message.
+pub async fn refused_at_apply(h: &Harness, yaml: &str) -> String {
+    let err = h.try_apply_tenant(TENANT, yaml).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    err.message().to_string()
 }

@@ -4,29 +4,11 @@
 //! on cgroup v1, as on this development machine) is refused, naming the limits and why; one
 //! that can is used. Podman's Docker-compatible API is refused whatever the host.
 
-use bridle_core::Shutdown;
-use bridle_core::config::ServerOptions;
+use crate::helpers::try_start;
 
 /// The rootless engine `kind`, started by scripts/rootless-engine.sh.
 pub async fn rootless_engine(kind: &str) -> bridle_testkit::rootless::RootlessEngine {
     bridle_testkit::rootless::start(kind).await.unwrap()
-}
-
-async fn start_on(host: &str) -> (Result<std::net::SocketAddr, bridle_core::Error>, Shutdown) {
-    let redis = bridle_testkit::RedisServer::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let opts = bridle_tools::Options {
-        server: ServerOptions::with_port(0),
-        redis_url: redis.url(),
-        key_prefix: bridle_testkit::unique("tools"),
-        label_namespace: bridle_testkit::unique("t"),
-        workspace_root: Some(dir.path().to_path_buf()),
-        docker_host: Some(host.to_string()),
-        ..Default::default()
-    };
-    let shutdown = Shutdown::new();
-    let started = bridle_tools::start(opts, shutdown.clone()).await;
-    (started, shutdown)
 }
 
 #[tokio::test]
@@ -38,7 +20,7 @@ async fn a_rootless_engine_is_used_only_when_it_enforces_every_limit() {
         .filter(|(_, ok)| !ok)
         .map(|(n, _)| *n)
         .collect();
-    let (started, shutdown) = start_on(&host).await;
+    let started = try_start(|o| o.docker_host = Some(host.clone())).await;
     if missing.is_empty() {
         started.expect("an engine that enforces every limit is used");
     } else {
@@ -55,14 +37,13 @@ async fn a_rootless_engine_is_used_only_when_it_enforces_every_limit() {
         assert!(m.contains(&host), "the engine is named: {m}");
         assert!(m.contains("rootless"), "and why: {m}");
     }
-    shutdown.trigger();
 }
 
 #[tokio::test]
 async fn podmans_docker_api_is_refused_naming_what_it_ignores() {
     let host = rootless_engine("podman").await.host;
-    let (started, shutdown) = start_on(&host).await;
-    let m = started
+    let m = try_start(|o| o.docker_host = Some(host.clone()))
+        .await
         .expect_err("Podman's API must stop the service")
         .to_string();
     assert!(
@@ -73,5 +54,4 @@ async fn podmans_docker_api_is_refused_naming_what_it_ignores() {
         m.contains("ignores a container's runtime and ulimits"),
         "{m}"
     );
-    shutdown.trigger();
 }

@@ -5,11 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use bridle_core::Shutdown;
-use bridle_core::config::ServerOptions;
 use serde_json::json;
 
-use crate::helpers::{Harness, On, Setup, TENANT, python_tool};
+use crate::helpers::{Harness, On, Setup, TENANT, python_tool, refused_at_apply, try_start};
 
 /// What the sandbox's kernel says it is: gVisor's Sentry answers as Linux 4.4.0, whatever
 /// the host runs.
@@ -50,17 +48,12 @@ async fn a_bound_tenant_runs_under_its_runtime_and_cannot_name_another() {
         ..Setup::default()
     })
     .await;
-    let err = h
-        .try_apply_tenant(TENANT, &python_tool("weak", "    runtime: runc\n"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let m = refused_at_apply(&h, &python_tool("weak", "    runtime: runc\n")).await;
     assert!(
-        err.message().contains(
+        m.contains(
             "spec.container.runtime: 'runc' is not allowed for tenant 'acme': the platform runs its sandboxes under 'runsc'"
         ),
-        "{}",
-        err.message()
+        "{m}"
     );
     h.apply(&python_tool("py", "")).await;
     let r = h.call("run_bound", "py", json!({ "code": KERNEL })).await;
@@ -78,12 +71,7 @@ async fn a_bound_tenant_runs_under_its_runtime_and_cannot_name_another() {
 #[tokio::test]
 async fn a_runtime_the_engine_lacks_is_refused_at_apply_naming_it() {
     let h = Harness::start().await;
-    let err = h
-        .try_apply_tenant(TENANT, &python_tool("py", "    runtime: kata-nowhere\n"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    let m = err.message();
+    let m = refused_at_apply(&h, &python_tool("py", "    runtime: kata-nowhere\n")).await;
     assert!(m.contains("spec.container.runtime"), "{m}");
     assert!(
         m.contains("has no OCI runtime 'kata-nowhere' (it has: "),
@@ -103,22 +91,12 @@ async fn a_service_whose_runtime_the_engine_lacks_refuses_to_start() {
             BTreeMap::from([("acme".to_string(), "kata-nowhere".to_string())]),
         ),
     ] {
-        let redis = bridle_testkit::RedisServer::start().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let opts = bridle_tools::Options {
-            server: ServerOptions::with_port(0),
-            redis_url: redis.url(),
-            key_prefix: bridle_testkit::unique("tools"),
-            label_namespace: bridle_testkit::unique("t"),
-            workspace_root: Some(dir.path().to_path_buf()),
-            sandbox_runtime: default.clone(),
-            sandbox_runtime_tenants: tenants.clone(),
-            ..Default::default()
-        };
-        let shutdown = Shutdown::new();
-        let err = bridle_tools::start(opts, shutdown.clone())
-            .await
-            .expect_err("an engine without the runtime must stop the service");
+        let err = try_start(|o| {
+            o.sandbox_runtime = default.clone();
+            o.sandbox_runtime_tenants = tenants.clone();
+        })
+        .await
+        .expect_err("an engine without the runtime must stop the service");
         let m = err.to_string();
         let option = if default.is_some() {
             "sandbox_runtime: "
@@ -127,24 +105,18 @@ async fn a_service_whose_runtime_the_engine_lacks_refuses_to_start() {
         };
         assert!(m.contains(option), "{m}");
         assert!(m.contains("has no OCI runtime 'kata-nowhere'"), "{m}");
-        shutdown.trigger();
     }
 }
 
 #[tokio::test]
 async fn a_warm_pool_under_gvisor_is_refused_at_apply_and_runs_get_their_workspace() {
     let h = Harness::start_on(On::Runsc).await;
-    let err = h
-        .try_apply_tenant(TENANT, &python_tool("py", "    pool: {warm: 2}\n"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let m = refused_at_apply(&h, &python_tool("py", "    pool: {warm: 2}\n")).await;
     assert!(
-        err.message().contains(
+        m.contains(
             "spec.container.pool.warm: a sandbox under runtime 'runsc' cannot be started ahead of its run"
         ),
-        "{}",
-        err.message()
+        "{m}"
     );
     // Without a pool, a run's sandbox is made with its workspace, which its next sandbox
     // (after the first was discarded for a process left behind) finds again.

@@ -65,6 +65,24 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An OCI runtime name as engines accept it (`runsc`, `kata-qemu`, `io.containerd.runc.v2`):
+/// a Tool's `runtime:` and the tools service's runtime options.
+pub fn check_runtime_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{}' is not a runtime name (letters, digits, '.', '-', '_'; at most 128)",
+            crate::redact::quote(name)
+        ))
+    }
+}
+
 /// Tool names are sent to providers as function names, which do not allow '.'.
 pub fn check_tool_name(name: &str) -> Result<(), String> {
     check_name(name)?;
@@ -101,5 +119,17 @@ mod tests {
         assert!(check_tool_name("run.python").is_err());
         let huge = "x".repeat(1 << 20);
         assert!(check_name(&huge).unwrap_err().len() < 300);
+    }
+
+    #[test]
+    fn runtime_names() {
+        assert!(check_runtime_name("runsc").is_ok());
+        assert!(check_runtime_name("io.containerd.runc.v2").is_ok());
+        assert!(check_runtime_name("").is_err());
+        assert!(check_runtime_name("run sc").is_err());
+        assert!(check_runtime_name("../runsc").is_err());
+        assert!(check_runtime_name(&"r".repeat(129)).is_err());
+        let huge = "x ".repeat(1 << 19);
+        assert!(check_runtime_name(&huge).unwrap_err().len() < 300);
     }
 }

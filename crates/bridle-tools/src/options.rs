@@ -316,7 +316,7 @@ impl config::Options for Options {
             ));
         }
         if let Some(r) = &self.sandbox_runtime
-            && let Err(e) = crate::sandbox::runtime::check_name(r)
+            && let Err(e) = bridle_core::ids::check_runtime_name(r)
         {
             out.push(format!("sandbox_runtime: {e}"));
         }
@@ -328,7 +328,7 @@ impl config::Options for Options {
                     "sandbox_runtime_tenants.{tenant}: not a tenant name (or '*' for every tenant)"
                 ));
             }
-            if let Err(e) = crate::sandbox::runtime::check_name(r) {
+            if let Err(e) = bridle_core::ids::check_runtime_name(r) {
                 out.push(format!("sandbox_runtime_tenants.{tenant}: {e}"));
             }
         }

@@ -540,15 +540,9 @@ pub(super) fn validate_sandbox(p: &str, s: &SandboxFields<'_>, out: &mut Problem
         out.push((format!("{p}.limits.nofile"), "must be at least 16".into()));
     }
     if let Some(r) = s.runtime
-        && (r.is_empty()
-            || !r
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        && let Err(e) = crate::ids::check_runtime_name(r)
     {
-        out.push((
-            format!("{p}.runtime"),
-            format!("'{r}' is not a runtime name"),
-        ));
+        out.push((format!("{p}.runtime"), e));
     }
     if s.pool.warm > PoolSettings::MAX_WARM {
         out.push((

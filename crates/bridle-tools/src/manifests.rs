@@ -28,6 +28,8 @@ pub struct ToolManifests {
     pub egress: Arc<Platform>,
     pub runtimes: Arc<Runtimes>,
     pub backend: Arc<dyn Backend>,
+    /// Whether sandboxes can be started ahead of their run (not with workspace folders).
+    pub warm_pools: bool,
 }
 
 #[tonic::async_trait]
@@ -41,6 +43,9 @@ impl Manifests for ToolManifests {
                 problems.extend(check_egress(&self.egress, &r.tenant, t, d));
                 problems
                     .extend(check_runtime(&self.runtimes, &*self.backend, m.tenant(), t, d).await);
+                if !self.warm_pools {
+                    problems.extend(check_no_warm_pool(t, d));
+                }
             }
         }
         if !problems.is_empty() {
@@ -82,6 +87,19 @@ impl Manifests for ToolManifests {
     }
 }
 
+/// Where a sandboxed Tool's settings are, its runtime and its warm pool size.
+fn sandbox_settings(t: &Tool) -> Option<(&'static str, Option<&str>, u32)> {
+    let s = &t.spec;
+    if let Some(c) = &s.container {
+        Some(("spec.container", c.runtime.as_deref(), c.pool.warm))
+    } else if let Some(c) = &s.code {
+        Some(("spec.code", c.runtime.as_deref(), c.pool.warm))
+    } else {
+        let m = s.mcp.as_ref()?.stdio.as_ref()?;
+        Some(("spec.mcp.stdio", m.runtime.as_deref(), m.pool.warm))
+    }
+}
+
 /// The runtime of a Tool's sandbox: one its tenant is not bound to, or one the engine does not
 /// have (when the engine answers within a few seconds; otherwise the call will tell).
 pub async fn check_runtime(
@@ -91,16 +109,7 @@ pub async fn check_runtime(
     t: &Tool,
     doc: &bridle_proto::ManifestDocument,
 ) -> Option<ManifestError> {
-    let s = &t.spec;
-    let (field, asked, warm) = if let Some(c) = &s.container {
-        ("spec.container", c.runtime.as_deref(), c.pool.warm)
-    } else if let Some(c) = &s.code {
-        ("spec.code", c.runtime.as_deref(), c.pool.warm)
-    } else if let Some(m) = s.mcp.as_ref().and_then(|m| m.stdio.as_ref()) {
-        ("spec.mcp.stdio", m.runtime.as_deref(), m.pool.warm)
-    } else {
-        return None;
-    };
+    let (field, asked, warm) = sandbox_settings(t)?;
     let problem = |sub: &str, message: String| ManifestError {
         source: doc.source.clone(),
         line: locate_field(doc.first_line, &doc.yaml, &format!("{field}.{sub}")),
@@ -127,6 +136,19 @@ pub async fn check_runtime(
         },
         Ok(None) => None,
     }
+}
+
+/// A Tool asking for warm sandboxes from a service whose workspaces are folders
+/// (`workspace_mode: folder`): a sandbox only sees its run's folder when it is made for it.
+pub fn check_no_warm_pool(t: &Tool, doc: &bridle_proto::ManifestDocument) -> Option<ManifestError> {
+    let (field, _, warm) = sandbox_settings(t)?;
+    (warm > 0).then(|| ManifestError {
+        source: doc.source.clone(),
+        line: locate_field(doc.first_line, &doc.yaml, &format!("{field}.pool.warm")),
+        subject: Some(format!("Tool '{}'", t.metadata.name)),
+        message: "this tools service keeps no warm sandboxes: its run workspaces are folders (workspace_mode: folder), which a sandbox only sees when it is made for its run; set pool.warm to 0".into(),
+        field: format!("{field}.pool.warm"),
+    })
 }
 
 /// The egress rules of a Tool, and the URL hosts of its http and MCP kinds, against what the

@@ -111,6 +111,14 @@ pub struct Options {
     /// the service refuses to start on such an engine, naming them. Every one listed is logged
     /// at start; the Tools' limits stay in their manifests but do not hold.
     pub sandbox_limits_unenforced: Vec<String>,
+    /// What a run's /workspace is: `quota` (default), a filesystem of the run's quota that
+    /// this service formats and loop-mounts (it needs root, mount and loop devices, and its
+    /// mounts must reach the engine); `folder`, a plain folder the engine binds into each
+    /// sandbox made for the run, with no mount by this service (so it can run without any
+    /// privilege, as in the Helm chart's default tools pod). Folders have no quota of their
+    /// own: `folder` needs `workspace` in `sandbox_limits_unenforced`, and sandboxes cannot be
+    /// warm (a Tool's `pool.warm` is refused at apply).
+    pub workspace_mode: crate::workspace::Mode,
 }
 
 impl Default for Options {
@@ -150,6 +158,7 @@ impl Default for Options {
             sandbox_host_uid: crate::sandbox::config::SANDBOX_UID,
             engine_gid: None,
             sandbox_limits_unenforced: Vec::new(),
+            workspace_mode: crate::workspace::Mode::Quota,
         }
     }
 }
@@ -333,11 +342,26 @@ impl config::Options for Options {
             }
         }
         for l in &self.sandbox_limits_unenforced {
-            if !crate::sandbox::engine::LIMITS.contains(&l.as_str()) {
+            if !crate::sandbox::engine::LIMITS.contains(&l.as_str())
+                && l != crate::workspace::QUOTA_LIMIT
+            {
                 out.push(format!(
-                    "sandbox_limits_unenforced: '{l}' is not a sandbox limit (memory, swap, cpu, pids)"
+                    "sandbox_limits_unenforced: '{l}' is not a sandbox limit (memory, swap, cpu, pids, workspace)"
                 ));
             }
+        }
+        let quota_accepted = self
+            .sandbox_limits_unenforced
+            .iter()
+            .any(|l| l == crate::workspace::QUOTA_LIMIT);
+        match self.workspace_mode {
+            crate::workspace::Mode::Folder if !quota_accepted => out.push(
+                "workspace_mode: 'folder' workspaces have no quota (a run can fill the disk its folder is on): add 'workspace' to sandbox_limits_unenforced to accept that, or use 'quota'".into(),
+            ),
+            crate::workspace::Mode::Quota if quota_accepted => out.push(
+                "sandbox_limits_unenforced: 'workspace' is enforced with workspace_mode 'quota'; list it only with 'folder'".into(),
+            ),
+            _ => {}
         }
         if self.replica_lease < Duration::from_secs(1) {
             out.push("replica_lease: must be at least 1s".into());

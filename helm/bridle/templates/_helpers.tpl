@@ -124,6 +124,16 @@ Context: dict root, name. */}}
   value: {{ include "bridle.dockerHost" . | quote }}
 - name: BRIDLE_TOOLS_WORKSPACE_ROOT
   value: {{ $d.workspaceRoot | quote }}
+{{- if eq $d.mode "rootless" }}
+{{- /* The engine's namespace maps the sandbox user to the tools container's uid (the engine
+       image's /etc/subuid), so workspaces are the service's own; they are plain folders. */}}
+- name: BRIDLE_TOOLS_WORKSPACE_MODE
+  value: folder
+- name: BRIDLE_TOOLS_SANDBOX_HOST_UID
+  value: "65532"
+- name: BRIDLE_TOOLS_SANDBOX_LIMITS_UNENFORCED
+  value: {{ printf "[%s]" (join "," $d.rootless.limitsUnenforced) | quote }}
+{{- end }}
 {{- end }}
 {{- if eq .name "secrets" }}
 {{- $a := $v.vault.auth }}
@@ -161,11 +171,75 @@ Context: dict root, name. */}}
 {{/* The Docker engine address the tools service uses. Context: dict root, name, svc. */}}
 {{- define "bridle.dockerHost" -}}
 {{- $d := .svc.docker -}}
-{{- if eq $d.mode "dind" -}}
+{{- if eq $d.mode "rootless" -}}
+unix:///var/run/engine/docker.sock
+{{- else if eq $d.mode "dind" -}}
 unix:///var/run/dind/docker.sock
 {{- else if eq $d.mode "hostSocket" -}}
 unix:///var/run/docker.sock
 {{- else -}}
 {{- required "tools.docker.host is required when tools.docker.mode is external" $d.host -}}
 {{- end -}}
+{{- end }}
+
+{{/*
+The rootless Docker engine of a tools pod (tools.docker.mode=rootless): dockerd in a user
+namespace of its own, made by rootlesskit, as uid 1000; no privileged container, no added
+capability but the two its id mapping needs. It listens on a unix socket in a volume shared with
+the tools container only (no TCP port). Each line of its securityContext says why it is there.
+*/}}
+{{- define "bridle.engine" -}}
+{{- $e := .svc.docker.rootless -}}
+- name: engine
+  image: "{{ .root.Values.image.registry }}{{ $e.image.repository }}:{{ .root.Values.image.tag | default .root.Chart.AppVersion }}"
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  env:
+    - name: BRIDLE_ENGINE_SOCKET
+      value: unix:///var/lib/engine-socket/docker.sock
+  securityContext:
+    # The engine's own user; root only inside the user namespace it makes, where the
+    # sandboxes' uids live (the image's /etc/subuid maps the sandbox user to 65532, the
+    # tools container's uid, so both own the run workspaces).
+    runAsUser: 1000
+    runAsGroup: 1000
+    runAsNonRoot: true
+    # newuidmap and newgidmap raise CAP_SETUID / CAP_SETGID from their file capabilities to
+    # write that namespace's id maps (no_new_privs would stop them).
+    allowPrivilegeEscalation: true
+    capabilities:
+      drop: [ALL]
+      # What those two raise, and nothing else: inside its namespace the engine holds the
+      # capabilities it needs, over that namespace only.
+      add: [SETUID, SETGID]
+    # The runtime's default profile refuses the unshare, mount and pivot_root every sandbox
+    # needs; this one (files/engine-seccomp.json) refuses what no engine needs.
+    seccompProfile:
+      {{- toYaml $e.seccompProfile | nindent 6 }}
+    {{- with $e.appArmorProfile }}
+    appArmorProfile:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    # The kernel refuses a new /proc (each sandbox's) while the container's /proc has paths
+    # masked by mounts over them; unmasked, it shows only the pod's own user namespace.
+    procMount: Unmasked
+    privileged: false
+    readOnlyRootFilesystem: true
+  startupProbe:
+    exec:
+      command: [docker, --host, unix:///var/lib/engine-socket/docker.sock, version]
+    periodSeconds: 2
+    failureThreshold: 60
+  resources:
+    {{- toYaml $e.resources | nindent 4 }}
+  volumeMounts:
+    - name: engine-socket
+      mountPath: /var/lib/engine-socket
+    - name: engine-storage
+      mountPath: /var/lib/engine
+    - name: engine-run
+      mountPath: /run/engine
+    - name: engine-tmp
+      mountPath: /tmp
+    - name: workspaces
+      mountPath: {{ .svc.docker.workspaceRoot }}
 {{- end }}

@@ -156,6 +156,12 @@ pub struct Factory {
 }
 
 impl Factory {
+    /// Whether a sandbox of `profile` can be started ahead of its run: it will see the run's
+    /// workspace arrive (its runtime shares the host's mounts, and workspaces are mounts).
+    pub fn can_be_warm(&self, profile: &Profile) -> bool {
+        profile.can_be_warm() && self.workspaces.reaches_started_sandboxes()
+    }
+
     /// Labels that say whose container it is. A warm container gets no run: labels are fixed
     /// at creation, and the run that takes it is tracked by the service.
     pub fn labels(&self, profile: &Profile, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -197,10 +203,12 @@ impl Factory {
         };
         let mut mounts = vec![
             BindMount {
-                source: slot.ws().to_string_lossy().into_owned(),
+                source: slot.workspace().to_string_lossy().into_owned(),
                 target: WORKSPACE.into(),
                 read_only: false,
-                follows_host: true,
+                // A run's workspace mounted after the sandbox started reaches it (not with
+                // folders: the sandbox is made with its run's).
+                follows_host: self.workspaces.reaches_started_sandboxes(),
             },
             BindMount {
                 source: slot.secrets().to_string_lossy().into_owned(),

@@ -141,10 +141,10 @@ impl Pool {
 
     /// Registers `profile` (so its pool fills before the first call).
     pub fn prepare(self: &Arc<Self>, profile: &Arc<Profile>, warm: usize) {
-        // A runtime that does not share the host's mounts cannot receive a run's workspace
-        // after it starts (such Tools are refused `pool.warm` at apply; this holds for the
-        // ones applied before the runtime changed).
-        if warm == 0 || !profile.can_be_warm() {
+        // A sandbox under a runtime that does not share the host's mounts, or with workspace
+        // folders, cannot receive a run's workspace after it starts (such Tools are refused
+        // `pool.warm` at apply; this holds for the ones applied before the setting changed).
+        if warm == 0 || !self.factory.can_be_warm(profile) {
             return;
         }
         {

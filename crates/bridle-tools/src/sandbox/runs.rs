@@ -99,7 +99,7 @@ impl Lease {
 
     /// The run's workspace on the host (the leased sandbox's `/workspace`).
     pub fn workspace(&self) -> Option<PathBuf> {
-        self.sandbox.as_ref().map(|s| s.slot.ws())
+        self.sandbox.as_ref().map(|s| s.slot.workspace())
     }
 
     /// Whether the call belongs to a run (whose workspace outlives it).
@@ -237,7 +237,7 @@ impl Sandboxes {
         let sandbox = match held {
             Some(i) => guard.idle.swap_remove(i),
             None => {
-                let warm_one = if secret_env.is_empty() && profile.can_be_warm() {
+                let warm_one = if secret_env.is_empty() && self.factory.can_be_warm(profile) {
                     self.pool.take(profile, warm).await
                 } else {
                     None

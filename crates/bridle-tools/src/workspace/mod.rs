@@ -1,5 +1,9 @@
 //! Host directories mounted into sandboxes ("slots") and a run's workspace.
 //!
+//! With [`Mode::Folder`] nothing here is mounted: a run's workspace is a plain folder,
+//! given to the engine as the `/workspace` bind source of each sandbox made for the run
+//! (so no sandbox is made before its run), and its quota is not enforced.
+//!
 //! Every sandbox container gets a slot, made before the container (mounts are fixed when a
 //! container is created, which for a warm one is before anyone knows the run):
 //! `<root>/<instance>/<slot>/ws` is its `/workspace`, `secrets/` its read-only `/run/secrets`,
@@ -33,6 +37,22 @@ const MAX_ENTRIES: usize = 20_000;
 /// Paths listed in files_written at most.
 pub const MAX_LISTED: usize = 1_000;
 
+/// What a run's workspace is (the `workspace_mode` option).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A loop-mounted filesystem of the run's quota, bound onto each sandbox's slot.
+    #[default]
+    Quota,
+    /// A plain folder the engine binds into each sandbox made for the run.
+    Folder,
+}
+
+/// The name `sandbox_limits_unenforced` gives the workspace quota.
+pub const QUOTA_LIMIT: &str = "workspace";
+
 /// The folder all of this instance's slots live in.
 #[derive(Clone, Debug)]
 pub struct Workspaces {
@@ -44,6 +64,7 @@ pub struct Workspaces {
     /// sandboxed call then fails saying so, rather than running without a quota.
     unmountable: Option<String>,
     ids: HostIds,
+    mode: Mode,
 }
 
 /// Who the engine's sandboxes are on this host. Under a rootful engine the sandbox user
@@ -69,12 +90,13 @@ impl Default for HostIds {
 impl Workspaces {
     /// Takes the instance's lock, creates `<root>/<instance>` (0700: other host users cannot
     /// look into workspaces; 0710 with the group of a rootless engine, which must reach the
-    /// folders it mounts) and makes it a shared mount.
+    /// folders it mounts) and, with [`Mode::Quota`], makes it a shared mount.
     pub fn create(
         root: &Path,
         instance: &str,
         cleanup: Shutdown,
         ids: HostIds,
+        mode: Mode,
     ) -> Result<Self, Error> {
         let dir = root.join(instance);
         let failed = |what: &str, p: &Path, e: std::io::Error| {
@@ -95,7 +117,11 @@ impl Workspaces {
                 }),
             })
             .map_err(|e| failed("create the workspace folder", &dir, e))?;
-        let unmountable = mounts::make_shared_mount(&dir).err().map(|e| {
+        let shared = match mode {
+            Mode::Quota => mounts::make_shared_mount(&dir),
+            Mode::Folder => Ok(()),
+        };
+        let unmountable = shared.err().map(|e| {
             let why = format!(
                 "workspace quotas cannot be enforced: making {} a shared mount failed ({e}); the tools service needs root (CAP_SYS_ADMIN) and loop devices",
                 dir.display()
@@ -110,7 +136,14 @@ impl Workspaces {
             lock: Arc::new(lock),
             unmountable,
             ids,
+            mode,
         })
+    }
+
+    /// Whether a run's workspace reaches a sandbox that started before it (a mount
+    /// propagating into it); with folders, only sandboxes made for the run see it.
+    pub fn reaches_started_sandboxes(&self) -> bool {
+        self.mode == Mode::Quota
     }
 
     pub fn dir(&self) -> &Path {
@@ -126,7 +159,7 @@ impl Workspaces {
         }
     }
 
-    /// A new run workspace of `bytes`, mounted.
+    /// A new run workspace of `bytes` (mounted, or a folder).
     pub async fn volume(&self, bytes: u64) -> Result<Arc<RunVolume>, Error> {
         self.check()?;
         Ok(Arc::new(
@@ -135,6 +168,7 @@ impl Workspaces {
                 bytes,
                 self.cleanup.clone(),
                 self.ids.sandbox,
+                self.mode == Mode::Quota,
             )
             .await?,
         ))
@@ -163,6 +197,7 @@ impl Workspaces {
             path,
             cleanup: self.cleanup.clone(),
             volume: Mutex::default(),
+            binds: self.mode == Mode::Quota,
         }))
     }
 
@@ -200,11 +235,22 @@ pub struct Slot {
     cleanup: Shutdown,
     /// The run workspace bound onto `ws` (a sandbox serves one run, so at most one, ever).
     volume: Mutex<Option<Arc<RunVolume>>>,
+    /// Whether the run's workspace is bound onto `ws` ([`Mode::Quota`]); otherwise the
+    /// workspace's own folder is the sandbox's `/workspace`.
+    binds: bool,
 }
 
 impl Slot {
     pub fn ws(&self) -> PathBuf {
         self.path.join("ws")
+    }
+    /// The host folder that is the sandbox's `/workspace`: `ws`, or with folders the run's
+    /// own (attached before the sandbox is made).
+    pub fn workspace(&self) -> PathBuf {
+        match self.volume().as_ref() {
+            Some(v) if !self.binds => v.path().to_path_buf(),
+            _ => self.ws(),
+        }
     }
     pub fn secrets(&self) -> PathBuf {
         self.path.join("secrets")
@@ -223,7 +269,8 @@ impl Slot {
         self.volume.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Binds the run's workspace onto `ws` (once: the sandbox sees it from then on).
+    /// Binds the run's workspace onto `ws` (once: the sandbox sees it from then on); with
+    /// folders, only records it (the sandbox is made with it as its `/workspace`).
     pub async fn attach(&self, v: &Arc<RunVolume>) -> Result<(), Error> {
         if let Some(cur) = self.volume().as_ref() {
             return if Arc::ptr_eq(cur, v) {
@@ -233,6 +280,10 @@ impl Slot {
                     "a sandbox already holds another run's workspace",
                 )))
             };
+        }
+        if !self.binds {
+            *self.volume() = Some(v.clone());
+            return Ok(());
         }
         let (from, to) = (v.path().to_path_buf(), self.ws());
         tokio::task::spawn_blocking(move || mounts::bind(&from, &to))
@@ -287,7 +338,7 @@ impl Drop for Slot {
             return;
         }
         let volume = self.volume().take();
-        let bound = volume.is_some();
+        let bound = volume.is_some() && self.binds;
         self.cleanup.spawn(async move {
             let _ = tokio::task::spawn_blocking(move || {
                 let ws = path.join("ws");

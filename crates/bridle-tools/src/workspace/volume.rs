@@ -5,6 +5,9 @@
 //! fails in the sandbox with ENOSPC, and nothing outside the image is touched. The image only
 //! takes the host space its files use.
 //!
+//! With workspace folders (`workspace_mode: folder`) it is only the folder
+//! `<instance>/runs/<id>`: nothing is mounted and nothing bounds its size.
+//!
 //! Dropping the last handle unmounts it (the loop device goes with the last user) and deletes
 //! the image; slots hold a handle while it is bound to them, so it outlives its binds.
 
@@ -25,6 +28,8 @@ pub struct RunVolume {
     cleanup: Shutdown,
     /// The host uid and gid that own its root (the sandbox user, as the engine maps it).
     owner: u32,
+    /// A mounted filesystem (else a plain folder).
+    mounted: bool,
 }
 
 impl RunVolume {
@@ -33,12 +38,13 @@ impl RunVolume {
         self.owner
     }
 
-    /// Makes and mounts a `bytes`-sized filesystem in `dir`.
+    /// Makes and mounts a `bytes`-sized filesystem in `dir` (`mounted`), or only a folder.
     pub async fn create(
         dir: &Path,
         bytes: u64,
         cleanup: Shutdown,
         owner: u32,
+        mounted: bool,
     ) -> Result<Self, Error> {
         let id = ulid::Ulid::new().to_string().to_lowercase();
         let v = Self {
@@ -47,10 +53,36 @@ impl RunVolume {
             bytes,
             cleanup,
             owner,
+            mounted,
         };
         // On failure the half-made volume is dropped, which removes what was made.
-        v.make(dir).await.map_err(Error::Workspace)?;
+        if mounted {
+            v.make(dir).await.map_err(Error::Workspace)?;
+        } else {
+            v.make_folder(dir).await.map_err(Error::Workspace)?;
+        }
         Ok(v)
+    }
+
+    /// The run's folder, the sandbox user's (or, where this service may not give it away,
+    /// open to it; its parent stays 0700).
+    async fn make_folder(&self, dir: &Path) -> Result<(), String> {
+        let (dir, mnt, owner) = (dir.to_path_buf(), self.mnt.clone(), self.owner);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            // The engine passes through it to the folder it binds (the instance folder
+            // around it keeps other host users out).
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+            std::fs::create_dir(&mnt)?;
+            let mode = match std::os::unix::fs::chown(&mnt, Some(owner), Some(owner)) {
+                Ok(()) => 0o755,
+                Err(_) => 0o777,
+            };
+            std::fs::set_permissions(&mnt, std::fs::Permissions::from_mode(mode))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot make the run's workspace folder: {e}"))
     }
 
     async fn make(&self, dir: &Path) -> Result<(), String> {
@@ -128,7 +160,18 @@ impl Drop for RunVolume {
         if mnt.as_os_str().is_empty() {
             return;
         }
+        let mounted = self.mounted;
         let release = move || {
+            if !mounted {
+                // remove_dir_all does not follow links; nothing can be mounted below it (the
+                // sandboxes that wrote it hold no capability).
+                if let Err(e) = std::fs::remove_dir_all(&mnt)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %mnt.display(), error = %e, "cannot remove a run's workspace folder");
+                }
+                return;
+            }
             if let Err(e) = mounts::unmount(&mnt) {
                 tracing::warn!(path = %mnt.display(), error = %e, "cannot unmount a run's workspace");
             }

@@ -151,3 +151,4 @@ async fn missing_image_is_failed_precondition_naming_it() {
 
 crate::under_each_runtime!(stdout_over_the_cap_is_truncated_with_a_marker);
 crate::on_rootless_engine!(stdout_over_the_cap_is_truncated_with_a_marker);
+crate::in_the_tools_pod!(stdout_over_the_cap_is_truncated_with_a_marker);

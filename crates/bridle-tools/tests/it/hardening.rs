@@ -141,3 +141,7 @@ crate::on_rootless_engine!(
     a_tool_runs_unprivileged_without_network_on_a_read_only_root,
     a_tool_that_runs_too_long_is_killed_and_removed,
 );
+crate::in_the_tools_pod!(
+    a_tool_runs_unprivileged_without_network_on_a_read_only_root,
+    a_tool_that_runs_too_long_is_killed_and_removed,
+);

@@ -14,13 +14,16 @@ use tonic::transport::Channel;
 
 pub const TENANT: &str = "acme";
 
-/// Where a suite's sandboxes run: the local engine under runc or gVisor, or a rootless Docker
-/// engine started by scripts/rootless-engine.sh (with the limits it cannot enforce accepted).
+/// Where a suite's sandboxes run: the local engine under runc or gVisor, a rootless Docker
+/// engine started by scripts/rootless-engine.sh (with the limits it cannot enforce accepted),
+/// or the Helm chart's rootless engine sidecar with the settings the chart gives it and the
+/// tools service (helm/tests/pod_engine.py).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum On {
     Runc,
     Runsc,
     Rootless,
+    Pod,
 }
 
 pub struct Harness {
@@ -67,6 +70,8 @@ pub struct Setup {
     pub limits_unenforced: Vec<String>,
     /// Where the test's workspace folder is made (default: the system's temporary folder).
     pub workspace_parent: Option<std::path::PathBuf>,
+    /// `workspace_mode` (default: the service's, `quota`).
+    pub workspace_mode: bridle_tools::workspace::Mode,
 }
 
 impl Default for Setup {
@@ -88,6 +93,7 @@ impl Default for Setup {
             engine_gid: None,
             limits_unenforced: vec![],
             workspace_parent: None,
+            workspace_mode: Default::default(),
         }
     }
 }
@@ -109,6 +115,22 @@ impl Setup {
                     engine_gid: Some(e.gid),
                     limits_unenforced: e.unenforced,
                     workspace_parent: Some(e.shared),
+                    ..base
+                }
+            }
+            On::Pod => {
+                let e = bridle_testkit::pod_engine::start().await.unwrap();
+                Setup {
+                    docker_host: Some(e.host),
+                    sandbox_host_uid: Some(e.sandbox_host_uid),
+                    // This service runs as root, not as the tools container's uid (which the
+                    // engine's namespace maps): the engine reaches its folders through the
+                    // pod's fsGroup, which it has as a supplementary group.
+                    engine_gid: Some(e.tools_gid),
+                    limits_unenforced: e.limits_unenforced,
+                    workspace_parent: Some(e.workspace_parent),
+                    workspace_mode: serde_json::from_value(serde_json::json!(e.workspace_mode))
+                        .unwrap(),
                     ..base
                 }
             }
@@ -192,6 +214,7 @@ impl Harness {
                 .unwrap_or(bridle_tools::Options::default().sandbox_host_uid),
             engine_gid: setup.engine_gid,
             sandbox_limits_unenforced: setup.limits_unenforced,
+            workspace_mode: setup.workspace_mode,
             // A lower ceiling is the default as well (the default may not be above it).
             workspace_quota_max: setup
                 .quota_max

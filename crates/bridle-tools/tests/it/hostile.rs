@@ -168,3 +168,8 @@ crate::on_rootless_engine!(
     no_docker_socket_is_inside,
     nothing_of_one_run_is_visible_to_another,
 );
+crate::in_the_tools_pod!(
+    an_endless_sleep_is_killed_at_the_timeout,
+    no_docker_socket_is_inside,
+    nothing_of_one_run_is_visible_to_another,
+);

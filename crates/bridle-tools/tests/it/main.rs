@@ -30,6 +30,18 @@ macro_rules! on_rootless_engine {
     };
 }
 
+/// Runs each listed test once more in the Helm chart's default tools pod (`pod::<name>`): on
+/// its rootless engine sidecar, run here with the securityContext the chart renders, with the
+/// tools settings the chart gives (workspace folders, the limits that engine cannot enforce).
+#[macro_export]
+macro_rules! in_the_tools_pod {
+    ($($name:ident),* $(,)?) => {
+        mod pod {
+            $( #[tokio::test] async fn $name() { super::$name($crate::helpers::On::Pod).await } )*
+        }
+    };
+}
+
 mod boundary;
 mod execute;
 mod hardening;

@@ -81,4 +81,7 @@ bash deploy/sandbox/build.sh python
 # Each skips itself when already there.
 bash deploy/sandbox/build.sh bash
 bash deploy/sandbox/build.sh mcp
+# The Helm chart's rootless engine sidecar (the pod:: tests and tests/tests/tools_pod.rs run it
+# with the securityContext the chart renders); skipped when the image exists.
+bash deploy/images/build-bases.sh engine-rootless
 bash crates/bridle-tools/tests/fixtures/mcp-venv.sh >/dev/null

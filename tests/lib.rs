@@ -20,12 +20,35 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary` with `env`, waits for it to report its address, and returns it.
     pub async fn start(binary: &str, env: &[(String, String)], dir: &Path) -> anyhow::Result<Self> {
-        let bin = bridle_testkit::paths::binary(binary)?;
+        Self::start_as(binary, env, dir, None).await
+    }
+
+    /// The same, as `user` (uid, gid) when given: with no capability and no supplementary
+    /// group, as a container that runs as that user. The binary is copied into `dir` first
+    /// (the build's folder may be closed to that user), and `dir` is given to it.
+    pub async fn start_as(
+        binary: &str,
+        env: &[(String, String)],
+        dir: &Path,
+        user: Option<(u32, u32)>,
+    ) -> anyhow::Result<Self> {
+        let mut bin = bridle_testkit::paths::binary(binary)?;
+        if let Some((uid, gid)) = user {
+            let copy = dir.join(binary);
+            std::fs::copy(&bin, &copy).with_context(|| format!("copying {}", bin.display()))?;
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+            bin = copy;
+        }
         let addr_file = dir.join(format!("{binary}.addr"));
         let log = dir.join(format!("{binary}.log"));
         let _ = std::fs::remove_file(&addr_file);
         let logf = std::fs::File::create(&log)?;
         let mut cmd = Command::new(&bin);
+        if let Some((uid, gid)) = user {
+            // Setting them drops root's supplementary groups too; a uid other than 0 holds
+            // no capability after the switch.
+            cmd.uid(uid).gid(gid);
+        }
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--addr-file")

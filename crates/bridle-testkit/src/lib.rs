@@ -13,10 +13,10 @@ pub mod mock_anthropic;
 pub mod mock_openai;
 pub mod otlp;
 pub mod paths;
+pub mod pod_engine;
 pub mod ports;
 pub mod redis;
 pub mod redis_ha;
-pub mod pod_engine;
 pub mod rootless;
 
 pub use bao::OpenBao;

@@ -24,7 +24,9 @@ pub struct PodEngine {
 fn venv_python() -> PathBuf {
     match std::env::var_os("BRIDLE_TOOLS_VENV") {
         Some(v) => PathBuf::from(v),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/bridle/venv"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/bridle/venv")
+        }
     }
     .join("bin/python")
 }

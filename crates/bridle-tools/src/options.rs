@@ -472,6 +472,37 @@ mod tests {
     }
 
     #[test]
+    fn workspace_folders_need_their_missing_quota_accepted_by_name() {
+        use crate::workspace::Mode;
+        let folder = |unenforced: &[&str]| Options {
+            workspace_mode: Mode::Folder,
+            sandbox_limits_unenforced: unenforced.iter().map(|s| s.to_string()).collect(),
+            ..Options::default()
+        };
+        assert_eq!(
+            folder(&[]).validate(),
+            vec![
+                "workspace_mode: 'folder' workspaces have no quota (a run can fill the disk its folder is on): add 'workspace' to sandbox_limits_unenforced to accept that, or use 'quota'"
+            ]
+        );
+        assert_eq!(
+            folder(&["workspace", "pids"]).validate(),
+            Vec::<String>::new()
+        );
+        let quota = Options {
+            sandbox_limits_unenforced: vec!["workspace".into(), "disk".into()],
+            ..Options::default()
+        };
+        assert_eq!(
+            quota.validate(),
+            vec![
+                "sandbox_limits_unenforced: 'disk' is not a sandbox limit (memory, swap, cpu, pids, workspace)",
+                "sandbox_limits_unenforced: 'workspace' is enforced with workspace_mode 'quota'; list it only with 'folder'",
+            ]
+        );
+    }
+
+    #[test]
     fn an_object_store_for_snapshots_is_refused_by_name() {
         let o = Options {
             workspace_snapshot_store: "s3".into(),

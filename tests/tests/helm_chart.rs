@@ -3,7 +3,9 @@
 //! library through helm-python-sdk and helm-sdkpy, kubernetes-validate). The script lints with
 //! default and production-like values, renders several value sets, validates every object for
 //! Kubernetes 1.29 and 1.37, checks kinds, gRPC probes, securityContext, NetworkPolicies and
-//! Vault access, and that bad values are refused.
+//! Vault access, every pod against the Pod Security Standards (helm/tests/pss.py: Bridle's
+//! containers "restricted", the default tools pod with its rootless engine "baseline"), and
+//! that bad values are refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 

@@ -7,6 +7,7 @@
 //!   BENCH_N=50 BENCH_CONCURRENCY=50 cargo run --release -p bridle-tools --example bench_calls
 //!   BENCH_RUNTIME=runsc cargo run --release -p bridle-tools --example bench_calls   # gVisor
 //!   BENCH_ROOTLESS=1 cargo run --release -p bridle-tools --example bench_calls  # rootless dockerd
+//!   BENCH_POD=1 cargo run --release -p bridle-tools --example bench_calls  # the chart's tools pod
 //!
 //! A benchmark, not a test: nothing here passes or fails on time.
 
@@ -123,6 +124,18 @@ fn report(name: &str, mut d: Vec<Duration>) {
     );
 }
 
+/// An engine other than the local one, and what the service needs to use it.
+struct Engine {
+    host: String,
+    /// Where workspace roots go (a folder the engine reaches at the same path).
+    parent: std::path::PathBuf,
+    sandbox_uid: u32,
+    gid: u32,
+    unenforced: Vec<String>,
+    /// Workspaces are plain folders (no warm pool).
+    folders: bool,
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("BENCH_N")
@@ -140,8 +153,28 @@ async fn main() {
     let runtime_name = runtime.clone();
     // BENCH_ROOTLESS=1: a rootless Docker engine started by scripts/rootless-engine.sh, with
     // the limits it cannot enforce accepted (as the rootless:: tests do).
+    // BENCH_POD=1: the Helm chart's rootless engine sidecar, run with the settings the chart
+    // renders (helm/tests/pod_engine.py), and the chart's tools settings (workspace folders).
     let rootless = if std::env::var("BENCH_ROOTLESS").is_ok_and(|v| v == "1") {
-        Some(bridle_testkit::rootless::start("dockerd").await.unwrap())
+        let r = bridle_testkit::rootless::start("dockerd").await.unwrap();
+        Some(Engine {
+            host: r.host,
+            parent: r.shared,
+            sandbox_uid: r.sandbox_uid,
+            gid: r.gid,
+            unenforced: r.unenforced,
+            folders: false,
+        })
+    } else if std::env::var("BENCH_POD").is_ok_and(|v| v == "1") {
+        let p = bridle_testkit::pod_engine::start().await.unwrap();
+        Some(Engine {
+            host: p.host,
+            parent: p.workspace_parent,
+            sandbox_uid: p.sandbox_host_uid,
+            gid: p.tools_gid,
+            unenforced: p.limits_unenforced,
+            folders: p.workspace_mode == "folder",
+        })
     } else {
         None
     };
@@ -163,7 +196,7 @@ async fn main() {
             // Below the folder the engine's namespace follows, reachable by its user.
             let d = tempfile::Builder::new()
                 .prefix("b")
-                .tempdir_in(&r.shared)
+                .tempdir_in(&r.parent)
                 .unwrap();
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -189,6 +222,11 @@ async fn main() {
                     r.sandbox_uid
                 }),
             engine_gid: rootless.as_ref().map(|r| r.gid),
+            workspace_mode: if rootless.as_ref().is_some_and(|r| r.folders) {
+                bridle_tools::workspace::Mode::Folder
+            } else {
+                bridle_tools::workspace::Mode::Quota
+            },
             sandbox_limits_unenforced: rootless
                 .as_ref()
                 .map(|r| r.unenforced.clone())
@@ -202,7 +240,8 @@ async fn main() {
     let url = format!("http://{addr}");
     // A runtime that does not share the host's mounts has no warm pool (see ARCHITECTURE.md,
     // "Runtimes"): those scenarios are skipped, and said so.
-    let can_warm = bridle_tools::sandbox::runtime::shares_host_mounts(runtime_name.as_deref());
+    let can_warm = bridle_tools::sandbox::runtime::shares_host_mounts(runtime_name.as_deref())
+        && !rootless.as_ref().is_some_and(|r| r.folders);
     let pool = |n: usize| if can_warm { n } else { 0 };
     let mut manifests = ManifestsClient::connect(url.clone()).await.unwrap();
     for (name, warm, memory) in [
@@ -262,7 +301,9 @@ async fn main() {
         }
         report("warm pool: new run takes a warm sandbox, single", d);
     } else {
-        println!("warm pool: none under this runtime (its sandboxes are made for their run)");
+        println!(
+            "warm pool: none in this setup (its sandboxes are made for their run: a runtime that does not share the host's mounts, or workspace folders)"
+        );
     }
 
     let mut d = Vec::new();

@@ -274,7 +274,12 @@ build_rust_builder() {
 # iptables' libraries, containerd, runc), with the user it runs as and the subordinate ids it
 # maps (see deploy/images/engine-entrypoint.sh for why these ranges).
 build_engine() {
-  exists "$ENGINE" && { log "$ENGINE exists"; return 0; }
+  # Rebuilt when its recipe changes: this function and the entrypoint it installs.
+  local recipe
+  recipe=$( { declare -f build_engine; cat deploy/images/engine-entrypoint.sh; } | sha256sum | cut -c1-16)
+  if exists "$ENGINE" && [ "$(docker image inspect -f '{{index .Config.Labels "dev.bridle.recipe"}}' "$ENGINE")" = "$recipe" ]; then
+    log "$ENGINE exists"; return 0
+  fi
   detect_apt_source
   [ -n "$WORK" ] || WORK=$(mktemp -d /tmp/bridle-images.XXXXXX)
   local tree="$WORK/engine"
@@ -306,6 +311,7 @@ build_engine() {
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/home/engine XDG_RUNTIME_DIR=/run/engine' \
     --change 'ENTRYPOINT ["/usr/local/bin/bridle-engine"]' \
     --change 'LABEL org.opencontainers.image.description="Bridle: rootless Docker engine for a tools pod"' \
+    --change "LABEL dev.bridle.recipe=$recipe" \
     - "$ENGINE" >/dev/null
 }
 

@@ -31,6 +31,7 @@ on this machine's kernel; a profile in the values is refused here).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import subprocess
@@ -137,10 +138,12 @@ def make_volume_dir(path: Path, fs_group: int | None) -> None:
         os.chmod(path, 0o777)
 
 
-def engine_args(pod: dict, engine: dict) -> list[str]:
+def engine_args(pod: dict, engine: dict) -> tuple[list[str], list[Path]]:
+    """`docker run` settings (and the image) of the pod's engine container, and the host
+    folders of its volumes."""
     pod_sc = pod.get("securityContext", {})
-    fs_group = pod_sc.get("fsGroup")
-    args = ["run", "-d", "--name", NAME, "--label", "dev.bridle.pod-engine=true", "--network", "none"]
+    args = ["--network", "none"]
+    folders = []
     args += security_args(engine.get("securityContext", {}), pod_sc)
     vols = {v["name"]: v for v in pod.get("volumes", [])}
     for m in engine.get("volumeMounts", []):
@@ -151,13 +154,13 @@ def engine_args(pod: dict, engine: dict) -> list[str]:
             host, target = WORKSPACES, str(WORKSPACES)
         else:
             host, target = STATE / m["name"], m["mountPath"]
-        make_volume_dir(host, fs_group)
+        folders.append(host)
         args += ["-v", f"{host}:{target}"]
     for e in engine.get("env", []):
         if "value" not in e:
             die(f"env {e['name']} is not a plain value: not translated")
         args += ["-e", f"{e['name']}={e['value']}"]
-    return args + [IMAGE]
+    return args + [IMAGE], folders
 
 
 def tools_settings(pod: dict) -> dict:
@@ -201,24 +204,26 @@ def copy_images(docker_host: str) -> None:
 def start() -> dict:
     pod = tools_pod()
     settings = tools_settings(pod)
-    running = docker("inspect", "-f", "{{.State.Running}}", NAME, check=False)
-    if running.returncode == 0 and running.stdout.strip() == "true" and answers(settings["docker_host"]):
+    args, folders = engine_args(pod, container(pod, "engine"))
+    image_id = docker("image", "inspect", "-f", "{{.Id}}", IMAGE, check=False).stdout.strip()
+    # A running engine is reused only when made from the same settings and image.
+    recipe = hashlib.sha256(json.dumps([args, image_id]).encode()).hexdigest()[:16]
+    running = docker("inspect", "-f", '{{.State.Running}} {{index .Config.Labels "dev.bridle.recipe"}}', NAME, check=False)
+    if running.returncode == 0 and running.stdout.split() == ["true", recipe] and answers(settings["docker_host"]):
         copy_images(settings["docker_host"])
         return settings
     docker("rm", "-f", NAME, check=False)
-    if docker("image", "inspect", IMAGE, check=False).returncode != 0:
-        if IMAGE != "bridle/engine-rootless:local":
-            die(f"no image {IMAGE}")
-        build = subprocess.run(["bash", str(ROOT / "deploy/images/build-bases.sh"), "engine-rootless"],
-                               capture_output=True, text=True)
-        if build.returncode != 0:
-            die(f"building {IMAGE} failed: {build.stderr[-2000:]}")
+    if not image_id:
+        die(f"no image {IMAGE}: build it with deploy/images/build-bases.sh engine-rootless "
+            "(scripts/install-deps.sh does)")
     # The socket of an engine that is gone, and its state, would only confuse the new one.
     for d in ("engine-socket", "engine-run", "engine-tmp"):
         subprocess.run(["rm", "-rf", str(STATE / d)], check=False)
     STATE.mkdir(parents=True, exist_ok=True)
     os.chmod(STATE, 0o711)
-    docker(*engine_args(pod, container(pod, "engine")))
+    for f in folders:
+        make_volume_dir(f, pod.get("securityContext", {}).get("fsGroup"))
+    docker("run", "-d", "--name", NAME, "--label", f"dev.bridle.recipe={recipe}", *args)
     deadline = time.monotonic() + 60
     while not answers(settings["docker_host"]):
         if time.monotonic() > deadline or docker("inspect", "-f", "{{.State.Running}}", NAME).stdout.strip() != "true":

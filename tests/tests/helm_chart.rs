@@ -9,20 +9,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::path::PathBuf;
 use std::time::Duration;
-
-fn venv_python() -> PathBuf {
-    match std::env::var_os("BRIDLE_TOOLS_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/bridle/venv"),
-    }
-    .join("bin/python")
-}
 
 #[tokio::test]
 async fn the_chart_lints_renders_valid_objects_and_allows_only_the_architectures_calls() {
-    let python = venv_python();
+    let python = bridle_testkit::paths::tools_venv_python();
     assert!(
         python.exists(),
         "{} is missing: run scripts/install-deps.sh (it installs the Helm engine and \

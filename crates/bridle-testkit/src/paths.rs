@@ -50,3 +50,15 @@ pub fn program(name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
     }
     fallbacks.iter().map(PathBuf::from).find(|p| p.is_file())
 }
+
+/// The Python of the tools venv that scripts/install-deps.sh makes (`BRIDLE_TOOLS_VENV`, else
+/// `~/.cache/bridle/venv`): Helm's library, kubernetes-validate and the chart's checks.
+pub fn tools_venv_python() -> PathBuf {
+    match std::env::var_os("BRIDLE_TOOLS_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/bridle/venv")
+        }
+    }
+    .join("bin/python")
+}

@@ -21,20 +21,10 @@ pub struct PodEngine {
     pub workspace_parent: PathBuf,
 }
 
-fn venv_python() -> PathBuf {
-    match std::env::var_os("BRIDLE_TOOLS_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/bridle/venv")
-        }
-    }
-    .join("bin/python")
-}
-
 /// Starts the pod engine (or finds it running), with the sandbox images copied into it.
 pub async fn start() -> anyhow::Result<PodEngine> {
     let script = crate::paths::workspace_root().join("helm/tests/pod_engine.py");
-    let python = venv_python();
+    let python = crate::paths::tools_venv_python();
     let out = tokio::process::Command::new(&python)
         .arg(&script)
         .arg("start")

@@ -38,6 +38,7 @@ import yaml
 
 from graph import check_network_policies
 import pss
+import values_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "bridle"
@@ -92,6 +93,25 @@ VARIANTS: dict[str, dict] = {
     "production": production(),
     **tools_setups(),
     "router-gateway": {"router": {"gateway": {"enabled": True, "port": 8080}}},
+    "escape-hatches": {
+        "imagePullSecrets": [{"name": "everyone"}],
+        "defaults": {
+            "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.corp:3128"}],
+            "envFrom": [{"configMapRef": {"name": "corp-env"}}],
+            "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca"}}],
+            "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+            "podLabels": {"team": "platform", "tier": "default"},
+            "podAnnotations": {"corp/owner": "platform"},
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["agents"]}]}]}}},
+        },
+        "router": {
+            "image": {"repository": "bridle/router", "digest": "sha256:" + "ab" * 32},
+            "imagePullSecrets": [{"name": "router-only"}],
+            "extraEnv": [{"name": "SSL_CERT_DIR", "value": "/etc/corp-ca"}],
+            "podLabels": {"tier": "edge"},
+        },
+    },
     "vault-token-auth": {"vault": {"auth": {"method": "token", "token": {"secretName": "bridle-vault-token"}}}},
     "no-autoscaling-no-netpol": {s: {"autoscaling": {"enabled": False}, "pdb": {"enabled": False}} for s in SERVICES}
     | {"networkPolicy": {"enabled": False}},
@@ -379,6 +399,62 @@ def check_pod_security(variant: str, values: dict, objs: list[dict]) -> None:
             check(not whole, f"[{variant}] {svc}: the whole pod passes Pod Security 'restricted': {whole}")
 
 
+def check_escape_hatches(objs: list[dict]) -> None:
+    """The escape-hatches value set: every service gets the defaults' extras, the router its
+    own on top (its labels win), and the router's image is pulled by digest."""
+    for dep in (o for o in objs if o["kind"] == "Deployment"):
+        svc = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+        tmpl = dep["spec"]["template"]
+        pod = tmpl["spec"]
+        c = next(x for x in pod["containers"] if x["name"] == svc)
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        labels = tmpl["metadata"]["labels"]
+        want_tier = "edge" if svc == "router" else "default"
+        check(env.get("HTTPS_PROXY") == "http://proxy.corp:3128", f"[escape-hatches] {svc}: defaults.extraEnv")
+        check(c.get("envFrom") == [{"configMapRef": {"name": "corp-env"}}], f"[escape-hatches] {svc}: defaults.envFrom")
+        check(any(v["name"] == "corp-ca" for v in pod["volumes"])
+              and any(m["name"] == "corp-ca" and m["mountPath"] == "/etc/corp-ca" for m in c["volumeMounts"]),
+              f"[escape-hatches] {svc}: extra volume and mount")
+        check(labels.get("team") == "platform" and labels.get("tier") == want_tier,
+              f"[escape-hatches] {svc}: pod labels {labels}")
+        check(not {"team", "tier"} & set(dep["spec"]["selector"]["matchLabels"]), f"[escape-hatches] {svc}: selectors untouched")
+        check(tmpl["metadata"].get("annotations", {}).get("corp/owner") == "platform", f"[escape-hatches] {svc}: pod annotations")
+        check("nodeAffinity" in pod.get("affinity", {}), f"[escape-hatches] {svc}: defaults.affinity")
+        secrets = [s["name"] for s in pod.get("imagePullSecrets", [])]
+        check(secrets == (["everyone", "router-only"] if svc == "router" else ["everyone"]),
+              f"[escape-hatches] {svc}: imagePullSecrets {secrets}")
+        if svc == "router":
+            check(c["image"] == "bridle/router@sha256:" + "ab" * 32, f"[escape-hatches] router: image by digest: {c['image']}")
+            check(env.get("SSL_CERT_DIR") == "/etc/corp-ca", "[escape-hatches] router: its own extraEnv after the defaults'")
+
+
+def check_as_subchart() -> None:
+    """The chart as a dependency of an umbrella chart, with `global` values and its own under
+    its name (Argo CD's usual layout): it renders, and its values reach it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        umbrella = Path(tmp) / "platform"
+        (umbrella / "charts").mkdir(parents=True)
+        shutil.copytree(CHART, umbrella / "charts" / "bridle")
+        version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+        (umbrella / "Chart.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "v2", "name": "platform", "version": "1.0.0",
+            "dependencies": [{"name": "bridle", "version": version, "repository": "file://charts/bridle"}]}))
+        (umbrella / "values.yaml").write_text(yaml.safe_dump({
+            "global": {"imageRegistry": "registry.corp/", "clusterDomain": "cluster.local"},
+            "bridle": {"keyPrefix": "umbrella", "image": {"registry": "registry.corp/", "pullPolicy": "IfNotPresent"}}}))
+        try:
+            with helm_python.Chart.load(str(umbrella)) as c:
+                out = c.render({}, name="platform", namespace="bridle")
+            deps = [yaml.safe_load_all(t) for p, t in out.items() if p.endswith("deployment.yaml")]
+            deployments = [d for docs in deps for d in docs if d]
+            prefix = {e["name"]: e.get("value") for d in deployments for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+            check(len(deployments) == 5 and prefix.get("BRIDLE_KEY_PREFIX") == "umbrella"
+                  and all(d["spec"]["template"]["spec"]["containers"][0]["image"].startswith("registry.corp/") for d in deployments),
+                  f"as a subchart with global values: five Deployments with the umbrella's values ({len(deployments)})")
+        except Exception as e:  # the SDK's render error, with Helm's message
+            check(False, f"as a subchart with global values: {e}")
+
+
 def check_vault(variant: str, values: dict, pod: dict, c: dict) -> None:
     method = values.get("vault", {}).get("auth", {}).get("method", "kubernetes")
     env = {e["name"]: e for e in c["env"]}
@@ -410,6 +486,8 @@ def main() -> int:
         validate_schemas(variant, objs, OLDEST_ROOTLESS if tools_mode(values) == "rootless" else OLDEST)
         check_workloads(variant, values, objs)
         check_pod_security(variant, values, objs)
+        if variant == "escape-hatches":
+            check_escape_hatches(objs)
         for problem in check_network_policies(variant, values, objs, SERVICES):
             check(False, problem)
         check(True, "")
@@ -431,6 +509,9 @@ def main() -> int:
                 text = str(e)
         check(bool(text) and word in text, f"bad values ({what}) are refused mentioning {word!r}: {text or 'no error'}")
 
+    check_as_subchart()
+    check(values_doc.readme_copy() == values_doc.generate(),
+          "the chart README's values reference is out of date: run helm/tests/values_doc.py --write")
     pss_failures = pss.self_test()
     check(not pss_failures, f"the Pod Security checker's own cases: {pss_failures}")
     for f in failures:

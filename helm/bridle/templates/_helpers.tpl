@@ -30,9 +30,14 @@ app.kubernetes.io/part-of: bridle
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
 {{- end }}
 
+{{/* A service's image: by digest when one is given (image.digest), else by tag. */}}
 {{- define "bridle.image" -}}
 {{- $v := .root.Values -}}
+{{- if .svc.image.digest -}}
+{{- printf "%s%s@%s" $v.image.registry .svc.image.repository .svc.image.digest -}}
+{{- else -}}
 {{- printf "%s%s:%s" $v.image.registry .svc.image.repository (.svc.image.tag | default $v.image.tag | default .root.Chart.AppVersion) -}}
+{{- end -}}
 {{- end }}
 
 {{/* Name of a service's headless Service, which its peers resolve to every ready pod.

@@ -93,6 +93,20 @@ VARIANTS: dict[str, dict] = {
     "production": production(),
     **tools_setups(),
     "router-gateway": {"router": {"gateway": {"enabled": True, "port": 8080}}},
+    "exposed": {
+        "router": {"gateway": {"enabled": True, "port": 8080}},
+        "approvals": {"inbox": {"enabled": True, "port": 8081, "publicUrl": "https://approvals.example.com"},
+                      "webhook": {"urlSecret": {"name": "approvals-webhook", "key": "url"}}},
+        "networkPolicy": {"webhook": {"ports": [443], "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}},
+        "ingress": {"className": "nginx",
+                    "gateway": {"host": "llm.example.com", "tlsSecret": "llm-tls"},
+                    "inbox": {"host": "approvals.example.com", "tlsSecret": "approvals-tls"},
+                    "orchestrator": {"host": "agents.example.com", "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"}}},
+        "gatewayApi": {"parentRefs": [{"name": "edge", "namespace": "gateways"}],
+                       "gateway": {"hostnames": ["llm.example.com"]},
+                       "inbox": {"hostnames": ["approvals.example.com"]},
+                       "orchestrator": {"hostnames": ["agents.example.com"]}},
+    },
     "escape-hatches": {
         "imagePullSecrets": [{"name": "everyone"}],
         "defaults": {
@@ -130,6 +144,10 @@ BAD_VALUES = {
     "rootless engine whose workspace quota is not accepted as unenforced": (
         {"tools": {"docker": {"rootless": {"limitsUnenforced": ["memory", "swap", "cpu", "pids"]}}}}, "limitsUnenforced"),
     "a RuntimeClass name that is not a name": ({"tools": {"runtimeClassName": "g Visor"}}, "runtimeClassName"),
+    "an Ingress for the gateway while it is off": ({"ingress": {"gateway": {"host": "llm.example.com"}}}, "router.gateway.enabled"),
+    "routes without a Gateway to attach to": (
+        {"approvals": {"inbox": {"enabled": True, "port": 8081}}, "gatewayApi": {"inbox": {"hostnames": ["a.example.com"]}}},
+        "gatewayApi.parentRefs"),
     "rootless engine with a tools uid its image does not map": (
         {"tools": {"securityContext": {"runAsUser": 1001, "runAsNonRoot": True}}}, "must run as uid 65532"),
     "redis URL with another scheme": ({"redis": {"url": "http://redis:6379"}}, "/redis/url"),
@@ -175,8 +193,25 @@ def render(values: dict) -> list[dict]:
     return objs
 
 
+# Gateway API kinds are CRDs, which kubernetes-validate has no schema for: checked by hand.
+GATEWAY_API = {"HTTPRoute", "GRPCRoute"}
+
+
+def check_route(variant: str, o: dict, objs: list[dict]) -> None:
+    spec = o.get("spec", {})
+    services = {s["metadata"]["name"]: s for s in objs if s["kind"] == "Service"}
+    refs = [b for r in spec.get("rules", []) for b in r.get("backendRefs", [])]
+    ok = (o.get("apiVersion") == "gateway.networking.k8s.io/v1" and spec.get("parentRefs") and spec.get("hostnames")
+          and refs and all(b["name"] in services and b["port"] in [p["port"] for p in services[b["name"]]["spec"]["ports"]]
+                           for b in refs))
+    check(bool(ok), f"[{variant}] {o['kind']}/{o['metadata']['name']}: parentRefs, hostnames and a backend Service port that exists")
+
+
 def validate_schemas(variant: str, objs: list[dict], oldest: str) -> None:
     for o in objs:
+        if o["kind"] in GATEWAY_API:
+            check_route(variant, o, objs)
+            continue
         body = {k: v for k, v in o.items() if k != "__source"}
         for version in (NEWEST, oldest):
             try:
@@ -428,6 +463,35 @@ def check_escape_hatches(objs: list[dict]) -> None:
             check(env.get("SSL_CERT_DIR") == "/etc/corp-ca", "[escape-hatches] router: its own extraEnv after the defaults'")
 
 
+def check_exposed(objs: list[dict]) -> None:
+    """The gateway, the inbox and the orchestrator exposed through an Ingress each and through
+    Gateway API routes, each to its own Service port; the inbox served and its webhook set."""
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    for what, svc in (("gateway", "router"), ("inbox", "approvals"), ("orchestrator", "orchestrator")):
+        check(("Ingress", f"bridle-{svc}-{what}") in kinds, f"[exposed] an Ingress for the {what}")
+        route = "GRPCRoute" if what == "orchestrator" else "HTTPRoute"
+        check((route, f"bridle-{svc}-{what}") in kinds, f"[exposed] a {route} for the {what}")
+    grpc = next(o for o in objs if o["kind"] == "Ingress" and o["metadata"]["name"] == "bridle-orchestrator-orchestrator")
+    check(grpc["metadata"].get("annotations", {}).get("nginx.ingress.kubernetes.io/backend-protocol") == "GRPC"
+          and not grpc["spec"].get("tls"), "[exposed] the orchestrator's Ingress keeps its own annotations, no TLS asked")
+    inbox = next(o for o in objs if o["kind"] == "Ingress" and o["metadata"]["name"] == "bridle-approvals-inbox")
+    check(inbox["spec"]["tls"] == [{"hosts": ["approvals.example.com"], "secretName": "approvals-tls"}]
+          and inbox["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"] == 8081,
+          "[exposed] the inbox's Ingress: its TLS Secret and the inbox port")
+    dep = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "bridle-approvals")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    check(env.get("BRIDLE_APPROVALS_INBOX__LISTEN", {}).get("value") == "0.0.0.0:8081"
+          and env.get("BRIDLE_APPROVALS_INBOX__PUBLIC_URL", {}).get("value") == "https://approvals.example.com"
+          and {"name": "http", "containerPort": 8081, "protocol": "TCP"} in c["ports"],
+          "[exposed] approvals serves the inbox on 8081")
+    check(env.get("BRIDLE_APPROVALS_WEBHOOK__URL", {}).get("valueFrom", {}).get("secretKeyRef")
+          == {"name": "approvals-webhook", "key": "url"}, "[exposed] the webhook URL comes from its Secret")
+    np = next(o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "bridle-approvals")
+    check(any(r.get("to") == [{"ipBlock": {"cidr": "203.0.113.0/24"}}] and r["ports"] == [{"port": 443, "protocol": "TCP"}]
+              for r in np["spec"]["egress"]), "[exposed] approvals may post its webhook (443, to the named peers)")
+
+
 def check_as_subchart() -> None:
     """The chart as a dependency of an umbrella chart, with `global` values and its own under
     its name (Argo CD's usual layout): it renders, and its values reach it."""
@@ -488,6 +552,8 @@ def main() -> int:
         check_pod_security(variant, values, objs)
         if variant == "escape-hatches":
             check_escape_hatches(objs)
+        if variant == "exposed":
+            check_exposed(objs)
         for problem in check_network_policies(variant, values, objs, SERVICES):
             check(False, problem)
         check(True, "")

@@ -41,11 +41,15 @@ def check_network_policies(variant: str, values: dict, objs: list[dict], service
     vault_port = np_values.get("vault", {}).get("port", 8200)
     narrowed = bool(np_values.get("clients"))
     gateway = values.get("router", {}).get("gateway", {})
-    public_port = {s: port_of[s] for s in PUBLIC}
+    public_ports = {s: {port_of[s]} for s in PUBLIC}
     expected_public = set(PUBLIC)
     if gateway.get("enabled"):
-        public_port["router"] = gateway.get("port", 8080)
+        public_ports["router"] = {gateway.get("port", 8080)}
         expected_public.add("router")
+    approvals = values.get("approvals", {})
+    if approvals.get("inbox", {}).get("enabled"):
+        public_ports["approvals"].add(approvals["inbox"].get("port", 8081))
+    webhook = bool(approvals.get("webhook", {}).get("urlSecret", {}).get("name"))
 
     ingress_edges: set[tuple[str, str]] = set()
     egress_edges: set[tuple[str, str]] = set()
@@ -66,7 +70,9 @@ def check_network_policies(variant: str, values: dict, objs: list[dict], service
                 continue
             else:
                 public.add(svc)
-                want = public_port.get(svc)
+                if not _ports(rule) or not _ports(rule) <= public_ports.get(svc, set()):
+                    problems.append(f"{where}: ingress from clients on ports {_ports(rule)}, not within {public_ports.get(svc)}")
+                continue
             if _ports(rule) != {want}:
                 problems.append(f"{where}: ingress on ports {_ports(rule)}, not only {want}")
         for rule in np["spec"].get("egress") or []:
@@ -83,8 +89,8 @@ def check_network_policies(variant: str, values: dict, objs: list[dict], service
                 continue
             if vault_port in ports and svc != "secrets":
                 problems.append(f"{where}: only the secrets service reaches Vault")
-            if 443 in ports and svc not in ("router", "tools"):
-                problems.append(f"{where}: only the router (providers) and tools (image pulls) go out on 443")
+            if 443 in ports and svc not in ("router", "tools") and not (svc == "approvals" and webhook):
+                problems.append(f"{where}: only the router (providers), tools (image pulls) and approvals (its webhook) go out on 443")
             if variant == "production" and not peers:
                 problems.append(f"{where}: production egress on {ports} should name its peers")
         if not any(redis_port in _ports(r) for r in np["spec"].get("egress") or []):

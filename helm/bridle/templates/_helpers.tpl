@@ -140,6 +140,23 @@ Context: dict root, name. */}}
   value: {{ printf "[%s]" (join "," $d.rootless.limitsUnenforced) | quote }}
 {{- end }}
 {{- end }}
+{{- if eq .name "approvals" }}
+{{- if .svc.inbox.enabled }}
+- name: BRIDLE_APPROVALS_INBOX__LISTEN
+  value: "0.0.0.0:{{ .svc.inbox.port }}"
+{{- with .svc.inbox.publicUrl }}
+- name: BRIDLE_APPROVALS_INBOX__PUBLIC_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if .svc.webhook.urlSecret.name }}
+- name: BRIDLE_APPROVALS_WEBHOOK__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .svc.webhook.urlSecret.name }}
+      key: {{ .svc.webhook.urlSecret.key }}
+{{- end }}
+{{- end }}
 {{- if eq .name "secrets" }}
 {{- $a := $v.vault.auth }}
 - name: BRIDLE_SECRETS_VAULT_ADDR

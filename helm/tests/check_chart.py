@@ -43,6 +43,8 @@ import values_doc
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "bridle"
 NEWEST = "1.37.0"
+# The two most recent minor versions are both checked.
+PREVIOUS = "1.36.0"
 OLDEST = "1.29.0"  # Chart.yaml kubeVersion (native sidecars)
 # The rootless engine needs pods with their own user namespace (hostUsers: false), on by
 # default from Kubernetes 1.33 (the chart README says so).
@@ -213,7 +215,7 @@ def validate_schemas(variant: str, objs: list[dict], oldest: str) -> None:
             check_route(variant, o, objs)
             continue
         body = {k: v for k, v in o.items() if k != "__source"}
-        for version in (NEWEST, oldest):
+        for version in (NEWEST, PREVIOUS, oldest):
             try:
                 kubernetes_validate.validate(body, version, strict=True)
                 check(True, "")
@@ -583,7 +585,7 @@ def main() -> int:
     for f in failures:
         print(f"FAIL {f}")
     print(f"helm chart checks ({len(VARIANTS)} value sets, Helm {helm_python.helm_sdk_version()}, "
-          f"helm-sdkpy {helm_sdkpy.get_version()}, Kubernetes schemas {OLDEST} ({OLDEST_ROOTLESS} with the rootless engine) and {NEWEST}): "
+          f"helm-sdkpy {helm_sdkpy.get_version()}, Kubernetes schemas {OLDEST} ({OLDEST_ROOTLESS} with the rootless engine), {PREVIOUS} and {NEWEST}): "
           f"{passed} passed, {len(failures)} failed")
     return 1 if failures else 0
 

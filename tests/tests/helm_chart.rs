@@ -2,7 +2,7 @@
 //! helm/tests/check_chart.py in the tools venv that scripts/install-deps.sh makes (Helm v4's
 //! library through helm-python-sdk and helm-sdkpy, kubernetes-validate). The script lints with
 //! default and production-like values, renders several value sets, validates every object for
-//! Kubernetes 1.29 and 1.37, checks kinds, gRPC probes, securityContext, NetworkPolicies and
+//! Kubernetes 1.29 (1.33 with the rootless engine), 1.36 and 1.37, checks kinds, gRPC probes, securityContext, NetworkPolicies and
 //! Vault access, every pod against the Pod Security Standards (helm/tests/pss.py: Bridle's
 //! containers "restricted", the default tools pod with its rootless engine "baseline"), and
 //! that bad values are refused.

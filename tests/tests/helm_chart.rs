@@ -1,11 +1,13 @@
 //! The Helm chart (helm/bridle) under a real Helm engine and the Kubernetes schemas: runs
 //! helm/tests/check_chart.py in the tools venv that scripts/install-deps.sh makes (Helm v4's
 //! library through helm-python-sdk and helm-sdkpy, kubernetes-validate). The script lints with
-//! default and production-like values, renders several value sets, validates every object for
-//! Kubernetes 1.29 (1.33 with the rootless engine), 1.36 and 1.37, checks kinds, gRPC probes, securityContext, NetworkPolicies and
-//! Vault access, every pod against the Pod Security Standards (helm/tests/pss.py: Bridle's
-//! containers "restricted", the default tools pod with its rootless engine "baseline"), and
-//! that bad values are refused.
+//! default and production-like values, renders every documented combination of values (also as
+//! a subchart with `global` values), validates every object for Kubernetes 1.29 (1.33 with the
+//! rootless engine), 1.36 and 1.37, checks kinds, gRPC probes, securityContext, NetworkPolicies,
+//! Ingresses and routes, and Vault access, every pod against the Pod Security Standards
+//! (helm/tests/pss.py: Bridle's containers "restricted", the default tools pod with its rootless
+//! engine "baseline"), that the README's values reference is up to date, and that bad values
+//! are refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 

@@ -140,7 +140,9 @@ async fn a_step_abandoned_in_a_later_partition_is_claimed() {
         assert!(calls < 12, "every run landed in partition 0");
     };
     h.mock.enqueue(Reply::text("done"));
-    let victim = h.holder_index().await.expect("someone holds the step");
+    // The holder of this run's step: the cancelled runs' steps in partition 0 may still be
+    // pending (their model calls wind down), held by either orchestrator.
+    let victim = h.holder_index_in(k).await.expect("someone holds the step");
     h.orchestrators[victim].kill().await;
 
     let events = follow(&h, &run, Duration::from_secs(90), |_| async {})

@@ -346,8 +346,17 @@ impl Harness {
     /// The consumer ("orch-<i>-<worker>") holding a pending work task, if any, in any work
     /// partition.
     pub async fn holder(&self) -> Option<String> {
+        self.holder_among(0..bridle_orchestrator::MAX_WORK_PARTITIONS)
+            .await
+    }
+
+    /// The consumer holding a pending task in one of `partitions`.
+    pub async fn holder_among(
+        &self,
+        partitions: impl IntoIterator<Item = usize>,
+    ) -> Option<String> {
         let mut c = self.redis.client().await.ok()?;
-        for p in 0..bridle_orchestrator::MAX_WORK_PARTITIONS {
+        for p in partitions {
             let key = if p == 0 {
                 format!("{}:work:{{steps}}", self.prefix)
             } else {
@@ -372,8 +381,13 @@ impl Harness {
 
     /// Index of the orchestrator process whose worker holds the pending task.
     pub async fn holder_index(&self) -> Option<usize> {
-        let h = self.holder().await?;
-        h.strip_prefix("orch-")?.split('-').next()?.parse().ok()
+        index_of(&self.holder().await?)
+    }
+
+    /// The same for a task of one partition (a cancelled run's step elsewhere may still be
+    /// pending while its model call winds down).
+    pub async fn holder_index_in(&self, partition: usize) -> Option<usize> {
+        index_of(&self.holder_among([partition]).await?)
     }
 
     /// Starts a run of `agent` and returns its id.
@@ -586,4 +600,14 @@ where
             h.logs()
         ),
     }
+}
+
+/// The orchestrator process index in a consumer name ("orch-1-...").
+fn index_of(consumer: &str) -> Option<usize> {
+    consumer
+        .strip_prefix("orch-")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }

@@ -348,20 +348,9 @@ def check_tools_engine(variant: str, values: dict, pod: dict, tools: dict, other
     if mode == "rootless":
         check_rootless_engine(variant, values, pod, tools, others, env)
     elif mode == "dind":
-        check([o["name"] for o in others] == ["dind"], f"[{variant}] tools: a dind sidecar")
-        dind = others[0] if others else {}
+        dind = check_sidecar_engine(variant, values, pod, tools, others, env, "dind", "dind",
+                                    "unix:///var/run/dind/docker.sock")
         check(dind.get("securityContext", {}).get("privileged") is True, f"[{variant}] tools: dind is the one privileged container")
-        check(not dind.get("ports"), f"[{variant}] tools: dind exposes no port (unix socket only)")
-        check(env.get("BRIDLE_TOOLS_DOCKER_HOST") == "unix:///var/run/dind/docker.sock", f"[{variant}] tools: talks to the sidecar's socket")
-        native = values.get("tools", {}).get("docker", {}).get("dind", {}).get("nativeSidecar", True)
-        in_init = any(x["name"] == "dind" for x in pod.get("initContainers", []))
-        check(in_init == native, f"[{variant}] tools: dind is a native sidecar exactly when asked")
-        if native:
-            check(pod["initContainers"][0].get("restartPolicy") == "Always", f"[{variant}] tools: native sidecar restartPolicy Always")
-        root = env.get("BRIDLE_TOOLS_WORKSPACE_ROOT")
-        mounts = lambda c: {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
-        check(mounts(tools).get("workspaces") == root == mounts(dind).get("workspaces"),
-              f"[{variant}] tools: workspaces at the same path in tools and the engine")
         propagation = {m["name"]: m.get("mountPropagation") for m in dind.get("volumeMounts", [])}
         check(propagation.get("workspaces") == "HostToContainer",
               f"[{variant}] tools: the engine sees the run workspaces mounted by tools (HostToContainer)")
@@ -371,12 +360,34 @@ def check_tools_engine(variant: str, values: dict, pod: dict, tools: dict, other
         check(env.get("BRIDLE_TOOLS_DOCKER_HOST") == want, f"[{variant}] tools: engine address {want}")
 
 
+def check_sidecar_engine(variant: str, values: dict, pod: dict, tools: dict, others: list[dict], env: dict,
+                         name: str, key: str, socket: str) -> dict:
+    """What every engine sidecar of a tools pod must be (the container `name`, its values under
+    tools.docker.`key`): the pod's one other container, a native sidecar exactly when asked,
+    no port (the tools service reaches it on `socket`, in a volume only they share), and the
+    workspaces at the same path in both. Returns the sidecar."""
+    check([o["name"] for o in others] == [name], f"[{variant}] tools: a {name} sidecar")
+    engine = others[0] if others else {}
+    check(not engine.get("ports"), f"[{variant}] tools: {name} exposes no port (unix socket only)")
+    check(env.get("BRIDLE_TOOLS_DOCKER_HOST") == socket, f"[{variant}] tools: talks to the sidecar's socket")
+    native = values.get("tools", {}).get("docker", {}).get(key, {}).get("nativeSidecar", True)
+    init = [x for x in pod.get("initContainers", []) if x["name"] == name]
+    check(bool(init) == native, f"[{variant}] tools: {name} is a native sidecar exactly when asked")
+    if init:
+        check(init[0].get("restartPolicy") == "Always", f"[{variant}] tools: native sidecar restartPolicy Always")
+    root = env.get("BRIDLE_TOOLS_WORKSPACE_ROOT")
+    mounts = lambda c: {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    check(mounts(tools).get("workspaces") == root == mounts(engine).get("workspaces"),
+          f"[{variant}] tools: workspaces at the same path in tools and the engine")
+    return engine
+
+
 def check_rootless_engine(variant: str, values: dict, pod: dict, tools: dict, others: list[dict], env: dict) -> None:
     """The rootless engine sidecar: unprivileged, uid 1000, only SETUID/SETGID added, the
     Localhost seccomp profile, an unmasked /proc in the pod's own user namespace; the tools
     container hardened, using plain-folder workspaces shared with the engine at one path."""
-    check([o["name"] for o in others] == ["engine"], f"[{variant}] tools: an engine sidecar")
-    engine = others[0] if others else {}
+    engine = check_sidecar_engine(variant, values, pod, tools, others, env, "engine", "rootless",
+                                  "unix:///var/run/engine/docker.sock")
     sc = engine.get("securityContext", {})
     check(sc.get("privileged") is False and sc.get("runAsUser") == 1000 and sc.get("runAsNonRoot") is True,
           f"[{variant}] tools: the engine is unprivileged, uid 1000")
@@ -387,21 +398,11 @@ def check_rootless_engine(variant: str, values: dict, pod: dict, tools: dict, ot
     check((CHART / "files" / "engine-seccomp.json").is_file(), f"[{variant}] tools: the chart ships the engine's seccomp profile")
     check(sc.get("procMount") == "Unmasked" and pod.get("hostUsers") is False,
           f"[{variant}] tools: unmasked /proc only in the pod's own user namespace")
-    check(not engine.get("ports"), f"[{variant}] tools: the engine exposes no port (unix socket only)")
-    native = values.get("tools", {}).get("docker", {}).get("rootless", {}).get("nativeSidecar", True)
-    in_init = any(x["name"] == "engine" for x in pod.get("initContainers", []))
-    check(in_init == native, f"[{variant}] tools: the engine is a native sidecar exactly when asked")
-    check(env.get("BRIDLE_TOOLS_DOCKER_HOST") == "unix:///var/run/engine/docker.sock", f"[{variant}] tools: talks to the engine's socket")
     check(env.get("BRIDLE_TOOLS_WORKSPACE_MODE") == "folder" and env.get("BRIDLE_TOOLS_SANDBOX_HOST_UID") == "65532",
           f"[{variant}] tools: plain-folder workspaces owned by the tools uid")
     check("workspace" in (env.get("BRIDLE_TOOLS_SANDBOX_LIMITS_UNENFORCED") or ""),
           f"[{variant}] tools: the workspace quota accepted as unenforced")
-    mounts = lambda c: {m["name"]: m for m in c.get("volumeMounts", [])}
-    root = env.get("BRIDLE_TOOLS_WORKSPACE_ROOT")
-    tm, em = mounts(tools), mounts(engine)
-    check(tm.get("workspaces", {}).get("mountPath") == root == em.get("workspaces", {}).get("mountPath"),
-          f"[{variant}] tools: workspaces at the same path in tools and the engine")
-    check(all("mountPropagation" not in m for m in list(tm.values()) + list(em.values())),
+    check(all("mountPropagation" not in m for m in tools.get("volumeMounts", []) + engine.get("volumeMounts", [])),
           f"[{variant}] tools: no mount propagation anywhere")
     vols = {v["name"]: v for v in pod.get("volumes", [])}
     check(vols.get("workspaces", {}).get("emptyDir", {}).get("sizeLimit") is not None,

@@ -278,18 +278,25 @@ def _apparmor_annotation_allowed(value) -> bool:
         isinstance(value, str) and value.startswith("localhost/"))
 
 
+def _profile_type_problems(pod, selected, field: str, allowed, control: str) -> list[str]:
+    """Baseline's rule for a profile (`appArmorProfile`, `seccompProfile`): its type, where set
+    at pod or container level, is one of `allowed`."""
+    out = []
+    pod_type = _get(_pod_sc(pod), field, "type")
+    if pod_type is not None and pod_type not in allowed:
+        out.append(_msg(BASELINE, control, f"{field}.type {pod_type}",
+                        f"spec.securityContext.{field}.type"))
+    for prefix, c in _containers(pod, selected):
+        c_type = _get(_container_sc(c), field, "type")
+        if c_type is not None and c_type not in allowed:
+            out.append(_msg(BASELINE, control, f"{field}.type {c_type}",
+                            f"{prefix}.securityContext.{field}.type"))
+    return out
+
+
 def check_apparmor(pod, selected, annotations):
     control = "AppArmor"
-    out = []
-    pod_type = _get(_pod_sc(pod), "appArmorProfile", "type")
-    if pod_type is not None and pod_type not in APPARMOR_TYPES:
-        out.append(_msg(BASELINE, control, f"appArmorProfile.type {pod_type}",
-                        "spec.securityContext.appArmorProfile.type"))
-    for prefix, c in _containers(pod, selected):
-        c_type = _get(_container_sc(c), "appArmorProfile", "type")
-        if c_type is not None and c_type not in APPARMOR_TYPES:
-            out.append(_msg(BASELINE, control, f"appArmorProfile.type {c_type}",
-                            f"{prefix}.securityContext.appArmorProfile.type"))
+    out = _profile_type_problems(pod, selected, "appArmorProfile", APPARMOR_TYPES, control)
     # The legacy annotation names one container; the container filter applies.
     for key, value in (annotations or {}).items():
         if not key.startswith(APPARMOR_ANNOTATION_PREFIX):
@@ -345,18 +352,7 @@ def check_proc_mount(pod, selected, annotations):
 
 
 def check_baseline_seccomp(pod, selected, annotations):
-    control = "Seccomp"
-    out = []
-    pod_type = _get(_pod_sc(pod), "seccompProfile", "type")
-    if pod_type is not None and pod_type not in SECCOMP_TYPES:
-        out.append(_msg(BASELINE, control, f"seccompProfile.type {pod_type}",
-                        "spec.securityContext.seccompProfile.type"))
-    for prefix, c in _containers(pod, selected):
-        c_type = _get(_container_sc(c), "seccompProfile", "type")
-        if c_type is not None and c_type not in SECCOMP_TYPES:
-            out.append(_msg(BASELINE, control, f"seccompProfile.type {c_type}",
-                            f"{prefix}.securityContext.seccompProfile.type"))
-    return out
+    return _profile_type_problems(pod, selected, "seccompProfile", SECCOMP_TYPES, "Seccomp")
 
 
 def check_sysctls(pod, selected, annotations):

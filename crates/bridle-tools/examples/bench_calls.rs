@@ -155,7 +155,7 @@ async fn main() {
     // the limits it cannot enforce accepted (as the rootless:: tests do).
     // BENCH_POD=1: the Helm chart's rootless engine sidecar, run with the settings the chart
     // renders (helm/tests/pod_engine.py), and the chart's tools settings (workspace folders).
-    let rootless = if std::env::var("BENCH_ROOTLESS").is_ok_and(|v| v == "1") {
+    let engine = if std::env::var("BENCH_ROOTLESS").is_ok_and(|v| v == "1") {
         let r = bridle_testkit::rootless::start("dockerd").await.unwrap();
         Some(Engine {
             host: r.host,
@@ -178,7 +178,7 @@ async fn main() {
     } else {
         None
     };
-    let docker_host = rootless.as_ref().map(|r| r.host.clone());
+    let docker_host = engine.as_ref().map(|r| r.host.clone());
     println!(
         "runtime: {}, engine: {}",
         runtime.as_deref().unwrap_or("the engine's default"),
@@ -190,7 +190,7 @@ async fn main() {
             .unwrap();
     }
     let redis = bridle_testkit::RedisServer::start().await.unwrap();
-    let workspaces = match &rootless {
+    let workspaces = match &engine {
         None => tempfile::tempdir().unwrap(),
         Some(r) => {
             // Below the folder the engine's namespace follows, reachable by its user.
@@ -216,18 +216,18 @@ async fn main() {
             pool_parallel_starts: 4,
             sandbox_runtime: runtime.clone(),
             docker_host: docker_host.clone(),
-            sandbox_host_uid: rootless
+            sandbox_host_uid: engine
                 .as_ref()
                 .map_or(bridle_tools::Options::default().sandbox_host_uid, |r| {
                     r.sandbox_uid
                 }),
-            engine_gid: rootless.as_ref().map(|r| r.gid),
-            workspace_mode: if rootless.as_ref().is_some_and(|r| r.folders) {
+            engine_gid: engine.as_ref().map(|r| r.gid),
+            workspace_mode: if engine.as_ref().is_some_and(|r| r.folders) {
                 bridle_tools::workspace::Mode::Folder
             } else {
                 bridle_tools::workspace::Mode::Quota
             },
-            sandbox_limits_unenforced: rootless
+            sandbox_limits_unenforced: engine
                 .as_ref()
                 .map(|r| r.unenforced.clone())
                 .unwrap_or_default(),
@@ -241,7 +241,7 @@ async fn main() {
     // A runtime that does not share the host's mounts has no warm pool (see ARCHITECTURE.md,
     // "Runtimes"): those scenarios are skipped, and said so.
     let can_warm = bridle_tools::sandbox::runtime::shares_host_mounts(runtime_name.as_deref())
-        && !rootless.as_ref().is_some_and(|r| r.folders);
+        && !engine.as_ref().is_some_and(|r| r.folders);
     let pool = |n: usize| if can_warm { n } else { 0 };
     let mut manifests = ManifestsClient::connect(url.clone()).await.unwrap();
     for (name, warm, memory) in [

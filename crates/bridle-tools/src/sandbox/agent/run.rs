@@ -109,6 +109,11 @@ async fn run(
                 Stopped::OutOfMemory => {
                     return Ok((outcome(137, false, true, false, true), true));
                 }
+                // The engine's OOM flag can trail the exit under gVisor (its OOM event comes
+                // after the exit event); the event itself settles it.
+                Stopped::Exited(137) if sandbox.backend.oom_since(&sandbox.id, since).await => {
+                    return Ok((outcome(137, false, true, false, true), true));
+                }
                 Stopped::Exited(code) => {
                     let mut o = outcome(-1, false, false, false, true);
                     o.sandbox_stopped = Some(code);

@@ -55,6 +55,9 @@ impl ServiceProcess {
             .arg(&addr_file)
             .env("BRIDLE_LOG_FORMAT", "json")
             .env("BRIDLE_LOG", "info")
+            // Loopback services for one test: auth off unless the test's `env` turns it on
+            // (the services' own default is `keys`).
+            .env("BRIDLE_AUTH", "off")
             .stdout(Stdio::from(logf.try_clone()?))
             .stderr(Stdio::from(logf))
             .kill_on_drop(true);

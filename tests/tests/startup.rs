@@ -6,8 +6,21 @@
 use std::process::Stdio;
 
 async fn run(binary: &str, env: &[(&str, String)]) -> (i32, String) {
+    // What these tests look at comes after the auth check.
+    let mut all = vec![("BRIDLE_AUTH", "off".to_string())];
+    all.extend(env.iter().cloned());
+    run_as_configured(binary, &all).await
+}
+
+/// With `env` and nothing else of Bridle's (no BRIDLE_* variable of the test's own).
+async fn run_as_configured(binary: &str, env: &[(&str, String)]) -> (i32, String) {
     let bin = bridle_testkit::paths::binary(binary).unwrap();
     let mut cmd = tokio::process::Command::new(bin);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BRIDLE_") {
+            cmd.env_remove(k);
+        }
+    }
     cmd.arg("--listen")
         .arg("127.0.0.1:0")
         .env("BRIDLE_LOG_FORMAT", "text")
@@ -223,5 +236,32 @@ fn no_services_option_is_taken_for_a_misspelling_by_another() {
     for (service, k) in &all {
         let errs = misspelt_in_env(k, service, &SERVICE_PREFIXES, vars.clone());
         assert!(errs.is_empty(), "{service}: {errs:#?}");
+    }
+}
+
+/// Secure by default: a service started with no configuration at all is in `keys` mode and,
+/// with no way for the services to know each other, refuses to start, saying what to set.
+#[tokio::test]
+async fn a_service_started_without_configuration_refuses_to_start_open() {
+    for binary in [
+        "bridle-orchestrator",
+        "bridle-router",
+        "bridle-tools",
+        "bridle-approvals",
+        "bridle-secrets",
+    ] {
+        let (code, text) = run_as_configured(binary, &[]).await;
+        assert_eq!(code, 64, "{binary}: {text}");
+        assert!(
+            text.contains("auth: 'keys' (the default) needs a way for the services to know each other: set internal_token"),
+            "{binary}: {text}"
+        );
+        // And with the internal token set, that complaint is gone (whatever else is missing).
+        let (_, text) = run_as_configured(
+            binary,
+            &[("BRIDLE_INTERNAL_TOKEN", "a-token-of-enough-length".into())],
+        )
+        .await;
+        assert!(!text.contains("auth: 'keys'"), "{binary}: {text}");
     }
 }

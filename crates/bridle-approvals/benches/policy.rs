@@ -126,7 +126,7 @@ async fn rpc() {
     let redis = bridle_testkit::RedisServer::start().await.unwrap();
     let shutdown = bridle_core::Shutdown::new();
     let opts = bridle_approvals::Options {
-        server: bridle_core::config::ServerOptions::with_port(0),
+        server: bridle_core::config::ServerOptions::unauthenticated(0),
         redis_url: redis.url(),
         key_prefix: bridle_testkit::unique("bench"),
         ..Default::default()

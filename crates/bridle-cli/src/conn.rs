@@ -220,7 +220,7 @@ impl ConnArgs {
             // The CLI sets no deadline of its own (a watch streams for as long as the run
             // goes); this only bounds a call nothing answers.
             timeout: Duration::from_secs(24 * 3600),
-            tls,
+            tls: tls.map(bridle_core::peers::ClientTls::Fixed),
             tls_name: None,
             resolve_interval: Duration::from_secs(30),
         };

@@ -161,7 +161,12 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
 
     let shutdown = Shutdown::on_signals();
     let key_prefix = std::env::var("BRIDLE_KEY_PREFIX").unwrap_or_else(|_| "bridle".into());
-    let common = json!({ "redis_url": redis_url, "key_prefix": key_prefix });
+    let mut common = json!({ "redis_url": redis_url, "key_prefix": key_prefix });
+    // A laptop harness on loopback: auth off, said here, unless the environment asks for it
+    // (the services' own default is `keys`).
+    if std::env::var_os("BRIDLE_AUTH").is_none() {
+        common["auth"] = json!("off");
+    }
     let with = |extra: serde_json::Value| {
         let mut v = common.clone();
         if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {

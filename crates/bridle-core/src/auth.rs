@@ -3,8 +3,9 @@
 //! Callers present a Bridle API key (`authorization: Bearer bk_...`); keys are stored hashed
 //! (SHA-256: they are long random strings, so a slow hash buys nothing) with a tenant and roles.
 //! Services calling services present the deployment's internal token instead (until mTLS
-//! identities replace it). With `auth = "off"` (the default for `bridle dev` and tests) every
-//! caller is an anonymous admin of any tenant.
+//! certificates name them: with mutual TLS a verified client certificate's CN is the calling
+//! service). `auth = "keys"` is the default; with `auth = "off"` (which `bridle dev` and the
+//! tests set explicitly) every caller is an anonymous admin of any tenant.
 //!
 //! The [`AuthLayer`] authenticates every gRPC request (health and reflection excepted) and puts
 //! the [`Principal`] in the request's extensions; handlers read it with [`principal`], which
@@ -174,10 +175,12 @@ pub fn principal<T>(req: &tonic::Request<T>) -> Principal {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
-    /// Every caller is an anonymous admin (dev, tests).
-    #[default]
+    /// Every caller is an anonymous admin: only where nobody else can reach the services
+    /// (`bridle dev` and the tests choose it explicitly).
     Off,
-    /// API keys for people and applications, the internal token for services.
+    /// API keys for people and applications; services prove themselves with the internal
+    /// token or their mutual-TLS client certificate. The default.
+    #[default]
     Keys,
 }
 
@@ -202,6 +205,35 @@ pub struct ApiKeyStore {
 }
 
 pub const KEY_PREFIX: &str = "bk_";
+
+/// What [`ApiKeyStore::ensure`] found or did.
+#[derive(Debug)]
+pub enum Ensured {
+    Created(KeyRecord),
+    Already(KeyRecord),
+    Revoked(KeyRecord),
+}
+
+/// A key's plaintext as Bridle makes them: `bk_` and 32 to 125 letters and digits. The error
+/// never quotes the value.
+pub fn check_plaintext(plaintext: &str) -> Result<(), Error> {
+    let body = plaintext
+        .strip_prefix(KEY_PREFIX)
+        .ok_or_else(|| Error::InvalidArgument(format!("an API key starts with '{KEY_PREFIX}'")))?;
+    if !(32..=125).contains(&body.len()) || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Error::InvalidArgument(format!(
+            "an API key is '{KEY_PREFIX}' and 32 to 125 letters and digits (this one has {} \
+             characters after the prefix{})",
+            body.len(),
+            if body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                ""
+            } else {
+                ", not all letters and digits"
+            }
+        )));
+    }
+    Ok(())
+}
 
 fn hash(plaintext: &str) -> String {
     hex::encode(sha2::Sha256::digest(plaintext.as_bytes()))
@@ -259,6 +291,63 @@ impl ApiKeyStore {
             .query_async(&mut c)
             .await?;
         Ok((plaintext, rec))
+    }
+
+    /// Registers `plaintext`, a key made elsewhere (a deployment's bootstrap admin key, kept
+    /// in a Secret), unless it is registered already: idempotent, and safe when several
+    /// replicas start at once (the first write wins). A key that was revoked stays revoked.
+    pub async fn ensure(
+        &self,
+        plaintext: &str,
+        tenant: &str,
+        name: &str,
+        roles: &[Role],
+    ) -> Result<Ensured, Error> {
+        check_plaintext(plaintext)?;
+        crate::ids::check_name(tenant)
+            .map_err(|e| Error::InvalidArgument(format!("tenant: {e}")))?;
+        let h = hash(plaintext);
+        let mut c = self.conn.clone();
+        let existing: Option<String> = redis::cmd("HGET")
+            .arg(&self.by_hash)
+            .arg(&h)
+            .query_async(&mut c)
+            .await?;
+        if let Some(json) = existing {
+            let rec: KeyRecord = serde_json::from_str(&json).map_err(Error::internal)?;
+            return Ok(if rec.revoked {
+                Ensured::Revoked(rec)
+            } else {
+                Ensured::Already(rec)
+            });
+        }
+        let rec = KeyRecord {
+            id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            name: name.to_string(),
+            tenant: tenant.to_string(),
+            roles: roles.to_vec(),
+            created_ms: crate::timeutil::now_ms(),
+            revoked: false,
+        };
+        let json = serde_json::to_string(&rec).map_err(Error::internal)?;
+        let won: bool = redis::cmd("HSETNX")
+            .arg(&self.by_hash)
+            .arg(&h)
+            .arg(json)
+            .query_async(&mut c)
+            .await?;
+        if !won {
+            // Another replica registered it between the read and the write.
+            return Ok(Ensured::Already(rec));
+        }
+        let () = redis::cmd("HSET")
+            .arg(&self.by_id)
+            .arg(&rec.id)
+            .arg(&h)
+            .query_async(&mut c)
+            .await
+            .map(|_: i64| ())?;
+        Ok(Ensured::Created(rec))
     }
 
     pub async fn verify(&self, plaintext: &str) -> Result<Option<KeyRecord>, Error> {

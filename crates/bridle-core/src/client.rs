@@ -34,7 +34,7 @@ pub fn call_error(service: &str, status: tonic::Status) -> Error {
 pub struct Outgoing {
     name: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-    tls: Option<crate::config::Tls>,
+    tls: Option<crate::tls::Watched>,
     resolve_interval: std::time::Duration,
 }
 
@@ -48,20 +48,15 @@ impl Outgoing {
                 .internal_token
                 .as_ref()
                 .and_then(|t| t.expose_secret().parse().ok()),
-            // Validated when the options were loaded.
-            tls: opts.tls().ok().flatten(),
+            // Validated when the options were loaded; the same watch as the server's.
+            tls: opts.tls_watch().ok().flatten(),
             resolve_interval: opts.peer_resolve_interval,
         }
     }
 
     /// How to dial the replicas of `service` (its certificates must name `service`).
     pub fn dial(&self, service: &str, timeout: Duration) -> crate::peers::Dial {
-        let tls = self.tls.as_ref().map(|t| {
-            crate::config::install_crypto_provider();
-            tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(&t.ca))
-                .identity(tonic::transport::Identity::from_pem(&t.cert, &t.key))
-        });
+        let tls = self.tls.clone().map(crate::peers::ClientTls::Watched);
         crate::peers::Dial {
             service: service.to_string(),
             timeout,
@@ -132,15 +127,17 @@ pub fn peer(
     outgoing: &Outgoing,
     resolver: Arc<dyn Resolve>,
 ) -> Result<Peer, Error> {
-    let parsed = PeerUrl::parse(url).map_err(|e| Error::Config(format!("{service} url {e}")))?;
+    let mut parsed =
+        PeerUrl::parse(url).map_err(|e| Error::Config(format!("{service} url {e}")))?;
+    // With TLS material one address is a list of one: discovery redials it when the
+    // material is rotated, which a single channel could not.
+    if let (PeerUrl::Single(u), Some(_)) = (&parsed, &outgoing.tls) {
+        parsed = PeerUrl::one(u).map_err(|e| Error::Config(format!("{service} url {e}")))?;
+    }
     if parsed.is_discovered() {
         return Peer::discover(outgoing.dial(service, timeout), &parsed, resolver);
     }
-    let ch = match &outgoing.tls {
-        Some(t) => channel_tls(service, url, timeout, t)?,
-        None => channel(service, url, timeout)?,
-    };
-    Ok(Peer::single(ch))
+    Ok(Peer::single(channel(service, url, timeout)?))
 }
 
 /// A channel over mutual TLS: the server must present a certificate for `service` signed by

@@ -152,8 +152,9 @@ pub struct ServerOptions {
     pub grace_period: Duration,
     /// Write the bound address here once listening (for supervisors and tests).
     pub addr_file: Option<PathBuf>,
-    /// `off` (anyone is an anonymous admin: dev and tests) or `keys` (API keys for callers,
-    /// the internal token for services).
+    /// `keys` (the default: API keys for callers; services prove themselves with the
+    /// internal token or their TLS client certificate) or `off` (anyone is an anonymous
+    /// admin: only where nobody else can reach the services).
     pub auth: crate::auth::AuthMode,
     /// The token services present to each other (`x-bridle-service-token`) when auth is on.
     #[serde(skip_serializing)]
@@ -166,6 +167,14 @@ pub struct ServerOptions {
     /// PEM CA that signs the services' certificates: servers require client certificates
     /// from it (the certificate's CN is the calling service), clients verify servers with it.
     pub tls_ca: Option<PathBuf>,
+    /// How often the three TLS files are read again: a rotated certificate, key or CA reaches
+    /// new connections within this time, without a restart.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub tls_reload_interval: Duration,
+    /// A second listener, plaintext, that serves only `grpc.health.v1.Health`: for probes
+    /// that cannot speak (mutual) TLS, such as the kubelet's gRPC probes. Off when unset.
+    pub health_listen: Option<SocketAddr>,
     /// How often a peer URL's names (`dns:///host:port`, or host names in a list) are
     /// resolved again; sooner after a name resolved to nothing or a replica dropped out.
     #[serde(with = "humantime_serde")]
@@ -174,6 +183,26 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
+    /// The three TLS files, when configured (all three: `validate` refuses fewer).
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The TLS material, loaded and then kept current from its files (see [`crate::tls`]).
+    pub fn tls_watch(&self) -> Result<Option<crate::tls::Watched>, Error> {
+        self.tls()?;
+        self.tls_files()
+            .map(|f| crate::tls::watch(&f, self.tls_reload_interval))
+            .transpose()
+    }
+
     /// Mutual TLS material, when configured.
     pub fn tls(&self) -> Result<Option<Tls>, Error> {
         match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
@@ -228,6 +257,15 @@ impl ServerOptions {
         }
     }
 
+    /// On `port` of 127.0.0.1 with auth off: every caller is an anonymous admin. For tests,
+    /// benches and a one-process dev harness, which say so by calling this.
+    pub fn unauthenticated(port: u16) -> Self {
+        Self {
+            auth: crate::auth::AuthMode::Off,
+            ..Self::with_port(port)
+        }
+    }
+
     pub fn validate(&self, out: &mut Vec<String>) {
         if self.request_timeout.is_zero() {
             out.push("request_timeout: must be more than zero".into());
@@ -237,6 +275,19 @@ impl ServerOptions {
         }
         if self.peer_resolve_interval < Duration::from_secs(1) {
             out.push("peer_resolve_interval: must be at least 1s".into());
+        }
+        if self.tls_reload_interval < Duration::from_secs(1) {
+            out.push("tls_reload_interval: must be at least 1s".into());
+        }
+        let tls_set = self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_ca.is_some();
+        if self.auth == crate::auth::AuthMode::Keys && self.internal_token.is_none() && !tls_set {
+            out.push(
+                "auth: 'keys' (the default) needs a way for the services to know each other: set \
+                 internal_token (the same secret on every service) or tls_cert, tls_key and \
+                 tls_ca (mutual TLS); or set auth = \"off\" where nobody else can reach the \
+                 services (every caller is then an admin)"
+                    .into(),
+            );
         }
         if let Err(e) = self.tls() {
             out.push(
@@ -267,6 +318,8 @@ impl Default for ServerOptions {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            tls_reload_interval: Duration::from_secs(10),
+            health_listen: None,
             peer_resolve_interval: Duration::from_secs(30),
         }
     }

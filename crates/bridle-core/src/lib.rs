@@ -23,6 +23,7 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod timeutil;
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use shutdown::Shutdown;

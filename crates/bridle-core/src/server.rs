@@ -23,12 +23,15 @@ pub struct GrpcServer {
     listener: TcpListener,
     addr: SocketAddr,
     auth: Authenticator,
+    tls: Option<crate::tls::Watched>,
+    /// The plaintext health-only listener (`health_listen`), when configured.
+    health: Option<TcpListener>,
 }
 
 impl GrpcServer {
     pub async fn bind(name: &'static str, opts: &ServerOptions) -> Result<Self, Error> {
         // Unreadable certificates are a configuration error, reported before binding.
-        opts.tls()?;
+        let tls = opts.tls_watch()?;
         let listener = TcpListener::bind(opts.listen)
             .await
             .map_err(|e| Error::Config(format!("{name}: cannot listen on {}: {e}", opts.listen)))?;
@@ -42,12 +45,26 @@ impl GrpcServer {
                 .and_then(|()| std::fs::rename(&tmp, path))
                 .map_err(|e| Error::Config(format!("addr_file {}: {e}", path.display())))?;
         }
-        tracing::info!(service = name, %addr, "listening (gRPC)");
+        tracing::info!(service = name, %addr, tls = tls.is_some(), "listening (gRPC)");
+        let health = match opts.health_listen {
+            Some(at) => {
+                let l = TcpListener::bind(at).await.map_err(|e| {
+                    Error::Config(format!("{name}: health_listen: cannot listen on {at}: {e}"))
+                })?;
+                if let Ok(a) = l.local_addr() {
+                    tracing::info!(service = name, addr = %a, "listening (gRPC health only, plaintext)");
+                }
+                Some(l)
+            }
+            None => None,
+        };
         Ok(Self {
             name,
             opts: opts.clone(),
             listener,
             addr,
+            tls,
+            health,
             // Without a key store only the internal token is accepted when auth is on.
             auth: Authenticator::new(opts.auth, opts.internal_token.clone(), None),
         })
@@ -61,6 +78,11 @@ impl GrpcServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The health-only listener's address, when `health_listen` is set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves `routes` plus health and reflection until shutdown, then stops accepting,
@@ -105,21 +127,26 @@ impl GrpcServer {
             }
         };
 
-        let routes = routes.add_service(health_service).add_service(reflection);
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(t) = self.opts.tls()? {
-            crate::config::install_crypto_provider();
-            // Client certificates are asked for and verified against the CA, but optional:
-            // a caller without one (a person with an API key) is authenticated otherwise.
-            let cfg = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(&t.cert, &t.key))
-                .client_ca_root(tonic::transport::Certificate::from_pem(&t.ca))
-                .client_auth_optional(true);
-            builder = builder
-                .tls_config(cfg)
-                .map_err(|e| Error::Config(format!("{name}: TLS: {e}")))?;
+        if let Some(l) = self.health {
+            // Health only, plaintext: what a probe that cannot speak TLS may ask, and nothing
+            // else. It stops with the main listener.
+            let only_health = health_service.clone();
+            let stopped = shutdown.clone();
+            shutdown.spawn(async move {
+                let r = tonic::transport::Server::builder()
+                    .timeout(std::time::Duration::from_secs(10))
+                    .add_service(only_health)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                        stopped.triggered().await
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(service = name, error = %e, "the health listener stopped");
+                }
+            });
         }
-        builder
+        let routes = routes.add_service(health_service).add_service(reflection);
+        let router = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(
                 cap_message::<tonic::body::Body>,
             ))
@@ -146,11 +173,77 @@ impl GrpcServer {
                 let _ = span.set_parent(crate::telemetry::extract(req.headers()));
                 span
             })
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)
-            .await
-            .map_err(|e| Error::internal(format!("{name}: server error: {e}")))
+            .add_routes(routes);
+        let served = match self.tls {
+            // Each accepted connection gets the material current when it arrives, so rotated
+            // certificates reach new connections without a restart (see `crate::tls`).
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(tls_incoming(name, self.listener, tls), stop)
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)
+                    .await
+            }
+        };
+        served.map_err(|e| Error::internal(format!("{name}: server error: {e}")))
     }
+}
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepted connections after their TLS handshake, each with the material current when it
+/// was accepted. Handshakes run side by side, so a slow or silent client holds up only its
+/// own; one that fails is logged (at debug: scanners and probes are common) and dropped.
+fn tls_incoming(
+    name: &'static str,
+    listener: TcpListener,
+    tls: crate::tls::Watched,
+) -> impl futures::Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    // Not through Shutdown::spawn: nothing to drain; the loop ends when the server drops the
+    // stream (it stopped accepting), and a handshake is bounded by HANDSHAKE_TIMEOUT.
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                // The server stopped taking connections.
+                _ = tx.closed() => return,
+                a = listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(service = name, error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current().server.clone());
+            let tx = tx.clone();
+            #[allow(clippy::disallowed_methods)]
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(service = name, %peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        tracing::debug!(service = name, %peer, "TLS handshake timed out");
+                    }
+                }
+            });
+        }
+    });
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// The longest `grpc-message` header a response carries, in bytes as sent (percent-encoded:

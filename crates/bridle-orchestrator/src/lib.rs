@@ -40,6 +40,38 @@ use bridle_proto::orchestrator_server::OrchestratorServer;
 pub use error::Error;
 pub use options::{DEFAULT_WORK_PARTITIONS, MAX_WORK_PARTITIONS, Options};
 
+/// Registers the deployment's bootstrap admin key (idempotent: every replica does it at start).
+async fn bootstrap_admin(
+    store: &ApiKeyStore,
+    key: &secrecy::SecretString,
+    tenant: &str,
+) -> Result<(), bridle_core::Error> {
+    use bridle_core::auth::{Ensured, Role};
+    use secrecy::ExposeSecret as _;
+    match store
+        .ensure(
+            key.expose_secret(),
+            tenant,
+            "bootstrap admin",
+            &[Role::Admin],
+        )
+        .await?
+    {
+        Ensured::Created(r) => {
+            tracing::info!(key_id = %r.id, %tenant, "registered the bootstrap admin key");
+        }
+        Ensured::Already(r) => {
+            tracing::debug!(key_id = %r.id, "the bootstrap admin key is registered already");
+        }
+        Ensured::Revoked(r) => tracing::warn!(
+            key_id = %r.id,
+            "the bootstrap admin key was revoked and stays revoked: remove bootstrap_admin_key \
+             (or give a new key) to stop this warning"
+        ),
+    }
+    Ok(())
+}
+
 /// Connects to Redis (failing clearly when it cannot), starts the workers and the approval
 /// listener, binds and serves. Returns the bound address.
 pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, bridle_core::Error> {
@@ -54,6 +86,9 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     );
     let agents = ManifestStore::new(conn.clone(), &keys, Owner::Orchestrator);
     let api_keys = ApiKeyStore::new(conn, &keys);
+    if let Some(k) = &opts.bootstrap_admin_key {
+        bootstrap_admin(&api_keys, k, &opts.bootstrap_admin_tenant).await?;
+    }
     let auth = Authenticator::new(
         opts.server.auth,
         opts.server.internal_token.clone(),

@@ -63,6 +63,14 @@ pub struct Options {
     /// orchestrator consumes every partition any orchestrator has used, so changing this on a
     /// live system loses nothing.
     pub work_partitions: usize,
+    /// An admin API key made outside Bridle (the Helm chart generates one into a Secret):
+    /// registered at start for `bootstrap_admin_tenant` unless it is already (revoking it
+    /// sticks). `bk_` and 32 to 125 letters and digits.
+    #[serde(skip_serializing)]
+    #[schemars(with = "Option<String>")]
+    pub bootstrap_admin_key: Option<secrecy::SecretString>,
+    /// The tenant the bootstrap admin key administers.
+    pub bootstrap_admin_tenant: String,
 }
 
 impl Default for Options {
@@ -85,6 +93,8 @@ impl Default for Options {
             tenant_retention: BTreeMap::new(),
             idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
             work_partitions: DEFAULT_WORK_PARTITIONS,
+            bootstrap_admin_key: None,
+            bootstrap_admin_tenant: "default".into(),
         }
     }
 }
@@ -128,6 +138,18 @@ impl config::Options for Options {
             } else if **d < Duration::from_secs(1) {
                 out.push(format!("tenant_retention.{tenant}: must be at least 1s"));
             }
+        }
+        if let Some(k) = &self.bootstrap_admin_key {
+            use secrecy::ExposeSecret as _;
+            if let Err(e) = bridle_core::auth::check_plaintext(k.expose_secret()) {
+                out.push(format!(
+                    "bootstrap_admin_key: {}",
+                    e.to_string().trim_start_matches("invalid argument: ")
+                ));
+            }
+        }
+        if let Err(e) = bridle_core::ids::check_name(&self.bootstrap_admin_tenant) {
+            out.push(format!("bootstrap_admin_tenant: {e}"));
         }
         if self.idempotency_ttl < Duration::from_secs(1) {
             out.push("idempotency_ttl: must be at least 1s".into());

@@ -415,7 +415,7 @@ async fn serve_grpc_echo(file: &str) -> anyhow::Result<()> {
     // so the floor holds everything but the routing.
     let opts = bridle_core::config::ServerOptions {
         concurrency_limit: 100_000,
-        ..Default::default()
+        ..bridle_core::config::ServerOptions::unauthenticated(0)
     };
     let server = bridle_core::server::GrpcServer::bind("echo", &opts).await?;
     std::fs::write(file, server.local_addr().to_string())?;

@@ -95,7 +95,7 @@ async fn main() {
         let shutdown = Shutdown::new();
         let addr = bridle_secrets::start(
             bridle_secrets::Options {
-                server: ServerOptions::with_port(0),
+                server: ServerOptions::unauthenticated(0),
                 redis_url: redis.url(),
                 key_prefix: "bench".into(),
                 vault_addr: bao.addr(),

@@ -207,7 +207,7 @@ async fn main() {
     let shutdown = Shutdown::new();
     let addr = bridle_tools::start(
         bridle_tools::Options {
-            server: ServerOptions::with_port(0),
+            server: ServerOptions::unauthenticated(0),
             redis_url: redis.url(),
             key_prefix: bridle_testkit::unique("bench"),
             label_namespace: ns.clone(),

@@ -111,7 +111,7 @@ impl Harness {
 
 pub fn options(redis: &RedisServer, prefix: &str, sweep: Duration) -> bridle_approvals::Options {
     bridle_approvals::Options {
-        server: ServerOptions::with_port(0),
+        server: ServerOptions::unauthenticated(0),
         redis_url: redis.url(),
         key_prefix: prefix.to_string(),
         sweep_interval: sweep,

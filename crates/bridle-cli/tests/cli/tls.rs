@@ -36,7 +36,7 @@ impl Services {
             tls_cert: Some(certs.path().join(format!("{svc}.pem"))),
             tls_key: Some(certs.path().join(format!("{svc}.key"))),
             tls_ca: Some(certs.path().join("ca.pem")),
-            ..ServerOptions::with_port(0)
+            ..ServerOptions::unauthenticated(0)
         };
         let approvals = bridle_approvals::start(
             bridle_approvals::Options {
@@ -70,7 +70,7 @@ impl Services {
                 // Without TLS material of its own it cannot follow the approvals service;
                 // nothing here needs it to.
                 approvals_url: "http://127.0.0.1:9".into(),
-                ..orchestrator_options(ServerOptions::with_port(0))
+                ..orchestrator_options(ServerOptions::unauthenticated(0))
             },
             shutdown.clone(),
         )

@@ -104,6 +104,22 @@ impl Discovery {
         // with no calls its channel fills up; a later change to an address supersedes an
         // earlier one, which keeps this to one change per address.
         let mut pending: VecDeque<Change<SocketAddr, Endpoint>> = VecDeque::new();
+        // Rotated TLS material: the addresses in use are redialled with it (replacing an
+        // address's endpoint in the balancer drops its old connection once idle).
+        let mut tls = match &self.dial.tls {
+            Some(super::ClientTls::Watched(w)) => Some(w.clone()),
+            _ => None,
+        };
+        let tls_changed = |tls: &mut Option<crate::tls::Watched>| {
+            let mut w = tls.clone();
+            async move {
+                match w.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+                w
+            }
+        };
         loop {
             let now = Instant::now();
             if now >= resolve_at {
@@ -197,6 +213,19 @@ impl Discovery {
             tokio::select! {
                 // Every Peer is gone: nobody calls through this channel any more.
                 _ = self.state.closed() => return,
+                seen = tls_changed(&mut tls) => {
+                    tls = seen;
+                    for (addr, slot) in slots.iter() {
+                        if !matches!(slot.phase, Phase::Up) {
+                            continue;
+                        }
+                        let t = &self.targets[slot.target];
+                        if let Ok(ep) = self.dial.endpoint(*addr, t.https, &t.at.host) {
+                            queue(&mut pending, Change::Insert(*addr, ep));
+                        }
+                    }
+                    tracing::info!(service = %self.dial.service, "TLS material changed: the peer's addresses are redialled with it");
+                }
                 _ = tokio::time::sleep_until(wake) => {}
                 Ok(permit) = self.changes.reserve(), if !pending.is_empty() => {
                     if let Some(c) = pending.pop_front() {

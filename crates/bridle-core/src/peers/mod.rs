@@ -11,7 +11,9 @@
 //! when it answers. Names are re-resolved every `peer_resolve_interval` and right after a
 //! replica drops out.
 //!
-//! A plain `http(s)://` URL is dialled as one lazily connected channel, as before.
+//! A plain `http://` URL is dialled as one lazily connected channel. A service with TLS
+//! material dials every peer through discovery (an `https://` URL as a list of one), so that
+//! when its certificate is rotated the addresses in use are redialled with the new one.
 
 mod discovery;
 mod url;
@@ -66,12 +68,29 @@ pub struct Dial {
     /// The longest any call may take (calls may set shorter deadlines).
     pub timeout: Duration,
     /// TLS for https:// entries, and for a `dns:///` target when set.
-    pub tls: Option<ClientTlsConfig>,
+    pub tls: Option<ClientTls>,
     /// The name the servers' certificates must carry; `None`: each entry's host name (for a
     /// `dns:///` target, the name resolved), never the IP it resolved to.
     pub tls_name: Option<String>,
     /// How often names are resolved again.
     pub resolve_interval: Duration,
+}
+
+/// What a dial presents and verifies: fixed (the CLI), or a service's material that follows
+/// its files, in which case discovery redials the addresses in use when it changes.
+#[derive(Clone)]
+pub enum ClientTls {
+    Fixed(ClientTlsConfig),
+    Watched(crate::tls::Watched),
+}
+
+impl ClientTls {
+    fn config(&self) -> ClientTlsConfig {
+        match self {
+            ClientTls::Fixed(c) => c.clone(),
+            ClientTls::Watched(w) => w.current().client(),
+        }
+    }
 }
 
 impl Dial {
@@ -99,7 +118,7 @@ impl Dial {
             };
             let name = self.tls_name.as_deref().unwrap_or(host);
             ep = ep
-                .tls_config(tls.clone().domain_name(name))
+                .tls_config(tls.config().domain_name(name))
                 .map_err(|e| format!("TLS for {addr}: {e}"))?;
         }
         Ok(ep)

@@ -75,6 +75,13 @@ impl PeerUrl {
         Ok(PeerUrl::Single(value.to_string()))
     }
 
+    /// One `http(s)://host:port` address as a list of one (dialled through discovery).
+    pub fn one(value: &str) -> Result<PeerUrl, String> {
+        parse_entry(value.trim())
+            .map(|e| PeerUrl::List(vec![e]))
+            .map_err(|e| format!("'{value}' {e}"))
+    }
+
     /// Whether calls go through discovery (several addresses, or a name re-resolved).
     pub fn is_discovered(&self) -> bool {
         !matches!(self, PeerUrl::Single(_))

@@ -63,7 +63,7 @@ impl Harness {
         let prefix = bridle_testkit::unique("router");
         let shutdown = Shutdown::new();
         let mut secrets_opts = bridle_secrets::Options {
-            server: ServerOptions::with_port(0),
+            server: ServerOptions::unauthenticated(0),
             vault_addr: bao.addr(),
             vault_token: Some(SecretString::from(bao.root_token().to_string())),
             path_prefix: prefix.clone(),
@@ -78,7 +78,7 @@ impl Harness {
             .await
             .unwrap();
         let mut opts = bridle_router::Options {
-            server: ServerOptions::with_port(0),
+            server: ServerOptions::unauthenticated(0),
             redis_url: redis.url(),
             key_prefix: prefix.clone(),
             secrets_url: format!("http://{secrets}"),

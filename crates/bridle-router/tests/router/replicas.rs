@@ -66,6 +66,7 @@ impl Replica {
             .env("BRIDLE_ROUTER_SECRETS_URL", &h.secrets_url)
             .env("BRIDLE_ROUTER_HTTP_LISTEN", "127.0.0.1:0")
             .env("BRIDLE_ROUTER_HTTP_ADDR_FILE", &http_file)
+            .env("BRIDLE_AUTH", "off")
             // Each call it takes is logged, so a test can count which replica served what.
             .env("BRIDLE_LOG", "warn,bridle_core::server=debug")
             .env("BRIDLE_LOG_FORMAT", "json")

@@ -166,7 +166,7 @@ impl Env {
     /// Token auth with the root token, bindings only (`unbound = deny`).
     pub fn options(&self) -> bridle_secrets::Options {
         bridle_secrets::Options {
-            server: ServerOptions::with_port(0),
+            server: ServerOptions::unauthenticated(0),
             redis_url: self.redis.url(),
             key_prefix: self.prefix.clone(),
             vault_addr: self.bao.addr(),
@@ -197,7 +197,7 @@ impl Broker {
         let shutdown = Shutdown::new();
         let callers = ServerOptions {
             internal_token: opts.server.internal_token.clone(),
-            ..Default::default()
+            ..ServerOptions::unauthenticated(0)
         };
         let addr = bridle_secrets::start_with_clock(opts, shutdown.clone(), clock)
             .await

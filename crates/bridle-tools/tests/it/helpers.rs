@@ -196,7 +196,7 @@ impl Harness {
             .clone()
             .unwrap_or_else(|| workspaces.path().to_path_buf());
         let opts = bridle_tools::Options {
-            server: ServerOptions::with_port(0),
+            server: ServerOptions::unauthenticated(0),
             redis_url: redis.url(),
             key_prefix: bridle_testkit::unique("tools"),
             secrets_url: setup.secrets_url,
@@ -572,7 +572,7 @@ pub async fn try_start(
     let redis = RedisServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut opts = bridle_tools::Options {
-        server: ServerOptions::with_port(0),
+        server: ServerOptions::unauthenticated(0),
         redis_url: redis.url(),
         key_prefix: bridle_testkit::unique("tools"),
         label_namespace: bridle_testkit::unique("t"),

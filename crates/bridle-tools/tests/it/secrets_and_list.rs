@@ -23,7 +23,7 @@ async fn a_secret_env_value_reaches_the_tool_and_is_redacted_from_its_output() {
     let broker_shutdown = Shutdown::new();
     let broker = bridle_secrets::start(
         bridle_secrets::Options {
-            server: ServerOptions::with_port(0),
+            server: ServerOptions::unauthenticated(0),
             vault_addr: bao.addr(),
             vault_token: Some(SecretString::from(bao.root_token().to_string())),
             redis_url: redis.url(),
@@ -147,7 +147,7 @@ pub async fn broker_with(
     let shutdown = Shutdown::new();
     let addr = bridle_secrets::start(
         bridle_secrets::Options {
-            server: ServerOptions::with_port(0),
+            server: ServerOptions::unauthenticated(0),
             vault_addr: bao.addr(),
             vault_token: Some(SecretString::from(bao.root_token().to_string())),
             redis_url: redis.url(),

@@ -313,7 +313,7 @@ impl Default for ServerOptions {
             concurrency_limit: 256,
             grace_period: Duration::from_secs(20),
             addr_file: None,
-            auth: crate::auth::AuthMode::Off,
+            auth: crate::auth::AuthMode::Keys,
             internal_token: None,
             tls_cert: None,
             tls_key: None,

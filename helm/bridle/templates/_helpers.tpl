@@ -48,10 +48,54 @@ Context: dict root, name. */}}
 
 {{/* In-cluster peer URL of a service: every ready pod behind its headless Service, so calls
 are spread over the replicas (a ClusterIP would pin each caller's one connection to one pod).
+With tls.enabled the same URL is dialled over TLS: a service with TLS files dials every
+dns:/// target over TLS, checking the bare service name in the certificate. (An https:// URL
+would be one address, one connection: the balancing over replicas would be lost.)
 Context: dict root, name. */}}
 {{- define "bridle.url" -}}
 {{- $svc := index .root.Values .name -}}
 {{- printf "dns:///%s.%s.svc:%d" (include "bridle.peersname" .) .root.Release.Namespace (int $svc.port) -}}
+{{- end }}
+
+{{/* The port of a service's plaintext health-only listener (tls.enabled). Context: dict root,
+name, svc. */}}
+{{- define "bridle.healthPort" -}}
+{{- .svc.healthPort | default .root.Values.defaults.healthPort | int -}}
+{{- end }}
+
+{{/* Where each pod mounts its TLS files (tls.crt, tls.key, ca.crt). */}}
+{{- define "bridle.tlsDir" -}}
+/etc/bridle/tls
+{{- end }}
+
+{{/* The Secret holding a service's TLS files: tls.existingSecrets.<service> when given, else
+the one its cert-manager Certificate fills. Fails when there is neither. Context: dict root,
+name. */}}
+{{- define "bridle.tlsSecret" -}}
+{{- $t := .root.Values.tls -}}
+{{- $existing := index ($t.existingSecrets | default dict) .name | default "" -}}
+{{- if $existing -}}
+{{- $existing -}}
+{{- else if $t.certManager.issuerRef.name -}}
+{{- printf "%s-tls" (include "bridle.svcname" .) -}}
+{{- else -}}
+{{- fail (printf "tls.enabled: the %s service has no certificate: set tls.certManager.issuerRef.name (a cert-manager CA issuer) or tls.existingSecrets.%s (a Secret you made with tls.crt, tls.key and ca.crt)" .name .name) -}}
+{{- end -}}
+{{- end }}
+
+{{/* The DNS names a service's certificate carries, one per line: its bare name (the name
+every client checks, whatever address it dialled), then its Service's and headless Service's
+names, short to fully qualified. Context: dict root, name. */}}
+{{- define "bridle.tlsNames" -}}
+{{- $ns := .root.Release.Namespace -}}
+{{- $domain := .root.Values.tls.clusterDomain | default "cluster.local" -}}
+- {{ .name }}
+{{- range $n := list (include "bridle.svcname" .) (include "bridle.peersname" .) }}
+- {{ $n }}
+- {{ $n }}.{{ $ns }}
+- {{ $n }}.{{ $ns }}.svc
+- {{ $n }}.{{ $ns }}.svc.{{ $domain }}
+{{- end }}
 {{- end }}
 
 {{/* A NetworkPolicy peer selecting one Bridle service's pods. Context: dict root, name. */}}
@@ -88,6 +132,17 @@ Context: dict root, name. */}}
 {{- if $v.otel.endpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ $v.otel.endpoint | quote }}
+{{- end }}
+{{- if $v.tls.enabled }}
+{{- $dir := include "bridle.tlsDir" . }}
+- name: BRIDLE_TLS_CERT
+  value: {{ $dir }}/tls.crt
+- name: BRIDLE_TLS_KEY
+  value: {{ $dir }}/tls.key
+- name: BRIDLE_TLS_CA
+  value: {{ $dir }}/ca.crt
+- name: BRIDLE_HEALTH_LISTEN
+  value: "0.0.0.0:{{ include "bridle.healthPort" . }}"
 {{- end }}
 - name: BRIDLE_AUTH
   value: {{ $v.auth.mode | quote }}

@@ -14,7 +14,8 @@
   values or objects; with TLS, each service's certificate (a cert-manager Certificate checked
   against an excerpt of its CRD's schema, or the Secret named in values) mounted as a directory
   and named for the bare service name; every Secret an object refers to rendered or named in
-  values.
+  values; API keys on by default, with the internal token and the bootstrap admin key in the
+  only Secrets the chart renders (random, generated once, kept on uninstall).
 - Check every pod against the Pod Security Standards (pss.py): the pods of every service but
   tools pass "restricted"; in the tools pod the tools container passes "restricted" and the
   pod (with its engine sidecar) "baseline" in the default (rootless engine) setup, and the
@@ -29,7 +30,9 @@ Exits 0 when every check passes; prints each failure otherwise.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import re
 import shutil
 import sys
 import tempfile
@@ -134,6 +137,13 @@ VARIANTS: dict[str, dict] = {
         },
     },
     "vault-token-auth": {"vault": {"auth": {"method": "token", "token": {"secretName": "bridle-vault-token"}}}},
+    # Only for a cluster nobody else can reach: no token, no admin key, no Secret.
+    "auth-off": {"auth": {"mode": "off"}},
+    # The GitOps way (a renderer without lookup would make new values at each render): the
+    # operator made both Secrets, and the chart makes none.
+    "bootstrap-admin-existing-secret": {"auth": {
+        "internalTokenSecret": {"name": "ops-internal-token", "key": "value"},
+        "bootstrapAdmin": {"existingSecret": True, "secretName": "ops-admin-key", "tenant": "platform"}}},
     # TLS with cert-manager; the router's health port its own, not the default.
     "tls-cert-manager": {"tls": {"enabled": True, "certManager": {"issuerRef": {"name": "bridle-ca", "kind": "ClusterIssuer"}}},
                          "router": {"gateway": {"enabled": True, "port": 8080}, "healthPort": 9086},
@@ -166,7 +176,10 @@ BAD_VALUES = {
     "replicas as text": ({"orchestrator": {"replicas": "two"}}, "/orchestrator/replicas"),
     "a Vault token in values": ({"vault": {"token": "hvs.not-a-real-token"}}, "additional properties"),
     "token auth without a Secret": ({"vault": {"auth": {"method": "token"}}}, "secretName"),
-    "keys auth without the internal token Secret": ({"auth": {"mode": "keys"}}, "internalTokenSecret"),
+    "an auth mode that does not exist": ({"auth": {"mode": "token"}}, "/auth/mode"),
+    "a bootstrap admin tenant that is not a tenant name": (
+        {"auth": {"bootstrapAdmin": {"tenant": "Platform Team"}}}, "/auth/bootstrapAdmin/tenant"),
+    "a bootstrap admin key in values": ({"auth": {"bootstrapAdmin": {"key": "bk_" + "a" * 40}}}, "additional properties"),
     "external engine without address": ({"tools": {"docker": {"mode": "external"}}}, "host"),
     "unknown engine mode": ({"tools": {"docker": {"mode": "podman"}}}, "mode"),
     "rootless engine with an Unconfined seccomp profile": (
@@ -326,7 +339,6 @@ def probe_port(merged: dict, svc: str) -> int | None:
 
 def check_workloads(variant: str, values: dict, objs: list[dict], merged: dict) -> None:
     by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
-    check(not [o for o in objs if o["kind"] in ("Secret", "ConfigMap")], f"[{variant}] the chart renders no Secret or ConfigMap")
     autoscaling = variant != "no-autoscaling-no-netpol"
     expected = KINDS if autoscaling else {"Deployment", "Service", "ServiceAccount"}
     for svc in SERVICES:
@@ -370,7 +382,7 @@ def check_workloads(variant: str, values: dict, objs: list[dict], merged: dict) 
         check(bool(res.get("requests", {}).get("cpu")) and bool(res.get("limits", {}).get("memory")),
               f"[{variant}] {svc}: cpu request and memory limit")
         for e in c.get("env", []):
-            secretish = any(w in e["name"] for w in ("TOKEN", "PASSWORD", "SECRET_KEY", "API_KEY")) and not e["name"].endswith("_FILE")
+            secretish = any(w in e["name"] for w in ("TOKEN", "PASSWORD", "SECRET_KEY", "API_KEY", "ADMIN_KEY")) and not e["name"].endswith("_FILE")
             if secretish or e["name"] == "BRIDLE_REDIS_URL" and variant == "production":
                 check("value" not in e and "secretKeyRef" in e.get("valueFrom", {}),
                       f"[{variant}] {svc}: {e['name']} comes from a Secret, not a value")
@@ -540,9 +552,72 @@ def named_in_values(merged: dict) -> set[str]:
         names.add(merged["vault"]["auth"]["token"]["secretName"])
     if merged["tls"]["enabled"]:
         names |= set((merged["tls"].get("existingSecrets") or {}).values())
+    admin = merged["auth"]["bootstrapAdmin"]
+    if admin["existingSecret"]:
+        names.add(admin["secretName"] or "bridle-admin-key")
     # The escape hatches (extraEnv, envFrom, extraVolumes) may name Secrets of their own.
     names |= secret_refs({k: merged[k] for k in ["defaults"] + SERVICES})
     return {n for n in names if n}
+
+
+def generated_secrets(merged: dict) -> dict[str, tuple[str, str]]:
+    """The Secrets the chart must render, by name: (their one key, the form of its value)."""
+    auth = merged["auth"]
+    keys = auth["mode"] == "keys"
+    out = {}
+    if keys and not auth["internalTokenSecret"]["name"] and not merged["tls"]["enabled"]:
+        out["bridle-internal-token"] = ("token", r"[A-Za-z0-9]{48}")
+    admin = auth["bootstrapAdmin"]
+    if keys and admin["enabled"] and merged["orchestrator"]["enabled"] and not admin["existingSecret"]:
+        out[admin["secretName"] or "bridle-admin-key"] = ("key", r"bk_[A-Za-z0-9]{40}")
+    return out
+
+
+def check_auth(variant: str, merged: dict, objs: list[dict]) -> None:
+    """API keys by default. The chart renders no ConfigMap and no Secret but the two it
+    generates: the internal token (keys, without TLS, when values name none) and the bootstrap
+    admin key (unless the operator made it), each a random value of its form, kept on
+    uninstall. Every service gets the token from its Secret (none with TLS unless named; none
+    with auth off), and the orchestrator the admin key and its tenant."""
+    auth = merged["auth"]
+    keys = auth["mode"] == "keys"
+    check(not [o for o in objs if o["kind"] == "ConfigMap"], f"[{variant}] the chart renders no ConfigMap")
+    secrets = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Secret"}
+    want = generated_secrets(merged)
+    check(set(secrets) == set(want), f"[{variant}] Secrets rendered: {sorted(secrets)}, expected {sorted(want)}")
+    for name, (key, form) in want.items():
+        s = secrets.get(name)
+        if not s:
+            continue
+        data = s.get("data") or {}
+        value = base64.b64decode(data.get(key, "")).decode()
+        check(set(data) == {key} and re.fullmatch(form, value) is not None,
+              f"[{variant}] Secret {name}: one key {key!r}, a value of the form {form}")
+        check(s["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep",
+              f"[{variant}] Secret {name}: kept on uninstall (helm.sh/resource-policy: keep)")
+    token = auth["internalTokenSecret"]
+    if keys and token["name"]:
+        want_token = {"name": token["name"], "key": token["key"]}
+    elif keys and not merged["tls"]["enabled"]:
+        want_token = {"name": "bridle-internal-token", "key": "token"}
+    else:
+        want_token = None
+    admin = auth["bootstrapAdmin"]
+    admin_on = keys and admin["enabled"]
+    for dep in (o for o in objs if o["kind"] == "Deployment"):
+        svc = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+        c = next(x for x in dep["spec"]["template"]["spec"]["containers"] if x["name"] == svc)
+        env = {e["name"]: e for e in c["env"]}
+        check(env.get("BRIDLE_AUTH", {}).get("value") == auth["mode"], f"[{variant}] {svc}: auth {auth['mode']}")
+        got = env.get("BRIDLE_INTERNAL_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
+        check(got == want_token, f"[{variant}] {svc}: internal token from {want_token}, not {got}")
+        key = env.get("BRIDLE_ORCHESTRATOR_BOOTSTRAP_ADMIN_KEY", {}).get("valueFrom", {}).get("secretKeyRef")
+        tenant = env.get("BRIDLE_ORCHESTRATOR_BOOTSTRAP_ADMIN_TENANT", {}).get("value")
+        if svc == "orchestrator" and admin_on:
+            check(key == {"name": admin["secretName"] or "bridle-admin-key", "key": "key"} and tenant == admin["tenant"],
+                  f"[{variant}] orchestrator: the bootstrap admin key from its Secret, for tenant {admin['tenant']}: {key}, {tenant}")
+        else:
+            check(key is None and tenant is None, f"[{variant}] {svc}: no bootstrap admin key")
 
 
 def check_secret_refs(variant: str, merged: dict, objs: list[dict]) -> None:
@@ -796,6 +871,7 @@ def main() -> int:
         validate_schemas(variant, objs, OLDEST_ROOTLESS if tools_mode(values) == "rootless" else OLDEST)
         check_workloads(variant, values, objs, merged)
         check_tls(variant, merged, objs)
+        check_auth(variant, merged, objs)
         check_secret_refs(variant, merged, objs)
         check_pod_security(variant, values, objs)
         if variant == "escape-hatches":
@@ -823,6 +899,11 @@ def main() -> int:
                 text = str(e)
         check(bool(text) and word in text, f"bad values ({what}) are refused mentioning {word!r}: {text or 'no error'}")
 
+    # Without a cluster (helm template, GitOps renderers) lookup finds nothing: each render makes
+    # new values, which is why the README tells GitOps users to make the Secrets themselves.
+    first, second = ({o["metadata"]["name"]: o["data"] for o in render({}) if o["kind"] == "Secret"} for _ in range(2))
+    check(bool(first) and all(first[n] != second[n] for n in first),
+          "the generated Secrets are random: two offline renders differ")
     check_as_subchart()
     check(values_doc.readme_copy() == values_doc.generate(),
           "the chart README's values reference is out of date: run helm/tests/values_doc.py --write")

@@ -98,6 +98,29 @@ names, short to fully qualified. Context: dict root, name. */}}
 {{- end }}
 {{- end }}
 
+{{/* The internal token's Secret and key, as "name key", or nothing when the services present
+none: auth.mode keys, and the Secret named in values, else (without TLS, where certificates
+identify the services) the one the chart makes (templates/secrets.yaml). Context: root. */}}
+{{- define "bridle.internalToken" -}}
+{{- $a := .Values.auth -}}
+{{- if eq $a.mode "keys" -}}
+{{- if $a.internalTokenSecret.name -}}
+{{- printf "%s %s" $a.internalTokenSecret.name $a.internalTokenSecret.key -}}
+{{- else if not .Values.tls.enabled -}}
+{{- printf "%s-internal-token token" (include "bridle.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* The Secret holding the bootstrap admin key (key `key`), when the orchestrator registers
+one. Context: root. */}}
+{{- define "bridle.adminKeySecret" -}}
+{{- $b := .Values.auth.bootstrapAdmin -}}
+{{- if and (eq .Values.auth.mode "keys") $b.enabled .Values.orchestrator.enabled -}}
+{{- $b.secretName | default (printf "%s-admin-key" (include "bridle.fullname" .)) -}}
+{{- end -}}
+{{- end }}
+
 {{/* A NetworkPolicy peer selecting one Bridle service's pods. Context: dict root, name. */}}
 {{- define "bridle.peer" -}}
 - podSelector:
@@ -146,12 +169,13 @@ names, short to fully qualified. Context: dict root, name. */}}
 {{- end }}
 - name: BRIDLE_AUTH
   value: {{ $v.auth.mode | quote }}
-{{- if eq $v.auth.mode "keys" }}
+{{- with include "bridle.internalToken" .root }}
+{{- $ref := splitList " " . }}
 - name: BRIDLE_INTERNAL_TOKEN
   valueFrom:
     secretKeyRef:
-      name: {{ required "auth.internalTokenSecret.name is required when auth.mode is keys" $v.auth.internalTokenSecret.name }}
-      key: {{ $v.auth.internalTokenSecret.key }}
+      name: {{ index $ref 0 }}
+      key: {{ index $ref 1 }}
 {{- end }}
 {{- if eq .name "tools" }}
 {{- /* The address other tools replicas forward a run's calls to (advertise_url's default). */}}
@@ -169,6 +193,16 @@ names, short to fully qualified. Context: dict root, name. */}}
   value: {{ include "bridle.url" (dict "root" .root "name" "approvals") | quote }}
 - name: BRIDLE_ORCHESTRATOR_SECRETS_URL
   value: {{ include "bridle.url" (dict "root" .root "name" "secrets") | quote }}
+{{- with include "bridle.adminKeySecret" .root }}
+{{- /* Registered as an admin key of the tenant at start, unless it already is. */}}
+- name: BRIDLE_ORCHESTRATOR_BOOTSTRAP_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: key
+- name: BRIDLE_ORCHESTRATOR_BOOTSTRAP_ADMIN_TENANT
+  value: {{ $v.auth.bootstrapAdmin.tenant | quote }}
+{{- end }}
 {{- end }}
 {{- if and (eq .name "router") .svc.gateway.enabled }}
 - name: BRIDLE_ROUTER_HTTP_LISTEN

@@ -403,12 +403,10 @@ def check_workloads(variant: str, values: dict, objs: list[dict], merged: dict) 
         for e in c.get("env", []):
             peer = next((p for p in SERVICES if e["name"] == f"BRIDLE_{svc.upper()}_{p.upper()}_URL"), None)
             if peer:
-                want = f"dns:///bridle-{peer}-peers.bridle.svc:"
+                scheme = "https://" if merged["tls"]["enabled"] else "dns:///"
+                want = f"{scheme}bridle-{peer}-peers.bridle.svc:"
                 check(e.get("value", "").startswith(want),
                       f"[{variant}] {svc}: {e['name']} uses the headless Service ({want}...), not {e.get('value')}")
-                if merged["tls"]["enabled"]:
-                    check(dialled_over_tls(e.get("value", ""), c),
-                          f"[{variant}] {svc}: {e['name']} {e.get('value')} is dialled over TLS")
         hpa = by.get(("HorizontalPodAutoscaler", name))
         if hpa:
             check(hpa["spec"]["scaleTargetRef"]["name"] == name and "replicas" not in dep["spec"],
@@ -437,20 +435,12 @@ TLS_DIR = "/etc/bridle/tls"
 TLS_ENV = {"BRIDLE_TLS_CERT": f"{TLS_DIR}/tls.crt", "BRIDLE_TLS_KEY": f"{TLS_DIR}/tls.key", "BRIDLE_TLS_CA": f"{TLS_DIR}/ca.crt"}
 
 
-def dialled_over_tls(url: str, container: dict) -> bool:
-    """Whether a service dials a peer URL over TLS: an https:// URL, or a dns:/// target in a
-    container that has the TLS files (bridle_core::peers dials every dns:/// target over TLS
-    then, checking the bare service name). An https:// URL would be one connection to one
-    address, which is why the chart keeps dns:/// and its balancing over replicas."""
-    env = {e["name"]: e.get("value") for e in container.get("env", [])}
-    has_tls = all(env.get(k) == v for k, v in TLS_ENV.items())
-    return url.startswith("https://") or (url.startswith("dns:///") and has_tls)
-
-
 def check_tls(variant: str, merged: dict, objs: list[dict]) -> None:
     """With tls.enabled: each Bridle container has the three TLS files from its Secret, mounted
     as a whole directory (never subPath: a subPath mount never sees a renewed certificate), a
-    plaintext health-only port its probes use and no NetworkPolicy opens to pods; each service
+    plaintext health-only port its probes use and no NetworkPolicy opens to pods, and https://
+    peer URLs (a service with TLS files dials even one address through discovery, so the
+    headless Service's every pod is still used); each service
     without a Secret of its own in values gets a cert-manager Certificate for its bare name and
     its Service names, with both server and client auth. Without TLS: none of it."""
     tls = merged["tls"]
@@ -486,6 +476,10 @@ def check_tls(variant: str, merged: dict, objs: list[dict]) -> None:
               f"[{variant}] {svc}: a health port {hp} of its own: {ports}")
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             check(c.get(probe, {}).get("grpc", {}).get("port") == hp, f"[{variant}] {svc}: {probe} on the health port {hp}")
+        urls = {n: v for n, v in env.items() if n in {f"BRIDLE_{svc.upper()}_{p.upper()}_URL" for p in SERVICES}}
+        check(all((v or "").startswith("https://") for v in urls.values()), f"[{variant}] {svc}: every peer URL is https://: {urls}")
+        if svc == "orchestrator":
+            check(len(urls) == 4, f"[{variant}] orchestrator: its four peer URLs: {urls}")
         for x in pod_containers(dep):
             for m in x.get("volumeMounts", []):
                 if m["name"] == "bridle-tls":

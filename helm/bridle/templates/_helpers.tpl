@@ -48,13 +48,19 @@ Context: dict root, name. */}}
 
 {{/* In-cluster peer URL of a service: every ready pod behind its headless Service, so calls
 are spread over the replicas (a ClusterIP would pin each caller's one connection to one pod).
-With tls.enabled the same URL is dialled over TLS: a service with TLS files dials every
-dns:/// target over TLS, checking the bare service name in the certificate. (An https:// URL
-would be one address, one connection: the balancing over replicas would be lost.)
+With tls.enabled it is https://: a service with TLS files dials even one address through
+discovery (every address the name resolves to, re-resolved, redialled when its certificate is
+renewed) and checks the bare service name in the callee's certificate; the scheme says TLS, so
+a service that somehow lacked its TLS files would fail to call rather than call in plaintext.
 Context: dict root, name. */}}
 {{- define "bridle.url" -}}
 {{- $svc := index .root.Values .name -}}
-{{- printf "dns:///%s.%s.svc:%d" (include "bridle.peersname" .) .root.Release.Namespace (int $svc.port) -}}
+{{- $host := printf "%s.%s.svc:%d" (include "bridle.peersname" .) .root.Release.Namespace (int $svc.port) -}}
+{{- if .root.Values.tls.enabled -}}
+{{- printf "https://%s" $host -}}
+{{- else -}}
+{{- printf "dns:///%s" $host -}}
+{{- end -}}
 {{- end }}
 
 {{/* The port of a service's plaintext health-only listener (tls.enabled). Context: dict root,

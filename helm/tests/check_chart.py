@@ -8,9 +8,14 @@
 - Render (Helm v4 SDK, offline) for several value sets, then validate every object against the
   Kubernetes JSON schemas (kubernetes-validate, strict: unknown fields are errors) for the newest
   version it knows and for the chart's oldest supported one.
-- Check what the objects must say: the kinds per service, gRPC probes on the gRPC port, the
-  hardened securityContext, NetworkPolicies allowing exactly the calls of ARCHITECTURE.md, Vault
-  through Kubernetes auth with no secret anywhere in values or objects.
+- Check what the objects must say: the kinds per service, gRPC probes on the gRPC port (with TLS:
+  on the plaintext health-only port), the hardened securityContext, NetworkPolicies allowing
+  exactly the calls of ARCHITECTURE.md, Vault through Kubernetes auth with no secret anywhere in
+  values or objects; with TLS, each service's certificate (a cert-manager Certificate checked
+  against an excerpt of its CRD's schema, or the Secret named in values) mounted as a directory
+  and named for the bare service name; every Secret an object refers to rendered or named in
+  values; API keys on by default, with the internal token and the bootstrap admin key in the
+  only Secrets the chart renders (random, generated once, kept on uninstall).
 - Check every pod against the Pod Security Standards (pss.py): the pods of every service but
   tools pass "restricted"; in the tools pod the tools container passes "restricted" and the
   pod (with its engine sidecar) "baseline" in the default (rootless engine) setup, and the
@@ -25,7 +30,9 @@ Exits 0 when every check passes; prints each failure otherwise.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import re
 import shutil
 import sys
 import tempfile
@@ -33,6 +40,7 @@ from pathlib import Path
 
 import helm_python
 import helm_sdkpy
+import jsonschema
 import kubernetes_validate
 import yaml
 
@@ -129,16 +137,49 @@ VARIANTS: dict[str, dict] = {
         },
     },
     "vault-token-auth": {"vault": {"auth": {"method": "token", "token": {"secretName": "bridle-vault-token"}}}},
+    # Only for a cluster nobody else can reach: no token, no admin key, no Secret.
+    "auth-off": {"auth": {"mode": "off"}},
+    # The GitOps way (a renderer without lookup would make new values at each render): the
+    # operator made both Secrets, and the chart makes none.
+    "bootstrap-admin-existing-secret": {"auth": {
+        "internalTokenSecret": {"name": "ops-internal-token", "key": "value"},
+        "bootstrapAdmin": {"existingSecret": True, "secretName": "ops-admin-key", "tenant": "platform"}}},
+    # TLS with cert-manager; the router's health port its own, not the default.
+    "tls-cert-manager": {"tls": {"enabled": True, "certManager": {"issuerRef": {"name": "bridle-ca", "kind": "ClusterIssuer"}}},
+                         "router": {"gateway": {"enabled": True, "port": 8080}, "healthPort": 9086},
+                         "approvals": {"inbox": {"enabled": True, "port": 8081}}},
+    # TLS from Secrets the operator made: they win over the issuer, so no Certificate at all.
+    "tls-existing-secrets": {"tls": {"enabled": True, "certManager": {"issuerRef": {"name": "unused-ca"}},
+                                     "existingSecrets": {s: f"corp-{s}-tls" for s in SERVICES}},
+                             "tools": {"docker": {"mode": "dind"}}},
     "no-autoscaling-no-netpol": {s: {"autoscaling": {"enabled": False}, "pdb": {"enabled": False}} for s in SERVICES}
     | {"networkPolicy": {"enabled": False}},
 }
 
 # Values the chart must refuse, and a word of the error Helm gives.
+TLS_ON = {"enabled": True, "certManager": {"issuerRef": {"name": "bridle-ca"}}}
 BAD_VALUES = {
+    "TLS with neither an issuer nor Secrets": ({"tls": {"enabled": True}}, "tls.certManager.issuerRef.name"),
+    "TLS with one service left without a certificate": (
+        {"tls": {"enabled": True, "existingSecrets": {s: f"corp-{s}-tls" for s in SERVICES if s != "secrets"}}},
+        "tls.existingSecrets.secrets"),
+    "a TLS Secret for a service the chart does not have": (
+        {"tls": {"enabled": True, "existingSecrets": {"gateway": "corp-tls"}}}, "additional properties"),
+    "an issuer kind cert-manager does not have": (
+        {"tls": {"enabled": True, "certManager": {"issuerRef": {"name": "ca", "kind": "CertIssuer"}}}}, "/tls/certManager/issuerRef/kind"),
+    "a certificate duration that is not a duration": (
+        {"tls": {"enabled": True, "certManager": {"issuerRef": {"name": "ca"}, "duration": "30 days"}}}, "/tls/certManager/duration"),
+    "a health port that is the service's gRPC port": (
+        {"tls": TLS_ON, "orchestrator": {"healthPort": 50051}}, "orchestrator.healthPort"),
+    "a health port that is the router's gateway port": (
+        {"tls": TLS_ON, "router": {"gateway": {"enabled": True, "port": 8086}}}, "router.healthPort"),
     "replicas as text": ({"orchestrator": {"replicas": "two"}}, "/orchestrator/replicas"),
     "a Vault token in values": ({"vault": {"token": "hvs.not-a-real-token"}}, "additional properties"),
     "token auth without a Secret": ({"vault": {"auth": {"method": "token"}}}, "secretName"),
-    "keys auth without the internal token Secret": ({"auth": {"mode": "keys"}}, "internalTokenSecret"),
+    "an auth mode that does not exist": ({"auth": {"mode": "token"}}, "/auth/mode"),
+    "a bootstrap admin tenant that is not a tenant name": (
+        {"auth": {"bootstrapAdmin": {"tenant": "Platform Team"}}}, "/auth/bootstrapAdmin/tenant"),
+    "a bootstrap admin key in values": ({"auth": {"bootstrapAdmin": {"key": "bk_" + "a" * 40}}}, "additional properties"),
     "external engine without address": ({"tools": {"docker": {"mode": "external"}}}, "host"),
     "unknown engine mode": ({"tools": {"docker": {"mode": "podman"}}}, "mode"),
     "rootless engine with an Unconfined seccomp profile": (
@@ -198,6 +239,55 @@ def render(values: dict) -> list[dict]:
 # Gateway API kinds are CRDs, which kubernetes-validate has no schema for: checked by hand.
 GATEWAY_API = {"HTTPRoute", "GRPCRoute"}
 
+# cert-manager's Certificate is a CRD too: checked against this excerpt of its schema
+# (cert-manager.io/v1, deploy/crds/cert-manager.io_certificates.yaml of cert-manager 1.18+): the
+# fields the chart sets, with their types and enums as the CRD gives them, and no other field
+# (the API server would refuse or drop an unknown one).
+_STR = {"type": "string"}
+_STRMAP = {"type": "object", "additionalProperties": _STR}
+CERTIFICATE_V1 = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "kind": {"const": "Certificate"},
+        "metadata": {"type": "object", "required": ["name"], "properties": {"name": _STR, "labels": _STRMAP}},
+        "spec": {
+            "type": "object",
+            "required": ["issuerRef", "secretName"],
+            "additionalProperties": False,
+            "properties": {
+                "secretName": _STR,
+                "secretTemplate": {"type": "object", "additionalProperties": False,
+                                   "properties": {"annotations": _STRMAP, "labels": _STRMAP}},
+                "commonName": {"type": "string", "maxLength": 64},
+                "dnsNames": {"type": "array", "items": _STR},
+                "duration": _STR,
+                "renewBefore": _STR,
+                "privateKey": {"type": "object", "additionalProperties": False, "properties": {
+                    "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                    "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                    "rotationPolicy": {"enum": ["Never", "Always"]},
+                    "size": {"type": "integer"}}},
+                "usages": {"type": "array", "items": {"enum": [
+                    "signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+                    "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any",
+                    "server auth", "client auth", "code signing", "email protection", "s/mime", "ipsec end system",
+                    "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc"]}},
+                "issuerRef": {"type": "object", "required": ["name"], "additionalProperties": False,
+                              "properties": {"name": _STR, "kind": _STR, "group": _STR}},
+            },
+        },
+    },
+}
+
+
+def check_certificate(variant: str, o: dict) -> None:
+    errors = sorted(jsonschema.Draft7Validator(CERTIFICATE_V1).iter_errors(o), key=str)
+    check(not errors, f"[{variant}] Certificate/{o['metadata']['name']} against cert-manager.io/v1: "
+                      f"{[f'{e.message} at {list(e.path)}' for e in errors]}")
+
 
 def check_route(variant: str, o: dict, objs: list[dict]) -> None:
     spec = o.get("spec", {})
@@ -211,10 +301,13 @@ def check_route(variant: str, o: dict, objs: list[dict]) -> None:
 
 def validate_schemas(variant: str, objs: list[dict], oldest: str) -> None:
     for o in objs:
+        body = {k: v for k, v in o.items() if k != "__source"}
         if o["kind"] in GATEWAY_API:
             check_route(variant, o, objs)
             continue
-        body = {k: v for k, v in o.items() if k != "__source"}
+        if o["kind"] == "Certificate":
+            check_certificate(variant, body)
+            continue
         for version in (NEWEST, PREVIOUS, oldest):
             try:
                 kubernetes_validate.validate(body, version, strict=True)
@@ -230,15 +323,30 @@ def pod_containers(dep: dict) -> list[dict]:
     return spec.get("containers", []) + spec.get("initContainers", [])
 
 
-def check_workloads(variant: str, values: dict, objs: list[dict]) -> None:
+def merged_values(values: dict) -> dict:
+    """`values` over the chart's defaults, as an install would use them."""
+    with helm_python.Chart.load(str(CHART)) as c:
+        return c.merge_values(values)
+
+
+def probe_port(merged: dict, svc: str) -> int | None:
+    """The port the kubelet probes: the health-only listener's with TLS, else None (the gRPC
+    port)."""
+    if not merged["tls"]["enabled"]:
+        return None
+    return merged[svc].get("healthPort") or merged["defaults"]["healthPort"]
+
+
+def check_workloads(variant: str, values: dict, objs: list[dict], merged: dict) -> None:
     by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
-    check(not [o for o in objs if o["kind"] in ("Secret", "ConfigMap")], f"[{variant}] the chart renders no Secret or ConfigMap")
     autoscaling = variant != "no-autoscaling-no-netpol"
     expected = KINDS if autoscaling else {"Deployment", "Service", "ServiceAccount"}
     for svc in SERVICES:
         name = f"bridle-{svc}"
         kinds = {k for (k, n) in by if n == name}
-        check(kinds == expected, f"[{variant}] {svc}: kinds {sorted(kinds)} != {sorted(expected)}")
+        tls = merged["tls"]
+        want = expected | ({"Certificate"} if tls["enabled"] and not (tls.get("existingSecrets") or {}).get(svc) else set())
+        check(kinds == want, f"[{variant}] {svc}: kinds {sorted(kinds)} != {sorted(want)}")
         dep = by.get(("Deployment", name))
         if not dep:
             continue
@@ -267,13 +375,14 @@ def check_workloads(variant: str, values: dict, objs: list[dict]) -> None:
             check(sc.get("privileged") is False, f"[{variant}] {svc}: not privileged")
             check(sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc.get("capabilities", {}).get("add"),
                   f"[{variant}] {svc}: every capability dropped")
+        probed = probe_port(merged, svc) or port
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            check(c.get(probe, {}).get("grpc", {}).get("port") == port, f"[{variant}] {svc}: {probe} is gRPC on {port}")
+            check(c.get(probe, {}).get("grpc", {}).get("port") == probed, f"[{variant}] {svc}: {probe} is gRPC on {probed}")
         res = c.get("resources", {})
         check(bool(res.get("requests", {}).get("cpu")) and bool(res.get("limits", {}).get("memory")),
               f"[{variant}] {svc}: cpu request and memory limit")
         for e in c.get("env", []):
-            secretish = any(w in e["name"] for w in ("TOKEN", "PASSWORD", "SECRET_KEY", "API_KEY")) and not e["name"].endswith("_FILE")
+            secretish = any(w in e["name"] for w in ("TOKEN", "PASSWORD", "SECRET_KEY", "API_KEY", "ADMIN_KEY")) and not e["name"].endswith("_FILE")
             if secretish or e["name"] == "BRIDLE_REDIS_URL" and variant == "production":
                 check("value" not in e and "secretKeyRef" in e.get("valueFrom", {}),
                       f"[{variant}] {svc}: {e['name']} comes from a Secret, not a value")
@@ -294,7 +403,8 @@ def check_workloads(variant: str, values: dict, objs: list[dict]) -> None:
         for e in c.get("env", []):
             peer = next((p for p in SERVICES if e["name"] == f"BRIDLE_{svc.upper()}_{p.upper()}_URL"), None)
             if peer:
-                want = f"dns:///bridle-{peer}-peers.bridle.svc:"
+                scheme = "https://" if merged["tls"]["enabled"] else "dns:///"
+                want = f"{scheme}bridle-{peer}-peers.bridle.svc:"
                 check(e.get("value", "").startswith(want),
                       f"[{variant}] {svc}: {e['name']} uses the headless Service ({want}...), not {e.get('value')}")
         hpa = by.get(("HorizontalPodAutoscaler", name))
@@ -319,6 +429,207 @@ def check_workloads(variant: str, values: dict, objs: list[dict]) -> None:
             want = gw.get("port") if gw.get("enabled") else None
             check(ports.get("http") == want and svc_ports.get("http") == want,
                   f"[{variant}] router: HTTP gateway port {want} exactly when enabled")
+
+
+TLS_DIR = "/etc/bridle/tls"
+TLS_ENV = {"BRIDLE_TLS_CERT": f"{TLS_DIR}/tls.crt", "BRIDLE_TLS_KEY": f"{TLS_DIR}/tls.key", "BRIDLE_TLS_CA": f"{TLS_DIR}/ca.crt"}
+
+
+def check_tls(variant: str, merged: dict, objs: list[dict]) -> None:
+    """With tls.enabled: each Bridle container has the three TLS files from its Secret, mounted
+    as a whole directory (never subPath: a subPath mount never sees a renewed certificate), a
+    plaintext health-only port its probes use and no NetworkPolicy opens to pods, and https://
+    peer URLs (a service with TLS files dials even one address through discovery, so the
+    headless Service's every pod is still used); each service
+    without a Secret of its own in values gets a cert-manager Certificate for its bare name and
+    its Service names, with both server and client auth. Without TLS: none of it."""
+    tls = merged["tls"]
+    certs = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Certificate"}
+    deps = {o["metadata"]["labels"]["app.kubernetes.io/component"]: o for o in objs if o["kind"] == "Deployment"}
+    nps = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    if not tls["enabled"]:
+        check(not certs, f"[{variant}] no Certificate without TLS")
+        for svc, dep in deps.items():
+            c = next(x for x in dep["spec"]["template"]["spec"]["containers"] if x["name"] == svc)
+            names = {e["name"] for e in c["env"]}
+            check(not names & (set(TLS_ENV) | {"BRIDLE_HEALTH_LISTEN"}), f"[{variant}] {svc}: no TLS settings without TLS")
+            check("health" not in {p["name"] for p in c["ports"]}, f"[{variant}] {svc}: no health port without TLS")
+            check("bridle-tls" not in {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]},
+                  f"[{variant}] {svc}: no TLS volume without TLS")
+        return
+    domain = tls.get("clusterDomain") or "cluster.local"
+    existing = {s: n for s, n in (tls.get("existingSecrets") or {}).items() if n}
+    health_ports = set()
+    for svc in SERVICES:
+        dep = deps.get(svc)
+        if not dep:
+            continue
+        pod = dep["spec"]["template"]["spec"]
+        c = next(x for x in pod["containers"] if x["name"] == svc)
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        hp = probe_port(merged, svc)
+        health_ports.add(hp)
+        check(all(env.get(k) == v for k, v in TLS_ENV.items()), f"[{variant}] {svc}: the three TLS files from {TLS_DIR}")
+        check(env.get("BRIDLE_HEALTH_LISTEN") == f"0.0.0.0:{hp}", f"[{variant}] {svc}: the health-only listener on {hp}")
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        check(ports.get("health") == hp and list(ports.values()).count(hp) == 1,
+              f"[{variant}] {svc}: a health port {hp} of its own: {ports}")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            check(c.get(probe, {}).get("grpc", {}).get("port") == hp, f"[{variant}] {svc}: {probe} on the health port {hp}")
+        urls = {n: v for n, v in env.items() if n in {f"BRIDLE_{svc.upper()}_{p.upper()}_URL" for p in SERVICES}}
+        check(all((v or "").startswith("https://") for v in urls.values()), f"[{variant}] {svc}: every peer URL is https://: {urls}")
+        if svc == "orchestrator":
+            check(len(urls) == 4, f"[{variant}] orchestrator: its four peer URLs: {urls}")
+        for x in pod_containers(dep):
+            for m in x.get("volumeMounts", []):
+                if m["name"] == "bridle-tls":
+                    check(x["name"] == svc, f"[{variant}] {svc}: only the {svc} container mounts its TLS files, not {x['name']}")
+                    check(m["mountPath"] == TLS_DIR and m.get("readOnly") is True and "subPath" not in m and "subPathExpr" not in m,
+                          f"[{variant}] {svc}: the TLS Secret mounted read-only as a whole directory (no subPath): {m}")
+        check(any(m["name"] == "bridle-tls" for m in c.get("volumeMounts", [])), f"[{variant}] {svc}: mounts its TLS files")
+        vol = next((v for v in pod["volumes"] if v["name"] == "bridle-tls"), {})
+        secret = vol.get("secret", {}).get("secretName")
+        want = existing.get(svc) or f"bridle-{svc}-tls"
+        check(secret == want, f"[{variant}] {svc}: TLS files from Secret {want}, not {secret}")
+        cert = certs.get(f"bridle-{svc}")
+        if svc in existing:
+            check(cert is None, f"[{variant}] {svc}: its own Secret wins: no Certificate")
+            continue
+        check(cert is not None, f"[{variant}] {svc}: a Certificate")
+        if cert is None:
+            continue
+        spec = cert["spec"]
+        names = set(spec.get("dnsNames", []))
+        check(svc in names, f"[{variant}] {svc}: the certificate names the bare service name {svc} (what clients check)")
+        service_names = {f"{n}{suffix}" for n in (f"bridle-{svc}", f"bridle-{svc}-peers")
+                         for suffix in ("", ".bridle", ".bridle.svc", f".bridle.svc.{domain}")}
+        check(service_names <= names, f"[{variant}] {svc}: the certificate names its Services: {sorted(service_names - names)} missing")
+        check(spec.get("commonName") == svc, f"[{variant}] {svc}: CN {svc} (its identity as a caller)")
+        check(spec.get("secretName") == secret, f"[{variant}] {svc}: the Certificate fills the Secret the pod mounts")
+        cm = tls["certManager"]
+        check(spec.get("issuerRef") == cm["issuerRef"], f"[{variant}] {svc}: issuer {cm['issuerRef']}")
+        check(spec.get("duration") == cm["duration"] and spec.get("renewBefore") == cm["renewBefore"],
+              f"[{variant}] {svc}: duration and renewBefore from values")
+        check(spec.get("privateKey") == {"algorithm": "ECDSA", "size": 256, "encoding": "PKCS8", "rotationPolicy": "Always"},
+              f"[{variant}] {svc}: an ECDSA P-256 key, new at every renewal")
+        check(set(spec.get("usages", [])) == {"server auth", "client auth", "digital signature", "key encipherment"},
+              f"[{variant}] {svc}: usages server and client auth")
+    want_certs = {f"bridle-{s}" for s in deps if s not in existing}
+    check(set(certs) == want_certs, f"[{variant}] Certificates {sorted(certs)}, expected {sorted(want_certs)}")
+    for np in nps:
+        opened = {p.get("port") for r in np["spec"].get("ingress") or [] for p in r.get("ports", [])}
+        check(not opened & health_ports, f"[{variant}] {np['metadata']['name']}: no rule opens a health port to pods")
+
+
+def secret_refs(node) -> set[str]:
+    """The Secrets a piece of an object (or of values) refers to: env secretKeyRef, envFrom
+    secretRef, secret volumes."""
+    out: set[str] = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("secretKeyRef", "secretRef") and isinstance(v, dict):
+                out.add(v.get("name"))
+            elif k == "secret" and isinstance(v, dict) and "secretName" in v:
+                out.add(v["secretName"])
+            out |= secret_refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            out |= secret_refs(v)
+    return out
+
+
+def named_in_values(merged: dict) -> set[str]:
+    """The Secrets values name, which the operator creates."""
+    names = {merged["redis"]["urlSecret"]["name"], merged["auth"]["internalTokenSecret"]["name"],
+             merged["approvals"]["webhook"]["urlSecret"]["name"]}
+    if merged["vault"]["auth"]["method"] == "token":
+        names.add(merged["vault"]["auth"]["token"]["secretName"])
+    if merged["tls"]["enabled"]:
+        names |= set((merged["tls"].get("existingSecrets") or {}).values())
+    admin = merged["auth"]["bootstrapAdmin"]
+    if admin["existingSecret"]:
+        names.add(admin["secretName"] or "bridle-admin-key")
+    # The escape hatches (extraEnv, envFrom, extraVolumes) may name Secrets of their own.
+    names |= secret_refs({k: merged[k] for k in ["defaults"] + SERVICES})
+    return {n for n in names if n}
+
+
+def generated_secrets(merged: dict) -> dict[str, tuple[str, str]]:
+    """The Secrets the chart must render, by name: (their one key, the form of its value)."""
+    auth = merged["auth"]
+    keys = auth["mode"] == "keys"
+    out = {}
+    if keys and not auth["internalTokenSecret"]["name"] and not merged["tls"]["enabled"]:
+        out["bridle-internal-token"] = ("token", r"[A-Za-z0-9]{48}")
+    admin = auth["bootstrapAdmin"]
+    if keys and admin["enabled"] and merged["orchestrator"]["enabled"] and not admin["existingSecret"]:
+        out[admin["secretName"] or "bridle-admin-key"] = ("key", r"bk_[A-Za-z0-9]{40}")
+    return out
+
+
+def check_auth(variant: str, merged: dict, objs: list[dict]) -> None:
+    """API keys by default. The chart renders no ConfigMap and no Secret but the two it
+    generates: the internal token (keys, without TLS, when values name none) and the bootstrap
+    admin key (unless the operator made it), each a random value of its form, kept on
+    uninstall. Every service gets the token from its Secret (none with TLS unless named; none
+    with auth off), and the orchestrator the admin key and its tenant."""
+    auth = merged["auth"]
+    keys = auth["mode"] == "keys"
+    check(not [o for o in objs if o["kind"] == "ConfigMap"], f"[{variant}] the chart renders no ConfigMap")
+    secrets = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Secret"}
+    want = generated_secrets(merged)
+    check(set(secrets) == set(want), f"[{variant}] Secrets rendered: {sorted(secrets)}, expected {sorted(want)}")
+    for name, (key, form) in want.items():
+        s = secrets.get(name)
+        if not s:
+            continue
+        data = s.get("data") or {}
+        value = base64.b64decode(data.get(key, "")).decode()
+        check(set(data) == {key} and re.fullmatch(form, value) is not None,
+              f"[{variant}] Secret {name}: one key {key!r}, a value of the form {form}")
+        check(s["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep",
+              f"[{variant}] Secret {name}: kept on uninstall (helm.sh/resource-policy: keep)")
+    token = auth["internalTokenSecret"]
+    if keys and token["name"]:
+        want_token = {"name": token["name"], "key": token["key"]}
+    elif keys and not merged["tls"]["enabled"]:
+        want_token = {"name": "bridle-internal-token", "key": "token"}
+    else:
+        want_token = None
+    admin = auth["bootstrapAdmin"]
+    admin_on = keys and admin["enabled"]
+    for dep in (o for o in objs if o["kind"] == "Deployment"):
+        svc = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+        c = next(x for x in dep["spec"]["template"]["spec"]["containers"] if x["name"] == svc)
+        env = {e["name"]: e for e in c["env"]}
+        check(env.get("BRIDLE_AUTH", {}).get("value") == auth["mode"], f"[{variant}] {svc}: auth {auth['mode']}")
+        got = env.get("BRIDLE_INTERNAL_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
+        check(got == want_token, f"[{variant}] {svc}: internal token from {want_token}, not {got}")
+        key = env.get("BRIDLE_ORCHESTRATOR_BOOTSTRAP_ADMIN_KEY", {}).get("valueFrom", {}).get("secretKeyRef")
+        tenant = env.get("BRIDLE_ORCHESTRATOR_BOOTSTRAP_ADMIN_TENANT", {}).get("value")
+        if svc == "orchestrator" and admin_on:
+            check(key == {"name": admin["secretName"] or "bridle-admin-key", "key": "key"} and tenant == admin["tenant"],
+                  f"[{variant}] orchestrator: the bootstrap admin key from its Secret, for tenant {admin['tenant']}: {key}, {tenant}")
+        else:
+            check(key is None and tenant is None, f"[{variant}] {svc}: no bootstrap admin key")
+
+
+def check_secret_refs(variant: str, merged: dict, objs: list[dict]) -> None:
+    """Every Secret a pod refers to is one the chart renders, one a Certificate fills, or one
+    the values name; and a key read from a rendered Secret is in it."""
+    rendered = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Secret"}
+    filled = {o["spec"]["secretName"] for o in objs if o["kind"] == "Certificate"}
+    allowed = set(rendered) | filled | named_in_values(merged)
+    for dep in (o for o in objs if o["kind"] == "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        for name in sorted(secret_refs(pod)):
+            check(name in allowed, f"[{variant}] {dep['metadata']['name']}: Secret {name!r} is neither rendered nor named in values")
+        for x in pod_containers(dep):
+            for e in x.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref and ref["name"] in rendered:
+                    check(ref["key"] in (rendered[ref["name"]].get("data") or {}),
+                          f"[{variant}] {dep['metadata']['name']}: {e['name']} reads key {ref['key']!r}, which Secret {ref['name']} has")
 
 
 def tools_mode(values: dict) -> str:
@@ -550,8 +861,12 @@ def main() -> int:
         problems = lint_findings(result) + result.get("errors", [])
         check(not problems, f"[{variant}] helm lint (Helm {helm_python.helm_sdk_version()}): {problems}")
         objs = render(values)
+        merged = merged_values(values)
         validate_schemas(variant, objs, OLDEST_ROOTLESS if tools_mode(values) == "rootless" else OLDEST)
-        check_workloads(variant, values, objs)
+        check_workloads(variant, values, objs, merged)
+        check_tls(variant, merged, objs)
+        check_auth(variant, merged, objs)
+        check_secret_refs(variant, merged, objs)
         check_pod_security(variant, values, objs)
         if variant == "escape-hatches":
             check_escape_hatches(objs)
@@ -578,6 +893,11 @@ def main() -> int:
                 text = str(e)
         check(bool(text) and word in text, f"bad values ({what}) are refused mentioning {word!r}: {text or 'no error'}")
 
+    # Without a cluster (helm template, GitOps renderers) lookup finds nothing: each render makes
+    # new values, which is why the README tells GitOps users to make the Secrets themselves.
+    first, second = ({o["metadata"]["name"]: o["data"] for o in render({}) if o["kind"] == "Secret"} for _ in range(2))
+    check(bool(first) and all(first[n] != second[n] for n in first),
+          "the generated Secrets are random: two offline renders differ")
     check_as_subchart()
     check(values_doc.readme_copy() == values_doc.generate(),
           "the chart README's values reference is out of date: run helm/tests/values_doc.py --write")

@@ -4,7 +4,9 @@
 //! default and production-like values, renders every documented combination of values (also as
 //! a subchart with `global` values), validates every object for Kubernetes 1.29 (1.33 with the
 //! rootless engine), 1.36 and 1.37, checks kinds, gRPC probes, securityContext, NetworkPolicies,
-//! Ingresses and routes, and Vault access, every pod against the Pod Security Standards
+//! Ingresses and routes, Vault access, TLS (cert-manager Certificates, the health-only probe
+//! port, the Secret mounted as a directory) and the generated auth Secrets, every pod against
+//! the Pod Security Standards
 //! (helm/tests/pss.py: Bridle's containers "restricted", the default tools pod with its rootless
 //! engine "baseline"), that the README's values reference is up to date, and that bad values
 //! are refused.

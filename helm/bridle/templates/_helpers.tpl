@@ -48,10 +48,83 @@ Context: dict root, name. */}}
 
 {{/* In-cluster peer URL of a service: every ready pod behind its headless Service, so calls
 are spread over the replicas (a ClusterIP would pin each caller's one connection to one pod).
+With tls.enabled it is https://: a service with TLS files dials even one address through
+discovery (every address the name resolves to, re-resolved, redialled when its certificate is
+renewed) and checks the bare service name in the callee's certificate; the scheme says TLS, so
+a service that somehow lacked its TLS files would fail to call rather than call in plaintext.
 Context: dict root, name. */}}
 {{- define "bridle.url" -}}
 {{- $svc := index .root.Values .name -}}
-{{- printf "dns:///%s.%s.svc:%d" (include "bridle.peersname" .) .root.Release.Namespace (int $svc.port) -}}
+{{- $host := printf "%s.%s.svc:%d" (include "bridle.peersname" .) .root.Release.Namespace (int $svc.port) -}}
+{{- if .root.Values.tls.enabled -}}
+{{- printf "https://%s" $host -}}
+{{- else -}}
+{{- printf "dns:///%s" $host -}}
+{{- end -}}
+{{- end }}
+
+{{/* The port of a service's plaintext health-only listener (tls.enabled). Context: dict root,
+name, svc. */}}
+{{- define "bridle.healthPort" -}}
+{{- .svc.healthPort | default .root.Values.defaults.healthPort | int -}}
+{{- end }}
+
+{{/* Where each pod mounts its TLS files (tls.crt, tls.key, ca.crt). */}}
+{{- define "bridle.tlsDir" -}}
+/etc/bridle/tls
+{{- end }}
+
+{{/* The Secret holding a service's TLS files: tls.existingSecrets.<service> when given, else
+the one its cert-manager Certificate fills. Fails when there is neither. Context: dict root,
+name. */}}
+{{- define "bridle.tlsSecret" -}}
+{{- $t := .root.Values.tls -}}
+{{- $existing := index ($t.existingSecrets | default dict) .name | default "" -}}
+{{- if $existing -}}
+{{- $existing -}}
+{{- else if $t.certManager.issuerRef.name -}}
+{{- printf "%s-tls" (include "bridle.svcname" .) -}}
+{{- else -}}
+{{- fail (printf "tls.enabled: the %s service has no certificate: set tls.certManager.issuerRef.name (a cert-manager CA issuer) or tls.existingSecrets.%s (a Secret you made with tls.crt, tls.key and ca.crt)" .name .name) -}}
+{{- end -}}
+{{- end }}
+
+{{/* The DNS names a service's certificate carries, one per line: its bare name (the name
+every client checks, whatever address it dialled), then its Service's and headless Service's
+names, short to fully qualified. Context: dict root, name. */}}
+{{- define "bridle.tlsNames" -}}
+{{- $ns := .root.Release.Namespace -}}
+{{- $domain := .root.Values.tls.clusterDomain | default "cluster.local" -}}
+- {{ .name }}
+{{- range $n := list (include "bridle.svcname" .) (include "bridle.peersname" .) }}
+- {{ $n }}
+- {{ $n }}.{{ $ns }}
+- {{ $n }}.{{ $ns }}.svc
+- {{ $n }}.{{ $ns }}.svc.{{ $domain }}
+{{- end }}
+{{- end }}
+
+{{/* The internal token's Secret and key, as "name key", or nothing when the services present
+none: auth.mode keys, and the Secret named in values, else (without TLS, where certificates
+identify the services) the one the chart makes (templates/secrets.yaml). Context: root. */}}
+{{- define "bridle.internalToken" -}}
+{{- $a := .Values.auth -}}
+{{- if eq $a.mode "keys" -}}
+{{- if $a.internalTokenSecret.name -}}
+{{- printf "%s %s" $a.internalTokenSecret.name $a.internalTokenSecret.key -}}
+{{- else if not .Values.tls.enabled -}}
+{{- printf "%s-internal-token token" (include "bridle.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* The Secret holding the bootstrap admin key (key `key`), when the orchestrator registers
+one. Context: root. */}}
+{{- define "bridle.adminKeySecret" -}}
+{{- $b := .Values.auth.bootstrapAdmin -}}
+{{- if and (eq .Values.auth.mode "keys") $b.enabled .Values.orchestrator.enabled -}}
+{{- $b.secretName | default (printf "%s-admin-key" (include "bridle.fullname" .)) -}}
+{{- end -}}
 {{- end }}
 
 {{/* A NetworkPolicy peer selecting one Bridle service's pods. Context: dict root, name. */}}
@@ -89,14 +162,26 @@ Context: dict root, name. */}}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ $v.otel.endpoint | quote }}
 {{- end }}
+{{- if $v.tls.enabled }}
+{{- $dir := include "bridle.tlsDir" . }}
+- name: BRIDLE_TLS_CERT
+  value: {{ $dir }}/tls.crt
+- name: BRIDLE_TLS_KEY
+  value: {{ $dir }}/tls.key
+- name: BRIDLE_TLS_CA
+  value: {{ $dir }}/ca.crt
+- name: BRIDLE_HEALTH_LISTEN
+  value: "0.0.0.0:{{ include "bridle.healthPort" . }}"
+{{- end }}
 - name: BRIDLE_AUTH
   value: {{ $v.auth.mode | quote }}
-{{- if eq $v.auth.mode "keys" }}
+{{- with include "bridle.internalToken" .root }}
+{{- $ref := splitList " " . }}
 - name: BRIDLE_INTERNAL_TOKEN
   valueFrom:
     secretKeyRef:
-      name: {{ required "auth.internalTokenSecret.name is required when auth.mode is keys" $v.auth.internalTokenSecret.name }}
-      key: {{ $v.auth.internalTokenSecret.key }}
+      name: {{ index $ref 0 }}
+      key: {{ index $ref 1 }}
 {{- end }}
 {{- if eq .name "tools" }}
 {{- /* The address other tools replicas forward a run's calls to (advertise_url's default). */}}
@@ -114,6 +199,16 @@ Context: dict root, name. */}}
   value: {{ include "bridle.url" (dict "root" .root "name" "approvals") | quote }}
 - name: BRIDLE_ORCHESTRATOR_SECRETS_URL
   value: {{ include "bridle.url" (dict "root" .root "name" "secrets") | quote }}
+{{- with include "bridle.adminKeySecret" .root }}
+{{- /* Registered as an admin key of the tenant at start, unless it already is. */}}
+- name: BRIDLE_ORCHESTRATOR_BOOTSTRAP_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: key
+- name: BRIDLE_ORCHESTRATOR_BOOTSTRAP_ADMIN_TENANT
+  value: {{ $v.auth.bootstrapAdmin.tenant | quote }}
+{{- end }}
 {{- end }}
 {{- if and (eq .name "router") .svc.gateway.enabled }}
 - name: BRIDLE_ROUTER_HTTP_LISTEN

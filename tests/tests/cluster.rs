@@ -684,6 +684,8 @@ async fn replicas_of_every_service_survive_kills_a_partition_and_a_redis_restart
             // New replicas and dead ones are noticed within seconds.
             (format!("BRIDLE_{up}_PEER_RESOLVE_INTERVAL"), "3s".into()),
             ("BRIDLE_LOG".into(), "info".into()),
+            // A test network nobody else reaches; auth is not what this test is about.
+            ("BRIDLE_AUTH".into(), "off".into()),
         ];
         v.extend(
             extra

@@ -228,9 +228,27 @@ mod tests {
 
     use super::*;
 
+    /// The defaults, plus the internal token every keys-mode service needs (without it the
+    /// only complaint is that one: see `the_defaults_need_a_service_identity`).
+    fn known() -> Options {
+        let mut o = Options::default();
+        o.server.internal_token = Some("a-token-of-enough-length".to_string().into());
+        o
+    }
+
+    #[test]
+    fn the_defaults_need_a_service_identity() {
+        let problems = Options::default().validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("auth: 'keys' (the default) needs"),
+            "{problems:?}"
+        );
+    }
+
     #[test]
     fn defaults_are_valid() {
-        let o = Options::default();
+        let o = known();
         assert_eq!(o.server.listen.port(), 50054);
         assert_eq!(o.approval_ttl, Duration::from_secs(3600));
         assert_eq!(o.sweep_interval, Duration::from_secs(5));
@@ -257,7 +275,7 @@ mod tests {
                 max_body_bytes: 0,
                 ..Default::default()
             },
-            ..Default::default()
+            ..known()
         };
         let p = o.validate();
         for key in [
@@ -279,7 +297,7 @@ mod tests {
         }
         let centuries = Options {
             approval_retention: Duration::from_secs(200 * 365 * 24 * 3600),
-            ..Default::default()
+            ..known()
         };
         assert!(
             centuries

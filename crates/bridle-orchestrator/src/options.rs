@@ -171,12 +171,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_defaults_need_a_service_identity() {
+        let problems = config::Options::validate(&Options::default());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("auth: 'keys' (the default) needs"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn tenant_retention_is_read_per_tenant_and_a_bad_tenant_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("orchestrator.toml");
         std::fs::write(
             &file,
-            "retention = \"2d\"\n[tenant_retention]\nacme = \"30d\"\n",
+            "auth = \"off\"\nretention = \"2d\"\n[tenant_retention]\nacme = \"30d\"\n",
         )
         .unwrap();
         let o: Options = config::load(Some(&file), &serde_json::json!({})).unwrap();

@@ -302,6 +302,7 @@ async fn start_router(redis: &RedisServer, pin: bool) -> anyhow::Result<Router> 
         // The bench route has no key: the broker is never called.
         .env("BRIDLE_ROUTER_SECRETS_URL", "http://127.0.0.1:9")
         .env("BRIDLE_ROUTER_HTTP_LISTEN", "127.0.0.1:0")
+        .env("BRIDLE_AUTH", "off")
         .env("BRIDLE_ROUTER_HTTP_ADDR_FILE", &hf)
         .env("BRIDLE_ROUTER_CONCURRENCY_LIMIT", "100000")
         .env(

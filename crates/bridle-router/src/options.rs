@@ -167,16 +167,34 @@ impl config::Options for Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The defaults, plus the internal token every keys-mode service needs (without it the
+    /// only complaint is that one: see `the_defaults_need_a_service_identity`).
+    fn known() -> Options {
+        let mut o = Options::default();
+        o.server.internal_token = Some("a-token-of-enough-length".to_string().into());
+        o
+    }
+
+    #[test]
+    fn the_defaults_need_a_service_identity() {
+        let problems = Options::default().validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("auth: 'keys' (the default) needs"),
+            "{problems:?}"
+        );
+    }
     use bridle_core::config::Options as _;
 
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
-        assert_eq!(Options::default().validate(), Vec::<String>::new());
-        assert_eq!(Options::default().server.listen.port(), 50052);
+        assert_eq!(known().validate(), Vec::<String>::new());
+        assert_eq!(known().server.listen.port(), 50052);
         let o = Options {
             secrets_url: "ftp://x".into(),
             try_timeout: Duration::ZERO,
-            ..Options::default()
+            ..known()
         };
         let problems = o.validate().join("; ");
         assert!(problems.contains("secrets_url: scheme 'ftp'"), "{problems}");

@@ -419,9 +419,27 @@ mod tests {
 
     use super::*;
 
+    /// The defaults, plus the internal token every keys-mode service needs (without it the
+    /// only complaint is that one: see `the_defaults_need_a_service_identity`).
+    fn known() -> Options {
+        let mut o = Options::default();
+        o.server.internal_token = Some("a-token-of-enough-length".to_string().into());
+        o
+    }
+
+    #[test]
+    fn the_defaults_need_a_service_identity() {
+        let problems = Options::default().validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("auth: 'keys' (the default) needs"),
+            "{problems:?}"
+        );
+    }
+
     #[test]
     fn defaults_are_valid() {
-        let o = Options::default();
+        let o = known();
         assert_eq!(o.validate(), Vec::<String>::new());
         assert_eq!(o.server.listen.port(), 50053);
         assert_eq!(o.idempotency_ttl, Duration::from_secs(604_800));
@@ -433,7 +451,7 @@ mod tests {
             docker_host: Some("/var/run/docker.sock".into()),
             label_namespace: "Dev_Bridle".into(),
             idempotency_ttl: Duration::ZERO,
-            ..Options::default()
+            ..known()
         };
         let problems = o.validate();
         assert!(
@@ -459,7 +477,7 @@ mod tests {
                 ("Bad Tenant".to_string(), "runsc".to_string()),
                 ("acme".to_string(), "".to_string()),
             ]),
-            ..Default::default()
+            ..known()
         };
         assert_eq!(
             o.validate(),
@@ -477,7 +495,7 @@ mod tests {
         let folder = |unenforced: &[&str]| Options {
             workspace_mode: Mode::Folder,
             sandbox_limits_unenforced: unenforced.iter().map(|s| s.to_string()).collect(),
-            ..Options::default()
+            ..known()
         };
         assert_eq!(
             folder(&[]).validate(),
@@ -491,7 +509,7 @@ mod tests {
         );
         let quota = Options {
             sandbox_limits_unenforced: vec!["workspace".into(), "disk".into()],
-            ..Options::default()
+            ..known()
         };
         assert_eq!(
             quota.validate(),
@@ -507,7 +525,7 @@ mod tests {
         let o = Options {
             workspace_snapshot_store: "s3".into(),
             advertise_url: Some("10.1.2.3:50053".into()),
-            ..Options::default()
+            ..known()
         };
         assert_eq!(
             o.validate(),
@@ -520,7 +538,7 @@ mod tests {
 
     #[test]
     fn the_advertised_address_is_the_listen_address_or_the_pods() {
-        let o = Options::default();
+        let o = known();
         let any: std::net::SocketAddr = "0.0.0.0:50053".parse().unwrap();
         assert_eq!(o.advertise(any, None), None);
         assert_eq!(
@@ -534,7 +552,7 @@ mod tests {
         );
         let set = Options {
             advertise_url: Some("http://tools-0.tools:50053".into()),
-            ..Options::default()
+            ..known()
         };
         assert_eq!(
             set.advertise(any, None).as_deref(),
@@ -547,14 +565,14 @@ mod tests {
         let o = Options {
             workspace_quota_default: "2Gi".into(),
             workspace_quota_max: "1Gi".into(),
-            ..Options::default()
+            ..known()
         };
         assert_eq!(
             o.validate(),
             vec!["workspace_quota_default: 2Gi is above workspace_quota_max (1Gi)"]
         );
         assert_eq!(
-            Options::default().quotas(),
+            known().quotas(),
             Ok(Quotas {
                 default: 1 << 30,
                 max: 10 << 30

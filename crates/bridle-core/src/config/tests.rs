@@ -12,7 +12,7 @@ struct Demo {
 impl Default for Demo {
     fn default() -> Self {
         Self {
-            server: ServerOptions::default(),
+            server: ServerOptions::unauthenticated(0),
             redis_url: "redis://127.0.0.1:6379".into(),
             workers: 4,
         }

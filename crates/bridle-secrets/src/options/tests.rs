@@ -2,7 +2,13 @@ use serde_json::json;
 
 use super::*;
 
-fn load(flags: serde_json::Value) -> Result<Options, String> {
+/// Loads `flags` over the defaults, with the internal token a keys-mode service needs (these
+/// tests are about the other options).
+fn load(mut flags: serde_json::Value) -> Result<Options, String> {
+    if let Some(m) = flags.as_object_mut() {
+        m.entry("internal_token")
+            .or_insert(json!("a-token-of-enough-length"));
+    }
     config::load::<Options>(None, &flags).map_err(|e| e.to_string())
 }
 

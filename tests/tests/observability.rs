@@ -326,3 +326,125 @@ async fn a_collector_that_is_down_never_blocks_a_run() {
     };
     assert_eq!(f.status, pb::RunStatus::Succeeded as i32);
 }
+
+/// A one-call run started with a caller's W3C `traceparent` (with `caller_trace = mode` when
+/// given): (caller's trace id, caller's span id, the run's root span as exported, Run.trace_id).
+async fn run_under_a_callers_span(mode: Option<&str>) -> (String, String, ReceivedSpan, String) {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let mut env_all = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+    ];
+    if let Some(m) = mode {
+        env_all.push(("BRIDLE_ORCHESTRATOR_CALLER_TRACE".into(), m.into()));
+        // The standard resource settings, on this harness's processes.
+        env_all.push(("OTEL_SERVICE_NAME".into(), "bridle-under-test".into()));
+        env_all.push((
+            "OTEL_RESOURCE_ATTRIBUTES".into(),
+            "deployment.environment.name=ci,service.namespace=bridle".into(),
+        ));
+    }
+    let h = Harness::start_with(Options {
+        env_all,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    h.mock.enqueue(Reply::text("done"));
+    let caller_trace = format!("{:032x}", rand_u128());
+    let caller_span = format!("{:016x}", rand_u128() as u64 | 1);
+    let mut req = tonic::Request::new(pb::StartRunRequest {
+        agent: "analyst".into(),
+        input: "go".into(),
+        ..Default::default()
+    });
+    req.metadata_mut().insert(
+        "traceparent",
+        format!("00-{caller_trace}-{caller_span}-01")
+            .parse()
+            .unwrap(),
+    );
+    let run_id = h
+        .orchestrator()
+        .await
+        .start_run(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+        .id;
+    follow(&h, &run_id, Duration::from_secs(60), |_| async {})
+        .await
+        .unwrap();
+    let recorded = h
+        .orchestrator()
+        .await
+        .get_run(pb::GetRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trace_id;
+    let root = bridle_testkit::wait_for("the run's root span", Duration::from_secs(30), || {
+        let spans = otlp.spans();
+        let recorded = recorded.clone();
+        async move {
+            spans
+                .into_iter()
+                .find(|s| s.span.name == "invoke_agent analyst" && s.trace_id() == recorded)
+        }
+    })
+    .await
+    .unwrap();
+    (caller_trace, caller_span, root, recorded)
+}
+
+/// 128 random bits (a ULID's 80 random bits and its time are enough to be unique here).
+fn rand_u128() -> u128 {
+    ulid::Ulid::new().0.rotate_left(48)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_started_under_a_callers_span_is_its_child_or_links_to_it_and_resources_follow_otel_env()
+ {
+    // The default: the run's root is a child of the caller's span, in the caller's trace, and
+    // Run.trace_id says so.
+    let (trace, span, root, recorded) = run_under_a_callers_span(None).await;
+    // Every process says what it is: name, version, and an instance id of its own.
+    assert_eq!(root.service, "bridle-orchestrator");
+    assert_eq!(
+        root.resource_attr("service.version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        root.resource_attr("service.instance.id").map(|s| s.len()),
+        Some(26)
+    );
+    assert_eq!(recorded, trace, "Run.trace_id is the caller's trace");
+    assert_eq!(root.trace_id(), trace);
+    assert_eq!(
+        root.parent_id(),
+        span,
+        "the root is a child of the caller's span"
+    );
+    assert!(root.span.links.is_empty());
+
+    // caller_trace = link: a trace of the run's own, its root linked to the caller's span.
+    let (trace, span, root, recorded) = run_under_a_callers_span(Some("link")).await;
+    assert_eq!(root.service, "bridle-under-test", "OTEL_SERVICE_NAME");
+    assert_eq!(
+        root.resource_attr("deployment.environment.name").as_deref(),
+        Some("ci"),
+        "OTEL_RESOURCE_ATTRIBUTES"
+    );
+    assert_ne!(recorded, trace);
+    assert_eq!(root.parent_id(), "", "a root of its own");
+    assert_eq!(root.span.links.len(), 1, "{:?}", root.span.links);
+    let link = &root.span.links[0];
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(hex(&link.trace_id), trace);
+    assert_eq!(hex(&link.span_id), span);
+}

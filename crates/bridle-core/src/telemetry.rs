@@ -64,13 +64,42 @@ pub fn init(service: &str) -> Telemetry {
     )
 }
 
+/// The process's OTel resource: `service.name` (`OTEL_SERVICE_NAME`, else the binary's
+/// name), `service.version` and a `service.instance.id` unique to this process, then whatever
+/// `OTEL_RESOURCE_ATTRIBUTES` says (which wins over the two defaults).
+fn resource(service: &str) -> Resource {
+    let name = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| service.to_string());
+    let given = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+    let set_by_env = |key: &str| {
+        given
+            .split(',')
+            .any(|kv| kv.split('=').next().map(str::trim) == Some(key))
+    };
+    let mut defaults = Vec::new();
+    if !set_by_env("service.version") {
+        defaults.push(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    if !set_by_env("service.instance.id") {
+        defaults.push(KeyValue::new(
+            "service.instance.id",
+            ulid::Ulid::new().to_string().to_lowercase(),
+        ));
+    }
+    // The builder starts from the SDK's detectors, OTEL_RESOURCE_ATTRIBUTES among them.
+    Resource::builder()
+        .with_attributes(defaults)
+        .with_service_name(name)
+        .build()
+}
+
 pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Telemetry {
     let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|s| !s.is_empty());
-    let resource = Resource::builder()
-        .with_service_name(service.to_string())
-        .build();
+    let resource = resource(service);
 
     let mut problems = Vec::new();
     let tracer = otlp.as_ref().and_then(|_| {
@@ -222,11 +251,39 @@ pub fn run_parent(trace_hex: &str, span_hex: &str) -> Context {
     }
 }
 
+/// The span a request's W3C `traceparent` names (the caller's), as hex (trace id, span id);
+/// None when it carries none or an invalid one.
+pub fn caller_span(headers: &http::HeaderMap) -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt as _;
+    // From nothing: `extract` would start from the current context, which inside a handler
+    // is the server's own span.
+    let cx = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract_with_context(&Context::new(), &HeaderExtractor(headers))
+    });
+    let sc = cx.span().span_context().clone();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+/// Where a run's root span hangs: under the caller's span (`parent`, a span id of the run's
+/// own trace), or linked to a span of another trace (`link`: trace id, span id), or neither.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RootPlace<'a> {
+    pub parent: Option<&'a str>,
+    pub link: Option<(&'a str, &'a str)>,
+}
+
+fn sampled(t: TraceId, s: SpanId) -> SpanContext {
+    SpanContext::new(t, s, TraceFlags::SAMPLED, true, TraceState::default())
+}
+
 /// Emits a run's root span (`invoke_agent <agent>`) once the run has ended, with the ids
 /// recorded when it started and its real start and end times.
+#[allow(clippy::too_many_arguments)]
 pub fn end_run_span(
     trace_hex: &str,
     span_hex: &str,
+    place: RootPlace<'_>,
     name: String,
     start: SystemTime,
     end: SystemTime,
@@ -237,6 +294,23 @@ pub fn end_run_span(
     let (Ok(t), Ok(s)) = (TraceId::from_hex(trace_hex), SpanId::from_hex(span_hex)) else {
         return;
     };
+    // The caller's span, as the run recorded it: sampled, whatever the caller decided, since
+    // the run's steps were recorded as such (a run's trace is its audit trail).
+    let parent = match place.parent.map(SpanId::from_hex) {
+        Some(Ok(p)) if p != SpanId::INVALID => {
+            Context::new().with_remote_span_context(sampled(t, p))
+        }
+        _ => Context::new(),
+    };
+    let links = match place.link {
+        Some((lt, ls)) => match (TraceId::from_hex(lt), SpanId::from_hex(ls)) {
+            (Ok(lt), Ok(ls)) if lt != TraceId::INVALID => {
+                vec![opentelemetry::trace::Link::with_context(sampled(lt, ls))]
+            }
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+    };
     let tracer = opentelemetry::global::tracer("bridle");
     PRESET.with(|p| p.set(Some((t, s))));
     let mut span = tracer
@@ -244,7 +318,8 @@ pub fn end_run_span(
         .with_kind(opentelemetry::trace::SpanKind::Internal)
         .with_start_time(start)
         .with_attributes(attributes)
-        .start_with_context(&tracer, &Context::new());
+        .with_links(links)
+        .start_with_context(&tracer, &parent);
     // Without an SDK provider the generator was not asked; do not leak the preset.
     PRESET.with(|p| p.set(None));
     if let Some(e) = error {

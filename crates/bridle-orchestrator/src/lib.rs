@@ -134,6 +134,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         agents: agents.clone(),
         redis_url: opts.redis_url.clone(),
         shutdown: shutdown.clone(),
+        caller_trace: opts.caller_trace,
     };
     let apply = apply::ApplyService { agents, clients };
     let routes = tonic::service::Routes::new(

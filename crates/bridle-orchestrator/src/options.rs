@@ -71,6 +71,21 @@ pub struct Options {
     pub bootstrap_admin_key: Option<secrecy::SecretString>,
     /// The tenant the bootstrap admin key administers.
     pub bootstrap_admin_tenant: String,
+    /// A StartRun that carries the caller's W3C `traceparent`: `child` (the run's root span is
+    /// a child of the caller's span, in the caller's trace) or `link` (the run gets a trace of
+    /// its own whose root links to the caller's span).
+    pub caller_trace: CallerTrace,
+}
+
+/// Where a run's trace goes when StartRun carries the caller's trace context.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerTrace {
+    #[default]
+    Child,
+    Link,
 }
 
 impl Default for Options {
@@ -95,6 +110,7 @@ impl Default for Options {
             work_partitions: DEFAULT_WORK_PARTITIONS,
             bootstrap_admin_key: None,
             bootstrap_admin_tenant: "default".into(),
+            caller_trace: CallerTrace::Child,
         }
     }
 }

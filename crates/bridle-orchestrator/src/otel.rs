@@ -316,6 +316,14 @@ pub fn run_finished(s: &RunState) {
     bridle_core::telemetry::end_run_span(
         &s.trace.trace_id,
         &s.trace.span_id,
+        bridle_core::telemetry::RootPlace {
+            parent: Some(s.trace.parent_span_id.as_str()).filter(|p| !p.is_empty()),
+            link: s
+                .trace
+                .link
+                .as_ref()
+                .map(|(t, sp)| (t.as_str(), sp.as_str())),
+        },
         format!("invoke_agent {}", s.agent),
         system_time(s.created_ms),
         system_time(s.finished_ms.unwrap_or(s.updated_ms)),

@@ -30,6 +30,7 @@ pub struct OrchestratorService {
     pub agents: ManifestStore,
     pub redis_url: String,
     pub shutdown: Shutdown,
+    pub caller_trace: crate::options::CallerTrace,
 }
 
 impl OrchestratorService {
@@ -141,7 +142,7 @@ impl OrchestratorService {
             Some(_) => {}
             None => {
                 tracing::warn!(run = %id, "creating the run whose StartRun claimed the idempotency key and never wrote it");
-                match self.create_run(tenant, req, &id).await {
+                match self.create_run(tenant, req, &id, None).await {
                     Ok(_) => {}
                     // Written meanwhile by the first request after all.
                     Err(e) if e.to_string().contains("already exists") => {}
@@ -160,6 +161,7 @@ impl OrchestratorService {
         tenant: &str,
         req: &pb::StartRunRequest,
         run_id: &str,
+        caller: Option<(String, String)>,
     ) -> Result<RunState, Error> {
         let agent = self.agent(tenant, &req.agent).await?;
         let tools = self.tools_of(tenant, &agent).await?;
@@ -190,10 +192,7 @@ impl OrchestratorService {
             labels: req.labels.clone().into_iter().collect(),
             cancel_requested: None,
             context,
-            trace: {
-                let (trace_id, span_id) = bridle_core::telemetry::new_run_trace();
-                crate::state::TraceIds { trace_id, span_id }
-            },
+            trace: crate::state::TraceIds::for_run(caller, self.caller_trace),
             holds_secrets: false,
             held_by: Vec::new(),
         };
@@ -234,6 +233,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
     ) -> Result<Response<pb::StartRunResponse>, Status> {
         let p = principal(&req);
         p.require(Role::Operator)?;
+        // The caller's span, when it sent its trace context: the run's trace joins it.
+        let caller = bridle_core::telemetry::caller_span(&req.metadata().clone().into_headers());
         let req = req.into_inner();
         let tenant = p.tenant_for(&req.tenant)?;
         bridle_core::ids::check_name(&req.agent)
@@ -273,7 +274,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 }));
             }
         }
-        let state = match self.create_run(&tenant, &req, &run_id).await {
+        let state = match self.create_run(&tenant, &req, &run_id, caller).await {
             Ok(s) => s,
             Err(e) => {
                 if !req.idempotency_key.is_empty() {

@@ -408,6 +408,35 @@ pub struct RunState {
 pub struct TraceIds {
     pub trace_id: String,
     pub span_id: String,
+    /// The caller's span the run's root is a child of (StartRun carried a `traceparent` and
+    /// `caller_trace` is `child`): the trace id above is then the caller's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent_span_id: String,
+    /// The caller's span the root links to instead (`caller_trace = link`): trace id, span id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<(String, String)>,
+}
+
+impl TraceIds {
+    /// A run's ids: in the caller's trace under its span, or a trace of its own (linked to
+    /// the caller's span when `mode` says so).
+    pub fn for_run(caller: Option<(String, String)>, mode: crate::options::CallerTrace) -> Self {
+        let (trace_id, span_id) = bridle_core::telemetry::new_run_trace();
+        match (caller, mode) {
+            (Some((t, parent)), crate::options::CallerTrace::Child) => TraceIds {
+                trace_id: t,
+                span_id,
+                parent_span_id: parent,
+                link: None,
+            },
+            (caller, _) => TraceIds {
+                trace_id,
+                span_id,
+                parent_span_id: String::new(),
+                link: caller,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -458,5 +487,38 @@ impl RunState {
 
             duration: Some(pb_duration_ms(end - self.created_ms)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::CallerTrace;
+
+    #[test]
+    fn a_runs_trace_follows_the_caller_as_configured() {
+        let caller = || {
+            Some((
+                "4bf92f3577b34da6a3ce929d0e0e4736".to_string(),
+                "00f067aa0ba902b7".to_string(),
+            ))
+        };
+        let child = TraceIds::for_run(caller(), CallerTrace::Child);
+        assert_eq!(child.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(child.parent_span_id, "00f067aa0ba902b7");
+        assert_ne!(child.span_id, "00f067aa0ba902b7");
+        assert_eq!(child.link, None);
+
+        let linked = TraceIds::for_run(caller(), CallerTrace::Link);
+        assert_ne!(linked.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(linked.parent_span_id, "");
+        assert_eq!(linked.link, caller());
+
+        let alone = TraceIds::for_run(None, CallerTrace::Child);
+        assert_eq!(alone.trace_id.len(), 32);
+        assert_eq!((alone.parent_span_id.as_str(), alone.link), ("", None));
+        // A run stored before these fields existed still loads.
+        let old: TraceIds = serde_json::from_str(r#"{"trace_id":"ab","span_id":"cd"}"#).unwrap();
+        assert_eq!(old.parent_span_id, "");
     }
 }

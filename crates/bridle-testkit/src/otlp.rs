@@ -31,6 +31,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 #[derive(Clone, Debug)]
 pub struct ReceivedSpan {
     pub service: String,
+    /// The sending process's resource attributes.
+    pub resource: Vec<KeyValue>,
     pub span: Span,
 }
 
@@ -46,6 +48,10 @@ impl ReceivedSpan {
     }
     pub fn attr(&self, key: &str) -> Option<String> {
         attr(&self.span.attributes, key)
+    }
+    /// A resource attribute of the process that sent the span.
+    pub fn resource_attr(&self, key: &str) -> Option<String> {
+        attr(&self.resource, key)
     }
 }
 
@@ -107,9 +113,11 @@ impl TraceService for Svc {
         let mut spans = lock(&self.0.spans);
         for rs in req.into_inner().resource_spans {
             let service = service_of(rs.resource.as_ref());
+            let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
             for ss in rs.scope_spans {
                 spans.extend(ss.spans.into_iter().map(|span| ReceivedSpan {
                     service: service.clone(),
+                    resource: resource.clone(),
                     span,
                 }));
             }

@@ -59,6 +59,16 @@ async fn a_run_is_one_trace_across_the_services() {
     })
     .await
     .unwrap();
+    // A call that fails, for the RPC metrics below.
+    let missing = h
+        .orchestrator()
+        .await
+        .get_run(pb::GetRunRequest {
+            run_id: "run_01jzzzzzzzzzzzzzzzzzzzzzzz".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
     let trace_id = h
         .orchestrator()
         .await
@@ -186,6 +196,13 @@ async fn a_run_is_one_trace_across_the_services() {
     for s in named("bridle.v1.Router/Complete") {
         assert_eq!(s.service, "bridle-router");
         assert_eq!(parent_name(s), "chat gpt-4o-mini");
+        // The RPC conventions' attributes, the status recorded when the call ended.
+        assert_eq!(s.attr("rpc.system.name").as_deref(), Some("grpc"));
+        assert_eq!(
+            s.attr("rpc.method").as_deref(),
+            Some("bridle.v1.Router/Complete")
+        );
+        assert_eq!(s.attr("rpc.response.status_code").as_deref(), Some("OK"));
     }
     for s in named("bridle.v1.Tools/Execute") {
         assert_eq!(s.service, "bridle-tools");
@@ -233,6 +250,7 @@ async fn a_run_is_one_trace_across_the_services() {
         "bridle.queue.depth",
         "bridle.sandbox.pool.size",
         "bridle.breaker.state",
+        "rpc.server.call.duration",
     ];
     let metrics = bridle_testkit::wait_for("the metrics", Duration::from_secs(30), || async {
         let m = otlp.metrics();
@@ -289,6 +307,27 @@ async fn a_run_is_one_trace_across_the_services() {
         |a| attr(a, "bridle.run.status").as_deref() == Some("succeeded")
             && attr(a, "gen_ai.agent.name").as_deref() == Some("analyst")
     ));
+    // Every call served, by method and status (the RPC conventions).
+    let rpc = points("rpc.server.call.duration");
+    let served = |method: &str, status: &str| {
+        rpc.iter().any(|a| {
+            attr(a, "rpc.system.name").as_deref() == Some("grpc")
+                && attr(a, "rpc.method").as_deref() == Some(method)
+                && attr(a, "rpc.response.status_code").as_deref() == Some(status)
+        })
+    };
+    assert!(served("bridle.v1.Orchestrator/StartRun", "OK"), "{rpc:?}");
+    assert!(
+        served("bridle.v1.Orchestrator/GetRun", "NOT_FOUND"),
+        "{rpc:?}"
+    );
+    assert!(served("bridle.v1.Router/Complete", "OK"), "{rpc:?}");
+    assert!(served("bridle.v1.Tools/Execute", "OK"), "{rpc:?}");
+    // NOT_FOUND is the caller's mistake, not a server error.
+    assert!(
+        !rpc.iter()
+            .any(|a| attr(a, "error.type").as_deref() == Some("NOT_FOUND"))
+    );
     let waits = points("bridle.approval.wait");
     assert!(
         waits

@@ -46,7 +46,7 @@ fn the_dashboard_shows_every_metric_and_only_real_ones() {
         &std::fs::read_to_string(root().join("deploy/otel-collector/dashboard.json")).unwrap(),
     )
     .unwrap();
-    let word = regex::Regex::new(r"\b(gen_ai|bridle)_[a-z_]+\b").unwrap();
+    let word = regex::Regex::new(r"\b(gen_ai|bridle|rpc)_[a-z_]+\b").unwrap();
     let mut used = BTreeSet::new();
     for p in dash["panels"].as_array().unwrap() {
         for t in p["targets"].as_array().unwrap() {

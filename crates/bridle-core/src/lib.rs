@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod peers;
 pub mod redact;
 pub mod redis_util;
+pub mod rpc_telemetry;
 pub mod server;
 pub mod service;
 pub mod shutdown;

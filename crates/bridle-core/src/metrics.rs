@@ -33,7 +33,15 @@ pub struct Metrics {
     pub provider_errors: Counter<u64>,
     /// Circuit breaker state per target: 0 closed, 1 half open, 2 open.
     pub breaker_state: Gauge<u64>,
+    /// Seconds per gRPC call served (OpenTelemetry RPC conventions: `rpc.server.call.duration`
+    /// by `rpc.system.name`, `rpc.method` and `rpc.response.status_code`).
+    pub rpc_server_duration: Histogram<f64>,
 }
+
+/// The RPC conventions' recommended boundaries for call durations, in seconds.
+const RPC_DURATION_BOUNDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 const DURATION_BOUNDS: &[f64] = &[
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
@@ -107,6 +115,12 @@ pub fn metrics() -> &'static Metrics {
             breaker_state: m
                 .u64_gauge("bridle.breaker.state")
                 .with_description("Circuit breaker state: 0 closed, 1 half open, 2 open")
+                .build(),
+            rpc_server_duration: m
+                .f64_histogram("rpc.server.call.duration")
+                .with_unit("s")
+                .with_description("Duration of gRPC calls served")
+                .with_boundaries(RPC_DURATION_BOUNDS.to_vec())
                 .build(),
         }
     })

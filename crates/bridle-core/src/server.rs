@@ -147,6 +147,8 @@ impl GrpcServer {
         }
         let routes = routes.add_service(health_service).add_service(reflection);
         let router = tonic::transport::Server::builder()
+            // Outermost: calls refused by auth or capped are measured too.
+            .layer(crate::rpc_telemetry::RpcTelemetryLayer)
             .layer(tower::util::MapResponseLayer::new(
                 cap_message::<tonic::body::Body>,
             ))
@@ -161,13 +163,18 @@ impl GrpcServer {
                 // Which replica took which call (BRIDLE_LOG=bridle_core::server=debug): how
                 // calls spread over replicas is seen from outside.
                 tracing::debug!(service = name, method = %path, "call received");
+                // The RPC conventions: named for the method, `rpc.method` the full method
+                // name, the status recorded when the call ends (`rpc_telemetry`).
+                let method = path.trim_start_matches('/');
                 let span = tracing::info_span!(
                     "grpc",
-                    "otel.name" = %path.trim_start_matches('/'),
+                    "otel.name" = %method,
                     "otel.kind" = "server",
-                    "rpc.system" = "grpc",
-                    "rpc.service" = name,
-                    "rpc.method" = %path,
+                    "otel.status_code" = tracing::field::Empty,
+                    "rpc.system.name" = "grpc",
+                    "rpc.method" = %method,
+                    "rpc.response.status_code" = tracing::field::Empty,
+                    "bridle.service" = name,
                 );
                 // Join the caller's trace (W3C traceparent in the gRPC metadata).
                 let _ = span.set_parent(crate::telemetry::extract(req.headers()));

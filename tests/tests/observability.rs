@@ -251,6 +251,7 @@ async fn a_run_is_one_trace_across_the_services() {
         "bridle.sandbox.pool.size",
         "bridle.breaker.state",
         "rpc.server.call.duration",
+        "rpc.client.call.duration",
     ];
     let metrics = bridle_testkit::wait_for("the metrics", Duration::from_secs(30), || async {
         let m = otlp.metrics();
@@ -323,6 +324,15 @@ async fn a_run_is_one_trace_across_the_services() {
     );
     assert!(served("bridle.v1.Router/Complete", "OK"), "{rpc:?}");
     assert!(served("bridle.v1.Tools/Execute", "OK"), "{rpc:?}");
+    // And the same calls as their callers saw them.
+    let made = points("rpc.client.call.duration");
+    assert!(
+        made.iter().any(|a| {
+            attr(a, "rpc.method").as_deref() == Some("bridle.v1.Router/Complete")
+                && attr(a, "rpc.response.status_code").as_deref() == Some("OK")
+        }),
+        "{made:?}"
+    );
     // NOT_FOUND is the caller's mistake, not a server error.
     assert!(
         !rpc.iter()

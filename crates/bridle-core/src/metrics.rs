@@ -36,6 +36,8 @@ pub struct Metrics {
     /// Seconds per gRPC call served (OpenTelemetry RPC conventions: `rpc.server.call.duration`
     /// by `rpc.system.name`, `rpc.method` and `rpc.response.status_code`).
     pub rpc_server_duration: Histogram<f64>,
+    /// Seconds per gRPC call made to another service (`rpc.client.call.duration`).
+    pub rpc_client_duration: Histogram<f64>,
 }
 
 /// The RPC conventions' recommended boundaries for call durations, in seconds.
@@ -120,6 +122,12 @@ pub fn metrics() -> &'static Metrics {
                 .f64_histogram("rpc.server.call.duration")
                 .with_unit("s")
                 .with_description("Duration of gRPC calls served")
+                .with_boundaries(RPC_DURATION_BOUNDS.to_vec())
+                .build(),
+            rpc_client_duration: m
+                .f64_histogram("rpc.client.call.duration")
+                .with_unit("s")
+                .with_description("Duration of gRPC calls made to other services")
                 .with_boundaries(RPC_DURATION_BOUNDS.to_vec())
                 .build(),
         }

@@ -1,8 +1,9 @@
-//! What every gRPC call served leaves behind, per the OpenTelemetry RPC conventions: its
-//! duration in `rpc.server.call.duration` (seconds) by `rpc.system.name` (`grpc`),
-//! `rpc.method` (`bridle.v1.Orchestrator/StartRun`) and `rpc.response.status_code` (`OK`,
-//! `NOT_FOUND`, ...), with `error.type` for the codes that mean the server failed; and the
-//! same status on the call's span.
+//! What every gRPC call served or made leaves behind, per the OpenTelemetry RPC conventions:
+//! its duration in `rpc.server.call.duration` or `rpc.client.call.duration` (seconds) by
+//! `rpc.system.name` (`grpc`), `rpc.method` (`bridle.v1.Orchestrator/StartRun`) and
+//! `rpc.response.status_code` (`OK`, `NOT_FOUND`, ...), with `error.type` for the codes that
+//! mean the call failed (on a server, the server's failures only); and, on the server, the same
+//! status on the call's span.
 //!
 //! A call ends when its status is known: at once for an error (gRPC sends it in the response
 //! headers), else in the trailers after the last message — for a stream, when the stream
@@ -55,6 +56,7 @@ where
                 method,
                 start,
                 span: tracing::Span::current(),
+                side: Side::Server,
             };
             let resp = fut.await?;
             if let Some(code) = status_of(resp.headers()) {
@@ -73,10 +75,62 @@ where
     }
 }
 
+/// A call this process makes through `peer` (a [`crate::peers::Peer`]): measured like a call
+/// served, in `rpc.client.call.duration`. A call that fails before any status (no replica, a
+/// broken connection) counts with the status the caller sees (UNAVAILABLE, CANCELLED, ...).
+pub fn client_call<F, E>(
+    method: String,
+    fut: F,
+) -> Pin<Box<dyn std::future::Future<Output = Result<Resp, E>> + Send>>
+where
+    F: std::future::Future<Output = Result<Resp, E>> + Send + 'static,
+    E: AsRef<dyn std::error::Error + Send + Sync> + Send + 'static,
+{
+    let call = Call {
+        method,
+        start: Instant::now(),
+        span: tracing::Span::none(),
+        side: Side::Client,
+    };
+    Box::pin(async move {
+        match fut.await {
+            Ok(resp) => {
+                if let Some(code) = status_of(resp.headers()) {
+                    call.end(code);
+                    return Ok(resp);
+                }
+                let (parts, body) = resp.into_parts();
+                Ok(http::Response::from_parts(
+                    parts,
+                    tonic::body::Body::new(Ending {
+                        inner: body,
+                        call: Some(call),
+                    }),
+                ))
+            }
+            Err(e) => {
+                let code = e
+                    .as_ref()
+                    .downcast_ref::<tonic::Status>()
+                    .map_or(tonic::Code::Unavailable, |s| s.code());
+                call.end(code);
+                Err(e)
+            }
+        }
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Server,
+    Client,
+}
+
 struct Call {
     method: String,
     start: Instant,
     span: tracing::Span,
+    side: Side,
 }
 
 impl Call {
@@ -87,14 +141,21 @@ impl Call {
             KeyValue::new("rpc.method", self.method),
             KeyValue::new("rpc.response.status_code", name),
         ];
-        if server_error(code) {
+        let failed = match self.side {
+            Side::Server => server_error(code),
+            Side::Client => code != tonic::Code::Ok,
+        };
+        if failed {
             attrs.push(KeyValue::new("error.type", name));
             self.span.record("otel.status_code", "ERROR");
         }
         self.span.record("rpc.response.status_code", name);
-        crate::metrics::metrics()
-            .rpc_server_duration
-            .record(self.start.elapsed().as_secs_f64(), &attrs);
+        let m = crate::metrics::metrics();
+        let histogram = match self.side {
+            Side::Server => &m.rpc_server_duration,
+            Side::Client => &m.rpc_client_duration,
+        };
+        histogram.record(self.start.elapsed().as_secs_f64(), &attrs);
     }
 }
 

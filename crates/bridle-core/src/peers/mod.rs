@@ -234,6 +234,18 @@ impl tower::Service<Req> for Peer {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let method = req.uri().path().trim_start_matches('/').to_string();
+        let fut = self.call_through(req);
+        crate::rpc_telemetry::client_call(method, fut)
+    }
+}
+
+impl Peer {
+    /// The call itself, over the one channel or the balanced pool.
+    fn call_through(
+        &mut self,
+        req: Req,
+    ) -> Pin<Box<dyn Future<Output = Result<Resp, BoxError>> + Send>> {
         let Some(pool) = self.pool.clone() else {
             let fut = tower::Service::call(&mut self.channel, req);
             return Box::pin(async move { fut.await.map_err(Into::into) });

@@ -424,7 +424,12 @@ fn deserialize<T: DeserializeOwned>(
                 let p: Vec<&str> = path.split('.').collect();
                 locate(doc, &p)
             });
-        let field = if path == "." { String::new() } else { path };
+        // A path holds the document's own keys: an unknown one may be any length.
+        let field = if path == "." {
+            String::new()
+        } else {
+            crate::redact::quote(&path)
+        };
         // serde_yaml prefixes its message with the path of the enclosing mapping.
         let message = plain_yaml_message(&inner.to_string());
         let message = match message.split_once(": ") {
@@ -443,10 +448,32 @@ fn deserialize<T: DeserializeOwned>(
     })
 }
 
+/// serde's messages quote the input between backquotes ("unknown field `...`"): each quoted
+/// part is bounded as every error bounds what it quotes (`redact::quote`).
+fn bound_quoted(msg: &str) -> String {
+    let parts: Vec<&str> = msg.split('`').collect();
+    if parts.len() < 3 {
+        return msg.to_string();
+    }
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            // Odd parts are between a pair of backquotes.
+            if i % 2 == 1 && i + 1 < parts.len() {
+                crate::redact::quote(p)
+            } else {
+                (*p).to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
 /// serde_yaml's message, without its location and in the manifest writer's terms where serde's
 /// wording would leak Rust (an integer "as u128, expected any YAML value").
 fn plain_yaml_message(msg: &str) -> String {
-    let msg = strip_location(msg);
+    let msg = bound_quoted(&strip_location(msg));
     if msg.contains("recursion limit exceeded") {
         return format!(
             "nested too deeply: at most {} levels of mappings and lists",

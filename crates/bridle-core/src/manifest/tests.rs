@@ -86,6 +86,19 @@ fn unknown_field_names_file_line_and_field() {
     assert!(e[0].starts_with("m.yaml:8: Agent 'a': spec.budget.maxStep: unknown field `maxStep`, expected one of `maxSteps`"), "{}", e[0]);
 }
 
+/// Found by the manifest fuzzer: an unknown key of 340 non-ASCII characters was quoted whole,
+/// twice (as the field and in serde's message).
+#[test]
+fn an_unknown_field_of_any_length_is_quoted_bounded() {
+    let key = "\u{fffd}".repeat(340);
+    let e = errors(&format!(
+        "apiVersion: bridle.dev/v1\nkind: ModelRoute\nmetadata:\n  name: r\n{key}: 1\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].len() < 2048, "{} bytes: {}", e[0].len(), e[0]);
+    assert!(e[0].contains("bytes in all)"), "{}", e[0]);
+}
+
 #[test]
 fn wrong_type_is_located() {
     let e = errors(

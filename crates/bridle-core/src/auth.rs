@@ -196,6 +196,20 @@ pub struct KeyRecord {
     pub revoked: bool,
 }
 
+impl KeyRecord {
+    /// A new key's record: a fresh id, created now, not revoked.
+    fn new(tenant: &str, name: &str, roles: &[Role]) -> Self {
+        KeyRecord {
+            id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            name: name.to_string(),
+            tenant: tenant.to_string(),
+            roles: roles.to_vec(),
+            created_ms: crate::timeutil::now_ms(),
+            revoked: false,
+        }
+    }
+}
+
 /// API keys in Redis, by the SHA-256 of their plaintext.
 #[derive(Clone)]
 pub struct ApiKeyStore {
@@ -271,14 +285,7 @@ impl ApiKeyStore {
             .map(char::from)
             .collect();
         let plaintext = format!("{KEY_PREFIX}{secret}");
-        let rec = KeyRecord {
-            id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
-            name: name.to_string(),
-            tenant: tenant.to_string(),
-            roles: roles.to_vec(),
-            created_ms: crate::timeutil::now_ms(),
-            revoked: false,
-        };
+        let rec = KeyRecord::new(tenant, name, roles);
         let json = serde_json::to_string(&rec).map_err(Error::internal)?;
         let h = hash(&plaintext);
         let mut c = self.conn.clone();
@@ -321,14 +328,7 @@ impl ApiKeyStore {
                 Ensured::Already(rec)
             });
         }
-        let rec = KeyRecord {
-            id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
-            name: name.to_string(),
-            tenant: tenant.to_string(),
-            roles: roles.to_vec(),
-            created_ms: crate::timeutil::now_ms(),
-            revoked: false,
-        };
+        let rec = KeyRecord::new(tenant, name, roles);
         let json = serde_json::to_string(&rec).map_err(Error::internal)?;
         let won: bool = redis::cmd("HSETNX")
             .arg(&self.by_hash)

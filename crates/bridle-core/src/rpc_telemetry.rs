@@ -58,19 +58,7 @@ where
                 span: tracing::Span::current(),
                 side: Side::Server,
             };
-            let resp = fut.await?;
-            if let Some(code) = status_of(resp.headers()) {
-                call.end(code);
-                return Ok(resp);
-            }
-            let (parts, body) = resp.into_parts();
-            Ok(http::Response::from_parts(
-                parts,
-                tonic::body::Body::new(Ending {
-                    inner: body,
-                    call: Some(call),
-                }),
-            ))
+            Ok(call.ends_with(fut.await?))
         })
     }
 }
@@ -94,20 +82,7 @@ where
     };
     Box::pin(async move {
         match fut.await {
-            Ok(resp) => {
-                if let Some(code) = status_of(resp.headers()) {
-                    call.end(code);
-                    return Ok(resp);
-                }
-                let (parts, body) = resp.into_parts();
-                Ok(http::Response::from_parts(
-                    parts,
-                    tonic::body::Body::new(Ending {
-                        inner: body,
-                        call: Some(call),
-                    }),
-                ))
-            }
+            Ok(resp) => Ok(call.ends_with(resp)),
             Err(e) => {
                 let code = e
                     .as_ref()
@@ -134,6 +109,21 @@ struct Call {
 }
 
 impl Call {
+    /// Ends the call with `resp`'s status when its headers carry one (an error), else when
+    /// its body's trailers (or end) go by.
+    fn ends_with(self, resp: Resp) -> Resp {
+        if let Some(code) = status_of(resp.headers()) {
+            self.end(code);
+            return resp;
+        }
+        resp.map(|body| {
+            tonic::body::Body::new(Ending {
+                inner: body,
+                call: Some(self),
+            })
+        })
+    }
+
     fn end(self, code: tonic::Code) {
         let name = code_name(code);
         let mut attrs = vec![

@@ -124,28 +124,30 @@ impl Snapshots {
     /// Fills the fresh workspace at `dir` with the run's snapshot, if there is one, its files
     /// given to host uid `owner` (the sandbox user as the engine maps it). Returns what the
     /// run must be told when its workspace could not be carried over.
+    ///
+    /// Redis failing to answer is an error, not a lost workspace: the snapshot may well be
+    /// there (Redis restarting, a failover, a partition), so the call fails as unavailable and
+    /// the orchestrator retries it, rather than the run going on with an empty `/workspace`.
     pub async fn restore(
         &self,
         tenant: &str,
         run: &str,
         dir: PathBuf,
         owner: u32,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, Error> {
         let key = format!("{}:ws", self.replicas.run_base(tenant, run));
         let mut conn = self.replicas.conn.clone();
         let got: Result<Option<Vec<u8>>, _> =
             redis::cmd("GET").arg(&key).query_async(&mut conn).await;
         let bytes = match got {
             Ok(Some(b)) => b,
-            Ok(None) => return None,
+            Ok(None) => return Ok(None),
             Err(e) => {
-                tracing::error!(run, tenant, error = %e, "cannot read a run's workspace snapshot");
-                return Some(not_carried(&format!(
-                    "its snapshot could not be read ({e})"
-                )));
+                tracing::warn!(run, tenant, error = %e, "cannot read a run's workspace snapshot; the call fails as unavailable and is retried");
+                return Err(e.into());
             }
         };
-        match bytes.split_first() {
+        Ok(match bytes.split_first() {
             Some((&OVER, _)) => Some(not_carried(&format!(
                 "it was larger than the {} a snapshot may hold (the tools service's workspace_snapshot_max)",
                 self.max_text
@@ -176,7 +178,7 @@ impl Snapshots {
                 }
             }
             _ => Some(not_carried("its snapshot is unreadable")),
-        }
+        })
     }
 }
 
@@ -356,6 +358,36 @@ mod tests {
         assert!(holds_any(&values, b"\0\0config: s3cr3t-value-123\n\xff"));
         assert!(!holds_any(&values, b"\0\0config: nothing here\n\xff"));
         assert!(!holds_any(&Redactor::default(), b"s3cr3t-value-123"));
+    }
+
+    /// Seen in the cluster test: a GET that timed out while Redis restarted was reported to
+    /// the run as a lost workspace, though the snapshot was there.
+    #[tokio::test]
+    async fn a_snapshot_redis_cannot_answer_for_fails_the_call_as_unavailable() {
+        let mut redis = bridle_testkit::RedisServer::start().await.unwrap();
+        let conn = bridle_core::redis_util::connect(&redis.url()).await.unwrap();
+        let keys = bridle_core::redis_util::Keys::new(&bridle_testkit::unique("snap"));
+        let snaps = Snapshots::new(
+            Replicas::new(conn, keys, Duration::from_secs(2)),
+            1 << 20,
+            "1Mi".into(),
+            Duration::from_secs(60),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // No snapshot: nothing to restore and nothing to say.
+        let none = snaps
+            .restore("t", "run_a", dir.path().to_path_buf(), SANDBOX_UID)
+            .await
+            .unwrap();
+        assert_eq!(none, None);
+
+        redis.kill().await;
+        let err = snaps
+            .restore("t", "run_a", dir.path().to_path_buf(), SANDBOX_UID)
+            .await
+            .expect_err("Redis is down: the workspace is not known to be lost");
+        let status = tonic::Status::from(bridle_core::Error::from(err));
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     }
 
     #[test]

@@ -228,7 +228,7 @@ impl Sandboxes {
                             v.path().to_path_buf(),
                             v.owner(),
                         )
-                        .await;
+                        .await?;
                 }
                 guard.workspace.insert(v).clone()
             }

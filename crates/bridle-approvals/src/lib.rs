@@ -71,6 +71,7 @@ pub async fn start_with_engine(
 ) -> Result<Started, bridle_core::Error> {
     let store =
         store::Store::connect(&opts.redis_url, &opts.key_prefix, opts.approval_retention).await?;
+    bridle_core::metrics::watch_redis(store.conn(), &shutdown);
     let keys = bridle_core::redis_util::Keys::new(&opts.key_prefix);
     let manifest_store = bridle_core::store::ManifestStore::new(
         store.conn(),

@@ -153,6 +153,10 @@ impl Default for Options {
 impl config::Options for Options {
     const SERVICE: &'static str = "approvals";
 
+    fn server(&self) -> &bridle_core::config::ServerOptions {
+        &self.server
+    }
+
     fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.server.validate(&mut out);

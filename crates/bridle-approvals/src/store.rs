@@ -140,6 +140,15 @@ impl Store {
         Ok(Placement::from_fields(fields))
     }
 
+    /// How many approvals wait for a decision (every tenant's).
+    pub async fn pending_count(&self) -> Result<u64, Error> {
+        let mut c = self.conn();
+        Ok(redis::cmd("ZCARD")
+            .arg(self.keys().expiring())
+            .query_async(&mut c)
+            .await?)
+    }
+
     /// The shared connection, for the manifest store beside the approvals.
     pub fn conn(&self) -> RedisConn {
         self.conn.clone()

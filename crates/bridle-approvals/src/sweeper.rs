@@ -81,6 +81,12 @@ pub fn spawn(
                     break;
                 }
             }
+            match store.pending_count().await {
+                Ok(n) => bridle_core::metrics::metrics()
+                    .approvals_pending
+                    .record(n, &[]),
+                Err(e) => tracing::debug!("counting pending approvals failed: {e}"),
+            }
         }
         tracing::debug!("expiry sweeper stopped");
     });

@@ -110,7 +110,9 @@ async fn spawn_tied(
 }
 
 pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
-    let telemetry = bridle_core::telemetry::init("bridle-dev");
+    let mut telemetry = bridle_core::telemetry::init("bridle-dev");
+    // One process, five services: OTLP only (a scrape endpoint per service would collide).
+    let _ = telemetry.start_metrics(false);
     let r = run(a).await;
     telemetry.shutdown();
     r

@@ -32,6 +32,9 @@ pub trait Options: Serialize + DeserializeOwned + Default + schemars::JsonSchema
     /// Service name, lowercase ("router"); also the env prefix `BRIDLE_ROUTER_`.
     const SERVICE: &'static str;
 
+    /// The options every service has (listen address, auth, TLS, ...).
+    fn server(&self) -> &ServerOptions;
+
     /// Checks the values together; returns "key: what is wrong" messages.
     fn validate(&self) -> Vec<String>;
 }
@@ -175,6 +178,10 @@ pub struct ServerOptions {
     /// A second listener, plaintext, that serves only `grpc.health.v1.Health`: for probes
     /// that cannot speak (mutual) TLS, such as the kubelet's gRPC probes. Off when unset.
     pub health_listen: Option<SocketAddr>,
+    /// Where to serve the metrics in Prometheus' text format (`GET /metrics`, plaintext
+    /// HTTP), for a scraper. Off when unset; the same metrics go over OTLP when an endpoint is
+    /// set either way.
+    pub metrics_listen: Option<SocketAddr>,
     /// How often a peer URL's names (`dns:///host:port`, or host names in a list) are
     /// resolved again; sooner after a name resolved to nothing or a replica dropped out.
     #[serde(with = "humantime_serde")]
@@ -302,6 +309,20 @@ impl ServerOptions {
                 out.push("internal_token: must be at least 16 characters".into());
             }
         }
+        if let Some(m) = self.metrics_listen
+            && m.port() != 0
+        {
+            for (key, other) in [
+                ("listen", Some(self.listen)),
+                ("health_listen", self.health_listen),
+            ] {
+                if other.is_some_and(|o| o.port() == m.port()) {
+                    out.push(format!(
+                        "metrics_listen: {m} uses the port of {key}; give the metrics their own port"
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -320,6 +341,7 @@ impl Default for ServerOptions {
             tls_ca: None,
             tls_reload_interval: Duration::from_secs(10),
             health_listen: None,
+            metrics_listen: None,
             peer_resolve_interval: Duration::from_secs(30),
         }
     }

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod manifest_service;
 pub mod metrics;
 pub mod peers;
+pub mod prometheus;
 pub mod redact;
 pub mod redis_util;
 pub mod rpc_telemetry;

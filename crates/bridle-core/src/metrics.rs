@@ -1,5 +1,6 @@
-//! Bridle's metrics, exported over OTLP with the traces (nothing is recorded when no
-//! collector is configured: the instruments are no-ops then).
+//! Bridle's metrics, exported over OTLP with the traces and served for scraping at
+//! `metrics_listen` (nothing is recorded when neither is configured: the instruments are
+//! no-ops then).
 //!
 //! Names follow the OpenTelemetry GenAI semantic conventions where one exists
 //! (`gen_ai.client.token.usage`, `gen_ai.client.operation.duration`); Bridle's own are under
@@ -38,6 +39,18 @@ pub struct Metrics {
     pub rpc_server_duration: Histogram<f64>,
     /// Seconds per gRPC call made to another service (`rpc.client.call.duration`).
     pub rpc_client_duration: Histogram<f64>,
+    /// Age in seconds of the oldest step waiting, and of the oldest delivered but not yet
+    /// acknowledged, by `bridle.queue.state` (0 when there is none).
+    pub queue_oldest_age: Gauge<f64>,
+    /// Steps moved to the dead-letter stream (their run failed).
+    pub queue_dead_lettered: Counter<u64>,
+    /// Approvals waiting for a decision.
+    pub approvals_pending: Gauge<u64>,
+    /// Warm sandboxes asked for, by image (`pool.warm` of the tools that use it).
+    pub sandbox_pool_target: Gauge<u64>,
+    /// 1 while a dependency (`bridle.dependency`: redis, vault) answers this service's probe,
+    /// 0 while it does not.
+    pub dependency_up: Gauge<u64>,
 }
 
 /// The RPC conventions' recommended boundaries for call durations, in seconds.
@@ -130,8 +143,95 @@ pub fn metrics() -> &'static Metrics {
                 .with_description("Duration of gRPC calls made to other services")
                 .with_boundaries(RPC_DURATION_BOUNDS.to_vec())
                 .build(),
+            queue_oldest_age: m
+                .f64_gauge("bridle.queue.oldest_age")
+                .with_unit("s")
+                .with_description("Age of the oldest step waiting or in progress")
+                .build(),
+            queue_dead_lettered: m
+                .u64_counter("bridle.queue.dead_lettered")
+                .with_unit("{step}")
+                .with_description("Steps moved to the dead-letter stream")
+                .build(),
+            approvals_pending: m
+                .u64_gauge("bridle.approvals.pending")
+                .with_unit("{approval}")
+                .with_description("Approvals waiting for a decision")
+                .build(),
+            sandbox_pool_target: m
+                .u64_gauge("bridle.sandbox.pool.target")
+                .with_unit("{sandbox}")
+                .with_description("Warm sandboxes asked for")
+                .build(),
+            dependency_up: m
+                .u64_gauge("bridle.dependency.up")
+                .with_description("1 while the dependency answers, 0 while it does not")
+                .build(),
         }
     })
+}
+
+/// How often [`watch_dependency`] probes, and how long one probe may take.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Probes a dependency every few seconds until shutdown, as `bridle.dependency.up`; a change
+/// is logged once (a warning when it stops answering, info when it is back).
+pub fn watch_dependency<F, Fut>(name: &'static str, probe: F, shutdown: &crate::Shutdown)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let stop = shutdown.token();
+    shutdown.spawn(async move {
+        let mut was_up = true;
+        loop {
+            let up = match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    if was_up {
+                        tracing::warn!(dependency = name, error = %e, "a dependency does not answer");
+                    }
+                    false
+                }
+                Err(_) => {
+                    if was_up {
+                        tracing::warn!(dependency = name, "a dependency does not answer (no reply within 5s)");
+                    }
+                    false
+                }
+            };
+            if up && !was_up {
+                tracing::info!(dependency = name, "a dependency answers again");
+            }
+            was_up = up;
+            metrics()
+                .dependency_up
+                .record(u64::from(up), &[kv("bridle.dependency", name)]);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(PROBE_EVERY) => {}
+            }
+        }
+    });
+}
+
+/// [`watch_dependency`] for Redis: a PING on the service's connection.
+pub fn watch_redis(conn: crate::redis_util::RedisConn, shutdown: &crate::Shutdown) {
+    watch_dependency(
+        "redis",
+        move || {
+            let mut c = conn.clone();
+            async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        },
+        shutdown,
+    );
 }
 
 /// Shorthand for attribute lists.

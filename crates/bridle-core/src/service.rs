@@ -66,7 +66,7 @@ where
         }
     };
     rt.block_on(async move {
-        let telemetry = telemetry::init(binary);
+        let mut telemetry = telemetry::init(binary);
         let opts: O = match config::load(flags.config.as_deref(), &flags) {
             Ok(o) => o,
             Err(e) => {
@@ -77,6 +77,15 @@ where
         };
         let grace = grace(&opts);
         let shutdown = Shutdown::on_signals();
+        let metrics_listen = opts.server().metrics_listen;
+        let scrape = telemetry.start_metrics(metrics_listen.is_some());
+        if let (Some(at), Some(scrape)) = (metrics_listen, scrape)
+            && let Err(e) = serve_metrics(at, scrape, &shutdown).await
+        {
+            tracing::error!("{binary} cannot start: {e}");
+            telemetry.shutdown();
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
         let code = match start(opts, shutdown.clone()).await {
             Ok(addr) => {
                 tracing::info!(%addr, "{binary} ready");
@@ -99,6 +108,26 @@ where
         telemetry.shutdown();
         ExitCode::from(code as u8)
     })
+}
+
+/// Binds `metrics_listen` and serves the metrics there until shutdown.
+async fn serve_metrics(
+    at: SocketAddr,
+    scrape: crate::prometheus::Scrape,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .map_err(|e| Error::Config(format!("metrics_listen: cannot listen on {at}: {e}")))?;
+    let addr = listener.local_addr().unwrap_or(at);
+    tracing::info!(%addr, "serving metrics (Prometheus text) at /metrics");
+    let s = shutdown.clone();
+    shutdown.spawn(async move {
+        if let Err(e) = crate::prometheus::serve(listener, scrape, s).await {
+            tracing::error!("metrics listener failed: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// Binds, then serves `routes` on a task owned by `shutdown`. A server that fails after

@@ -21,6 +21,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
     meter: Option<SdkMeterProvider>,
+    /// Whether an OTLP endpoint is set, and the resource: for [`Telemetry::start_metrics`].
+    otlp: bool,
+    resource: Resource,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,29 +123,9 @@ pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Tele
             }
         }
     });
-    let meter = otlp.as_ref().and_then(|_| {
-        match opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .build()
-        {
-            Ok(exporter) => Some(
-                SdkMeterProvider::builder()
-                    .with_periodic_exporter(exporter)
-                    .with_resource(resource.clone())
-                    .build(),
-            ),
-            Err(e) => {
-                problems.push(format!("OTLP metric exporter: {e}"));
-                None
-            }
-        }
-    });
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    if let Some(m) = &meter {
-        opentelemetry::global::set_meter_provider(m.clone());
-    }
     if let Some(t) = &tracer {
         opentelemetry::global::set_tracer_provider(t.clone());
     }
@@ -176,13 +159,47 @@ pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Tele
     for p in problems {
         tracing::warn!("{p}");
     }
-    if let Some(endpoint) = otlp {
+    if let Some(endpoint) = &otlp {
         tracing::info!(%endpoint, "exporting traces and metrics over OTLP");
     }
-    Telemetry { tracer, meter }
+    Telemetry {
+        tracer,
+        meter: None,
+        otlp: otlp.is_some(),
+        resource,
+    }
 }
 
 impl Telemetry {
+    /// Installs the meter provider, once the options are known: exporting over OTLP when an
+    /// endpoint is set, and read on scrape when `scrape` (the service's `metrics_listen`).
+    /// With neither, no provider is installed and every instrument is a no-op. Call before
+    /// the first metric is recorded (instruments are made on first use and keep the provider
+    /// they were made with).
+    pub fn start_metrics(&mut self, scrape: bool) -> Option<crate::prometheus::Scrape> {
+        if !self.otlp && !scrape {
+            return None;
+        }
+        let mut builder = SdkMeterProvider::builder().with_resource(self.resource.clone());
+        if self.otlp {
+            match opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()
+            {
+                Ok(exporter) => builder = builder.with_periodic_exporter(exporter),
+                Err(e) => tracing::warn!("OTLP metric exporter: {e}"),
+            }
+        }
+        let pull = scrape.then(crate::prometheus::Scrape::default);
+        if let Some(p) = &pull {
+            builder = builder.with_reader(p.reader());
+        }
+        let provider = builder.build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        self.meter = Some(provider);
+        pull
+    }
+
     /// Flushes and stops the exporters, waiting at most a few seconds for a slow collector.
     pub fn shutdown(self) {
         if let Some(t) = self.tracer

@@ -76,6 +76,7 @@ async fn bootstrap_admin(
 /// listener, binds and serves. Returns the bound address.
 pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, bridle_core::Error> {
     let conn = redis_util::connect(&opts.redis_url).await?;
+    bridle_core::metrics::watch_redis(conn.clone(), &shutdown);
     let keys = Keys::new(&opts.key_prefix);
     let clients = clients::Clients::new(&opts)?;
     let store = store::RunStore::new(

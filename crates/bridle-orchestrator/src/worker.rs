@@ -360,6 +360,9 @@ impl Workers {
             );
             return;
         }
+        bridle_core::metrics::metrics()
+            .queue_dead_lettered
+            .add(1, &[]);
         if let Err(e) = self.engine.fail_dead_letter(run, deliveries).await {
             tracing::warn!(run, "could not mark the run failed: {e}");
         }
@@ -412,7 +415,8 @@ type PendingSummary = (
     Option<Vec<(String, String)>>,
 );
 
-/// Samples the work stream for the queue-depth gauge every few seconds until shutdown.
+/// Samples the work stream for the queue gauges every few seconds until shutdown: steps
+/// waiting and in progress, and the age of the oldest of each.
 pub async fn sample_queue(
     store: crate::store::RunStore,
     consumed: Arc<AtomicUsize>,
@@ -426,38 +430,106 @@ pub async fn sample_queue(
         }
         let mut c = store.conn();
         let n = consumed.load(Ordering::Relaxed).max(1);
-        let mut totals = Some((0u64, 0u64));
+        let mut totals = Some(QueueSample::default());
         for p in 0..n {
             let key = store.queue().key(p);
-            let depth: redis::RedisResult<(u64, PendingSummary)> = redis::pipe()
-                .cmd("XLEN")
-                .arg(&key)
-                .cmd("XPENDING")
-                .arg(&key)
-                .arg(GROUP)
-                .query_async(&mut c)
-                .await;
-            totals = match (totals, depth) {
-                (Some((l, q)), Ok((len, (pending, ..)))) => Some((l + len, q + pending)),
+            let one = sample_partition(&mut c, &key).await;
+            totals = match (totals, one) {
+                (Some(t), Ok(s)) => Some(t.add(s)),
                 _ => None,
             };
         }
-        if let Some((len, pending)) = totals {
+        if let Some(t) = totals {
+            let now = bridle_core::timeutil::now_ms();
+            let age = |oldest: Option<i64>| {
+                oldest.map_or(0.0, |ms| (now.saturating_sub(ms)).max(0) as f64 / 1000.0)
+            };
             let m = bridle_core::metrics::metrics();
-            m.queue_depth.record(
-                len.saturating_sub(pending),
-                &[opentelemetry::KeyValue::new(
-                    "bridle.queue.state",
-                    "waiting",
-                )],
-            );
-            m.queue_depth.record(
-                pending,
-                &[opentelemetry::KeyValue::new(
-                    "bridle.queue.state",
-                    "in_progress",
-                )],
-            );
+            for (state, depth, oldest) in [
+                ("waiting", t.waiting, t.oldest_waiting),
+                ("in_progress", t.in_progress, t.oldest_in_progress),
+            ] {
+                let attrs = [opentelemetry::KeyValue::new("bridle.queue.state", state)];
+                m.queue_depth.record(depth, &attrs);
+                m.queue_oldest_age.record(age(oldest), &attrs);
+            }
         }
     }
+}
+
+/// One sample of the work stream's partitions; the oldest are stream ids' milliseconds.
+#[derive(Default)]
+struct QueueSample {
+    waiting: u64,
+    in_progress: u64,
+    oldest_waiting: Option<i64>,
+    oldest_in_progress: Option<i64>,
+}
+
+impl QueueSample {
+    fn add(self, o: QueueSample) -> QueueSample {
+        let min = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        QueueSample {
+            waiting: self.waiting + o.waiting,
+            in_progress: self.in_progress + o.in_progress,
+            oldest_waiting: min(self.oldest_waiting, o.oldest_waiting),
+            oldest_in_progress: min(self.oldest_in_progress, o.oldest_in_progress),
+        }
+    }
+}
+
+/// The milliseconds part of a stream id (`1700000000000-0`).
+fn id_ms(id: &str) -> Option<i64> {
+    id.split('-').next()?.parse().ok()
+}
+
+async fn sample_partition(
+    c: &mut bridle_core::redis_util::RedisConn,
+    key: &str,
+) -> redis::RedisResult<QueueSample> {
+    let (len, (pending, min_pending, ..), groups): (
+        u64,
+        PendingSummary,
+        redis::streams::StreamInfoGroupsReply,
+    ) = redis::pipe()
+        .cmd("XLEN")
+        .arg(key)
+        .cmd("XPENDING")
+        .arg(key)
+        .arg(GROUP)
+        .cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(c)
+        .await?;
+    let waiting = len.saturating_sub(pending);
+    // The oldest step waiting is the first entry after the group's last delivered one.
+    let last = groups
+        .groups
+        .iter()
+        .find(|g| g.name == GROUP)
+        .map(|g| g.last_delivered_id.clone());
+    let oldest_waiting = match last {
+        Some(last) if waiting > 0 => {
+            let first: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(key)
+                .arg(format!("({last}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(c)
+                .await?;
+            first.ids.first().and_then(|e| id_ms(&e.id))
+        }
+        _ => None,
+    };
+    Ok(QueueSample {
+        waiting,
+        in_progress: pending,
+        oldest_waiting,
+        oldest_in_progress: min_pending.as_deref().and_then(id_ms),
+    })
 }

@@ -75,6 +75,7 @@ pub async fn start_all(opts: Options, shutdown: Shutdown) -> Result<Listening, b
         return Err(bridle_core::Error::Config(problems.join("; ")));
     }
     let conn = redis_util::connect(&opts.redis_url).await?;
+    bridle_core::metrics::watch_redis(conn.clone(), &shutdown);
     let keys = Keys::new(&opts.key_prefix);
     let store = ManifestStore::new(conn.clone(), &keys, Owner::Router);
     let secrets = bridle_core::client::traced(

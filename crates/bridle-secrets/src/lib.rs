@@ -53,6 +53,16 @@ pub async fn start_with_clock(
         .await
         .map_err(bridle_core::Error::from)?;
     let conn = bridle_core::redis_util::connect(&opts.redis_url).await?;
+    bridle_core::metrics::watch_redis(conn.clone(), &shutdown);
+    let probed = vault.clone();
+    bridle_core::metrics::watch_dependency(
+        "vault",
+        move || {
+            let v = probed.clone();
+            async move { v.probe().await }
+        },
+        &shutdown,
+    );
     let keys = Keys::new(&opts.key_prefix);
     vault::spawn_keeper(vault.clone(), &shutdown);
     let store = bridle_core::store::ManifestStore::new(conn.clone(), &keys, Owner::Secrets);

@@ -148,6 +148,10 @@ fn check_mount(key: &str, v: &str, out: &mut Vec<String>) {
 impl config::Options for Options {
     const SERVICE: &'static str = "secrets";
 
+    fn server(&self) -> &bridle_core::config::ServerOptions {
+        &self.server
+    }
+
     fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.server.validate(&mut out);

@@ -53,6 +53,7 @@ pub use options::Options;
 /// report UNAVAILABLE until the engine answers. Returns the bound address.
 pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, bridle_core::Error> {
     let conn = redis_util::connect(&opts.redis_url).await?;
+    bridle_core::metrics::watch_redis(conn.clone(), &shutdown);
     let keys = Keys::new(&opts.key_prefix);
     let store = ManifestStore::new(conn.clone(), &keys, Owner::Tools);
     let quotas = opts.quotas().map_err(bridle_core::Error::internal)?;

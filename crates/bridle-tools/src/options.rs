@@ -264,6 +264,10 @@ impl Options {
 impl config::Options for Options {
     const SERVICE: &'static str = "tools";
 
+    fn server(&self) -> &bridle_core::config::ServerOptions {
+        &self.server
+    }
+
     fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.server.validate(&mut out);

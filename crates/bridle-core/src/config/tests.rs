@@ -21,6 +21,10 @@ impl Default for Demo {
 
 impl Options for Demo {
     const SERVICE: &'static str = "demo";
+
+    fn server(&self) -> &ServerOptions {
+        &self.server
+    }
     fn validate(&self) -> Vec<String> {
         let mut out = vec![];
         self.server.validate(&mut out);

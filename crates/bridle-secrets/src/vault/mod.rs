@@ -146,6 +146,15 @@ impl Vault {
         &self.addr
     }
 
+    /// Whether Vault answers the broker (its token looks itself up), for the
+    /// `bridle.dependency.up` gauge.
+    pub async fn probe(&self) -> Result<(), String> {
+        vaultrs::token::lookup_self(&*self.current().client)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     fn current(&self) -> Arc<Session> {
         self.session
             .read()

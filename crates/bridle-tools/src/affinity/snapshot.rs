@@ -365,7 +365,9 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_redis_cannot_answer_for_fails_the_call_as_unavailable() {
         let mut redis = bridle_testkit::RedisServer::start().await.unwrap();
-        let conn = bridle_core::redis_util::connect(&redis.url()).await.unwrap();
+        let conn = bridle_core::redis_util::connect(&redis.url())
+            .await
+            .unwrap();
         let keys = bridle_core::redis_util::Keys::new(&bridle_testkit::unique("snap"));
         let snaps = Snapshots::new(
             Replicas::new(conn, keys, Duration::from_secs(2)),

@@ -88,12 +88,13 @@ impl Pool {
             if wait {
                 e.waiting += 1;
             }
-            let image = opentelemetry::KeyValue::new("bridle.sandbox.image", profile.image.clone());
-            let m = bridle_core::metrics::metrics();
-            m.sandbox_pool_size
-                .record(e.ready.len() as u64, std::slice::from_ref(&image));
+            gauge(e);
             if got.is_none() && !wait {
-                m.sandbox_cold_starts.add(1, &[image]);
+                let image =
+                    opentelemetry::KeyValue::new("bridle.sandbox.image", profile.image.clone());
+                bridle_core::metrics::metrics()
+                    .sandbox_cold_starts
+                    .add(1, &[image]);
             }
             (got, wait)
         };
@@ -210,6 +211,7 @@ impl Pool {
                     Some(Ok(s)) if !shutdown.is_triggered() => {
                         e.failed_at = None;
                         e.ready.push_back(s);
+                        gauge(e);
                         me.pushed.notify_waiters();
                     }
                     Some(Err(err)) => {
@@ -232,6 +234,8 @@ impl Pool {
                 return true;
             }
             out.extend(e.ready.drain(..));
+            e.want = 0;
+            gauge(e);
             false
         });
         out
@@ -246,4 +250,15 @@ impl Pool {
         }
         out
     }
+}
+
+/// The pool gauges of one profile: warm sandboxes ready, and asked for.
+fn gauge(e: &Entry) {
+    let image = [opentelemetry::KeyValue::new(
+        "bridle.sandbox.image",
+        e.profile.image.clone(),
+    )];
+    let m = bridle_core::metrics::metrics();
+    m.sandbox_pool_size.record(e.ready.len() as u64, &image);
+    m.sandbox_pool_target.record(e.want as u64, &image);
 }

@@ -215,21 +215,22 @@ def promql_names(expr):
 
 # --- Grafana dashboards ---------------------------------------------------------------------
 
+CLOSER = {"(": ")", "{": "}", "[": "]"}
+
+
 def _split_last_top_level_comma(s):
-    depth, last = 0, -1
-    i = 0
+    """(before, after) the last comma outside brackets and strings; (None, s) without one."""
+    i, last = 0, -1
     while i < len(s):
         c = s[i]
         if c in "\"'`":
             i = _skip_string(s, i)
-            continue
-        if c in "({[":
-            depth += 1
-        elif c in ")}]":
-            depth -= 1
-        elif c == "," and depth == 0:
-            last = i
-        i += 1
+        elif c in CLOSER:
+            i = _skip_to_close(s, i, c, CLOSER[c])
+        else:
+            if c == ",":
+                last = i
+            i += 1
     return (s[:last], s[last + 1:]) if last >= 0 else (None, s)
 
 
@@ -511,6 +512,8 @@ def self_test(out=sys.stdout):
           variable_query_exprs('label_values(target_info{job=~"$job"}, instance)'),
           ['target_info{job=~"$job"}'])
     check("variable label only", variable_query_exprs("label_values(job)"), [])
+    check("variable comma in matchers",
+          variable_query_exprs('label_values(x{a=~"b,c", d!="e"}, f)'), ['x{a=~"b,c", d!="e"}'])
 
     rules = (
         "groups:\n"

@@ -1,6 +1,7 @@
-//! The collector configuration and dashboard under deploy/otel-collector stay true to what
-//! the services emit: complete pipelines, redaction that catches real key formats, and a
-//! dashboard whose every query names a Bridle metric (and shows every metric).
+//! The collector configuration under deploy/otel-collector and the Grafana dashboards under
+//! deploy/grafana stay true to what the services emit: complete pipelines, redaction that
+//! catches real key formats, and dashboards whose every query names a Bridle metric (and that
+//! together show every metric).
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -37,41 +38,107 @@ fn prom_name(name: &str, unit: &str, kind: &str) -> String {
     n
 }
 
+/// Metrics the dashboards show that crates/bridle-core/src/metrics.rs does not declare yet
+/// (issue 22's per-service signals, served at `/metrics` and through the collector alike).
+/// A name leaves this list when its instrument lands in metrics.rs.
+const DECLARED_ELSEWHERE: &[&str] = &[
+    "bridle_queue_oldest_age_seconds",
+    "bridle_queue_dead_lettered_total",
+    "bridle_approvals_pending",
+    "bridle_sandbox_pool_target",
+    "bridle_dependency_up",
+];
+
+/// Series that the exporters (`target_info`) and Prometheus' scrape (`up`) add.
+const ADDED_BY_EXPORT: &[&str] = &["target_info", "up"];
+
+/// Every dashboard in deploy/grafana, by file name.
+fn dashboards() -> Vec<(String, serde_json::Value)> {
+    let dir = root().join("deploy/grafana");
+    let mut out: Vec<(String, serde_json::Value)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let doc: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p.file_name().unwrap().to_string_lossy().into_owned(), doc)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 #[test]
-fn the_dashboard_shows_every_metric_and_only_real_ones() {
+fn the_dashboards_show_every_metric_and_only_real_ones() {
     let inst = instruments();
     assert!(inst.len() >= 11, "{inst:?}");
-    let known: Vec<String> = inst.iter().map(|(n, u, k)| prom_name(n, u, k)).collect();
-    let dash: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("deploy/otel-collector/dashboard.json")).unwrap(),
-    )
-    .unwrap();
-    let word = regex::Regex::new(r"\b(gen_ai|bridle|rpc)_[a-z_]+\b").unwrap();
+    let known: Vec<String> = inst
+        .iter()
+        .map(|(n, u, k)| prom_name(n, u, k))
+        .chain(DECLARED_ELSEWHERE.iter().map(|s| s.to_string()))
+        .chain(ADDED_BY_EXPORT.iter().map(|s| s.to_string()))
+        .collect();
+    let boards = dashboards();
+    let names: BTreeSet<&str> = boards.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "runs.json",
+        "orchestrator.json",
+        "router.json",
+        "tools.json",
+        "approvals.json",
+        "secrets.json",
+    ] {
+        assert!(names.contains(want), "deploy/grafana/{want} is missing");
+    }
+    // Label names such as rpc_method also match; a query must name at least one metric.
+    let word = regex::Regex::new(r"\b((gen_ai|bridle|rpc)_[a-z_]+|up|target_info)\b").unwrap();
+    let datasource = serde_json::json!({"type": "prometheus", "uid": "${datasource}"});
     let mut used = BTreeSet::new();
-    for p in dash["panels"].as_array().unwrap() {
-        for t in p["targets"].as_array().unwrap() {
-            let expr = t["expr"].as_str().unwrap();
-            let mut any = false;
-            for m in word.find_iter(expr) {
-                let w = m.as_str();
-                let base = ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .find_map(|s| w.strip_suffix(s))
-                    .unwrap_or(w);
-                if known.iter().any(|k| k == base) {
-                    used.insert(base.to_string());
-                    any = true;
-                }
-            }
+    for (file, dash) in &boards {
+        let vars = dash["templating"]["list"].as_array().unwrap();
+        assert!(
+            vars.iter()
+                .any(|v| v["name"] == "datasource" && v["type"] == "datasource"),
+            "{file}: no datasource variable"
+        );
+        let mut ids = BTreeSet::new();
+        for p in dash["panels"].as_array().unwrap() {
+            let title = &p["title"];
             assert!(
-                any,
-                "panel '{}' queries no Bridle metric: {expr}",
-                p["title"]
+                ids.insert(p["id"].as_u64().unwrap()),
+                "{file}: panel id {} twice",
+                p["id"]
             );
+            assert_eq!(p["datasource"], datasource, "{file}: panel {title}");
+            assert!(
+                p["description"].as_str().is_some_and(|d| !d.is_empty()),
+                "{file}: panel {title} has no description"
+            );
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                let mut any = false;
+                for m in word.find_iter(expr) {
+                    let w = m.as_str();
+                    let base = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| w.strip_suffix(s))
+                        .unwrap_or(w);
+                    if known.iter().any(|k| k == base) {
+                        used.insert(base.to_string());
+                        any = true;
+                    }
+                }
+                assert!(
+                    any,
+                    "{file}: panel {title} queries no Bridle metric: {expr}"
+                );
+            }
         }
     }
     for k in &known {
-        assert!(used.contains(k), "metric {k} is not on the dashboard");
+        assert!(used.contains(k), "metric {k} is on no dashboard");
     }
 }
 

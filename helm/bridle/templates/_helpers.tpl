@@ -162,6 +162,11 @@ one. Context: root. */}}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ $v.otel.endpoint | quote }}
 {{- end }}
+{{- if $v.metrics.enabled }}
+{{- /* Prometheus' text format at GET /metrics, plain HTTP (templates/monitoring.yaml). */}}
+- name: BRIDLE_METRICS_LISTEN
+  value: "0.0.0.0:{{ $v.metrics.port }}"
+{{- end }}
 {{- if $v.tls.enabled }}
 {{- $dir := include "bridle.tlsDir" . }}
 - name: BRIDLE_TLS_CERT
@@ -359,4 +364,29 @@ the tools container only (no TCP port). Each line of its securityContext says wh
       mountPath: /tmp
     - name: workspaces
       mountPath: {{ .svc.docker.workspaceRoot }}
+{{- end }}
+
+{{/* Labels of the release's objects that belong to no one service (the ServiceMonitor and
+the PrometheusRule). Context: root. */}}
+{{- define "bridle.releaseLabels" -}}
+app.kubernetes.io/name: bridle
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: bridle
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/* The PromQL matcher of the release's scrape jobs: `job=~"..."` over the Service name of
+every enabled service, which the ServiceMonitor makes its targets' job. Names are quoted for
+the regular expression (a release name may hold dots), and backslashes doubled for PromQL's
+double-quoted string. Context: root. */}}
+{{- define "bridle.jobMatcher" -}}
+{{- $jobs := list -}}
+{{- range $name := splitList " " (include "bridle.services" .) -}}
+{{- if (index $.Values $name).enabled -}}
+{{- $jobs = append $jobs (include "bridle.svcname" (dict "root" $ "name" $name) | regexQuoteMeta) -}}
+{{- end -}}
+{{- end -}}
+job=~"{{ join "|" $jobs | replace "\\" "\\\\" }}"
 {{- end }}

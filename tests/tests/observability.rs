@@ -497,3 +497,186 @@ async fn a_run_started_under_a_callers_span_is_its_child_or_links_to_it_and_reso
     assert_eq!(hex(&link.trace_id), trace);
     assert_eq!(hex(&link.span_id), span);
 }
+
+/// The services' own `/metrics` (`metrics_listen`): each serves its instruments as Prometheus
+/// text, and every metric a dashboard panel under deploy/grafana or an alert of the chart's
+/// PrometheusRule queries is served by one of them after a run that used a tool, an approval,
+/// a warm sandbox and a provider error.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_services_serve_every_metric_the_dashboards_and_alerts_query() {
+    let services = ["orchestrator", "router", "tools", "approvals", "secrets"];
+    let mut env_all = Vec::new();
+    let mut ports = Vec::new();
+    for s in services {
+        let port = bridle_testkit::ports::free_port().unwrap();
+        env_all.push((
+            format!("BRIDLE_{}_METRICS_LISTEN", s.to_uppercase()),
+            format!("127.0.0.1:{port}"),
+        ));
+        ports.push((s, port));
+    }
+    let h = Harness::start_with(Options {
+        env_all,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // The python tool keeps a warm sandbox, for the pool gauges; delete-dataset runs in
+    // another image, which no pool holds: a cold start.
+    let manifests = h
+        .manifests_yaml()
+        .replacen(
+            "    stdin: false\n",
+            "    stdin: false\n    pool: {warm: 1}\n",
+            1,
+        )
+        .replace(
+            r#"image: bridle-sandbox:python
+    command: ["python3", "-c", "import sys; print('deleted', sys.argv[1])", "{{dataset}}"]"#,
+            r#"image: bridle-sandbox:bash
+    command: ["echo", "deleted", "{{dataset}}"]"#,
+        );
+    assert!(manifests.contains("bridle-sandbox:bash"), "{manifests}");
+    h.apply("m.yaml", &manifests).await.unwrap();
+    // A provider error first (retried by the router), then a tool call, an approval, an answer.
+    h.mock
+        .enqueue(Reply::error(500, "the mock provider fails once"));
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "call_py",
+        "python",
+        r#"{"code": "print(6 * 7)"}"#,
+    )]));
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "call_del",
+        "delete-dataset",
+        r#"{"dataset": "old"}"#,
+    )]));
+    h.mock.enqueue(Reply::text("done"));
+    let run_id = h.start_run("analyst", "go").await;
+    let approvals = h.approvals().await;
+    follow(&h, &run_id, Duration::from_secs(120), |ev| {
+        let mut approvals = approvals.clone();
+        async move {
+            if let Some(Kind::ApprovalRequested(a)) = &ev.kind {
+                approvals
+                    .decide(pb::DecideRequest {
+                        id: a.approval_id.clone(),
+                        approve: true,
+                        approver: "alice".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    // The queue and pending-approval gauges are sampled every few seconds: wait for them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut scrapes = Vec::new();
+    for (s, port) in &ports {
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let wanted: &[&str] = match *s {
+            "orchestrator" => &[
+                "bridle_queue_oldest_age_seconds",
+                "bridle_runs_finished_total",
+            ],
+            "approvals" => &["bridle_approvals_pending"],
+            "tools" => &["bridle_sandbox_pool_target"],
+            "router" => &["bridle_provider_errors_total"],
+            _ => &["bridle_dependency_up"],
+        };
+        let text = bridle_testkit::wait_for(
+            &format!("{s}'s scrape to serve {wanted:?}"),
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    let r = reqwest::get(&url).await.ok()?;
+                    let ctype = r
+                        .headers()
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+                    let t = r.text().await.ok()?;
+                    wanted.iter().all(|w| t.contains(w)).then_some(t)
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        // Every service says who it is and whether Redis answers.
+        assert!(
+            text.contains(&format!("service_name=\"bridle-{s}\"")),
+            "{s}: no target_info naming it:\n{text}"
+        );
+        assert!(
+            text.contains("bridle_dependency_up{bridle_dependency=\"redis\"} 1"),
+            "{s}: Redis is up:\n{text}"
+        );
+        let f = dir.path().join(format!("{s}.prom"));
+        std::fs::write(&f, &text).unwrap();
+        scrapes.push(f);
+    }
+    let secrets = std::fs::read_to_string(&scrapes[4]).unwrap();
+    assert!(
+        secrets.contains("bridle_dependency_up{bridle_dependency=\"vault\"} 1"),
+        "{secrets}"
+    );
+
+    // Every name the dashboards and the alert rules use is served by some service.
+    let root = bridle_testkit::paths::workspace_root();
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("deploy/grafana"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files.extend(alert_rules(dir.path()));
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(root.join("deploy/grafana/metric_names.py"));
+    for s in &scrapes {
+        cmd.arg("--check-scrape").arg(s);
+    }
+    cmd.args(&files);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "names queried but served by no service:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The chart's alert rules, rendered (helm/tests/alerts.py, in the tools venv that
+/// scripts/install-deps.sh makes) to a Prometheus rules file in `dir`.
+fn alert_rules(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let python = bridle_testkit::paths::tools_venv_python();
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/install-deps.sh (it installs the Helm engine that renders \
+         the chart's alert rules)",
+        python.display()
+    );
+    let root = bridle_testkit::paths::workspace_root();
+    let file = dir.join("rules.yaml");
+    let out = std::process::Command::new(&python)
+        .arg(root.join("helm/tests/alerts.py"))
+        .arg("--write-rules")
+        .arg(&file)
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rendering the alert rules: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("alert: "), "no alert rendered:\n{text}");
+    vec![file]
+}

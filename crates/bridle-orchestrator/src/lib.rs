@@ -77,6 +77,10 @@ async fn bootstrap_admin(
 pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, bridle_core::Error> {
     let conn = redis_util::connect(&opts.redis_url).await?;
     bridle_core::metrics::watch_redis(conn.clone(), &shutdown);
+    // A counter that starts at 0, so that its first increase shows in rate() and increase().
+    bridle_core::metrics::metrics()
+        .queue_dead_lettered
+        .add(0, &[]);
     let keys = Keys::new(&opts.key_prefix);
     let clients = clients::Clients::new(&opts)?;
     let store = store::RunStore::new(

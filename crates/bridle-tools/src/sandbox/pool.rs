@@ -89,13 +89,6 @@ impl Pool {
                 e.waiting += 1;
             }
             gauge(e);
-            if got.is_none() && !wait {
-                let image =
-                    opentelemetry::KeyValue::new("bridle.sandbox.image", profile.image.clone());
-                bridle_core::metrics::metrics()
-                    .sandbox_cold_starts
-                    .add(1, &[image]);
-            }
             (got, wait)
         };
 

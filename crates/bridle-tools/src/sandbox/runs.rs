@@ -245,6 +245,14 @@ impl Sandboxes {
                 match warm_one {
                     Some(s) => s,
                     None => {
+                        // A cold start: the call waits for a sandbox to be made.
+                        bridle_core::metrics::metrics().sandbox_cold_starts.add(
+                            1,
+                            &[opentelemetry::KeyValue::new(
+                                "bridle.sandbox.image",
+                                profile.image.clone(),
+                            )],
+                        );
                         let labels = self.factory.labels(
                             profile,
                             &[("tenant", &scope.tenant), ("run", &scope.run_id)],

@@ -680,3 +680,141 @@ fn alert_rules(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     assert!(text.contains("alert: "), "no alert rendered:\n{text}");
     vec![file]
 }
+
+/// The standard exporter settings: OTLP over HTTP with protobuf bodies, the headers of
+/// `OTEL_EXPORTER_OTLP_HEADERS` on every export, and logs exported with the trace and span
+/// they were written in.
+#[tokio::test(flavor = "multi_thread")]
+async fn otlp_over_http_carries_traces_metrics_and_logs_with_the_configured_headers() {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let h = Harness::start_with(Options {
+        env_all: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.http_endpoint()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS".into(),
+                "x-collector-tenant=team%20a,authorization=Bearer%20t0ken".into(),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("OTEL_BLRP_SCHEDULE_DELAY".into(), "100".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    h.mock.enqueue(Reply::text("done"));
+    let run_id = h.start_run("analyst", "go").await;
+    follow(&h, &run_id, Duration::from_secs(60), |_| async {})
+        .await
+        .unwrap();
+
+    // The orchestrator's "run started" log, written while serving StartRun, carries the trace
+    // and span of that call's server span.
+    let (log, span) = bridle_testkit::wait_for(
+        "the run-started log and the StartRun span",
+        Duration::from_secs(30),
+        || async {
+            let log = otlp.logs().into_iter().find(|l| {
+                l.body() == "run started" && l.attr("run").as_deref() == Some(run_id.as_str())
+            })?;
+            let span = otlp.spans().into_iter().find(|s| {
+                s.span.name == "bridle.v1.Orchestrator/StartRun" && s.trace_id() == log.trace_id()
+            })?;
+            let metrics = otlp
+                .metrics()
+                .iter()
+                .any(|m| m.metric.name == "rpc.server.call.duration");
+            metrics.then_some((log, span))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; logs {:?}",
+            otlp.logs()
+                .iter()
+                .map(|l| (l.service.clone(), l.body(), l.trace_id()))
+                .take(20)
+                .collect::<Vec<_>>()
+        )
+    });
+    assert_eq!(log.service, "bridle-orchestrator");
+    assert_eq!(log.span_id(), span.span_id(), "the log names its span");
+    assert_eq!(log.record.severity_text, "INFO");
+
+    let requests = otlp.requests();
+    for signal in ["traces", "metrics", "logs"] {
+        let of: Vec<_> = requests.iter().filter(|r| r.signal == signal).collect();
+        assert!(!of.is_empty(), "no {signal} exported");
+        for r in of {
+            assert_eq!(r.transport, "http/protobuf", "{r:?}");
+            let has = |k: &str, v: &str| r.headers.iter().any(|(hk, hv)| hk == k && hv == v);
+            assert!(
+                has("x-collector-tenant", "team a") && has("authorization", "Bearer t0ken"),
+                "{signal} export without the configured headers: {:?}",
+                r.headers
+            );
+        }
+    }
+}
+
+/// `OTEL_TRACES_SAMPLER`: sampled out, a run exports no span but keeps its trace id; the
+/// metrics still go.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_the_sampler_drops_exports_no_span_and_keeps_its_trace_id() {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let h = Harness::start_with(Options {
+        env_all: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
+            (
+                "OTEL_TRACES_SAMPLER".into(),
+                "parentbased_traceidratio".into(),
+            ),
+            ("OTEL_TRACES_SAMPLER_ARG".into(), "0".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    h.mock.enqueue(Reply::text("done"));
+    let run_id = h.start_run("analyst", "go").await;
+    follow(&h, &run_id, Duration::from_secs(60), |_| async {})
+        .await
+        .unwrap();
+    let trace_id = h
+        .orchestrator()
+        .await
+        .get_run(pb::GetRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trace_id;
+    assert_eq!(trace_id.len(), 32, "the run records its trace id");
+    // Metrics arrive (export works), and by then any span would have too.
+    bridle_testkit::wait_for(
+        "the model-call metrics",
+        Duration::from_secs(30),
+        || async {
+            otlp.metrics()
+                .iter()
+                .any(|m| m.metric.name == "gen_ai.client.operation.duration")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spans = otlp.spans();
+    assert!(
+        spans.is_empty(),
+        "a ratio of 0 samples nothing: {:?}",
+        spans.iter().map(|s| &s.span.name).collect::<Vec<_>>()
+    );
+}

@@ -265,3 +265,44 @@ async fn a_service_started_without_configuration_refuses_to_start_open() {
         assert!(!text.contains("auth: 'keys'"), "{binary}: {text}");
     }
 }
+
+#[tokio::test]
+async fn otel_settings_bridle_cannot_carry_out_exit_64_naming_the_variable() {
+    let (code, text) = run(
+        "bridle-router",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9".into()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".into()),
+        ],
+    )
+    .await;
+    assert_eq!(code, 64, "{text}");
+    assert!(
+        text.contains("OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' is not a protocol"),
+        "{text}"
+    );
+    let (code, text) = run(
+        "bridle-secrets",
+        &[("OTEL_TRACES_SAMPLER", "parentbased_jaeger_remote".into())],
+    )
+    .await;
+    assert_eq!(code, 64, "{text}");
+    assert!(
+        text.contains("OTEL_TRACES_SAMPLER: 'parentbased_jaeger_remote'"),
+        "{text}"
+    );
+    // The metrics listener shares no port with the service.
+    let (code, text) = run(
+        "bridle-approvals",
+        &[
+            ("BRIDLE_APPROVALS_HEALTH_LISTEN", "127.0.0.1:50999".into()),
+            ("BRIDLE_APPROVALS_METRICS_LISTEN", "127.0.0.1:50999".into()),
+        ],
+    )
+    .await;
+    assert_eq!(code, 64, "{text}");
+    assert!(
+        text.contains("metrics_listen: 127.0.0.1:50999 uses the port of health_listen"),
+        "{text}"
+    );
+}

@@ -111,6 +111,11 @@ async fn spawn_tied(
 
 pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
     let mut telemetry = bridle_core::telemetry::init("bridle-dev");
+    if !telemetry.refused().is_empty() {
+        let refused = telemetry.refused().join("; ");
+        telemetry.shutdown();
+        anyhow::bail!("{refused}");
+    }
     // One process, five services: OTLP only (a scrape endpoint per service would collide).
     let _ = telemetry.start_metrics(false);
     let r = run(a).await;

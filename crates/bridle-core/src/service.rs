@@ -67,6 +67,11 @@ where
     };
     rt.block_on(async move {
         let mut telemetry = telemetry::init(binary);
+        if !telemetry.refused().is_empty() {
+            tracing::error!("{binary} cannot start: {}", telemetry.refused().join("; "));
+            telemetry.shutdown();
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
         let opts: O = match config::load(flags.config.as_deref(), &flags) {
             Ok(o) => o,
             Err(e) => {

@@ -1,5 +1,19 @@
 //! Telemetry: tracing to stderr (text on a terminal, JSON otherwise, or as `BRIDLE_LOG_FORMAT`
-//! says), and OTLP export of spans and metrics when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! says), and OTLP export of traces, metrics and logs, set by the standard `OTEL_*`
+//! environment:
+//! - `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`) turns a signal's
+//!   export on; `OTEL_<SIGNAL>_EXPORTER=none` turns it off again.
+//! - `OTEL_EXPORTER_OTLP_PROTOCOL` (and per signal): `grpc` (Bridle's default) or
+//!   `http/protobuf`; `OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT`, `..._COMPRESSION` and their
+//!   per-signal forms are read by the exporters themselves.
+//! - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`; `service.version` and a per-process
+//!   `service.instance.id` are set unless those name them.
+//! - `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (for example `parentbased_traceidratio`
+//!   and `0.1`), read by the SDK.
+//!
+//! A value Bridle cannot carry out (an unknown protocol, exporter or sampler) is refused by
+//! name and the process does not start ([`Telemetry::refused`]), where the SDK would fall back
+//! silently. Logs go over OTLP with the trace and span they were written in.
 //!
 //! Export is batched and never blocks a request: when the collector is down, spans are dropped
 //! after the batch queue fills, and the service keeps serving. [`Telemetry::shutdown`] flushes
@@ -10,9 +24,11 @@ use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -21,9 +37,12 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
     meter: Option<SdkMeterProvider>,
-    /// Whether an OTLP endpoint is set, and the resource: for [`Telemetry::start_metrics`].
-    otlp: bool,
+    logger: Option<SdkLoggerProvider>,
+    /// How metrics are exported over OTLP, and the resource: for [`Telemetry::start_metrics`].
+    metrics: Option<Export>,
     resource: Resource,
+    /// `OTEL_*` settings Bridle cannot carry out, each naming its variable.
+    refused: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +82,7 @@ pub fn init(service: &str) -> Telemetry {
     init_with(
         service,
         LogFormat::from_env(),
-        "info,h2=warn,hyper=warn,tower=warn,bollard=warn,rustify=warn,vaultrs=warn,reqwest=warn,rmcp=warn",
+        "info,h2=warn,hyper=warn,tower=warn,bollard=warn,rustify=warn,vaultrs=warn,reqwest=warn,rmcp=warn,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn",
     )
 }
 
@@ -98,18 +117,160 @@ fn resource(service: &str) -> Resource {
         .build()
 }
 
-pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Telemetry {
-    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let resource = resource(service);
+/// The three OTLP signals, with the names their environment variables use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
 
+impl Signal {
+    fn env(self) -> &'static str {
+        match self {
+            Signal::Traces => "TRACES",
+            Signal::Metrics => "METRICS",
+            Signal::Logs => "LOGS",
+        }
+    }
+}
+
+/// How one signal is exported, from the standard `OTEL_*` environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Export {
+    /// The endpoint the exporter reads (per signal or the shared one), for the log line.
+    pub endpoint: String,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+const SAMPLERS: &[&str] = &[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+];
+
+/// A variable's value, unset when empty.
+fn var(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.trim().is_empty())
+}
+
+/// Whether and how `signal` is exported: an endpoint is set for it (its own
+/// `OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT` or the shared `OTEL_EXPORTER_OTLP_ENDPOINT`) and
+/// `OTEL_<SIGNAL>_EXPORTER` is not `none`. Values Bridle cannot carry out are errors that
+/// name the variable: a protocol other than `grpc` and `http/protobuf`, an exporter other than
+/// `otlp` and `none`.
+pub fn export_of(
+    signal: Signal,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Export>, String> {
+    let s = signal.env();
+    let exporter = format!("OTEL_{s}_EXPORTER");
+    match var(env, &exporter).as_deref().map(str::trim) {
+        None | Some("otlp") => {}
+        Some("none") => return Ok(None),
+        Some(other) => {
+            return Err(format!(
+                "{exporter}: '{other}' is not an exporter Bridle has; use 'otlp' or 'none'"
+            ));
+        }
+    }
+    let own = format!("OTEL_EXPORTER_OTLP_{s}_PROTOCOL");
+    let protocol = match var(env, &own).map(|v| (own.clone(), v)).or_else(|| {
+        var(env, "OTEL_EXPORTER_OTLP_PROTOCOL")
+            .map(|v| ("OTEL_EXPORTER_OTLP_PROTOCOL".to_string(), v))
+    }) {
+        None => Protocol::Grpc,
+        Some((_, v)) if v.trim() == "grpc" => Protocol::Grpc,
+        Some((_, v)) if v.trim() == "http/protobuf" => Protocol::HttpProtobuf,
+        Some((name, v)) => {
+            return Err(format!(
+                "{name}: '{v}' is not a protocol Bridle exports with; use 'grpc' or 'http/protobuf'"
+            ));
+        }
+    };
+    let endpoint = var(env, &format!("OTEL_EXPORTER_OTLP_{s}_ENDPOINT"))
+        .or_else(|| var(env, "OTEL_EXPORTER_OTLP_ENDPOINT"));
+    Ok(endpoint.map(|endpoint| Export { endpoint, protocol }))
+}
+
+/// The sampler settings the SDK reads (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`),
+/// checked: the SDK itself falls back to sampling everything on a value it does not know.
+pub fn sampler_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let sampler = var(env, "OTEL_TRACES_SAMPLER");
+    if let Some(s) = &sampler
+        && !SAMPLERS.contains(&s.trim())
+    {
+        out.push(format!(
+            "OTEL_TRACES_SAMPLER: '{s}' is not a sampler Bridle has; use one of {}",
+            SAMPLERS.join(", ")
+        ));
+    }
+    if sampler
+        .as_deref()
+        .is_some_and(|s| s.ends_with("traceidratio"))
+        && let Some(arg) = var(env, "OTEL_TRACES_SAMPLER_ARG")
+        && !arg
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|r| (0.0..=1.0).contains(&r))
+    {
+        out.push(format!(
+            "OTEL_TRACES_SAMPLER_ARG: '{arg}' is not a ratio from 0 to 1"
+        ));
+    }
+    out
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Targets whose events never go to the OTLP log exporter: the exporters' own (a log about a
+/// failed export must not be exported) and the HTTP/2 stack under them.
+fn exported_log(meta: &tracing::Metadata<'_>) -> bool {
+    let t = meta.target();
+    !["opentelemetry", "tonic", "h2", "hyper", "reqwest", "tower"]
+        .iter()
+        .any(|p| t.starts_with(p))
+}
+
+pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Telemetry {
+    let resource = resource(service);
     let mut problems = Vec::new();
-    let tracer = otlp.as_ref().and_then(|_| {
-        match opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-        {
+    let mut refused = sampler_problems(&process_env);
+    let mut export = |signal| match export_of(signal, &process_env) {
+        Ok(e) => e,
+        Err(e) => {
+            refused.push(e);
+            None
+        }
+    };
+    let (traces, metrics, logs) = (
+        export(Signal::Traces),
+        export(Signal::Metrics),
+        export(Signal::Logs),
+    );
+
+    let tracer = traces.as_ref().and_then(|e| {
+        let built = match e.protocol {
+            Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build(),
+            Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .build(),
+        };
+        match built {
             Ok(exporter) => Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
@@ -119,6 +280,28 @@ pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Tele
             ),
             Err(e) => {
                 problems.push(format!("OTLP span exporter: {e}"));
+                None
+            }
+        }
+    });
+    let logger = logs.as_ref().and_then(|e| {
+        let built = match e.protocol {
+            Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .build(),
+            Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .build(),
+        };
+        match built {
+            Ok(exporter) => Some(
+                SdkLoggerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource.clone())
+                    .build(),
+            ),
+            Err(e) => {
+                problems.push(format!("OTLP log exporter: {e}"));
                 None
             }
         }
@@ -133,9 +316,16 @@ pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Tele
     let otel_layer = tracer
         .as_ref()
         .map(|t| tracing_opentelemetry::layer().with_tracer(t.tracer(service.to_string())));
+    // Logs carry the trace and span of the span they were written in (the layer above makes
+    // that span's context current while it is entered).
+    let log_layer = logger.as_ref().map(|l| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(l)
+            .with_filter(tracing_subscriber::filter::filter_fn(exported_log))
+    });
     let registry = tracing_subscriber::registry()
         .with(filter(default_filter))
-        .with(otel_layer);
+        .with(otel_layer)
+        .with(log_layer);
     let result = match format {
         LogFormat::Json => registry
             .with(
@@ -159,33 +349,52 @@ pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Tele
     for p in problems {
         tracing::warn!("{p}");
     }
-    if let Some(endpoint) = &otlp {
-        tracing::info!(%endpoint, "exporting traces and metrics over OTLP");
+    for (what, e) in [("traces", &traces), ("metrics", &metrics), ("logs", &logs)] {
+        if let Some(e) = e {
+            let protocol = match e.protocol {
+                Protocol::Grpc => "grpc",
+                Protocol::HttpProtobuf => "http/protobuf",
+            };
+            tracing::info!(endpoint = %e.endpoint, protocol, "exporting {what} over OTLP");
+        }
     }
     Telemetry {
         tracer,
         meter: None,
-        otlp: otlp.is_some(),
+        logger,
+        metrics,
         resource,
+        refused,
     }
 }
 
 impl Telemetry {
+    /// `OTEL_*` settings Bridle cannot carry out (an unknown protocol, exporter or sampler),
+    /// each naming its variable: a process refuses to start with any (exit 64).
+    pub fn refused(&self) -> &[String] {
+        &self.refused
+    }
+
     /// Installs the meter provider, once the options are known: exporting over OTLP when an
     /// endpoint is set, and read on scrape when `scrape` (the service's `metrics_listen`).
     /// With neither, no provider is installed and every instrument is a no-op. Call before
     /// the first metric is recorded (instruments are made on first use and keep the provider
     /// they were made with).
     pub fn start_metrics(&mut self, scrape: bool) -> Option<crate::prometheus::Scrape> {
-        if !self.otlp && !scrape {
+        if self.metrics.is_none() && !scrape {
             return None;
         }
         let mut builder = SdkMeterProvider::builder().with_resource(self.resource.clone());
-        if self.otlp {
-            match opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .build()
-            {
+        if let Some(e) = &self.metrics {
+            let built = match e.protocol {
+                Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .build(),
+                Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .build(),
+            };
+            match built {
                 Ok(exporter) => builder = builder.with_periodic_exporter(exporter),
                 Err(e) => tracing::warn!("OTLP metric exporter: {e}"),
             }
@@ -211,6 +420,12 @@ impl Telemetry {
             && let Err(e) = m.shutdown_with_timeout(Duration::from_secs(5))
         {
             tracing::warn!(error = %e, "flushing metrics failed");
+        }
+        if let Some(l) = self.logger
+            && let Err(e) = l.shutdown_with_timeout(Duration::from_secs(5))
+        {
+            // The log exporter is gone: stderr only from here.
+            tracing::warn!(error = %e, "flushing logs failed");
         }
     }
 }
@@ -258,12 +473,60 @@ pub fn new_run_trace() -> (String, String) {
     (g.new_trace_id().to_string(), g.new_span_id().to_string())
 }
 
+/// Whether a run's trace is sampled. A run's spans are made over its whole life, in every
+/// process that serves one of its steps, so the decision cannot be one process's: it is the
+/// configured sampler's decision for a root span of that trace id (`OTEL_TRACES_SAMPLER`;
+/// `traceidratio` decides on the id alone, so every process decides the same way). A caller's
+/// own sampling flag does not change it: the run's trace follows Bridle's sampler.
+pub fn run_sampled(t: TraceId) -> bool {
+    use opentelemetry_sdk::trace::{Sampler, ShouldSample as _};
+    static SAMPLER: std::sync::OnceLock<Sampler> = std::sync::OnceLock::new();
+    let sampler = SAMPLER.get_or_init(|| {
+        let env = process_env;
+        let ratio = || {
+            var(&env, "OTEL_TRACES_SAMPLER_ARG")
+                .and_then(|a| a.trim().parse::<f64>().ok())
+                .filter(|r| (0.0..=1.0).contains(r))
+                .unwrap_or(1.0)
+        };
+        match var(&env, "OTEL_TRACES_SAMPLER").as_deref().map(str::trim) {
+            Some("always_off" | "parentbased_always_off") => Sampler::AlwaysOff,
+            Some("traceidratio" | "parentbased_traceidratio") => {
+                Sampler::TraceIdRatioBased(ratio())
+            }
+            _ => Sampler::AlwaysOn,
+        }
+    });
+    let r = sampler.should_sample(
+        None,
+        t,
+        "",
+        &opentelemetry::trace::SpanKind::Internal,
+        &[],
+        &[],
+    );
+    matches!(
+        r.decision,
+        opentelemetry_sdk::trace::SamplingDecision::RecordAndSample
+    )
+}
+
+/// A remote span context of a run's trace, flagged as the run's sampling decision says.
+fn run_span_context(t: TraceId, s: SpanId) -> SpanContext {
+    let flags = if run_sampled(t) {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    SpanContext::new(t, s, flags, true, TraceState::default())
+}
+
 /// The context whose parent is a run's root span, for the spans of its steps.
 pub fn run_parent(trace_hex: &str, span_hex: &str) -> Context {
     match (TraceId::from_hex(trace_hex), SpanId::from_hex(span_hex)) {
-        (Ok(t), Ok(s)) if t != TraceId::INVALID => Context::new().with_remote_span_context(
-            SpanContext::new(t, s, TraceFlags::SAMPLED, true, TraceState::default()),
-        ),
+        (Ok(t), Ok(s)) if t != TraceId::INVALID => {
+            Context::new().with_remote_span_context(run_span_context(t, s))
+        }
         _ => Context::new(),
     }
 }
@@ -311,11 +574,11 @@ pub fn end_run_span(
     let (Ok(t), Ok(s)) = (TraceId::from_hex(trace_hex), SpanId::from_hex(span_hex)) else {
         return;
     };
-    // The caller's span, as the run recorded it: sampled, whatever the caller decided, since
-    // the run's steps were recorded as such (a run's trace is its audit trail).
+    // The caller's span, as the run recorded it, flagged as the run's steps were (see
+    // `run_sampled`): the root and its steps are exported together or not at all.
     let parent = match place.parent.map(SpanId::from_hex) {
         Some(Ok(p)) if p != SpanId::INVALID => {
-            Context::new().with_remote_span_context(sampled(t, p))
+            Context::new().with_remote_span_context(run_span_context(t, p))
         }
         _ => Context::new(),
     };
@@ -493,5 +756,85 @@ where
             line.insert("span_id".into(), sc.span_id().to_string().into());
         }
         writeln!(writer, "{}", serde_json::Value::Object(line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn a_signal_is_exported_with_its_own_or_the_shared_settings() {
+        let e = env_of(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "http://logs:4318/v1/logs",
+            ),
+            ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+        ]);
+        assert_eq!(
+            export_of(Signal::Traces, &e).unwrap(),
+            Some(Export {
+                endpoint: "http://c:4317".into(),
+                protocol: Protocol::Grpc
+            })
+        );
+        assert_eq!(export_of(Signal::Metrics, &e).unwrap(), None);
+        assert_eq!(
+            export_of(Signal::Logs, &e).unwrap(),
+            Some(Export {
+                endpoint: "http://logs:4318/v1/logs".into(),
+                protocol: Protocol::HttpProtobuf
+            })
+        );
+        // No endpoint: nothing exported.
+        assert_eq!(export_of(Signal::Traces, &env_of(&[])).unwrap(), None);
+    }
+
+    #[test]
+    fn settings_bridle_cannot_carry_out_are_refused_by_name() {
+        let e = env_of(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_LOGS_EXPORTER", "console"),
+        ]);
+        assert_eq!(
+            export_of(Signal::Traces, &e).unwrap_err(),
+            "OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' is not a protocol Bridle exports with; use 'grpc' or 'http/protobuf'"
+        );
+        assert_eq!(
+            export_of(Signal::Logs, &e).unwrap_err(),
+            "OTEL_LOGS_EXPORTER: 'console' is not an exporter Bridle has; use 'otlp' or 'none'"
+        );
+        let s = sampler_problems(&env_of(&[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+        ]));
+        assert_eq!(
+            s,
+            vec!["OTEL_TRACES_SAMPLER_ARG: '1.5' is not a ratio from 0 to 1".to_string()]
+        );
+        let s = sampler_problems(&env_of(&[("OTEL_TRACES_SAMPLER", "jaeger_remote")]));
+        assert!(
+            s[0].starts_with("OTEL_TRACES_SAMPLER: 'jaeger_remote' is not a sampler"),
+            "{s:?}"
+        );
+        assert!(
+            sampler_problems(&env_of(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ]))
+            .is_empty()
+        );
     }
 }

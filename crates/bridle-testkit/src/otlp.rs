@@ -1,5 +1,7 @@
-//! An OTLP/gRPC receiver for tests: the opentelemetry-proto collector services (traces,
-//! metrics, logs) under tonic, on 127.0.0.1:0, keeping everything exported to it.
+//! An OTLP receiver for tests, keeping everything exported to it: the opentelemetry-proto
+//! collector services (traces, metrics, logs) under tonic on one 127.0.0.1 port, and OTLP/HTTP
+//! with protobuf bodies (`POST /v1/traces`, `/v1/metrics`, `/v1/logs`) on another. It records
+//! the headers (gRPC metadata) each export came with.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
@@ -84,11 +87,109 @@ pub fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
     })
 }
 
+/// A log record as received, with the service that sent it.
+#[derive(Clone, Debug)]
+pub struct ReceivedLog {
+    pub service: String,
+    pub record: LogRecord,
+}
+
+impl ReceivedLog {
+    /// The body as text.
+    pub fn body(&self) -> String {
+        match self.record.body.as_ref().and_then(|b| b.value.as_ref()) {
+            Some(Value::StringValue(s)) => s.clone(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        }
+    }
+    pub fn trace_id(&self) -> String {
+        hex(&self.record.trace_id)
+    }
+    pub fn span_id(&self) -> String {
+        hex(&self.record.span_id)
+    }
+    pub fn attr(&self, key: &str) -> Option<String> {
+        attr(&self.record.attributes, key)
+    }
+}
+
+/// One export request: which signal, over which transport, and its headers.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// "traces", "metrics" or "logs".
+    pub signal: &'static str,
+    /// "grpc" or "http/protobuf".
+    pub transport: &'static str,
+    pub headers: Vec<(String, String)>,
+}
+
 #[derive(Default)]
 struct Store {
     spans: Mutex<Vec<ReceivedSpan>>,
     metrics: Mutex<Vec<ReceivedMetric>>,
-    logs: Mutex<usize>,
+    logs: Mutex<Vec<ReceivedLog>>,
+    requests: Mutex<Vec<Received>>,
+}
+
+impl Store {
+    fn traces(&self, req: ExportTraceServiceRequest) {
+        let mut spans = lock(&self.spans);
+        for rs in req.resource_spans {
+            let service = service_of(rs.resource.as_ref());
+            let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
+            for ss in rs.scope_spans {
+                spans.extend(ss.spans.into_iter().map(|span| ReceivedSpan {
+                    service: service.clone(),
+                    resource: resource.clone(),
+                    span,
+                }));
+            }
+        }
+    }
+
+    fn metrics(&self, req: ExportMetricsServiceRequest) {
+        let mut metrics = lock(&self.metrics);
+        for rm in req.resource_metrics {
+            let service = service_of(rm.resource.as_ref());
+            for sm in rm.scope_metrics {
+                metrics.extend(sm.metrics.into_iter().map(|metric| ReceivedMetric {
+                    service: service.clone(),
+                    metric,
+                }));
+            }
+        }
+    }
+
+    fn logs(&self, req: ExportLogsServiceRequest) {
+        let mut logs = lock(&self.logs);
+        for rl in req.resource_logs {
+            let service = service_of(rl.resource.as_ref());
+            for sl in rl.scope_logs {
+                logs.extend(sl.log_records.into_iter().map(|record| ReceivedLog {
+                    service: service.clone(),
+                    record,
+                }));
+            }
+        }
+    }
+
+    fn request(&self, signal: &'static str, transport: &'static str, headers: &http::HeaderMap) {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        lock(&self.requests).push(Received {
+            signal,
+            transport,
+            headers,
+        });
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -110,18 +211,9 @@ impl TraceService for Svc {
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = lock(&self.0.spans);
-        for rs in req.into_inner().resource_spans {
-            let service = service_of(rs.resource.as_ref());
-            let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
-            for ss in rs.scope_spans {
-                spans.extend(ss.spans.into_iter().map(|span| ReceivedSpan {
-                    service: service.clone(),
-                    resource: resource.clone(),
-                    span,
-                }));
-            }
-        }
+        self.0
+            .request("traces", "grpc", &req.metadata().clone().into_headers());
+        self.0.traces(req.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -134,16 +226,9 @@ impl MetricsService for Svc {
         &self,
         req: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let mut metrics = lock(&self.0.metrics);
-        for rm in req.into_inner().resource_metrics {
-            let service = service_of(rm.resource.as_ref());
-            for sm in rm.scope_metrics {
-                metrics.extend(sm.metrics.into_iter().map(|metric| ReceivedMetric {
-                    service: service.clone(),
-                    metric,
-                }));
-            }
-        }
+        self.0
+            .request("metrics", "grpc", &req.metadata().clone().into_headers());
+        self.0.metrics(req.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: None,
         }))
@@ -156,7 +241,9 @@ impl LogsService for Svc {
         &self,
         req: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        *lock(&self.0.logs) += req.into_inner().resource_logs.len();
+        self.0
+            .request("logs", "grpc", &req.metadata().clone().into_headers());
+        self.0.logs(req.into_inner());
         Ok(tonic::Response::new(ExportLogsServiceResponse {
             partial_success: None,
         }))
@@ -165,8 +252,40 @@ impl LogsService for Svc {
 
 pub struct OtlpReceiver {
     addr: SocketAddr,
+    http_addr: SocketAddr,
     store: Arc<Store>,
     task: tokio::task::JoinHandle<()>,
+    http_task: tokio::task::JoinHandle<()>,
+}
+
+/// `POST /v1/<signal>` with a protobuf body, as OTLP/HTTP sends it.
+async fn http_export(
+    axum::extract::State(store): axum::extract::State<Arc<Store>>,
+    axum::extract::Path(signal): axum::extract::Path<String>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (http::StatusCode, String) {
+    use prost::Message as _;
+    let ok = match signal.as_str() {
+        "traces" => ExportTraceServiceRequest::decode(body).map(|r| {
+            store.request("traces", "http/protobuf", &headers);
+            store.traces(r);
+        }),
+        "metrics" => ExportMetricsServiceRequest::decode(body).map(|r| {
+            store.request("metrics", "http/protobuf", &headers);
+            store.metrics(r);
+        }),
+        "logs" => ExportLogsServiceRequest::decode(body).map(|r| {
+            store.request("logs", "http/protobuf", &headers);
+            store.logs(r);
+        }),
+        _ => return (http::StatusCode::NOT_FOUND, format!("no signal {signal}")),
+    };
+    match ok {
+        // An empty Export*ServiceResponse is zero bytes of protobuf.
+        Ok(()) => (http::StatusCode::OK, String::new()),
+        Err(e) => (http::StatusCode::BAD_REQUEST, e.to_string()),
+    }
 }
 
 impl OtlpReceiver {
@@ -186,12 +305,42 @@ impl OtlpReceiver {
                 .serve_with_incoming(incoming)
                 .await;
         });
-        Ok(Self { addr, store, task })
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let http_addr = http_listener.local_addr()?;
+        let app = axum::Router::new()
+            .route("/v1/{signal}", axum::routing::post(http_export))
+            .with_state(store.clone());
+        #[allow(clippy::disallowed_methods)]
+        let http_task = tokio::spawn(async move {
+            let _ = axum::serve(http_listener, app).await;
+        });
+        Ok(Self {
+            addr,
+            http_addr,
+            store,
+            task,
+            http_task,
+        })
     }
 
-    /// "http://127.0.0.1:PORT", for OTEL_EXPORTER_OTLP_ENDPOINT.
+    /// "http://127.0.0.1:PORT", for OTEL_EXPORTER_OTLP_ENDPOINT (gRPC).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// "http://127.0.0.1:PORT" of the OTLP/HTTP listener, for OTEL_EXPORTER_OTLP_ENDPOINT
+    /// with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf (the exporters append `/v1/<signal>`).
+    pub fn http_endpoint(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        lock(&self.store.logs).clone()
+    }
+
+    /// Every export request received, in order.
+    pub fn requests(&self) -> Vec<Received> {
+        lock(&self.store.requests).clone()
     }
 
     pub fn spans(&self) -> Vec<ReceivedSpan> {
@@ -206,5 +355,6 @@ impl OtlpReceiver {
 impl Drop for OtlpReceiver {
     fn drop(&mut self) {
         self.task.abort();
+        self.http_task.abort();
     }
 }

@@ -3,6 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod semconv;
 mod support;
 
 use std::collections::HashMap;
@@ -20,6 +21,8 @@ async fn a_run_is_one_trace_across_the_services() {
     let h = Harness::start_with(Options {
         env_all: vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
+            // Content too, to hold the messages to the conventions' schemas.
+            ("BRIDLE_OTEL_CAPTURE_CONTENT".into(), "true".into()),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
             ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
         ],
@@ -151,6 +154,28 @@ async fn a_run_is_one_trace_across_the_services() {
         assert!(c.attr("gen_ai.usage.input_tokens").is_some());
         assert!(c.attr("gen_ai.usage.output_tokens").is_some());
         assert_eq!(c.attr("gen_ai.conversation.id"), Some(run_id.clone()));
+        assert!(c.attr("gen_ai.input.messages").is_some(), "{:?}", c.span);
+        assert!(c.attr("gen_ai.output.messages").is_some(), "{:?}", c.span);
+    }
+    // The agent's instructions are its system instructions, apart from the messages.
+    assert!(
+        chats[0]
+            .attr("gen_ai.system_instructions")
+            .is_some_and(|s| s.contains("You analyse data with Python."))
+    );
+    let semconv = semconv::Semconv::load();
+    for s in &spans {
+        semconv.check(s);
+    }
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    for t in named("execute_tool python") {
+        assert_eq!(
+            t.span.kind,
+            SpanKind::Internal as i32,
+            "execute_tool is INTERNAL"
+        );
+        assert_eq!(t.attr("gen_ai.tool.type").as_deref(), Some("extension"));
+        assert_eq!(t.attr("bridle.tool.kind").as_deref(), Some("container"));
     }
     for (tool, call) in [("python", "call_py"), ("delete-dataset", "call_del")] {
         let t = named(&format!("execute_tool {tool}"));
@@ -817,4 +842,127 @@ async fn a_run_the_sampler_drops_exports_no_span_and_keeps_its_trace_id() {
         "a ratio of 0 samples nothing: {:?}",
         spans.iter().map(|s| &s.span.name).collect::<Vec<_>>()
     );
+}
+
+/// A call through the router's OpenAI-compatible gateway is traced and metered like an
+/// agent's model call: a `chat {model}` CLIENT span under the caller's `traceparent`, with the
+/// response's attributes and (content capture on) its messages, for a plain and a streamed call
+/// alike, and the GenAI metrics with `bridle.purpose` = `gateway`.
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_calls_are_traced_under_the_callers_span_and_metered() {
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let port = bridle_testkit::ports::free_port().unwrap();
+    let h = Harness::start_with(Options {
+        env_all: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
+            ("BRIDLE_OTEL_CAPTURE_CONTENT".into(), "true".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
+            (
+                "BRIDLE_ROUTER_HTTP_LISTEN".into(),
+                format!("127.0.0.1:{port}"),
+            ),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
+    h.mock.enqueue(Reply::text("plain answer"));
+    h.mock.enqueue(Reply::text("streamed answer"));
+    let trace = format!("{:032x}", rand_u128());
+    let caller = "00f067aa0ba902b7";
+    let http = reqwest::Client::new();
+    for stream in [false, true] {
+        let r = http
+            .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+            .header("traceparent", format!("00-{trace}-{caller}-01"))
+            .json(&serde_json::json!({
+                "model": "main",
+                "stream": stream,
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "hi"},
+                ],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(if stream { "[DONE]" } else { "plain answer" }),
+            "{body}"
+        );
+    }
+    let chats = bridle_testkit::wait_for(
+        "the gateway's two chat spans",
+        Duration::from_secs(30),
+        || async {
+            let s: Vec<ReceivedSpan> = otlp
+                .spans()
+                .into_iter()
+                .filter(|s| s.span.name == "chat main" && s.trace_id() == trace)
+                .collect();
+            (s.len() == 2).then_some(s)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}",
+            otlp.spans()
+                .iter()
+                .map(|s| (&s.service, &s.span.name, s.trace_id()))
+                .collect::<Vec<_>>()
+        )
+    });
+    let semconv = semconv::Semconv::load();
+    for c in &chats {
+        semconv.check(c);
+        assert_eq!(c.service, "bridle-router");
+        assert_eq!(c.parent_id(), caller, "under the caller's span");
+        assert_eq!(c.span.kind, SpanKind::Client as i32);
+        assert_eq!(c.attr("bridle.purpose").as_deref(), Some("gateway"));
+        assert_eq!(c.attr("gen_ai.operation.name").as_deref(), Some("chat"));
+        assert_eq!(c.attr("gen_ai.request.model").as_deref(), Some("main"));
+        assert_eq!(c.attr("gen_ai.provider.name").as_deref(), Some("openai"));
+        assert_eq!(
+            c.attr("gen_ai.response.model").as_deref(),
+            Some("gpt-4o-mini")
+        );
+        assert!(
+            c.attr("gen_ai.usage.input_tokens").is_some(),
+            "{:?}",
+            c.span
+        );
+        assert!(
+            c.attr("gen_ai.system_instructions")
+                .is_some_and(|s| s.contains("be brief"))
+        );
+        let out = c.attr("gen_ai.output.messages").unwrap();
+        assert!(
+            out.contains("answer") && out.contains("\"finish_reason\":\"stop\""),
+            "{out}"
+        );
+    }
+    bridle_testkit::wait_for("the gateway's metrics", Duration::from_secs(30), || async {
+        otlp.metrics()
+            .iter()
+            .filter(|m| m.metric.name == "gen_ai.client.token.usage")
+            .any(|m| {
+                use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+                match &m.metric.data {
+                    Some(Data::Histogram(h)) => h.data_points.iter().any(|p| {
+                        bridle_testkit::otlp::attr(&p.attributes, "bridle.purpose").as_deref()
+                            == Some("gateway")
+                    }),
+                    _ => false,
+                }
+            })
+            .then_some(())
+    })
+    .await
+    .unwrap();
 }

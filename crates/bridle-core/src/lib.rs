@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod genai;
 pub mod ids;
 pub mod manifest;
 pub mod manifest_service;

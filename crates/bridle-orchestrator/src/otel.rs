@@ -26,141 +26,84 @@ fn common(span: &tracing::Span, s: &RunState) {
 
 /// Whether message and argument content may be recorded on spans.
 pub fn capture_content() -> bool {
-    std::env::var("BRIDLE_OTEL_CAPTURE_CONTENT").is_ok_and(|v| v == "true" || v == "1")
+    bridle_core::genai::capture_content()
+}
+
+/// The model the run asks for, when it knows it (a route's model is the router's to choose:
+/// no `gen_ai.request.model` then, rather than the route's name under it).
+fn requested_model(s: &RunState) -> Option<String> {
+    (!s.context.model.is_empty()).then(|| s.context.model.clone())
 }
 
 /// The span of one model call.
 pub fn chat(s: &RunState) -> tracing::Span {
-    let model = if s.context.model.is_empty() {
-        s.spec.route.clone()
-    } else {
-        s.context.model.clone()
+    let name = match requested_model(s) {
+        Some(m) => format!("chat {m}"),
+        None => "chat".to_string(),
     };
-    let span =
-        tracing::info_span!("chat", "otel.name" = %format!("chat {model}"), "otel.kind" = "client");
+    let span = tracing::info_span!("chat", "otel.name" = %name, "otel.kind" = "client");
     let _ = span.set_parent(parent(s));
     common(&span, s);
     span.set_attribute("gen_ai.operation.name", "chat");
-    span.set_attribute("gen_ai.request.model", model);
+    if let Some(m) = requested_model(s) {
+        span.set_attribute("gen_ai.request.model", m);
+    }
     span.set_attribute("bridle.route", s.spec.route.clone());
     span
 }
 
-fn chat_attrs(s: &RunState, r: Option<&pb::CompleteResponse>) -> Vec<KeyValue> {
+fn chat_attrs(s: &RunState) -> Vec<KeyValue> {
     let mut a = vec![
         KeyValue::new("gen_ai.operation.name", "chat"),
-        KeyValue::new(
-            "gen_ai.request.model",
-            if s.context.model.is_empty() {
-                s.spec.route.clone()
-            } else {
-                s.context.model.clone()
-            },
-        ),
         KeyValue::new("bridle.tenant", s.tenant.clone()),
         KeyValue::new("gen_ai.agent.name", s.agent.clone()),
+        KeyValue::new("bridle.route", s.spec.route.clone()),
     ];
-    if let Some(r) = r {
-        a.push(KeyValue::new("gen_ai.provider.name", r.provider.clone()));
-        a.push(KeyValue::new("gen_ai.response.model", r.model.clone()));
+    if let Some(m) = requested_model(s) {
+        a.push(KeyValue::new("gen_ai.request.model", m));
     }
     a
 }
 
 /// Metrics of one model call.
-pub fn record_chat(s: &RunState, r: &pb::CompleteResponse) {
-    let m = bridle_core::metrics::metrics();
-    let attrs = chat_attrs(s, Some(r));
-    if let Some(u) = &r.usage {
-        let mut a = attrs.clone();
-        a.push(KeyValue::new("gen_ai.token.type", "input"));
-        m.token_usage.record(u.input_tokens, &a);
-        a.pop();
-        a.push(KeyValue::new("gen_ai.token.type", "output"));
-        m.token_usage.record(u.output_tokens, &a);
-    }
-    if let Some(d) = bridle_core::timeutil::std_duration(r.latency.as_ref()) {
-        m.operation_duration.record(d.as_secs_f64(), &attrs);
-    }
-    if let Some(c) = r.cost.as_ref().filter(|c| c.known) {
-        m.cost.add(c.nano_usd as f64 / 1e9, &attrs);
-    }
+pub fn record_chat(s: &RunState, r: &pb::CompleteResponse, elapsed: Duration) {
+    let d = bridle_core::timeutil::std_duration(r.latency.as_ref()).unwrap_or(elapsed);
+    bridle_core::genai::record_metrics(&chat_attrs(s), r, d.as_secs_f64());
 }
 
 /// Metrics of a model call that failed.
 pub fn record_chat_error(s: &RunState, st: &tonic::Status, elapsed: Duration) {
-    let mut attrs = chat_attrs(s, None);
-    attrs.push(KeyValue::new("error.type", format!("{:?}", st.code())));
-    bridle_core::metrics::metrics()
-        .operation_duration
-        .record(elapsed.as_secs_f64(), &attrs);
+    bridle_core::genai::record_failure_metrics(
+        &chat_attrs(s),
+        &format!("{:?}", st.code()),
+        elapsed.as_secs_f64(),
+    );
 }
 
 pub fn chat_done(span: &tracing::Span, r: &pb::CompleteResponse) {
-    span.set_attribute("gen_ai.provider.name", r.provider.clone());
-    span.set_attribute("gen_ai.response.model", r.model.clone());
-    span.set_attribute("gen_ai.response.id", r.response_id.clone());
-    let finish = pb::FinishReason::try_from(r.finish_reason)
-        .map(|f| {
-            f.as_str_name()
-                .trim_start_matches("FINISH_REASON_")
-                .to_lowercase()
-        })
-        .unwrap_or_default();
-    span.set_attribute(
-        "gen_ai.response.finish_reasons",
-        opentelemetry::Value::Array(vec![opentelemetry::StringValue::from(finish)].into()),
-    );
-    if let Some(u) = &r.usage {
-        span.set_attribute("gen_ai.usage.input_tokens", u.input_tokens as i64);
-        span.set_attribute("gen_ai.usage.output_tokens", u.output_tokens as i64);
-        span.set_attribute(
-            "gen_ai.usage.cache_read.input_tokens",
-            u.cache_read_tokens as i64,
-        );
-        span.set_attribute(
-            "gen_ai.usage.cache_creation.input_tokens",
-            u.cache_write_tokens as i64,
-        );
-    }
-    match &r.cost {
-        Some(c) if c.known => span.set_attribute("bridle.cost.usd", c.nano_usd as f64 / 1e9),
-        _ => span.set_attribute("bridle.cost.known", false),
-    }
-    span.set_attribute("bridle.scripted", r.scripted);
-    span.set_attribute("bridle.target", r.target.clone());
-    if capture_content() {
-        // Opt-in. The text is what the model answered; tool outputs it saw were redacted by
-        // the tools service before they ever reached the model.
-        if let Some(m) = &r.message {
-            let calls: Vec<serde_json::Value> = m
-                .tool_calls
-                .iter()
-                .map(|c| serde_json::json!({"id": c.id, "name": c.name, "arguments": c.arguments_json}))
-                .collect();
-            let out = serde_json::json!([{"role": "assistant", "parts": [{"type": "text", "content": m.text}], "tool_calls": calls}]);
-            span.set_attribute("gen_ai.output.messages", out.to_string());
-        }
-    }
+    bridle_core::genai::record_response(span, r);
 }
 
 pub fn failed(span: &tracing::Span, st: &tonic::Status) {
-    span.set_attribute("error.type", format!("{:?}", st.code()));
-    span.set_status(opentelemetry::trace::Status::error(
-        st.message().to_string(),
-    ));
+    bridle_core::genai::record_failure(span, &format!("{:?}", st.code()), st.message());
 }
 
 /// The span of one tool call.
 pub fn execute_tool(s: &RunState, tool: &str, call_id: &str, arguments: &str) -> tracing::Span {
-    let span = tracing::info_span!("execute_tool", "otel.name" = %format!("execute_tool {tool}"), "otel.kind" = "client");
+    // INTERNAL, as the conventions say for execute_tool: the call to the tools service is a
+    // client span of its own, under this one.
+    let span = tracing::info_span!("execute_tool", "otel.name" = %format!("execute_tool {tool}"), "otel.kind" = "internal");
     let _ = span.set_parent(parent(s));
     common(&span, s);
     span.set_attribute("gen_ai.operation.name", "execute_tool");
     span.set_attribute("gen_ai.tool.name", tool.to_string());
     span.set_attribute("gen_ai.tool.call.id", call_id.to_string());
     if let Some(t) = s.tools.iter().find(|t| t.name == tool) {
-        span.set_attribute("gen_ai.tool.type", t.kind.clone());
+        // Every Bridle tool runs on the agent's side, under the harness (the conventions'
+        // `extension`, against `function` for one the application runs); how it runs is
+        // Bridle's own attribute.
+        span.set_attribute("gen_ai.tool.type", "extension");
+        span.set_attribute("bridle.tool.kind", t.kind.clone());
     }
     if capture_content() {
         span.set_attribute("gen_ai.tool.call.arguments", arguments.to_string());

@@ -86,6 +86,11 @@ impl Dispatcher {
         Ok(resp)
     }
 
+    /// The process's shutdown, for tasks that must drain with it.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
     /// Runs an admitted call as a stream on a task that shutdown drains: deltas, then the
     /// final response or the error.
     pub fn stream(self: &Arc<Self>, a: Admitted) -> mpsc::Receiver<StreamItem> {

@@ -189,7 +189,7 @@ impl Engine {
                     ));
                 }
                 crate::otel::chat_done(&span, &r);
-                crate::otel::record_chat(&cur.state, &r);
+                crate::otel::record_chat(&cur.state, &r, called.elapsed());
                 r
             }
             Some(Err(st)) if is_transient(st.code()) => {
@@ -489,6 +489,8 @@ impl Engine {
             // A cost budget cannot be kept on a model whose cost is unknown.
             require_price: s.limits.max_cost_nano_usd.is_some(),
         };
+        // On the `chat` span this call runs in (content only when capture is on).
+        bridle_core::genai::record_request(&tracing::Span::current(), &req);
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -15,6 +15,7 @@ mod fields;
 pub mod fuzzing;
 mod openai;
 mod serve;
+mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;

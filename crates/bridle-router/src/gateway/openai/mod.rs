@@ -67,13 +67,20 @@ async fn chat_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Resp
     let (mut req, stream, include_usage) = parse(&body)?;
     req.scope = Some(scope);
     let model = req.route.clone();
+    let call = super::telemetry::Call::start(headers, &req);
     if stream {
-        let admitted = g.dispatch.admit(req).await?;
-        let mut rx = g.dispatch.stream(admitted);
+        let admitted = call.check(g.dispatch.admit(req).await.map_err(Failure::from))?;
+        let mut rx = call.watch(g.dispatch.stream(admitted), g.dispatch.shutdown());
         let first = super::first_item(&mut rx).await?;
         return Ok(stream::respond(model, first, rx, include_usage));
     }
-    let resp = g.dispatch.complete(req).await?;
+    let span = call.span.clone();
+    let resp = call.check(
+        tracing::Instrument::instrument(g.dispatch.complete(req), span)
+            .await
+            .map_err(Failure::from),
+    )?;
+    call.done(&resp);
     Ok(axum::Json(completion(&model, &resp)).into_response())
 }
 

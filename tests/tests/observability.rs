@@ -166,7 +166,25 @@ async fn a_run_is_one_trace_across_the_services() {
     let semconv = semconv::Semconv::load();
     for s in &spans {
         semconv.check(s);
+        // None of the tracing layer's bookkeeping.
+        for kv in &s.span.attributes {
+            let k = kv.key.as_str();
+            assert!(
+                !(["busy_ns", "idle_ns", "target"].contains(&k)
+                    || k.starts_with("code.")
+                    || k.starts_with("thread.")),
+                "span {} carries {k}",
+                s.span.name
+            );
+        }
     }
+    // The JSON logs hold no terminal escapes (span fields included).
+    let log = h.orchestrators[0].log_tail(400);
+    assert!(log.contains("\"span\""), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in the JSON log:\n{log}"
+    );
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
     for t in named("execute_tool python") {
         assert_eq!(
@@ -856,7 +874,10 @@ async fn gateway_calls_are_traced_under_the_callers_span_and_metered() {
     let h = Harness::start_with(Options {
         env_all: vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
-            ("BRIDLE_OTEL_CAPTURE_CONTENT".into(), "true".into()),
+            (
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT".into(),
+                "true".into(),
+            ),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
             ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
             (

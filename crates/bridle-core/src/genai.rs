@@ -2,7 +2,8 @@
 //! orchestrator (an agent's model calls) and the router's gateway (an application's): the
 //! response attributes of a `chat {model}` span, its metrics, and the message content
 //! (`gen_ai.input.messages`, `gen_ai.output.messages`, `gen_ai.system_instructions`) in the
-//! conventions' JSON message format, recorded only when `BRIDLE_OTEL_CAPTURE_CONTENT=true`.
+//! conventions' JSON message format, recorded only when content capture is on
+//! ([`capture_content`]).
 
 use opentelemetry::KeyValue;
 use serde_json::{Value, json};
@@ -10,9 +11,16 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use bridle_proto as pb;
 
-/// Whether message and argument content may be recorded on spans.
+/// Whether message and argument content may be recorded on spans: the conventions'
+/// `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`, or Bridle's older name for it,
+/// `BRIDLE_OTEL_CAPTURE_CONTENT`.
 pub fn capture_content() -> bool {
-    std::env::var("BRIDLE_OTEL_CAPTURE_CONTENT").is_ok_and(|v| v == "true" || v == "1")
+    [
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+        "BRIDLE_OTEL_CAPTURE_CONTENT",
+    ]
+    .iter()
+    .any(|k| std::env::var(k).is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1"))
 }
 
 /// The conventions' finish reason for Bridle's.

@@ -313,9 +313,16 @@ pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Tele
         opentelemetry::global::set_tracer_provider(t.clone());
     }
 
-    let otel_layer = tracer
-        .as_ref()
-        .map(|t| tracing_opentelemetry::layer().with_tracer(t.tracer(service.to_string())));
+    // Spans carry what helps a reader: not the layer's bookkeeping (busy/idle time, code
+    // location, thread, target).
+    let otel_layer = tracer.as_ref().map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracer(t.tracer(service.to_string()))
+    });
     // Logs carry the trace and span of the span they were written in (the layer above makes
     // that span's context current while it is entered).
     let log_layer = logger.as_ref().map(|l| {
@@ -329,7 +336,9 @@ pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Tele
     let result = match format {
         LogFormat::Json => registry
             .with(
+                // No terminal escapes in JSON (the span fields are formatted as text).
                 tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
                     .event_format(JsonWithTrace)
                     .with_writer(std::io::stderr),
             )

@@ -2,7 +2,8 @@
 //! recorded when it started), and under it `chat {model}`, `execute_tool {tool}`, policy-check
 //! and approval-wait spans, named and attributed after the OpenTelemetry GenAI semantic
 //! conventions; Bridle's own facts are under `bridle.*`. Message and argument content is not
-//! recorded unless `BRIDLE_OTEL_CAPTURE_CONTENT=true`, and then only redacted.
+//! recorded unless content capture is on (`bridle_core::genai::capture_content`), and then
+//! only redacted.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,10 +66,11 @@ fn chat_attrs(s: &RunState) -> Vec<KeyValue> {
     a
 }
 
-/// Metrics of one model call.
+/// Metrics of one model call. The duration is what the run waited for the answer, as the
+/// conventions define `gen_ai.client.operation.duration` (the router's own time with the
+/// provider is in its response, not this metric).
 pub fn record_chat(s: &RunState, r: &pb::CompleteResponse, elapsed: Duration) {
-    let d = bridle_core::timeutil::std_duration(r.latency.as_ref()).unwrap_or(elapsed);
-    bridle_core::genai::record_metrics(&chat_attrs(s), r, d.as_secs_f64());
+    bridle_core::genai::record_metrics(&chat_attrs(s), r, elapsed.as_secs_f64());
 }
 
 /// Metrics of a model call that failed.

@@ -13,7 +13,7 @@ use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 use bridle_testkit::mock_openai::Reply;
 use bridle_testkit::otlp::{OtlpReceiver, ReceivedSpan};
-use support::{Harness, Options, follow};
+use support::{Harness, Options, follow, follow_approving};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_is_one_trace_across_the_services() {
@@ -43,25 +43,9 @@ async fn a_run_is_one_trace_across_the_services() {
     )]));
     h.mock.enqueue(Reply::text("done"));
     let run_id = h.start_run("analyst", "go").await;
-    let approvals = h.approvals().await;
-    follow(&h, &run_id, Duration::from_secs(120), |ev| {
-        let mut approvals = approvals.clone();
-        async move {
-            if let Some(Kind::ApprovalRequested(a)) = &ev.kind {
-                approvals
-                    .decide(pb::DecideRequest {
-                        id: a.approval_id.clone(),
-                        approve: true,
-                        approver: "alice".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
-            }
-        }
-    })
-    .await
-    .unwrap();
+    follow_approving(&h, &run_id, Duration::from_secs(120))
+        .await
+        .unwrap();
     // A call that fails, for the RPC metrics below.
     let missing = h
         .orchestrator()
@@ -596,25 +580,9 @@ async fn the_services_serve_every_metric_the_dashboards_and_alerts_query() {
     )]));
     h.mock.enqueue(Reply::text("done"));
     let run_id = h.start_run("analyst", "go").await;
-    let approvals = h.approvals().await;
-    follow(&h, &run_id, Duration::from_secs(120), |ev| {
-        let mut approvals = approvals.clone();
-        async move {
-            if let Some(Kind::ApprovalRequested(a)) = &ev.kind {
-                approvals
-                    .decide(pb::DecideRequest {
-                        id: a.approval_id.clone(),
-                        approve: true,
-                        approver: "alice".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
-            }
-        }
-    })
-    .await
-    .unwrap();
+    follow_approving(&h, &run_id, Duration::from_secs(120))
+        .await
+        .unwrap();
 
     // The queue and pending-approval gauges are sampled every few seconds: wait for them.
     let dir = tempfile::tempdir().unwrap();
@@ -724,24 +692,11 @@ fn alert_rules(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     vec![file]
 }
 
-/// The standard exporter settings: OTLP over HTTP with protobuf bodies, the headers of
-/// `OTEL_EXPORTER_OTLP_HEADERS` on every export, and logs exported with the trace and span
-/// they were written in.
-#[tokio::test(flavor = "multi_thread")]
-async fn otlp_over_http_carries_traces_metrics_and_logs_with_the_configured_headers() {
-    let otlp = OtlpReceiver::start().await.unwrap();
+/// The five services with `env_all`, and one run of the standard agent that answers at once,
+/// followed to its end: (the harness, the run's id).
+async fn one_answer_run(env_all: Vec<(String, String)>) -> (Harness, String) {
     let h = Harness::start_with(Options {
-        env_all: vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.http_endpoint()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()),
-            (
-                "OTEL_EXPORTER_OTLP_HEADERS".into(),
-                "x-collector-tenant=team%20a,authorization=Bearer%20t0ken".into(),
-            ),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-            ("OTEL_BLRP_SCHEDULE_DELAY".into(), "100".into()),
-            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
-        ],
+        env_all,
         ..Default::default()
     })
     .await
@@ -752,6 +707,27 @@ async fn otlp_over_http_carries_traces_metrics_and_logs_with_the_configured_head
     follow(&h, &run_id, Duration::from_secs(60), |_| async {})
         .await
         .unwrap();
+    (h, run_id)
+}
+
+/// The standard exporter settings: OTLP over HTTP with protobuf bodies, the headers of
+/// `OTEL_EXPORTER_OTLP_HEADERS` on every export, and logs exported with the trace and span
+/// they were written in.
+#[tokio::test(flavor = "multi_thread")]
+async fn otlp_over_http_carries_traces_metrics_and_logs_with_the_configured_headers() {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let (_h, run_id) = one_answer_run(vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.http_endpoint()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS".into(),
+            "x-collector-tenant=team%20a,authorization=Bearer%20t0ken".into(),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+        ("OTEL_BLRP_SCHEDULE_DELAY".into(), "100".into()),
+        ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
+    ])
+    .await;
 
     // The orchestrator's "run started" log, written while serving StartRun, carries the trace
     // and span of that call's server span.
@@ -808,27 +784,17 @@ async fn otlp_over_http_carries_traces_metrics_and_logs_with_the_configured_head
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_the_sampler_drops_exports_no_span_and_keeps_its_trace_id() {
     let otlp = OtlpReceiver::start().await.unwrap();
-    let h = Harness::start_with(Options {
-        env_all: vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
-            (
-                "OTEL_TRACES_SAMPLER".into(),
-                "parentbased_traceidratio".into(),
-            ),
-            ("OTEL_TRACES_SAMPLER_ARG".into(), "0".into()),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
-        ],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
-    h.mock.enqueue(Reply::text("done"));
-    let run_id = h.start_run("analyst", "go").await;
-    follow(&h, &run_id, Duration::from_secs(60), |_| async {})
-        .await
-        .unwrap();
+    let (h, run_id) = one_answer_run(vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.endpoint()),
+        (
+            "OTEL_TRACES_SAMPLER".into(),
+            "parentbased_traceidratio".into(),
+        ),
+        ("OTEL_TRACES_SAMPLER_ARG".into(), "0".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+        ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
+    ])
+    .await;
     let trace_id = h
         .orchestrator()
         .await

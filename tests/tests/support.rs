@@ -535,6 +535,34 @@ pub fn tool_outputs(events: &[pb::RunEvent]) -> Vec<String> {
         .collect()
 }
 
+/// Follows a run until it finishes, approving every approval it asks for (as "alice", reason
+/// "fine"). Bounded by `timeout`.
+pub async fn follow_approving(
+    h: &Harness,
+    run_id: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<pb::RunEvent>> {
+    let approvals = h.approvals().await;
+    follow(h, run_id, timeout, |ev| {
+        let mut approvals = approvals.clone();
+        async move {
+            if let Some(pb::run_event::Kind::ApprovalRequested(a)) = &ev.kind {
+                approvals
+                    .decide(pb::DecideRequest {
+                        id: a.approval_id.clone(),
+                        approve: true,
+                        reason: "fine".into(),
+                        approver: "alice".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+    .await
+}
+
 /// Follows a run until it finishes, calling `on_event` for each event. Bounded by `timeout`.
 pub async fn follow<F, Fut>(
     h: &Harness,

@@ -9,7 +9,7 @@ use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 use bridle_testkit::mock_openai::Reply;
 
-use crate::support::{Harness, follow, kind_name};
+use crate::support::{Harness, follow_approving, kind_name};
 
 /// One run calls a container tool, parks for approval before a destructive tool, is approved
 /// and finishes; a repeated idempotency key gives the same run.
@@ -45,26 +45,9 @@ pub async fn tool_call_approval_and_finish(h: &Harness) {
     assert!(run.created);
     let run_id = run.run.unwrap().id;
 
-    let approvals = h.approvals().await;
-    let events = follow(h, &run_id, Duration::from_secs(180), |ev| {
-        let mut approvals = approvals.clone();
-        async move {
-            if let Some(Kind::ApprovalRequested(a)) = &ev.kind {
-                approvals
-                    .decide(pb::DecideRequest {
-                        id: a.approval_id.clone(),
-                        approve: true,
-                        reason: "fine".into(),
-                        approver: "alice".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let events = follow_approving(h, &run_id, Duration::from_secs(180))
+        .await
+        .unwrap();
 
     let kinds: Vec<&str> = events.iter().map(kind_name).collect();
     assert_eq!(

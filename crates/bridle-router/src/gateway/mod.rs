@@ -271,6 +271,37 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Waits for a stream's first item, so a call that fails before any delta gets a real error
 /// status instead of a 200 that breaks.
+/// A parsed call's answer: the stream (its first item awaited, so that a call failing before
+/// any output still gets an error status) or the whole response.
+enum Answer {
+    Stream(Option<CompleteChunk>, mpsc::Receiver<StreamItem>),
+    Whole(bridle_proto::CompleteResponse),
+}
+
+/// Runs a parsed call for either front, traced and metered (see [`telemetry`]).
+async fn answer(
+    g: &Gateway,
+    headers: &HeaderMap,
+    req: bridle_proto::CompleteRequest,
+    stream: bool,
+) -> Result<Answer, Failure> {
+    let call = telemetry::Call::start(headers, &req);
+    if stream {
+        let admitted = call.check(g.dispatch.admit(req).await.map_err(Failure::from))?;
+        let mut rx = call.watch(g.dispatch.stream(admitted), g.dispatch.shutdown());
+        let first = first_item(&mut rx).await?;
+        return Ok(Answer::Stream(first, rx));
+    }
+    let span = call.span.clone();
+    let resp = call.check(
+        tracing::Instrument::instrument(g.dispatch.complete(req), span)
+            .await
+            .map_err(Failure::from),
+    )?;
+    call.done(&resp);
+    Ok(Answer::Whole(resp))
+}
+
 async fn first_item(rx: &mut mpsc::Receiver<StreamItem>) -> Result<Option<CompleteChunk>, Failure> {
     match rx.recv().await {
         None => Ok(None),

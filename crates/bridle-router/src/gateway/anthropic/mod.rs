@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{Failure, Gateway, Kind, read_json, scope};
+use super::{Answer, Failure, Gateway, Kind, read_json, scope};
 use crate::error::bounded;
 
 mod stream;
@@ -50,19 +50,8 @@ async fn messages_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<
     let (mut req, stream) = parse(&body)?;
     req.scope = Some(scope);
     let model = req.route.clone();
-    let call = super::telemetry::Call::start(headers, &req);
-    if stream {
-        let admitted = call.check(g.dispatch.admit(req).await.map_err(Failure::from))?;
-        let mut rx = call.watch(g.dispatch.stream(admitted), g.dispatch.shutdown());
-        let first = super::first_item(&mut rx).await?;
-        return Ok(stream::respond(model, first, rx));
-    }
-    let span = call.span.clone();
-    let resp = call.check(
-        tracing::Instrument::instrument(g.dispatch.complete(req), span)
-            .await
-            .map_err(Failure::from),
-    )?;
-    call.done(&resp);
-    Ok(axum::Json(message(&model, &resp)).into_response())
+    Ok(match super::answer(g, headers, req, stream).await? {
+        Answer::Stream(first, rx) => stream::respond(model, first, rx),
+        Answer::Whole(resp) => axum::Json(message(&model, &resp)).into_response(),
+    })
 }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Failure, Gateway, Kind, read_json, scope};
+use super::{Answer, Failure, Gateway, Kind, read_json, scope};
 use crate::error::bounded;
 
 mod stream;
@@ -67,21 +67,10 @@ async fn chat_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Resp
     let (mut req, stream, include_usage) = parse(&body)?;
     req.scope = Some(scope);
     let model = req.route.clone();
-    let call = super::telemetry::Call::start(headers, &req);
-    if stream {
-        let admitted = call.check(g.dispatch.admit(req).await.map_err(Failure::from))?;
-        let mut rx = call.watch(g.dispatch.stream(admitted), g.dispatch.shutdown());
-        let first = super::first_item(&mut rx).await?;
-        return Ok(stream::respond(model, first, rx, include_usage));
-    }
-    let span = call.span.clone();
-    let resp = call.check(
-        tracing::Instrument::instrument(g.dispatch.complete(req), span)
-            .await
-            .map_err(Failure::from),
-    )?;
-    call.done(&resp);
-    Ok(axum::Json(completion(&model, &resp)).into_response())
+    Ok(match super::answer(g, headers, req, stream).await? {
+        Answer::Stream(first, rx) => stream::respond(model, first, rx, include_usage),
+        Answer::Whole(resp) => axum::Json(completion(&model, &resp)).into_response(),
+    })
 }
 
 pub async fn models(State(g): State<Arc<Gateway>>, headers: HeaderMap) -> Response {

@@ -333,16 +333,7 @@ spec:
     assert!(outputs[0].contains("plain:") && outputs[0].contains("file:"));
 
     // Let the spans of the run's end arrive, then stop everything so each log is complete.
-    let trace_id = h
-        .orchestrator()
-        .await
-        .get_run(pb::GetRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .trace_id;
+    let trace_id = h.trace_id_of(&run_id).await;
     bridle_testkit::wait_for("the run's root span", Duration::from_secs(30), || async {
         otlp.spans()
             .iter()

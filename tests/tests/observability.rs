@@ -31,17 +31,7 @@ async fn a_run_is_one_trace_across_the_services() {
     .await
     .unwrap();
     h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
-    h.mock.enqueue(Reply::tool_calls(&[(
-        "call_py",
-        "python",
-        r#"{"code": "print(6 * 7)"}"#,
-    )]));
-    h.mock.enqueue(Reply::tool_calls(&[(
-        "call_del",
-        "delete-dataset",
-        r#"{"dataset": "old"}"#,
-    )]));
-    h.mock.enqueue(Reply::text("done"));
+    h.enqueue_governed_run("old", "done");
     let run_id = h.start_run("analyst", "go").await;
     follow_approving(&h, &run_id, Duration::from_secs(120))
         .await
@@ -56,16 +46,7 @@ async fn a_run_is_one_trace_across_the_services() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
-    let trace_id = h
-        .orchestrator()
-        .await
-        .get_run(pb::GetRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .trace_id;
+    let trace_id = h.trace_id_of(&run_id).await;
     assert_eq!(trace_id.len(), 32, "the run records its trace id");
 
     // Spans arrive in batches; wait for the root and the services' server spans.
@@ -454,16 +435,7 @@ async fn run_under_a_callers_span(mode: Option<&str>) -> (String, String, Receiv
     follow(&h, &run_id, Duration::from_secs(60), |_| async {})
         .await
         .unwrap();
-    let recorded = h
-        .orchestrator()
-        .await
-        .get_run(pb::GetRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .trace_id;
+    let recorded = h.trace_id_of(&run_id).await;
     let root = bridle_testkit::wait_for("the run's root span", Duration::from_secs(30), || {
         let spans = otlp.spans();
         let recorded = recorded.clone();
@@ -568,17 +540,7 @@ async fn the_services_serve_every_metric_the_dashboards_and_alerts_query() {
     // A provider error first (retried by the router), then a tool call, an approval, an answer.
     h.mock
         .enqueue(Reply::error(500, "the mock provider fails once"));
-    h.mock.enqueue(Reply::tool_calls(&[(
-        "call_py",
-        "python",
-        r#"{"code": "print(6 * 7)"}"#,
-    )]));
-    h.mock.enqueue(Reply::tool_calls(&[(
-        "call_del",
-        "delete-dataset",
-        r#"{"dataset": "old"}"#,
-    )]));
-    h.mock.enqueue(Reply::text("done"));
+    h.enqueue_governed_run("old", "done");
     let run_id = h.start_run("analyst", "go").await;
     follow_approving(&h, &run_id, Duration::from_secs(120))
         .await
@@ -795,16 +757,7 @@ async fn a_run_the_sampler_drops_exports_no_span_and_keeps_its_trace_id() {
         ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
     ])
     .await;
-    let trace_id = h
-        .orchestrator()
-        .await
-        .get_run(pb::GetRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .trace_id;
+    let trace_id = h.trace_id_of(&run_id).await;
     assert_eq!(trace_id.len(), 32, "the run records its trace id");
     // Metrics arrive (export works), and by then any span would have too.
     bridle_testkit::wait_for(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bridle_e2e::{ServiceProcess, env};
 use bridle_proto as pb;
-use bridle_testkit::mock_openai::MockOpenAi;
+use bridle_testkit::mock_openai::{MockOpenAi, Reply};
 use bridle_testkit::{OpenBao, RedisServer};
 use futures::TryFutureExt as _;
 use tonic::transport::Channel;
@@ -405,6 +405,33 @@ impl Harness {
             .run
             .expect("run")
             .id
+    }
+
+    /// The run's trace id, as the orchestrator recorded it.
+    pub async fn trace_id_of(&self, run_id: &str) -> String {
+        self.orchestrator()
+            .await
+            .get_run(pb::GetRunRequest {
+                run_id: run_id.into(),
+            })
+            .await
+            .expect("get run")
+            .into_inner()
+            .trace_id
+    }
+
+    /// The mock's answers for the standard agent's governed run: a python call, then a
+    /// delete-dataset call of `dataset` (which waits for an approval), then `answer`.
+    pub fn enqueue_governed_run(&self, dataset: &str, answer: &str) {
+        self.mock.enqueue(Reply::tool_calls(&[(
+            "call_py",
+            "python",
+            r#"{"code": "print(6 * 7)"}"#,
+        )]));
+        let args = format!(r#"{{"dataset": "{dataset}"}}"#);
+        self.mock
+            .enqueue(Reply::tool_calls(&[("call_del", "delete-dataset", &args)]));
+        self.mock.enqueue(Reply::text(answer));
     }
 
     /// Manifests for the standard test agent, with the route pointing at the mock.

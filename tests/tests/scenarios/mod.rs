@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
-use bridle_testkit::mock_openai::Reply;
 
 use crate::support::{Harness, follow_approving, kind_name};
 
@@ -17,18 +16,7 @@ pub async fn tool_call_approval_and_finish(h: &Harness) {
     let applied = h.apply("test.yaml", &h.manifests_yaml()).await.unwrap();
     assert_eq!(applied.applied.len(), 4, "{applied:?}");
 
-    h.mock.enqueue(Reply::tool_calls(&[(
-        "call_py",
-        "python",
-        r#"{"code": "print(6 * 7)"}"#,
-    )]));
-    h.mock.enqueue(Reply::tool_calls(&[(
-        "call_del",
-        "delete-dataset",
-        r#"{"dataset": "old-sales"}"#,
-    )]));
-    h.mock
-        .enqueue(Reply::text("6 x 7 is 42, and old-sales is deleted."));
+    h.enqueue_governed_run("old-sales", "6 x 7 is 42, and old-sales is deleted.");
 
     let run = h
         .orchestrator()

@@ -15,6 +15,170 @@ use bridle_testkit::mock_openai::Reply;
 use bridle_testkit::otlp::{OtlpReceiver, ReceivedSpan};
 use support::{Harness, Options, follow, follow_approving};
 
+/// What a run's trace tells beyond its tree of calls (issue: a run's whole story in its
+/// trace): who approved and why, the policy that asked, every call made about the run linked
+/// to it, the phases of a tool call and the tries of a model call, and which build of which
+/// service sent each span.
+fn whole_story(otlp: &OtlpReceiver, spans: &[ReceivedSpan], trace_id: &str) {
+    let named = |n: &str| {
+        spans
+            .iter()
+            .filter(|s| s.span.name == n)
+            .collect::<Vec<_>>()
+    };
+    let one = |n: &str| {
+        let v = named(n);
+        assert_eq!(v.len(), 1, "one {n}: {v:?}");
+        v[0]
+    };
+    let root = one("invoke_agent analyst");
+    let by_id: HashMap<String, &ReceivedSpan> = spans.iter().map(|s| (s.span_id(), s)).collect();
+    let parent_name = |s: &ReceivedSpan| {
+        by_id
+            .get(&s.parent_id())
+            .map(|p| p.span.name.clone())
+            .unwrap_or_default()
+    };
+
+    // The policy's decision, reason and rule, on the check and on the wait.
+    let check = one("check_policy delete-dataset");
+    assert_eq!(
+        check.attr_list("bridle.policy.ids"),
+        ["builtin.destructive"]
+    );
+    let why = check.attr("bridle.policy.reason").unwrap();
+    assert!(why.contains("destructive"), "{why}");
+    let allowed = one("check_policy python");
+    assert_eq!(allowed.attr_list("bridle.policy.ids"), ["builtin.granted"]);
+    let wait = one("await_approval delete-dataset");
+    assert_eq!(
+        wait.attr("bridle.approval.decided_by").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(wait.attr("bridle.approval.reason").as_deref(), Some("fine"));
+    assert!(wait.attr("bridle.approval.decided_at").is_some());
+    assert_eq!(wait.attr("bridle.policy.reason"), Some(why.clone()));
+    assert_eq!(wait.attr_list("bridle.policy.ids"), ["builtin.destructive"]);
+
+    // The person's decision is in the run's trace, under the check that asked for it, and
+    // linked both ways with the Decide call (a trace of its own: the caller sent none).
+    let decided = one("decide_approval delete-dataset");
+    assert_eq!(decided.service, "bridle-approvals");
+    assert_eq!(decided.parent_id(), check.span_id());
+    assert_eq!(
+        decided.attr("bridle.approval.decided_by").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        decided.attr("bridle.approval.reason").as_deref(),
+        Some("fine")
+    );
+    assert_eq!(
+        decided.attr("bridle.approval.outcome").as_deref(),
+        Some("approved")
+    );
+    let all = otlp.spans();
+    let call = |method: &str| -> Vec<ReceivedSpan> {
+        all.iter()
+            .filter(|s| s.span.name == method)
+            .cloned()
+            .collect()
+    };
+    let decide = call("bridle.v1.Approvals/Decide");
+    assert_eq!(decide.len(), 1);
+    assert_ne!(decide[0].trace_id(), trace_id);
+    assert_eq!(
+        decided.links(),
+        [(decide[0].trace_id(), decide[0].span_id())]
+    );
+    assert!(
+        decide[0]
+            .links()
+            .contains(&(trace_id.to_string(), check.span_id())),
+        "{:?}",
+        decide[0].links()
+    );
+    // The orchestrator's reads of the approval link to the run too.
+    let gets = call("bridle.v1.Approvals/Get");
+    assert!(!gets.is_empty());
+    for g in &gets {
+        assert!(g.links().contains(&(trace_id.to_string(), check.span_id())));
+    }
+
+    // The calls that started, watched and read the run link to its root, and the root to the
+    // call that started it.
+    let root_ctx = (trace_id.to_string(), root.span_id());
+    let start = call("bridle.v1.Orchestrator/StartRun");
+    let start: Vec<&ReceivedSpan> = start
+        .iter()
+        .filter(|s| s.links().contains(&root_ctx))
+        .collect();
+    assert_eq!(start.len(), 1, "one StartRun made this run");
+    assert_eq!(root.links(), [(start[0].trace_id(), start[0].span_id())]);
+    for method in [
+        "bridle.v1.Orchestrator/WatchRun",
+        "bridle.v1.Orchestrator/GetRun",
+    ] {
+        assert!(
+            call(method).iter().any(|s| s.links().contains(&root_ctx)),
+            "{method} links to the run"
+        );
+    }
+
+    // Releasing the run is in its trace, the services' EndRun calls under it.
+    let release = one("release_run");
+    assert_eq!(release.parent_id(), root.span_id());
+    for method in ["bridle.v1.Tools/EndRun", "bridle.v1.Secrets/EndRun"] {
+        let e = one(method);
+        assert_eq!(e.parent_id(), release.span_id(), "{method}");
+    }
+
+    // A tool call's phases, under the tools service's span of the call.
+    for phase in ["acquire_sandbox", "run_in_sandbox", "capture_output"] {
+        let p = named(phase);
+        assert_eq!(p.len(), 2, "{phase}: one per sandboxed call");
+        for s in p {
+            assert_eq!(s.service, "bridle-tools");
+            assert_eq!(parent_name(s), "bridle.v1.Tools/Execute", "{phase}");
+        }
+    }
+    for s in named("acquire_sandbox") {
+        let source = s.attr("bridle.sandbox.source").unwrap();
+        assert!(
+            ["run", "pool", "created"].contains(&source.as_str()),
+            "{source}"
+        );
+    }
+    // A model call's tries, under the router's span of the call.
+    let tries: Vec<&ReceivedSpan> = named("chat gpt-4o-mini")
+        .into_iter()
+        .filter(|s| s.service == "bridle-router")
+        .collect();
+    assert_eq!(tries.len(), 3, "one try per model call here");
+    for t in tries {
+        assert_eq!(parent_name(t), "bridle.v1.Router/Complete");
+        assert_eq!(t.attr("bridle.attempt").as_deref(), Some("1"));
+        assert_eq!(t.attr("bridle.target").as_deref(), Some("mock"));
+        assert_eq!(
+            t.attr("gen_ai.response.model").as_deref(),
+            Some("gpt-4o-mini")
+        );
+    }
+
+    // Which build of which service, on every span and scope.
+    for s in spans {
+        let version = s.resource_attr("service.version").unwrap_or_default();
+        let (crate_version, revision) = version.split_once('+').unwrap_or_default();
+        assert_eq!(crate_version, env!("CARGO_PKG_VERSION"), "{}", s.span.name);
+        assert!(!revision.is_empty(), "{version}");
+        assert!(
+            s.resource_attr("service.instance.id")
+                .is_some_and(|i| !i.is_empty())
+        );
+        assert_eq!(s.scope.1, version, "scope {} of {}", s.scope.0, s.span.name);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_is_one_trace_across_the_services() {
     let otlp = OtlpReceiver::start().await.unwrap();
@@ -60,14 +224,19 @@ async fn a_run_is_one_trace_across_the_services() {
             let has = |n: &str| s.iter().any(|x| x.span.name == n);
             let chats = s
                 .iter()
-                .filter(|x| x.span.name == "chat gpt-4o-mini")
+                .filter(|x| x.span.name == "chat gpt-4o-mini" && x.service == "bridle-orchestrator")
                 .count();
-            // Each process exports in its own batches: wait for all three model calls too.
+            // Each process exports in its own batches: wait for all three model calls too,
+            // and for what comes last: the decision, the release and its EndRun calls.
             (has("invoke_agent analyst")
                 && chats >= 3
                 && has("bridle.v1.Router/Complete")
                 && has("bridle.v1.Tools/Execute")
-                && has("bridle.v1.Approvals/Evaluate"))
+                && has("bridle.v1.Approvals/Evaluate")
+                && has("decide_approval delete-dataset")
+                && has("release_run")
+                && has("bridle.v1.Tools/EndRun")
+                && has("bridle.v1.Secrets/EndRun"))
             .then_some(s)
         })
         .await
@@ -102,7 +271,10 @@ async fn a_run_is_one_trace_across_the_services() {
     assert_eq!(root.attr("bridle.run.status").as_deref(), Some("succeeded"));
     assert!(root.attr("bridle.cost.usd").is_some());
 
-    let chats = named("chat gpt-4o-mini");
+    let chats: Vec<&ReceivedSpan> = named("chat gpt-4o-mini")
+        .into_iter()
+        .filter(|c| c.service == "bridle-orchestrator")
+        .collect();
     assert_eq!(chats.len(), 3);
     for c in &chats {
         assert_eq!(
@@ -228,6 +400,31 @@ async fn a_run_is_one_trace_across_the_services() {
             parent_name(s)
         );
     }
+    whole_story(&otlp, &spans, &trace_id);
+    // The log line of the decision carries the run's trace, not the Decide call's.
+    let approvals = h
+        .services
+        .iter()
+        .find(|s| s.name == "bridle-approvals")
+        .unwrap();
+    let log = std::fs::read_to_string(&approvals.log).unwrap();
+    let decided: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "decided")
+        .collect();
+    assert_eq!(decided.len(), 1, "{log}");
+    assert_eq!(decided[0]["trace_id"], trace_id.as_str(), "{}", decided[0]);
+    let parked = h.orchestrators[0].log_tail(400);
+    let parked: Vec<serde_json::Value> = parked
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "parked for approval" || v["message"] == "run finished")
+        .collect();
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    for v in &parked {
+        assert_eq!(v["trace_id"], trace_id.as_str(), "{v}");
+    }
 
     // Structured logs carry the trace: the tool service's log of each call names the run's trace.
     let tools = h
@@ -263,9 +460,12 @@ async fn a_run_is_one_trace_across_the_services() {
     ];
     let metrics = bridle_testkit::wait_for("the metrics", Duration::from_secs(30), || async {
         let m = otlp.metrics();
-        want.iter()
-            .all(|w| m.iter().any(|x| x.metric.name == *w))
-            .then_some(m)
+        // Each process exports on its own schedule: wait for the tools service's calls too.
+        let tools_calls = m.iter().any(|x| {
+            x.service == "bridle-tools"
+                && format!("{:?}", x.metric.data).contains("bridle.v1.Tools/Execute")
+        });
+        (tools_calls && want.iter().all(|w| m.iter().any(|x| x.metric.name == *w))).then_some(m)
     })
     .await
     .unwrap_or_else(|e| {
@@ -463,9 +663,11 @@ async fn a_run_started_under_a_callers_span_is_its_child_or_links_to_it_and_reso
     let (trace, span, root, recorded) = run_under_a_callers_span(None).await;
     // Every process says what it is: name, version, and an instance id of its own.
     assert_eq!(root.service, "bridle-orchestrator");
-    assert_eq!(
-        root.resource_attr("service.version").as_deref(),
-        Some(env!("CARGO_PKG_VERSION"))
+    // The crate's version and the git revision it was built from.
+    let version = root.resource_attr("service.version").unwrap_or_default();
+    assert!(
+        version.starts_with(concat!(env!("CARGO_PKG_VERSION"), "+")) && !version.ends_with('+'),
+        "{version}"
     );
     assert_eq!(
         root.resource_attr("service.instance.id").map(|s| s.len()),
@@ -490,11 +692,12 @@ async fn a_run_started_under_a_callers_span_is_its_child_or_links_to_it_and_reso
     );
     assert_ne!(recorded, trace);
     assert_eq!(root.parent_id(), "", "a root of its own");
-    assert_eq!(root.span.links.len(), 1, "{:?}", root.span.links);
-    let link = &root.span.links[0];
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    assert_eq!(hex(&link.trace_id), trace);
-    assert_eq!(hex(&link.span_id), span);
+    // Linked to the caller's span, and to the StartRun call (in the caller's trace) that
+    // made it.
+    let links = root.links();
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert_eq!(links[0], (trace.clone(), span));
+    assert_eq!(links[1].0, trace);
 }
 
 /// The services' own `/metrics` (`metrics_listen`): each serves its instruments as Prometheus

@@ -44,6 +44,7 @@ impl PolicyEngine for Broken {
         Ok(Verdict {
             decision: Decision::Deny,
             reason: self.0.clone(),
+            policies: vec!["builtin.broken_policies".into()],
         })
     }
 }

@@ -55,7 +55,15 @@ impl Decision {
 pub struct Verdict {
     pub decision: Decision,
     pub reason: String,
+    /// The policies that decided it: Cedar policy ids (`manifest.id`), or the name of the
+    /// built-in rule (`builtin.*`, `agent.approval.require`), for spans and approvers.
+    pub policies: Vec<String>,
 }
+
+/// The rule that denies a tool the agent was not granted, before any policy is asked.
+pub const NOT_GRANTED: &str = "builtin.not_granted";
+/// The agent's own `approval.require` list, which turns an allow into a human's decision.
+pub const AGENT_REQUIRES_APPROVAL: &str = "agent.approval.require";
 
 pub trait PolicyEngine: Send + Sync + 'static {
     /// Decides one call. An `Err` means "cannot decide": the service refuses the evaluation,
@@ -74,16 +82,20 @@ pub fn decide(engine: &dyn PolicyEngine, input: &PolicyInput<'_>) -> Result<Verd
         return Ok(Verdict {
             decision: Decision::Deny,
             reason: format!("tool '{tool}' is not granted to agent '{agent}'"),
+            policies: vec![NOT_GRANTED.into()],
         });
     }
     let v = engine.evaluate(input)?;
     if v.decision == Decision::Allow && input.approval_required_tools.iter().any(|t| t == tool) {
+        let mut policies = v.policies;
+        policies.push(AGENT_REQUIRES_APPROVAL.into());
         return Ok(Verdict {
             decision: Decision::RequireApproval,
             reason: format!(
                 "agent '{agent}' requires approval for every call of tool '{tool}' ({})",
                 v.reason
             ),
+            policies,
         });
     }
     Ok(v)
@@ -99,27 +111,37 @@ impl PolicyEngine for BuiltinRules {
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Verdict, Error> {
         let tool = input.tool.name.as_str();
         let agent = input.agent;
-        let verdict = |decision, reason: String| Ok(Verdict { decision, reason });
+        let verdict = |decision, rule: &str, reason: String| {
+            Ok(Verdict {
+                decision,
+                reason,
+                policies: vec![rule.to_string()],
+            })
+        };
         if !input.granted_tools.iter().any(|t| t == tool) {
             return verdict(
                 Decision::Deny,
+                NOT_GRANTED,
                 format!("tool '{tool}' is not granted to agent '{agent}'"),
             );
         }
         if input.tool.risk == RiskClass::Destructive as i32 {
             return verdict(
                 Decision::RequireApproval,
+                "builtin.destructive",
                 format!("tool '{tool}' is destructive; a person must approve each call"),
             );
         }
         if input.approval_required_tools.iter().any(|t| t == tool) {
             return verdict(
                 Decision::RequireApproval,
+                AGENT_REQUIRES_APPROVAL,
                 format!("agent '{agent}' requires approval for every call of tool '{tool}'"),
             );
         }
         verdict(
             Decision::Allow,
+            "builtin.granted",
             format!("tool '{tool}' is granted to agent '{agent}'"),
         )
     }

@@ -54,6 +54,11 @@ pub struct NewApproval {
     pub created_ms: i64,
     pub expires_ms: i64,
     pub policy_reason: String,
+    /// The policies that required approval (`Verdict::policies`).
+    pub policy_ids: Vec<String>,
+    /// W3C `traceparent` of the span that asked (the run's policy check), so that every later
+    /// call about this approval is linked to the run's trace (empty when the caller sent none).
+    pub traceparent: String,
     /// The run's facts when the call was evaluated, for approvers (not in the Approval
     /// message; the inbox and the webhook read them from the stored fields).
     pub facts: RunFacts,
@@ -79,6 +84,9 @@ impl NewApproval {
             ("decided_by", String::new()),
             ("reason", String::new()),
             ("policy_reason", self.policy_reason.clone()),
+            // Policy ids are words without spaces.
+            ("policy_ids", self.policy_ids.join(" ")),
+            ("traceparent", self.traceparent.clone()),
             ("tokens_so_far", self.facts.tokens_so_far.to_string()),
             (
                 "cost_nano_usd",
@@ -139,6 +147,10 @@ pub fn from_fields(f: &HashMap<String, String>) -> Result<Approval, Error> {
         decided_by: f.get("decided_by").cloned().unwrap_or_default(),
         reason: f.get("reason").cloned().unwrap_or_default(),
         policy_reason: f.get("policy_reason").cloned().unwrap_or_default(),
+        policy_ids: f
+            .get("policy_ids")
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -190,6 +202,8 @@ mod tests {
             created_ms: 1_000,
             expires_ms: 2_000,
             policy_reason: "why".into(),
+            policy_ids: vec!["guard.rm".into(), "agent.approval.require".into()],
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
             facts: RunFacts {
                 step: 3,
                 tokens_so_far: 1200,
@@ -208,6 +222,7 @@ mod tests {
         assert_eq!(a.state, ApprovalState::Pending as i32);
         assert_eq!(a.step, 3);
         assert_eq!(a.decided_at, None);
+        assert_eq!(a.policy_ids, ["guard.rm", "agent.approval.require"]);
         assert!(!lapsed(&a, 1_999));
         assert!(lapsed(&a, 2_000));
         assert_eq!(

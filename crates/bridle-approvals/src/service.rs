@@ -105,7 +105,12 @@ fn check_approval_id(id: &str) -> Result<(), Error> {
 }
 
 impl ApprovalsService {
-    async fn do_evaluate(&self, req: EvaluateRequest) -> Result<EvaluateResponse, Error> {
+    /// `traceparent`: the caller's span (the run's policy check), kept with an approval.
+    async fn do_evaluate(
+        &self,
+        req: EvaluateRequest,
+        traceparent: Option<String>,
+    ) -> Result<EvaluateResponse, Error> {
         let scope = req.scope.clone().unwrap_or_default();
         check_name("scope.tenant", &scope.tenant)?;
         check_name("scope.agent", &scope.agent)?;
@@ -164,6 +169,8 @@ impl ApprovalsService {
             created_ms: now,
             expires_ms: now.saturating_add(ttl_ms),
             policy_reason: verdict.reason.clone(),
+            policy_ids: verdict.policies.clone(),
+            traceparent: traceparent.unwrap_or_default(),
             facts: req.facts.unwrap_or_default(),
         };
         let outcome = self
@@ -190,6 +197,7 @@ impl ApprovalsService {
                     decision: verdict.decision.to_proto() as i32,
                     reason: verdict.reason,
                     approval: None,
+                    policy_ids: verdict.policies,
                 })
             }
             EvalOutcome::Created(id) | EvalOutcome::Existing(id) => {
@@ -198,6 +206,7 @@ impl ApprovalsService {
                 Ok(EvaluateResponse {
                     decision: Decision::RequireApproval.to_proto() as i32,
                     reason: approval.policy_reason.clone(),
+                    policy_ids: approval.policy_ids.clone(),
                     approval: Some(approval),
                 })
             }
@@ -251,15 +260,41 @@ impl ApprovalsService {
             .store
             .decide(&req.id, req.approve, approver, &req.reason, &want)
             .await?;
-        tracing::info!(
-            approval = %a.id,
-            tenant = %a.tenant,
-            run = %a.run_id,
-            call = %a.call_id,
-            approve = req.approve,
-            approver,
-            "decided"
+        // The decision in the run's trace too (under the policy check that asked, linked to
+        // this call), with the log line in it: the run's trace answers who decided and why.
+        let outcome = if req.approve { "approved" } else { "denied" };
+        let span = tracing::info_span!(
+            "decide_approval",
+            "otel.name" = %format!("decide_approval {}", a.tool),
+            "otel.kind" = "internal",
+            "gen_ai.conversation.id" = %a.run_id,
+            "gen_ai.agent.name" = %a.agent,
+            "gen_ai.tool.name" = %a.tool,
+            "gen_ai.tool.call.id" = %a.call_id,
+            "bridle.tenant" = %a.tenant,
+            "bridle.approval.id" = %a.id,
+            "bridle.approval.outcome" = outcome,
+            "bridle.approval.decided_by" = approver,
+            "bridle.approval.reason" = tracing::field::Empty,
         );
+        if !req.reason.is_empty() {
+            span.record("bridle.approval.reason", req.reason.as_str());
+        }
+        if let Some(tp) = self.store.traceparent(&a.id).await {
+            bridle_core::telemetry::link_current_to(&tp);
+            bridle_core::telemetry::place_in(&span, &tp);
+        }
+        span.in_scope(|| {
+            tracing::info!(
+                approval = %a.id,
+                tenant = %a.tenant,
+                run = %a.run_id,
+                call = %a.call_id,
+                approve = req.approve,
+                approver,
+                "decided"
+            );
+        });
         Ok(a)
     }
 
@@ -318,7 +353,11 @@ impl Approvals for ApprovalsService {
                 p.name
             )));
         }
-        Ok(Response::new(self.do_evaluate(req.into_inner()).await?))
+        let traceparent =
+            bridle_core::telemetry::traceparent_of(&req.metadata().clone().into_headers());
+        Ok(Response::new(
+            self.do_evaluate(req.into_inner(), traceparent).await?,
+        ))
     }
 
     async fn list(
@@ -332,7 +371,11 @@ impl Approvals for ApprovalsService {
     async fn get(&self, req: Request<GetApprovalRequest>) -> Result<Response<Approval>, Status> {
         let p = principal(&req);
         p.require(Role::Viewer).map_err(Error::from)?;
-        Ok(Response::new(self.visible(&p, &req.into_inner().id).await?))
+        let a = self.visible(&p, &req.into_inner().id).await?;
+        if let Some(tp) = self.store.traceparent(&a.id).await {
+            bridle_core::telemetry::link_current_to(&tp);
+        }
+        Ok(Response::new(a))
     }
 
     async fn decide(&self, req: Request<DecideRequest>) -> Result<Response<Approval>, Status> {

@@ -260,6 +260,18 @@ impl Store {
             .collect()
     }
 
+    /// The `traceparent` of the run's span that asked for the approval, for links; None when
+    /// none was kept or it cannot be read now (a link is not worth failing a call for).
+    pub async fn traceparent(&self, id: &str) -> Option<String> {
+        let tp: Option<String> = self
+            .conn
+            .clone()
+            .hget(self.keys.approval(id), "traceparent")
+            .await
+            .ok()?;
+        tp.filter(|t| !t.is_empty())
+    }
+
     /// The approval; a pending one past its expiry is stored as expired first.
     pub async fn get(&self, id: &str) -> Result<Approval, Error> {
         let a = self

@@ -109,8 +109,59 @@ async fn spawn_tied(
         .with_context(|| format!("starting {}", program.display()))
 }
 
+/// The five services, each on a runtime of its own whose threads carry its name: their spans
+/// and logs are exported under that name (see `bridle_core::telemetry::init_dev`).
+const SERVICES: [&str; 5] = [
+    "bridle-secrets",
+    "bridle-approvals",
+    "bridle-tools",
+    "bridle-router",
+    "bridle-orchestrator",
+];
+
+/// The services' runtimes. Stopped without blocking when dropped (the harness is async; a
+/// runtime dropped there the usual way would panic); by then the services have drained.
+struct Runtimes(Vec<tokio::runtime::Runtime>);
+
+impl Runtimes {
+    fn start() -> anyhow::Result<(Self, Vec<tokio::runtime::Handle>)> {
+        let mut rts = Runtimes(Vec::new());
+        let mut handles = Vec::new();
+        for name in SERVICES {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name(name)
+                .enable_all()
+                .build()
+                .with_context(|| format!("starting the runtime of {name}"))?;
+            handles.push(rt.handle().clone());
+            rts.0.push(rt);
+        }
+        Ok((rts, handles))
+    }
+}
+
+impl Drop for Runtimes {
+    fn drop(&mut self) {
+        for rt in self.0.drain(..) {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Runs a service's `start` on its own runtime (where the tasks it spawns then live).
+async fn on<T: Send + 'static>(
+    rt: &tokio::runtime::Handle,
+    name: &str,
+    start: impl std::future::Future<Output = Result<T, bridle_core::Error>> + Send + 'static,
+) -> Result<T, bridle_core::Error> {
+    rt.spawn(start)
+        .await
+        .map_err(|e| bridle_core::Error::internal(format!("{name} failed to start: {e}")))?
+}
+
 pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
-    let mut telemetry = bridle_core::telemetry::init("bridle-dev");
+    let mut telemetry = bridle_core::telemetry::init_dev("bridle-dev", &SERVICES);
     if !telemetry.refused().is_empty() {
         let refused = telemetry.refused().join("; ");
         telemetry.shutdown();
@@ -166,6 +217,7 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
 
     check_docker().await;
 
+    let (runtimes, rt) = Runtimes::start()?;
     let shutdown = Shutdown::on_signals();
     let key_prefix = std::env::var("BRIDLE_KEY_PREFIX").unwrap_or_else(|_| "bridle".into());
     let mut common = json!({ "redis_url": redis_url, "key_prefix": key_prefix });
@@ -189,7 +241,12 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
     }
     let started = async {
         let o: bridle_secrets::Options = config::load(None, &secrets_flags)?;
-        let secrets = bridle_secrets::start(o, shutdown.clone()).await?;
+        let secrets = on(
+            &rt[0],
+            SERVICES[0],
+            bridle_secrets::start(o, shutdown.clone()),
+        )
+        .await?;
         // The web inbox and the model gateway on fixed ports unless the environment says
         // otherwise; their bound addresses come back through files.
         let mut approvals_flags =
@@ -198,17 +255,32 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
             approvals_flags["inbox"]["listen"] = json!("127.0.0.1:8054");
         }
         let o: bridle_approvals::Options = config::load(None, &approvals_flags)?;
-        let approvals = bridle_approvals::start(o, shutdown.clone()).await?;
+        let approvals = on(
+            &rt[1],
+            SERVICES[1],
+            bridle_approvals::start(o, shutdown.clone()),
+        )
+        .await?;
         let uses_secrets = with(json!({ "secrets_url": format!("http://{secrets}") }));
         let o: bridle_tools::Options = config::load(None, &uses_secrets)?;
-        let tools = bridle_tools::start(o, shutdown.clone()).await?;
+        let tools = on(
+            &rt[2],
+            SERVICES[2],
+            bridle_tools::start(o, shutdown.clone()),
+        )
+        .await?;
         let mut router_flags = uses_secrets.clone();
         router_flags["http_addr_file"] = json!(data_dir.join("gateway.addr"));
         if std::env::var_os("BRIDLE_ROUTER_HTTP_LISTEN").is_none() {
             router_flags["http_listen"] = json!("127.0.0.1:8052");
         }
         let o: bridle_router::Options = config::load(None, &router_flags)?;
-        let router = bridle_router::start(o, shutdown.clone()).await?;
+        let router = on(
+            &rt[3],
+            SERVICES[3],
+            bridle_router::start(o, shutdown.clone()),
+        )
+        .await?;
         let o: bridle_orchestrator::Options = config::load(
             None,
             &with(json!({
@@ -218,7 +290,12 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
                 "secrets_url": format!("http://{secrets}"),
             })),
         )?;
-        let orchestrator = bridle_orchestrator::start(o, shutdown.clone()).await?;
+        let orchestrator = on(
+            &rt[4],
+            SERVICES[4],
+            bridle_orchestrator::start(o, shutdown.clone()),
+        )
+        .await?;
         Ok::<_, bridle_core::Error>(json!({
             "orchestrator": format!("http://{orchestrator}"),
             "router": format!("http://{router}"),
@@ -282,6 +359,7 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
         }
     };
     shutdown.drain(Duration::from_secs(15)).await;
+    drop(runtimes);
     children.0 = watched;
     drop(children);
     let _ = std::fs::remove_file(&state_file);

@@ -1,6 +1,7 @@
 //! The quickstart through the real `bridle` binary: `bridle dev` (which starts its own Redis and
 //! OpenBao dev server), `bridle apply`, `bridle run --watch`, `bridle approvals approve`,
-//! `bridle runs show`, then a graceful stop.
+//! `bridle runs show`, then a graceful stop; its spans go over OTLP to a receiver in the test,
+//! each under the `service.name` of the service that made it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -46,6 +47,7 @@ async fn quickstart_through_bridle_dev() {
     let root = bridle_testkit::paths::workspace_root();
     let bin = bridle_testkit::paths::binary("bridle").unwrap();
     let data = tempfile::tempdir().unwrap();
+    let otlp = bridle_testkit::otlp::OtlpReceiver::start().await.unwrap();
     let mut dev = Command::new(&bin);
     dev.arg("dev")
         .arg("--data-dir")
@@ -55,6 +57,9 @@ async fn quickstart_through_bridle_dev() {
         .arg("--bao-port")
         .arg(bridle_testkit::ports::free_port().unwrap().to_string())
         .env("BRIDLE_LOG_FORMAT", "text")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
         .env_remove("OPENAI_API_KEY")
         .env_remove("BRIDLE_REDIS_URL")
         .env_remove("BRIDLE_SECRETS_VAULT_ADDR")
@@ -189,6 +194,54 @@ async fn quickstart_through_bridle_dev() {
     ] {
         assert!(shown.contains(want), "missing {want:?} in:\n{shown}");
     }
+
+    // One process, five services: each span and log record under the service that made it.
+    let expect = [
+        ("invoke_agent data-analyst", "bridle-orchestrator"),
+        ("bridle.v1.Orchestrator/StartRun", "bridle-orchestrator"),
+        ("bridle.v1.Router/Complete", "bridle-router"),
+        ("bridle.v1.Tools/Execute", "bridle-tools"),
+        ("run_in_sandbox", "bridle-tools"),
+        ("bridle.v1.Approvals/Evaluate", "bridle-approvals"),
+        ("decide_approval delete-dataset", "bridle-approvals"),
+        ("bridle.v1.Secrets/EndRun", "bridle-secrets"),
+    ];
+    let spans = bridle_testkit::wait_for("the services' spans", Duration::from_secs(30), || {
+        let otlp = &otlp;
+        async move {
+            let s = otlp.spans();
+            expect
+                .iter()
+                .all(|(n, _)| s.iter().any(|x| x.span.name == *n))
+                .then_some(s)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; got {:?}",
+            otlp.spans()
+                .iter()
+                .map(|s| (s.service.clone(), s.span.name.clone()))
+                .collect::<Vec<_>>()
+        )
+    });
+    for (name, service) in expect {
+        for s in spans.iter().filter(|s| s.span.name == name) {
+            assert_eq!(s.service, service, "{name}");
+            assert!(
+                s.resource_attr("service.version")
+                    .is_some_and(|v| v.contains('+'))
+            );
+        }
+    }
+    let decided = bridle_testkit::wait_for("the decision's log", Duration::from_secs(30), || {
+        let otlp = &otlp;
+        async move { otlp.logs().into_iter().find(|l| l.body() == "decided") }
+    })
+    .await
+    .unwrap();
+    assert_eq!(decided.service, "bridle-approvals");
 
     // Graceful stop: SIGTERM, then everything (children included) exits.
     let pid = dev.id().unwrap().to_string();

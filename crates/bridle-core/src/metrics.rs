@@ -68,7 +68,7 @@ const TOKEN_BOUNDS: &[f64] = &[
 pub fn metrics() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(|| {
-        let m = opentelemetry::global::meter("bridle");
+        let m = opentelemetry::global::meter_with_scope(crate::telemetry::scope("bridle"));
         Metrics {
             token_usage: m
                 .u64_histogram("gen_ai.client.token.usage")

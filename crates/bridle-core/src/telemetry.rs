@@ -76,14 +76,44 @@ fn filter(default: &str) -> EnvFilter {
     })
 }
 
+// Libraries that open INFO spans of their own (vaultrs' HTTP client) would flood traces.
+const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tower=warn,bollard=warn,rustify=warn,vaultrs=warn,reqwest=warn,rmcp=warn,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
+
+/// What a process reports as `service.version`: the crate version and the git revision it was
+/// built from (`BRIDLE_GIT_REVISION` at build time, else `git`; `unknown` without either).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("BRIDLE_GIT_REVISION"));
+
+/// The instrumentation scope `name` at Bridle's version.
+pub fn scope(name: &'static str) -> opentelemetry::InstrumentationScope {
+    opentelemetry::InstrumentationScope::builder(name)
+        .with_version(VERSION)
+        .build()
+}
+
 /// Sets up tracing for a process named `service` ("bridle-router"). Call once, first.
 pub fn init(service: &str) -> Telemetry {
-    // Libraries that open INFO spans of their own (vaultrs' HTTP client) would flood traces.
-    init_with(
-        service,
+    init_with(service, LogFormat::from_env(), DEFAULT_FILTER)
+}
+
+/// Sets up tracing for `bridle dev`: one process that runs `services` ("bridle-router", ...),
+/// each on a Tokio runtime whose threads are named after it. Spans and log records go out
+/// under the `service.name` of the thread they end on (the service's own runtime); anything
+/// else (the harness itself) under `process`.
+pub fn init_dev(process: &str, services: &[&str]) -> Telemetry {
+    init_as(
+        Identity {
+            process,
+            services: services.iter().map(|s| s.to_string()).collect(),
+        },
         LogFormat::from_env(),
-        "info,h2=warn,hyper=warn,tower=warn,bollard=warn,rustify=warn,vaultrs=warn,reqwest=warn,rmcp=warn,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn",
+        DEFAULT_FILTER,
     )
+}
+
+/// Who the process reports as: itself, or (under `bridle dev`) one service per runtime.
+struct Identity<'a> {
+    process: &'a str,
+    services: Vec<String>,
 }
 
 /// The process's OTel resource: `service.name` (`OTEL_SERVICE_NAME`, else the binary's
@@ -94,6 +124,11 @@ fn resource(service: &str) -> Resource {
         .ok()
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| service.to_string());
+    resource_named(name)
+}
+
+/// A resource named `name` whatever `OTEL_SERVICE_NAME` says (a service under `bridle dev`).
+fn resource_named(name: String) -> Resource {
     let given = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
     let set_by_env = |key: &str| {
         given
@@ -102,7 +137,7 @@ fn resource(service: &str) -> Resource {
     };
     let mut defaults = Vec::new();
     if !set_by_env("service.version") {
-        defaults.push(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+        defaults.push(KeyValue::new("service.version", VERSION));
     }
     if !set_by_env("service.instance.id") {
         defaults.push(KeyValue::new(
@@ -245,6 +280,140 @@ fn exported_log(meta: &tracing::Metadata<'_>) -> bool {
 }
 
 pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Telemetry {
+    init_as(
+        Identity {
+            process: service,
+            services: Vec::new(),
+        },
+        format,
+        default_filter,
+    )
+}
+
+fn span_processor(
+    e: &Export,
+    resource: &Resource,
+) -> Result<opentelemetry_sdk::trace::BatchSpanProcessor, String> {
+    use opentelemetry_sdk::trace::SpanProcessor as _;
+    let built = match e.protocol {
+        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build(),
+        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build(),
+    };
+    let exporter = built.map_err(|e| format!("OTLP span exporter: {e}"))?;
+    let mut p = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter).build();
+    p.set_resource(resource);
+    Ok(p)
+}
+
+fn log_processor(
+    e: &Export,
+    resource: &Resource,
+) -> Result<opentelemetry_sdk::logs::BatchLogProcessor, String> {
+    use opentelemetry_sdk::logs::LogProcessor as _;
+    let built = match e.protocol {
+        Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .build(),
+        Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .build(),
+    };
+    let exporter = built.map_err(|e| format!("OTLP log exporter: {e}"))?;
+    let mut p = opentelemetry_sdk::logs::BatchLogProcessor::builder(exporter).build();
+    p.set_resource(resource);
+    Ok(p)
+}
+
+/// One processor per service under `bridle dev`, picked by the name of the thread a span or
+/// log record ends on (each service's runtime names its threads after it), and one for the
+/// rest. Each has its own resource, so each service reports its own `service.name`.
+#[derive(Debug)]
+struct ByThread<P> {
+    routes: Vec<(String, P)>,
+    other: P,
+}
+
+impl<P> ByThread<P> {
+    fn build(
+        id: &Identity<'_>,
+        resource: &Resource,
+        make: impl Fn(&Resource) -> Result<P, String>,
+    ) -> Result<Self, String> {
+        let mut routes = Vec::new();
+        for s in &id.services {
+            routes.push((s.clone(), make(&resource_named(s.clone()))?));
+        }
+        Ok(ByThread {
+            routes,
+            other: make(resource)?,
+        })
+    }
+
+    fn pick(&self) -> &P {
+        let t = std::thread::current();
+        t.name()
+            .and_then(|n| self.routes.iter().find(|(s, _)| s == n))
+            .map_or(&self.other, |(_, p)| p)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &P> {
+        self.routes
+            .iter()
+            .map(|(_, p)| p)
+            .chain(std::iter::once(&self.other))
+    }
+}
+
+fn first_error(
+    results: impl Iterator<Item = opentelemetry_sdk::error::OTelSdkResult>,
+) -> opentelemetry_sdk::error::OTelSdkResult {
+    results.fold(Ok(()), |acc, r| acc.and(r))
+}
+
+impl<P: opentelemetry_sdk::trace::SpanProcessor> opentelemetry_sdk::trace::SpanProcessor
+    for ByThread<P>
+{
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.pick().on_start(span, cx);
+    }
+    fn on_end(&self, span: opentelemetry_sdk::trace::SpanData) {
+        self.pick().on_end(span);
+    }
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        first_error(self.all().map(|p| p.force_flush()))
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        first_error(self.all().map(|p| p.shutdown_with_timeout(timeout)))
+    }
+    // Each route was given its own resource when it was made.
+    fn set_resource(&mut self, _: &Resource) {}
+}
+
+impl<P: opentelemetry_sdk::logs::LogProcessor> opentelemetry_sdk::logs::LogProcessor
+    for ByThread<P>
+{
+    fn emit(
+        &self,
+        data: &mut opentelemetry_sdk::logs::SdkLogRecord,
+        scope: &opentelemetry::InstrumentationScope,
+    ) {
+        self.pick().emit(data, scope);
+    }
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        first_error(self.all().map(|p| p.force_flush()))
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        first_error(self.all().map(|p| p.shutdown_with_timeout(timeout)))
+    }
+    fn set_resource(&mut self, _: &Resource) {}
+}
+
+fn init_as(id: Identity<'_>, format: LogFormat, default_filter: &str) -> Telemetry {
+    let service = id.process;
     let resource = resource(service);
     let mut problems = Vec::new();
     let mut refused = sampler_problems(&process_env);
@@ -262,46 +431,35 @@ pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Tele
     );
 
     let tracer = traces.as_ref().and_then(|e| {
-        let built = match e.protocol {
-            Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .build(),
-            Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .build(),
+        let builder = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_id_generator(PresetIds::default());
+        let built = if id.services.is_empty() {
+            span_processor(e, &resource).map(|p| builder.with_span_processor(p))
+        } else {
+            ByThread::build(&id, &resource, |r| span_processor(e, r))
+                .map(|p| builder.with_span_processor(p))
         };
         match built {
-            Ok(exporter) => Some(
-                SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(resource.clone())
-                    .with_id_generator(PresetIds::default())
-                    .build(),
-            ),
+            Ok(b) => Some(b.build()),
             Err(e) => {
-                problems.push(format!("OTLP span exporter: {e}"));
+                problems.push(e);
                 None
             }
         }
     });
     let logger = logs.as_ref().and_then(|e| {
-        let built = match e.protocol {
-            Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
-                .with_tonic()
-                .build(),
-            Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
-                .with_http()
-                .build(),
+        let builder = SdkLoggerProvider::builder().with_resource(resource.clone());
+        let built = if id.services.is_empty() {
+            log_processor(e, &resource).map(|p| builder.with_log_processor(p))
+        } else {
+            ByThread::build(&id, &resource, |r| log_processor(e, r))
+                .map(|p| builder.with_log_processor(p))
         };
         match built {
-            Ok(exporter) => Some(
-                SdkLoggerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(resource.clone())
-                    .build(),
-            ),
+            Ok(b) => Some(b.build()),
             Err(e) => {
-                problems.push(format!("OTLP log exporter: {e}"));
+                problems.push(e);
                 None
             }
         }
@@ -321,7 +479,13 @@ pub fn init_with(service: &str, format: LogFormat, default_filter: &str) -> Tele
             .with_location(false)
             .with_threads(false)
             .with_target(false)
-            .with_tracer(t.tracer(service.to_string()))
+            .with_tracer(
+                t.tracer_with_scope(
+                    opentelemetry::InstrumentationScope::builder(service.to_string())
+                        .with_version(VERSION)
+                        .build(),
+                ),
+            )
     });
     // Logs carry the trace and span of the span they were written in (the layer above makes
     // that span's context current while it is entered).
@@ -554,12 +718,93 @@ pub fn caller_span(headers: &http::HeaderMap) -> Option<(String, String)> {
         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
+/// The W3C `traceparent` a request carries (the caller's span, with its sampled flag), to
+/// keep beside a record made for a run; None when it carries none or an invalid one.
+pub fn traceparent_of(headers: &http::HeaderMap) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract_with_context(&Context::new(), &HeaderExtractor(headers))
+    });
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// The span context a kept `traceparent` names.
+fn parse_traceparent(tp: &str) -> Option<SpanContext> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let mut h = http::HeaderMap::new();
+    h.insert("traceparent", http::HeaderValue::from_str(tp).ok()?);
+    let cx = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract_with_context(&Context::new(), &HeaderExtractor(&h))
+    });
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// Links the current span (a call served about a run: WatchRun, Decide, ...) to the run's
+/// trace: to its root span (`trace_hex`, `span_hex`), so that the call, which has a trace of
+/// its own, is found from the run and the run from the call.
+pub fn link_current_to_run(trace_hex: &str, span_hex: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if let (Ok(t), Ok(s)) = (TraceId::from_hex(trace_hex), SpanId::from_hex(span_hex))
+        && t != TraceId::INVALID
+    {
+        tracing::Span::current().add_link(run_span_context(t, s));
+    }
+}
+
+/// Links the current span to the span a kept `traceparent` names (see `traceparent_of`).
+pub fn link_current_to(traceparent: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if let Some(sc) = parse_traceparent(traceparent) {
+        tracing::Span::current().add_link(sc);
+    }
+}
+
+/// Puts `span` in the trace a kept `traceparent` names, under that span, and links it to the
+/// current span: work one call does for a run (a person's decision on its approval) shows in
+/// the run's trace, and its log lines carry the run's trace id.
+pub fn place_in(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let Some(sc) = parse_traceparent(traceparent) else {
+        return;
+    };
+    let current = tracing::Span::current()
+        .context()
+        .span()
+        .span_context()
+        .clone();
+    let _ = span.set_parent(Context::new().with_remote_span_context(sc));
+    if current.is_valid() {
+        span.add_link(current);
+    }
+}
+
 /// Where a run's root span hangs: under the caller's span (`parent`, a span id of the run's
-/// own trace), or linked to a span of another trace (`link`: trace id, span id), or neither.
-#[derive(Clone, Copy, Debug, Default)]
+/// own trace), or neither; and the spans of other traces it links to (`links`: trace id, span
+/// id; the caller's span when the run has a trace of its own, the StartRun call that made it).
+#[derive(Clone, Debug, Default)]
 pub struct RootPlace<'a> {
     pub parent: Option<&'a str>,
-    pub link: Option<(&'a str, &'a str)>,
+    pub links: Vec<(&'a str, &'a str)>,
+}
+
+/// The current span's (trace id, span id) as hex, when it is a traced span.
+pub fn current_span_ids() -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 fn sampled(t: TraceId, s: SpanId) -> SpanContext {
@@ -591,16 +836,19 @@ pub fn end_run_span(
         }
         _ => Context::new(),
     };
-    let links = match place.link {
-        Some((lt, ls)) => match (TraceId::from_hex(lt), SpanId::from_hex(ls)) {
-            (Ok(lt), Ok(ls)) if lt != TraceId::INVALID => {
-                vec![opentelemetry::trace::Link::with_context(sampled(lt, ls))]
-            }
-            _ => Vec::new(),
-        },
-        None => Vec::new(),
-    };
-    let tracer = opentelemetry::global::tracer("bridle");
+    let links = place
+        .links
+        .iter()
+        .filter_map(
+            |(lt, ls)| match (TraceId::from_hex(lt), SpanId::from_hex(ls)) {
+                (Ok(lt), Ok(ls)) if lt != TraceId::INVALID => {
+                    Some(opentelemetry::trace::Link::with_context(sampled(lt, ls)))
+                }
+                _ => None,
+            },
+        )
+        .collect();
+    let tracer = opentelemetry::global::tracer_with_scope(scope("bridle"));
     PRESET.with(|p| p.set(Some((t, s))));
     let mut span = tracer
         .span_builder(name)
@@ -668,7 +916,7 @@ pub fn emit_span(
     attributes: Vec<KeyValue>,
 ) {
     use opentelemetry::trace::Span as _;
-    let tracer = opentelemetry::global::tracer("bridle");
+    let tracer = opentelemetry::global::tracer_with_scope(scope("bridle"));
     let mut span = tracer
         .span_builder(name)
         .with_start_time(start)

@@ -144,53 +144,124 @@ pub fn policy(s: &RunState, tool: &str, call_id: &str) -> tracing::Span {
     span
 }
 
-pub fn policy_done(span: &tracing::Span, decision: pb::PolicyDecision) {
+pub fn policy_done(
+    span: &tracing::Span,
+    decision: pb::PolicyDecision,
+    reason: &str,
+    policy_ids: &[String],
+) {
     let d = decision
         .as_str_name()
         .trim_start_matches("POLICY_DECISION_")
         .to_lowercase();
     span.set_attribute("bridle.policy.decision", d);
+    if !reason.is_empty() {
+        span.set_attribute("bridle.policy.reason", reason.to_string());
+    }
+    if !policy_ids.is_empty() {
+        span.set_attribute("bridle.policy.ids", string_array(policy_ids));
+    }
+}
+
+fn string_array(items: &[String]) -> opentelemetry::Value {
+    opentelemetry::Value::Array(opentelemetry::Array::String(
+        items.iter().map(|i| i.clone().into()).collect(),
+    ))
 }
 
 fn system_time(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
-/// Records the wait for a human's decision, from when the approval was asked for.
-pub fn approval_wait(
-    s: &RunState,
-    tool: &str,
-    call_id: &str,
-    approval_id: &str,
-    outcome: &str,
-    waited_ms: i64,
-) {
+/// An approval the run saw resolved.
+pub struct Resolved<'a> {
+    pub tool: &'a str,
+    pub call_id: &'a str,
+    pub approval: &'a pb::Approval,
+    /// `approved`, `denied` or `expired`.
+    pub outcome: &'a str,
+    pub by: &'a str,
+    pub reason: &'a str,
+    pub waited_ms: i64,
+}
+
+/// Records the wait for a human's decision: from when the approval was asked for to when it
+/// was decided (or now, for one the run found expired), with who decided, when and why, and
+/// the policy that asked.
+pub fn approval_wait(s: &RunState, r: &Resolved<'_>) {
     bridle_core::metrics::metrics().approval_wait.record(
-        waited_ms.max(0) as f64 / 1000.0,
+        r.waited_ms.max(0) as f64 / 1000.0,
         &[
             KeyValue::new("bridle.tenant", s.tenant.clone()),
-            KeyValue::new("gen_ai.tool.name", tool.to_string()),
-            KeyValue::new("bridle.approval.outcome", outcome.to_string()),
+            KeyValue::new("gen_ai.tool.name", r.tool.to_string()),
+            KeyValue::new("bridle.approval.outcome", r.outcome.to_string()),
         ],
     );
-    let end = SystemTime::now();
+    let a = r.approval;
+    let end = a
+        .decided_at
+        .as_ref()
+        .map(|t| system_time(bridle_core::timeutil::ms_from_ts(t)))
+        .unwrap_or_else(SystemTime::now);
     let start = end
-        .checked_sub(Duration::from_millis(waited_ms.max(0) as u64))
+        .checked_sub(Duration::from_millis(r.waited_ms.max(0) as u64))
         .unwrap_or(end);
+    let mut attrs = vec![
+        KeyValue::new("gen_ai.conversation.id", s.id.clone()),
+        KeyValue::new("gen_ai.agent.name", s.agent.clone()),
+        KeyValue::new("bridle.tenant", s.tenant.clone()),
+        KeyValue::new("gen_ai.tool.name", r.tool.to_string()),
+        KeyValue::new("gen_ai.tool.call.id", r.call_id.to_string()),
+        KeyValue::new("bridle.approval.id", a.id.clone()),
+        KeyValue::new("bridle.approval.outcome", r.outcome.to_string()),
+    ];
+    if !r.by.is_empty() {
+        attrs.push(KeyValue::new(
+            "bridle.approval.decided_by",
+            r.by.to_string(),
+        ));
+    }
+    if !r.reason.is_empty() {
+        attrs.push(KeyValue::new(
+            "bridle.approval.reason",
+            r.reason.to_string(),
+        ));
+    }
+    if let Some(t) = &a.decided_at {
+        attrs.push(KeyValue::new("bridle.approval.decided_at", t.to_string()));
+    }
+    if !a.policy_reason.is_empty() {
+        attrs.push(KeyValue::new(
+            "bridle.policy.reason",
+            a.policy_reason.clone(),
+        ));
+    }
+    if !a.policy_ids.is_empty() {
+        attrs.push(KeyValue::new(
+            "bridle.policy.ids",
+            string_array(&a.policy_ids),
+        ));
+    }
     bridle_core::telemetry::emit_span(
         &parent(s),
-        format!("await_approval {tool}"),
+        format!("await_approval {}", r.tool),
         start,
         end,
-        vec![
-            KeyValue::new("gen_ai.conversation.id", s.id.clone()),
-            KeyValue::new("gen_ai.agent.name", s.agent.clone()),
-            KeyValue::new("gen_ai.tool.name", tool.to_string()),
-            KeyValue::new("gen_ai.tool.call.id", call_id.to_string()),
-            KeyValue::new("bridle.approval.id", approval_id.to_string()),
-            KeyValue::new("bridle.approval.outcome", outcome.to_string()),
-        ],
+        attrs,
     );
+}
+
+/// The span of releasing what a run held (its sandboxes and workspace, its secret leases)
+/// once it has ended.
+pub fn release(s: &RunState) -> tracing::Span {
+    let span = tracing::info_span!(
+        "release",
+        "otel.name" = "release_run",
+        "otel.kind" = "internal"
+    );
+    let _ = span.set_parent(parent(s));
+    common(&span, s);
+    span
 }
 
 /// The run's root span, once it has ended.
@@ -263,11 +334,13 @@ pub fn run_finished(s: &RunState) {
         &s.trace.span_id,
         bridle_core::telemetry::RootPlace {
             parent: Some(s.trace.parent_span_id.as_str()).filter(|p| !p.is_empty()),
-            link: s
+            links: s
                 .trace
                 .link
-                .as_ref()
-                .map(|(t, sp)| (t.as_str(), sp.as_str())),
+                .iter()
+                .chain(&s.trace.start_call)
+                .map(|(t, sp)| (t.as_str(), sp.as_str()))
+                .collect(),
         },
         format!("invoke_agent {}", s.agent),
         system_time(s.created_ms),

@@ -192,7 +192,11 @@ impl OrchestratorService {
             labels: req.labels.clone().into_iter().collect(),
             cancel_requested: None,
             context,
-            trace: crate::state::TraceIds::for_run(caller, self.caller_trace),
+            trace: crate::state::TraceIds::for_run(
+                caller,
+                self.caller_trace,
+                bridle_core::telemetry::current_span_ids(),
+            ),
             holds_secrets: false,
             held_by: Vec::new(),
         };
@@ -219,6 +223,11 @@ impl OrchestratorService {
         if !p.sees(&l.state.tenant) {
             return Err(Error::UnknownRun(id.to_string()));
         }
+        // The call (GetRun, WatchRun, CancelRun), in a trace of its own, links to the run's.
+        bridle_core::telemetry::link_current_to_run(
+            &l.state.trace.trace_id,
+            &l.state.trace.span_id,
+        );
         Ok(l)
     }
 }
@@ -260,7 +269,13 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 // Same key, same run — even while the first request is still creating it.
                 let id = self.settle_idempotency(&tenant, &req, holder).await?;
                 let run = match self.engine.store.load(&id).await? {
-                    Some(l) => l.state.to_pb(l.offset),
+                    Some(l) => {
+                        bridle_core::telemetry::link_current_to_run(
+                            &l.state.trace.trace_id,
+                            &l.state.trace.span_id,
+                        );
+                        l.state.to_pb(l.offset)
+                    }
                     None => pb::Run {
                         id,
                         tenant: tenant.clone(),
@@ -294,6 +309,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 .confirm_idempotency(&tenant, &req.idempotency_key, &run_id)
                 .await;
         }
+        bridle_core::telemetry::link_current_to_run(&state.trace.trace_id, &state.trace.span_id);
         tracing::info!(run = %run_id, agent = %req.agent, tenant = %tenant, "run started");
         Ok(Response::new(pb::StartRunResponse {
             run: Some(state.to_pb(1)),

@@ -415,27 +415,40 @@ pub struct TraceIds {
     /// The caller's span the root links to instead (`caller_trace = link`): trace id, span id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<(String, String)>,
+    /// The StartRun call's own span, when it is in another trace than the run's (the caller
+    /// sent no trace context, or `caller_trace` is `link`): the root links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_call: Option<(String, String)>,
 }
 
 impl TraceIds {
     /// A run's ids: in the caller's trace under its span, or a trace of its own (linked to
     /// the caller's span when `mode` says so).
-    pub fn for_run(caller: Option<(String, String)>, mode: crate::options::CallerTrace) -> Self {
+    /// `start_call`: the span of the StartRun call that makes the run.
+    pub fn for_run(
+        caller: Option<(String, String)>,
+        mode: crate::options::CallerTrace,
+        start_call: Option<(String, String)>,
+    ) -> Self {
         let (trace_id, span_id) = bridle_core::telemetry::new_run_trace();
-        match (caller, mode) {
+        let mut ids = match (caller, mode) {
             (Some((t, parent)), crate::options::CallerTrace::Child) => TraceIds {
                 trace_id: t,
                 span_id,
                 parent_span_id: parent,
                 link: None,
+                start_call: None,
             },
             (caller, _) => TraceIds {
                 trace_id,
                 span_id,
                 parent_span_id: String::new(),
                 link: caller,
+                start_call: None,
             },
-        }
+        };
+        ids.start_call = start_call.filter(|(t, _)| *t != ids.trace_id);
+        ids
     }
 }
 
@@ -503,20 +516,38 @@ mod tests {
                 "00f067aa0ba902b7".to_string(),
             ))
         };
-        let child = TraceIds::for_run(caller(), CallerTrace::Child);
+        // The StartRun call's span, in the caller's trace when it sent one.
+        let call = |t: &str| Some((t.to_string(), "1111111111111111".to_string()));
+        let child = TraceIds::for_run(
+            caller(),
+            CallerTrace::Child,
+            call("4bf92f3577b34da6a3ce929d0e0e4736"),
+        );
         assert_eq!(child.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(child.parent_span_id, "00f067aa0ba902b7");
         assert_ne!(child.span_id, "00f067aa0ba902b7");
         assert_eq!(child.link, None);
+        // Same trace: no link needed.
+        assert_eq!(child.start_call, None);
 
-        let linked = TraceIds::for_run(caller(), CallerTrace::Link);
+        let linked = TraceIds::for_run(
+            caller(),
+            CallerTrace::Link,
+            call("4bf92f3577b34da6a3ce929d0e0e4736"),
+        );
         assert_ne!(linked.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(linked.parent_span_id, "");
         assert_eq!(linked.link, caller());
+        assert_eq!(linked.start_call, call("4bf92f3577b34da6a3ce929d0e0e4736"));
 
-        let alone = TraceIds::for_run(None, CallerTrace::Child);
+        let alone = TraceIds::for_run(
+            None,
+            CallerTrace::Child,
+            call("ffff2f3577b34da6a3ce929d0e0e4736"),
+        );
         assert_eq!(alone.trace_id.len(), 32);
         assert_eq!((alone.parent_span_id.as_str(), alone.link), ("", None));
+        assert_eq!(alone.start_call, call("ffff2f3577b34da6a3ce929d0e0e4736"));
         // A run stored before these fields existed still loads.
         let old: TraceIds = serde_json::from_str(r#"{"trace_id":"ab","span_id":"cd"}"#).unwrap();
         assert_eq!(old.parent_span_id, "");

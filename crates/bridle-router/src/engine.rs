@@ -152,9 +152,16 @@ impl Engine {
                     .unwrap_or(self.cfg.try_timeout)
                     .min(remaining);
                 let t0 = Instant::now();
-                let result = self
-                    .try_once(name, target, req, refresh, timeout, sink)
-                    .await;
+                // Each try is a span of its own under the call's: retries and failover to the
+                // next target show as siblings, each with its target and outcome.
+                let span = attempt_span(name, target, tries + 1);
+                let result = tracing::Instrument::instrument(
+                    self.try_once(name, target, req, refresh, timeout, sink),
+                    span.clone(),
+                )
+                .await;
+                attempt_done(&span, &result);
+                drop(span);
                 let took = t0.elapsed();
                 tries += 1;
                 refresh = false;
@@ -310,6 +317,43 @@ impl Drop for ProbeGuard<'_> {
     fn drop(&mut self) {
         let (tenant, route, target) = self.key;
         self.health.end_probe(tenant, route, target);
+    }
+}
+
+/// The span of one try of one target: the GenAI conventions' client span for the provider
+/// call (`chat {model}`), with the route, target and try number.
+fn attempt_span(route: &str, target: &Target, attempt: u32) -> tracing::Span {
+    let model = model_of(target);
+    tracing::info_span!(
+        "attempt",
+        "otel.name" = %format!("chat {model}"),
+        "otel.kind" = "client",
+        "otel.status_code" = tracing::field::Empty,
+        "gen_ai.operation.name" = "chat",
+        "gen_ai.provider.name" = target.provider.as_str(),
+        "gen_ai.request.model" = model,
+        "gen_ai.response.model" = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+        "bridle.route" = route,
+        "bridle.target" = %target.name,
+        "bridle.attempt" = attempt,
+    )
+}
+
+fn attempt_done(span: &tracing::Span, result: &Result<ProviderReply, TryError>) {
+    match result {
+        Ok(r) => {
+            span.record("gen_ai.response.model", r.model.as_str());
+        }
+        Err(e) => {
+            // Low cardinality: the HTTP status when there was one, else the failure's code.
+            let kind = match e.http_status {
+                Some(s) => s.to_string(),
+                None => format!("{:?}", e.code).to_lowercase(),
+            };
+            span.record("error.type", kind.as_str());
+            span.record("otel.status_code", "ERROR");
+        }
     }
 }
 

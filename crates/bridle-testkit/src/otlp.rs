@@ -36,6 +36,8 @@ pub struct ReceivedSpan {
     pub service: String,
     /// The sending process's resource attributes.
     pub resource: Vec<KeyValue>,
+    /// The instrumentation scope's name and version.
+    pub scope: (String, String),
     pub span: Span,
 }
 
@@ -51,6 +53,34 @@ impl ReceivedSpan {
     }
     pub fn attr(&self, key: &str) -> Option<String> {
         attr(&self.span.attributes, key)
+    }
+    /// A string-array attribute's items.
+    pub fn attr_list(&self, key: &str) -> Vec<String> {
+        let Some(Value::ArrayValue(a)) = self
+            .span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.as_ref())
+        else {
+            return Vec::new();
+        };
+        a.values
+            .iter()
+            .filter_map(|v| match &v.value {
+                Some(Value::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+    /// The (trace id, span id) of each span this one links to.
+    pub fn links(&self) -> Vec<(String, String)> {
+        self.span
+            .links
+            .iter()
+            .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+            .collect()
     }
     /// A resource attribute of the process that sent the span.
     pub fn resource_attr(&self, key: &str) -> Option<String> {
@@ -139,9 +169,11 @@ impl Store {
             let service = service_of(rs.resource.as_ref());
             let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
             for ss in rs.scope_spans {
+                let scope = ss.scope.map(|s| (s.name, s.version)).unwrap_or_default();
                 spans.extend(ss.spans.into_iter().map(|span| ReceivedSpan {
                     service: service.clone(),
                     resource: resource.clone(),
+                    scope: scope.clone(),
                     span,
                 }));
             }

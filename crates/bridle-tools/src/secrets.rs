@@ -223,11 +223,28 @@ pub async fn resolve(
     tool: &str,
     wanted: &[Wanted],
 ) -> Result<Resolved, Error> {
-    let mut resolved = Resolved::default();
     if wanted.is_empty() {
+        let mut resolved = Resolved::default();
         (resolved.redactor, resolved.longest) = runs.redactor(scope);
         return Ok(resolved);
     }
+    // A phase of the tool call's span: how long the broker took (names only, never values).
+    let span = tracing::info_span!(
+        "resolve_secrets",
+        "otel.kind" = "internal",
+        "bridle.secrets.count" = wanted.len(),
+    );
+    tracing::Instrument::instrument(resolve_wanted(client, runs, scope, tool, wanted), span).await
+}
+
+async fn resolve_wanted(
+    client: &SecretsClient<Channel>,
+    runs: &RunSecrets,
+    scope: &Scope,
+    tool: &str,
+    wanted: &[Wanted],
+) -> Result<Resolved, Error> {
+    let mut resolved = Resolved::default();
     let mut names: Vec<String> = wanted
         .iter()
         .map(|w| w.reference.name().to_string())

@@ -56,10 +56,11 @@ impl PolicyEngine for CedarEngine {
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Verdict, Error> {
         let tool = input.tool.name.as_str();
         let agent = input.agent;
-        let deny = |reason: String| {
+        let deny = |reason: String, policies: Vec<String>| {
             Ok(Verdict {
                 decision: Decision::Deny,
                 reason,
+                policies,
             })
         };
         let (request, entities) = match input::build(input, self.compiled.reads) {
@@ -71,9 +72,10 @@ impl PolicyEngine for CedarEngine {
                     tool,
                     "cannot build the Cedar request: {e}"
                 );
-                return deny(format!(
-                    "call of tool '{tool}' cannot be put to the policy ({e}); denied"
-                ));
+                return deny(
+                    format!("call of tool '{tool}' cannot be put to the policy ({e}); denied"),
+                    Vec::new(),
+                );
             }
         };
         let response = self
@@ -97,21 +99,26 @@ impl PolicyEngine for CedarEngine {
                     scrub(&e.to_string())
                 );
             }
-            return deny(format!(
-                "policy {} could not be evaluated for this call (see the approvals service \
-                 log); denied",
-                failed.join(", ")
-            ));
+            return deny(
+                format!(
+                    "policy {} could not be evaluated for this call (see the approvals service \
+                     log); denied",
+                    failed.join(", ")
+                ),
+                failed,
+            );
         }
         let mut matched: Vec<&PolicyId> = diagnostics.reason().collect();
         matched.sort();
+        let ids: Vec<String> = matched.iter().map(|id| id.to_string()).collect();
         match response.decision() {
-            CedarDecision::Deny if matched.is_empty() => deny(format!(
-                "no policy permits agent '{agent}' to call tool '{tool}'"
-            )),
+            CedarDecision::Deny if matched.is_empty() => deny(
+                format!("no policy permits agent '{agent}' to call tool '{tool}'"),
+                Vec::new(),
+            ),
             CedarDecision::Deny => {
                 let why: Vec<String> = matched.iter().map(|id| self.describe(id)).collect();
-                deny(format!("forbidden by {}", why.join("; ")))
+                deny(format!("forbidden by {}", why.join("; ")), ids)
             }
             CedarDecision::Allow => {
                 let gate = matched.iter().find(|id| {
@@ -134,6 +141,7 @@ impl PolicyEngine for CedarEngine {
                                 Some(n) => format!("policy '{id}' requires approval: {n}"),
                                 None => format!("{} requires approval", self.describe(id)),
                             },
+                            policies: vec![id.to_string()],
                         }
                     }
                     None => Verdict {
@@ -146,6 +154,7 @@ impl PolicyEngine for CedarEngine {
                                 .collect::<Vec<_>>()
                                 .join("; ")
                         ),
+                        policies: ids,
                     },
                 })
             }

@@ -549,10 +549,14 @@ impl Engine {
             steps,
         }));
         cur.commit(&self.store).await?;
-        tracing::info!(run = %cur.state.id, status = ?status, reason = ?reason, "run finished");
         crate::otel::run_finished(&cur.state);
-
-        self.release(&cur.state).await;
+        // Releasing is the run's last work, in its trace: the tools' and secrets' EndRun calls
+        // are children of it, and the log line carries the run's trace id.
+        let span = crate::otel::release(&cur.state);
+        span.in_scope(|| {
+            tracing::info!(run = %cur.state.id, status = ?status, reason = ?reason, "run finished");
+        });
+        tracing::Instrument::instrument(self.release(&cur.state), span).await;
         Ok(Outcome::Done)
     }
 

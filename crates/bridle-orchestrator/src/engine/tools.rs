@@ -185,13 +185,13 @@ impl Engine {
                     decision: pb::PolicyDecision::Deny as i32,
                     reason,
                     approval: None,
+                    policy_ids: Vec::new(),
                 }
             }
         };
         let decision =
             pb::PolicyDecision::try_from(resp.decision).unwrap_or(pb::PolicyDecision::Deny);
-        crate::otel::policy_done(&span, decision);
-        drop(span);
+        crate::otel::policy_done(&span, decision, &resp.reason, &resp.policy_ids);
         cur.event(Kind::PolicyEvaluated(pb::PolicyEvaluated {
             call_id: call.id.clone(),
             tool: call.name.clone(),
@@ -232,13 +232,17 @@ impl Engine {
                         );
                         cur.state.status = Status::AwaitingApproval;
                         cur.commit(&self.store).await?;
-                        tracing::info!(run = %cur.state.id, approval = %a.id, tool = %call.name, "parked for approval");
+                        // In the policy check's span: the line carries the run's trace.
+                        span.in_scope(|| {
+                            tracing::info!(run = %cur.state.id, approval = %a.id, tool = %call.name, "parked for approval");
+                        });
                         return Ok(Some(Outcome::Done));
                     }
-                    v => resolved_gate(cur, &a.id, &call.id, &call.name, v),
+                    v => resolved_gate(cur, &a, &call.id, &call.name, v),
                 }
             }
         };
+        drop(span);
         set_gate(cur, i, gate);
         cur.commit(&self.store).await?;
         Ok(None)
@@ -279,7 +283,7 @@ impl Engine {
                 Ok(Some(Outcome::Done))
             }
             v => {
-                let gate = resolved_gate(cur, approval_id, &call_id, &tool, v);
+                let gate = resolved_gate(cur, &a, &call_id, &tool, v);
                 set_gate(cur, i, gate);
                 cur.state.status = Status::Running;
                 cur.commit(&self.store).await?;
@@ -444,7 +448,7 @@ fn call_limit(ceiling: Duration, s: &crate::state::RunState) -> (Duration, pb::T
 
 fn resolved_gate(
     cur: &mut Cursor,
-    approval_id: &str,
+    a: &pb::Approval,
     call_id: &str,
     tool: &str,
     v: Verdict,
@@ -472,19 +476,30 @@ fn resolved_gate(
         }
         Verdict::Pending => {
             return Gate::Awaiting {
-                approval_id: approval_id.to_string(),
+                approval_id: a.id.clone(),
             };
         }
     };
+    crate::otel::approval_wait(
+        &cur.state,
+        &crate::otel::Resolved {
+            tool,
+            call_id,
+            approval: a,
+            outcome,
+            by: &by,
+            reason: &reason,
+            waited_ms,
+        },
+    );
     cur.event(Kind::ApprovalResolved(pb::ApprovalResolved {
-        approval_id: approval_id.to_string(),
+        approval_id: a.id.clone(),
         call_id: call_id.to_string(),
         outcome: outcome.into(),
         decided_by: by,
         reason,
         waited: Some(pb_duration_ms(waited_ms)),
     }));
-    crate::otel::approval_wait(&cur.state, tool, call_id, approval_id, outcome, waited_ms);
     gate
 }
 

@@ -166,8 +166,14 @@ pub async fn run(
         )
         .await?;
     let o = result.outcome;
-    let stdout = o.stdout.finish(&resolved.redactor);
-    let stderr = o.stderr.finish(&resolved.redactor);
+    // The last phase: the output capped and scrubbed of the run's secrets.
+    let capture = tracing::info_span!("capture_output", "otel.kind" = "internal");
+    let (stdout, stderr) = capture.in_scope(|| {
+        (
+            o.stdout.finish(&resolved.redactor),
+            o.stderr.finish(&resolved.redactor),
+        )
+    });
     let ending = if o.vanished {
         Ending::Removed
     } else if let Some(code) = o.sandbox_stopped {

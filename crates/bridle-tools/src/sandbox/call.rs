@@ -84,7 +84,12 @@ impl Sandboxes {
                 None => return Err(Error::Core(bridle_core::Error::internal("request reused"))),
             };
             let kept = clone_request(&req);
-            let r = exec(sb, req).await;
+            let span = tracing::info_span!(
+                "run_in_sandbox",
+                "otel.kind" = "internal",
+                "bridle.sandbox.id" = %sb.short,
+            );
+            let r = tracing::Instrument::instrument(exec(sb, req), span).await;
             let egress_refused = sb.gate.as_ref().map(|g| g.close()).unwrap_or_default();
             sb.slot.clear_secrets().await;
             let sandbox_id = sb.short.clone();
@@ -104,10 +109,13 @@ impl Sandboxes {
                         && !lease.run_ended()
                         && (lease.snapshot_stale() || !after.unchanged_since(&before))
                     {
-                        let saved = self
-                            .snapshots
-                            .save(&scope.tenant, &scope.run_id, ws, values.clone())
-                            .await;
+                        let span = tracing::info_span!("save_workspace", "otel.kind" = "internal");
+                        let saved = tracing::Instrument::instrument(
+                            self.snapshots
+                                .save(&scope.tenant, &scope.run_id, ws, values.clone()),
+                            span,
+                        )
+                        .await;
                         if let Err(e) = &saved {
                             tracing::warn!(run = %scope.run_id, error = %e, "cannot store the run's workspace snapshot; retried after its next call");
                         }

@@ -196,6 +196,28 @@ impl Sandboxes {
         secret_env: Vec<(String, String)>,
         quota: u64,
     ) -> Result<Lease, Error> {
+        // A phase of the tool call's span; where the sandbox came from is recorded on it.
+        let span = tracing::info_span!(
+            "acquire_sandbox",
+            "otel.kind" = "internal",
+            "bridle.sandbox.image" = %profile.image,
+            "bridle.sandbox.source" = tracing::field::Empty,
+        );
+        let leased = self.lease_in(scope, profile, warm, secret_env, quota);
+        tracing::Instrument::instrument(leased, span).await
+    }
+
+    async fn lease_in(
+        &self,
+        scope: &Scope,
+        profile: &Arc<Profile>,
+        warm: usize,
+        secret_env: Vec<(String, String)>,
+        quota: u64,
+    ) -> Result<Lease, Error> {
+        let source = |s: &str| {
+            tracing::Span::current().record("bridle.sandbox.source", s);
+        };
         self.factory.workspaces.check()?;
         let ephemeral = scope.run_id.is_empty();
         let key = (scope.tenant.clone(), scope.run_id.clone());
@@ -235,7 +257,10 @@ impl Sandboxes {
         };
         let held = guard.idle.iter().position(|s| s.profile.key == profile.key);
         let sandbox = match held {
-            Some(i) => guard.idle.swap_remove(i),
+            Some(i) => {
+                source("run");
+                guard.idle.swap_remove(i)
+            }
             None => {
                 let warm_one = if secret_env.is_empty() && self.factory.can_be_warm(profile) {
                     self.pool.take(profile, warm).await
@@ -243,8 +268,12 @@ impl Sandboxes {
                     None
                 };
                 match warm_one {
-                    Some(s) => s,
+                    Some(s) => {
+                        source("pool");
+                        s
+                    }
                     None => {
+                        source("created");
                         // A cold start: the call waits for a sandbox to be made.
                         bridle_core::metrics::metrics().sandbox_cold_starts.add(
                             1,

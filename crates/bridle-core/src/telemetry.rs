@@ -371,7 +371,14 @@ impl<P> ByThread<P> {
 fn first_error(
     results: impl Iterator<Item = opentelemetry_sdk::error::OTelSdkResult>,
 ) -> opentelemetry_sdk::error::OTelSdkResult {
-    results.fold(Ok(()), |acc, r| acc.and(r))
+    // Every processor is asked, whatever the first answered.
+    let mut first = Ok(());
+    for r in results {
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
 }
 
 impl<P: opentelemetry_sdk::trace::SpanProcessor> opentelemetry_sdk::trace::SpanProcessor

@@ -251,6 +251,19 @@ pub fn approval_wait(s: &RunState, r: &Resolved<'_>) {
     );
 }
 
+/// The span of compacting a run's conversation to fit the model's window (old tool outputs
+/// trimmed, older turns summarised by a model call of its own).
+pub fn compact_context(s: &RunState) -> tracing::Span {
+    let span = tracing::info_span!(
+        "compact_context",
+        "otel.name" = "compact_context",
+        "otel.kind" = "internal"
+    );
+    let _ = span.set_parent(parent(s));
+    common(&span, s);
+    span
+}
+
 /// The span of releasing what a run held (its sandboxes and workspace, its secret leases)
 /// once it has ended.
 pub fn release(s: &RunState) -> tracing::Span {

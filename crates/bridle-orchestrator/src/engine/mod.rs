@@ -179,8 +179,13 @@ impl Engine {
             Some(Ok(mut r)) => {
                 // Before the reply is recorded anywhere (span, events, state, the next
                 // request): a model that learned a value writes it no further.
+                // In the model call's span: the Redact call joins the run's trace.
                 if cur.state.holds_secrets
-                    && let Err(st) = self.scrub_reply(&cur.state, &mut r).await
+                    && let Err(st) = tracing::Instrument::instrument(
+                        self.scrub_reply(&cur.state, &mut r),
+                        span.clone(),
+                    )
+                    .await
                 {
                     crate::otel::failed(&span, &st);
                     return Ok(retry(
@@ -338,6 +343,22 @@ impl Engine {
         if before <= limit {
             return Ok(None);
         }
+        // Compacting is a part of the run's trace: the summary's model call joins it, and the
+        // log line carries it.
+        let span = crate::otel::compact_context(s);
+        let compacted = self.compact(cur, fixed, before, limit);
+        tracing::Instrument::instrument(compacted, span).await
+    }
+
+    async fn compact(
+        &self,
+        cur: &mut Cursor,
+        fixed: u64,
+        before: u64,
+        limit: u64,
+    ) -> Result<Option<Outcome>, Error> {
+        let s = &mut cur.state;
+        let f = context::family(&s.context.model);
         let mut after = fixed + context::trim_tool_outputs(f, &mut s.messages, fixed, limit);
         let mut method = "trimmed old tool outputs";
         if after > limit

@@ -91,6 +91,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# The documentation site under docs/ is built with mdBook (CI builds it; `mdbook serve docs`
+# shows it while writing).
+if ! mdbook --version >/dev/null 2>&1; then
+  log "installing mdbook (cargo install; a few minutes, once)"
+  cargo install --locked mdbook
+fi
+
 if ! docker info >/dev/null 2>&1; then
   log "the Docker engine does not answer ('docker info' failed): start it, or set DOCKER_HOST"
   exit 1

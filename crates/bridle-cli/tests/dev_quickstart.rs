@@ -5,25 +5,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::Command;
 
-struct Cli {
-    bin: std::path::PathBuf,
-    server: String,
-    approvals: String,
-}
+mod dev_support;
 
-impl Cli {
+use dev_support::Dev;
+
+struct Cli<'a>(&'a Dev);
+
+impl Cli<'_> {
     fn cmd(&self) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.env("BRIDLE_SERVER", &self.server)
-            .env("BRIDLE_APPROVALS_SERVER", &self.approvals)
-            .kill_on_drop(true);
-        c
+        self.0.cmd()
     }
 
     async fn ok(&self, args: &[&str]) -> String {
@@ -45,53 +40,14 @@ async fn quickstart_through_bridle_dev() {
         .await
         .unwrap();
     let root = bridle_testkit::paths::workspace_root();
-    let bin = bridle_testkit::paths::binary("bridle").unwrap();
-    let data = tempfile::tempdir().unwrap();
     let otlp = bridle_testkit::otlp::OtlpReceiver::start().await.unwrap();
-    let mut dev = Command::new(&bin);
-    dev.arg("dev")
-        .arg("--data-dir")
-        .arg(data.path())
-        .arg("--redis-port")
-        .arg(bridle_testkit::ports::free_port().unwrap().to_string())
-        .arg("--bao-port")
-        .arg(bridle_testkit::ports::free_port().unwrap().to_string())
-        .env("BRIDLE_LOG_FORMAT", "text")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("BRIDLE_REDIS_URL")
-        .env_remove("BRIDLE_SECRETS_VAULT_ADDR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(data.path().join("dev.out")).unwrap(),
-        ))
-        .kill_on_drop(true);
-    for svc in ["ORCHESTRATOR", "ROUTER", "TOOLS", "APPROVALS", "SECRETS"] {
-        dev.env(format!("BRIDLE_{svc}_LISTEN"), "127.0.0.1:0");
-    }
-    dev.env("BRIDLE_ROUTER_HTTP_LISTEN", "127.0.0.1:0")
-        .env("BRIDLE_APPROVALS_INBOX__LISTEN", "127.0.0.1:0");
-
-    let mut dev = dev.spawn().unwrap();
-    let state = data.path().join("dev.json");
-    let endpoints: serde_json::Value =
-        bridle_testkit::wait_for("bridle dev to be ready", Duration::from_secs(60), || {
-            let state = state.clone();
-            async move {
-                std::fs::read_to_string(&state)
-                    .ok()
-                    .and_then(|s| serde_json::from_str(&s).ok())
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", log(data.path())));
-    let cli = Cli {
-        bin: bin.clone(),
-        server: endpoints["orchestrator"].as_str().unwrap().to_string(),
-        approvals: endpoints["approvals"].as_str().unwrap().to_string(),
-    };
+    let mut dev = Dev::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "100".into()),
+    ])
+    .await;
+    let cli = Cli(&dev);
 
     let q = root.join("examples/quickstart");
     let applied = cli
@@ -137,7 +93,7 @@ async fn quickstart_through_bridle_dev() {
         }
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log(data.path())));
+    .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
     let approved = cli
         .ok(&[
             "approvals",
@@ -161,7 +117,7 @@ async fn quickstart_through_bridle_dev() {
         "run --watch exit {:?}:\n{watched}\n{}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr),
-        log(data.path())
+        dev.log()
     );
     for want in [
         "scripted reply",
@@ -244,24 +200,21 @@ async fn quickstart_through_bridle_dev() {
     assert_eq!(decided.service, "bridle-approvals");
 
     // Graceful stop: SIGTERM, then everything (children included) exits.
-    let pid = dev.id().unwrap().to_string();
+    let state = dev.data.path().join("dev.json");
+    let pid = dev.child.id().unwrap().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .await
         .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
+    let status = tokio::time::timeout(Duration::from_secs(30), dev.child.wait())
         .await
         .unwrap()
         .unwrap();
     assert!(
         status.success(),
         "bridle dev exit {status:?}\n{}",
-        log(data.path())
+        dev.log()
     );
     assert!(!state.exists(), "dev.json is removed on stop");
-}
-
-fn log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("dev.out")).unwrap_or_default()
 }

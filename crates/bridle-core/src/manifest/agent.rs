@@ -10,7 +10,7 @@ use crate::ids::{check_name, check_tool_name};
 
 pub const DEFAULT_MAX_STEPS: u32 = 10;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AgentSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -34,7 +34,7 @@ pub struct AgentSpec {
 }
 
 /// The run's /workspace, shared by its sandboxed tools.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WorkspaceSpec {
     /// Its size limit ("2Gi"); unset = the tools service's default (1Gi). With a Tool's
@@ -57,13 +57,15 @@ impl WorkspaceSpec {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApprovalSpec {
     /// Tools that always need a human's approval for this agent (besides destructive ones).
     #[serde(default)]
     pub require: Vec<String>,
     /// How long a pending approval waits before it counts as denied (default 1h).
+    // A duration written as text ("30s", "5m").
+    #[schemars(with = "Option<String>")]
     #[serde(
         default,
         with = "humantime_serde",
@@ -72,7 +74,7 @@ pub struct ApprovalSpec {
     pub ttl: Option<Duration>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BudgetSpec {
     /// Model calls a run may make (default 10).
@@ -84,6 +86,8 @@ pub struct BudgetSpec {
     /// US dollars over the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_usd: Option<f64>,
+    // A duration written as text ("30s", "5m").
+    #[schemars(with = "Option<String>")]
     #[serde(
         default,
         with = "humantime_serde",
@@ -92,7 +96,7 @@ pub struct BudgetSpec {
     pub max_wall_time: Option<Duration>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ModelParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Problems;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SecretBindingSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -56,6 +56,8 @@ pub struct SecretBindingSpec {
     /// KV only: how long one run may use the value, from its first resolution in the run
     /// ("15m"); later resolutions are refused, and the time a caller may keep it never runs
     /// past it. Static secrets otherwise live as long as the run; dynamic ones have leases.
+    // A duration written as text ("30s", "5m").
+    #[schemars(with = "Option<String>")]
     #[serde(
         default,
         with = "humantime_serde",
@@ -64,7 +66,9 @@ pub struct SecretBindingSpec {
     pub max_use_time: Option<std::time::Duration>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// A KV v2 entry, cached by the broker for its `cache_ttl`.
@@ -88,7 +92,7 @@ impl Engine {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum DynamicMethod {
     #[serde(rename = "GET", alias = "get")]
     Get,
@@ -111,7 +115,7 @@ fn default_key() -> String {
 
 /// One scope allowed to resolve the secret: an agent ("*" = any agent of the tenant) using a
 /// tool or a model provider target ("route/target").
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Grant {
     #[serde(default = "any")]

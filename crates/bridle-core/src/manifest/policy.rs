@@ -12,7 +12,7 @@ use super::Problems;
 /// tenant; a bigger set belongs in several manifests, each reviewed on its own.
 pub const MAX_CEDAR_BYTES: usize = 256 * 1024;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicySpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]

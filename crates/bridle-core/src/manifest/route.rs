@@ -12,7 +12,9 @@ pub(super) use checks::validate;
 
 /// How a route orders its targets for one call. Whatever comes first, the others follow as
 /// fallbacks in the same order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Targets in order; the next one only when the previous failed.
@@ -40,7 +42,7 @@ impl Strategy {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// OpenAI Chat Completions, or any compatible endpoint via baseUrl (Azure OpenAI with
@@ -62,13 +64,15 @@ impl ProviderKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ModelRouteSpec {
     #[serde(default)]
     pub strategy: Strategy,
     pub targets: Vec<Target>,
     /// Whole-call deadline across retries and failover (default 120s).
+    // A duration written as text ("30s", "5m").
+    #[schemars(with = "Option<String>")]
     #[serde(
         default,
         with = "humantime_serde",
@@ -81,7 +85,7 @@ pub struct ModelRouteSpec {
 }
 
 /// Limits of a route, counted per tenant and per agent (of a tenant).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,7 +101,9 @@ impl RouteLimits {
 }
 
 /// Requests per minute and tokens (input + output) per minute; unset means no limit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Rate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,7 +113,7 @@ pub struct Rate {
 }
 
 /// A target's own prices in US dollars per million tokens, replacing the router's table.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PriceOverride {
     pub input: f64,
@@ -140,7 +146,7 @@ impl PriceOverride {
 /// Azure OpenAI: `baseUrl` is the resource endpoint (`https://<resource>.openai.azure.com`);
 /// calls go to `/openai/deployments/<deployment>/chat/completions?api-version=<apiVersion>`
 /// with the key in an `api-key` header.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AzureSettings {
     pub deployment: String,
@@ -154,7 +160,7 @@ fn default_azure_api_version() -> String {
     DEFAULT_AZURE_API_VERSION.into()
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Target {
     /// Unique within the route (default: the provider's name).
@@ -172,6 +178,8 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// One try's deadline (default 60s).
+    // A duration written as text ("30s", "5m").
+    #[schemars(with = "Option<String>")]
     #[serde(
         default,
         with = "humantime_serde",
@@ -202,7 +210,7 @@ pub struct Target {
 }
 
 /// One assistant turn of a script. Turn n answers the conversation's n-th model call.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ScriptTurn {
     /// Text of the reply. `{{last_tool_output}}` is replaced by the latest tool result.
@@ -212,7 +220,7 @@ pub struct ScriptTurn {
     pub tool_calls: Vec<ScriptToolCall>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ScriptToolCall {
     pub name: String,

@@ -23,7 +23,18 @@ pub use remote::*;
 pub use sandbox::*;
 
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Risk {
@@ -46,7 +57,7 @@ impl Risk {
 
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ToolSpec {
     /// Shown to the model; say what the tool does and returns. For `mcp` tools, the server's
@@ -62,6 +73,8 @@ pub struct ToolSpec {
     #[serde(default = "default_parameters")]
     pub parameters: serde_json::Value,
     /// Wall-clock limit of one call (default 60s).
+    // A duration written as text ("30s", "5m").
+    #[schemars(with = "Option<String>")]
     #[serde(
         default,
         with = "humantime_serde",
@@ -89,7 +102,7 @@ pub struct ToolSpec {
 }
 
 /// The opt-in of a tool that gives secrets to model-written code.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelCodeOptIn {
     /// Why this tool needs it (shown wherever the tool's secrets are listed, and logged).

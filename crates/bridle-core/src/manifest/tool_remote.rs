@@ -10,7 +10,7 @@ use super::super::credentials::SecretRef;
 use super::sandbox::{ContainerLimits, PoolSettings, SandboxFields, parse_bytes, validate_sandbox};
 use super::{Risk, check_placeholders};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpTool {
     /// GET, POST, PUT, PATCH, DELETE, HEAD (default GET).
@@ -47,7 +47,7 @@ fn default_response_limit() -> String {
 
 pub const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct McpTool {
     /// Exposed names are `<prefix>__<server tool>` (default prefix: the manifest's name).
@@ -82,7 +82,7 @@ impl McpTool {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct McpStdio {
     pub image: String,

@@ -10,7 +10,7 @@ use super::super::credentials::SecretRef;
 use super::check_placeholders;
 use super::remote::EgressRule;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ContainerTool {
     pub image: String,
@@ -46,7 +46,7 @@ pub struct ContainerTool {
 }
 
 /// Languages of `code` tools.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Language {
     Python,
@@ -75,7 +75,7 @@ impl Language {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CodeTool {
     pub language: Language,
@@ -118,7 +118,7 @@ impl CodeTool {
 
 /// Containers kept started ahead of demand for a tool's sandbox configuration. Each is used
 /// by one run only and removed when the run ends.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PoolSettings {
     /// How many to keep ready (default 0: every run's first call starts one).
@@ -138,7 +138,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ContainerLimits {
     /// Memory, with swap equal to it ("256Mi").
@@ -265,7 +265,7 @@ pub(super) struct SandboxFields<'a> {
 /// certificate of the call's own authority, which the sandbox trusts), adds `header: format`
 /// with `{}` replaced by the secret to requests whose path starts with `pathPrefix`, and
 /// scrubs the value from the answers before the sandbox reads them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CredentialBinding {
     /// An exact host name (no wildcard, no address); it must be in the tool's `egress`.

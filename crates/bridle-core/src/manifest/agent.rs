@@ -13,6 +13,7 @@ pub const DEFAULT_MAX_STEPS: u32 = 10;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AgentSpec {
+    /// What the agent is for, for people reading lists of agents.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// ModelRoute the agent's model calls go through.
@@ -23,10 +24,13 @@ pub struct AgentSpec {
     /// Tools granted to the agent, by name. A tool not listed never runs for it.
     #[serde(default)]
     pub tools: Vec<String>,
+    /// Which calls need a person's approval beyond the policy, and how long one waits.
     #[serde(default)]
     pub approval: ApprovalSpec,
+    /// Limits on one run; a run that reaches one ends failed with the reason.
     #[serde(default)]
     pub budget: BudgetSpec,
+    /// Sampling parameters sent with each model call.
     #[serde(default)]
     pub model: ModelParams,
     #[serde(default, skip_serializing_if = "WorkspaceSpec::is_default")]
@@ -93,14 +97,17 @@ pub struct BudgetSpec {
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    /// Time from start to end of a run, approval waits included ("30m").
     pub max_wall_time: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ModelParams {
+    /// Sampling temperature (the provider's default when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// Cap on each reply's tokens (never more than the token budget has left).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
     /// Context window of the model in tokens; default: known per model, else 128,000.

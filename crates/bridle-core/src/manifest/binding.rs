@@ -118,10 +118,13 @@ fn default_key() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Grant {
+    /// The agent ("*" = any agent of the tenant).
     #[serde(default = "any")]
     pub agent: String,
+    /// The tool the agent's call uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// The model provider target ("route/target").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
 }

@@ -69,6 +69,7 @@ impl ProviderKind {
 pub struct ModelRouteSpec {
     #[serde(default)]
     pub strategy: Strategy,
+    /// Where calls go, in the order the strategy uses them.
     pub targets: Vec<Target>,
     /// Whole-call deadline across retries and failover (default 120s).
     // A duration written as text ("30s", "5m").
@@ -106,8 +107,10 @@ impl RouteLimits {
 )]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Rate {
+    /// Requests per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u64>,
+    /// Tokens (input + output) per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<u64>,
 }
@@ -116,7 +119,9 @@ pub struct Rate {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PriceOverride {
+    /// US dollars per million input tokens.
     pub input: f64,
+    /// US dollars per million output tokens.
     pub output: f64,
     /// Input tokens read from the provider's prompt cache (default: the input price).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,7 +154,9 @@ impl PriceOverride {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AzureSettings {
+    /// The Azure deployment name.
     pub deployment: String,
+    /// The Azure `api-version` query parameter.
     #[serde(default = "default_azure_api_version")]
     pub api_version: String,
 }
@@ -166,9 +173,12 @@ pub struct Target {
     /// Unique within the route (default: the provider's name).
     #[serde(default)]
     pub name: String,
+    /// `openai` (and compatible servers), `anthropic`, or `scripted` (offline replies).
     pub provider: ProviderKind,
+    /// The provider's model name (not used by `scripted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The provider's API base URL (default: the provider's public one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
     /// `secret://name`; the router resolves it through the secrets broker.

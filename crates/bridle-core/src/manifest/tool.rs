@@ -66,6 +66,7 @@ pub struct ToolSpec {
     /// For `mcp` tools: the risk of the server's tools that carry no annotations.
     #[serde(default)]
     pub risk: Risk,
+    /// Free-form tags, for people and policies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// JSON Schema of the arguments object (default: an object with no constraints). Unused

@@ -66,6 +66,7 @@ pub struct McpTool {
     /// Headers sent to a streamable-HTTP server (values may hold `secret://name`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// `secret://name` sent as `Authorization: Bearer <value>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer: Option<String>,
     /// Only these server tools are exposed (empty = all).
@@ -85,19 +86,25 @@ impl McpTool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct McpStdio {
+    /// Container image the server runs in.
     pub image: String,
     /// The server's argv.
     pub command: Vec<String>,
+    /// The server's environment; values may be `secret://name` references.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Files under /run/secrets (file name -> `secret://name`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_files: BTreeMap<String, String>,
+    /// Memory, CPU, process, file and output limits of the server's sandbox.
     #[serde(default)]
     pub limits: ContainerLimits,
+    /// OCI runtime (for example "runsc"); default the engine's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
     #[serde(default, skip_serializing_if = "PoolSettings::is_default")]
     pub pool: PoolSettings,
+    /// Hosts the server may reach through the egress proxy; empty = no network at all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<String>,
     /// As a sandboxed tool's: added by the egress proxy, never seen by the server.

@@ -13,6 +13,7 @@ use super::remote::EgressRule;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ContainerTool {
+    /// Container image the command runs in (built or pulled where the tools service runs).
     pub image: String,
     /// argv; `{{name}}` in an element is replaced by the argument `name` (strings as they are,
     /// anything else as JSON). No shell is involved.
@@ -23,8 +24,10 @@ pub struct ContainerTool {
     /// Files under /run/secrets (file name -> `secret://name`), present during a call only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_files: BTreeMap<String, String>,
+    /// Working directory inside the container (default `/workspace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
+    /// Memory, CPU, process, file and output limits of the sandbox.
     #[serde(default)]
     pub limits: ContainerLimits,
     /// OCI runtime (for example "runsc"); default the engine's.
@@ -86,16 +89,21 @@ pub struct CodeTool {
     /// `BRIDLE_ARGS` environment variable as JSON.
     #[serde(default = "default_code_argument")]
     pub argument: String,
+    /// Environment; values may be `secret://name` references, resolved per call.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Files under /run/secrets (file name -> `secret://name`), present during a call only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_files: BTreeMap<String, String>,
+    /// Memory, CPU, process, file and output limits of the sandbox.
     #[serde(default)]
     pub limits: ContainerLimits,
+    /// OCI runtime (for example "runsc"); default the engine's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
     #[serde(default, skip_serializing_if = "PoolSettings::is_default")]
     pub pool: PoolSettings,
+    /// Hosts the tool may reach through the egress proxy; empty = no network at all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<String>,
     /// Credentials the egress proxy adds to this tool's HTTPS requests for one destination
@@ -147,8 +155,10 @@ pub struct ContainerLimits {
     /// CPUs ("0.5" = half a core).
     #[serde(default = "default_cpus")]
     pub cpus: f64,
+    /// Processes and threads the sandbox may run at once.
     #[serde(default = "default_pids")]
     pub pids: i64,
+    /// Open files per process.
     #[serde(default = "default_nofile")]
     pub nofile: u64,
     /// Size of the writable /tmp.
@@ -270,8 +280,10 @@ pub(super) struct SandboxFields<'a> {
 pub struct CredentialBinding {
     /// An exact host name (no wildcard, no address); it must be in the tool's `egress`.
     pub host: String,
+    /// The destination's port (default 443).
     #[serde(default = "https_port")]
     pub port: u16,
+    /// Only requests whose path starts with this get the credential (default: every path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
     /// The header that carries it (default `Authorization`, unless `query` is set).

@@ -1,4 +1,4 @@
-#![allow(dead_code)] // Shared by several test crates; each uses part of it.
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)] // Test support, shared by several test crates (each uses part of it).
 
 //! Starting the real `bridle dev` for a test: its own Redis and OpenBao dev server on free
 //! ports, every listener on port 0, its log in the data folder.

@@ -108,7 +108,8 @@ bash scripts/register-runsc.sh
 
 bash deploy/sandbox/build.sh python
 # The tool service's tests (issue 4): a bash sandbox, the image with the published MCP servers
-# mcp-server-time and mcp-server-git, and a host venv with mcp-server-time and the mcp SDK.
+# mcp-server-time and mcp-server-git, and host venvs with mcp-server-time and the mcp SDK, and
+# with mcp-server-sqlite.
 # Each skips itself when already there.
 bash deploy/sandbox/build.sh bash
 bash deploy/sandbox/build.sh mcp
@@ -116,3 +117,4 @@ bash deploy/sandbox/build.sh mcp
 # with the securityContext the chart renders); skipped when the image exists.
 bash deploy/images/build-bases.sh engine-rootless
 bash crates/bridle-tools/tests/fixtures/mcp-venv.sh >/dev/null
+bash crates/bridle-tools/tests/fixtures/mcp-venv.sh sqlite >/dev/null

@@ -180,6 +180,9 @@ pub struct ToolInfo {
     pub kind: String,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Where `risk` came from (`ToolSpec.risk_source`); empty in runs stored before it was.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub risk_source: String,
 }
 
 impl ToolInfo {
@@ -191,6 +194,7 @@ impl ToolInfo {
             risk: t.risk,
             kind: t.kind.clone(),
             tags: t.tags.clone(),
+            risk_source: t.risk_source.clone(),
         }
     }
 
@@ -202,6 +206,7 @@ impl ToolInfo {
             risk: self.risk,
             tags: self.tags.clone(),
             kind: self.kind.clone(),
+            risk_source: self.risk_source.clone(),
         }
     }
 }

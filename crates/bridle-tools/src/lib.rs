@@ -150,7 +150,11 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         label_namespace: opts.label_namespace.clone(),
         cleanup: cleanup.clone(),
         sandboxes: sandboxes.clone(),
-        mcp: mcp::Mcp::new(opts.mcp_local_servers.clone()),
+        mcp: mcp::Mcp::new(
+            opts.mcp_local_servers.clone(),
+            opts.mcp_init_timeout,
+            opts.mcp_tools_ttl,
+        ),
         egress: egress.clone(),
         runtimes: runtimes.clone(),
     });

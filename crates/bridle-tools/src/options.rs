@@ -66,8 +66,22 @@ pub struct Options {
     /// PEM certificates trusted, besides the system's roots, when the egress proxy connects
     /// to a host a Tool's `credentials` are bound to (a private CA's hosts).
     pub egress_upstream_ca_file: Option<PathBuf>,
-    /// Local MCP servers manifests may name (`spec.mcp.local`): name -> command and env.
+    /// Local MCP servers manifests may name (`spec.mcp.local`): name -> command and env. A
+    /// server starts with only the variables its `env` names (and a plain `PATH` unless it
+    /// names one), in a process group of its own that is killed whole when it stops. Keys of
+    /// `env` keep their case from a TOML file; variables set through `BRIDLE_*` environment
+    /// variables arrive lowercased, so set a server's environment in the file.
     pub mcp_local_servers: BTreeMap<String, LocalServer>,
+    /// How long an MCP server has to answer `initialize`. A server that fails to start is
+    /// not tried again for 5 s, doubling to 5 min while it keeps failing.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub mcp_init_timeout: Duration,
+    /// How long an MCP server's tool list is used before it is read again (sooner when a
+    /// server sends `notifications/tools/list_changed`).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub mcp_tools_ttl: Duration,
     /// Size of a run's /workspace when neither its Tool (`limits.workspace`) nor its Agent
     /// (`spec.workspace.quota`) sets one ("1Gi").
     pub workspace_quota_default: String,
@@ -147,6 +161,8 @@ impl Default for Options {
             egress_private_allow_tenants: BTreeMap::new(),
             egress_upstream_ca_file: None,
             mcp_local_servers: BTreeMap::new(),
+            mcp_init_timeout: Duration::from_secs(30),
+            mcp_tools_ttl: Duration::from_secs(300),
             workspace_quota_default: "1Gi".into(),
             workspace_quota_max: "10Gi".into(),
             advertise_url: None,

@@ -122,9 +122,15 @@ pub fn spec_proto(t: &Tool) -> ToolSpec {
         name: t.metadata.name.clone(),
         description: t.spec.description.clone(),
         parameters_json_schema: t.spec.parameters.to_string(),
-        risk: risk_class(t.spec.risk) as i32,
+        risk: risk_class(t.spec.risk_or_default()) as i32,
         tags: t.spec.tags.clone(),
         kind: t.spec.kind().to_string(),
+        risk_source: if t.spec.risk.is_some() {
+            "manifest"
+        } else {
+            "default"
+        }
+        .into(),
     }
 }
 
@@ -137,6 +143,7 @@ pub fn exposed_proto(t: &Tool, e: &crate::mcp::Exposed) -> ToolSpec {
         risk: risk_class(e.risk) as i32,
         tags: t.spec.tags.clone(),
         kind: "mcp".to_string(),
+        risk_source: e.risk_source.into(),
     }
 }
 

@@ -45,6 +45,13 @@ pub enum Risk {
     Destructive,
 }
 
+impl ToolSpec {
+    /// The tool's risk: as written, else `mutating` (see `risk` for `mcp` tools).
+    pub fn risk_or_default(&self) -> Risk {
+        self.risk.unwrap_or_default()
+    }
+}
+
 impl Risk {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,9 +70,12 @@ pub struct ToolSpec {
     /// Shown to the model; say what the tool does and returns. For `mcp` tools, the server's
     /// own descriptions are shown and this describes the server.
     pub description: String,
-    /// For `mcp` tools: the risk of the server's tools that carry no annotations.
-    #[serde(default)]
-    pub risk: Risk,
+    /// How much a call can change: `read_only`, `mutating` (the default) or `destructive` (a
+    /// person approves every call). For `mcp` tools: the risk of the server's tools that carry
+    /// no annotations, `destructive` when unset (the MCP specification's default); a tool's
+    /// own annotations, and `riskOverrides` above both, decide the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<Risk>,
     /// Free-form tags, for people and policies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,

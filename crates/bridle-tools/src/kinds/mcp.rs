@@ -37,6 +37,8 @@ struct Opened {
     slack: usize,
     output_bytes: usize,
     label: String,
+    /// The end of the server's stderr (sandboxed and local servers), for errors.
+    stderr: Option<client::StderrTail>,
 }
 
 impl Opened {
@@ -159,7 +161,7 @@ async fn open(
                 lease.release(false).await;
                 return Err(mcp_err("the server's stdio is not attached".into()));
             };
-            match client::over_stdio(stdio).await {
+            match client::over_stdio(stdio, &ex.mcp.connect).await {
                 Ok((client, stderr)) => {
                     sb.mcp = Some(crate::sandbox::container::McpSession { client, stderr })
                 }
@@ -178,12 +180,14 @@ async fn open(
         }
         let label = sb.short.clone();
         let output_bytes = sb.profile.limits.output_bytes;
+        let stderr = sb.mcp.as_ref().map(|m| m.stderr.clone());
         return Ok(Opened {
             session: Session::Sandboxed(Box::new(lease)),
             slack: resolved.slack(),
             redactor: resolved.redactor,
             output_bytes,
             label,
+            stderr,
         });
     }
     if let Some(local) = &m.local {
@@ -201,15 +205,21 @@ async fn open(
         let key = format!("local\0{}\0{local}", scope.tenant);
         let c = ex
             .mcp
-            .shared(&key, || client::local_process(&server.command, &server.env))
+            .shared(&key, || async {
+                client::local_process(&server.command, &server.env, &ex.mcp.connect)
+                    .await
+                    .map(|(c, p)| (c, Some(p)))
+            })
             .await
             .map_err(mcp_err)?;
+        let stderr = ex.mcp.stderr_of(&key).await;
         return Ok(Opened {
             session: Session::Shared(c, key),
             redactor: ex.run_secrets.redactor(scope).0,
             slack: 0,
             output_bytes: DEFAULT_OUTPUT,
             label: format!("mcp:local:{local}"),
+            stderr,
         });
     }
     let Some(url) = &m.url else {
@@ -259,11 +269,13 @@ async fn open(
             bearer.as_deref(),
             tool.spec.timeout(),
             &pinned,
+            &ex.mcp.connect,
         )
     };
     let session = if wanted.is_empty() {
         let key = Mcp::spec_key(&scope.tenant, tool, m);
-        let c = ex.mcp.shared(&key, connect).await.map_err(|reason| {
+        let connected = || async { connect().await.map(|c| (c, None)) };
+        let c = ex.mcp.shared(&key, connected).await.map_err(|reason| {
             Error::Core(bridle_core::Error::unavailable(
                 format!("MCP server {url} of tool '{name}'"),
                 reason,
@@ -284,6 +296,7 @@ async fn open(
         redactor: resolved.redactor,
         output_bytes: DEFAULT_OUTPUT,
         label: format!("mcp:{host}"),
+        stderr: None,
     })
 }
 
@@ -304,7 +317,7 @@ pub async fn tools(ex: &Executor, tenant: &str, tool: &Tool) -> Result<Arc<Vec<E
     };
     let opened = open(ex, &scope, tool, m, &tool.metadata.name, None).await?;
     let listed = match opened.peer() {
-        Some(p) => tokio::time::timeout(client::INIT_TIMEOUT, p.list_all_tools()).await,
+        Some(p) => tokio::time::timeout(ex.mcp.connect.init_timeout, p.list_all_tools()).await,
         None => {
             opened.finish(ex, false).await;
             return Err(Error::Mcp {
@@ -399,7 +412,12 @@ pub async fn run(
         ),
         Ok(Err(e)) => {
             let transport = !matches!(e, rmcp::ServiceError::McpError(_));
-            (server_error(&e), true, !transport)
+            let mut text = server_error(&e);
+            // A server that died mid-call: its last words say why.
+            if transport && let Some(t) = &opened.stderr {
+                text = client::with_stderr(text, t);
+            }
+            (text, true, !transport)
         }
         Err(_) => {
             result.timed_out = true;

@@ -2,6 +2,7 @@
 //! to a streamable-HTTP server. Each ends with the MCP `initialize` handshake done.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,10 +16,33 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use crate::sandbox::backend::{Chunk, MainStdio};
 
 /// A connected MCP client.
-pub type Client = RunningService<RoleClient, ()>;
+pub type Client = RunningService<RoleClient, Handler>;
 
-/// How long a server has to answer `initialize`.
-pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The client's side of a session: a server's `notifications/tools/list_changed` moves the
+/// service's tool-list generation on, so every list cached before it is read again.
+#[derive(Clone, Debug, Default)]
+pub struct Handler {
+    pub lists: Arc<AtomicU64>,
+}
+
+impl rmcp::ClientHandler for Handler {
+    fn on_tool_list_changed(
+        &self,
+        _: rmcp::service::NotificationContext<RoleClient>,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        tracing::info!("an MCP server's tool list changed; lists are read again");
+        std::future::ready(())
+    }
+}
+
+/// How a session is opened: the handler, and how long the server has to answer `initialize`
+/// (the tools service's `mcp_init_timeout`).
+#[derive(Clone, Debug)]
+pub struct Connect {
+    pub handler: Handler,
+    pub init_timeout: Duration,
+}
 /// Bytes of a server's stderr kept for error messages.
 const STDERR_TAIL: usize = 4096;
 
@@ -43,7 +67,7 @@ impl StderrTail {
 }
 
 /// The MCP session over a sandbox main process's stdio (stderr kept aside).
-pub async fn over_stdio(stdio: MainStdio) -> Result<(Client, StderrTail), String> {
+pub async fn over_stdio(stdio: MainStdio, how: &Connect) -> Result<(Client, StderrTail), String> {
     let tail = StderrTail::default();
     let t = tail.clone();
     let stdout = stdio.output.filter_map(move |item| {
@@ -58,38 +82,135 @@ pub async fn over_stdio(stdio: MainStdio) -> Result<(Client, StderrTail), String
         futures::future::ready(out)
     });
     let reader = tokio_util::io::StreamReader::new(Box::pin(stdout));
-    let client = tokio::time::timeout(INIT_TIMEOUT, ().serve((reader, stdio.input)))
-        .await
-        .map_err(|_| format!("no answer to initialize within {INIT_TIMEOUT:?}"))?
-        .map_err(|e| {
-            let err = tail.text();
-            if err.is_empty() {
-                format!("initialize failed: {e}")
-            } else {
-                format!("initialize failed: {e}; the server's stderr: {err}")
-            }
-        })?;
+    let client = tokio::time::timeout(
+        how.init_timeout,
+        how.handler.clone().serve((reader, stdio.input)),
+    )
+    .await
+    .map_err(|_| {
+        with_stderr(
+            format!("no answer to initialize within {:?}", how.init_timeout),
+            &tail,
+        )
+    })?
+    .map_err(|e| with_stderr(format!("initialize failed: {e}"), &tail))?;
     Ok((client, tail))
 }
 
-/// A local process named in the service's configuration.
+/// `what`, with the end of the server's stderr when it wrote any.
+pub fn with_stderr(what: String, tail: &StderrTail) -> String {
+    let err = tail.text();
+    if err.is_empty() {
+        what
+    } else {
+        format!("{what}; the server's stderr ends: {err}")
+    }
+}
+
+/// The environment a local server starts with: its configured variables only (the tools
+/// service's own, `BRIDLE_*` credentials among them, never reach it), with a plain `PATH`
+/// unless the configuration sets one.
+pub fn local_env(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    if !env.contains_key("PATH") {
+        out.push((
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ));
+    }
+    out
+}
+
+/// A local process named in the service's configuration, in a process group of its own (see
+/// `LocalProcess`), with only its configured environment; its stderr is kept for errors.
 pub async fn local_process(
     command: &[String],
     env: &BTreeMap<String, String>,
-) -> Result<Client, String> {
+    how: &Connect,
+) -> Result<(Client, LocalProcess), String> {
     let Some((program, args)) = command.split_first() else {
         return Err("the configured command is empty".into());
     };
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args).envs(env).kill_on_drop(true);
-    let (proc, _stderr) = TokioChildProcess::builder(cmd)
-        .stderr(std::process::Stdio::null())
+    cmd.args(args)
+        .env_clear()
+        .envs(local_env(env))
+        .process_group(0)
+        .kill_on_drop(true);
+    let (proc, stderr) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start '{program}': {e}"))?;
-    tokio::time::timeout(INIT_TIMEOUT, ().serve(proc))
-        .await
-        .map_err(|_| format!("'{program}' did not answer initialize within {INIT_TIMEOUT:?}"))?
-        .map_err(|e| format!("initialize with '{program}' failed: {e}"))
+    let group = LocalProcess {
+        pgid: proc.id(),
+        stderr: StderrTail::default(),
+    };
+    if let Some(mut err) = stderr {
+        let tail = group.stderr.clone();
+        // Ends when the process closes its stderr (it exited, or was killed).
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = err.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                tail.push(&buf[..n]);
+            }
+        });
+    }
+    let served = tokio::time::timeout(how.init_timeout, how.handler.clone().serve(proc)).await;
+    let client = match served {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            group.kill();
+            // A moment for the last words of a server that exited at once.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Err(with_stderr(
+                format!("initialize with '{program}' failed: {e}"),
+                &group.stderr,
+            ));
+        }
+        Err(_) => {
+            group.kill();
+            return Err(with_stderr(
+                format!(
+                    "'{program}' did not answer initialize within {:?}",
+                    how.init_timeout
+                ),
+                &group.stderr,
+            ));
+        }
+    };
+    Ok((client, group))
+}
+
+/// A local server's process group: the server and whatever it started (an `npm install`, a
+/// helper), killed together when the session ends, not only the server itself.
+#[derive(Debug)]
+pub struct LocalProcess {
+    pgid: Option<u32>,
+    pub stderr: StderrTail,
+}
+
+impl LocalProcess {
+    /// SIGKILL to the whole group (`kill -KILL -<pgid>`: no unsafe code for `killpg`).
+    pub fn kill(&self) {
+        if let Some(pgid) = self.pgid {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for LocalProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// A streamable-HTTP server, with headers (secrets already resolved).
@@ -99,6 +220,7 @@ pub async fn streamable_http(
     bearer: Option<&str>,
     timeout: Duration,
     pinned: &[std::net::SocketAddr],
+    how: &Connect,
 ) -> Result<Client, String> {
     let mut custom = HashMap::new();
     for (k, v) in headers {
@@ -125,8 +247,13 @@ pub async fn streamable_http(
     }
     let http = http.build().map_err(|e| format!("http client: {e}"))?;
     let transport = StreamableHttpClientTransport::with_client(http, config);
-    tokio::time::timeout(INIT_TIMEOUT, ().serve(transport))
+    tokio::time::timeout(how.init_timeout, how.handler.clone().serve(transport))
         .await
-        .map_err(|_| format!("{url} did not answer initialize within {INIT_TIMEOUT:?}"))?
+        .map_err(|_| {
+            format!(
+                "{url} did not answer initialize within {:?}",
+                how.init_timeout
+            )
+        })?
         .map_err(|e| format!("initialize with {url} failed: {e}"))
 }

@@ -16,23 +16,31 @@ pub struct Exposed {
     pub description: String,
     pub schema: Value,
     pub risk: Risk,
+    /// Where `risk` came from (`ToolSpec.risk_source`).
+    pub risk_source: &'static str,
 }
 
-/// The risk class of a server tool. MCP's defaults: `readOnlyHint` false, `destructiveHint`
-/// true; annotations are hints from the server, so an override in the manifest wins.
+/// The risk class of a server tool, and where it came from. The manifest's `riskOverrides`
+/// win; then the tool's annotations, read with the MCP specification's defaults
+/// (`readOnlyHint` false, `destructiveHint` true); a tool without annotations gets the
+/// Tool's `risk` when it has one, else destructive (the specification's default: a server
+/// that says nothing about a tool may have it delete things).
 pub fn risk_of(
     annotations: Option<&rmcp::model::ToolAnnotations>,
-    fallback: Risk,
+    manifest: Option<Risk>,
     override_: Option<Risk>,
-) -> Risk {
+) -> (Risk, &'static str) {
     if let Some(r) = override_ {
-        return r;
+        return (r, "riskOverrides");
     }
     match annotations {
-        None => fallback,
-        Some(a) if a.read_only_hint == Some(true) => Risk::ReadOnly,
-        Some(a) if a.destructive_hint == Some(false) => Risk::Mutating,
-        Some(_) => Risk::Destructive,
+        None => match manifest {
+            Some(r) => (r, "manifest"),
+            None => (Risk::Destructive, "mcp-default"),
+        },
+        Some(a) if a.read_only_hint == Some(true) => (Risk::ReadOnly, "annotations"),
+        Some(a) if a.destructive_hint == Some(false) => (Risk::Mutating, "annotations"),
+        Some(_) => (Risk::Destructive, "annotations"),
     }
 }
 
@@ -55,7 +63,7 @@ fn sanitize(name: &str) -> String {
 pub fn expose(
     prefix: &str,
     m: &McpTool,
-    fallback: Risk,
+    manifest_risk: Option<Risk>,
     tools: Vec<rmcp::model::Tool>,
 ) -> Vec<Exposed> {
     let mut out: Vec<Exposed> = Vec::new();
@@ -75,13 +83,15 @@ pub fn expose(
         {
             o.insert("type".into(), Value::String("object".into()));
         }
+        let (risk, risk_source) = risk_of(
+            t.annotations.as_ref(),
+            manifest_risk,
+            m.risk_overrides.get(&server_name).copied(),
+        );
         out.push(Exposed {
             name,
-            risk: risk_of(
-                t.annotations.as_ref(),
-                fallback,
-                m.risk_overrides.get(&server_name).copied(),
-            ),
+            risk,
+            risk_source,
             description: t
                 .description
                 .map(|d| d.to_string())
@@ -114,34 +124,43 @@ mod tests {
     }
 
     #[test]
-    fn annotations_map_to_risk_classes() {
-        let m = Risk::Mutating;
-        assert_eq!(risk_of(None, m, None), Risk::Mutating);
+    fn annotations_map_to_risk_classes_with_the_specifications_defaults() {
+        let r = |a: Option<ToolAnnotations>, m: Option<Risk>, o: Option<Risk>| {
+            risk_of(a.as_ref(), m, o)
+        };
+        // No annotations and no risk on the Tool: destructive, as the specification says.
+        assert_eq!(r(None, None, None), (Risk::Destructive, "mcp-default"));
+        // The Tool's risk covers the server's unannotated tools.
         assert_eq!(
-            risk_of(Some(&ann(Some(true), None)), m, None),
-            Risk::ReadOnly
+            r(None, Some(Risk::ReadOnly), None),
+            (Risk::ReadOnly, "manifest")
+        );
+        let m = Some(Risk::Mutating);
+        assert_eq!(
+            r(Some(ann(Some(true), None)), m, None),
+            (Risk::ReadOnly, "annotations")
         );
         assert_eq!(
-            risk_of(Some(&ann(Some(true), Some(true))), m, None),
-            Risk::ReadOnly
+            r(Some(ann(Some(true), Some(true))), m, None),
+            (Risk::ReadOnly, "annotations")
         );
         assert_eq!(
-            risk_of(Some(&ann(None, Some(false))), m, None),
-            Risk::Mutating
+            r(Some(ann(None, Some(false))), m, None),
+            (Risk::Mutating, "annotations")
         );
         assert_eq!(
-            risk_of(Some(&ann(None, Some(true))), m, None),
-            Risk::Destructive
+            r(Some(ann(None, Some(true))), m, None),
+            (Risk::Destructive, "annotations")
+        );
+        // Annotations that leave both hints out: the specification's defaults.
+        assert_eq!(
+            r(Some(ann(None, None)), m, None),
+            (Risk::Destructive, "annotations")
         );
         assert_eq!(
-            risk_of(Some(&ann(None, None)), m, None),
-            Risk::Destructive,
-            "MCP default"
-        );
-        assert_eq!(
-            risk_of(Some(&ann(Some(true), None)), m, Some(Risk::Destructive)),
-            Risk::Destructive,
-            "the manifest wins over the server's hint"
+            r(Some(ann(Some(true), None)), m, Some(Risk::Destructive)),
+            (Risk::Destructive, "riskOverrides"),
+            "the manifest's override wins over the server's hint"
         );
     }
 

@@ -2,7 +2,8 @@
 //! discovered (`tools/list`) and exposed as `<prefix>__<tool>` with the server's schemas and
 //! descriptions, and a risk class from the tool's annotations (`readOnlyHint` -> read_only,
 //! `destructiveHint: false` -> mutating, otherwise destructive as the MCP spec's defaults
-//! say; a tool without annotations gets the manifest's `risk`; `riskOverrides` win).
+//! say; a tool without annotations gets the manifest's `risk`, else destructive, the spec's
+//! default; `riskOverrides` win).
 //!
 //! Servers: `stdio` runs in a sandbox container per run (like any sandbox: warm pool, the
 //! run's workspace at /workspace, egress allowlist, removed at EndRun); `local` is a process
@@ -15,9 +16,11 @@ mod content;
 mod expose;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use bridle_core::manifest::{McpTool, Tool};
+use bridle_core::manifest::{McpTool, Risk, Tool};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -32,18 +35,65 @@ pub struct LocalServer {
 }
 
 /// Sessions shared across calls, and what each server exposes.
+///
+/// Each server has its own slot and lock: connecting to one (which may take up to the
+/// initialize timeout) never holds up calls to another. A server that failed to start is
+/// remembered with its reason and not tried again before its back-off (5 s, doubling to 5
+/// min) is over: calls meanwhile get that reason at once instead of waiting for it again.
 pub struct Mcp {
     pub local: BTreeMap<String, LocalServer>,
-    shared: tokio::sync::Mutex<HashMap<String, Arc<client::Client>>>,
-    catalog: Mutex<HashMap<String, Arc<Vec<Exposed>>>>,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    catalog: Mutex<HashMap<String, Listed>>,
+    /// How sessions are opened (handler, initialize timeout).
+    pub connect: client::Connect,
+    /// How long a server's tool list is used before it is read again.
+    lists_ttl: Duration,
 }
 
+#[derive(Default)]
+struct Slot {
+    session: Option<Arc<client::Client>>,
+    /// A local server's process group, killed with the session.
+    process: Option<client::LocalProcess>,
+    failed: Option<Failed>,
+}
+
+struct Failed {
+    why: String,
+    count: u32,
+    until: Instant,
+}
+
+struct Listed {
+    at: Instant,
+    generation: u64,
+    tools: Arc<Vec<Exposed>>,
+}
+
+/// The wait before trying a failed server again, after `count` failures in a row.
+fn backoff(count: u32) -> Duration {
+    (Duration::from_secs(5) * 2u32.saturating_pow(count.saturating_sub(1).min(10)))
+        .min(Duration::from_secs(300))
+}
+
+/// What a shared session's connection made.
+pub type Connected = (client::Client, Option<client::LocalProcess>);
+
 impl Mcp {
-    pub fn new(local: BTreeMap<String, LocalServer>) -> Self {
+    pub fn new(
+        local: BTreeMap<String, LocalServer>,
+        init_timeout: Duration,
+        lists_ttl: Duration,
+    ) -> Self {
         Self {
             local,
-            shared: tokio::sync::Mutex::default(),
+            slots: Mutex::default(),
             catalog: Mutex::default(),
+            connect: client::Connect {
+                handler: client::Handler::default(),
+                init_timeout,
+            },
+            lists_ttl,
         }
     }
 
@@ -51,7 +101,13 @@ impl Mcp {
     pub fn spec_key(tenant: &str, tool: &Tool, m: &McpTool) -> String {
         let mut h = Sha256::new();
         h.update(serde_json::to_string(m).unwrap_or_default().as_bytes());
-        h.update(tool.spec.risk.as_str().as_bytes());
+        h.update(
+            tool.spec
+                .risk
+                .map(Risk::as_str)
+                .unwrap_or("unset")
+                .as_bytes(),
+        );
         format!(
             "{tenant}\0{}\0{}",
             tool.metadata.name,
@@ -59,20 +115,36 @@ impl Mcp {
         )
     }
 
+    fn generation(&self) -> u64 {
+        self.connect.handler.lists.load(Ordering::SeqCst)
+    }
+
+    /// A server's tools as listed, while the list is fresh: younger than the TTL, and no
+    /// server has said its list changed since.
     pub fn cached(&self, key: &str) -> Option<Arc<Vec<Exposed>>> {
+        let generation = self.generation();
         self.catalog
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .cloned()
+            .filter(|l| l.generation == generation && l.at.elapsed() < self.lists_ttl)
+            .map(|l| l.tools.clone())
     }
 
     pub fn remember(&self, key: String, tools: Arc<Vec<Exposed>>) {
+        let generation = self.generation();
         let mut c = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() > 10_000 {
             c.clear();
         }
-        c.insert(key, tools);
+        c.insert(
+            key,
+            Listed {
+                at: Instant::now(),
+                generation,
+                tools,
+            },
+        );
     }
 
     pub fn forget(&self, key: &str) {
@@ -82,36 +154,95 @@ impl Mcp {
             .remove(key);
     }
 
-    /// A shared session, made by `connect` when there is none.
+    fn slot(&self, key: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// A shared session, made by `connect` when there is none (and the server is not in its
+    /// back-off after failing).
     pub async fn shared<F, Fut>(&self, key: &str, connect: F) -> Result<Arc<client::Client>, String>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<client::Client, String>>,
+        Fut: std::future::Future<Output = Result<Connected, String>>,
     {
-        let mut s = self.shared.lock().await;
-        if let Some(c) = s.get(key)
+        let slot = self.slot(key);
+        let mut s = slot.lock().await;
+        if let Some(c) = &s.session
             && !c.is_closed()
         {
             return Ok(c.clone());
         }
-        let c = Arc::new(connect().await?);
-        s.insert(key.to_string(), c.clone());
-        Ok(c)
+        if let Some(f) = &s.failed
+            && Instant::now() < f.until
+        {
+            return Err(format!(
+                "{} (failed {} time(s) in a row; tried again in {})",
+                f.why,
+                f.count,
+                bridle_core::timeutil::short_duration(f.until - Instant::now())
+            ));
+        }
+        // A session that closed: its process group goes before a new one starts.
+        s.session = None;
+        s.process = None;
+        match connect().await {
+            Ok((c, process)) => {
+                let c = Arc::new(c);
+                s.failed = None;
+                s.session = Some(c.clone());
+                s.process = process;
+                Ok(c)
+            }
+            Err(why) => {
+                let count = s.failed.as_ref().map_or(0, |f| f.count) + 1;
+                s.failed = Some(Failed {
+                    why: why.clone(),
+                    count,
+                    until: Instant::now() + backoff(count),
+                });
+                Err(why)
+            }
+        }
+    }
+
+    /// The end of a shared local server's stderr, for a call's error.
+    pub async fn stderr_of(&self, key: &str) -> Option<client::StderrTail> {
+        let slot = self.slot(key);
+        let s = slot.lock().await;
+        s.process.as_ref().map(|p| p.stderr.clone())
     }
 
     /// Drops a shared session that failed, so the next call reconnects.
     pub async fn drop_shared(&self, key: &str) {
-        self.shared.lock().await.remove(key);
+        let slot = self.slot(key);
+        let mut s = slot.lock().await;
+        s.session = None;
+        s.process = None;
     }
 
-    /// Closes every shared session (at shutdown): local processes are killed.
+    /// Closes every shared session (at shutdown): local processes are killed with their
+    /// process groups.
     pub async fn close_all(&self) {
-        let all: Vec<Arc<client::Client>> =
-            self.shared.lock().await.drain().map(|(_, c)| c).collect();
-        for c in all {
-            if let Ok(c) = Arc::try_unwrap(c) {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), c.cancel()).await;
+        let slots: Vec<Arc<tokio::sync::Mutex<Slot>>> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for slot in slots {
+            let mut s = slot.lock().await;
+            if let Some(c) = s.session.take()
+                && let Ok(c) = Arc::try_unwrap(c)
+            {
+                let _ = tokio::time::timeout(Duration::from_secs(5), c.cancel()).await;
             }
+            s.process = None;
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct Setup {
     pub secrets_url: String,
     pub docker_host: Option<String>,
     pub mcp_local_servers: std::collections::BTreeMap<String, bridle_tools::mcp::LocalServer>,
+    /// `mcp_init_timeout` (default: the service's).
+    pub mcp_init_timeout: Option<std::time::Duration>,
     pub images: Vec<&'static str>,
     /// `workspace_quota_max` (default: the service's).
     pub quota_max: Option<&'static str>,
@@ -81,6 +83,7 @@ impl Default for Setup {
             secrets_url: "http://127.0.0.1:9".into(),
             docker_host: None,
             mcp_local_servers: Default::default(),
+            mcp_init_timeout: None,
             images: vec!["python"],
             quota_max: None,
             workspace_root: None,
@@ -204,6 +207,9 @@ impl Harness {
             label_namespace: ns.clone(),
             workspace_root: Some(root.clone()),
             mcp_local_servers: setup.mcp_local_servers,
+            mcp_init_timeout: setup
+                .mcp_init_timeout
+                .unwrap_or(bridle_tools::Options::default().mcp_init_timeout),
             egress_private_allow: setup.egress_private_allow,
             egress_private_allow_tenants: setup.egress_private_allow_tenants,
             egress_upstream_ca_file: setup.egress_upstream_ca_file,

@@ -17,10 +17,16 @@ fn fixtures() -> std::path::PathBuf {
 
 /// The host venv with `mcp` and `mcp-server-time` (made once, under a lock).
 async fn venv() -> std::path::PathBuf {
+    venv_of("").await
+}
+
+/// `mcp-venv.sh <which>`'s venv.
+async fn venv_of(which: &str) -> std::path::PathBuf {
     let out = tokio::process::Command::new("flock")
         .arg("/tmp/bridle-mcp-venv.lock")
         .arg("bash")
         .arg(fixtures().join("mcp-venv.sh"))
+        .args((!which.is_empty()).then_some(which))
         .output()
         .await
         .unwrap();
@@ -365,5 +371,219 @@ async fn a_streamable_http_server_with_annotations_errors_and_overrides() {
     // An exposed name can be listed by itself (what an agent granting one tool needs).
     let one = list(&h, &["remote__wipe"]).await;
     assert_eq!(one.len(), 1);
+    h.stop().await;
+}
+
+/// A local server from the fixture `mcp_stdio_server.py` in `mode`, with `env`.
+fn fixture_server(
+    venv: &std::path::Path,
+    mode: &str,
+    env: &[(&str, &str)],
+) -> bridle_tools::mcp::LocalServer {
+    bridle_tools::mcp::LocalServer {
+        command: vec![
+            venv.join("bin/python").to_string_lossy().into_owned(),
+            fixtures()
+                .join("mcp_stdio_server.py")
+                .to_string_lossy()
+                .into_owned(),
+            mode.into(),
+        ],
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+async fn list_err(h: &Harness, name: &str) -> tonic::Status {
+    h.tools
+        .clone()
+        .list_tools(ListToolsRequest {
+            tenant: TENANT.into(),
+            names: vec![name.into()],
+        })
+        .await
+        .unwrap_err()
+}
+
+fn local_tool(name: &str, server: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: bridle.dev/v1\nkind: Tool\nmetadata:\n  name: {name}\nspec:\n  description: Test.\n  mcp:\n    local: {server}\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn a_server_that_says_nothing_about_its_tools_gets_the_specifications_defaults() {
+    // mcp-server-sqlite (PyPI) annotates none of its tools, write_query (DELETE, DROP) among
+    // them: destructive, as the MCP specification's defaults say, unless the manifest says.
+    let venv = venv_of("sqlite").await;
+    let db = tempfile::tempdir().unwrap();
+    let server = bridle_tools::mcp::LocalServer {
+        command: vec![
+            venv.join("bin/mcp-server-sqlite")
+                .to_string_lossy()
+                .into_owned(),
+            "--db-path".into(),
+            db.path().join("t.db").to_string_lossy().into_owned(),
+        ],
+        env: BTreeMap::new(),
+    };
+    let h = Harness::start_with(Setup {
+        mcp_local_servers: BTreeMap::from([("sqlite".to_string(), server)]),
+        ..Setup::default()
+    })
+    .await;
+    h.apply(&local_tool("db", "sqlite", "")).await;
+    h.apply(&local_tool(
+        "dbro",
+        "sqlite",
+        "    riskOverrides:\n      read_query: read_only\n      list_tables: read_only\n",
+    ))
+    .await;
+    let specs = list(&h, &["db"]).await;
+    assert_eq!(specs.len(), 6, "{specs:?}");
+    for s in &specs {
+        assert_eq!(
+            RiskClass::try_from(s.risk).unwrap(),
+            RiskClass::Destructive,
+            "{}",
+            s.name
+        );
+        assert_eq!(s.risk_source, "mcp-default", "{}", s.name);
+    }
+    let specs = list(&h, &["dbro"]).await;
+    let source = |n: &str| {
+        specs
+            .iter()
+            .find(|s| s.name == n)
+            .map(|s| s.risk_source.clone())
+            .unwrap()
+    };
+    assert_eq!(risk(&specs, "dbro__read_query"), RiskClass::ReadOnly);
+    assert_eq!(source("dbro__read_query"), "riskOverrides");
+    assert_eq!(risk(&specs, "dbro__write_query"), RiskClass::Destructive);
+    assert_eq!(source("dbro__write_query"), "mcp-default");
+    let r = h.call("", "dbro__list_tables", json!({})).await;
+    assert!(!r.is_error, "{r:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn local_servers_are_isolated_and_a_broken_one_fails_fast_saying_why() {
+    let venv = venv().await;
+    let servers = BTreeMap::from([
+        (
+            "ok".to_string(),
+            fixture_server(&venv, "ok", &[("GREETING", "hi"), ("MixedCase", "kept")]),
+        ),
+        ("hang".to_string(), fixture_server(&venv, "hang", &[])),
+        ("hang2".to_string(), fixture_server(&venv, "hang", &[])),
+        ("exit".to_string(), fixture_server(&venv, "exit", &[])),
+        ("garbage".to_string(), fixture_server(&venv, "garbage", &[])),
+    ]);
+    let h = Harness::start_with(Setup {
+        mcp_local_servers: servers,
+        mcp_init_timeout: Some(Duration::from_secs(8)),
+        ..Setup::default()
+    })
+    .await;
+    for name in ["ok", "hang", "hang2", "exit", "garbage"] {
+        h.apply(&local_tool(name, name, "")).await;
+    }
+
+    // Only its configured environment (case kept) and a PATH: none of the service's.
+    let r = h.call("", "ok__env", json!({})).await;
+    assert!(!r.is_error, "{r:?}");
+    let names: Vec<&str> = r.output.lines().collect();
+    assert!(
+        names.contains(&"GREETING") && names.contains(&"MixedCase"),
+        "{names:?}"
+    );
+    for n in &names {
+        assert!(
+            ["GREETING", "MixedCase", "PATH", "LC_CTYPE"].contains(n),
+            "the server sees {n}: {names:?}"
+        );
+    }
+    assert!(
+        std::env::vars().any(|(k, _)| k.starts_with("CARGO")),
+        "the test's own environment has variables the server must not see"
+    );
+
+    // A server that dies mid-call: the call says why (its stderr), and what it started dies
+    // with it (its process group).
+    let r = h.call("", "ok__spawn", json!({})).await;
+    let pid: u32 = r.output.trim().parse().unwrap_or_else(|_| panic!("{r:?}"));
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let r = h.call("", "ok__crash", json!({})).await;
+    assert!(r.is_error, "{r:?}");
+    assert!(
+        r.output
+            .contains("fatal: the test server crashed on purpose"),
+        "{r:?}"
+    );
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+            .unwrap_or(true)
+    };
+    bridle_testkit::wait_for(
+        "the server's child to die",
+        Duration::from_secs(10),
+        || async { gone().then_some(()) },
+    )
+    .await
+    .unwrap();
+    // The next call starts the server again.
+    let r = h.call("", "ok__env", json!({})).await;
+    assert!(!r.is_error, "{r:?}");
+
+    // A server that never answers initialize: the call fails at the configured timeout with
+    // the server's stderr, and the next fails at once with the same reason (back-off).
+    let e = list_err(&h, "hang").await;
+    assert!(
+        e.message().contains("did not answer initialize within 8s")
+            && e.message().contains("starting up slowly"),
+        "{e:?}"
+    );
+    let again = list_err(&h, "hang").await;
+    assert!(
+        again
+            .message()
+            .contains("failed 1 time(s) in a row; tried again in"),
+        "{again:?}"
+    );
+    // While one server hangs in initialize, others answer: no lock is shared.
+    let hung = {
+        let mut tools = h.tools.clone();
+        #[allow(clippy::disallowed_methods)] // A test's own task, awaited below.
+        tokio::spawn(async move {
+            tools
+                .list_tools(ListToolsRequest {
+                    tenant: TENANT.into(),
+                    names: vec!["hang2".into()],
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = h.call("", "ok__env", json!({})).await;
+    assert!(!r.is_error, "{r:?}");
+    assert!(
+        !hung.is_finished(),
+        "the call to a healthy server waited for the hanging one"
+    );
+    assert!(hung.await.unwrap().is_err());
+
+    // A server that exits at once, and one that writes garbage: each error says so.
+    let e = list_err(&h, "exit").await;
+    assert!(
+        e.message()
+            .contains("cannot open the database: permission denied"),
+        "{e:?}"
+    );
+    let e = list_err(&h, "garbage").await;
+    assert!(e.message().contains("initialize"), "{e:?}");
     h.stop().await;
 }

@@ -50,6 +50,8 @@ pub struct Setup {
     pub mcp_local_servers: std::collections::BTreeMap<String, bridle_tools::mcp::LocalServer>,
     /// `mcp_init_timeout` (default: the service's).
     pub mcp_init_timeout: Option<std::time::Duration>,
+    /// `mcp_tools_ttl` (default: the service's).
+    pub mcp_tools_ttl: Option<std::time::Duration>,
     pub images: Vec<&'static str>,
     /// `workspace_quota_max` (default: the service's).
     pub quota_max: Option<&'static str>,
@@ -84,6 +86,7 @@ impl Default for Setup {
             docker_host: None,
             mcp_local_servers: Default::default(),
             mcp_init_timeout: None,
+            mcp_tools_ttl: None,
             images: vec!["python"],
             quota_max: None,
             workspace_root: None,
@@ -210,6 +213,9 @@ impl Harness {
             mcp_init_timeout: setup
                 .mcp_init_timeout
                 .unwrap_or(bridle_tools::Options::default().mcp_init_timeout),
+            mcp_tools_ttl: setup
+                .mcp_tools_ttl
+                .unwrap_or(bridle_tools::Options::default().mcp_tools_ttl),
             egress_private_allow: setup.egress_private_allow,
             egress_private_allow_tenants: setup.egress_private_allow_tenants,
             egress_upstream_ca_file: setup.egress_upstream_ca_file,

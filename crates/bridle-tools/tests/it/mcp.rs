@@ -587,3 +587,38 @@ async fn local_servers_are_isolated_and_a_broken_one_fails_fast_saying_why() {
     assert!(e.message().contains("initialize"), "{e:?}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_servers_new_tools_are_listed_once_its_list_is_stale() {
+    // The server restarts as its next version, with one more tool: the cached list is read
+    // again after mcp_tools_ttl, and the new tool can be called (it was NOT_FOUND forever).
+    let venv = venv().await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("next-version");
+    let marker_text = marker.to_string_lossy().into_owned();
+    let h = Harness::start_with(Setup {
+        mcp_local_servers: BTreeMap::from([(
+            "ok".to_string(),
+            fixture_server(&venv, "ok", &[("MARKER", &marker_text)]),
+        )]),
+        mcp_tools_ttl: Some(Duration::from_secs(1)),
+        ..Setup::default()
+    })
+    .await;
+    h.apply(&local_tool("ok", "ok", "")).await;
+    let names =
+        |specs: Vec<ToolSpec>| -> Vec<String> { specs.into_iter().map(|s| s.name).collect() };
+    assert!(!names(list(&h, &["ok"]).await).contains(&"ok__extra".to_string()));
+    // The next version: the marker exists, and the running server goes (it crashes).
+    std::fs::write(&marker, "").unwrap();
+    let r = h.call("", "ok__crash", json!({})).await;
+    assert!(r.is_error, "{r:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        names(list(&h, &["ok"]).await).contains(&"ok__extra".to_string()),
+        "the list was read again after its TTL"
+    );
+    let r = h.call("", "ok__extra", json!({})).await;
+    assert_eq!((r.output.as_str(), r.is_error), ("extra", false), "{r:?}");
+    h.stop().await;
+}

@@ -221,9 +221,13 @@ impl ApprovalsService {
     /// The approval, when `p` may see it (one of another tenant is "not found").
     async fn visible(&self, p: &Principal, id: &str) -> Result<Approval, Error> {
         check_approval_id(id)?;
-        let a = self.store.get(id).await?;
+        let (a, traceparent) = self.store.get_traced(id).await?;
         if !p.sees(&a.tenant) {
             return Err(Error::NotFound(id.to_string()));
+        }
+        // A read of an approval (the orchestrator's, a person's) links to the run that asked.
+        if let Some(tp) = &traceparent {
+            bridle_core::telemetry::link_current_to(tp);
         }
         Ok(a)
     }
@@ -256,7 +260,7 @@ impl ApprovalsService {
                 "arguments_sha256: expected 64 hex digits (or nothing)",
             ));
         }
-        let a = self
+        let (a, traceparent) = self
             .store
             .decide(&req.id, req.approve, approver, &req.reason, &want)
             .await?;
@@ -280,9 +284,9 @@ impl ApprovalsService {
         if !req.reason.is_empty() {
             span.record("bridle.approval.reason", req.reason.as_str());
         }
-        if let Some(tp) = self.store.traceparent(&a.id).await {
-            bridle_core::telemetry::link_current_to(&tp);
-            bridle_core::telemetry::place_in(&span, &tp);
+        if let Some(tp) = &traceparent {
+            bridle_core::telemetry::link_current_to(tp);
+            bridle_core::telemetry::place_in(&span, tp);
         }
         span.in_scope(|| {
             tracing::info!(
@@ -371,11 +375,7 @@ impl Approvals for ApprovalsService {
     async fn get(&self, req: Request<GetApprovalRequest>) -> Result<Response<Approval>, Status> {
         let p = principal(&req);
         p.require(Role::Viewer).map_err(Error::from)?;
-        let a = self.visible(&p, &req.into_inner().id).await?;
-        if let Some(tp) = self.store.traceparent(&a.id).await {
-            bridle_core::telemetry::link_current_to(&tp);
-        }
-        Ok(Response::new(a))
+        Ok(Response::new(self.visible(&p, &req.into_inner().id).await?))
     }
 
     async fn decide(&self, req: Request<DecideRequest>) -> Result<Response<Approval>, Status> {

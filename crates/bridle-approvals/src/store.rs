@@ -235,13 +235,16 @@ impl Store {
         }
     }
 
-    async fn load(&self, id: &str) -> Result<Option<Approval>, Error> {
+    /// The approval and the `traceparent` of the run's span that asked for it (for links),
+    /// from the one read of its hash.
+    async fn load_traced(&self, id: &str) -> Result<Option<(Approval, Option<String>)>, Error> {
         let fields: HashMap<String, String> =
             self.conn.clone().hgetall(self.keys.approval(id)).await?;
         if fields.is_empty() {
             return Ok(None);
         }
-        record::from_fields(&fields).map(Some)
+        let traceparent = fields.get("traceparent").filter(|t| !t.is_empty()).cloned();
+        Ok(Some((record::from_fields(&fields)?, traceparent)))
     }
 
     async fn load_many(&self, ids: &[String]) -> Result<Vec<Approval>, Error> {
@@ -260,27 +263,20 @@ impl Store {
             .collect()
     }
 
-    /// The `traceparent` of the run's span that asked for the approval, for links; None when
-    /// none was kept or it cannot be read now (a link is not worth failing a call for).
-    pub async fn traceparent(&self, id: &str) -> Option<String> {
-        let tp: Option<String> = self
-            .conn
-            .clone()
-            .hget(self.keys.approval(id), "traceparent")
-            .await
-            .ok()?;
-        tp.filter(|t| !t.is_empty())
-    }
-
     /// The approval; a pending one past its expiry is stored as expired first.
     pub async fn get(&self, id: &str) -> Result<Approval, Error> {
-        let a = self
-            .load(id)
+        Ok(self.get_traced(id).await?.0)
+    }
+
+    /// `get`, with the `traceparent` of the run's span that asked for the approval.
+    pub async fn get_traced(&self, id: &str) -> Result<(Approval, Option<String>), Error> {
+        let (a, traceparent) = self
+            .load_traced(id)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         let now = now_ms();
         if !lapsed(&a, now) {
-            return Ok(a);
+            return Ok((a, traceparent));
         }
         let at = Placement {
             tenant: a.tenant.clone(),
@@ -291,12 +287,15 @@ impl Store {
         if let Err(e) = self.expire_one(id, &at, now).await {
             // Still reported as expired: an expired approval counts as denied either way.
             tracing::warn!(approval = id, "cannot store the expiry: {e}");
-            return Ok(Approval {
-                state: ApprovalState::Expired as i32,
-                ..a
-            });
+            return Ok((
+                Approval {
+                    state: ApprovalState::Expired as i32,
+                    ..a
+                },
+                traceparent,
+            ));
         }
-        self.load(id)
+        self.load_traced(id)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_string()))
     }
@@ -354,7 +353,8 @@ impl Store {
             .await?)
     }
 
-    /// Decides a pending approval, once.
+    /// Decides a pending approval, once; the decided approval, with the `traceparent` of the
+    /// run's span that asked for it.
     pub async fn decide(
         &self,
         id: &str,
@@ -362,7 +362,7 @@ impl Store {
         approver: &str,
         reason: &str,
         want_sha256: &str,
-    ) -> Result<Approval, Error> {
+    ) -> Result<(Approval, Option<String>), Error> {
         let at = self
             .placement(id)
             .await?
@@ -388,7 +388,7 @@ impl Store {
         };
         match tag(&reply) {
             "decided" => self
-                .load(id)
+                .load_traced(id)
                 .await?
                 .ok_or_else(|| Error::NotFound(id.to_string())),
             "not_found" => Err(Error::NotFound(id.to_string())),

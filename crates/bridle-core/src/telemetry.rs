@@ -711,29 +711,27 @@ pub fn run_parent(trace_hex: &str, span_hex: &str) -> Context {
     }
 }
 
-/// The span a request's W3C `traceparent` names (the caller's), as hex (trace id, span id);
-/// None when it carries none or an invalid one.
-pub fn caller_span(headers: &http::HeaderMap) -> Option<(String, String)> {
-    use opentelemetry::trace::TraceContextExt as _;
+/// The span a request's W3C `traceparent` names (the caller's), when it carries a valid one.
+fn remote_span(headers: &http::HeaderMap) -> Option<SpanContext> {
     // From nothing: `extract` would start from the current context, which inside a handler
     // is the server's own span.
     let cx = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract_with_context(&Context::new(), &HeaderExtractor(headers))
     });
     let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    sc.is_valid().then_some(sc)
+}
+
+/// The span a request's W3C `traceparent` names (the caller's), as hex (trace id, span id);
+/// None when it carries none or an invalid one.
+pub fn caller_span(headers: &http::HeaderMap) -> Option<(String, String)> {
+    remote_span(headers).map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 /// The W3C `traceparent` a request carries (the caller's span, with its sampled flag), to
 /// keep beside a record made for a run; None when it carries none or an invalid one.
 pub fn traceparent_of(headers: &http::HeaderMap) -> Option<String> {
-    use opentelemetry::trace::TraceContextExt as _;
-    let cx = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract_with_context(&Context::new(), &HeaderExtractor(headers))
-    });
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| {
+    remote_span(headers).map(|sc| {
         format!(
             "00-{}-{}-{:02x}",
             sc.trace_id(),
@@ -745,14 +743,9 @@ pub fn traceparent_of(headers: &http::HeaderMap) -> Option<String> {
 
 /// The span context a kept `traceparent` names.
 fn parse_traceparent(tp: &str) -> Option<SpanContext> {
-    use opentelemetry::trace::TraceContextExt as _;
     let mut h = http::HeaderMap::new();
     h.insert("traceparent", http::HeaderValue::from_str(tp).ok()?);
-    let cx = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract_with_context(&Context::new(), &HeaderExtractor(&h))
-    });
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then_some(sc)
+    remote_span(&h)
 }
 
 /// Links the current span (a call served about a run: WatchRun, Decide, ...) to the run's

@@ -18,11 +18,14 @@ fn parent(s: &RunState) -> opentelemetry::Context {
     bridle_core::telemetry::run_parent(&s.trace.trace_id, &s.trace.span_id)
 }
 
-fn common(span: &tracing::Span, s: &RunState) {
+/// `span` as a span of the run's trace: a child of its root, with the run's attributes.
+fn in_run(span: tracing::Span, s: &RunState) -> tracing::Span {
+    let _ = span.set_parent(parent(s));
     span.set_attribute("gen_ai.conversation.id", s.id.clone());
     span.set_attribute("gen_ai.agent.name", s.agent.clone());
     span.set_attribute("bridle.tenant", s.tenant.clone());
     span.set_attribute("bridle.step", i64::from(s.step));
+    span
 }
 
 /// Whether message and argument content may be recorded on spans.
@@ -42,9 +45,10 @@ pub fn chat(s: &RunState) -> tracing::Span {
         Some(m) => format!("chat {m}"),
         None => "chat".to_string(),
     };
-    let span = tracing::info_span!("chat", "otel.name" = %name, "otel.kind" = "client");
-    let _ = span.set_parent(parent(s));
-    common(&span, s);
+    let span = in_run(
+        tracing::info_span!("chat", "otel.name" = %name, "otel.kind" = "client"),
+        s,
+    );
     span.set_attribute("gen_ai.operation.name", "chat");
     if let Some(m) = requested_model(s) {
         span.set_attribute("gen_ai.request.model", m);
@@ -94,9 +98,10 @@ pub fn failed(span: &tracing::Span, st: &tonic::Status) {
 pub fn execute_tool(s: &RunState, tool: &str, call_id: &str, arguments: &str) -> tracing::Span {
     // INTERNAL, as the conventions say for execute_tool: the call to the tools service is a
     // client span of its own, under this one.
-    let span = tracing::info_span!("execute_tool", "otel.name" = %format!("execute_tool {tool}"), "otel.kind" = "internal");
-    let _ = span.set_parent(parent(s));
-    common(&span, s);
+    let span = in_run(
+        tracing::info_span!("execute_tool", "otel.name" = %format!("execute_tool {tool}"), "otel.kind" = "internal"),
+        s,
+    );
     span.set_attribute("gen_ai.operation.name", "execute_tool");
     span.set_attribute("gen_ai.tool.name", tool.to_string());
     span.set_attribute("gen_ai.tool.call.id", call_id.to_string());
@@ -136,9 +141,10 @@ pub fn tool_done(span: &tracing::Span, r: &pb::ToolResult, replayed: bool) {
 
 /// The span of one policy check.
 pub fn policy(s: &RunState, tool: &str, call_id: &str) -> tracing::Span {
-    let span = tracing::info_span!("policy", "otel.name" = %format!("check_policy {tool}"), "otel.kind" = "client");
-    let _ = span.set_parent(parent(s));
-    common(&span, s);
+    let span = in_run(
+        tracing::info_span!("policy", "otel.name" = %format!("check_policy {tool}"), "otel.kind" = "client"),
+        s,
+    );
     span.set_attribute("gen_ai.tool.name", tool.to_string());
     span.set_attribute("gen_ai.tool.call.id", call_id.to_string());
     span
@@ -254,27 +260,27 @@ pub fn approval_wait(s: &RunState, r: &Resolved<'_>) {
 /// The span of compacting a run's conversation to fit the model's window (old tool outputs
 /// trimmed, older turns summarised by a model call of its own).
 pub fn compact_context(s: &RunState) -> tracing::Span {
-    let span = tracing::info_span!(
-        "compact_context",
-        "otel.name" = "compact_context",
-        "otel.kind" = "internal"
-    );
-    let _ = span.set_parent(parent(s));
-    common(&span, s);
-    span
+    in_run(
+        tracing::info_span!(
+            "compact_context",
+            "otel.name" = "compact_context",
+            "otel.kind" = "internal"
+        ),
+        s,
+    )
 }
 
 /// The span of releasing what a run held (its sandboxes and workspace, its secret leases)
 /// once it has ended.
 pub fn release(s: &RunState) -> tracing::Span {
-    let span = tracing::info_span!(
-        "release",
-        "otel.name" = "release_run",
-        "otel.kind" = "internal"
-    );
-    let _ = span.set_parent(parent(s));
-    common(&span, s);
-    span
+    in_run(
+        tracing::info_span!(
+            "release",
+            "otel.name" = "release_run",
+            "otel.kind" = "internal"
+        ),
+        s,
+    )
 }
 
 /// The run's root span, once it has ended.

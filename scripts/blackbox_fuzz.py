@@ -276,6 +276,7 @@ class Harness:
             "BRIDLE_SECRETS_LISTEN": "127.0.0.1:0",
             "BRIDLE_ROUTER_HTTP_LISTEN": "127.0.0.1:0",
             "BRIDLE_APPROVALS_INBOX__LISTEN": "127.0.0.1:0",
+            "BRIDLE_ORCHESTRATOR_MCP__LISTEN": "127.0.0.1:0",
             # The fuzz-http tool's URL: nothing listens there, and the platform must allow
             # it (tenants cannot name a loopback address by themselves).
             "BRIDLE_TOOLS_EGRESS_PRIVATE_ALLOW": '["127.0.0.1:9"]',
@@ -308,6 +309,7 @@ class Harness:
                      ["orchestrator", "router", "tools", "approvals", "secrets"]}
         self.gateway = self.endpoints["gateway"].removeprefix("http://").removesuffix("/v1")
         self.inbox = self.endpoints.get("inbox", "").removeprefix("http://")
+        self.mcp = self.endpoints.get("mcp", "").removeprefix("http://").removesuffix("/mcp/")
         print(f"bridle dev ready (start {self.starts}): {json.dumps(self.endpoints)}", flush=True)
 
     def alive(self):
@@ -432,7 +434,7 @@ class Fuzzer:
                               req.SerializeToString())
 
     def http(self, front, method, path, body=b"", headers=None, timeout=15.0):
-        addr = self.harness.gateway if front == "gateway" else self.harness.inbox
+        addr = {"gateway": self.harness.gateway, "mcp": self.harness.mcp}.get(front, self.harness.inbox)
         host, port = addr.rsplit(":", 1)
         self.count(f"http {front}")
         self.last = f"{front} {method} {path[:60]}: {short(body, 200)}"
@@ -569,6 +571,38 @@ class Fuzzer:
         if r.random() < 0.3:
             headers["cookie"] = r.choice(["bridle_session=" + "x" * 5000, "bridle_session=", "a=b; c"])
         self.http("inbox", method, path, body, headers)
+
+    def fuzz_mcp(self):
+        """JSON-RPC at the orchestrator's MCP endpoint: odd methods, tool names and arguments."""
+        r = self.rng
+        if not self.harness.mcp:
+            return
+        path = r.choice(["/mcp/fuzz-agent"] * 6 + ["/mcp/nobody", "/mcp/" + "a" * 3000, "/mcp/", "/mcp/%ff",
+                                                   "/mcp/fuzz-agent?tenant=" + "x" * 300, "/other"])
+        method = r.choice(["initialize", "tools/list", "tools/call", "tools/call", "tools/call", "ping",
+                           "resources/list", "notifications/initialized", "x" * 500])
+        name = r.choice(["fuzz-http", "bridle_result", "nope", "", "x" * 5000, "fuzz-http\u0000"])
+        args = r.choice([{}, {"id": "1"}, {"run_id": "run_x"}, {"run_id": "run_01JZZZZZZZZZZZZZZZZZZZZZZZ",
+                         "wait_seconds": r.choice([0, -1, 2 ** 70, "1", 1.5])}, {"id": self.mut.odd_string()},
+                        self.mut.odd_json()])
+        params = {"protocolVersion": r.choice(["2025-06-18", "2025-03-26", "1999-01-01", ""]),
+                  "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "0"}}
+        if method == "tools/call":
+            params = {"name": name, "arguments": args}
+        msg = {"jsonrpc": "2.0", "id": r.choice([1, "a", None, 2 ** 70]), "method": method, "params": params}
+        body = json.dumps(msg, default=str).encode()
+        if r.random() < 0.2:
+            body = self.mut.text(body.decode()).encode("utf-8", "surrogatepass")
+        elif r.random() < 0.05:
+            body = json.dumps([msg, msg]).encode()
+        headers = {"accept": r.choice(["application/json, text/event-stream", "text/event-stream", "*/*", ""]),
+                   "mcp-protocol-version": r.choice(["2025-06-18", "2025-03-26", "bogus"])}
+        if r.random() < 0.2:
+            headers["authorization"] = r.choice(["Bearer bk_" + "x" * 40, "Bearer ", "Basic x"])
+        # A call waits for its run (up to the endpoint's call_wait): short deadlines are no failure
+        # of the server, so only tools/list and odd methods are held to 15 s.
+        self.http("mcp", r.choice(["POST"] * 8 + ["GET", "DELETE"]), path, body, headers,
+                  timeout=75.0 if method == "tools/call" else 15.0)
 
     def framing_probes(self):
         """Broken HTTP framing on raw sockets. Each probe waits up to 30 s for an answer, on a thread
@@ -804,7 +838,7 @@ class Fuzzer:
         end = time.time() + self.args.seconds
         self.setup()
         areas = [(self.fuzz_apply, 30), (self.fuzz_cli_apply, 3), (self.fuzz_gateway, 30), (self.fuzz_grpc, 30),
-                 (self.fuzz_list_manifests, 4), (self.fuzz_inbox, 6)]
+                 (self.fuzz_list_manifests, 4), (self.fuzz_inbox, 6), (self.fuzz_mcp, 8)]
         fns, weights = zip(*areas)
         n = 0
         try:

@@ -281,15 +281,17 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
             bridle_router::start(o, shutdown.clone()),
         )
         .await?;
-        let o: bridle_orchestrator::Options = config::load(
-            None,
-            &with(json!({
-                "router_url": format!("http://{router}"),
-                "tools_url": format!("http://{tools}"),
-                "approvals_url": format!("http://{approvals}"),
-                "secrets_url": format!("http://{secrets}"),
-            })),
-        )?;
+        let mut orchestrator_flags = with(json!({
+            "router_url": format!("http://{router}"),
+            "tools_url": format!("http://{tools}"),
+            "approvals_url": format!("http://{approvals}"),
+            "secrets_url": format!("http://{secrets}"),
+            "mcp": { "addr_file": data_dir.join("mcp.addr") },
+        }));
+        if std::env::var_os("BRIDLE_ORCHESTRATOR_MCP__LISTEN").is_none() {
+            orchestrator_flags["mcp"]["listen"] = json!("127.0.0.1:8055");
+        }
+        let o: bridle_orchestrator::Options = config::load(None, &orchestrator_flags)?;
         let orchestrator = on(
             &rt[4],
             SERVICES[4],
@@ -304,6 +306,7 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
             "secrets": format!("http://{secrets}"),
             "inbox": std::fs::read_to_string(data_dir.join("inbox.addr")).map(|a| format!("http://{}", a.trim())).unwrap_or_default(),
             "gateway": std::fs::read_to_string(data_dir.join("gateway.addr")).map(|a| format!("http://{}/v1", a.trim())).unwrap_or_default(),
+            "mcp": std::fs::read_to_string(data_dir.join("mcp.addr")).map(|a| format!("http://{}/mcp/", a.trim())).unwrap_or_default(),
 
             "redis": bridle_core::redis_util::display_url(&redis_url),
             "vault": vault_addr,
@@ -323,7 +326,7 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
     let state_file = data_dir.join("dev.json");
     std::fs::write(&state_file, serde_json::to_string_pretty(&endpoints)?)?;
     out::err(&format!(
-        "\nbridle dev is ready: orchestrator {} · approvals {}{}{}\n  next: bridle apply -f examples/quickstart/tools.yaml -f examples/quickstart/agent.yaml -f examples/quickstart/routes/scripted.yaml\n        bridle run data-analyst --input \"...\" --watch\n  Ctrl-C stops everything.\n",
+        "\nbridle dev is ready: orchestrator {} · approvals {}{}{}{}\n  next: bridle apply -f examples/quickstart/tools.yaml -f examples/quickstart/agent.yaml -f examples/quickstart/routes/scripted.yaml\n        bridle run data-analyst --input \"...\" --watch\n  Ctrl-C stops everything.\n",
         endpoints["orchestrator"].as_str().unwrap_or_default(),
         endpoints["approvals"].as_str().unwrap_or_default(),
         endpoints["inbox"]
@@ -335,6 +338,11 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
             .as_str()
             .filter(|s| !s.is_empty())
             .map(|s| format!(" · model gateway {s}"))
+            .unwrap_or_default(),
+        endpoints["mcp"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!(" · MCP {s}<agent>"))
             .unwrap_or_default(),
     ));
 

@@ -42,6 +42,7 @@ pub async fn run(conn: &ConnArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
             }),
             labels: Default::default(),
             tenant: conn.tenant.clone(),
+            tool_call: None,
         })
         .await
         .map_err(|s| status("starting the run", s))?

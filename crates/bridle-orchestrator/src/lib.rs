@@ -16,6 +16,7 @@ pub mod clients;
 pub mod engine;
 mod error;
 pub mod listener;
+mod mcp;
 pub mod otel;
 
 mod options;
@@ -38,7 +39,8 @@ use bridle_proto::manifests_server::ManifestsServer;
 use bridle_proto::orchestrator_server::OrchestratorServer;
 
 pub use error::Error;
-pub use options::{DEFAULT_WORK_PARTITIONS, MAX_WORK_PARTITIONS, Options};
+pub use mcp::RESULT_TOOL;
+pub use options::{DEFAULT_WORK_PARTITIONS, MAX_WORK_PARTITIONS, McpOptions, Options};
 
 /// Registers the deployment's bootstrap admin key (idempotent: every replica does it at start).
 async fn bootstrap_admin(
@@ -134,16 +136,17 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     ));
     shutdown.spawn(retention::sweep(engine.store.clone(), shutdown.clone()));
 
-    let svc = service::OrchestratorService {
+    let svc = std::sync::Arc::new(service::OrchestratorService {
         engine,
         agents: agents.clone(),
         redis_url: opts.redis_url.clone(),
         shutdown: shutdown.clone(),
         caller_trace: opts.caller_trace,
-    };
+    });
+    mcp::spawn(svc.clone(), auth.clone(), &opts.mcp, &shutdown).await?;
     let apply = apply::ApplyService { agents, clients };
     let routes = tonic::service::Routes::new(
-        OrchestratorServer::new(svc).max_decoding_message_size(16 << 20),
+        OrchestratorServer::from_arc(svc).max_decoding_message_size(16 << 20),
     )
     .add_service(ManifestsServer::new(apply).max_decoding_message_size(16 << 20))
     .add_service(AdminServer::new(admin::AdminService { keys: api_keys }));

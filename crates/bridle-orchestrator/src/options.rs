@@ -75,6 +75,46 @@ pub struct Options {
     /// a child of the caller's span, in the caller's trace) or `link` (the run gets a trace of
     /// its own whose root links to the caller's span).
     pub caller_trace: CallerTrace,
+    /// The MCP endpoint: a tenant's agents' tools offered to outside MCP clients, every call
+    /// governed as the agent's own (see `McpOptions`).
+    pub mcp: McpOptions,
+}
+
+/// The orchestrator's MCP endpoint (streamable HTTP, `/mcp/<agent>`).
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct McpOptions {
+    /// Address to serve it on; unset (the default) = no MCP endpoint.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Write the bound address here once listening (for `listen` with port 0).
+    pub addr_file: Option<std::path::PathBuf>,
+    /// `Host` header values accepted (`name` or `name:port`), against DNS rebinding; empty =
+    /// any. Set the names clients use to reach the service.
+    pub allowed_hosts: Vec<String>,
+    /// How long a `tools/call` waits for its call to end (an approval included) before it
+    /// answers with a pending result the client polls with the `bridle_result` tool.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub call_wait: Duration,
+    /// A connection must send its request headers within this long.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub header_read_timeout: Duration,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for McpOptions {
+    fn default() -> Self {
+        McpOptions {
+            listen: None,
+            addr_file: None,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            call_wait: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            max_body_bytes: 4 << 20,
+        }
+    }
 }
 
 /// Where a run's trace goes when StartRun carries the caller's trace context.
@@ -111,6 +151,7 @@ impl Default for Options {
             bootstrap_admin_key: None,
             bootstrap_admin_tenant: "default".into(),
             caller_trace: CallerTrace::Child,
+            mcp: McpOptions::default(),
         }
     }
 }
@@ -173,6 +214,15 @@ impl config::Options for Options {
         }
         if self.idempotency_ttl < Duration::from_secs(1) {
             out.push("idempotency_ttl: must be at least 1s".into());
+        }
+        if self.mcp.call_wait.is_zero() || self.mcp.call_wait > Duration::from_secs(3600) {
+            out.push("mcp.call_wait: must be more than zero and at most 1h".into());
+        }
+        if self.mcp.header_read_timeout.is_zero() {
+            out.push("mcp.header_read_timeout: must be more than zero".into());
+        }
+        if self.mcp.max_body_bytes < 1024 {
+            out.push("mcp.max_body_bytes: must be at least 1024".into());
         }
         if !(1..=MAX_WORK_PARTITIONS).contains(&self.work_partitions) {
             out.push(format!(

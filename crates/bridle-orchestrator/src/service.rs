@@ -44,6 +44,16 @@ impl OrchestratorService {
         }
     }
 
+    /// The tools agent `name` of `tenant` may call, as a run of it would see them now.
+    pub(crate) async fn agent_tools(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Vec<ToolInfo>, Error> {
+        let agent = self.agent(tenant, name).await?;
+        self.tools_of(tenant, &agent).await
+    }
+
     async fn tools_of(&self, tenant: &str, agent: &Agent) -> Result<Vec<ToolInfo>, Error> {
         if agent.spec.tools.is_empty() {
             return Ok(vec![]);
@@ -132,7 +142,10 @@ impl OrchestratorService {
         }
         let id = holder.run_id;
         match store.load(&id).await? {
-            Some(l) if l.state.status == RunStatus::Queued && l.state.step == 0 => {
+            Some(l)
+                if l.state.status == RunStatus::Queued
+                    && (l.state.step == 0 || !l.state.tool_call.is_empty()) =>
+            {
                 tracing::warn!(run = %id, "finishing the creation of a run whose StartRun did not confirm it");
                 store
                     .finish_creation(&l.state)
@@ -166,13 +179,44 @@ impl OrchestratorService {
         let agent = self.agent(tenant, &req.agent).await?;
         let tools = self.tools_of(tenant, &agent).await?;
         let limits = Limits::resolve(&agent.spec, req.budget.as_ref());
-        let context = self.context_of(tenant, &agent).await;
+        let direct = direct_call(req, &tools)?;
+        // A direct call asks no model: no model to count tokens for.
+        let context = match direct {
+            None => self.context_of(tenant, &agent).await,
+            Some(_) => crate::state::ContextInfo::default(),
+        };
         let now = now_ms();
+        let input = match &direct {
+            Some(c) if req.input.trim().is_empty() => format!("call {}", c.name),
+            _ => req.input.clone(),
+        };
+        let mut messages = vec![Msg::user(&input)];
+        let (phase, step) = match &direct {
+            None => (Phase::Model, 0),
+            Some(call) => {
+                messages.push(Msg {
+                    role: "assistant".into(),
+                    tool_calls: vec![call.clone()],
+                    ..Default::default()
+                });
+                (
+                    Phase::Tools {
+                        calls: vec![crate::state::PendingCall {
+                            call: call.clone(),
+                            gate: crate::state::Gate::Unchecked,
+                            done: false,
+                        }],
+                        step_started_ms: now,
+                    },
+                    1,
+                )
+            }
+        };
         let state = RunState {
             id: run_id.to_string(),
             tenant: tenant.to_string(),
             agent: req.agent.clone(),
-            input: req.input.clone(),
+            input: input.clone(),
             status: RunStatus::Queued,
             end_reason: None,
             output: String::new(),
@@ -183,9 +227,9 @@ impl OrchestratorService {
             spec: agent.spec.clone(),
             tools,
             limits,
-            messages: vec![Msg::user(&req.input)],
-            step: 0,
-            phase: Phase::Model,
+            messages,
+            step,
+            phase,
             totals: Totals::new(),
             scripted: false,
             idempotency_key: req.idempotency_key.clone(),
@@ -199,6 +243,7 @@ impl OrchestratorService {
             ),
             holds_secrets: false,
             held_by: Vec::new(),
+            tool_call: direct.map(|c| c.name).unwrap_or_default(),
         };
         let first = pb::RunEvent {
             run_id: run_id.to_string(),
@@ -207,7 +252,7 @@ impl OrchestratorService {
             step: 0,
             kind: Some(Kind::RunCreated(pb::RunCreated {
                 agent: req.agent.clone(),
-                input: req.input.clone(),
+                input,
                 budget: Some(limits.to_pb()),
                 tenant: tenant.to_string(),
             })),
@@ -232,6 +277,52 @@ impl OrchestratorService {
     }
 }
 
+/// The call of a direct run (`StartRunRequest.tool_call`), checked against the agent's tools.
+fn direct_call(
+    req: &pb::StartRunRequest,
+    tools: &[crate::state::ToolInfo],
+) -> Result<Option<crate::state::Call>, Error> {
+    let Some(c) = &req.tool_call else {
+        return Ok(None);
+    };
+    if !tools.iter().any(|t| t.name == c.name) {
+        let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        return Err(Error::InvalidArgument(format!(
+            "tool_call.name: agent '{}' has no tool '{}' (its tools: {})",
+            req.agent,
+            bridle_core::redact::quote(&c.name),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        )));
+    }
+    let arguments = if c.arguments_json.trim().is_empty() {
+        "{}".to_string()
+    } else {
+        match serde_json::from_str::<serde_json::Value>(&c.arguments_json) {
+            Ok(serde_json::Value::Object(_)) => c.arguments_json.clone(),
+            Ok(_) => {
+                return Err(Error::InvalidArgument(
+                    "tool_call.arguments_json: must be a JSON object".into(),
+                ));
+            }
+            Err(e) => {
+                return Err(Error::InvalidArgument(format!(
+                    "tool_call.arguments_json: not JSON: {e}"
+                )));
+            }
+        }
+    };
+    Ok(Some(crate::state::Call {
+        id: "call_1".into(),
+        name: c.name.clone(),
+        arguments,
+    }))
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -248,7 +339,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         let tenant = p.tenant_for(&req.tenant)?;
         bridle_core::ids::check_name(&req.agent)
             .map_err(|e| Error::InvalidArgument(format!("agent: {e}")))?;
-        if req.input.trim().is_empty() {
+        if req.input.trim().is_empty() && req.tool_call.is_none() {
             return Err(Error::InvalidArgument("input: must not be empty".into()).into());
         }
         let run_id = bridle_core::ids::new_run_id();
@@ -490,5 +581,73 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn tool(name: &str) -> ToolInfo {
+        ToolInfo {
+            name: name.into(),
+            description: String::new(),
+            schema: "{}".into(),
+            risk: 1,
+            kind: "http".into(),
+            tags: vec![],
+            risk_source: String::new(),
+        }
+    }
+
+    fn req(name: &str, args: &str) -> pb::StartRunRequest {
+        pb::StartRunRequest {
+            agent: "analyst".into(),
+            tool_call: Some(pb::ToolCall {
+                id: "ignored".into(),
+                name: name.into(),
+                arguments_json: args.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_direct_call_names_one_of_the_agents_tools_with_an_object_of_arguments() {
+        let tools = [tool("python"), tool("delete")];
+        let c = direct_call(&req("python", r#"{"code": "1"}"#), &tools)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.id.as_str(), c.name.as_str(), c.arguments.as_str()),
+            ("call_1", "python", r#"{"code": "1"}"#)
+        );
+        // No arguments: an empty object.
+        let c = direct_call(&req("python", " "), &tools).unwrap().unwrap();
+        assert_eq!(c.arguments, "{}");
+        // Not a direct call at all.
+        let plain = pb::StartRunRequest::default();
+        assert!(direct_call(&plain, &tools).unwrap().is_none());
+
+        let e = direct_call(&req("rm", "{}"), &tools)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agent 'analyst' has no tool 'rm' (its tools: delete, python)"),
+            "{e}"
+        );
+        let e = direct_call(&req("python", "[1]"), &tools)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tool_call.arguments_json: must be a JSON object"),
+            "{e}"
+        );
+        let e = direct_call(&req("python", "{"), &tools)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tool_call.arguments_json: not JSON"), "{e}");
     }
 }

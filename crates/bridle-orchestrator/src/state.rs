@@ -407,6 +407,10 @@ pub struct RunState {
     /// run for that), and the checkpoint that empties this sets the retention.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_by: Vec<String>,
+    /// The tool this run calls directly instead of asking the model
+    /// (`StartRunRequest.tool_call`): its one step is that call, and its result ends the run.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tool_call: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -502,8 +506,8 @@ impl RunState {
             labels: self.labels.clone().into_iter().collect(),
             scripted: self.scripted,
             trace_id: self.trace.trace_id.clone(),
-
             duration: Some(pb_duration_ms(end - self.created_ms)),
+            tool_call: self.tool_call.clone(),
         }
     }
 }

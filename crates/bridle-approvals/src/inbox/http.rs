@@ -1,25 +1,18 @@
-//! The inbox's HTTP/1 server, on hyper directly: `axum::serve` sets no read timeouts, so a
-//! client that sent its headers or body slowly, or never, held a connection (and a task) for as
-//! long as it liked. Here the headers must arrive within `inbox.header_read_timeout` (then the
-//! connection is closed; hyper answers nothing) and the body within `inbox.body_read_timeout`
-//! (then 408). Bodies are read whole before any handler runs (the inbox's forms are small), so
+//! The inbox's request limits. It is served by `bridle_core::http_server` (the headers must
+//! arrive within `inbox.header_read_timeout`, then the connection is closed); here the body
+//! must arrive within `inbox.body_read_timeout` (then 408). Bodies are read whole before any handler runs (the inbox's forms are small), so
 //! a malformed body is a 400 that says what was wrong and an oversized one a 413.
 
-use std::pin::pin;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use bridle_core::Shutdown;
+use bridle_core::http_server::chain;
 use bridle_core::redact::preview;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 
 use super::pages;
 
@@ -42,22 +35,6 @@ fn refuse(status: StatusCode, title: &str, text: &str) -> Response {
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
-}
-
-/// The error and its causes, as one line ("error reading a body from connection: invalid
-/// chunk size line"): the outermost alone rarely says what was wrong.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !out.ends_with(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 /// Middleware: reads the whole body within the limits before the handler runs.
@@ -104,48 +81,4 @@ pub async fn read_body(State(limits): State<Limits>, req: Request, next: Next) -
             ),
         ),
     }
-}
-
-/// Serves `app` on `listener` until `shutdown`, each connection on a task `shutdown` owns.
-pub fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: &Shutdown) {
-    let stop = shutdown.token();
-    let tasks = shutdown.clone();
-    shutdown.spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                () = stop.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors, or a connection reset before it was accepted: wait
-                    // a little rather than spin.
-                    tracing::warn!("inbox: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let service = TowerToHyperService::new(app.clone());
-            let stop = stop.clone();
-            tasks.spawn(async move {
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_read_timeout);
-                let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
-                let served = tokio::select! {
-                    r = conn.as_mut() => r,
-                    () = stop.cancelled() => {
-                        // Finish the request in flight, then close.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = served {
-                    tracing::debug!(%peer, "inbox connection ended: {}", chain(&e));
-                }
-            });
-        }
-    });
 }

@@ -261,23 +261,20 @@ pub async fn spawn(
     let Some(listen) = opts.listen else {
         return Ok(None);
     };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| bridle_core::Error::Config(format!("inbox.listen {listen}: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| bridle_core::Error::Config(format!("inbox.listen {listen}: {e}")))?;
-    if let Some(path) = &opts.addr_file {
-        std::fs::write(path, addr.to_string()).map_err(|e| {
-            bridle_core::Error::Config(format!("inbox.addr_file {}: {e}", path.display()))
-        })?;
-    }
+    let (listener, addr) =
+        bridle_core::http_server::bind("inbox.listen", listen, opts.addr_file.as_deref()).await?;
     let limits = http::Limits {
         header_read_timeout: opts.header_read_timeout,
         body_read_timeout: opts.body_read_timeout,
         max_body_bytes: opts.max_body_bytes,
     };
-    http::serve(listener, router(Arc::new(inbox), limits), limits, shutdown);
+    bridle_core::http_server::serve(
+        listener,
+        router(Arc::new(inbox), limits),
+        limits.header_read_timeout,
+        "approvals inbox",
+        shutdown,
+    );
     tracing::info!(%addr, "approvals inbox listening");
     Ok(Some(addr))
 }

@@ -68,6 +68,7 @@ async fn redis_and_bao_die_with_bridle_dev_when_it_is_killed() {
         .env("BRIDLE_LOG_FORMAT", "text")
         .env("BRIDLE_ROUTER_HTTP_LISTEN", "127.0.0.1:0")
         .env("BRIDLE_APPROVALS_INBOX__LISTEN", "127.0.0.1:0")
+        .env("BRIDLE_ORCHESTRATOR_MCP__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::from(
             std::fs::File::create(data.path().join("dev.out")).unwrap(),

@@ -43,7 +43,8 @@ impl Dev {
             dev.env(format!("BRIDLE_{svc}_LISTEN"), "127.0.0.1:0");
         }
         dev.env("BRIDLE_ROUTER_HTTP_LISTEN", "127.0.0.1:0")
-            .env("BRIDLE_APPROVALS_INBOX__LISTEN", "127.0.0.1:0");
+            .env("BRIDLE_APPROVALS_INBOX__LISTEN", "127.0.0.1:0")
+            .env("BRIDLE_ORCHESTRATOR_MCP__LISTEN", "127.0.0.1:0");
         for (k, v) in env {
             dev.env(k, v);
         }

@@ -11,7 +11,7 @@ use bridle_proto::run_event::Kind;
 use super::{CALL_ATTEMPTS, Cursor, Engine, Outcome, backoff, retry};
 use crate::Error;
 use crate::clients::is_transient;
-use crate::state::{Gate, Msg, Phase, Status};
+use crate::state::{EndReason, Gate, Msg, Phase, Status};
 
 /// What the approvals service says about a call's approval.
 enum Verdict {
@@ -61,6 +61,10 @@ fn verdict(a: &pb::Approval) -> Verdict {
 
 impl Engine {
     pub(super) async fn tools_phase(&self, cur: &mut Cursor) -> Result<Outcome, Error> {
+        // A direct call's run starts here, not at a model step (committed with its next part).
+        if cur.state.status == Status::Queued {
+            cur.state.status = Status::Running;
+        }
         loop {
             let Phase::Tools { calls, .. } = &cur.state.phase else {
                 return Ok(Outcome::Done);
@@ -120,6 +124,30 @@ impl Engine {
             cost_total: Some(cur.state.totals.cost_pb()),
             duration: Some(pb_duration_ms(now_ms() - started)),
         }));
+        if !cur.state.tool_call.is_empty() {
+            // A direct call (StartRunRequest.tool_call): its result is the run's.
+            let (text, is_error) = cur
+                .state
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m.role == "tool")
+                .map(|m| (m.text.clone(), m.is_error))
+                .unwrap_or_else(|| ("the call left no result".into(), true));
+            return if is_error {
+                self.finish(cur, Status::Failed, EndReason::Error, String::new(), text)
+                    .await
+            } else {
+                self.finish(
+                    cur,
+                    Status::Succeeded,
+                    EndReason::FinalAnswer,
+                    text,
+                    String::new(),
+                )
+                .await
+            };
+        }
         cur.commit(&self.store).await?;
         // A crash between the commit and this enqueue leaves the current task pending, and its
         // redelivery finds the run at the next step: nothing is lost either way.

@@ -24,17 +24,8 @@ pub async fn spawn(
     gateway: Gateway,
     shutdown: &Shutdown,
 ) -> Result<SocketAddr, bridle_core::Error> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        bridle_core::Error::Config(format!("http_listen: cannot bind {listen}: {e}"))
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| bridle_core::Error::internal(format!("http front address: {e}")))?;
-    if let Some(f) = &addr_file {
-        std::fs::write(f, addr.to_string()).map_err(|e| {
-            bridle_core::Error::Config(format!("http_addr_file: cannot write {}: {e}", f.display()))
-        })?;
-    }
+    let (listener, addr) =
+        bridle_core::http_server::bind("http_listen", listen, addr_file.as_deref()).await?;
     let state = Arc::new(gateway);
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(openai::chat))
@@ -42,48 +33,7 @@ pub async fn spawn(
         .route("/v1/messages", axum::routing::post(anthropic::messages))
         .fallback(openai::unknown)
         .with_state(state);
-    let s = shutdown.clone();
-    shutdown.spawn(async move {
-        loop {
-            let tcp = tokio::select! {
-                () = s.triggered() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(e) => {
-                        // Out of file descriptors, or a connection reset before it was
-                        // accepted: the listener itself is fine, so wait a moment and go on.
-                        tracing::warn!("HTTP gateway cannot accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            // Streamed answers are many small writes: without TCP_NODELAY, Nagle's algorithm
-            // holds each one back until the client acknowledges the last (tens of ms).
-            let _ = tcp.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
-            let stop = s.clone();
-            s.spawn(async move {
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(header_timeout);
-                let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
-                let mut conn = std::pin::pin!(conn);
-                let served = tokio::select! {
-                    r = conn.as_mut() => r,
-                    () = stop.triggered() => {
-                        // Finish the request in flight, take no other.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = served {
-                    tracing::debug!("HTTP gateway connection ended: {e}");
-                }
-            });
-        }
-    });
+    bridle_core::http_server::serve(listener, app, header_timeout, "HTTP gateway", shutdown);
     tracing::info!(%addr, "router HTTP gateway listening");
     Ok(addr)
 }

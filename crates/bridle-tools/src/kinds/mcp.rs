@@ -206,7 +206,7 @@ async fn open(
         let c = ex
             .mcp
             .shared(&key, || async {
-                client::local_process(&server.command, &server.env, &ex.mcp.connect)
+                client::local_process(server, &ex.mcp.connect)
                     .await
                     .map(|(c, p)| (c, Some(p)))
             })

@@ -121,26 +121,46 @@ pub fn local_env(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
     out
 }
 
+/// util-linux's `prlimit`, which applies a local server's limits as it executes it (setting
+/// them in the child before exec would need unsafe code).
+const PRLIMIT: &str = "/usr/bin/prlimit";
+
 /// A local process named in the service's configuration, in a process group of its own (see
 /// `LocalProcess`), with only its configured environment; its stderr is kept for errors.
 pub async fn local_process(
-    command: &[String],
-    env: &BTreeMap<String, String>,
+    server: &super::LocalServer,
     how: &Connect,
 ) -> Result<(Client, LocalProcess), String> {
-    let Some((program, args)) = command.split_first() else {
+    let Some((program, args)) = server.command.split_first() else {
         return Err("the configured command is empty".into());
     };
-    let mut cmd = tokio::process::Command::new(program);
+    // With limits, `prlimit` sets them and executes the command in its own place (same pid,
+    // same process group); it is looked up on the service's PATH, the command on the server's.
+    let limits = server.limits.prlimit_args();
+    let mut cmd = if limits.is_empty() {
+        tokio::process::Command::new(program)
+    } else {
+        let mut c = tokio::process::Command::new(PRLIMIT);
+        c.args(&limits).arg("--").arg(program);
+        c
+    };
     cmd.args(args)
         .env_clear()
-        .envs(local_env(env))
+        .envs(local_env(&server.env))
         .process_group(0)
         .kill_on_drop(true);
     let (proc, stderr) = TokioChildProcess::builder(cmd)
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start '{program}': {e}"))?;
+        .map_err(|e| {
+            if limits.is_empty() {
+                format!("cannot start '{program}': {e}")
+            } else {
+                format!(
+                    "cannot start '{program}' under {PRLIMIT} (util-linux), which sets its limits: {e}"
+                )
+            }
+        })?;
     let group = LocalProcess {
         pgid: proc.id(),
         stderr: StderrTail::default(),

@@ -32,6 +32,52 @@ pub use expose::{Exposed, SEPARATOR};
 pub struct LocalServer {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Resource limits of the server and everything it starts (`setrlimit`, applied by
+    /// util-linux's `prlimit` as it executes the command).
+    pub limits: LocalLimits,
+}
+
+/// A local server's resource limits; each applies to the server and is inherited by what it
+/// starts. Unset = not limited.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalLimits {
+    /// Open file descriptors per process (RLIMIT_NOFILE).
+    pub open_files: Option<u64>,
+    /// Largest file a process may write, in bytes (RLIMIT_FSIZE).
+    pub file_size_bytes: Option<u64>,
+    /// Address space per process, in bytes (RLIMIT_AS). Not set by default: runtimes reserve
+    /// far more address space than they use (V8 reserves 4 GiB at start).
+    pub memory_bytes: Option<u64>,
+    /// CPU time per process, in seconds (RLIMIT_CPU; SIGKILL past it). Not set by default: a
+    /// long-lived server adds CPU time for as long as it serves.
+    pub cpu_seconds: Option<u64>,
+}
+
+impl Default for LocalLimits {
+    fn default() -> Self {
+        LocalLimits {
+            open_files: Some(1024),
+            file_size_bytes: Some(1 << 30),
+            memory_bytes: None,
+            cpu_seconds: None,
+        }
+    }
+}
+
+impl LocalLimits {
+    /// `prlimit` arguments that set these limits (soft and hard alike), or none.
+    pub fn prlimit_args(&self) -> Vec<String> {
+        [
+            ("nofile", self.open_files),
+            ("fsize", self.file_size_bytes),
+            ("as", self.memory_bytes),
+            ("cpu", self.cpu_seconds),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.map(|v| format!("--{name}={v}:{v}")))
+        .collect()
+    }
 }
 
 /// Sessions shared across calls, and what each server exposes.
@@ -249,3 +295,37 @@ impl Mcp {
 
 pub use content::{result_text, server_error};
 pub use expose::{expose, split_exposed};
+
+#[cfg(test)]
+mod tests {
+    use super::LocalLimits;
+
+    #[test]
+    fn limits_become_prlimit_arguments_soft_and_hard_alike() {
+        assert_eq!(
+            LocalLimits::default().prlimit_args(),
+            ["--nofile=1024:1024", "--fsize=1073741824:1073741824"]
+        );
+        let all = LocalLimits {
+            open_files: Some(64),
+            file_size_bytes: None,
+            memory_bytes: Some(1 << 30),
+            cpu_seconds: Some(60),
+        };
+        assert_eq!(
+            all.prlimit_args(),
+            [
+                "--nofile=64:64",
+                "--as=1073741824:1073741824",
+                "--cpu=60:60"
+            ]
+        );
+        let none = LocalLimits {
+            open_files: None,
+            file_size_bytes: None,
+            memory_bytes: None,
+            cpu_seconds: None,
+        };
+        assert!(none.prlimit_args().is_empty());
+    }
+}

@@ -252,6 +252,7 @@ async fn mcp_server_time_as_a_configured_local_process() {
             "UTC".into(),
         ],
         env: BTreeMap::new(),
+        ..Default::default()
     };
     let h = Harness::start_with(Setup {
         mcp_local_servers: BTreeMap::from([("time".to_string(), server)]),
@@ -393,6 +394,7 @@ fn fixture_server(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -428,6 +430,7 @@ async fn a_server_that_says_nothing_about_its_tools_gets_the_specifications_defa
             db.path().join("t.db").to_string_lossy().into_owned(),
         ],
         env: BTreeMap::new(),
+        ..Default::default()
     };
     let h = Harness::start_with(Setup {
         mcp_local_servers: BTreeMap::from([("sqlite".to_string(), server)]),
@@ -472,11 +475,12 @@ async fn a_server_that_says_nothing_about_its_tools_gets_the_specifications_defa
 #[tokio::test]
 async fn local_servers_are_isolated_and_a_broken_one_fails_fast_saying_why() {
     let venv = venv().await;
+    let mut ok = fixture_server(&venv, "ok", &[("GREETING", "hi"), ("MixedCase", "kept")]);
+    ok.limits.open_files = Some(256);
+    ok.limits.memory_bytes = Some(4 << 30);
+    ok.limits.cpu_seconds = Some(3600);
     let servers = BTreeMap::from([
-        (
-            "ok".to_string(),
-            fixture_server(&venv, "ok", &[("GREETING", "hi"), ("MixedCase", "kept")]),
-        ),
+        ("ok".to_string(), ok),
         ("hang".to_string(), fixture_server(&venv, "hang", &[])),
         ("hang2".to_string(), fixture_server(&venv, "hang", &[])),
         ("exit".to_string(), fixture_server(&venv, "exit", &[])),
@@ -509,6 +513,21 @@ async fn local_servers_are_isolated_and_a_broken_one_fails_fast_saying_why() {
     assert!(
         std::env::vars().any(|(k, _)| k.starts_with("CARGO")),
         "the test's own environment has variables the server must not see"
+    );
+
+    // Its resource limits: the configured ones, and the default file size limit (1 GiB).
+    let r = h.call("", "ok__limits", json!({})).await;
+    assert!(!r.is_error, "{r:?}");
+    let limits: serde_json::Value = serde_json::from_str(&r.output).unwrap();
+    assert_eq!(
+        limits,
+        json!({
+            "nofile": [256, 256],
+            "fsize": [1u64 << 30, 1u64 << 30],
+            "as": [4u64 << 30, 4u64 << 30],
+            "cpu": [3600, 3600],
+        }),
+        "{r:?}"
     );
 
     // A server that dies mid-call: the call says why (its stderr), and what it started dies

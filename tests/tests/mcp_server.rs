@@ -1,0 +1,256 @@
+//! Bridle as a governed MCP server: an outside client written with the official `mcp` Python
+//! SDK lists an agent's tools and calls them over the orchestrator's MCP endpoint, against the
+//! five service binaries, real Redis, OpenBao and Docker. A read-only call runs at once; a
+//! destructive one waits for a person's approval (the client is told so while it waits, then
+//! gets a pending result and asks again with `bridle_result`); a denied one comes back as an
+//! error with the person's reason; and every call is a run, listed with the tool it called.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bridle_proto as pb;
+use serde_json::{Value, json};
+use support::{Harness, Options};
+
+/// The venv with the official `mcp` SDK (made once, under a lock, by the tools tests' script).
+async fn venv() -> PathBuf {
+    let script = bridle_testkit::paths::workspace_root()
+        .join("crates/bridle-tools/tests/fixtures/mcp-venv.sh");
+    let out = tokio::process::Command::new("flock")
+        .arg("/tmp/bridle-mcp-venv.lock")
+        .arg("bash")
+        .arg(script)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().into()
+}
+
+/// Runs the SDK client with `steps`; one JSON value per step.
+async fn client(venv: &std::path::Path, url: &str, steps: Value) -> Vec<Value> {
+    let script = bridle_testkit::paths::workspace_root().join("tests/fixtures/mcp_client.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(venv.join("bin/python"))
+            .arg(script)
+            .arg(url)
+            .arg(steps.to_string())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the MCP client finished within 2 minutes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the MCP client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn decide(h: &Harness, approval_id: &str, approve: bool, reason: &str) {
+    h.approvals()
+        .await
+        .decide(pb::DecideRequest {
+            id: approval_id.into(),
+            approve,
+            reason: reason.into(),
+            approver: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outside_mcp_client_calls_an_agents_tools_through_policy_and_approvals() {
+    let venv = venv().await;
+    let files = tempfile::tempdir().unwrap();
+    let addr_file = files.path().join("mcp.addr");
+    let h = Harness::start_with(Options {
+        orchestrator_env: vec![
+            ("mcp__listen".into(), "127.0.0.1:0".into()),
+            ("mcp__addr_file".into(), addr_file.display().to_string()),
+            ("mcp__call_wait".into(), "4s".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("test.yaml", &h.manifests_yaml()).await.unwrap();
+    let addr = std::fs::read_to_string(&addr_file).unwrap();
+    let url = format!("http://{}/mcp/analyst", addr.trim());
+
+    let out = client(
+        &venv,
+        &url,
+        json!([
+            ["list"],
+            ["call", "python", {"code": "print(6 * 7)"}],
+            ["call", "python", {}],
+            ["call", "delete-dataset", {"dataset": "sales"}],
+        ]),
+    )
+    .await;
+    // The agent's tools with MCP's annotations for their risk, and bridle_result.
+    let tools = out[0]["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["python", "delete-dataset", "bridle_result"],
+        "{tools:?}"
+    );
+    assert_eq!(tools[0]["annotations"]["readOnlyHint"], true, "{tools:?}");
+    assert_eq!(
+        tools[1]["annotations"]["destructiveHint"], true,
+        "{tools:?}"
+    );
+    assert_eq!(
+        tools[0]["inputSchema"]["required"],
+        json!(["code"]),
+        "{tools:?}"
+    );
+
+    // Read-only: allowed by policy, run in a sandbox, its output returned.
+    assert_eq!(out[1]["isError"], false, "{}", out[1]);
+    assert_eq!(out[1]["text"].as_str().unwrap().trim(), "42", "{}", out[1]);
+    // Bad arguments: nothing runs, and the error names what is wrong.
+    assert_eq!(out[2]["isError"], true, "{}", out[2]);
+    assert!(
+        out[2]["text"].as_str().unwrap().contains("code"),
+        "{}",
+        out[2]
+    );
+    // Destructive: parked for approval; told so while waiting, then pending.
+    let pending = &out[3];
+    assert_eq!(pending["isError"], false, "{pending}");
+    assert!(
+        pending["text"].as_str().unwrap().starts_with("PENDING"),
+        "{pending}"
+    );
+    let run_id = pending["structuredContent"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let approval_id = pending["structuredContent"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(approval_id.starts_with("apr_"), "{pending}");
+    let progress = pending["progress"].as_array().unwrap();
+    assert!(
+        progress
+            .iter()
+            .any(|m| m.as_str().unwrap().contains(&approval_id)),
+        "the client is told which approval its call waits for: {pending}"
+    );
+
+    decide(&h, &approval_id, true, "sales is stale").await;
+    let out = client(
+        &venv,
+        &url,
+        json!([["call", "bridle_result", {"run_id": run_id}]]),
+    )
+    .await;
+    assert_eq!(out[0]["isError"], false, "{}", out[0]);
+    assert!(
+        out[0]["text"].as_str().unwrap().contains("deleted sales"),
+        "{}",
+        out[0]
+    );
+
+    // Denied: an error result carrying the person's reason; the tool never ran.
+    let out = client(
+        &venv,
+        &url,
+        json!([["call", "delete-dataset", {"dataset": "users"}]]),
+    )
+    .await;
+    let second = out[0]["structuredContent"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second_run = out[0]["structuredContent"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    decide(&h, &second, false, "users are not ours to delete").await;
+    let out = client(
+        &venv,
+        &url,
+        json!([
+            ["call", "bridle_result", {"run_id": second_run}],
+            ["call", "bridle_result", {"run_id": "run_01JZZZZZZZZZZZZZZZZZZZZZZZ"}],
+            ["call", "no-such-tool", {}],
+        ]),
+    )
+    .await;
+    assert_eq!(out[0]["isError"], true, "{}", out[0]);
+    let text = out[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("users are not ours to delete") && !text.contains("deleted users"),
+        "{text}"
+    );
+    assert_eq!(out[1]["isError"], true, "{}", out[1]);
+    assert_eq!(out[2]["isError"], true, "{}", out[2]);
+    assert!(
+        out[2]["text"]
+            .as_str()
+            .unwrap()
+            .contains("agent 'analyst' has no tool 'no-such-tool'"),
+        "{}",
+        out[2]
+    );
+
+    // Every call was a run of the agent, listed with the tool it called.
+    let runs = h
+        .orchestrator()
+        .await
+        .list_runs(pb::ListRunsRequest {
+            agent: "analyst".into(),
+            page_size: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    let mut called: Vec<(String, i32)> = runs
+        .iter()
+        .map(|r| (r.tool_call.clone(), r.status))
+        .collect();
+    called.sort();
+    let (ok, failed) = (
+        pb::RunStatus::Succeeded as i32,
+        pb::RunStatus::Failed as i32,
+    );
+    assert_eq!(
+        called,
+        [
+            ("delete-dataset".to_string(), ok),
+            ("delete-dataset".to_string(), failed),
+            ("python".to_string(), ok),
+            ("python".to_string(), failed),
+        ],
+        "{runs:?}"
+    );
+    let approved = runs.iter().find(|r| r.id == run_id).unwrap();
+    assert_eq!(approved.input, "call delete-dataset");
+    assert!(approved.output.contains("deleted sales"), "{approved:?}");
+    // No model was asked anything.
+    assert!(h.mock.requests().is_empty());
+}

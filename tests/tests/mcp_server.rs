@@ -37,6 +37,11 @@ async fn venv() -> PathBuf {
 
 /// Runs the SDK client with `steps`; one JSON value per step.
 async fn client(venv: &std::path::Path, url: &str, steps: Value) -> Vec<Value> {
+    client_with_key(venv, url, steps, "").await
+}
+
+/// [`client`], authenticating with API key `key` (none when empty).
+async fn client_with_key(venv: &std::path::Path, url: &str, steps: Value, key: &str) -> Vec<Value> {
     let script = bridle_testkit::paths::workspace_root().join("tests/fixtures/mcp_client.py");
     let out = tokio::time::timeout(
         Duration::from_secs(120),
@@ -44,6 +49,7 @@ async fn client(venv: &std::path::Path, url: &str, steps: Value) -> Vec<Value> {
             .arg(script)
             .arg(url)
             .arg(steps.to_string())
+            .args((!key.is_empty()).then_some(key))
             .kill_on_drop(true)
             .output(),
     )
@@ -253,4 +259,114 @@ async fn an_outside_mcp_client_calls_an_agents_tools_through_policy_and_approval
     assert!(approved.output.contains("deleted sales"), "{approved:?}");
     // No model was asked anything.
     assert!(h.mock.requests().is_empty());
+}
+
+/// With API keys on, the endpoint takes the same keys as gRPC: none is 401, a viewer may list
+/// but not call, and another tenant's key does not find the agent.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
+    use bridle_core::auth::{ApiKeyStore, Role};
+    let venv = venv().await;
+    let files = tempfile::tempdir().unwrap();
+    let addr_file = files.path().join("mcp.addr");
+    let token = format!("internal-{}", bridle_testkit::unique("t"));
+    let h = Harness::start_with(Options {
+        env_all: vec![
+            ("BRIDLE_AUTH".into(), "keys".into()),
+            ("BRIDLE_INTERNAL_TOKEN".into(), token),
+        ],
+        orchestrator_env: vec![
+            ("mcp__listen".into(), "127.0.0.1:0".into()),
+            ("mcp__addr_file".into(), addr_file.display().to_string()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let redis = bridle_core::redis_util::connect(&h.redis.url())
+        .await
+        .unwrap();
+    let keys = ApiKeyStore::new(redis, &bridle_core::redis_util::Keys::new(&h.prefix));
+    let (operator, _) = keys
+        .create("acme", "acme operator", &[Role::Operator])
+        .await
+        .unwrap();
+    let (viewer, _) = keys
+        .create("acme", "acme viewer", &[Role::Viewer])
+        .await
+        .unwrap();
+    let (globex, _) = keys
+        .create("globex", "globex admin", &[Role::Admin])
+        .await
+        .unwrap();
+    let mut apply = tonic::Request::new(pb::ApplyRequest {
+        documents: support::bridle_core_docs("test.yaml", &h.manifests_yaml()),
+        dry_run: false,
+        tenant: String::new(),
+    });
+    apply.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {operator}").parse().unwrap(),
+    );
+    h.manifests().await.apply(apply).await.unwrap();
+    let addr = std::fs::read_to_string(&addr_file).unwrap();
+    let url = format!("http://{}/mcp/analyst", addr.trim());
+
+    // No key, or a wrong one: 401 before MCP sees the request, saying how to authenticate.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}});
+    for auth in [None, Some("Bearer bk_notakeyatall000000000000000000000")] {
+        let mut req = reqwest::Client::new()
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{auth:?}");
+        assert!(
+            resp.headers()
+                .get("www-authenticate")
+                .is_some_and(|v| v.to_str().unwrap().starts_with("Bearer")),
+            "{:?}",
+            resp.headers()
+        );
+    }
+
+    // The operator lists and calls, as its tenant.
+    let out = client_with_key(
+        &venv,
+        &url,
+        json!([["list"], ["call", "python", {"code": "print(6 * 7)"}]]),
+        &operator,
+    )
+    .await;
+    assert_eq!(out[0]["tools"].as_array().unwrap().len(), 3, "{}", out[0]);
+    assert_eq!(out[1]["text"].as_str().unwrap().trim(), "42", "{}", out[1]);
+    // A viewer lists, but may not start a call.
+    let out = client_with_key(
+        &venv,
+        &url,
+        json!([["list"], ["call", "python", {"code": "print(1)"}]]),
+        &viewer,
+    )
+    .await;
+    assert_eq!(out[0]["tools"].as_array().unwrap().len(), 3, "{}", out[0]);
+    assert_eq!(out[1]["isError"], true, "{}", out[1]);
+    assert!(
+        out[1]["text"].as_str().unwrap().contains("operator"),
+        "{}",
+        out[1]
+    );
+    // Another tenant's key does not find acme's agent.
+    let out = client_with_key(&venv, &url, json!([["list"]]), &globex).await;
+    assert!(
+        out[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("analyst")),
+        "{}",
+        out[0]
+    );
 }

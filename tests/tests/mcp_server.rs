@@ -91,7 +91,7 @@ async fn an_outside_mcp_client_calls_an_agents_tools_through_policy_and_approval
         orchestrator_env: vec![
             ("mcp__listen".into(), "127.0.0.1:0".into()),
             ("mcp__addr_file".into(), addr_file.display().to_string()),
-            ("mcp__call_wait".into(), "4s".into()),
+            ("mcp__call_wait".into(), "15s".into()),
         ],
         ..Default::default()
     })
@@ -368,5 +368,68 @@ async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
             .is_some_and(|e| e.contains("analyst")),
         "{}",
         out[0]
+    );
+}
+
+/// The endpoint keeps no session: a call started through one orchestrator replica is polled
+/// through another after the first is gone (killed with SIGKILL).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_call_is_answered_by_another_replica_after_the_first_dies() {
+    let venv = venv().await;
+    let mut h = Harness::start_with(Options {
+        orchestrators: 2,
+        orchestrator_env: vec![
+            ("mcp__listen".into(), "127.0.0.1:0".into()),
+            ("mcp__call_wait".into(), "2s".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.apply("test.yaml", &h.manifests_yaml()).await.unwrap();
+    // Each replica logs the address it bound.
+    let bound = regex::Regex::new(r"addr\W+(\d+\.\d+\.\d+\.\d+:\d+)").unwrap();
+    let url_of = |i: usize| {
+        let log = std::fs::read_to_string(&h.orchestrators[i].log).unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains("MCP endpoint listening"))
+            .unwrap_or_else(|| panic!("replica {i} logged no MCP address:\n{log}"));
+        format!("http://{}/mcp/analyst", &bound.captures(line).unwrap()[1])
+    };
+    let (first, second) = (url_of(0), url_of(1));
+    assert_ne!(first, second);
+
+    let out = client(
+        &venv,
+        &first,
+        json!([["call", "delete-dataset", {"dataset": "sales"}]]),
+    )
+    .await;
+    let pending = &out[0]["structuredContent"];
+    let (run_id, approval_id) = (
+        pending["run_id"].as_str().unwrap().to_string(),
+        pending["approval_id"].as_str().unwrap().to_string(),
+    );
+    h.orchestrators[0].kill().await;
+    decide(&h, &approval_id, true, "stale").await;
+    // Each poll waits up to call_wait (2 s); a loaded machine may need more than one.
+    let mut answer = Value::Null;
+    for _ in 0..30 {
+        let out = client(
+            &venv,
+            &second,
+            json!([["call", "bridle_result", {"run_id": run_id}]]),
+        )
+        .await;
+        answer = out[0].clone();
+        if !answer["text"].as_str().unwrap().starts_with("PENDING") {
+            break;
+        }
+    }
+    assert_eq!(answer["isError"], false, "{answer}");
+    assert!(
+        answer["text"].as_str().unwrap().contains("deleted sales"),
+        "{answer}"
     );
 }

@@ -8,6 +8,7 @@ mod apply;
 mod approvals;
 mod audit;
 mod conn;
+mod describe;
 mod dev;
 mod keys;
 mod out;
@@ -40,6 +41,9 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// Start a run of an agent.
     Run(run::RunArgs),
+    /// Show one agent in detail: its tools, their risk and where the risk came from.
+    #[command(subcommand)]
+    Describe(describe::DescribeCommand),
     /// List and inspect runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
             Command::Dev(a) => dev::dev(a).await,
             Command::Apply(a) => apply::apply(&cli.conn, a).await,
             Command::Run(a) => run::run(&cli.conn, a).await,
+            Command::Describe(c) => describe::describe(&cli.conn, c).await,
             Command::Runs(c) => runs::runs(&cli.conn, c).await,
             Command::Approvals(c) => approvals::approvals(&cli.conn, c).await,
             Command::Keys(c) => keys::keys(&cli.conn, c).await,

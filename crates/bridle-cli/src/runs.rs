@@ -61,7 +61,7 @@ pub async fn runs(conn: &ConnArgs, c: RunsCommand) -> anyhow::Result<ExitCode> {
                     })
                     .unwrap_or_default();
                 out::line(&format!(
-                    "{}  {:<18} {:<18} {}  steps {}  {}  {}{}",
+                    "{}  {:<18} {:<18} {}  steps {}  {}  {}{}{}",
                     r.id,
                     r.agent,
                     render::status(r.status),
@@ -69,7 +69,12 @@ pub async fn runs(conn: &ConnArgs, c: RunsCommand) -> anyhow::Result<ExitCode> {
                     r.step,
                     render::tokens(r.usage.as_ref()),
                     render::cost(r.cost.as_ref()),
-                    if r.scripted { "  [scripted]" } else { "" }
+                    if r.scripted { "  [scripted]" } else { "" },
+                    if r.tool_call.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  [call {}]", r.tool_call)
+                    }
                 ));
             }
             Ok(ExitCode::SUCCESS)

@@ -323,6 +323,17 @@ fn direct_call(
     }))
 }
 
+fn summary(a: &Agent, tenant: &str) -> pb::AgentSummary {
+    pb::AgentSummary {
+        name: a.metadata.name.clone(),
+        tenant: tenant.to_string(),
+        description: a.spec.description.clone(),
+        route: a.spec.route.clone(),
+        tools: a.spec.tools.clone(),
+        budget: Some(Limits::resolve(&a.spec, None).to_pb()),
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -558,6 +569,24 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn describe_agent(
+        &self,
+        req: Request<pb::DescribeAgentRequest>,
+    ) -> Result<Response<pb::AgentDescription>, Status> {
+        let p = principal(&req);
+        p.require(Role::Viewer)?;
+        let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
+        bridle_core::ids::check_name(&req.name)
+            .map_err(|e| Error::InvalidArgument(format!("name: {e}")))?;
+        let a = self.agent(&tenant, &req.name).await?;
+        let tools = self.tools_of(&tenant, &a).await?;
+        Ok(Response::new(pb::AgentDescription {
+            agent: Some(summary(&a, &tenant)),
+            tools: tools.iter().map(ToolInfo::to_pb).collect(),
+        }))
+    }
+
     async fn list_agents(
         &self,
         req: Request<pb::ListAgentsRequest>,
@@ -569,14 +598,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         let agents = list
             .into_iter()
             .filter_map(|(m, _)| match m {
-                Manifest::Agent(a) => Some(pb::AgentSummary {
-                    name: a.metadata.name.clone(),
-                    tenant: tenant.clone(),
-                    description: a.spec.description.clone(),
-                    route: a.spec.route.clone(),
-                    tools: a.spec.tools.clone(),
-                    budget: Some(Limits::resolve(&a.spec, None).to_pb()),
-                }),
+                Manifest::Agent(a) => Some(summary(&a, &tenant)),
                 _ => None,
             })
             .collect();

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import json
 import re
 import shutil
 import sys
@@ -110,17 +111,20 @@ VARIANTS: dict[str, dict] = {
     "router-gateway": {"router": {"gateway": {"enabled": True, "port": 8080}}},
     "exposed": {
         "router": {"gateway": {"enabled": True, "port": 8080}},
+        "orchestrator": {"mcp": {"enabled": True, "port": 8055, "allowedHosts": ["mcp.corp"], "callWait": "2m"}},
         "approvals": {"inbox": {"enabled": True, "port": 8081, "publicUrl": "https://approvals.example.com"},
                       "webhook": {"urlSecret": {"name": "approvals-webhook", "key": "url"}}},
         "networkPolicy": {"webhook": {"ports": [443], "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}},
         "ingress": {"className": "nginx",
                     "gateway": {"host": "llm.example.com", "tlsSecret": "llm-tls"},
                     "inbox": {"host": "approvals.example.com", "tlsSecret": "approvals-tls"},
-                    "orchestrator": {"host": "agents.example.com", "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"}}},
+                    "orchestrator": {"host": "agents.example.com", "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"}},
+                    "mcp": {"host": "mcp.example.com", "tlsSecret": "mcp-tls"}},
         "gatewayApi": {"parentRefs": [{"name": "edge", "namespace": "gateways"}],
                        "gateway": {"hostnames": ["llm.example.com"]},
                        "inbox": {"hostnames": ["approvals.example.com"]},
-                       "orchestrator": {"hostnames": ["agents.example.com"]}},
+                       "orchestrator": {"hostnames": ["agents.example.com"]},
+                       "mcp": {"hostnames": ["mcp.example.com", "tools.example.com"]}},
     },
     "escape-hatches": {
         "imagePullSecrets": [{"name": "everyone"}],
@@ -216,6 +220,9 @@ BAD_VALUES = {
         {"tools": {"docker": {"rootless": {"limitsUnenforced": ["memory", "swap", "cpu", "pids"]}}}}, "limitsUnenforced"),
     "a RuntimeClass name that is not a name": ({"tools": {"runtimeClassName": "g Visor"}}, "runtimeClassName"),
     "an Ingress for the gateway while it is off": ({"ingress": {"gateway": {"host": "llm.example.com"}}}, "router.gateway.enabled"),
+    "an Ingress for the MCP endpoint while it is off": ({"ingress": {"mcp": {"host": "mcp.example.com"}}}, "orchestrator.mcp.enabled"),
+    "a metrics port that is the orchestrator's MCP port": (
+        {"metrics": {"enabled": True, "port": 8055}, "orchestrator": {"mcp": {"enabled": True, "port": 8055}}}, "orchestrator.mcp.port"),
     "routes without a Gateway to attach to": (
         {"approvals": {"inbox": {"enabled": True, "port": 8081}}, "gatewayApi": {"inbox": {"hostnames": ["a.example.com"]}}},
         "gatewayApi.parentRefs"),
@@ -958,7 +965,8 @@ def check_exposed(objs: list[dict]) -> None:
     """The gateway, the inbox and the orchestrator exposed through an Ingress each and through
     Gateway API routes, each to its own Service port; the inbox served and its webhook set."""
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
-    for what, svc in (("gateway", "router"), ("inbox", "approvals"), ("orchestrator", "orchestrator")):
+    for what, svc in (("gateway", "router"), ("inbox", "approvals"), ("orchestrator", "orchestrator"),
+                      ("mcp", "orchestrator")):
         check(("Ingress", f"bridle-{svc}-{what}") in kinds, f"[exposed] an Ingress for the {what}")
         route = "GRPCRoute" if what == "orchestrator" else "HTTPRoute"
         check((route, f"bridle-{svc}-{what}") in kinds, f"[exposed] a {route} for the {what}")
@@ -978,6 +986,26 @@ def check_exposed(objs: list[dict]) -> None:
           "[exposed] approvals serves the inbox on 8081")
     check(env.get("BRIDLE_APPROVALS_WEBHOOK__URL", {}).get("valueFrom", {}).get("secretKeyRef")
           == {"name": "approvals-webhook", "key": "url"}, "[exposed] the webhook URL comes from its Secret")
+    mcp = next(o for o in objs if o["kind"] == "Ingress" and o["metadata"]["name"] == "bridle-orchestrator-mcp")
+    check(mcp["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"] == 8055,
+          "[exposed] the MCP endpoint's Ingress goes to its port")
+    orch = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "bridle-orchestrator")
+    oc = orch["spec"]["template"]["spec"]["containers"][0]
+    oenv = {e["name"]: e.get("value") for e in oc["env"]}
+    hosts = json.loads(oenv.get("BRIDLE_ORCHESTRATOR_MCP__ALLOWED_HOSTS") or "[]")
+    check(oenv.get("BRIDLE_ORCHESTRATOR_MCP__LISTEN") == "0.0.0.0:8055"
+          and oenv.get("BRIDLE_ORCHESTRATOR_MCP__CALL_WAIT") == "2m"
+          and {"name": "mcp", "containerPort": 8055, "protocol": "TCP"} in oc["ports"],
+          "[exposed] the orchestrator serves MCP on 8055 with the values' call wait")
+    check({"bridle-orchestrator", "mcp.example.com", "tools.example.com", "mcp.corp"} <= set(hosts)
+          and any(h.startswith("bridle-orchestrator.") and h.endswith(".svc.cluster.local") for h in hosts),
+          f"[exposed] MCP accepts the Service's names, the exposed hosts and allowedHosts: {hosts}")
+    osvc = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "bridle-orchestrator")
+    check({"name": "mcp", "port": 8055, "targetPort": "mcp", "protocol": "TCP", "appProtocol": "http"}
+          in osvc["spec"]["ports"], "[exposed] the orchestrator's Service has the MCP port")
+    onp = next(o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "bridle-orchestrator")
+    check(any(r.get("ports") == [{"port": 8055, "protocol": "TCP"}] for r in onp["spec"]["ingress"]),
+          "[exposed] clients may reach the MCP port")
     np = next(o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "bridle-approvals")
     check(any(r.get("to") == [{"ipBlock": {"cidr": "203.0.113.0/24"}}] and r["ports"] == [{"port": 443, "protocol": "TCP"}]
               for r in np["spec"]["egress"]), "[exposed] approvals may post its webhook (443, to the named peers)")

@@ -52,6 +52,9 @@ def check_network_policies(variant: str, values: dict, objs: list[dict], service
     approvals = values.get("approvals", {})
     if approvals.get("inbox", {}).get("enabled"):
         public_ports["approvals"].add(approvals["inbox"].get("port", 8081))
+    mcp = values.get("orchestrator", {}).get("mcp", {})
+    if mcp.get("enabled"):
+        public_ports["orchestrator"].add(mcp.get("port", 8055))
     webhook = bool(approvals.get("webhook", {}).get("urlSecret", {}).get("name"))
     scraped = bool(metrics and metrics.get("enabled"))
     metrics_port = metrics.get("port") if scraped else None

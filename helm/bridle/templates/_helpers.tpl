@@ -215,6 +215,22 @@ one. Context: root. */}}
   value: {{ $v.auth.bootstrapAdmin.tenant | quote }}
 {{- end }}
 {{- end }}
+{{- if and (eq .name "orchestrator") .svc.mcp.enabled }}
+{{- /* The MCP endpoint's DNS-rebinding guard accepts the names the Service and the exposed
+       routes are reached by, and whatever else the values list. */}}
+{{- $svcName := include "bridle.svcname" . }}
+{{- $ns := .root.Release.Namespace }}
+{{- $domain := .root.Values.tls.clusterDomain | default "cluster.local" }}
+{{- $hosts := list $svcName (printf "%s.%s" $svcName $ns) (printf "%s.%s.svc" $svcName $ns) (printf "%s.%s.svc.%s" $svcName $ns $domain) }}
+{{- with .root.Values.ingress.mcp.host }}{{ $hosts = append $hosts . }}{{ end }}
+{{- $hosts = concat $hosts .root.Values.gatewayApi.mcp.hostnames .svc.mcp.allowedHosts | uniq }}
+- name: BRIDLE_ORCHESTRATOR_MCP__LISTEN
+  value: "0.0.0.0:{{ .svc.mcp.port }}"
+- name: BRIDLE_ORCHESTRATOR_MCP__ALLOWED_HOSTS
+  value: {{ toJson $hosts | quote }}
+- name: BRIDLE_ORCHESTRATOR_MCP__CALL_WAIT
+  value: {{ .svc.mcp.callWait | default "60s" | quote }}
+{{- end }}
 {{- if and (eq .name "router") .svc.gateway.enabled }}
 - name: BRIDLE_ROUTER_HTTP_LISTEN
   value: "0.0.0.0:{{ .svc.gateway.port }}"

@@ -1,6 +1,6 @@
 //! MCP tools against real servers nobody here wrote: `mcp-server-time` and `mcp-server-git`
-//! from PyPI over stdio in a sandbox (image `bridle-sandbox:mcp`), `mcp-server-time` as a
-//! configured local process, and a streamable-HTTP server written with the official `mcp`
+//! from PyPI over stdio in a sandbox (image `bridle-sandbox:mcp`), `mcp-server-time` and
+//! `mcp-server-fetch` as configured local processes, and a streamable-HTTP server written with the official `mcp`
 //! Python SDK.
 
 use std::collections::BTreeMap;
@@ -296,6 +296,60 @@ async fn mcp_server_time_as_a_configured_local_process() {
         e.message(),
         "tool 'nope': spec.mcp.local: 'nothing' is not a local MCP server of this tool service (configured: time)"
     );
+    h.stop().await;
+}
+
+/// `mcp-server-fetch` from PyPI as configured local processes: by default it refuses loopback
+/// addresses, and that refusal comes back as the call's error with the server's reason; started
+/// with `--allow-private-ips` it reads a page from a server on this machine.
+#[tokio::test]
+async fn mcp_server_fetch_refuses_private_addresses_unless_configured_and_reads_a_page() {
+    let venv = venv().await;
+    let page = axum::Router::new().route(
+        "/page.html",
+        axum::routing::get(|| async {
+            axum::response::Html("<html><body><h1>Hello from Bridle</h1></body></html>")
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/page.html", listener.local_addr().unwrap());
+    #[allow(clippy::disallowed_methods)] // The test's page server, dropped with the test.
+    let _web = tokio::spawn(async move { axum::serve(listener, page).await });
+    let fetch = |extra: &[&str]| bridle_tools::mcp::LocalServer {
+        command: [
+            venv.join("bin/mcp-server-fetch")
+                .to_string_lossy()
+                .into_owned(),
+            "--ignore-robots-txt".into(),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|s| s.to_string()))
+        .collect(),
+        ..Default::default()
+    };
+    let h = Harness::start_with(Setup {
+        mcp_local_servers: BTreeMap::from([
+            ("fetch".to_string(), fetch(&[])),
+            ("fetch-private".to_string(), fetch(&["--allow-private-ips"])),
+        ]),
+        ..Setup::default()
+    })
+    .await;
+    h.apply(&local_tool("web", "fetch", "")).await;
+    h.apply(&local_tool("intranet", "fetch-private", "")).await;
+    // The server annotates its tool read-only.
+    let specs = list(&h, &["web"]).await;
+    assert_eq!(risk(&specs, "web__fetch"), RiskClass::ReadOnly, "{specs:?}");
+
+    let r = h.call("", "web__fetch", json!({"url": url})).await;
+    assert!(r.is_error, "{r:?}");
+    assert!(r.output.contains("not a public address"), "{r:?}");
+    // `raw`: the page as it is (the simplified form needs a Node.js package fetched at run time).
+    let r = h
+        .call("", "intranet__fetch", json!({"url": url, "raw": true}))
+        .await;
+    assert!(!r.is_error, "{r:?}");
+    assert!(r.output.contains("Hello from Bridle"), "{r:?}");
     h.stop().await;
 }
 

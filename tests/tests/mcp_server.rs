@@ -18,21 +18,7 @@ use support::{Harness, Options};
 
 /// The venv with the official `mcp` SDK (made once, under a lock, by the tools tests' script).
 async fn venv() -> PathBuf {
-    let script = bridle_testkit::paths::workspace_root()
-        .join("crates/bridle-tools/tests/fixtures/mcp-venv.sh");
-    let out = tokio::process::Command::new("flock")
-        .arg("/tmp/bridle-mcp-venv.lock")
-        .arg("bash")
-        .arg(script)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().into()
+    bridle_testkit::mcp::venv("").await.unwrap()
 }
 
 /// Runs the SDK client with `steps`; one JSON value per step.

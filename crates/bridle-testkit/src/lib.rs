@@ -9,6 +9,7 @@
 pub mod bao;
 pub mod docker;
 pub mod https_api;
+pub mod mcp;
 pub mod mock_anthropic;
 pub mod mock_openai;
 pub mod otlp;

@@ -218,7 +218,7 @@ async fn read_json(
             let chunk = chunk.map_err(|e| {
                 Failure::invalid(format!(
                     "the request body is malformed: {}{}",
-                    bridle_core::redact::preview(&causes(&e), 300),
+                    bridle_core::redact::preview(&bridle_core::http_server::chain(&e), 300),
                     if chunked {
                         " (with Transfer-Encoding the body must be sent in chunks; a Content-Length beside it is ignored)"
                     } else {
@@ -251,22 +251,6 @@ async fn read_json(
             crate::request::json_problem(&e)
         ))
     })
-}
-
-/// An error and its causes, as one line ("error reading a body from connection: invalid chunk
-/// size line").
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(c) = next {
-        let c_text = c.to_string();
-        if !out.ends_with(&c_text) {
-            out.push_str(": ");
-            out.push_str(&c_text);
-        }
-        next = c.source();
-    }
-    out
 }
 
 /// Waits for a stream's first item, so a call that fails before any delta gets a real error

@@ -22,20 +22,7 @@ async fn venv() -> std::path::PathBuf {
 
 /// `mcp-venv.sh <which>`'s venv.
 async fn venv_of(which: &str) -> std::path::PathBuf {
-    let out = tokio::process::Command::new("flock")
-        .arg("/tmp/bridle-mcp-venv.lock")
-        .arg("bash")
-        .arg(fixtures().join("mcp-venv.sh"))
-        .args((!which.is_empty()).then_some(which))
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().into()
+    bridle_testkit::mcp::venv(which).await.unwrap()
 }
 
 async fn list(h: &Harness, names: &[&str]) -> Vec<ToolSpec> {

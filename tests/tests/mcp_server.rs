@@ -251,16 +251,12 @@ async fn an_outside_mcp_client_calls_an_agents_tools_through_policy_and_approval
 /// but not call, and another tenant's key does not find the agent.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
-    use bridle_core::auth::{ApiKeyStore, Role};
+    use bridle_core::auth::Role;
     let venv = venv().await;
     let files = tempfile::tempdir().unwrap();
     let addr_file = files.path().join("mcp.addr");
-    let token = format!("internal-{}", bridle_testkit::unique("t"));
     let h = Harness::start_with(Options {
-        env_all: vec![
-            ("BRIDLE_AUTH".into(), "keys".into()),
-            ("BRIDLE_INTERNAL_TOKEN".into(), token),
-        ],
+        env_all: support::keys_on(),
         orchestrator_env: vec![
             ("mcp__listen".into(), "127.0.0.1:0".into()),
             ("mcp__addr_file".into(), addr_file.display().to_string()),
@@ -269,10 +265,7 @@ async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
     })
     .await
     .unwrap();
-    let redis = bridle_core::redis_util::connect(&h.redis.url())
-        .await
-        .unwrap();
-    let keys = ApiKeyStore::new(redis, &bridle_core::redis_util::Keys::new(&h.prefix));
+    let keys = h.api_keys().await;
     let (operator, _) = keys
         .create("acme", "acme operator", &[Role::Operator])
         .await
@@ -285,14 +278,13 @@ async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
         .create("globex", "globex admin", &[Role::Admin])
         .await
         .unwrap();
-    let mut apply = tonic::Request::new(pb::ApplyRequest {
-        documents: support::bridle_core_docs("test.yaml", &h.manifests_yaml()),
-        dry_run: false,
-        tenant: String::new(),
-    });
-    apply.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {operator}").parse().unwrap(),
+    let apply = support::with_key(
+        &operator,
+        pb::ApplyRequest {
+            documents: support::bridle_core_docs("test.yaml", &h.manifests_yaml()),
+            dry_run: false,
+            tenant: String::new(),
+        },
     );
     h.manifests().await.apply(apply).await.unwrap();
     let addr = std::fs::read_to_string(&addr_file).unwrap();

@@ -315,6 +315,17 @@ impl Harness {
             .expect("approvals")
     }
 
+    /// The store of the services' API keys, to make keys as `bridle keys` does.
+    pub async fn api_keys(&self) -> bridle_core::auth::ApiKeyStore {
+        let redis = bridle_core::redis_util::connect(&self.redis.url())
+            .await
+            .unwrap();
+        bridle_core::auth::ApiKeyStore::new(
+            redis,
+            &bridle_core::redis_util::Keys::new(&self.prefix),
+        )
+    }
+
     /// Applies YAML through the orchestrator, as `bridle apply` does.
     pub async fn apply(
         &self,
@@ -499,6 +510,26 @@ spec:
             base = self.mock.base_url()
         )
     }
+}
+
+/// `env_all` that turns API keys on in every service, with a fresh internal token for their
+/// calls to one another.
+pub fn keys_on() -> Vec<(String, String)> {
+    vec![
+        ("BRIDLE_AUTH".into(), "keys".into()),
+        (
+            "BRIDLE_INTERNAL_TOKEN".into(),
+            format!("internal-{}", bridle_testkit::unique("t")),
+        ),
+    ]
+}
+
+/// `msg` as a request carrying API key `key`.
+pub fn with_key<T>(key: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
 }
 
 /// Splits YAML into request documents (line numbers kept), as the CLI does.

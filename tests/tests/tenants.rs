@@ -8,34 +8,20 @@ mod support;
 
 use std::time::Duration;
 
-use bridle_core::auth::{ApiKeyStore, Role};
+use bridle_core::auth::Role;
 use bridle_proto as pb;
 use bridle_testkit::mock_openai::Reply;
-use support::{Harness, Options};
-
-fn with_key<T>(key: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    r
-}
+use support::{Harness, Options, keys_on, with_key};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
-    let token = format!("internal-{}", bridle_testkit::unique("t"));
     let h = Harness::start_with(Options {
-        env_all: vec![
-            ("BRIDLE_AUTH".into(), "keys".into()),
-            ("BRIDLE_INTERNAL_TOKEN".into(), token),
-        ],
+        env_all: keys_on(),
         ..Default::default()
     })
     .await
     .unwrap();
-    let redis = bridle_core::redis_util::connect(&h.redis.url())
-        .await
-        .unwrap();
-    let keys = ApiKeyStore::new(redis, &bridle_core::redis_util::Keys::new(&h.prefix));
+    let keys = h.api_keys().await;
     let (acme, _) = keys
         .create("acme", "acme admin", &[Role::Admin])
         .await

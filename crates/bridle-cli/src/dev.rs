@@ -298,15 +298,21 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
             bridle_orchestrator::start(o, shutdown.clone()),
         )
         .await?;
+        // An HTTP front's URL from the address file it wrote, empty when it is off.
+        let served = |file: &str, path: &str| {
+            std::fs::read_to_string(data_dir.join(file))
+                .map(|a| format!("http://{}{path}", a.trim()))
+                .unwrap_or_default()
+        };
         Ok::<_, bridle_core::Error>(json!({
             "orchestrator": format!("http://{orchestrator}"),
             "router": format!("http://{router}"),
             "tools": format!("http://{tools}"),
             "approvals": format!("http://{approvals}"),
             "secrets": format!("http://{secrets}"),
-            "inbox": std::fs::read_to_string(data_dir.join("inbox.addr")).map(|a| format!("http://{}", a.trim())).unwrap_or_default(),
-            "gateway": std::fs::read_to_string(data_dir.join("gateway.addr")).map(|a| format!("http://{}/v1", a.trim())).unwrap_or_default(),
-            "mcp": std::fs::read_to_string(data_dir.join("mcp.addr")).map(|a| format!("http://{}/mcp/", a.trim())).unwrap_or_default(),
+            "inbox": served("inbox.addr", ""),
+            "gateway": served("gateway.addr", "/v1"),
+            "mcp": served("mcp.addr", "/mcp/"),
 
             "redis": bridle_core::redis_util::display_url(&redis_url),
             "vault": vault_addr,
@@ -325,25 +331,24 @@ async fn run(a: DevArgs) -> anyhow::Result<ExitCode> {
     };
     let state_file = data_dir.join("dev.json");
     std::fs::write(&state_file, serde_json::to_string_pretty(&endpoints)?)?;
+    // The HTTP fronts that are on, each as " · <what> <url>".
+    let fronts: String = [
+        ("inbox", "web inbox", ""),
+        ("gateway", "model gateway", ""),
+        ("mcp", "MCP", "<agent>"),
+    ]
+    .iter()
+    .filter_map(|(key, what, tail)| {
+        endpoints[*key]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!(" · {what} {s}{tail}"))
+    })
+    .collect();
     out::err(&format!(
-        "\nbridle dev is ready: orchestrator {} · approvals {}{}{}{}\n  next: bridle apply -f examples/quickstart/tools.yaml -f examples/quickstart/agent.yaml -f examples/quickstart/routes/scripted.yaml\n        bridle run data-analyst --input \"...\" --watch\n  Ctrl-C stops everything.\n",
+        "\nbridle dev is ready: orchestrator {} · approvals {}{fronts}\n  next: bridle apply -f examples/quickstart/tools.yaml -f examples/quickstart/agent.yaml -f examples/quickstart/routes/scripted.yaml\n        bridle run data-analyst --input \"...\" --watch\n  Ctrl-C stops everything.\n",
         endpoints["orchestrator"].as_str().unwrap_or_default(),
         endpoints["approvals"].as_str().unwrap_or_default(),
-        endpoints["inbox"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(|s| format!(" · web inbox {s}"))
-            .unwrap_or_default(),
-        endpoints["gateway"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(|s| format!(" · model gateway {s}"))
-            .unwrap_or_default(),
-        endpoints["mcp"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(|s| format!(" · MCP {s}<agent>"))
-            .unwrap_or_default(),
     ));
 
     let mut watched = std::mem::take(&mut children.0);

@@ -150,39 +150,36 @@ impl Endpoint {
                 },
             ))
             .await;
-        match watch {
+        let mut events = match watch {
             Err(st) => return Ok(CallToolResult::error(text(st.message())).into()),
-            Ok(events) => {
-                let mut events = events.into_inner();
-                let mut told = 0u32;
-                loop {
-                    let next = tokio::select! {
-                        n = events.next() => n,
-                        () = tokio::time::sleep_until(deadline) => break,
-                        () = cx.ct.cancelled() => break,
-                    };
-                    let ev = match next {
-                        None | Some(Err(_)) => break,
-                        Some(Ok(ev)) => ev,
-                    };
-                    match ev.kind {
-                        Some(Kind::RunFinished(_)) => break,
-                        Some(Kind::ApprovalRequested(a)) => {
-                            if let Some(token) = &progress {
-                                told += 1;
-                                let mut p =
-                                    ProgressNotificationParam::new(token.clone(), f64::from(told));
-                                p.message = Some(format!(
-                                    "awaiting approval {} of call {} (run {run_id}): {}",
-                                    a.approval_id, a.tool, a.reason
-                                ));
-                                // A client that is gone is found out by the wait ending.
-                                let _ = cx.peer.notify_progress(p).await;
-                            }
-                        }
-                        _ => {}
+            Ok(events) => events.into_inner(),
+        };
+        let mut told = 0u32;
+        loop {
+            let next = tokio::select! {
+                n = events.next() => n,
+                () = tokio::time::sleep_until(deadline) => break,
+                () = cx.ct.cancelled() => break,
+            };
+            let ev = match next {
+                None | Some(Err(_)) => break,
+                Some(Ok(ev)) => ev,
+            };
+            match ev.kind {
+                Some(Kind::RunFinished(_)) => break,
+                Some(Kind::ApprovalRequested(a)) => {
+                    if let Some(token) = &progress {
+                        told += 1;
+                        let mut p = ProgressNotificationParam::new(token.clone(), f64::from(told));
+                        p.message = Some(format!(
+                            "awaiting approval {} of call {} (run {run_id}): {}",
+                            a.approval_id, a.tool, a.reason
+                        ));
+                        // A client that is gone is found out by the wait ending.
+                        let _ = cx.peer.notify_progress(p).await;
                     }
                 }
+                _ => {}
             }
         }
         let run = match self

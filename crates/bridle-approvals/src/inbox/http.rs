@@ -1,7 +1,8 @@
 //! The inbox's request limits. It is served by `bridle_core::http_server` (the headers must
 //! arrive within `inbox.header_read_timeout`, then the connection is closed); here the body
-//! must arrive within `inbox.body_read_timeout` (then 408). Bodies are read whole before any handler runs (the inbox's forms are small), so
-//! a malformed body is a 400 that says what was wrong and an oversized one a 413.
+//! must arrive within `inbox.body_read_timeout` (then 408). Bodies are read whole before any
+//! handler runs (the inbox's forms are small), so a malformed body is a 400 that says what was
+//! wrong and an oversized one a 413.
 
 use std::time::Duration;
 

@@ -3,7 +3,8 @@
 Random and mutated manifests through `Manifests.Apply` (dry run) and `bridle apply --dry-run`,
 requests to both gateway fronts (JSON bodies, headers, and broken HTTP framing on raw
 sockets), the web inbox, and gRPC calls with odd and oversized fields (StartRun, ListRuns,
-WatchRun, Execute, Evaluate, List, Watch, Resolve, Complete, ListManifests).
+WatchRun, Execute, Evaluate, List, Watch, Resolve, Complete, ListManifests, the MCP
+authorization RPCs and the broker's OAuth grants).
 
 A failure is: an HTTP 5xx; a gRPC INTERNAL, UNKNOWN, DATA_LOSS, or a CANCELLED the client did
 not ask for (a handler that panicked); an error too big for the client to read; no answer
@@ -669,7 +670,7 @@ class Fuzzer:
     def fuzz_grpc(self):
         r = self.rng
         m = self.mut
-        which = r.randrange(11)
+        which = r.randrange(13)
         if which == 0:
             budget = common_pb2.Budget(max_steps=m.odd_u32(), max_tokens=m.odd_u64(), max_cost_nano_usd=m.odd_i64())
             budget.max_wall_time.seconds = r.choice([0, 1, 2**40, -1])
@@ -748,6 +749,34 @@ class Fuzzer:
                                              names=[m.odd_string() for _ in range(r.choice([0, 1, 3, 200]))],
                                              refresh=r.random() < 0.5)
             self.grpc_call("secrets", "Resolve", stub.Resolve, req)
+        elif which == 10:
+            # A remote MCP server's authorization: tools that are not there or not OAuth ones,
+            # odd redirect URIs, states and codes.
+            stub = orchestrator_pb2_grpc.OrchestratorStub(self.channel("orchestrator"))
+            tool = r.choice(["fuzz-http", "", m.odd_string()])
+            name = r.choice(["Begin", "Complete", "Revoke"])
+            if name == "Begin":
+                req = tools_pb2.BeginAuthorizationRequest(
+                    tenant=r.choice(["", m.odd_string()]), tool=tool,
+                    redirect_uri=r.choice(["http://127.0.0.1:1/cb", "https://x.example/cb", m.odd_string()]))
+                self.grpc_call("orchestrator", "BeginToolAuthorization", stub.BeginToolAuthorization, req)
+            elif name == "Complete":
+                req = tools_pb2.CompleteAuthorizationRequest(
+                    tenant=r.choice(["", m.odd_string()]), state=m.odd_string(), code=m.odd_string(),
+                    issuer=r.choice(["", m.odd_string()]))
+                self.grpc_call("orchestrator", "CompleteToolAuthorization", stub.CompleteToolAuthorization, req)
+            else:
+                req = tools_pb2.RevokeAuthorizationRequest(tenant=r.choice(["", m.odd_string()]), tool=tool)
+                self.grpc_call("orchestrator", "RevokeToolAuthorization", stub.RevokeToolAuthorization, req)
+        elif which == 11:
+            stub = secrets_pb2_grpc.SecretsStub(self.channel("secrets"))
+            key = secrets_pb2.GrantKey(tenant=r.choice(["", m.odd_string()]), tool=r.choice(["fuzz-http", m.odd_string()]))
+            name = r.choice(["GetGrant", "PutGrant", "DeleteGrant"])
+            if name == "PutGrant":
+                req = secrets_pb2.Grant(key=key, value=r.choice(["", m.odd_string(), "x" * 70000]))
+                self.grpc_call("secrets", name, stub.PutGrant, req)
+            else:
+                self.grpc_call("secrets", name, getattr(stub, name), key)
         else:
             stub = router_pb2_grpc.RouterStub(self.channel("router"))
             msgs = [common_pb2.Message(role=m.odd_enum(), text=m.odd_string(), tool_call_id=m.odd_string()[:100],

@@ -24,11 +24,18 @@ else
   echo "vault-init: OPENAI_API_KEY is not set, so secret://openai-api-key is not written (the offline scripted route needs no key)"
 fi
 
-# What the broker needs, and no more: read Bridle's folder of the KV mount. (Compose gives the
+# What the broker needs, and no more: read Bridle's folder of the KV mount, and keep the OAuth
+# grants of remote MCP servers in a folder of their own (`bridle mcp login`). (Compose gives the
 # broker the dev root token for simplicity; the Helm chart uses this policy with Kubernetes auth.)
 bao policy write bridle-secrets - >/dev/null <<'POLICY'
 path "secret/data/bridle/*" {
   capabilities = ["read"]
+}
+path "secret/data/bridle-grants/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "secret/metadata/bridle-grants/*" {
+  capabilities = ["read", "delete"]
 }
 POLICY
 echo "vault-init: done"

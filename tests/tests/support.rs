@@ -21,6 +21,8 @@ pub struct Options {
     pub orchestrator_env: Vec<(String, String)>,
     /// Extra `BRIDLE_APPROVALS_*` settings, e.g. ("approval_retention", "2s").
     pub approvals_env: Vec<(String, String)>,
+    /// Extra `BRIDLE_TOOLS_*` settings, e.g. ("egress_allow_private", "true").
+    pub tools_env: Vec<(String, String)>,
     /// Redis with an fsync-always AOF, so it can be restarted mid-run.
     pub appendonly: bool,
     /// Environment for every service process (e.g. OTEL_EXPORTER_OTLP_ENDPOINT).
@@ -175,12 +177,13 @@ impl Harness {
         );
         let approvals = start("bridle-approvals", approvals_env, dir.path().to_path_buf()).await?;
         let secrets_url = peer_url(&secrets.addr, o.peers_by_dns);
-        let tools = start(
-            "bridle-tools",
-            common("tools", &[("secrets_url", &secrets_url)]),
-            dir.path().to_path_buf(),
-        )
-        .await?;
+        let mut tools_env = common("tools", &[("secrets_url", &secrets_url)]);
+        tools_env.extend(
+            o.tools_env
+                .iter()
+                .map(|(k, v)| (format!("BRIDLE_TOOLS_{}", k.to_uppercase()), v.clone())),
+        );
+        let tools = start("bridle-tools", tools_env, dir.path().to_path_buf()).await?;
         let router = start(
             "bridle-router",
             common("router", &[("secrets_url", &secrets_url)]),

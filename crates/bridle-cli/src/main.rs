@@ -11,6 +11,7 @@ mod conn;
 mod describe;
 mod dev;
 mod keys;
+mod mcp;
 mod out;
 mod render;
 mod run;
@@ -53,6 +54,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Authorize remote MCP servers that use OAuth (login, logout).
+    #[command(subcommand)]
+    Mcp(mcp::McpCommand),
     /// The approvals audit trail (reads Redis directly).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
             Command::Runs(c) => runs::runs(&cli.conn, c).await,
             Command::Approvals(c) => approvals::approvals(&cli.conn, c).await,
             Command::Keys(c) => keys::keys(&cli.conn, c).await,
+            Command::Mcp(c) => mcp::mcp(&cli.conn, c).await,
             Command::Audit(c) => audit::audit(c).await,
         };
         match r {

@@ -587,6 +587,54 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         }))
     }
 
+    async fn begin_tool_authorization(
+        &self,
+        req: Request<pb::BeginAuthorizationRequest>,
+    ) -> Result<Response<pb::BeginAuthorizationResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Operator)?;
+        let mut req = req.into_inner();
+        req.tenant = p.tenant_for(&req.tenant)?;
+        let mut c = self.engine.clients.tools.clone();
+        let r = c
+            .begin_authorization(req)
+            .await
+            .map_err(|s| bridle_core::client::call_error("tools service", s))?;
+        Ok(Response::new(r.into_inner()))
+    }
+
+    async fn complete_tool_authorization(
+        &self,
+        req: Request<pb::CompleteAuthorizationRequest>,
+    ) -> Result<Response<pb::CompleteAuthorizationResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Operator)?;
+        let mut req = req.into_inner();
+        req.tenant = p.tenant_for(&req.tenant)?;
+        let mut c = self.engine.clients.tools.clone();
+        let r = c
+            .complete_authorization(req)
+            .await
+            .map_err(|s| bridle_core::client::call_error("tools service", s))?;
+        Ok(Response::new(r.into_inner()))
+    }
+
+    async fn revoke_tool_authorization(
+        &self,
+        req: Request<pb::RevokeAuthorizationRequest>,
+    ) -> Result<Response<pb::RevokeAuthorizationResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Operator)?;
+        let mut req = req.into_inner();
+        req.tenant = p.tenant_for(&req.tenant)?;
+        let mut c = self.engine.clients.tools.clone();
+        let r = c
+            .revoke_authorization(req)
+            .await
+            .map_err(|s| bridle_core::client::call_error("tools service", s))?;
+        Ok(Response::new(r.into_inner()))
+    }
+
     async fn list_agents(
         &self,
         req: Request<pb::ListAgentsRequest>,

@@ -64,6 +64,18 @@ pub fn check_end_run(caller: &Caller) -> Result<(), Error> {
     }
 }
 
+/// OAuth grants are the tools service's: it keeps them and uses them for its MCP calls.
+pub fn check_grants(caller: &Caller) -> Result<(), Error> {
+    if caller.is("tools") {
+        Ok(())
+    } else {
+        Err(Error::WrongCaller(format!(
+            "{} may not read or write OAuth grants: only the tools service may",
+            caller.describe()
+        )))
+    }
+}
+
 /// The scope in words, for PERMISSION_DENIED.
 pub fn describe_scope(tenant: &str, scope: &Scope) -> String {
     let target = if scope.tool.is_empty() {

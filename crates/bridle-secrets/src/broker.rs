@@ -45,6 +45,7 @@ pub struct Broker {
     leases: Leases,
     kv_mount: String,
     path_prefix: String,
+    grants_prefix: String,
     field: String,
     unbound: Unbound,
     cache_ttl: Duration,
@@ -65,10 +66,16 @@ impl Broker {
             leases,
             kv_mount: o.kv_mount.clone(),
             path_prefix: o.path_prefix.clone(),
+            grants_prefix: o.grants_prefix.clone(),
             field: o.field.clone(),
             unbound: o.unbound,
             cache_ttl: o.cache_ttl,
         }
+    }
+
+    /// Whether a binding points into the OAuth grants' folder.
+    fn is_grant(&self, source: &Source) -> bool {
+        in_grants(&self.kv_mount, &self.grants_prefix, source)
     }
 
     /// Where `name` comes from for this scope, and which field holds it; refuses a scope the
@@ -136,6 +143,15 @@ impl Broker {
         refresh: bool,
     ) -> Result<Resolved, Error> {
         let (source, field, max_use) = self.source(tenant, scope, name).await?;
+        if self.is_grant(&source) {
+            return Err(Error::NotGranted {
+                name: name.to_string(),
+                scope: format!(
+                    "{}: it names the folder of OAuth grants, which are only the tools service's to use",
+                    describe_scope(tenant, scope)
+                ),
+            });
+        }
         // A time-limited static secret: refused once the run has had it for its time, and
         // never handed out for longer than what is left.
         let use_left = match max_use {
@@ -248,5 +264,54 @@ impl Broker {
         // A resolve racing with the end may have cached again; forget once more.
         self.cache.forget_run(run);
         n
+    }
+}
+
+/// Whether `source` reads inside `<kv_mount>/<grants_prefix>` (a KV path under it, or the KV
+/// API path of one as a dynamic read): a tenant's binding must not read another's tokens.
+fn in_grants(kv_mount: &str, grants_prefix: &str, source: &Source) -> bool {
+    let under = |path: &str, folder: &str| {
+        let path = path.trim_matches('/');
+        path == folder || path.starts_with(&format!("{folder}/"))
+    };
+    match source {
+        Source::Kv { mount, path } => mount == kv_mount && under(path, grants_prefix),
+        Source::Dynamic { path, .. } => ["data", "metadata"]
+            .iter()
+            .any(|api| under(path, &format!("{kv_mount}/{api}/{grants_prefix}"))),
+    }
+}
+
+#[cfg(test)]
+mod grant_tests {
+    use super::*;
+
+    fn kv(mount: &str, path: &str) -> Source {
+        Source::Kv {
+            mount: mount.into(),
+            path: path.into(),
+        }
+    }
+
+    fn dynamic(path: &str) -> Source {
+        Source::Dynamic {
+            method: DynamicMethod::Get,
+            path: path.into(),
+            body: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn bindings_into_the_grants_folder_are_recognised() {
+        let g = |s: &Source| in_grants("secret", "bridle-grants", s);
+        assert!(g(&kv("secret", "bridle-grants/acme/notes")));
+        assert!(g(&kv("secret", "/bridle-grants/acme/notes")));
+        assert!(g(&kv("secret", "bridle-grants")));
+        assert!(g(&dynamic("secret/data/bridle-grants/acme/notes")));
+        assert!(g(&dynamic("secret/metadata/bridle-grants/acme")));
+        assert!(!g(&kv("secret", "bridle/openai")));
+        assert!(!g(&kv("secret", "bridle-grants-old/x")));
+        assert!(!g(&kv("other", "bridle-grants/acme/notes")));
+        assert!(!g(&dynamic("database/creds/readonly")));
     }
 }

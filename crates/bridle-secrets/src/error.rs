@@ -39,6 +39,9 @@ pub enum Error {
     VaultUnavailable { addr: String, reason: String },
     #[error("vault refused the broker's credentials ({0}); check its token or role")]
     VaultLogin(String),
+    /// The broker's Vault policy does not cover the OAuth grants' folder (message says which).
+    #[error("{0}")]
+    GrantsDenied(String),
     #[error("{0}")]
     Core(#[from] bridle_core::Error),
 }
@@ -52,6 +55,7 @@ impl From<Error> for bridle_core::Error {
             | Error::NeedsRun(_)
             | Error::UseTimeNeedsRun(_)
             | Error::VaultDenied(_)
+            | Error::GrantsDenied(_)
             | Error::VaultRejected { .. } => bridle_core::Error::FailedPrecondition(e.to_string()),
             Error::NotGranted { .. } | Error::WrongCaller(_) | Error::UseTimeOver { .. } => {
                 bridle_core::Error::PermissionDenied(e.to_string())

@@ -17,6 +17,7 @@ mod broker;
 mod cache;
 mod clock;
 mod error;
+mod grants;
 mod leases;
 mod options;
 mod service;
@@ -67,6 +68,7 @@ pub async fn start_with_clock(
     vault::spawn_keeper(vault.clone(), &shutdown);
     let store = bridle_core::store::ManifestStore::new(conn.clone(), &keys, Owner::Secrets);
     let leases = leases::Leases::new(vault.clone(), conn, keys, shutdown.clone(), clock.clone());
+    let grants = grants::Grants::new(vault.clone(), &opts.kv_mount, &opts.grants_prefix);
     let broker = Arc::new(broker::Broker::new(
         vault,
         store.clone(),
@@ -74,7 +76,7 @@ pub async fn start_with_clock(
         &opts,
         clock,
     ));
-    let svc = service::SecretsService::new(broker, opts.server.auth);
+    let svc = service::SecretsService::new(broker, grants, opts.server.auth);
     let manifests = bridle_core::manifest_service::ManifestsService::new(store, Owner::Secrets);
     let routes = tonic::service::Routes::new(SecretsServer::new(svc))
         .add_service(ManifestsServer::new(manifests));

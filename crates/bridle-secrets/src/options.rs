@@ -87,6 +87,10 @@ pub struct Options {
     pub kv_mount: String,
     /// Folder under the mount for `unbound = convention`: `<kv_mount>/<path_prefix>/<name>`.
     pub path_prefix: String,
+    /// Folder under `kv_mount` where OAuth grants of remote MCP servers are kept, one entry per
+    /// tenant and tool (`<kv_mount>/<grants_prefix>/<tenant>/<tool>`). The broker's Vault policy
+    /// needs create, read, update and delete on it (data and metadata).
+    pub grants_prefix: String,
     /// Field holding the value under `unbound = convention`.
     pub field: String,
     /// Names without a SecretBinding: `deny` (NOT_FOUND) or `convention`.
@@ -117,6 +121,7 @@ impl Default for Options {
             vault_timeout: Duration::from_secs(10),
             kv_mount: "secret".into(),
             path_prefix: "bridle".into(),
+            grants_prefix: "bridle-grants".into(),
             field: "value".into(),
             unbound: Unbound::Deny,
             cache_ttl: Duration::from_secs(60),
@@ -213,6 +218,16 @@ impl config::Options for Options {
             if v.is_empty() || v.contains('/') {
                 out.push(format!("{k}: must be a single non-empty path segment"));
             }
+        }
+        if self.grants_prefix.is_empty()
+            || self.grants_prefix.starts_with('/')
+            || self.grants_prefix.ends_with('/')
+            || self.grants_prefix.contains("..")
+        {
+            out.push(
+                "grants_prefix: must be a non-empty folder path without a leading or trailing '/'"
+                    .into(),
+            );
         }
         if self.path_prefix.starts_with('/') || self.path_prefix.ends_with('/') {
             out.push("path_prefix: must not start or end with '/'".into());

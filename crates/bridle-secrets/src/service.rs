@@ -3,27 +3,46 @@ use std::sync::Arc;
 use bridle_core::auth::AuthMode;
 use bridle_core::manifest::SecretRef;
 use bridle_proto::{
-    ResolveRequest, ResolveResponse, ResolvedSecret, SecretsEndRunRequest, SecretsEndRunResponse,
+    DeleteGrantResponse, Grant, GrantKey, PutGrantResponse, ResolveRequest, ResolveResponse,
+    ResolvedSecret, SecretsEndRunRequest, SecretsEndRunResponse,
 };
 use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
 
 use crate::Error;
-use crate::access::{Caller, check_end_run, check_resolve};
+use crate::access::{Caller, check_end_run, check_grants, check_resolve};
 use crate::broker::Broker;
+use crate::grants::{Grants, MAX_GRANT_BYTES};
 
 /// Names one Resolve may ask for.
 const MAX_NAMES: usize = 64;
 
 pub struct SecretsService {
     broker: Arc<Broker>,
+    grants: Grants,
     auth: AuthMode,
 }
 
 impl SecretsService {
-    pub fn new(broker: Arc<Broker>, auth: AuthMode) -> Self {
-        Self { broker, auth }
+    pub fn new(broker: Arc<Broker>, grants: Grants, auth: AuthMode) -> Self {
+        Self {
+            broker,
+            grants,
+            auth,
+        }
     }
+}
+
+/// A grant's tenant and tool, checked (they become a Vault path).
+fn grant_key(key: Option<GrantKey>) -> Result<(String, String), Error> {
+    let key = key.unwrap_or_default();
+    let tenant = tenant_of(&key.tenant)?;
+    bridle_core::ids::check_name(&key.tool).map_err(|e| {
+        Error::Core(bridle_core::Error::InvalidArgument(format!(
+            "key.tool: {e}"
+        )))
+    })?;
+    Ok((tenant, key.tool))
 }
 
 fn tenant_of(t: &str) -> Result<String, Error> {
@@ -121,5 +140,47 @@ impl bridle_proto::secrets_server::Secrets for SecretsService {
         }
         let leases_revoked = self.broker.end_run(&scope.run_id).await?;
         Ok(Response::new(SecretsEndRunResponse { leases_revoked }))
+    }
+
+    async fn get_grant(&self, req: Request<GrantKey>) -> Result<Response<Grant>, Status> {
+        check_grants(&Caller::of(&req, self.auth))?;
+        let (tenant, tool) = grant_key(Some(req.into_inner()))?;
+        match self.grants.get(&tenant, &tool).await? {
+            Some(v) => Ok(Response::new(Grant {
+                key: Some(GrantKey { tenant, tool }),
+                value: v.expose_secret().to_string(),
+            })),
+            None => Err(Status::not_found(format!(
+                "tenant '{tenant}' has no OAuth grant for tool '{tool}'"
+            ))),
+        }
+    }
+
+    async fn put_grant(&self, req: Request<Grant>) -> Result<Response<PutGrantResponse>, Status> {
+        check_grants(&Caller::of(&req, self.auth))?;
+        let req = req.into_inner();
+        let (tenant, tool) = grant_key(req.key)?;
+        if req.value.is_empty() || req.value.len() > MAX_GRANT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "value: must hold a grant of 1 to {MAX_GRANT_BYTES} bytes (got {})",
+                req.value.len()
+            )));
+        }
+        self.grants
+            .put(&tenant, &tool, &secrecy::SecretString::from(req.value))
+            .await?;
+        tracing::info!(tenant = %tenant, tool = %tool, "oauth grant kept");
+        Ok(Response::new(PutGrantResponse {}))
+    }
+
+    async fn delete_grant(
+        &self,
+        req: Request<GrantKey>,
+    ) -> Result<Response<DeleteGrantResponse>, Status> {
+        check_grants(&Caller::of(&req, self.auth))?;
+        let (tenant, tool) = grant_key(Some(req.into_inner()))?;
+        let deleted = self.grants.delete(&tenant, &tool).await?;
+        tracing::info!(tenant = %tenant, tool = %tool, deleted, "oauth grant deleted");
+        Ok(Response::new(DeleteGrantResponse { deleted }))
     }
 }

@@ -39,6 +39,8 @@ pub struct Executor {
     pub cleanup: Cleanup,
     pub sandboxes: Arc<Sandboxes>,
     pub mcp: Mcp,
+    /// OAuth flows and grants of remote MCP servers (`spec.mcp.oauth`).
+    pub oauth: crate::mcp::oauth::OAuth,
     /// What the platform lets tools reach beyond their tenants' rules, and what never.
     pub egress: Arc<crate::egress::Platform>,
     /// Which OCI runtime each tenant's sandboxes run under.

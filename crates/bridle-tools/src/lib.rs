@@ -143,6 +143,13 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         .await;
     let exec = Arc::new(exec::Executor {
         registry: registry::Registry::new(store.clone()),
+        oauth: mcp::oauth::OAuth::new(
+            conn.clone(),
+            keys.clone(),
+            SecretsClient::new(channel.clone()),
+            egress.clone(),
+            opts.server.request_timeout,
+        ),
         idempotency: idempotency::Idempotency::new(conn, keys, opts.idempotency_ttl, replicas),
         backend: backend.clone(),
         secrets: SecretsClient::new(channel),

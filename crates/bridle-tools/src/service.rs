@@ -6,8 +6,10 @@ use std::sync::Arc;
 use bridle_core::auth::{AuthMode, Caller};
 use bridle_proto::tools_server::Tools;
 use bridle_proto::{
-    EndRunRequest, EndRunResponse, ExecuteRequest, ExecuteResponse, ListToolsRequest,
-    ListToolsResponse, RedactRequest, RedactResponse, Scope,
+    BeginAuthorizationRequest, BeginAuthorizationResponse, CompleteAuthorizationRequest,
+    CompleteAuthorizationResponse, EndRunRequest, EndRunResponse, ExecuteRequest, ExecuteResponse,
+    ListToolsRequest, ListToolsResponse, RedactRequest, RedactResponse, RevokeAuthorizationRequest,
+    RevokeAuthorizationResponse, Scope,
 };
 use tonic::{Request, Response, Status};
 
@@ -43,6 +45,21 @@ impl ToolsService {
 
     /// Checks who may make this call; true when it was forwarded here by another replica
     /// (then it is never forwarded again).
+    /// The tenant's Tool manifest `name`, which must exist.
+    async fn oauth_tool(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<bridle_core::manifest::Tool, Status> {
+        bridle_core::ids::check_name(name)
+            .map_err(|e| Status::invalid_argument(format!("tool: {e}")))?;
+        self.exec.registry.get(tenant, name).await?.ok_or_else(|| {
+            Status::not_found(format!(
+                "tool '{name}' is not defined for tenant '{tenant}' (apply its Tool manifest)"
+            ))
+        })
+    }
+
     fn admit<T>(&self, req: &Request<T>, action: &str) -> Result<bool, Status> {
         let caller = Caller::of(req, self.auth);
         let Some(to) = req.metadata().get(FORWARDED_TO) else {
@@ -238,6 +255,91 @@ impl Tools for ToolsService {
             })
             .collect();
         Ok(Response::new(RedactResponse { texts, redacted }))
+    }
+
+    async fn begin_authorization(
+        &self,
+        req: Request<BeginAuthorizationRequest>,
+    ) -> Result<Response<BeginAuthorizationResponse>, Status> {
+        // The orchestrator asks for the person (operator role, their tenant).
+        Caller::of(&req, self.auth).require(RUNS_TOOLS, "authorize MCP servers")?;
+        let req = req.into_inner();
+        let tenant = tenant_or_default(&req.tenant);
+        if req.redirect_uri.len() > 2048 {
+            return Err(Status::invalid_argument("redirect_uri: at most 2048 bytes"));
+        }
+        let tool = self.oauth_tool(tenant, &req.tool).await?;
+        let Some(m) = &tool.spec.mcp else {
+            return Err(Status::failed_precondition(format!(
+                "tool '{}' is not an MCP tool",
+                req.tool
+            )));
+        };
+        let b = self
+            .exec
+            .oauth
+            .begin(tenant, &tool, m, &req.redirect_uri)
+            .await?;
+        Ok(Response::new(BeginAuthorizationResponse {
+            authorization_url: b.url,
+            state: b.state,
+            expires_in: Some(bridle_core::timeutil::pb_duration(
+                crate::mcp::oauth::PENDING_TTL,
+            )),
+            client_id: b.client_id,
+            registered: b.registered,
+        }))
+    }
+
+    async fn complete_authorization(
+        &self,
+        req: Request<CompleteAuthorizationRequest>,
+    ) -> Result<Response<CompleteAuthorizationResponse>, Status> {
+        Caller::of(&req, self.auth).require(RUNS_TOOLS, "authorize MCP servers")?;
+        let req = req.into_inner();
+        let tenant = tenant_or_default(&req.tenant);
+        if req.state.is_empty() || req.code.is_empty() {
+            return Err(Status::invalid_argument(
+                "state and code: both are required (the redirect's query parameters)",
+            ));
+        }
+        for (field, v, max) in [
+            ("state", &req.state, 512),
+            ("code", &req.code, 4096),
+            ("issuer", &req.issuer, 2048),
+        ] {
+            if v.len() > max {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: at most {max} bytes (got {})",
+                    v.len()
+                )));
+            }
+        }
+        let issuer = (!req.issuer.is_empty()).then_some(req.issuer.as_str());
+        let c = self
+            .exec
+            .oauth
+            .complete(tenant, &req.state, &req.code, issuer, &self.exec.registry)
+            .await?;
+        Ok(Response::new(CompleteAuthorizationResponse {
+            tool: c.tool,
+            scopes: c.scopes,
+            expires_in: c.expires_in.map(bridle_core::timeutil::pb_duration),
+            refreshable: c.refreshable,
+        }))
+    }
+
+    async fn revoke_authorization(
+        &self,
+        req: Request<RevokeAuthorizationRequest>,
+    ) -> Result<Response<RevokeAuthorizationResponse>, Status> {
+        Caller::of(&req, self.auth).require(RUNS_TOOLS, "authorize MCP servers")?;
+        let req = req.into_inner();
+        let tenant = tenant_or_default(&req.tenant);
+        bridle_core::ids::check_name(&req.tool)
+            .map_err(|e| Status::invalid_argument(format!("tool: {e}")))?;
+        let revoked = self.exec.oauth.revoke(tenant, &req.tool).await?;
+        Ok(Response::new(RevokeAuthorizationResponse { revoked }))
     }
 }
 

@@ -968,3 +968,40 @@ fn issue27_credentials_name_one_allowed_host_a_header_and_a_reference() {
     // (The first, model-written code with a bound credential, needed no opt-in: it never
     // holds the value.)
 }
+
+#[test]
+fn mcp_oauth_is_for_url_servers_and_owns_the_authorization_header() {
+    let all = errors(&tool_doc(
+        "  mcp:\n    url: https://notes.example.com/mcp\n    bearer: secret://tok\n    oauth:\n      scopes: ['notes read', '']\n      clientId: ' '\n",
+    ))
+    .join("\n");
+    for want in [
+        "spec.mcp.oauth: and bearer both set the Authorization header",
+        "spec.mcp.oauth.scopes[0]: 'notes read' is not a scope token",
+        "spec.mcp.oauth.scopes[1]: '' is not a scope token",
+        "spec.mcp.oauth.clientId: must be a non-empty client id",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+    let all = errors(&tool_doc(
+        "  mcp:\n    url: https://notes.example.com/mcp\n    headers:\n      authorization: secret://other\n    oauth: {}\n",
+    ))
+    .join("\n");
+    assert!(
+        all.contains("spec.mcp.oauth: and an Authorization header both set it"),
+        "{all}"
+    );
+    let all = errors(&tool_doc("  mcp:\n    local: time\n    oauth: {}\n")).join("\n");
+    assert!(
+        all.contains("spec.mcp.oauth: is for 'url' servers only"),
+        "{all}"
+    );
+    let t = one_tool(
+        "  mcp:\n    url: https://notes.example.com/mcp\n    oauth: {scopes: [notes], clientId: bridle}\n",
+    );
+    let o = t.spec.mcp.unwrap().oauth.unwrap();
+    assert_eq!(
+        (o.scopes, o.client_id.as_deref()),
+        (vec!["notes".to_string()], Some("bridle"))
+    );
+}

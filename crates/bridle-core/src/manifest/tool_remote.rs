@@ -69,12 +69,30 @@ pub struct McpTool {
     /// `secret://name` sent as `Authorization: Bearer <value>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer: Option<String>,
+    /// The server is protected by the MCP authorization flow (OAuth 2.1 with PKCE): a person
+    /// authorizes each tenant once (`bridle mcp login <tool>`), and calls carry the tenant's
+    /// access token, kept in Vault and refreshed before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<McpOAuth>,
     /// Only these server tools are exposed (empty = all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include: Vec<String>,
     /// Risk of named server tools, whatever their annotations say.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub risk_overrides: BTreeMap<String, Risk>,
+}
+
+/// How Bridle authorizes with a remote MCP server's authorization server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpOAuth {
+    /// Scopes to ask for (empty = what the server's metadata or challenge names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// A public client registered with the authorization server beforehand; absent = dynamic
+    /// client registration, which the authorization server must then offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 impl McpTool {
@@ -456,6 +474,49 @@ pub(super) fn validate_mcp(m: &McpTool, out: &mut Problems) {
     }
     check_headers(p, &m.headers, out);
     check_bearer(p, m.bearer.as_deref(), out);
+    if let Some(o) = &m.oauth {
+        if m.url.is_none() {
+            out.push((
+                format!("{p}.oauth"),
+                "is for 'url' servers only (streamable HTTP)".into(),
+            ));
+        }
+        if m.bearer.is_some() {
+            out.push((
+                format!("{p}.oauth"),
+                "and bearer both set the Authorization header: choose one".into(),
+            ));
+        }
+        if m.headers
+            .keys()
+            .any(|h| h.eq_ignore_ascii_case("authorization"))
+        {
+            out.push((
+                format!("{p}.oauth"),
+                "and an Authorization header both set it: remove the header".into(),
+            ));
+        }
+        for (i, sc) in o.scopes.iter().enumerate() {
+            if sc.is_empty()
+                || !sc
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+            {
+                out.push((
+                    format!("{p}.oauth.scopes[{i}]"),
+                    format!("'{sc}' is not a scope token (printable ASCII, no spaces, quotes or backslashes)"),
+                ));
+            }
+        }
+        if let Some(c) = &o.client_id
+            && (c.trim().is_empty() || c.len() > 512)
+        {
+            out.push((
+                format!("{p}.oauth.clientId"),
+                "must be a non-empty client id of at most 512 bytes".into(),
+            ));
+        }
+    }
     if let Some(s) = &m.stdio {
         let sp = format!("{p}.stdio");
         if s.image.trim().is_empty() {

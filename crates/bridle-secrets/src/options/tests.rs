@@ -111,3 +111,23 @@ fn token_auth_needs_a_token() {
     let o = load(json!({"vault_token": "t"})).unwrap();
     assert_eq!(o.vault_auth, VaultAuth::Token);
 }
+
+#[test]
+fn grants_prefix_is_a_folder() {
+    let with = |prefix: Option<&str>| {
+        let mut f = json!({"vault_token": "t"});
+        if let Some(p) = prefix {
+            f["grants_prefix"] = json!(p);
+        }
+        load(f)
+    };
+    assert_eq!(with(None).unwrap().grants_prefix, "bridle-grants");
+    assert_eq!(
+        with(Some("teams/oauth")).unwrap().grants_prefix,
+        "teams/oauth"
+    );
+    for bad in ["", "/x", "x/", "a/../b"] {
+        let e = with(Some(bad)).unwrap_err();
+        assert!(e.contains("grants_prefix"), "{bad}: {e}");
+    }
+}

@@ -215,6 +215,36 @@ impl Vault {
         .await
     }
 
+    /// Writes `data` as the new version of the KV v2 entry at `mount`/`path`.
+    pub async fn kv_write(
+        &self,
+        mount: &str,
+        path: &str,
+        data: &BTreeMap<String, String>,
+    ) -> Result<(), VaultError> {
+        self.with_session(|s| async move {
+            vaultrs::kv2::set(&*s.client, mount, path, data)
+                .await
+                .map(|_| ())
+                .map_err(classify)
+        })
+        .await
+    }
+
+    /// Deletes the KV v2 entry at `mount`/`path` with every version of it; NotFound when there
+    /// was none.
+    pub async fn kv_delete(&self, mount: &str, path: &str) -> Result<(), VaultError> {
+        self.with_session(|s| async move {
+            vaultrs::kv2::read_metadata(&*s.client, mount, path)
+                .await
+                .map_err(classify)?;
+            vaultrs::kv2::delete_metadata(&*s.client, mount, path)
+                .await
+                .map_err(classify)
+        })
+        .await
+    }
+
     /// Reads a dynamic engine path (`database/creds/readonly`), which may return a lease.
     pub async fn dynamic_read(
         &self,

@@ -262,6 +262,47 @@ async fn open(
         .and_then(|b| bridle_core::manifest::SecretRef::parse(b).ok())
         .and_then(|r| resolved.value(&r).map(str::to_string));
     let host = dest.to_string();
+    let unavailable = |reason: String| {
+        Error::Core(bridle_core::Error::unavailable(
+            format!("MCP server {url} of tool '{name}'"),
+            reason,
+        ))
+    };
+    if m.oauth.is_some() {
+        // The tenant's grant: one shared session per tenant and server, every request of it
+        // carrying the current access token (refreshed as it nears expiry).
+        let http = client::pinned_http(url, tool.spec.timeout(), &pinned)?;
+        let authorized = ex
+            .oauth
+            .authorized(&scope.tenant, name, url, http, &pinned)
+            .await?;
+        let key = Mcp::spec_key(&scope.tenant, tool, m);
+        let connected = || async {
+            client::streamable_http_with(url, &headers, authorized, &ex.mcp.connect)
+                .await
+                .map(|c| (c, None))
+        };
+        let c = ex.mcp.shared(&key, connected).await.map_err(|reason| {
+            if reason.contains("Auth required") {
+                crate::mcp::oauth::needs_login(
+                    name,
+                    &scope.tenant,
+                    url,
+                    "the server refused the kept token and it could not be refreshed",
+                )
+            } else {
+                unavailable(reason)
+            }
+        })?;
+        return Ok(Opened {
+            session: Session::Shared(c, key),
+            slack: resolved.slack(),
+            redactor: resolved.redactor,
+            output_bytes: DEFAULT_OUTPUT,
+            label: format!("mcp:{host}"),
+            stderr: None,
+        });
+    }
     let connect = || {
         client::streamable_http(
             url,
@@ -275,20 +316,10 @@ async fn open(
     let session = if wanted.is_empty() {
         let key = Mcp::spec_key(&scope.tenant, tool, m);
         let connected = || async { connect().await.map(|c| (c, None)) };
-        let c = ex.mcp.shared(&key, connected).await.map_err(|reason| {
-            Error::Core(bridle_core::Error::unavailable(
-                format!("MCP server {url} of tool '{name}'"),
-                reason,
-            ))
-        })?;
+        let c = ex.mcp.shared(&key, connected).await.map_err(unavailable)?;
         Session::Shared(c, key)
     } else {
-        Session::Owned(connect().await.map_err(|reason| {
-            Error::Core(bridle_core::Error::unavailable(
-                format!("MCP server {url} of tool '{name}'"),
-                reason,
-            ))
-        })?)
+        Session::Owned(connect().await.map_err(unavailable)?)
     };
     Ok(Opened {
         session,
@@ -413,6 +444,19 @@ pub async fn run(
         Ok(Err(e)) => {
             let transport = !matches!(e, rmcp::ServiceError::McpError(_));
             let mut text = server_error(&e);
+            // The server refused the grant mid-session, and refreshing it did not help.
+            if let (Some(url), Some(_)) = (&m.url, &m.oauth)
+                && transport
+                && text.ends_with("Auth required")
+            {
+                text = crate::mcp::oauth::needs_login(
+                    &tool.metadata.name,
+                    &call.scope.tenant,
+                    url,
+                    "the server refused the kept token and it could not be refreshed",
+                )
+                .to_string();
+            }
             // A server that died mid-call: its last words say why.
             if transport && let Some(t) = &opened.stderr {
                 text = client::with_stderr(text, t);

@@ -233,15 +233,32 @@ impl Drop for LocalProcess {
     }
 }
 
-/// A streamable-HTTP server, with headers (secrets already resolved).
-pub async fn streamable_http(
+/// The HTTP client of a streamable-HTTP server: no redirects, no proxy, and only the
+/// addresses the egress check admitted (no second lookup).
+pub fn pinned_http(
     url: &str,
-    headers: &[(String, String)],
-    bearer: Option<&str>,
     timeout: Duration,
     pinned: &[std::net::SocketAddr],
-    how: &Connect,
-) -> Result<Client, String> {
+) -> Result<reqwest::Client, crate::Error> {
+    let mut http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(timeout);
+    if let Some(host) = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+    {
+        http = http.resolve_to_addrs(host.trim_start_matches('[').trim_end_matches(']'), pinned);
+    }
+    http.build()
+        .map_err(|e| crate::Error::Core(bridle_core::Error::internal(format!("http client: {e}"))))
+}
+
+/// The transport's configuration: the URL and extra headers.
+fn http_config(
+    url: &str,
+    headers: &[(String, String)],
+) -> Result<StreamableHttpClientTransportConfig, String> {
     let mut custom = HashMap::new();
     for (k, v) in headers {
         let name = http::HeaderName::from_bytes(k.as_bytes())
@@ -250,23 +267,15 @@ pub async fn streamable_http(
             .map_err(|_| format!("the value of header '{k}' is not valid"))?;
         custom.insert(name, value);
     }
-    let mut config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(custom);
-    if let Some(b) = bearer {
-        config = config.auth_header(b.to_string());
-    }
-    let mut http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(timeout);
-    // Only the addresses the egress check admitted: no second lookup.
-    if let Some(host) = url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-    {
-        http = http.resolve_to_addrs(host.trim_start_matches('[').trim_end_matches(']'), pinned);
-    }
-    let http = http.build().map_err(|e| format!("http client: {e}"))?;
-    let transport = StreamableHttpClientTransport::with_client(http, config);
+    Ok(StreamableHttpClientTransportConfig::with_uri(url).custom_headers(custom))
+}
+
+/// Opens a session over `transport`, within the initialize timeout.
+async fn initialize<T, E, A>(url: &str, transport: T, how: &Connect) -> Result<Client, String>
+where
+    T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
     tokio::time::timeout(how.init_timeout, how.handler.clone().serve(transport))
         .await
         .map_err(|_| {
@@ -276,4 +285,43 @@ pub async fn streamable_http(
             )
         })?
         .map_err(|e| format!("initialize with {url} failed: {e}"))
+}
+
+/// A streamable-HTTP server, with headers (secrets already resolved).
+pub async fn streamable_http(
+    url: &str,
+    headers: &[(String, String)],
+    bearer: Option<&str>,
+    timeout: Duration,
+    pinned: &[std::net::SocketAddr],
+    how: &Connect,
+) -> Result<Client, String> {
+    let mut config = http_config(url, headers)?;
+    if let Some(b) = bearer {
+        config = config.auth_header(b.to_string());
+    }
+    let http = pinned_http(url, timeout, pinned).map_err(|e| e.to_string())?;
+    initialize(
+        url,
+        StreamableHttpClientTransport::with_client(http, config),
+        how,
+    )
+    .await
+}
+
+/// A streamable-HTTP server whose requests carry an OAuth access token (`authorized` adds it,
+/// refreshes it, and retries once when the server refuses it).
+pub async fn streamable_http_with(
+    url: &str,
+    headers: &[(String, String)],
+    authorized: rmcp::transport::auth::AuthClient<reqwest::Client>,
+    how: &Connect,
+) -> Result<Client, String> {
+    let config = http_config(url, headers)?;
+    initialize(
+        url,
+        StreamableHttpClientTransport::with_client(authorized, config),
+        how,
+    )
+    .await
 }

@@ -9,11 +9,13 @@
 //! run's workspace at /workspace, egress allowlist, removed at EndRun); `local` is a process
 //! the service's configuration names (manifests cannot name host commands), one per tenant;
 //! `url` is a streamable-HTTP server, one session per tenant and tool (per call when its
-//! headers hold secrets, which are resolved for each call's scope).
+//! headers hold secrets, which are resolved for each call's scope); with `oauth`, its requests
+//! carry the tenant's access token from the MCP authorization flow (`oauth.rs`).
 
 pub mod client;
 mod content;
 mod expose;
+pub mod oauth;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;

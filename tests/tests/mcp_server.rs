@@ -248,18 +248,30 @@ async fn an_outside_mcp_client_calls_an_agents_tools_through_policy_and_approval
 }
 
 /// With API keys on, the endpoint takes the same keys as gRPC: none is 401, a viewer may list
-/// but not call, and another tenant's key does not find the agent.
+/// but not call, and another tenant's key does not find the agent. People's OIDC tokens work
+/// alike (tenant and roles from their claims), and bad ones are 401.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
     use bridle_core::auth::Role;
     let venv = venv().await;
     let files = tempfile::tempdir().unwrap();
     let addr_file = files.path().join("mcp.addr");
+    // People also come with OIDC tokens from a local issuer (keys made here, JWKS on loopback).
+    let issuer = bridle_testkit::oidc::LocalIssuer::start().await.unwrap();
+    let signer = bridle_testkit::oidc::Signer::new("k1").unwrap();
+    issuer.publish(&signer);
     let h = Harness::start_with(Options {
         env_all: support::keys_on(),
         orchestrator_env: vec![
             ("mcp__listen".into(), "127.0.0.1:0".into()),
             ("mcp__addr_file".into(), addr_file.display().to_string()),
+            (
+                "oidc".into(),
+                format!(
+                    r#"[{{issuer="{}", audiences=["bridle"], group_roles={{sre=["operator"]}}}}]"#,
+                    issuer.url
+                ),
+            ),
         ],
         ..Default::default()
     })
@@ -347,6 +359,73 @@ async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
         "{}",
         out[0]
     );
+
+    // An OIDC token of acme's (tenant claim) in the group sre is an operator there: it calls.
+    let claims = issuer.claims();
+    let person = signer.sign(&claims).unwrap();
+    let out = client_with_key(
+        &venv,
+        &url,
+        json!([["list"], ["call", "python", {"code": "print(6 * 7)"}]]),
+        &person,
+    )
+    .await;
+    assert_eq!(out[0]["tools"].as_array().unwrap().len(), 3, "{}", out[0]);
+    assert_eq!(out[1]["text"].as_str().unwrap().trim(), "42", "{}", out[1]);
+    // Without the group, the token's own roles claim makes a viewer: listing, no calls; the
+    // refusal names the person.
+    let mut viewer_claims = claims.clone();
+    viewer_claims["groups"] = json!([]);
+    let out = client_with_key(
+        &venv,
+        &url,
+        json!([["call", "python", {"code": "print(1)"}]]),
+        &signer.sign(&viewer_claims).unwrap(),
+    )
+    .await;
+    assert_eq!(out[0]["isError"], true, "{}", out[0]);
+    let text = out[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("user 'alice@example.com'") && text.contains("operator"),
+        "{text}"
+    );
+    // Expired, for another audience, or signed by a key the issuer never published: 401.
+    let mut expired = claims.clone();
+    expired["exp"] = json!(1_000_000);
+    let mut audience = claims.clone();
+    audience["aud"] = json!("another-service");
+    let stranger = bridle_testkit::oidc::Signer::new("k1").unwrap();
+    for (what, token) in [
+        ("expired", signer.sign(&expired).unwrap()),
+        ("audience", signer.sign(&audience).unwrap()),
+        ("signature", stranger.sign(&claims).unwrap()),
+    ] {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {token}"))
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{what}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(what), "{what}: {body}");
+    }
+    // The same token works on gRPC: the run it started is listed for acme.
+    let runs = h
+        .orchestrator()
+        .await
+        .list_runs(support::with_key(
+            &person,
+            pb::ListRunsRequest {
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(runs.runs.iter().all(|r| r.tenant == "acme"), "{runs:?}");
 }
 
 /// The endpoint keeps no session: a call started through one orchestrator replica is polled

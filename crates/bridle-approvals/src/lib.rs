@@ -85,10 +85,9 @@ pub async fn start_with_engine(
         fallback,
     ));
     // People call this service (Decide, List, the inbox): it knows API keys.
-    let auth = bridle_core::auth::Authenticator::new(
-        opts.server.auth,
-        opts.server.internal_token.clone(),
-        Some(bridle_core::auth::ApiKeyStore::new(store.conn(), &keys)),
+    let auth = bridle_core::auth::Authenticator::for_people(
+        &opts.server,
+        bridle_core::auth::ApiKeyStore::new(store.conn(), &keys),
     );
     let svc = Arc::new(service::ApprovalsService::new(
         store.clone(),

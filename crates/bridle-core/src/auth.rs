@@ -2,6 +2,8 @@
 //!
 //! Callers present a Bridle API key (`authorization: Bearer bk_...`); keys are stored hashed
 //! (SHA-256: they are long random strings, so a slow hash buys nothing) with a tenant and roles.
+//! People may present an OIDC token (a JWT) from an issuer the `oidc` option trusts instead;
+//! its claims give the tenant and roles (see [`crate::oidc`]).
 //! Services calling services present the deployment's internal token instead (until mTLS
 //! certificates name them: with mutual TLS a verified client certificate's CN is the calling
 //! service). `auth = "keys"` is the default; with `auth = "off"` (which `bridle dev` and the
@@ -25,7 +27,19 @@ use sha2::Digest as _;
 use crate::Error;
 use crate::redis_util::Keys;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything within the key's tenant.
@@ -119,13 +133,24 @@ impl Principal {
                     .any(|r| matches!(r, Role::Operator | Role::Approver)))
     }
 
+    /// What the caller is, for messages: a service, a person (OIDC token) or an API key.
+    pub fn kind(&self) -> &'static str {
+        if self.service {
+            "service"
+        } else if self.id.starts_with("oidc:") {
+            "user"
+        } else {
+            "API key"
+        }
+    }
+
     pub fn require(&self, role: Role) -> Result<(), Error> {
         if self.has(role) {
             Ok(())
         } else {
             Err(Error::PermissionDenied(format!(
                 "{} '{}' does not have the {} role (it has: {})",
-                if self.service { "service" } else { "API key" },
+                self.kind(),
                 self.name,
                 role.as_str(),
                 if self.roles.is_empty() {
@@ -147,7 +172,8 @@ impl Principal {
         match &self.tenant {
             Some(t) if requested.is_empty() || requested == t => Ok(t.clone()),
             Some(t) => Err(Error::PermissionDenied(format!(
-                "API key '{}' belongs to tenant '{t}' and cannot act for tenant '{}'",
+                "{} '{}' belongs to tenant '{t}' and cannot act for tenant '{}'",
+                self.kind(),
                 self.name,
                 crate::redact::quote(requested)
             ))),
@@ -418,6 +444,8 @@ pub struct Authenticator {
     store: Option<ApiKeyStore>,
     internal_token: Option<SecretString>,
     cache: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
+    /// Trusted OIDC issuers, when configured: bearer tokens that are JWTs are theirs.
+    oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 pub const SERVICE_TOKEN_HEADER: &str = "x-bridle-service-token";
@@ -434,7 +462,16 @@ impl Authenticator {
             store,
             internal_token,
             cache: Arc::default(),
+            oidc: None,
         }
+    }
+
+    /// A service that people call: API keys from `store`, and OIDC tokens from the issuers
+    /// of the server options' `oidc`.
+    pub fn for_people(opts: &crate::config::ServerOptions, store: ApiKeyStore) -> Self {
+        let mut a = Self::new(opts.auth, opts.internal_token.clone(), Some(store));
+        a.oidc = crate::oidc::Oidc::new(&opts.oidc);
+        a
     }
 
     pub fn off() -> Self {
@@ -445,10 +482,18 @@ impl Authenticator {
         self.mode
     }
 
-    /// Authenticates a bearer token (an API key), for HTTP fronts.
+    /// Authenticates a bearer token (an API key, or an OIDC token), for HTTP fronts.
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Principal, Error> {
         if self.mode == AuthMode::Off {
             return Ok(Principal::anonymous());
+        }
+        if crate::oidc::Oidc::looks_like_jwt(token) {
+            return match &self.oidc {
+                Some(o) => o.verify(token).await,
+                None => Err(Error::Unauthenticated(
+                    "this service trusts no OIDC issuer (its `oidc` option is empty): send a Bridle API key".into(),
+                )),
+            };
         }
         let h = hash(token);
         if let Some((p, at)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&h)

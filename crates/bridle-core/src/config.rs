@@ -187,6 +187,9 @@ pub struct ServerOptions {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub peer_resolve_interval: Duration,
+    /// OIDC issuers whose tokens (JWTs) people may present instead of an API key, on the
+    /// services people call (orchestrator, approvals, router). Empty: API keys only.
+    pub oidc: Vec<crate::oidc::OidcIssuer>,
 }
 
 impl ServerOptions {
@@ -286,6 +289,7 @@ impl ServerOptions {
         if self.tls_reload_interval < Duration::from_secs(1) {
             out.push("tls_reload_interval: must be at least 1s".into());
         }
+        crate::oidc::validate(&self.oidc, out);
         let tls_set = self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_ca.is_some();
         if self.auth == crate::auth::AuthMode::Keys && self.internal_token.is_none() && !tls_set {
             out.push(
@@ -343,6 +347,7 @@ impl Default for ServerOptions {
             health_listen: None,
             metrics_listen: None,
             peer_resolve_interval: Duration::from_secs(30),
+            oidc: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod manifest;
 pub mod manifest_service;
 pub mod metrics;
+pub mod oidc;
 pub mod peers;
 pub mod prometheus;
 pub mod redact;

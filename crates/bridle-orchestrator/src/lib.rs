@@ -96,11 +96,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     if let Some(k) = &opts.bootstrap_admin_key {
         bootstrap_admin(&api_keys, k, &opts.bootstrap_admin_tenant).await?;
     }
-    let auth = Authenticator::new(
-        opts.server.auth,
-        opts.server.internal_token.clone(),
-        Some(api_keys.clone()),
-    );
+    let auth = Authenticator::for_people(&opts.server, api_keys.clone());
     let inflight = cancel::InFlight::default();
     let engine = engine::Engine {
         store,

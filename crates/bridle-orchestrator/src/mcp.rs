@@ -386,8 +386,32 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     r
 }
 
-/// Middleware: authenticates the request and names its tenant and agent.
-async fn admit(State(auth): State<Authenticator>, mut req: Request, next: Next) -> Response {
+/// What the middleware needs: who may call, and how big a body may be.
+#[derive(Clone)]
+struct Gate {
+    auth: Authenticator,
+    max_body: usize,
+}
+
+/// Middleware: reads the body (bounded), authenticates the request and names its tenant and
+/// agent. The body is read first, whatever the answer: a request refused before its body was
+/// read would have its connection closed under a client still sending it.
+async fn admit(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, gate.max_body).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "the request body is larger than {} bytes (mcp.max_body_bytes), or was cut off",
+                    gate.max_body
+                ),
+            );
+        }
+    };
+    let mut req = Request::from_parts(parts, axum::body::Body::from(body));
+    let auth = gate.auth;
     let path = req.uri().path().to_string();
     let Some(agent) = path
         .strip_prefix("/mcp/")
@@ -474,7 +498,13 @@ pub(crate) async fn spawn(
                 "no such endpoint: MCP is served at /mcp/<agent>",
             )
         })
-        .layer(axum::middleware::from_fn_with_state(auth, admit));
+        .layer(axum::middleware::from_fn_with_state(
+            Gate {
+                auth,
+                max_body: opts.max_body_bytes,
+            },
+            admit,
+        ));
     bridle_core::http_server::serve(
         listener,
         app,

@@ -118,11 +118,7 @@ pub async fn start_all(opts: Options, shutdown: Shutdown) -> Result<Listening, b
     ));
     // People and applications call the router too (ListModels, the gateway): it knows API
     // keys as well as the services' internal token.
-    let auth = Authenticator::new(
-        opts.server.auth,
-        opts.server.internal_token.clone(),
-        Some(ApiKeyStore::new(conn, &keys)),
-    );
+    let auth = Authenticator::for_people(&opts.server, ApiKeyStore::new(conn, &keys));
     let routes = tonic::service::Routes::new(RouterServer::new(service::RouterService::new(
         dispatch.clone(),
     )))

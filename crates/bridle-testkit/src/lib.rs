@@ -12,6 +12,7 @@ pub mod https_api;
 pub mod mcp;
 pub mod mock_anthropic;
 pub mod mock_openai;
+pub mod oidc;
 pub mod otlp;
 pub mod paths;
 pub mod pod_engine;

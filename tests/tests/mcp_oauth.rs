@@ -31,11 +31,7 @@ impl AuthServer {
         let venv = bridle_testkit::mcp::venv("").await.unwrap();
         let script = bridle_testkit::paths::workspace_root()
             .join("crates/bridle-tools/tests/fixtures/mcp_oauth_server.py");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = bridle_testkit::ports::free_port().unwrap();
         let child = tokio::process::Command::new(venv.join("bin/python"))
             .arg(script)
             .arg(port.to_string())

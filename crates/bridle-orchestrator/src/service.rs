@@ -336,6 +336,55 @@ fn summary(a: &Agent, tenant: &str) -> pb::AgentSummary {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
 
+/// A request the orchestrator passes on to the tools service for the caller's tenant.
+trait ForTools {
+    fn tenant_mut(&mut self) -> &mut String;
+}
+
+impl ForTools for pb::BeginAuthorizationRequest {
+    fn tenant_mut(&mut self) -> &mut String {
+        &mut self.tenant
+    }
+}
+
+impl ForTools for pb::CompleteAuthorizationRequest {
+    fn tenant_mut(&mut self) -> &mut String {
+        &mut self.tenant
+    }
+}
+
+impl ForTools for pb::RevokeAuthorizationRequest {
+    fn tenant_mut(&mut self) -> &mut String {
+        &mut self.tenant
+    }
+}
+
+fn tools_error(s: Status) -> Status {
+    bridle_core::client::call_error("tools service", s).into()
+}
+
+impl OrchestratorService {
+    /// An MCP server's authorization is an operator's act; the tools service does it for the
+    /// caller's tenant.
+    fn for_tools<T: ForTools>(
+        &self,
+        req: Request<T>,
+    ) -> Result<
+        (
+            T,
+            pb::tools_client::ToolsClient<bridle_core::client::Traced>,
+        ),
+        Status,
+    > {
+        let p = principal(&req);
+        p.require(Role::Operator)?;
+        let mut req = req.into_inner();
+        let tenant = p.tenant_for(req.tenant_mut())?;
+        *req.tenant_mut() = tenant;
+        Ok((req, self.engine.clients.tools.clone()))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::orchestrator_server::Orchestrator for OrchestratorService {
     async fn start_run(
@@ -591,15 +640,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         &self,
         req: Request<pb::BeginAuthorizationRequest>,
     ) -> Result<Response<pb::BeginAuthorizationResponse>, Status> {
-        let p = principal(&req);
-        p.require(Role::Operator)?;
-        let mut req = req.into_inner();
-        req.tenant = p.tenant_for(&req.tenant)?;
-        let mut c = self.engine.clients.tools.clone();
-        let r = c
-            .begin_authorization(req)
-            .await
-            .map_err(|s| bridle_core::client::call_error("tools service", s))?;
+        let (req, mut tools) = self.for_tools(req)?;
+        let r = tools.begin_authorization(req).await.map_err(tools_error)?;
         Ok(Response::new(r.into_inner()))
     }
 
@@ -607,15 +649,11 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         &self,
         req: Request<pb::CompleteAuthorizationRequest>,
     ) -> Result<Response<pb::CompleteAuthorizationResponse>, Status> {
-        let p = principal(&req);
-        p.require(Role::Operator)?;
-        let mut req = req.into_inner();
-        req.tenant = p.tenant_for(&req.tenant)?;
-        let mut c = self.engine.clients.tools.clone();
-        let r = c
+        let (req, mut tools) = self.for_tools(req)?;
+        let r = tools
             .complete_authorization(req)
             .await
-            .map_err(|s| bridle_core::client::call_error("tools service", s))?;
+            .map_err(tools_error)?;
         Ok(Response::new(r.into_inner()))
     }
 
@@ -623,15 +661,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         &self,
         req: Request<pb::RevokeAuthorizationRequest>,
     ) -> Result<Response<pb::RevokeAuthorizationResponse>, Status> {
-        let p = principal(&req);
-        p.require(Role::Operator)?;
-        let mut req = req.into_inner();
-        req.tenant = p.tenant_for(&req.tenant)?;
-        let mut c = self.engine.clients.tools.clone();
-        let r = c
-            .revoke_authorization(req)
-            .await
-            .map_err(|s| bridle_core::client::call_error("tools service", s))?;
+        let (req, mut tools) = self.for_tools(req)?;
+        let r = tools.revoke_authorization(req).await.map_err(tools_error)?;
         Ok(Response::new(r.into_inner()))
     }
 

@@ -347,11 +347,7 @@ struct PyServer {
 impl PyServer {
     async fn start() -> (Self, u16) {
         let venv = venv().await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = bridle_testkit::ports::free_port().unwrap();
         let child = tokio::process::Command::new(venv.join("bin/python"))
             .arg(fixtures().join("mcp_http_server.py"))
             .arg(port.to_string())

@@ -300,7 +300,7 @@ async fn cancel_stops_the_tool_in_flight() {
         .unwrap();
     let f = end_of(&h, &run).await;
     assert_eq!(f.status, pb::RunStatus::Cancelled as i32, "{f:?}");
-    assert_eq!(f.error, "cancelled: changed my mind");
+    assert_eq!(f.error, "cancelled by anonymous: changed my mind");
     assert!(
         t0.elapsed() < Duration::from_secs(55),
         "cancel waited for the tool"

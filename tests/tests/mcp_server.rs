@@ -249,7 +249,7 @@ async fn an_outside_mcp_client_calls_an_agents_tools_through_policy_and_approval
 
 /// With API keys on, the endpoint takes the same keys as gRPC: none is 401, a viewer may list
 /// but not call, and another tenant's key does not find the agent. People's OIDC tokens work
-/// alike (tenant and roles from their claims), and bad ones are 401.
+/// alike (tenant and roles from their claims), and bad ones are 401 (why is in the log).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
     use bridle_core::auth::Role;
@@ -409,8 +409,21 @@ async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 401, "{what}");
+        // The client is told the token is not valid, not why (a forger learns nothing); the
+        // orchestrator's log says why.
         let body = resp.text().await.unwrap();
-        assert!(body.contains(what), "{what}: {body}");
+        assert!(
+            body.contains("is not valid here") && !body.contains(what),
+            "{what}: {body}"
+        );
+    }
+    let log = h.orchestrators[0].log_tail(2000);
+    for why in [
+        "the token has expired",
+        "audience is not one this service accepts",
+        "signature does not verify",
+    ] {
+        assert!(log.contains(why), "the log does not say {why:?}");
     }
     // The same token works on gRPC: the run it started is listed for acme.
     let runs = h
@@ -426,6 +439,15 @@ async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
         .unwrap()
         .into_inner();
     assert!(runs.runs.iter().all(|r| r.tenant == "acme"), "{runs:?}");
+    // The call the person made is a run that says it was theirs.
+    assert!(
+        runs.runs
+            .iter()
+            .any(|r| r.started_by.as_ref().is_some_and(|a| a.kind == "user"
+                && a.id == "oidc:u-123"
+                && a.name == "alice@example.com")),
+        "{runs:?}"
+    );
 }
 
 /// The endpoint keeps no session: a call started through one orchestrator replica is polled

@@ -196,7 +196,21 @@ async fn a_run_is_one_trace_across_the_services() {
     .unwrap();
     h.apply("m.yaml", &h.manifests_yaml()).await.unwrap();
     h.enqueue_governed_run("old", "done");
-    let run_id = h.start_run("analyst", "go").await;
+    let run_id = h
+        .orchestrator()
+        .await
+        .start_run(pb::StartRunRequest {
+            agent: "analyst".into(),
+            input: "go".into(),
+            end_user: "customer-42".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+        .id;
     follow_approving(&h, &run_id, Duration::from_secs(120))
         .await
         .unwrap();
@@ -270,6 +284,9 @@ async fn a_run_is_one_trace_across_the_services() {
     assert_eq!(root.attr("gen_ai.conversation.id"), Some(run_id.clone()));
     assert_eq!(root.attr("bridle.run.status").as_deref(), Some("succeeded"));
     assert!(root.attr("bridle.cost.usd").is_some());
+    // Who caused the run (auth is off here: anonymous), and for which of the app's users.
+    assert_eq!(root.attr("user.id").as_deref(), Some("anonymous"));
+    assert_eq!(root.attr("enduser.id").as_deref(), Some("customer-42"));
 
     let chats: Vec<&ReceivedSpan> = named("chat gpt-4o-mini")
         .into_iter()

@@ -68,6 +68,7 @@ async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
             pb::StartRunRequest {
                 agent: "analyst".into(),
                 input: "go".into(),
+                end_user: "customer-42".into(),
                 ..Default::default()
             },
         ))
@@ -77,6 +78,14 @@ async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
         .run
         .unwrap();
     assert_eq!(run.tenant, "acme", "the key's tenant, not the default");
+    // The run says who started it (the key) and for which of the application's users.
+    let by = run.started_by.clone().unwrap();
+    assert_eq!(
+        (by.kind.as_str(), by.name.as_str()),
+        ("api_key", "acme admin")
+    );
+    assert!(by.id.starts_with("key_"), "{by:?}");
+    assert_eq!(run.end_user, "customer-42");
     let approval = bridle_testkit::wait_for("the run to park", Duration::from_secs(60), || {
         let mut orch = orch.clone();
         let (acme, id) = (acme.clone(), run.id.clone());
@@ -230,6 +239,33 @@ async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
         .unwrap()
         .into_inner();
     assert_eq!(cancelled.status, pb::RunStatus::Cancelled as i32);
+    assert_eq!(cancelled.cancelled_by.unwrap().name, "acme admin");
+    assert_eq!(cancelled.error, "cancelled by API key 'acme admin': done");
+    // The first event carries the actor too.
+    use futures::StreamExt as _;
+    let first = orch
+        .watch_run(with_key(
+            &acme,
+            pb::WatchRunRequest {
+                run_id: run.id.clone(),
+                from_offset: 0,
+                follow: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    match first.kind {
+        Some(pb::run_event::Kind::RunCreated(c)) => {
+            assert_eq!(c.started_by.unwrap().name, "acme admin");
+            assert_eq!(c.end_user, "customer-42");
+        }
+        other => panic!("the first event is {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

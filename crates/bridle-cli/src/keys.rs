@@ -20,11 +20,25 @@ pub enum KeysCommand {
         /// Roles: admin, operator, approver, viewer (repeat or comma-separate).
         #[arg(long = "role", value_delimiter = ',', required = true)]
         roles: Vec<String>,
+        /// How long the key works (e.g. 90d); unset: until revoked.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
     },
     /// List keys (never their secrets).
     List,
     /// Revoke a key by id.
     Revoke { id: String },
+    /// Replace a key without downtime: prints a new key with the same tenant, name and roles;
+    /// the old one keeps working for --overlap, then expires.
+    Rotate {
+        id: String,
+        /// How long the old key keeps working (0s: it stops now).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        overlap: std::time::Duration,
+        /// How long the new key works; unset: until revoked.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
     /// Create the first admin key of a tenant directly in Redis.
     Bootstrap {
         #[arg(long, env = "BRIDLE_REDIS_URL")]
@@ -58,7 +72,11 @@ pub async fn keys(conn: &ConnArgs, c: KeysCommand) -> anyhow::Result<ExitCode> {
             out::line(&secret);
             Ok(ExitCode::SUCCESS)
         }
-        KeysCommand::Create { name, roles } => {
+        KeysCommand::Create {
+            name,
+            roles,
+            expires_in,
+        } => {
             let r = conn
                 .admin()
                 .await?
@@ -66,6 +84,7 @@ pub async fn keys(conn: &ConnArgs, c: KeysCommand) -> anyhow::Result<ExitCode> {
                     tenant: conn.tenant.clone(),
                     name,
                     roles,
+                    expires_in: expires_in.map(bridle_core::timeutil::pb_duration),
                 })
                 .await
                 .map_err(|s| status("creating the key", s))?
@@ -91,14 +110,32 @@ pub async fn keys(conn: &ConnArgs, c: KeysCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(|s| status("listing keys", s))?
                 .into_inner();
+            let now = std::time::SystemTime::now();
             for k in r.keys {
+                let expiry = match &k.expires_at {
+                    _ if k.revoked => "  (revoked)".to_string(),
+                    Some(t) => {
+                        let at = std::time::UNIX_EPOCH
+                            + std::time::Duration::from_secs(u64::try_from(t.seconds).unwrap_or(0));
+                        if at <= now {
+                            "  (expired)".to_string()
+                        } else {
+                            format!(
+                                "  (expires in {})",
+                                humantime::format_duration(std::time::Duration::from_secs(
+                                    at.duration_since(now).unwrap_or_default().as_secs()
+                                ))
+                            )
+                        }
+                    }
+                    None => String::new(),
+                };
                 out::line(&format!(
-                    "{}  {:<12} {:<24} {}{}",
+                    "{}  {:<12} {:<24} {}{expiry}",
                     k.id,
                     k.tenant,
                     k.name,
                     k.roles.join(","),
-                    if k.revoked { "  (revoked)" } else { "" }
                 ));
             }
             Ok(ExitCode::SUCCESS)
@@ -110,6 +147,36 @@ pub async fn keys(conn: &ConnArgs, c: KeysCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(|s| status("revoking the key", s))?;
             out::line(&format!("{id} revoked"));
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Rotate {
+            id,
+            overlap,
+            expires_in,
+        } => {
+            let r = conn
+                .admin()
+                .await?
+                .rotate_api_key(pb::RotateApiKeyRequest {
+                    id: id.clone(),
+                    overlap: Some(bridle_core::timeutil::pb_duration(overlap)),
+                    expires_in: expires_in.map(bridle_core::timeutil::pb_duration),
+                })
+                .await
+                .map_err(|s| status("rotating the key", s))?
+                .into_inner();
+            let k = r.key.unwrap_or_default();
+            out::err(&format!(
+                "created key {} ({}) to replace {id}, which {} — store the new key now, it is not shown again:",
+                k.id,
+                k.name,
+                if overlap.is_zero() {
+                    "stopped working now".to_string()
+                } else {
+                    format!("keeps working for {}", humantime::format_duration(overlap))
+                }
+            ));
+            out::line(&r.secret);
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Whoami => {

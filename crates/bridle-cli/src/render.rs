@@ -219,3 +219,12 @@ pub fn event(ev: &pb::RunEvent) -> Vec<String> {
         Kind::Notice(n) => vec![format!("  {}: {}", n.level, n.message)],
     }
 }
+
+/// "API key 'ops' (key_01...)", "user 'alice@example.com' (oidc:u-123)", "anonymous".
+pub fn actor(a: &pb::Actor) -> String {
+    match a.kind.as_str() {
+        "anonymous" => "anonymous (auth off)".into(),
+        "api_key" => format!("API key '{}' ({})", a.name, a.id),
+        k => format!("{k} '{}' ({})", a.name, a.id),
+    }
+}

@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// Lower the agent's step budget for this run.
     #[arg(long)]
     pub max_steps: Option<u32>,
+    /// The end user this run acts for (an application's own user id), recorded on the run.
+    #[arg(long)]
+    pub end_user: Option<String>,
 }
 
 pub async fn run(conn: &ConnArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -43,6 +46,7 @@ pub async fn run(conn: &ConnArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
             labels: Default::default(),
             tenant: conn.tenant.clone(),
             tool_call: None,
+            end_user: a.end_user.clone().unwrap_or_default(),
         })
         .await
         .map_err(|s| status("starting the run", s))?

@@ -104,6 +104,20 @@ pub async fn runs(conn: &ConnArgs, c: RunsCommand) -> anyhow::Result<ExitCode> {
                 }
             ));
             out::line(&format!("input: {}", r.input));
+            if let Some(by) = r.started_by.as_ref().filter(|a| !a.id.is_empty()) {
+                out::line(&format!(
+                    "started by: {}{}",
+                    render::actor(by),
+                    if r.end_user.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", for end user {}", r.end_user)
+                    }
+                ));
+            }
+            if let Some(by) = &r.cancelled_by {
+                out::line(&format!("cancelled by: {}", render::actor(by)));
+            }
             out::line("");
             let mut stream = client
                 .watch_run(pb::WatchRunRequest {

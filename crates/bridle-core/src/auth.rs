@@ -220,6 +220,21 @@ pub struct KeyRecord {
     pub created_ms: i64,
     #[serde(default)]
     pub revoked: bool,
+    /// When the key stops working (unset: never). A rotation sets the old key's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+    /// Who created the key (a caller's id: `key_...`, `oidc:<sub>`, `service:<name>`); empty
+    /// for keys made before this was recorded, and for `bridle keys bootstrap`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub created_by: String,
+    /// Who revoked it, and when.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revoked_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_ms: Option<i64>,
+    /// The key this one replaced (`bridle keys rotate`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rotated_from: String,
 }
 
 impl KeyRecord {
@@ -232,8 +247,35 @@ impl KeyRecord {
             roles: roles.to_vec(),
             created_ms: crate::timeutil::now_ms(),
             revoked: false,
+            expires_ms: None,
+            created_by: String::new(),
+            revoked_by: String::new(),
+            revoked_ms: None,
+            rotated_from: String::new(),
         }
     }
+
+    /// Whether the key works now: not revoked, not expired.
+    pub fn usable(&self, now_ms: i64) -> bool {
+        !self.revoked && self.expires_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+/// How a key is made: its life and who makes it.
+#[derive(Clone, Debug, Default)]
+pub struct NewKey {
+    /// How long it works (unset: until revoked).
+    pub expires_in: Option<Duration>,
+    /// The caller's id, recorded on the key.
+    pub created_by: String,
+}
+
+/// What [`ApiKeyStore::rotate`] made.
+#[derive(Debug)]
+pub struct Rotated {
+    pub plaintext: String,
+    pub new: KeyRecord,
+    pub old: KeyRecord,
 }
 
 /// API keys in Redis, by the SHA-256 of their plaintext.
@@ -288,12 +330,25 @@ impl ApiKeyStore {
         }
     }
 
-    /// Creates a key; the plaintext is returned once and never stored.
+    /// Creates a key that works until revoked; the plaintext is returned once and never
+    /// stored.
     pub async fn create(
         &self,
         tenant: &str,
         name: &str,
         roles: &[Role],
+    ) -> Result<(String, KeyRecord), Error> {
+        self.create_with(tenant, name, roles, &NewKey::default())
+            .await
+    }
+
+    /// [`Self::create`], with a life and its creator recorded.
+    pub async fn create_with(
+        &self,
+        tenant: &str,
+        name: &str,
+        roles: &[Role],
+        how: &NewKey,
     ) -> Result<(String, KeyRecord), Error> {
         crate::ids::check_name(tenant)
             .map_err(|e| Error::InvalidArgument(format!("tenant: {e}")))?;
@@ -311,7 +366,17 @@ impl ApiKeyStore {
             .map(char::from)
             .collect();
         let plaintext = format!("{KEY_PREFIX}{secret}");
-        let rec = KeyRecord::new(tenant, name, roles);
+        let mut rec = KeyRecord::new(tenant, name, roles);
+        rec.created_by = how.created_by.clone();
+        if let Some(d) = how.expires_in {
+            if d < Duration::from_secs(60) {
+                return Err(Error::InvalidArgument(
+                    "expires_in: at least one minute".into(),
+                ));
+            }
+            let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            rec.expires_ms = Some(rec.created_ms.saturating_add(ms));
+        }
         let json = serde_json::to_string(&rec).map_err(Error::internal)?;
         let h = hash(&plaintext);
         let mut c = self.conn.clone();
@@ -388,7 +453,81 @@ impl ApiKeyStore {
             .await?;
         let Some(json) = json else { return Ok(None) };
         let rec: KeyRecord = serde_json::from_str(&json).map_err(Error::internal)?;
-        Ok((!rec.revoked).then_some(rec))
+        Ok(rec.usable(crate::timeutil::now_ms()).then_some(rec))
+    }
+
+    /// A key by id.
+    pub async fn get(&self, id: &str) -> Result<Option<KeyRecord>, Error> {
+        let mut c = self.conn.clone();
+        let h: Option<String> = redis::cmd("HGET")
+            .arg(&self.by_id)
+            .arg(id)
+            .query_async(&mut c)
+            .await?;
+        let Some(h) = h else { return Ok(None) };
+        let json: Option<String> = redis::cmd("HGET")
+            .arg(&self.by_hash)
+            .arg(&h)
+            .query_async(&mut c)
+            .await?;
+        json.map(|j| serde_json::from_str(&j).map_err(Error::internal))
+            .transpose()
+    }
+
+    /// Replaces key `id` without downtime: a new key with its tenant, name and roles, while the
+    /// old one keeps working for `overlap` (zero: it stops now), so clients can move over.
+    pub async fn rotate(
+        &self,
+        id: &str,
+        overlap: Duration,
+        how: &NewKey,
+    ) -> Result<Rotated, Error> {
+        let old = self
+            .get(id)
+            .await?
+            .filter(|r| r.usable(crate::timeutil::now_ms()))
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "API key '{}' does not exist, or is revoked or expired",
+                    crate::redact::quote(id)
+                ))
+            })?;
+        let (plaintext, mut new) = self
+            .create_with(&old.tenant, &old.name, &old.roles, how)
+            .await?;
+        new.rotated_from = old.id.clone();
+        let ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
+        let ends = crate::timeutil::now_ms().saturating_add(ms);
+        let mut old = old;
+        old.expires_ms = Some(old.expires_ms.map_or(ends, |e| e.min(ends)));
+        self.rewrite(&old).await?;
+        self.rewrite(&new).await?;
+        Ok(Rotated {
+            plaintext,
+            new,
+            old,
+        })
+    }
+
+    /// Writes a changed record over its stored one.
+    async fn rewrite(&self, rec: &KeyRecord) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        let h: Option<String> = redis::cmd("HGET")
+            .arg(&self.by_id)
+            .arg(&rec.id)
+            .query_async(&mut c)
+            .await?;
+        let Some(h) = h else {
+            return Err(Error::NotFound(format!("API key '{}'", rec.id)));
+        };
+        let () = redis::cmd("HSET")
+            .arg(&self.by_hash)
+            .arg(&h)
+            .arg(serde_json::to_string(rec).map_err(Error::internal)?)
+            .query_async(&mut c)
+            .await
+            .map(|_: i64| ())?;
+        Ok(())
     }
 
     /// Keys of a tenant (all tenants with `None`).
@@ -408,6 +547,11 @@ impl ApiKeyStore {
     }
 
     pub async fn revoke(&self, id: &str) -> Result<bool, Error> {
+        self.revoke_by(id, "").await
+    }
+
+    /// Revokes key `id`, recording who did.
+    pub async fn revoke_by(&self, id: &str, by: &str) -> Result<bool, Error> {
         let mut c = self.conn.clone();
         let h: Option<String> = redis::cmd("HGET")
             .arg(&self.by_id)
@@ -423,6 +567,8 @@ impl ApiKeyStore {
         let Some(json) = json else { return Ok(false) };
         let mut rec: KeyRecord = serde_json::from_str(&json).map_err(Error::internal)?;
         rec.revoked = true;
+        rec.revoked_by = by.to_string();
+        rec.revoked_ms = Some(crate::timeutil::now_ms());
         let () = redis::cmd("HSET")
             .arg(&self.by_hash)
             .arg(&h)
@@ -438,12 +584,15 @@ impl ApiKeyStore {
 /// this long to reach every replica.
 const CACHE_TTL: Duration = Duration::from_secs(10);
 
+/// A verified key: its caller, when it was verified, and when it expires.
+type Cached = (Principal, Instant, Option<i64>);
+
 #[derive(Clone)]
 pub struct Authenticator {
     mode: AuthMode,
     store: Option<ApiKeyStore>,
     internal_token: Option<SecretString>,
-    cache: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
     /// Trusted OIDC issuers, when configured: bearer tokens that are JWTs are theirs.
     oidc: Option<Arc<crate::oidc::Oidc>>,
 }
@@ -489,15 +638,25 @@ impl Authenticator {
         }
         if crate::oidc::Oidc::looks_like_jwt(token) {
             return match &self.oidc {
-                Some(o) => o.verify(token).await,
+                // Why a token is refused is logged, not told: a forger learns nothing.
+                Some(o) => o.verify(token).await.map_err(|e| match e {
+                    Error::Unauthenticated(why) => {
+                        tracing::warn!(reason = %why, "OIDC token refused");
+                        Error::Unauthenticated(
+                            "the bearer token (an OIDC token) is not valid here; the service's log says why".into(),
+                        )
+                    }
+                    other => other,
+                }),
                 None => Err(Error::Unauthenticated(
                     "this service trusts no OIDC issuer (its `oidc` option is empty): send a Bridle API key".into(),
                 )),
             };
         }
         let h = hash(token);
-        if let Some((p, at)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&h)
+        if let Some((p, at, expires)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&h)
             && at.elapsed() < CACHE_TTL
+            && expires.is_none_or(|e| crate::timeutil::now_ms() < e)
         {
             return Ok(p.clone());
         }
@@ -518,11 +677,11 @@ impl Authenticator {
                 self.cache
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(h, (p.clone(), Instant::now()));
+                    .insert(h, (p.clone(), Instant::now(), rec.expires_ms));
                 Ok(p)
             }
             None => Err(Error::Unauthenticated(
-                "the API key is not valid (unknown or revoked)".into(),
+                "the API key is not valid (unknown, revoked or expired)".into(),
             )),
         }
     }

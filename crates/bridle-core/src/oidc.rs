@@ -3,7 +3,8 @@
 //! A token is accepted when its `iss` is a configured issuer, its signature verifies with a key
 //! of that issuer's JWKS (fetched from `jwks_uri`, or from the issuer's discovery document;
 //! cached, fetched again for a `kid` it does not hold, at most every [`REFETCH_GAP`], and
-//! after [`KEYS_TTL`]), its algorithm is an asymmetric one the key allows (never `none` or an
+//! after [`KEYS_REFRESH`]; while the issuer cannot be reached, keys fetched before keep working
+//! for [`KEYS_TTL`] and unknown ones are refused), its algorithm is an asymmetric one the key allows (never `none` or an
 //! HMAC), its `aud` holds one of the issuer's `audiences`, and `exp` and `nbf` hold (with
 //! `leeway`). Its claims become the caller: the tenant (a fixed `tenant`, or a claim), roles
 //! (a claim, plus roles given to groups), and a name for messages and audit.
@@ -21,6 +22,9 @@ use crate::Error;
 use crate::auth::{Principal, Role};
 
 /// How long a fetched JWKS is used before it is fetched again.
+pub const KEYS_REFRESH: Duration = Duration::from_secs(600);
+/// How long fetched keys stay good while the issuer cannot be reached: past this, its tokens
+/// are refused until it answers again.
 pub const KEYS_TTL: Duration = Duration::from_secs(3600);
 /// The least time between two fetches of one issuer's JWKS (an unknown `kid` cannot make a
 /// caller hammer the issuer).
@@ -349,15 +353,23 @@ impl Oidc {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let fresh = current.fetched.is_some_and(|t| t.elapsed() < KEYS_TTL);
+        let age = current.fetched.map(|t| t.elapsed());
+        let fresh = age.is_some_and(|a| a < KEYS_REFRESH);
         let found = match (fresh, find(&current)) {
             (true, Some(k)) => Some(k),
             (_, found) => {
                 let refreshed = self.refresh(issuer, current.fetched).await;
                 match (refreshed, found) {
                     (Ok(keys), _) => find(&keys),
-                    // The issuer is down: keys it gave before stay good until it answers.
-                    (Err(_), Some(k)) => Some(k),
+                    // The issuer cannot be reached: keys it gave before stay good for a while.
+                    (Err(e), Some(k)) => {
+                        if age.is_some_and(|a| a < KEYS_TTL) {
+                            tracing::warn!(issuer = %issuer.cfg.issuer, error = %e, "cannot fetch the OIDC issuer's keys; using the ones fetched before");
+                            Some(k)
+                        } else {
+                            return Err(e);
+                        }
+                    }
                     (Err(e), None) => return Err(e),
                 }
             }

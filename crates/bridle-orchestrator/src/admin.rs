@@ -3,8 +3,8 @@
 
 use tonic::{Request, Response, Status};
 
-use bridle_core::auth::{ApiKeyStore, KeyRecord, Role, principal};
-use bridle_core::timeutil::ts_from_ms;
+use bridle_core::auth::{ApiKeyStore, KeyRecord, NewKey, Role, principal};
+use bridle_core::timeutil::{std_duration, ts_from_ms};
 use bridle_proto as pb;
 
 pub struct AdminService {
@@ -19,6 +19,24 @@ fn to_pb(r: &KeyRecord) -> pb::ApiKey {
         roles: r.roles.iter().map(|r| r.as_str().to_string()).collect(),
         created_at: Some(ts_from_ms(r.created_ms)),
         revoked: r.revoked,
+        expires_at: r.expires_ms.map(ts_from_ms),
+        created_by: r.created_by.clone(),
+        revoked_by: r.revoked_by.clone(),
+        rotated_from: r.rotated_from.clone(),
+    }
+}
+
+/// A duration field: unset or zero = none; negative is refused by name.
+fn duration(
+    field: &str,
+    d: Option<&prost_types::Duration>,
+) -> Result<Option<std::time::Duration>, Status> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.seconds < 0 || d.nanos < 0 => Err(Status::invalid_argument(format!(
+            "{field}: must not be negative"
+        ))),
+        Some(d) => Ok(std_duration(Some(d))),
     }
 }
 
@@ -38,7 +56,14 @@ impl pb::admin_server::Admin for AdminService {
             .map(|r| Role::parse(r))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Status::invalid_argument(format!("roles: {e}")))?;
-        let (secret, rec) = self.keys.create(&tenant, &req.name, &roles).await?;
+        let how = NewKey {
+            expires_in: duration("expires_in", req.expires_in.as_ref())?,
+            created_by: p.id.clone(),
+        };
+        let (secret, rec) = self
+            .keys
+            .create_with(&tenant, &req.name, &roles, &how)
+            .await?;
         tracing::info!(key = %rec.id, tenant = %rec.tenant, by = %p.id, "API key created");
         Ok(Response::new(pb::CreateApiKeyResponse {
             key: Some(to_pb(&rec)),
@@ -81,9 +106,42 @@ impl pb::admin_server::Admin for AdminService {
         if !visible {
             return Err(Status::not_found(format!("API key '{id}' does not exist")));
         }
-        let revoked = self.keys.revoke(&id).await?;
+        let revoked = self.keys.revoke_by(&id, &p.id).await?;
         tracing::info!(key = %id, by = %p.id, "API key revoked");
         Ok(Response::new(pb::RevokeApiKeyResponse { revoked }))
+    }
+
+    async fn rotate_api_key(
+        &self,
+        req: Request<pb::RotateApiKeyRequest>,
+    ) -> Result<Response<pb::RotateApiKeyResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Admin)?;
+        let req = req.into_inner();
+        // A tenant admin may only rotate its own tenant's keys; others look unknown.
+        let visible = self
+            .keys
+            .get(&req.id)
+            .await?
+            .is_some_and(|k| p.sees(&k.tenant));
+        if !visible {
+            return Err(Status::not_found(format!(
+                "API key '{}' does not exist",
+                bridle_core::redact::quote(&req.id)
+            )));
+        }
+        let overlap = duration("overlap", req.overlap.as_ref())?.unwrap_or_default();
+        let how = NewKey {
+            expires_in: duration("expires_in", req.expires_in.as_ref())?,
+            created_by: p.id.clone(),
+        };
+        let r = self.keys.rotate(&req.id, overlap, &how).await?;
+        tracing::info!(old = %r.old.id, new = %r.new.id, by = %p.id, "API key rotated");
+        Ok(Response::new(pb::RotateApiKeyResponse {
+            key: Some(to_pb(&r.new)),
+            secret: r.plaintext,
+            old: Some(to_pb(&r.old)),
+        }))
     }
 
     async fn who_am_i(

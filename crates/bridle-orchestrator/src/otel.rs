@@ -326,6 +326,16 @@ pub fn run_finished(s: &RunState) {
         ),
         KeyValue::new("bridle.scripted", s.scripted),
     ];
+    // Who caused the run (OpenTelemetry's `user.id`), and for which of an application's users.
+    if !s.started_by.id.is_empty() {
+        attrs.push(KeyValue::new("user.id", s.started_by.id.clone()));
+    }
+    if !s.end_user.is_empty() {
+        attrs.push(KeyValue::new("enduser.id", s.end_user.clone()));
+    }
+    if let Some(by) = &s.cancelled_by {
+        attrs.push(KeyValue::new("bridle.run.cancelled_by", by.id.clone()));
+    }
     if t.cost_known {
         attrs.push(KeyValue::new(
             "bridle.cost.usd",

@@ -18,7 +18,7 @@ use bridle_proto::run_event::Kind;
 
 use crate::Error;
 use crate::engine::Engine;
-use crate::state::{Limits, Msg, Phase, RunState, Status as RunStatus, ToolInfo, Totals};
+use crate::state::{Actor, Limits, Msg, Phase, RunState, Status as RunStatus, ToolInfo, Totals};
 use crate::store::{IdempotencyHolder, decode_event};
 
 /// How long a StartRun that finds its idempotency key claimed but not confirmed waits for the
@@ -122,6 +122,7 @@ impl OrchestratorService {
         &self,
         tenant: &str,
         req: &pb::StartRunRequest,
+        started_by: &Actor,
         mut holder: IdempotencyHolder,
     ) -> Result<String, Status> {
         let store = &self.engine.store;
@@ -155,7 +156,7 @@ impl OrchestratorService {
             Some(_) => {}
             None => {
                 tracing::warn!(run = %id, "creating the run whose StartRun claimed the idempotency key and never wrote it");
-                match self.create_run(tenant, req, &id, None).await {
+                match self.create_run(tenant, req, &id, None, started_by).await {
                     Ok(_) => {}
                     // Written meanwhile by the first request after all.
                     Err(e) if e.to_string().contains("already exists") => {}
@@ -175,6 +176,7 @@ impl OrchestratorService {
         req: &pb::StartRunRequest,
         run_id: &str,
         caller: Option<(String, String)>,
+        started_by: &Actor,
     ) -> Result<RunState, Error> {
         let agent = self.agent(tenant, &req.agent).await?;
         let tools = self.tools_of(tenant, &agent).await?;
@@ -244,6 +246,9 @@ impl OrchestratorService {
             holds_secrets: false,
             held_by: Vec::new(),
             tool_call: direct.map(|c| c.name).unwrap_or_default(),
+            started_by: started_by.clone(),
+            end_user: req.end_user.clone(),
+            cancelled_by: None,
         };
         let first = pb::RunEvent {
             run_id: run_id.to_string(),
@@ -255,6 +260,8 @@ impl OrchestratorService {
                 input,
                 budget: Some(limits.to_pb()),
                 tenant: tenant.to_string(),
+                started_by: Some(started_by.to_pb()),
+                end_user: req.end_user.clone(),
             })),
         };
         self.engine.store.create(&state, &first).await?;
@@ -402,6 +409,13 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         if req.input.trim().is_empty() && req.tool_call.is_none() {
             return Err(Error::InvalidArgument("input: must not be empty".into()).into());
         }
+        if req.end_user.len() > 256 || req.end_user.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument(
+                "end_user: at most 256 bytes, without control characters".into(),
+            )
+            .into());
+        }
+        let started_by = Actor::of(&p);
         let run_id = bridle_core::ids::new_run_id();
         if !req.idempotency_key.is_empty() {
             if req.idempotency_key.len() > 256 {
@@ -418,7 +432,9 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 .map_err(|e| e.doing("the run was not created"))?
             {
                 // Same key, same run — even while the first request is still creating it.
-                let id = self.settle_idempotency(&tenant, &req, holder).await?;
+                let id = self
+                    .settle_idempotency(&tenant, &req, &started_by, holder)
+                    .await?;
                 let run = match self.engine.store.load(&id).await? {
                     Some(l) => {
                         bridle_core::telemetry::link_current_to_run(
@@ -440,7 +456,10 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 }));
             }
         }
-        let state = match self.create_run(&tenant, &req, &run_id, caller).await {
+        let state = match self
+            .create_run(&tenant, &req, &run_id, caller, &started_by)
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 if !req.idempotency_key.is_empty() {
@@ -461,7 +480,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 .await;
         }
         bridle_core::telemetry::link_current_to_run(&state.trace.trace_id, &state.trace.span_id);
-        tracing::info!(run = %run_id, agent = %req.agent, tenant = %tenant, "run started");
+        tracing::info!(run = %run_id, agent = %req.agent, tenant = %tenant, started_by = %started_by.id, "run started");
         Ok(Response::new(pb::StartRunResponse {
             run: Some(state.to_pb(1)),
             created: true,
@@ -540,7 +559,10 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         p.require(Role::Operator)?;
         let req = req.into_inner();
         self.visible_run(&p, &req.run_id).await?;
-        let l = self.engine.cancel(&req.run_id, &req.reason).await?;
+        let l = self
+            .engine
+            .cancel(&req.run_id, &req.reason, &Actor::of(&p))
+            .await?;
         Ok(Response::new(l.state.to_pb(l.offset)))
     }
 

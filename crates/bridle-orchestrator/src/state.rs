@@ -411,6 +411,62 @@ pub struct RunState {
     /// (`StartRunRequest.tool_call`): its one step is that call, and its result ends the run.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tool_call: String,
+    /// Who started the run (the StartRun caller). Runs written before this was recorded
+    /// have an empty one.
+    #[serde(default)]
+    pub started_by: Actor,
+    /// The application's own user the run acts for (`StartRunRequest.end_user`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub end_user: String,
+    /// Who cancelled the run, when a request did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<Actor>,
+}
+
+/// Who did something (a serde mirror of `bridle.v1.Actor`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+}
+
+impl Actor {
+    /// The caller of a request.
+    pub fn of(p: &bridle_core::auth::Principal) -> Self {
+        let kind = if p.service {
+            "service"
+        } else if p.id == "anonymous" {
+            "anonymous"
+        } else if p.id.starts_with("oidc:") {
+            "user"
+        } else {
+            "api_key"
+        };
+        Self {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            kind: kind.into(),
+        }
+    }
+
+    pub fn to_pb(&self) -> pb::Actor {
+        pb::Actor {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+        }
+    }
+
+    /// "API key 'ops'", "user 'alice@example.com'", "anonymous", for messages.
+    pub fn describe(&self) -> String {
+        match self.kind.as_str() {
+            "anonymous" => "anonymous".into(),
+            "api_key" => format!("API key '{}'", self.name),
+            "" => format!("caller '{}'", self.name),
+            k => format!("{k} '{}'", self.name),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -508,6 +564,9 @@ impl RunState {
             trace_id: self.trace.trace_id.clone(),
             duration: Some(pb_duration_ms(end - self.created_ms)),
             tool_call: self.tool_call.clone(),
+            started_by: Some(self.started_by.to_pb()),
+            end_user: self.end_user.clone(),
+            cancelled_by: self.cancelled_by.as_ref().map(Actor::to_pb),
         }
     }
 }

@@ -50,6 +50,7 @@ pub struct LocalIssuer {
     pub url: String,
     published: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LocalIssuer {
@@ -58,7 +59,13 @@ impl LocalIssuer {
         let url = format!("http://{}", listener.local_addr()?);
         let published: Arc<Mutex<Vec<Value>>> = Arc::default();
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (p, f, u) = (published.clone(), fetches.clone(), url.clone());
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, f, u, d) = (
+            published.clone(),
+            fetches.clone(),
+            url.clone(),
+            down.clone(),
+        );
         let app = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
@@ -70,11 +77,15 @@ impl LocalIssuer {
             .route(
                 "/jwks",
                 axum::routing::get(move || {
-                    let (p, f) = (p.clone(), f.clone());
+                    let (p, f, d) = (p.clone(), f.clone(), d.clone());
                     async move {
+                        use axum::response::IntoResponse as _;
                         f.fetch_add(1, Ordering::SeqCst);
+                        if d.load(Ordering::SeqCst) {
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                        }
                         let keys = p.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                        axum::Json(json!({ "keys": keys }))
+                        axum::Json(json!({ "keys": keys })).into_response()
                     }
                 }),
             );
@@ -84,6 +95,7 @@ impl LocalIssuer {
             url,
             published,
             fetches,
+            down,
         })
     }
 
@@ -93,6 +105,11 @@ impl LocalIssuer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(s.jwk.clone());
+    }
+
+    /// While down, the JWKS answers 503.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
     /// How many times the JWKS was fetched.

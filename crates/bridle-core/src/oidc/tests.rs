@@ -124,18 +124,51 @@ async fn a_rotated_key_is_fetched_when_a_token_names_it() {
     // The issuer rotates; a token with the new kid arrives after the gap between fetches.
     let new = Signer::new("2026-12").unwrap();
     issuer.publish(&new);
-    {
-        let issuer_state = &oidc.issuers[0];
-        let mut keys = issuer_state.keys.write().unwrap();
-        let mut aged = Keys {
-            fetched: Instant::now().checked_sub(REFETCH_GAP * 2),
-            ..Default::default()
-        };
-        aged.by_kid = keys.by_kid.clone();
-        *keys = Arc::new(aged);
-    }
+    age(&oidc, REFETCH_GAP * 2);
     let p = oidc.verify(&new.sign(&claims).unwrap()).await.unwrap();
     assert_eq!(p.id, "oidc:u-123");
+}
+
+/// Makes the first issuer's keys look fetched `by` ago.
+fn age(oidc: &Oidc, by: Duration) {
+    let mut keys = oidc.issuers[0].keys.write().unwrap();
+    let aged = Keys {
+        fetched: Instant::now().checked_sub(by),
+        by_kid: keys.by_kid.clone(),
+        anonymous: keys.anonymous.clone(),
+    };
+    *keys = Arc::new(aged);
+}
+
+#[tokio::test]
+async fn while_the_issuer_is_down_known_keys_work_for_a_while_and_unknown_ones_are_refused() {
+    let issuer = LocalIssuer::start().await.unwrap();
+    let key = Signer::new("k1").unwrap();
+    issuer.publish(&key);
+    let oidc = Oidc::new(&[config(&issuer)]).unwrap();
+    let claims = issuer.claims();
+    oidc.verify(&key.sign(&claims).unwrap()).await.unwrap();
+
+    issuer.set_down(true);
+    // Due a refresh, which fails: the key fetched before still works.
+    age(&oidc, KEYS_REFRESH + REFETCH_GAP);
+    oidc.verify(&key.sign(&claims).unwrap()).await.unwrap();
+    // A key never seen cannot be checked: refused.
+    let unknown = Signer::new("k2").unwrap();
+    age(&oidc, KEYS_REFRESH + REFETCH_GAP);
+    assert!(matches!(
+        oidc.verify(&unknown.sign(&claims).unwrap()).await,
+        Err(Error::Unavailable { .. })
+    ));
+    // Past their life, the old keys stop working too, until the issuer answers again.
+    age(&oidc, KEYS_TTL + REFETCH_GAP);
+    assert!(matches!(
+        oidc.verify(&key.sign(&claims).unwrap()).await,
+        Err(Error::Unavailable { .. })
+    ));
+    issuer.set_down(false);
+    age(&oidc, KEYS_TTL + REFETCH_GAP);
+    oidc.verify(&key.sign(&claims).unwrap()).await.unwrap();
 }
 
 #[test]

@@ -683,7 +683,12 @@ impl Engine {
 
     /// Cancels a run. A run in a worker's hands is only flagged (the worker's next checkpoint
     /// is fenced by this write, and it then ends the run); any other run ends here.
-    pub async fn cancel(&self, run_id: &str, reason: &str) -> Result<crate::store::Loaded, Error> {
+    pub async fn cancel(
+        &self,
+        run_id: &str,
+        reason: &str,
+        by: &crate::state::Actor,
+    ) -> Result<crate::store::Loaded, Error> {
         for _ in 0..8 {
             let l = self.store.load_required(run_id).await?;
             if l.state.status.is_terminal() {
@@ -691,11 +696,12 @@ impl Engine {
             }
             let mut cur = Cursor::new(l);
             let why = if reason.is_empty() {
-                "cancelled by request".to_string()
+                format!("cancelled by {}", by.describe())
             } else {
-                format!("cancelled: {reason}")
+                format!("cancelled by {}: {reason}", by.describe())
             };
             cur.state.cancel_requested = Some(why.clone());
+            cur.state.cancelled_by = Some(by.clone());
             let r = match cur.state.status {
                 Status::Queued | Status::AwaitingApproval => self
                     .finish(

@@ -287,6 +287,13 @@ async fn a_run_is_one_trace_across_the_services() {
     // Who caused the run (auth is off here: anonymous), and for which of the app's users.
     assert_eq!(root.attr("user.id").as_deref(), Some("anonymous"));
     assert_eq!(root.attr("enduser.id").as_deref(), Some("customer-42"));
+    // The run's model calls carry the end user to the provider (OpenAI's `user`).
+    let to_provider = h.mock.requests();
+    assert!(
+        !to_provider.is_empty() && to_provider.iter().all(|r| r.body["user"] == "customer-42"),
+        "{:?}",
+        to_provider.iter().map(|r| &r.body["user"]).collect::<Vec<_>>()
+    );
 
     let chats: Vec<&ReceivedSpan> = named("chat gpt-4o-mini")
         .into_iter()

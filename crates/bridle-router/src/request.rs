@@ -99,6 +99,9 @@ pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
     if let Some(t) = req.temperature.filter(|t| !t.is_finite() || *t < 0.0) {
         return bad(format!("temperature: {t} is not a non-negative number"));
     }
+    if req.end_user.len() > 256 || req.end_user.chars().any(char::is_control) {
+        return bad("end_user: at most 256 bytes, without control characters".to_string());
+    }
     Ok(())
 }
 

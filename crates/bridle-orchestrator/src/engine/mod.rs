@@ -389,6 +389,7 @@ impl Engine {
                 timeout: Some(pb_duration(self.model_timeout)),
                 require_price: s.limits.max_cost_nano_usd.is_some(),
                 metadata: [("bridle.purpose".to_string(), "context_summary".to_string())].into(),
+                end_user: s.end_user.clone(),
                 ..Default::default()
             };
             let mut r = tonic::Request::new(req);
@@ -509,6 +510,7 @@ impl Engine {
             metadata: Default::default(),
             // A cost budget cannot be kept on a model whose cost is unknown.
             require_price: s.limits.max_cost_nano_usd.is_some(),
+            end_user: s.end_user.clone(),
         };
         // On the `chat` span this call runs in (content only when capture is on).
         bridle_core::genai::record_request(&tracing::Span::current(), &req);

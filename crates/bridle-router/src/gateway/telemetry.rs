@@ -54,6 +54,9 @@ impl Call {
         if !scope.agent.is_empty() {
             attrs.push(KeyValue::new("gen_ai.agent.name", scope.agent.clone()));
         }
+        if !req.end_user.is_empty() {
+            span.set_attribute("enduser.id", req.end_user.clone());
+        }
         for a in &attrs {
             span.set_attribute(a.key.clone(), a.value.clone());
         }

@@ -392,7 +392,7 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
 
     let out = run_sdk("openai_params.py", &format!("{http}/v1"), &key).await;
     let refused = out["refused"].as_array().unwrap();
-    assert_eq!(refused.len(), 27, "{out}");
+    assert_eq!(refused.len(), 26, "{out}");
     for r in refused {
         let expect = r["expect"].as_str().unwrap();
         let e = &r["error"];
@@ -404,8 +404,8 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
     }
     let code = |i: usize| refused[i]["error"]["code"].as_str().unwrap();
     assert_eq!(code(2), "unsupported_parameter", "stop");
-    assert_eq!(code(12), "unsupported_value", "n: 2");
-    assert_eq!(code(26), "unknown_parameter", "colour");
+    assert_eq!(code(11), "unsupported_value", "n: 2");
+    assert_eq!(code(25), "unknown_parameter", "colour");
     assert_eq!(out["defaults"]["text"], "Defaults are fine.");
     let sent = gpt.requests();
     assert_eq!(
@@ -417,10 +417,12 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
         sent[0].body["messages"],
         json!([{"role": "user", "content": "hi"}])
     );
+    // The end user reaches the provider.
+    assert_eq!(sent[0].body["user"], "customer-42");
 
     let out = run_sdk("anthropic_params.py", &http, &key).await;
     let refused = out["refused"].as_array().unwrap();
-    assert_eq!(refused.len(), 11, "{out}");
+    assert_eq!(refused.len(), 10, "{out}");
     for r in refused {
         let expect = r["expect"].as_str().unwrap();
         let e = &r["error"];
@@ -434,5 +436,7 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
         out["defaults"]["content"],
         json!([{"type": "text", "text": "Defaults are fine."}])
     );
-    assert_eq!(claude.requests().len(), 1);
+    let sent = claude.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].body["metadata"], json!({"user_id": "customer-42"}));
 }

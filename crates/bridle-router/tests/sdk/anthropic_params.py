@@ -22,7 +22,6 @@ REFUSED = [
     ("stop_sequences", {"stop_sequences": ["\n\nHuman:"]}),
     ("top_p", {"extra_body": {"top_p": 0.5}}),
     ("top_k", {"extra_body": {"top_k": 5}}),
-    ("metadata.user_id", {"metadata": {"user_id": "user-1234"}}),
     ("thinking", {"thinking": {"type": "enabled", "budget_tokens": 1024}}),
     ("service_tier", {"service_tier": "standard_only"}),
     ("output_config", {"output_config": {"effort": "low"}}),
@@ -43,7 +42,8 @@ for param, args in REFUSED:
         out["refused"].append({"expect": param, "error": {"status": e.status_code, "body": e.body}})
 
 # The defaults, which change nothing, are accepted.
-m = client.messages.create(model="claude", max_tokens=64, messages=HI, stop_sequences=[], metadata={},
+m = client.messages.create(model="claude", max_tokens=64, messages=HI, stop_sequences=[],
+                           metadata={"user_id": "customer-42"},
                            thinking={"type": "disabled"}, tools=[TOOL],
                            tool_choice={"type": "auto", "disable_parallel_tool_use": False})
 out["defaults"] = {"content": [b.model_dump(exclude_none=True) for b in m.content]}

@@ -1,5 +1,6 @@
 """Sends the request parameters of the official `openai` SDK that the gateway does not carry,
-one per request, then one request with the parameters it accepts at their defaults.
+one per request, then one request with the parameters it accepts at their defaults (and the
+end user, `user`, which it carries).
 
 Usage: openai_params.py BASE_URL API_KEY. Prints one JSON object: for each refused parameter
 the error the SDK raised, and the answer to the request with the defaults. The Rust test
@@ -28,7 +29,6 @@ REFUSED = [
     ("logit_bias", {"logit_bias": {"50256": -100}}),
     ("logprobs", {"logprobs": True}),
     ("top_logprobs", {"top_logprobs": 2}),
-    ("user", {"user": "user-1234"}),
     ("parallel_tool_calls", {"parallel_tool_calls": False, "tools": [{"type": "function", "function": FUNCTION}]}),
     ("n", {"n": 2}),
     ("store", {"store": True}),
@@ -59,8 +59,9 @@ for param, args in REFUSED:
         out["refused"].append({"expect": param, "error": {
             "status": e.status_code, "param": e.param, "code": e.code, "body": e.body}})
 
-# The defaults, which change nothing, are accepted.
+# The defaults, which change nothing, are accepted; and the end user, which is carried.
 r = client.chat.completions.create(model="gpt", messages=HI, n=1, logprobs=False, parallel_tool_calls=True,
+                                   user="customer-42",
                                    store=False, frequency_penalty=0, presence_penalty=0, top_p=1,
                                    tools=[{"type": "function", "function": {**FUNCTION, "strict": False}}])
 out["defaults"] = {"text": r.choices[0].message.content}

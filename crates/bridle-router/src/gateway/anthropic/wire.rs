@@ -48,9 +48,9 @@ const REQUEST: Shape = Shape {
 };
 
 const METADATA: Shape = Shape {
-    carried: &[],
+    carried: &["user_id"],
     defaults: &[],
-    refused: &["user_id"],
+    refused: &[],
 };
 
 const MESSAGE: Shape = Shape {
@@ -141,8 +141,8 @@ fn text_of(v: &Value, at: &str) -> Result<String, Failure> {
 
 /// A Messages request as a Bridle request, and whether to stream. Carried: model, max_tokens,
 /// system, messages (text, tool_use, tool_result and thinking blocks), tools, tool_choice,
-/// temperature, stream. Accepted at their defaults only: stop_sequences [], thinking disabled,
-/// metadata without fields, a tool's strict false, tool_choice.disable_parallel_tool_use false. Any other
+/// temperature, stream, metadata.user_id (the end user). Accepted at their defaults only:
+/// stop_sequences [], thinking disabled, a tool's strict false, tool_choice.disable_parallel_tool_use false. Any other
 /// field is refused by name ([`REQUEST`] lists the API's), and so are image and document blocks
 /// and server tools.
 pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
@@ -328,6 +328,11 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(Failure::invalid("stream: must be true or false")),
     };
+    let end_user = match body.get("metadata").and_then(|m| m.get("user_id")) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(u)) => u.clone(),
+        Some(_) => return Err(Failure::invalid("metadata.user_id: must be a string")),
+    };
     Ok((
         CompleteRequest {
             route: route.to_string(),
@@ -336,6 +341,7 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
             tool_choice,
             temperature,
             max_output_tokens,
+            end_user,
             ..Default::default()
         },
         stream,

@@ -22,6 +22,7 @@ const REQUEST: Shape = Shape {
         "max_completion_tokens",
         "stream",
         "stream_options",
+        "user",
     ],
     defaults: &[
         ("n", "1"),
@@ -51,7 +52,6 @@ const REQUEST: Shape = Shape {
         "service_tier",
         "stop",
         "top_logprobs",
-        "user",
         "verbosity",
         "web_search_options",
     ],
@@ -184,7 +184,7 @@ fn content_text(v: &Value, at: &str) -> Result<String, Failure> {
 /// A chat completion request as a Bridle request, whether to stream, and whether the stream
 /// ends with a usage chunk. Carried: model, messages (text content, tool calls and results),
 /// tools, tool_choice, temperature, max_tokens / max_completion_tokens, stream,
-/// stream_options.include_usage. Accepted at their defaults only: n 1, logprobs false,
+/// stream_options.include_usage, user (the end user). Accepted at their defaults only: n 1, logprobs false,
 /// parallel_tool_calls true, store false, frequency_penalty and presence_penalty 0, top_p 1,
 /// stream_options.include_obfuscation false, a function's strict false. Any other field is
 /// refused by name ([`REQUEST`] lists the API's), and so are non-text content parts.
@@ -358,6 +358,11 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
         }
         Some(_) => return Err(Failure::invalid("stream_options: must be an object")),
     };
+    let end_user = match body.get("user") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(u)) => u.clone(),
+        Some(_) => return Err(Failure::invalid("user: must be a string")),
+    };
     Ok((
         CompleteRequest {
             route: route.to_string(),
@@ -366,6 +371,7 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
             tool_choice,
             temperature,
             max_output_tokens,
+            end_user,
             ..Default::default()
         },
         stream,

@@ -262,6 +262,7 @@ fn requests_use_anthropic_shapes() {
             name: String::new(),
         }),
         temperature: Some(0.5),
+        end_user: "customer-42".into(),
         ..Default::default()
     };
     let body = wire::request_body(&req, "claude-sonnet-4-20250514", None, true).unwrap();
@@ -285,6 +286,7 @@ fn requests_use_anthropic_shapes() {
                 "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
             "tool_choice": {"type": "any"},
             "temperature": 0.5,
+            "metadata": {"user_id": "customer-42"},
             "stream": true
         })
     );

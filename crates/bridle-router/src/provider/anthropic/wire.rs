@@ -98,6 +98,9 @@ pub fn request_body(
     if let Some(t) = req.temperature {
         body["temperature"] = json!(t);
     }
+    if !req.end_user.is_empty() {
+        body["metadata"] = json!({"user_id": req.end_user});
+    }
     if stream {
         body["stream"] = json!(true);
     }

@@ -179,6 +179,7 @@ fn requests_use_openai_shapes() {
         }),
         temperature: Some(0.5),
         max_output_tokens: Some(100),
+        end_user: "customer-42".into(),
         ..Default::default()
     };
     let body = wire::request_body(&req, "gpt-4o", Some(4096), true);
@@ -197,6 +198,7 @@ fn requests_use_openai_shapes() {
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
             "temperature": 0.5,
+            "user": "customer-42",
             "max_completion_tokens": 100,
             "stream": true,
             "stream_options": {"include_usage": true}

@@ -44,6 +44,9 @@ pub fn request_body(
     if let Some(t) = req.temperature {
         body["temperature"] = json!(t);
     }
+    if !req.end_user.is_empty() {
+        body["user"] = json!(req.end_user);
+    }
     if let Some(m) = req.max_output_tokens.or(default_max) {
         body["max_completion_tokens"] = json!(m);
     }

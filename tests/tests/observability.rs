@@ -292,7 +292,10 @@ async fn a_run_is_one_trace_across_the_services() {
     assert!(
         !to_provider.is_empty() && to_provider.iter().all(|r| r.body["user"] == "customer-42"),
         "{:?}",
-        to_provider.iter().map(|r| &r.body["user"]).collect::<Vec<_>>()
+        to_provider
+            .iter()
+            .map(|r| &r.body["user"])
+            .collect::<Vec<_>>()
     );
 
     let chats: Vec<&ReceivedSpan> = named("chat gpt-4o-mini")

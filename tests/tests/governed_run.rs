@@ -133,3 +133,67 @@ async fn bad_manifests_and_unknown_agents_are_refused_clearly() {
         "agent 'nobody' is not defined for tenant 'default'"
     );
 }
+
+/// A Tool's `approvers` reach its approvals: this one needs two distinct people, and the run
+/// waits for both before the call runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_that_needs_two_approvers_runs_only_after_both() {
+    let h = Harness::start().await.unwrap();
+    let yaml = h.manifests_yaml().replace(
+        "  description: Deletes a dataset. Cannot be undone.\n",
+        "  description: Deletes a dataset. Cannot be undone.\n  approvers: {count: 2, notTheStarter: true}\n",
+    );
+    assert!(yaml.contains("approvers:"), "the manifest changed");
+    h.apply("test.yaml", &yaml).await.unwrap();
+    h.mock.enqueue(Reply::tool_calls(&[(
+        "d",
+        "delete-dataset",
+        r#"{"dataset":"sales"}"#,
+    )]));
+    h.mock.enqueue(Reply::text("Deleted."));
+    let run_id = h.start_run("analyst", "delete sales").await;
+    let mut approvals = h.approvals().await;
+    let id = bridle_testkit::wait_for("the approval", Duration::from_secs(60), || {
+        let mut approvals = approvals.clone();
+        let run_id = run_id.clone();
+        async move {
+            let l = approvals
+                .list(pb::ListApprovalsRequest {
+                    tenant: "default".into(),
+                    run_id,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            l.approvals.first().cloned()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!((id.approvals_required, id.not_the_starter), (2, true));
+    let decide = |who: &str| pb::DecideRequest {
+        id: id.id.clone(),
+        approve: true,
+        approver: who.into(),
+        reason: "ok".into(),
+        ..Default::default()
+    };
+    let first = approvals
+        .decide(decide("alice"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.state, pb::ApprovalState::Pending as i32);
+    let second = approvals.decide(decide("bob")).await.unwrap().into_inner();
+    assert_eq!(second.state, pb::ApprovalState::Approved as i32);
+    let events = follow(&h, &run_id, Duration::from_secs(120), |_| async {})
+        .await
+        .unwrap();
+    match events.last().and_then(|e| e.kind.as_ref()) {
+        Some(Kind::RunFinished(f)) => {
+            assert_eq!(f.status, pb::RunStatus::Succeeded as i32, "{f:?}")
+        }
+        other => panic!("the run ended with {other:?}"),
+    }
+}

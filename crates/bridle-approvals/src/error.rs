@@ -21,6 +21,9 @@ pub enum Error {
     /// The approval cannot move: it is decided, expired, or bound to other arguments.
     #[error("{0}")]
     Refused(String),
+    /// Separation of duties refused the decider (the message says which rule).
+    #[error("{0}")]
+    Duty(String),
     /// The audit record could not be written, so nothing was applied (fail closed).
     #[error("{0}; nothing was applied")]
     AuditUnavailable(String),
@@ -43,6 +46,7 @@ impl From<Error> for bridle_core::Error {
             Error::InvalidArgument(m) => bridle_core::Error::InvalidArgument(m),
             Error::NotFound(_) => bridle_core::Error::NotFound(e.to_string()),
             Error::Refused(m) => bridle_core::Error::FailedPrecondition(m),
+            Error::Duty(m) => bridle_core::Error::PermissionDenied(m),
             Error::AuditUnavailable(reason) => bridle_core::Error::Unavailable {
                 what: "the audit trail".into(),
                 reason: format!("{reason}; nothing was applied"),

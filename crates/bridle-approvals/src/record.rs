@@ -62,6 +62,19 @@ pub struct NewApproval {
     /// The run's facts when the call was evaluated, for approvers (not in the Approval
     /// message; the inbox and the webhook read them from the stored fields).
     pub facts: RunFacts,
+    /// Separation of duties (the tool's `approvers`), and who started the run.
+    pub duties: Duties,
+}
+
+/// Who may decide an approval: the tool's `approvers`, and the run's starter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Duties {
+    pub groups: Vec<String>,
+    /// Distinct approvals needed (at least 1).
+    pub required: u32,
+    pub not_the_starter: bool,
+    /// The run's starter (a caller id).
+    pub started_by: String,
 }
 
 impl NewApproval {
@@ -87,6 +100,18 @@ impl NewApproval {
             // Policy ids are words without spaces.
             ("policy_ids", self.policy_ids.join(" ")),
             ("traceparent", self.traceparent.clone()),
+            // Group names have no spaces (the manifest refuses them).
+            ("approver_groups", self.duties.groups.join(" ")),
+            (
+                "approvals_required",
+                self.duties.required.max(1).to_string(),
+            ),
+            (
+                "not_the_starter",
+                if self.duties.not_the_starter { "1" } else { "" }.to_string(),
+            ),
+            ("started_by", self.duties.started_by.clone()),
+            ("approved_by", String::new()),
             ("tokens_so_far", self.facts.tokens_so_far.to_string()),
             (
                 "cost_nano_usd",
@@ -151,7 +176,21 @@ pub fn from_fields(f: &HashMap<String, String>) -> Result<Approval, Error> {
             .get("policy_ids")
             .map(|v| v.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default(),
+        // Approvals stored before these were kept need one approval from anyone.
+        approvals_required: f
+            .get("approvals_required")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+        approved_by: words(f, "approved_by"),
+        approver_groups: words(f, "approver_groups"),
+        not_the_starter: f.get("not_the_starter").map(String::as_str) == Some("1"),
     })
+}
+
+fn words(f: &HashMap<String, String>, field: &str) -> Vec<String> {
+    f.get(field)
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// What approvers see of the run beside the call: stored with the approval, not part of the
@@ -211,6 +250,12 @@ mod tests {
                     known: true,
                     nano_usd: 5_000,
                 }),
+            },
+            duties: Duties {
+                groups: vec!["sre".into(), "security".into()],
+                required: 2,
+                not_the_starter: true,
+                started_by: "key_01".into(),
             },
         };
         let map: HashMap<String, String> = n

@@ -42,6 +42,31 @@ pub struct ApprovalsService {
 
 /// Who a decision is recorded as made by: the authenticated caller (its key's name and id, or
 /// the service), and only when auth is off the name the caller gave (`requested`).
+/// Who decides: the name recorded as `decided_by`, the id that tells distinct people apart,
+/// and the groups the tool's `approvers.groups` are checked against.
+#[derive(Clone, Debug)]
+pub struct Decider {
+    pub name: String,
+    pub id: String,
+    pub groups: Vec<String>,
+}
+
+impl Decider {
+    /// The caller of a decision (with auth off, the request's `approver` names the person).
+    pub fn of(p: &Principal, mode: AuthMode, requested: &str) -> Self {
+        let name = approver_name(p, mode, requested);
+        let id = match mode {
+            AuthMode::Off => format!("name:{name}"),
+            AuthMode::Keys => p.id.clone(),
+        };
+        Self {
+            name,
+            id,
+            groups: p.groups.clone(),
+        }
+    }
+}
+
 pub fn approver_name(p: &Principal, mode: AuthMode, requested: &str) -> String {
     match mode {
         AuthMode::Off => {
@@ -172,6 +197,18 @@ impl ApprovalsService {
             policy_ids: verdict.policies.clone(),
             traceparent: traceparent.unwrap_or_default(),
             facts: req.facts.unwrap_or_default(),
+            duties: crate::record::Duties {
+                groups: tool
+                    .approvers
+                    .as_ref()
+                    .map(|a| a.groups.clone())
+                    .unwrap_or_default(),
+                required: tool.approvers.as_ref().map_or(1, |a| {
+                    a.count.clamp(1, bridle_core::manifest::MAX_APPROVERS)
+                }),
+                not_the_starter: tool.approvers.as_ref().is_some_and(|a| a.not_the_starter),
+                started_by: req.started_by.map(|a| a.id).unwrap_or_default(),
+            },
         };
         let outcome = self
             .store
@@ -241,13 +278,18 @@ impl ApprovalsService {
         {
             return Err(Error::NotFound(req.id));
         }
-        let approver = approver_name(p, self.auth_mode, &req.approver);
+        let approver = Decider::of(p, self.auth_mode, &req.approver);
         self.decide_as(&req, &approver).await
     }
 
     /// Decides `req` on behalf of `approver` (whoever the caller proved to be; the gRPC
     /// `approver` field only when auth is off). Shared by gRPC and the web inbox.
-    pub async fn decide_as(&self, req: &DecideRequest, approver: &str) -> Result<Approval, Error> {
+    pub async fn decide_as(
+        &self,
+        req: &DecideRequest,
+        decider: &Decider,
+    ) -> Result<Approval, Error> {
+        let approver = decider.name.as_str();
         check_approval_id(&req.id)?;
         if approver.is_empty() {
             return Err(invalid("approver: must not be empty"));
@@ -262,11 +304,18 @@ impl ApprovalsService {
         }
         let (a, traceparent) = self
             .store
-            .decide(&req.id, req.approve, approver, &req.reason, &want)
+            .decide(&req.id, req.approve, decider, &req.reason, &want)
             .await?;
         // The decision in the run's trace too (under the policy check that asked, linked to
         // this call), with the log line in it: the run's trace answers who decided and why.
-        let outcome = if req.approve { "approved" } else { "denied" };
+        let outcome = if a.state == bridle_proto::ApprovalState::Pending as i32 {
+            // Approved, and waiting for approvals from other people (approvers.count).
+            "approval_added"
+        } else if req.approve {
+            "approved"
+        } else {
+            "denied"
+        };
         let span = tracing::info_span!(
             "decide_approval",
             "otel.name" = %format!("decide_approval {}", a.tool),

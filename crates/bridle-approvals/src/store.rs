@@ -359,7 +359,7 @@ impl Store {
         &self,
         id: &str,
         approve: bool,
-        approver: &str,
+        approver: &crate::service::Decider,
         reason: &str,
         want_sha256: &str,
     ) -> Result<(Approval, Option<String>), Error> {
@@ -374,11 +374,13 @@ impl Store {
         inv.arg(fmt_ms(now))
             .arg(now)
             .arg(outcome)
-            .arg(approver)
+            .arg(&approver.name)
             .arg(reason)
             .arg(want_sha256)
             .arg(&at.tenant)
-            .arg(self.retention_ms());
+            .arg(self.retention_ms())
+            .arg(&approver.id)
+            .arg(approver.groups.join(" "));
         let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
         let ms = |i: usize| {
             arg(&reply, i)
@@ -412,6 +414,25 @@ impl Store {
                  the decision was made for {want_sha256}; review the call again",
                 arg(&reply, 1)
             ))),
+            "duty" => Err(Error::Duty(match arg(&reply, 1) {
+                "starter" => format!(
+                    "approval {id}: {} started the run, and this tool's approvals may not be decided by the run's starter (approvers.notTheStarter)",
+                    approver.name
+                ),
+                "group" => format!(
+                    "approval {id}: {} is not in a group that may decide this tool's approvals (approvers.groups)",
+                    approver.name
+                ),
+                _ => format!(
+                    "approval {id}: {} has approved it already; this tool needs approvals from distinct people (approvers.count)",
+                    approver.name
+                ),
+            })),
+            // Approved, and waiting for more approvals: the approval as it is now.
+            "partial" => self
+                .load_traced(id)
+                .await?
+                .ok_or_else(|| Error::NotFound(id.to_string())),
             "audit_failed" => Err(self.audit_failed(arg(&reply, 1))),
             // The tenant is never rewritten, so this is a broken invariant.
             _ => Err(unexpected("decide", &reply)),

@@ -87,6 +87,8 @@ pub struct Principal {
     pub roles: Vec<Role>,
     /// A Bridle service, not a person or an application.
     pub service: bool,
+    /// The person's groups (an OIDC token's groups claim); empty for keys and services.
+    pub groups: Vec<String>,
 }
 
 impl Principal {
@@ -98,6 +100,7 @@ impl Principal {
             tenant: None,
             roles: vec![Role::Admin],
             service: false,
+            groups: vec![],
         }
     }
 
@@ -108,6 +111,7 @@ impl Principal {
             tenant: None,
             roles: vec![Role::Admin],
             service: true,
+            groups: vec![],
         }
     }
 
@@ -119,6 +123,7 @@ impl Principal {
             tenant: Some(String::new()),
             roles: vec![],
             service: false,
+            groups: vec![],
         }
     }
 
@@ -673,6 +678,7 @@ impl Authenticator {
                     tenant: Some(rec.tenant),
                     roles: rec.roles,
                     service: false,
+                    groups: vec![],
                 };
                 self.cache
                     .lock()

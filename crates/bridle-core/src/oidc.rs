@@ -315,6 +315,7 @@ impl Oidc {
         }
         roles.sort();
         roles.dedup();
+        let groups = strings(claims.get(&cfg.groups_claim));
         let name = [cfg.name_claim.as_str(), "email"]
             .iter()
             .find_map(|c| claims.get(*c).and_then(Value::as_str))
@@ -326,6 +327,7 @@ impl Oidc {
             tenant: Some(tenant),
             roles,
             service: false,
+            groups,
         })
     }
 

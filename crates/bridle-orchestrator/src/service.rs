@@ -722,6 +722,7 @@ mod tests {
             kind: "http".into(),
             tags: vec![],
             risk_source: String::new(),
+            approvers: None,
         }
     }
 

@@ -183,6 +183,19 @@ pub struct ToolInfo {
     /// Where `risk` came from (`ToolSpec.risk_source`); empty in runs stored before it was.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub risk_source: String,
+    /// Separation of duties for its approvals (`ToolSpec.approvers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<ApproverRule>,
+}
+
+/// A serde mirror of `bridle.v1.ApproverRule`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproverRule {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    pub count: u32,
+    #[serde(default)]
+    pub not_the_starter: bool,
 }
 
 impl ToolInfo {
@@ -195,6 +208,11 @@ impl ToolInfo {
             kind: t.kind.clone(),
             tags: t.tags.clone(),
             risk_source: t.risk_source.clone(),
+            approvers: t.approvers.as_ref().map(|a| ApproverRule {
+                groups: a.groups.clone(),
+                count: a.count,
+                not_the_starter: a.not_the_starter,
+            }),
         }
     }
 
@@ -207,6 +225,11 @@ impl ToolInfo {
             tags: self.tags.clone(),
             kind: self.kind.clone(),
             risk_source: self.risk_source.clone(),
+            approvers: self.approvers.as_ref().map(|a| pb::ApproverRule {
+                groups: a.groups.clone(),
+                count: a.count,
+                not_the_starter: a.not_the_starter,
+            }),
         }
     }
 }

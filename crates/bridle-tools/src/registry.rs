@@ -131,7 +131,20 @@ pub fn spec_proto(t: &Tool) -> ToolSpec {
             "default"
         }
         .into(),
+        approvers: approver_rule(t),
     }
+}
+
+/// The Tool's `approvers`, as its calls' approvals carry them.
+fn approver_rule(t: &Tool) -> Option<bridle_proto::ApproverRule> {
+    t.spec
+        .approvers
+        .as_ref()
+        .map(|a| bridle_proto::ApproverRule {
+            groups: a.groups.clone(),
+            count: a.count,
+            not_the_starter: a.not_the_starter,
+        })
 }
 
 /// A tool of an MCP server as the model and the policy engine see it.
@@ -144,6 +157,7 @@ pub fn exposed_proto(t: &Tool, e: &crate::mcp::Exposed) -> ToolSpec {
         tags: t.spec.tags.clone(),
         kind: "mcp".to_string(),
         risk_source: e.risk_source.into(),
+        approvers: approver_rule(t),
     }
 }
 

@@ -18,7 +18,7 @@ use super::{Inbox, PAGE};
 use crate::Error;
 use crate::error::quote;
 use crate::record::state_name;
-use crate::service::{approver_name, check_name};
+use crate::service::check_name;
 
 type Shared = State<Arc<Inbox>>;
 
@@ -176,7 +176,7 @@ pub(super) async fn decide(
     } else {
         f.approver.trim()
     };
-    let approver = approver_name(&v.principal, i.auth.mode(), requested);
+    let approver = crate::service::Decider::of(&v.principal, i.auth.mode(), requested);
     let req = DecideRequest {
         id: id.clone(),
         approve,
@@ -187,8 +187,10 @@ pub(super) async fn decide(
     };
     match i.service.decide_as(&req, &approver).await {
         Ok(_) => Redirect::to(&format!("/approvals/{id}")).into_response(),
-        Err(e @ (Error::Refused(_) | Error::InvalidArgument(_))) => {
-            let status = if matches!(e, Error::Refused(_)) {
+        Err(e @ (Error::Refused(_) | Error::InvalidArgument(_) | Error::Duty(_))) => {
+            let status = if matches!(e, Error::Duty(_)) {
+                StatusCode::FORBIDDEN
+            } else if matches!(e, Error::Refused(_)) {
                 StatusCode::CONFLICT
             } else {
                 StatusCode::BAD_REQUEST

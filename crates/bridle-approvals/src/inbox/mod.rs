@@ -154,6 +154,7 @@ pub(crate) fn failure(e: &Error) -> Failure {
         Error::InvalidArgument(_) => says(StatusCode::BAD_REQUEST, "Bad request"),
         Error::NotFound(_) => says(StatusCode::NOT_FOUND, "Not found"),
         Error::Refused(_) => says(StatusCode::CONFLICT, "Refused"),
+        Error::Duty(_) => says(StatusCode::FORBIDDEN, "Not yours to decide"),
         Error::AuditUnavailable(_) => down(
             "The audit trail cannot be written right now, so nothing was applied; try again \
              shortly."

@@ -30,6 +30,8 @@ struct Stored {
     name: String,
     tenant: Option<String>,
     roles: Vec<Role>,
+    #[serde(default)]
+    groups: Vec<String>,
     csrf: String,
 }
 
@@ -131,6 +133,7 @@ impl Inbox {
                 tenant: s.tenant,
                 roles: s.roles,
                 service: false,
+                groups: s.groups,
             },
             csrf: s.csrf,
             new_csrf_cookie: None,
@@ -168,6 +171,7 @@ impl Inbox {
             name: p.name.clone(),
             tenant: p.tenant.clone(),
             roles: p.roles.clone(),
+            groups: p.groups.clone(),
             csrf: random_token(),
         };
         let json = serde_json::to_string(&stored).map_err(bridle_core::Error::internal)?;

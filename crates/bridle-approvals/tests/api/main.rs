@@ -8,6 +8,7 @@ mod audit_retention;
 mod bounds;
 mod browser;
 mod decide;
+mod duties;
 mod evaluate;
 mod expiry;
 mod helpers;

@@ -110,7 +110,34 @@ pub struct ToolSpec {
     /// without it; logged with its reason when applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_secrets_with_model_code: Option<ModelCodeOptIn>,
+    /// Separation of duties for this tool's approvals (when a call needs one): who may
+    /// decide, how many distinct people must approve, and whether the run's starter may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<Approvers>,
 }
+
+/// Who may decide the approvals of a tool's calls.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Approvers {
+    /// Only members of one of these groups (a person's OIDC groups claim) may decide; empty:
+    /// anyone with the approver role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// How many distinct people must approve (1 to 10, default 1). One denial denies.
+    #[serde(default = "one_approver")]
+    pub count: u32,
+    /// The person (or API key) that started the run may not decide its calls.
+    #[serde(default)]
+    pub not_the_starter: bool,
+}
+
+fn one_approver() -> u32 {
+    1
+}
+
+/// Most approvals one call can require.
+pub const MAX_APPROVERS: u32 = 10;
 
 /// The opt-in of a tool that gives secrets to model-written code.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -145,6 +172,22 @@ impl ToolSpec {
 }
 
 pub(super) fn validate(s: &ToolSpec, out: &mut Problems) {
+    if let Some(a) = &s.approvers {
+        if a.count == 0 || a.count > MAX_APPROVERS {
+            out.push((
+                "spec.approvers.count".into(),
+                format!("must be 1 to {MAX_APPROVERS} (distinct people who must approve)"),
+            ));
+        }
+        for (i, g) in a.groups.iter().enumerate() {
+            if g.is_empty() || g.len() > 256 || g.chars().any(char::is_whitespace) {
+                out.push((
+                    format!("spec.approvers.groups[{i}]"),
+                    "must be a group name: 1 to 256 characters, no spaces".into(),
+                ));
+            }
+        }
+    }
     if s.description.trim().is_empty() {
         out.push((
             "spec.description".into(),

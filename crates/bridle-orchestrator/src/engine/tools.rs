@@ -193,6 +193,7 @@ impl Engine {
 
             approval_required_tools: s.spec.approval.require.clone(),
             approval_ttl: s.spec.approval.ttl.map(pb_duration),
+            started_by: Some(s.started_by.to_pb()),
         };
         let span = crate::otel::policy(s, &call.name, &call.id);
         let check = self.with_retries("policy check", || {

@@ -106,6 +106,19 @@ async fn decide(
         .await
         .map_err(|s| status(if approve { "approving" } else { "denying" }, s))?
         .into_inner();
+    if a.state == pb::ApprovalState::Pending as i32 {
+        // The tool needs approvals from several people (its `approvers.count`).
+        out::line(&format!(
+            "{}: approval {} of {} added; the run waits for {} more (approved by {})",
+            a.id,
+            a.approved_by.len(),
+            a.approvals_required,
+            a.approvals_required
+                .saturating_sub(u32::try_from(a.approved_by.len()).unwrap_or(u32::MAX)),
+            a.approved_by.join(", ")
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
     out::line(&format!(
         "{} {} by {} (run {} resumes)",
         a.id,

@@ -114,6 +114,32 @@ fn card(item: &Item, v: &Visitor, rights: &Rights) -> String {
         expires = time(a.expires_at.as_ref()),
         sha = esc(&a.arguments_sha256),
     );
+    // Separation of duties: who may decide, and the approvals counted so far.
+    let mut rules = Vec::new();
+    if a.approvals_required > 1 {
+        rules.push(format!(
+            "{} of {} approvals from distinct people{}",
+            a.approved_by.len(),
+            a.approvals_required,
+            if a.approved_by.is_empty() {
+                String::new()
+            } else {
+                format!(" (so far: {})", a.approved_by.join(", "))
+            }
+        ));
+    }
+    if !a.approver_groups.is_empty() {
+        rules.push(format!("only groups {}", a.approver_groups.join(", ")));
+    }
+    if a.not_the_starter {
+        rules.push("not by whoever started the run".into());
+    }
+    if !rules.is_empty() {
+        out.push_str(&format!(
+            "<dt>Approvers</dt><dd class=\"approvers\">{}</dd>",
+            esc(&rules.join("; "))
+        ));
+    }
     if state != ApprovalState::Pending {
         out.push_str(&format!(
             "<dt>Decided</dt><dd class=\"decided\">{} by {} — {}</dd>",

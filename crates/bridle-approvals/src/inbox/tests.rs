@@ -119,6 +119,24 @@ fn a_pending_call_shows_its_context_and_a_bound_form() {
         page.contains("<p class=\"notice error\">already approved</p>"),
         "{page}"
     );
+
+    // A tool with separation of duties says who may decide and how far it has got.
+    let mut guarded = item("{}", 1);
+    guarded.approval.approvals_required = 2;
+    guarded.approval.approved_by = vec!["key_bob".into()];
+    guarded.approval.approver_groups = vec!["dba".into()];
+    guarded.approval.not_the_starter = true;
+    let page = pages::detail(&visitor(), &rights, &guarded, None);
+    assert!(
+        page.contains("<dd class=\"approvers\">1 of 2 approvals from distinct people (so far: key_bob); only groups dba; not by whoever started the run</dd>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<form class=\"decide\""),
+        "still pending: {page}"
+    );
+    let plain = pages::detail(&visitor(), &rights, &item("{}", 1), None);
+    assert!(!plain.contains("class=\"approvers\""), "{plain}");
 }
 
 #[test]

@@ -152,25 +152,8 @@ async fn a_tool_that_needs_two_approvers_runs_only_after_both() {
     )]));
     h.mock.enqueue(Reply::text("Deleted."));
     let run_id = h.start_run("analyst", "delete sales").await;
+    let id = h.parked_approval(&run_id, Duration::from_secs(60)).await;
     let mut approvals = h.approvals().await;
-    let id = bridle_testkit::wait_for("the approval", Duration::from_secs(60), || {
-        let mut approvals = approvals.clone();
-        let run_id = run_id.clone();
-        async move {
-            let l = approvals
-                .list(pb::ListApprovalsRequest {
-                    tenant: "default".into(),
-                    run_id,
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner();
-            l.approvals.first().cloned()
-        }
-    })
-    .await
-    .unwrap();
     assert_eq!((id.approvals_required, id.not_the_starter), (2, true));
     let decide = |who: &str| pb::DecideRequest {
         id: id.id.clone(),

@@ -122,25 +122,7 @@ async fn an_approver_approves_in_the_browser_and_the_parked_run_finishes() {
     let run_id = run.run.unwrap().id;
 
     // The run parks on its approval.
-    let approvals = h.approvals().await;
-    let approval = bridle_testkit::wait_for("the run to park", Duration::from_secs(120), || {
-        let mut c = approvals.clone();
-        let run_id = run_id.clone();
-        async move {
-            let r = c
-                .list(pb::ListApprovalsRequest {
-                    tenant: "default".into(),
-                    run_id,
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner();
-            r.approvals.into_iter().next()
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", h.logs()));
+    let approval = h.parked_approval(&run_id, Duration::from_secs(120)).await;
 
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/inbox.png");
     let (inbox, id, path) = (h.inbox_url(), approval.id.clone(), shot.clone());

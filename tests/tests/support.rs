@@ -1,7 +1,7 @@
 //! Shared setup of the end-to-end tests: real Redis, real OpenBao, the mock OpenAI server, and
 //! the five service binaries as separate processes.
 
-#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::time::Duration;
 
@@ -419,6 +419,30 @@ impl Harness {
             .run
             .expect("run")
             .id
+    }
+
+    /// The first approval of run `run_id` (tenant "default"), once the run has parked on it;
+    /// panics with the services' logs after `timeout`.
+    pub async fn parked_approval(&self, run_id: &str, timeout: Duration) -> pb::Approval {
+        let approvals = self.approvals().await;
+        bridle_testkit::wait_for("the run to park", timeout, || {
+            let mut c = approvals.clone();
+            let run_id = run_id.to_string();
+            async move {
+                let r = c
+                    .list(pb::ListApprovalsRequest {
+                        tenant: "default".into(),
+                        run_id,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                r.approvals.into_iter().next()
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
     }
 
     /// The run's trace id, as the orchestrator recorded it.

@@ -224,7 +224,11 @@ pub fn event(ev: &pb::RunEvent) -> Vec<String> {
 pub fn actor(a: &pb::Actor) -> String {
     match a.kind.as_str() {
         "anonymous" => "anonymous (auth off)".into(),
-        "api_key" => format!("API key '{}' ({})", a.name, a.id),
-        k => format!("{k} '{}' ({})", a.name, a.id),
+        k => format!(
+            "{} '{}' ({})",
+            bridle_core::auth::kind_word(k),
+            a.name,
+            a.id
+        ),
     }
 }

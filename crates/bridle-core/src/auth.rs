@@ -138,14 +138,17 @@ impl Principal {
                     .any(|r| matches!(r, Role::Operator | Role::Approver)))
     }
 
-    /// What the caller is, for messages: a service, a person (OIDC token) or an API key.
+    /// What the caller is: `service`, `anonymous` (auth off), `user` (a person's OIDC token)
+    /// or `api_key`; [`kind_word`] says it in a message.
     pub fn kind(&self) -> &'static str {
         if self.service {
             "service"
+        } else if self.id == "anonymous" {
+            "anonymous"
         } else if self.id.starts_with("oidc:") {
             "user"
         } else {
-            "API key"
+            "api_key"
         }
     }
 
@@ -155,7 +158,7 @@ impl Principal {
         } else {
             Err(Error::PermissionDenied(format!(
                 "{} '{}' does not have the {} role (it has: {})",
-                self.kind(),
+                kind_word(self.kind()),
                 self.name,
                 role.as_str(),
                 if self.roles.is_empty() {
@@ -178,7 +181,7 @@ impl Principal {
             Some(t) if requested.is_empty() || requested == t => Ok(t.clone()),
             Some(t) => Err(Error::PermissionDenied(format!(
                 "{} '{}' belongs to tenant '{t}' and cannot act for tenant '{}'",
-                self.kind(),
+                kind_word(self.kind()),
                 self.name,
                 crate::redact::quote(requested)
             ))),
@@ -190,6 +193,15 @@ impl Principal {
     /// Whether the caller may see things of `tenant`.
     pub fn sees(&self, tenant: &str) -> bool {
         self.tenant.as_deref().is_none_or(|t| t == tenant)
+    }
+}
+
+/// A caller's kind ([`Principal::kind`]) in a message: "API key", "user", "service".
+pub fn kind_word(kind: &str) -> &str {
+    match kind {
+        "api_key" => "API key",
+        "" => "caller",
+        k => k,
     }
 }
 
@@ -273,6 +285,8 @@ pub struct NewKey {
     pub expires_in: Option<Duration>,
     /// The caller's id, recorded on the key.
     pub created_by: String,
+    /// The key it replaces, when a rotation makes it.
+    pub rotated_from: String,
 }
 
 /// What [`ApiKeyStore::rotate`] made.
@@ -373,6 +387,7 @@ impl ApiKeyStore {
         let plaintext = format!("{KEY_PREFIX}{secret}");
         let mut rec = KeyRecord::new(tenant, name, roles);
         rec.created_by = how.created_by.clone();
+        rec.rotated_from = how.rotated_from.clone();
         if let Some(d) = how.expires_in {
             if d < Duration::from_secs(60) {
                 return Err(Error::InvalidArgument(
@@ -463,6 +478,11 @@ impl ApiKeyStore {
 
     /// A key by id.
     pub async fn get(&self, id: &str) -> Result<Option<KeyRecord>, Error> {
+        Ok(self.lookup(id).await?.map(|(_, rec)| rec))
+    }
+
+    /// A key's record by id, with the hash it is stored under.
+    async fn lookup(&self, id: &str) -> Result<Option<(String, KeyRecord)>, Error> {
         let mut c = self.conn.clone();
         let h: Option<String> = redis::cmd("HGET")
             .arg(&self.by_id)
@@ -475,8 +495,21 @@ impl ApiKeyStore {
             .arg(&h)
             .query_async(&mut c)
             .await?;
-        json.map(|j| serde_json::from_str(&j).map_err(Error::internal))
-            .transpose()
+        let Some(json) = json else { return Ok(None) };
+        let rec = serde_json::from_str(&json).map_err(Error::internal)?;
+        Ok(Some((h, rec)))
+    }
+
+    /// Writes a changed record over the stored one at hash `h`.
+    async fn store(&self, h: &str, rec: &KeyRecord) -> Result<(), Error> {
+        let () = redis::cmd("HSET")
+            .arg(&self.by_hash)
+            .arg(h)
+            .arg(serde_json::to_string(rec).map_err(Error::internal)?)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map(|_: i64| ())?;
+        Ok(())
     }
 
     /// Replaces key `id` without downtime: a new key with its tenant, name and roles, while the
@@ -487,52 +520,32 @@ impl ApiKeyStore {
         overlap: Duration,
         how: &NewKey,
     ) -> Result<Rotated, Error> {
-        let old = self
-            .get(id)
+        let Some((h, mut old)) = self
+            .lookup(id)
             .await?
-            .filter(|r| r.usable(crate::timeutil::now_ms()))
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "API key '{}' does not exist, or is revoked or expired",
-                    crate::redact::quote(id)
-                ))
-            })?;
-        let (plaintext, mut new) = self
-            .create_with(&old.tenant, &old.name, &old.roles, how)
+            .filter(|(_, r)| r.usable(crate::timeutil::now_ms()))
+        else {
+            return Err(Error::NotFound(format!(
+                "API key '{}' does not exist, or is revoked or expired",
+                crate::redact::quote(id)
+            )));
+        };
+        let how = NewKey {
+            rotated_from: old.id.clone(),
+            ..how.clone()
+        };
+        let (plaintext, new) = self
+            .create_with(&old.tenant, &old.name, &old.roles, &how)
             .await?;
-        new.rotated_from = old.id.clone();
         let ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
         let ends = crate::timeutil::now_ms().saturating_add(ms);
-        let mut old = old;
         old.expires_ms = Some(old.expires_ms.map_or(ends, |e| e.min(ends)));
-        self.rewrite(&old).await?;
-        self.rewrite(&new).await?;
+        self.store(&h, &old).await?;
         Ok(Rotated {
             plaintext,
             new,
             old,
         })
-    }
-
-    /// Writes a changed record over its stored one.
-    async fn rewrite(&self, rec: &KeyRecord) -> Result<(), Error> {
-        let mut c = self.conn.clone();
-        let h: Option<String> = redis::cmd("HGET")
-            .arg(&self.by_id)
-            .arg(&rec.id)
-            .query_async(&mut c)
-            .await?;
-        let Some(h) = h else {
-            return Err(Error::NotFound(format!("API key '{}'", rec.id)));
-        };
-        let () = redis::cmd("HSET")
-            .arg(&self.by_hash)
-            .arg(&h)
-            .arg(serde_json::to_string(rec).map_err(Error::internal)?)
-            .query_async(&mut c)
-            .await
-            .map(|_: i64| ())?;
-        Ok(())
     }
 
     /// Keys of a tenant (all tenants with `None`).
@@ -557,30 +570,13 @@ impl ApiKeyStore {
 
     /// Revokes key `id`, recording who did.
     pub async fn revoke_by(&self, id: &str, by: &str) -> Result<bool, Error> {
-        let mut c = self.conn.clone();
-        let h: Option<String> = redis::cmd("HGET")
-            .arg(&self.by_id)
-            .arg(id)
-            .query_async(&mut c)
-            .await?;
-        let Some(h) = h else { return Ok(false) };
-        let json: Option<String> = redis::cmd("HGET")
-            .arg(&self.by_hash)
-            .arg(&h)
-            .query_async(&mut c)
-            .await?;
-        let Some(json) = json else { return Ok(false) };
-        let mut rec: KeyRecord = serde_json::from_str(&json).map_err(Error::internal)?;
+        let Some((h, mut rec)) = self.lookup(id).await? else {
+            return Ok(false);
+        };
         rec.revoked = true;
         rec.revoked_by = by.to_string();
         rec.revoked_ms = Some(crate::timeutil::now_ms());
-        let () = redis::cmd("HSET")
-            .arg(&self.by_hash)
-            .arg(&h)
-            .arg(serde_json::to_string(&rec).map_err(Error::internal)?)
-            .query_async(&mut c)
-            .await
-            .map(|_: i64| ())?;
+        self.store(&h, &rec).await?;
         Ok(true)
     }
 }

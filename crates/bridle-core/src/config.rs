@@ -353,6 +353,18 @@ impl Default for ServerOptions {
 }
 
 /// Checks a URL option: it parses and has one of the schemes.
+/// Whether `u` is `https://` to some host, or `http://` to a loopback one (`localhost`, a
+/// loopback address): where a credential may travel, on a network or only on this machine.
+pub fn https_or_loopback(u: &url::Url) -> bool {
+    match (u.scheme(), u.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Domain(d))) => d == "localhost",
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
 pub fn check_url(key: &str, value: &str, schemes: &[&str], out: &mut Vec<String>) {
     match url::Url::parse(value) {
         Ok(u) if schemes.contains(&u.scheme()) => {}

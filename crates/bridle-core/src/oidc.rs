@@ -83,16 +83,7 @@ impl Default for OidcIssuer {
 
 /// Whether `u` is https, or http to a loopback host (a laptop's or a test's issuer).
 fn secure_url(u: &str) -> bool {
-    match url::Url::parse(u) {
-        Ok(x) if x.scheme() == "https" && x.host().is_some() => true,
-        Ok(x) if x.scheme() == "http" => match x.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        },
-        _ => false,
-    }
+    url::Url::parse(u).is_ok_and(|x| crate::config::https_or_loopback(&x))
 }
 
 /// Problems of the `oidc` option, each naming its entry and field.

@@ -59,6 +59,7 @@ impl pb::admin_server::Admin for AdminService {
         let how = NewKey {
             expires_in: duration("expires_in", req.expires_in.as_ref())?,
             created_by: p.id.clone(),
+            ..NewKey::default()
         };
         let (secret, rec) = self
             .keys
@@ -134,6 +135,7 @@ impl pb::admin_server::Admin for AdminService {
         let how = NewKey {
             expires_in: duration("expires_in", req.expires_in.as_ref())?,
             created_by: p.id.clone(),
+            ..NewKey::default()
         };
         let r = self.keys.rotate(&req.id, overlap, &how).await?;
         tracing::info!(old = %r.old.id, new = %r.new.id, by = %p.id, "API key rotated");

@@ -457,19 +457,10 @@ pub struct Actor {
 impl Actor {
     /// The caller of a request.
     pub fn of(p: &bridle_core::auth::Principal) -> Self {
-        let kind = if p.service {
-            "service"
-        } else if p.id == "anonymous" {
-            "anonymous"
-        } else if p.id.starts_with("oidc:") {
-            "user"
-        } else {
-            "api_key"
-        };
         Self {
             id: p.id.clone(),
             name: p.name.clone(),
-            kind: kind.into(),
+            kind: p.kind().into(),
         }
     }
 
@@ -485,9 +476,7 @@ impl Actor {
     pub fn describe(&self) -> String {
         match self.kind.as_str() {
             "anonymous" => "anonymous".into(),
-            "api_key" => format!("API key '{}'", self.name),
-            "" => format!("caller '{}'", self.name),
-            k => format!("{k} '{}'", self.name),
+            k => format!("{} '{}'", bridle_core::auth::kind_word(k), self.name),
         }
     }
 }

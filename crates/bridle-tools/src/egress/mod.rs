@@ -123,6 +123,31 @@ pub struct Allowlist {
 }
 
 impl Allowlist {
+    /// The allowlist of exactly `url`'s host and port (a destination a tenant named: an MCP
+    /// server, its authorization server), with that host and port.
+    pub fn for_url(
+        url: &url::Url,
+        platform: Arc<Platform>,
+        tenant: &str,
+    ) -> Result<(Self, Host, u16), String> {
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let allow = Self::parse(&[format!("{host}:{port}")], platform, tenant)?;
+        Ok((allow, Host::parse(host), port))
+    }
+
+    /// The addresses a connection to `host:port` may go to: resolved once, then admitted by
+    /// the platform ([`Self::resolve`], then [`Self::admit`]).
+    pub async fn addresses(
+        &self,
+        host: &Host,
+        port: u16,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<SocketAddr>, String> {
+        let addrs = self.resolve(host, port, timeout).await?;
+        self.admit(host, port, addrs)
+    }
+
     /// Parses manifest entries (validated when the manifest was applied).
     pub fn parse(
         entries: &[String],

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bridle_core::manifest::{Host, McpStdio, McpTool, Tool};
+use bridle_core::manifest::{McpStdio, McpTool, Tool};
 use bridle_core::redact::Redactor;
 use bridle_core::timeutil::pb_duration;
 use bridle_proto::{Scope, ToolErrorKind, ToolResult};
@@ -230,19 +230,11 @@ async fn open(
     // exactly the addresses checked.
     let (dest, pinned) = {
         let u = url::Url::parse(url).map_err(|e| mcp_err(format!("spec.mcp.url: {e}")))?;
-        let host = u.host_str().unwrap_or_default().to_string();
-        let port = u.port_or_known_default().unwrap_or(443);
-        let dest = Host::parse(&host);
-        let allow = Allowlist::parse(
-            &[format!("{host}:{port}")],
-            ex.egress.clone(),
-            &scope.tenant,
-        )
-        .map_err(|e| mcp_err(format!("spec.mcp.url: {e}")))?;
+        let (allow, dest, port) = Allowlist::for_url(&u, ex.egress.clone(), &scope.tenant)
+            .map_err(|e| mcp_err(format!("spec.mcp.url: {e}")))?;
         let addrs = allow
-            .resolve(&dest, port, tool.spec.timeout())
+            .addresses(&dest, port, tool.spec.timeout())
             .await
-            .and_then(|a| allow.admit(&dest, port, a))
             .map_err(|why| {
                 tracing::warn!(tool = name, %why, "egress refused");
                 mcp_err(why)

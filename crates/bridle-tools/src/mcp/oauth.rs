@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bridle_core::client::Traced as Channel;
-use bridle_core::manifest::{Host, McpTool, Tool};
+use bridle_core::manifest::{McpTool, Tool};
 use bridle_core::redis_util::{Keys, RedisConn};
 use bridle_proto::secrets_client::SecretsClient;
 use bridle_proto::{Grant, GrantKey};
@@ -109,14 +109,12 @@ pub fn check_redirect(uri: &str) -> Result<(), Error> {
     if u.fragment().is_some() {
         return Err(bad("must not have a fragment"));
     }
-    match (u.scheme(), u.host()) {
-        ("https", Some(_)) => Ok(()),
-        ("http", Some(url::Host::Domain("localhost"))) => Ok(()),
-        ("http", Some(url::Host::Ipv4(ip))) if ip.is_loopback() => Ok(()),
-        ("http", Some(url::Host::Ipv6(ip))) if ip.is_loopback() => Ok(()),
-        _ => Err(bad(
+    if bridle_core::config::https_or_loopback(&u) {
+        Ok(())
+    } else {
+        Err(bad(
             "must be https://, or http:// to a loopback address (127.0.0.1, [::1] or localhost)",
-        )),
+        ))
     }
 }
 
@@ -646,23 +644,9 @@ struct EgressHttp {
 
 impl EgressHttp {
     async fn client_for(&self, url: &reqwest::Url) -> Result<reqwest::Client, String> {
-        let host = url.host_str().unwrap_or_default().to_string();
-        let port = url.port_or_known_default().unwrap_or(443);
-        let dest = Host::parse(&host);
-        let allow = Allowlist::parse(
-            &[format!("{host}:{port}")],
-            self.egress.clone(),
-            &self.tenant,
-        )?;
-        let addrs = allow.resolve(&dest, port, self.timeout).await?;
-        let pinned = allow.admit(&dest, port, addrs)?;
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(self.timeout)
-            .resolve_to_addrs(host.trim_start_matches('[').trim_end_matches(']'), &pinned)
-            .build()
-            .map_err(|e| format!("http client: {e}"))
+        let (allow, dest, port) = Allowlist::for_url(url, self.egress.clone(), &self.tenant)?;
+        let pinned = allow.addresses(&dest, port, self.timeout).await?;
+        super::client::pinned_http(url.as_str(), self.timeout, &pinned).map_err(|e| e.to_string())
     }
 }
 

@@ -333,7 +333,8 @@ pub fn parse_document(
     let subject = Some(if name.is_empty() {
         kind.clone()
     } else {
-        format!("{kind} '{name}'")
+        // The name is not checked yet: an error quotes it bounded, as it quotes any input.
+        format!("{kind} '{}'", crate::redact::quote(&name))
     });
 
     let mut manifest = match kind.as_str() {

@@ -99,6 +99,21 @@ fn an_unknown_field_of_any_length_is_quoted_bounded() {
     assert!(e[0].contains("bytes in all)"), "{}", e[0]);
 }
 
+/// Found by the manifest fuzzer: a name that is not valid is quoted by the subject of every
+/// error of its document, and by the name's own error: each of them bounded.
+#[test]
+fn a_long_invalid_name_is_quoted_bounded() {
+    let name = "\u{fffd}A".repeat(600);
+    let e = errors(&format!(
+        "apiVersion: bridle.dev/v1\nkind: Policy\nmetadata:\n  name: {name}\nspec:\n  cedar: ''\n"
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    for m in &e {
+        assert!(m.len() < 2048, "{} bytes: {m}", m.len());
+        assert!(m.contains("bytes in all)"), "{m}");
+    }
+}
+
 #[test]
 fn wrong_type_is_located() {
     let e = errors(

@@ -149,6 +149,54 @@ async fn bad_options_exit_64_before_binding() {
 }
 
 #[tokio::test]
+async fn a_bad_price_table_exits_64_naming_the_file_the_entry_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prices.yaml");
+    let entry = |input: &str, extra: &str| {
+        format!(
+            "prices:\n  - provider: openai\n    model: gpt-4o\n    input: {input}\n    \
+             output: \"10\"\n    source: our contract\n    date: 2025-09{extra}\n"
+        )
+    };
+    for (text, said) in [
+        (
+            entry("\"2.5000000001\"", ""),
+            "prices[0].input: \"2.5000000001\" has 10 decimals: at most 9",
+        ),
+        (entry("\"-2\"", ""), "prices[0].input: \"-2\" is negative"),
+        (
+            entry("\"2.50\"", "\n    discount: \"0.1\""),
+            "prices[0]: unknown field `discount`",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let (code, out) = run(
+            "bridle-router",
+            &[("BRIDLE_ROUTER_PRICES_FILE", file.display().to_string())],
+        )
+        .await;
+        assert_eq!(code, 64, "{out}");
+        assert!(
+            out.contains(&format!("prices_file {}: {said}", file.display())),
+            "{out}"
+        );
+        assert!(out.contains("line "), "{out}");
+        assert!(!out.contains("panicked"), "{out}");
+    }
+    let missing = dir.path().join("missing.yaml");
+    let (code, out) = run(
+        "bridle-router",
+        &[("BRIDLE_ROUTER_PRICES_FILE", missing.display().to_string())],
+    )
+    .await;
+    assert_eq!(code, 64, "{out}");
+    assert!(
+        out.contains(&format!("prices_file {}: ", missing.display())),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn unknown_options_exit_64_naming_the_nearest_valid_key() {
     // A misspelt key in the config file.
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@ mod describe;
 mod dev;
 mod keys;
 mod mcp;
+mod models;
 mod out;
 mod render;
 mod run;
@@ -54,6 +55,13 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// List the tenant's model routes with each target's price and where it comes from.
+    ///
+    /// Prices are US dollars per million tokens (input, output, cache read, cache write), from
+    /// the router's price table (with the operator's `prices_file` over it) or the target's own
+    /// `price`. A target without a known price is marked: its calls' cost is unknown, and an
+    /// agent with a cost budget cannot use its route.
+    Models,
     /// Authorize remote MCP servers that use OAuth (login, logout).
     #[command(subcommand)]
     Mcp(mcp::McpCommand),
@@ -90,6 +98,7 @@ fn main() -> ExitCode {
             Command::Runs(c) => runs::runs(&cli.conn, c).await,
             Command::Approvals(c) => approvals::approvals(&cli.conn, c).await,
             Command::Keys(c) => keys::keys(&cli.conn, c).await,
+            Command::Models => models::models(&cli.conn).await,
             Command::Mcp(c) => mcp::mcp(&cli.conn, c).await,
             Command::Audit(c) => audit::audit(c).await,
         };

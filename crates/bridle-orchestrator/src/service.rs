@@ -688,6 +688,24 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         Ok(Response::new(r.into_inner()))
     }
 
+    async fn list_models(
+        &self,
+        req: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Viewer)?;
+        let tenant = p.tenant_for(&req.into_inner().tenant)?;
+        let resp = self
+            .engine
+            .clients
+            .router
+            .clone()
+            .list_models(pb::ListModelsRequest { tenant })
+            .await
+            .map_err(|s| Status::from(bridle_core::client::call_error("router", s)))?;
+        Ok(Response::new(resp.into_inner()))
+    }
+
     async fn list_agents(
         &self,
         req: Request<pb::ListAgentsRequest>,

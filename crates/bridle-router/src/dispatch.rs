@@ -134,10 +134,11 @@ impl Dispatcher {
                     .iter()
                     .map(|t| {
                         let model = model_of(t).to_string();
+                        let price = self.engine.prices().for_target(t, &model);
                         ModelTarget {
                             name: t.name.clone(),
                             provider: t.provider.as_str().into(),
-                            price: prices::for_target(t, &model).as_ref().map(prices::to_proto),
+                            price: price.as_ref().map(prices::to_proto),
                             breaker: health.state(tenant, &r.metadata.name, &t.name, now).into(),
                             model,
                         }

@@ -5,6 +5,7 @@
 //! Streaming goes through the same loop with a [`DeltaSink`]; once a delta has been sent the
 //! call can no longer retry or fail over, because the caller has already shown the text.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bridle_core::manifest::{DEFAULT_TENANT, ModelRoute, ProviderKind, Target};
@@ -35,6 +36,7 @@ pub struct Engine {
     keys: KeyResolver,
     health: Health,
     cfg: EngineConfig,
+    prices: Arc<prices::Prices>,
 }
 
 /// How one target ended, for the error that lists them.
@@ -69,6 +71,7 @@ impl Engine {
         keys: KeyResolver,
         health: Health,
         cfg: EngineConfig,
+        prices: Arc<prices::Prices>,
     ) -> Self {
         Self {
             openai: OpenAi::new(http.clone()),
@@ -76,11 +79,16 @@ impl Engine {
             keys,
             health,
             cfg,
+            prices,
         }
     }
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    pub fn prices(&self) -> &prices::Prices {
+        &self.prices
     }
 
     /// Runs the call. With a sink it streams, and the caller sends the final chunk.
@@ -105,8 +113,8 @@ impl Engine {
         let mut attempts = Vec::new();
         let mut failures = Vec::new();
         let mut skipped = Vec::new();
-        'targets: for target in select::order(route, tenant, &self.health) {
-            if req.require_price && !prices::known_for(target, model_of(target)) {
+        'targets: for target in select::order(route, tenant, &self.health, &self.prices) {
+            if req.require_price && !self.prices.known_for(target, model_of(target)) {
                 failures.push(Failure {
                     target: target.name.clone(),
                     message: format!(
@@ -175,7 +183,9 @@ impl Engine {
                     .health
                     .record(tenant, name, &target.name, outcome, Instant::now());
                 let err = match result {
-                    Ok(reply) => return Ok(response(target, reply, attempts, started)),
+                    Ok(reply) => {
+                        return Ok(response(&self.prices, target, reply, attempts, started));
+                    }
                     Err(e) => e,
                 };
                 if err.kind == FailureKind::ClientGone || sink.is_some_and(DeltaSink::started) {
@@ -386,6 +396,7 @@ fn record(
 }
 
 fn response(
+    prices: &prices::Prices,
     target: &Target,
     reply: ProviderReply,
     attempts: Vec<Attempt>,
@@ -399,7 +410,7 @@ fn response(
         }
     } else {
         prices::cost(
-            prices::for_target(target, &reply.model).as_ref(),
+            prices.for_target(target, &reply.model).as_ref(),
             &reply.usage,
         )
     };

@@ -74,6 +74,15 @@ pub async fn start_all(opts: Options, shutdown: Shutdown) -> Result<Listening, b
     if !problems.is_empty() {
         return Err(bridle_core::Error::Config(problems.join("; ")));
     }
+    // Read before anything connects: a bad table stops the router here, exiting 64.
+    let prices = Arc::new(
+        prices::Prices::load(opts.prices_file.as_deref()).map_err(bridle_core::Error::Config)?,
+    );
+    tracing::info!(
+        models = prices.entries().len(),
+        prices_file = opts.prices_file.as_ref().map(|p| p.display().to_string()),
+        "price table read"
+    );
     let conn = redis_util::connect(&opts.redis_url).await?;
     bridle_core::metrics::watch_redis(conn.clone(), &shutdown);
     let keys = Keys::new(&opts.key_prefix);
@@ -107,6 +116,7 @@ pub async fn start_all(opts: Options, shutdown: Shutdown) -> Result<Listening, b
             retry_base_delay: opts.retry_base_delay,
             retry_max_delay: opts.retry_max_delay,
         },
+        prices.clone(),
     );
     let limiter = limits::Limiter::new(conn.clone(), &keys, opts.limit_defaults());
     let dispatch = Arc::new(dispatch::Dispatcher::new(
@@ -124,6 +134,7 @@ pub async fn start_all(opts: Options, shutdown: Shutdown) -> Result<Listening, b
     )))
     .add_service(ManifestsServer::new(manifests::RouteManifests::new(
         ManifestsService::new(store, Owner::Router),
+        prices,
     )));
     let grpc = bridle_core::service::spawn_grpc_with_auth(
         "router",

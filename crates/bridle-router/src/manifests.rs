@@ -9,28 +9,31 @@ use bridle_proto::{
     ApplyRequest, ApplyResponse, DeleteManifestRequest, DeleteManifestResponse,
     ListManifestsRequest, ListManifestsResponse,
 };
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
 use crate::engine::model_of;
-use crate::prices;
+use crate::prices::Prices;
 
 pub struct RouteManifests {
     inner: ManifestsService,
+    prices: Arc<Prices>,
 }
 
 impl RouteManifests {
-    pub fn new(inner: ManifestsService) -> Self {
-        Self { inner }
+    pub fn new(inner: ManifestsService, prices: Arc<Prices>) -> Self {
+        Self { inner, prices }
     }
 }
 
 /// Names of the route's targets whose calls could not be priced.
-pub fn unpriced_targets(route: &ModelRoute) -> Vec<String> {
+pub fn unpriced_targets(prices: &Prices, route: &ModelRoute) -> Vec<String> {
     route
         .spec
         .targets
         .iter()
-        .filter(|t| !prices::known_for(t, model_of(t)))
+        .filter(|t| !prices.known_for(t, model_of(t)))
         .map(|t| t.name.clone())
         .collect()
 }
@@ -47,7 +50,7 @@ impl Manifests for RouteManifests {
                 .iter()
                 .find(|m| m.kind() == a.kind && m.name() == a.name && m.tenant() == a.tenant)
             {
-                a.unpriced_targets = unpriced_targets(r);
+                a.unpriced_targets = unpriced_targets(&self.prices, r);
             }
         }
         Ok(resp)

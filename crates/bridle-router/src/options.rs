@@ -80,6 +80,13 @@ pub struct Options {
     pub agent_rpm: u64,
     /// Tokens per minute of each agent; 0 = no limit.
     pub agent_tpm: u64,
+    /// A YAML price table of the operator's (in Kubernetes, a ConfigMap mounted as a file),
+    /// in the format of the table shipped with the router (`crates/bridle-router/prices.yaml`):
+    /// its entries replace the shipped entry of the same provider and model and add the
+    /// others, so prices change without a release. Read once at start; a file that cannot be
+    /// read, an unknown field or a bad value stops the router, naming the file, the entry and
+    /// the field. Unset = the shipped table alone.
+    pub prices_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -107,6 +114,7 @@ impl Default for Options {
             tenant_tpm: 0,
             agent_rpm: 0,
             agent_tpm: 0,
+            prices_file: None,
         }
     }
 }

@@ -5,10 +5,15 @@ use bridle_core::manifest::{ModelRoute, Strategy, Target};
 use rand::Rng as _;
 
 use crate::health::Health;
-use crate::prices;
+use crate::prices::Prices;
 
 /// The targets of `route` in the order this call tries them.
-pub fn order<'a>(route: &'a ModelRoute, tenant: &str, health: &Health) -> Vec<&'a Target> {
+pub fn order<'a>(
+    route: &'a ModelRoute,
+    tenant: &str,
+    health: &Health,
+    prices: &Prices,
+) -> Vec<&'a Target> {
     let targets = &route.spec.targets;
     match route.spec.strategy {
         Strategy::Fallback => targets.iter().collect(),
@@ -29,7 +34,7 @@ pub fn order<'a>(route: &'a ModelRoute, tenant: &str, health: &Health) -> Vec<&'
         }
         Strategy::Cheapest => {
             let mut keyed: Vec<(Option<i128>, &Target)> =
-                targets.iter().map(|t| (price_key(t), t)).collect();
+                targets.iter().map(|t| (price_key(prices, t), t)).collect();
             // Known prices ascending, then unknown ones; stable, so ties keep manifest order.
             keyed.sort_by(|a, b| match (a.0, b.0) {
                 (Some(x), Some(y)) => x.cmp(&y),
@@ -43,11 +48,11 @@ pub fn order<'a>(route: &'a ModelRoute, tenant: &str, health: &Health) -> Vec<&'
 }
 
 /// What one million input plus one million output tokens cost at the target, as configured.
-fn price_key(t: &Target) -> Option<i128> {
+fn price_key(prices: &Prices, t: &Target) -> Option<i128> {
     if t.provider == bridle_core::manifest::ProviderKind::Scripted {
         return Some(0);
     }
-    let p = prices::for_target(t, t.model.as_deref().unwrap_or_default())?;
+    let p = prices.for_target(t, t.model.as_deref().unwrap_or_default())?;
     Some(i128::from(p.input) + i128::from(p.output))
 }
 
@@ -91,6 +96,10 @@ mod tests {
         v.iter().map(|t| t.name.clone()).collect()
     }
 
+    fn shipped() -> Prices {
+        Prices::shipped().unwrap()
+    }
+
     fn health() -> Health {
         Health::new(BreakerConfig {
             failures: 3,
@@ -109,10 +118,11 @@ mod tests {
             ]),
         );
         let h = health();
+        let prices = shipped();
         let mut first_a = 0;
         let n = 20_000;
         for _ in 0..n {
-            let o = order(&r, "t", &h);
+            let o = order(&r, "t", &h, &prices);
             assert_eq!(o.len(), 3);
             assert_eq!(o[2].name, "z");
             if o[0].name == "a" {
@@ -140,8 +150,26 @@ mod tests {
             ]),
         );
         assert_eq!(
-            names(&order(&r, "t", &health())),
+            names(&order(&r, "t", &health(), &shipped())),
             vec!["own", "mini", "claude", "big", "unknown"]
+        );
+        // The operator's table decides too: priced above gpt-4o, gpt-4o-mini sorts after it,
+        // and the fine-tune it prices is no longer last.
+        let mut prices = shipped();
+        prices.overlay(
+            Prices::parse(
+                "operator.yaml",
+                r#"
+prices:
+  - {provider: openai, model: gpt-4o-mini, input: "20", output: "20", source: s, date: 2025-09}
+  - {provider: openai, model: my-finetune, input: "1", output: "1", source: s, date: 2025-09}
+"#,
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            names(&order(&r, "t", &health(), &prices)),
+            vec!["own", "unknown", "claude", "big", "mini"]
         );
     }
 
@@ -171,7 +199,7 @@ mod tests {
             Outcome::Success(Duration::from_millis(20)),
             now,
         );
-        assert_eq!(names(&order(&r, "t", &h)), vec!["b", "c", "a"]);
+        assert_eq!(names(&order(&r, "t", &h, &shipped())), vec!["b", "c", "a"]);
         h.record(
             "t",
             "r",
@@ -179,8 +207,8 @@ mod tests {
             Outcome::Success(Duration::from_millis(90)),
             now,
         );
-        assert_eq!(names(&order(&r, "t", &h)), vec!["c", "b", "a"]);
+        assert_eq!(names(&order(&r, "t", &h, &shipped())), vec!["c", "b", "a"]);
         // Another tenant's measurements are its own.
-        assert_eq!(names(&order(&r, "u", &h)), vec!["a", "b", "c"]);
+        assert_eq!(names(&order(&r, "u", &h, &shipped())), vec!["a", "b", "c"]);
     }
 }

@@ -275,6 +275,7 @@ spec:
     pb::manifests_client::ManifestsClient::connect(stack.orchestrators[0].addr.clone())
         .await?
         .apply(pb::ApplyRequest {
+            actor: None,
             documents,
             dry_run: false,
             tenant: String::new(),

@@ -768,6 +768,7 @@ async fn replicas_of_every_service_survive_kills_a_partition_and_a_redis_restart
     let chan = client.channels().remove(0);
     pb::manifests_client::ManifestsClient::new(chan)
         .apply(pb::ApplyRequest {
+            actor: None,
             documents: docs,
             dry_run: false,
             tenant: String::new(),

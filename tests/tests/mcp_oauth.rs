@@ -232,6 +232,7 @@ async fn a_person_authorizes_a_remote_mcp_server_and_calls_carry_refreshed_token
         h.manifests()
             .await
             .apply(pb::ApplyRequest {
+                actor: None,
                 documents: docs,
                 dry_run: false,
                 tenant: tenant.into(),

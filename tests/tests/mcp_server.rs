@@ -293,6 +293,7 @@ async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
     let apply = support::with_key(
         &operator,
         pb::ApplyRequest {
+            actor: None,
             documents: support::bridle_core_docs("test.yaml", &h.manifests_yaml()),
             dry_run: false,
             tenant: String::new(),

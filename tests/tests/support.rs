@@ -339,6 +339,7 @@ impl Harness {
         self.manifests()
             .await
             .apply(pb::ApplyRequest {
+                actor: None,
                 documents: docs,
                 dry_run: false,
                 tenant: String::new(),

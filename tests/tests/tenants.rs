@@ -50,6 +50,7 @@ async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
         .apply(with_key(
             &acme,
             pb::ApplyRequest {
+                actor: None,
                 documents: docs.clone(),
                 dry_run: false,
                 tenant: String::new(),
@@ -265,6 +266,55 @@ async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
             assert_eq!(c.end_user, "customer-42");
         }
         other => panic!("the first event is {other:?}"),
+    }
+
+    // The run's model call is in the spend ledger under the key that started it, its end user
+    // and its agent, and only in acme's.
+    let spend = orch
+        .get_spend(with_key(
+            &acme,
+            pb::SpendRequest {
+                by: vec!["api_key".into(), "end_user".into(), "agent".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(spend.rows.len(), 1, "{spend:?}");
+    assert_eq!(
+        spend.rows[0].values,
+        [by.id.clone(), "customer-42".into(), "analyst".into()]
+    );
+    assert!(spend.calls >= 1 && spend.total_nano_usd > 0, "{spend:?}");
+
+    // The apply is in the history of what it created, under the key that applied it: the
+    // agent (kept by the orchestrator) and a tool (passed on to the tools service).
+    for (kind, name) in [("Agent", "analyst"), ("Tool", "delete-dataset")] {
+        let changes = h
+            .manifests()
+            .await
+            .history(with_key(
+                &acme,
+                pb::HistoryRequest {
+                    kind: kind.into(),
+                    name: name.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .changes;
+        assert_eq!(changes.len(), 1, "{kind}/{name}: {changes:?}");
+        let c = &changes[0];
+        assert_eq!((c.action.as_str(), c.generation), ("created", 1));
+        assert_eq!(
+            c.actor.as_ref().unwrap().name,
+            "acme admin",
+            "{kind}/{name}"
+        );
+        assert!(c.yaml.contains(name), "{}", c.yaml);
     }
 }
 

@@ -85,6 +85,7 @@ impl Pair {
             .unwrap();
         let mut m = ManifestsClient::connect(a.addr.clone()).await.unwrap();
         m.apply(pb::ApplyRequest {
+            actor: None,
             documents: vec![pb::ManifestDocument {
                 source: "py.yaml".into(),
                 yaml: CODE_TOOL.into(),

@@ -46,6 +46,7 @@ spec:
 async fn apply(addr: &str, yaml: String) -> Result<(), tonic::Status> {
     let mut m = ManifestsClient::connect(addr.to_string()).await.unwrap();
     m.apply(pb::ApplyRequest {
+        actor: None,
         documents: vec![pb::ManifestDocument {
             source: "tool.yaml".into(),
             yaml,

@@ -143,6 +143,7 @@ async fn rpc() {
         .await
         .unwrap()
         .apply(ApplyRequest {
+            actor: None,
             documents: vec![ManifestDocument {
                 source: "bench.yaml".into(),
                 first_line: 1,

@@ -140,4 +140,11 @@ impl Manifests for PolicyManifests {
         }
         Ok(resp)
     }
+
+    async fn history(
+        &self,
+        req: Request<bridle_proto::HistoryRequest>,
+    ) -> Result<Response<bridle_proto::HistoryResponse>, Status> {
+        self.inner.history(req).await
+    }
 }

@@ -81,6 +81,7 @@ pub async fn apply(conn: &ConnArgs, a: ApplyArgs) -> anyhow::Result<ExitCode> {
     let mut client = conn.manifests().await?;
     let resp = client
         .apply(pb::ApplyRequest {
+            actor: None,
             documents,
             dry_run: a.dry_run,
             tenant: conn.tenant.clone(),

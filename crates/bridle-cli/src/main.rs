@@ -10,6 +10,7 @@ mod audit;
 mod conn;
 mod describe;
 mod dev;
+mod history;
 mod keys;
 mod mcp;
 mod models;
@@ -17,6 +18,7 @@ mod out;
 mod render;
 mod run;
 mod runs;
+mod spend;
 
 use std::process::ExitCode;
 
@@ -62,6 +64,11 @@ enum Command {
     /// `price`. A target without a known price is marked: its calls' cost is unknown, and an
     /// agent with a cost budget cannot use its route.
     Models,
+    /// Who changed a manifest, when, and to what (KIND/NAME).
+    History(history::HistoryArgs),
+    /// What the tenant spent on models, from the spend ledger, grouped by person, end user,
+    /// API key, agent or model.
+    Spend(spend::SpendArgs),
     /// Authorize remote MCP servers that use OAuth (login, logout).
     #[command(subcommand)]
     Mcp(mcp::McpCommand),
@@ -99,6 +106,8 @@ fn main() -> ExitCode {
             Command::Approvals(c) => approvals::approvals(&cli.conn, c).await,
             Command::Keys(c) => keys::keys(&cli.conn, c).await,
             Command::Models => models::models(&cli.conn).await,
+            Command::Spend(a) => spend::spend(&cli.conn, a).await,
+            Command::History(a) => history::history(&cli.conn, a).await,
             Command::Mcp(c) => mcp::mcp(&cli.conn, c).await,
             Command::Audit(c) => audit::audit(c).await,
         };

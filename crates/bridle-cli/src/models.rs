@@ -94,19 +94,23 @@ pub fn render(routes: &[pb::ModelRouteInfo]) -> Vec<String> {
     lines
 }
 
-/// Rows as left-aligned columns; the last column is not padded.
-fn table<const N: usize>(rows: &[[String; N]]) -> Vec<String> {
-    let mut width = [0usize; N];
+/// Rows as left-aligned columns; the last column is not padded. Rows may differ in length.
+pub fn table<R: AsRef<[String]>>(rows: &[R]) -> Vec<String> {
+    let mut width: Vec<usize> = Vec::new();
     for row in rows {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+        for (i, cell) in row.as_ref().iter().enumerate() {
+            if width.len() <= i {
+                width.push(0);
+            }
+            width[i] = width[i].max(cell.chars().count());
         }
     }
     rows.iter()
         .map(|row| {
+            let row = row.as_ref();
             let mut line = String::new();
             for (i, cell) in row.iter().enumerate() {
-                if i + 1 == N {
+                if i + 1 == row.len() {
                     line.push_str(cell);
                 } else {
                     line.push_str(&format!("{cell:<w$}  ", w = width[i]));

@@ -176,12 +176,13 @@ fn schema_of<T: schemars::JsonSchema>() -> Value {
 
 fn manifests(out: &mut BTreeMap<PathBuf, String>) {
     use bridle_core::manifest as m;
-    let kinds: [(&str, Value); 5] = [
+    let kinds: [(&str, Value); 6] = [
         ("Agent", schema_of::<m::Agent>()),
         ("Tool", schema_of::<m::Tool>()),
         ("ModelRoute", schema_of::<m::ModelRoute>()),
         ("Policy", schema_of::<m::Policy>()),
         ("SecretBinding", schema_of::<m::SecretBinding>()),
+        ("Budget", schema_of::<m::Budget>()),
     ];
     let mut md = String::from(GENERATED);
     md.push_str(

@@ -152,6 +152,24 @@ impl Principal {
         }
     }
 
+    /// The caller as runs, histories and the spend ledger record it.
+    pub fn actor(&self) -> bridle_proto::Actor {
+        bridle_proto::Actor {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            kind: self.kind().into(),
+        }
+    }
+
+    /// Whom a request acts for: the actor it names when a service sends it (the orchestrator
+    /// passing on its caller), else the caller itself, whatever it names.
+    pub fn acting_for(&self, named: Option<&bridle_proto::Actor>) -> bridle_proto::Actor {
+        match named {
+            Some(a) if self.service && !a.id.is_empty() => a.clone(),
+            _ => self.actor(),
+        }
+    }
+
     pub fn require(&self, role: Role) -> Result<(), Error> {
         if self.has(role) {
             Ok(())

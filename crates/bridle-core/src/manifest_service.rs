@@ -5,7 +5,7 @@
 use bridle_proto::manifests_server::Manifests;
 use bridle_proto::{
     AppliedManifest, ApplyRequest, ApplyResponse, DeleteManifestRequest, DeleteManifestResponse,
-    ListManifestsRequest, ListManifestsResponse, StoredManifest,
+    HistoryRequest, HistoryResponse, ListManifestsRequest, ListManifestsResponse, StoredManifest,
 };
 use tonic::{Request, Response, Status};
 
@@ -88,15 +88,25 @@ pub fn parse_request(
     Ok(manifests)
 }
 
+/// How many changes a History request gets: 20 when it says 0, at most what is kept.
+pub fn history_limit(asked: u32) -> usize {
+    match asked {
+        0 => 20,
+        n => (n as usize).min(crate::store::HISTORY_KEPT),
+    }
+}
+
 #[tonic::async_trait]
 impl Manifests for ManifestsService {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let p = crate::auth::principal(&req);
         let req = req.into_inner();
+        let actor = p.acting_for(req.actor.as_ref());
         let manifests = parse_request(&req.documents, &req.tenant, Some(self.owner))?;
         let actions = if req.dry_run {
             self.store.plan(&manifests).await?
         } else {
-            self.store.put_all(&manifests).await?
+            self.store.put_all(&manifests, &actor).await?
         };
         let applied = manifests
             .iter()
@@ -151,12 +161,34 @@ impl Manifests for ManifestsService {
         &self,
         req: Request<DeleteManifestRequest>,
     ) -> Result<Response<DeleteManifestResponse>, Status> {
+        let p = crate::auth::principal(&req);
         let req = req.into_inner();
+        let actor = p.acting_for(req.actor.as_ref());
         let deleted = self
             .store
-            .delete(&req.kind, tenant_or_default(&req.tenant), &req.name)
+            .delete(&req.kind, tenant_or_default(&req.tenant), &req.name, &actor)
             .await?;
         Ok(Response::new(DeleteManifestResponse { deleted }))
+    }
+
+    async fn history(
+        &self,
+        req: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let p = crate::auth::principal(&req);
+        p.require(crate::auth::Role::Viewer)?;
+        let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
+        let changes = self
+            .store
+            .history(
+                &req.kind,
+                tenant_or_default(&tenant),
+                &req.name,
+                history_limit(req.limit),
+            )
+            .await?;
+        Ok(Response::new(HistoryResponse { changes }))
     }
 }
 

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub sandbox_cold_starts: Counter<u64>,
     /// Failed tries against a provider, by provider, target and error type.
     pub provider_errors: Counter<u64>,
+    pub budget_warnings: Counter<u64>,
     /// Circuit breaker state per target: 0 closed, 1 half open, 2 open.
     pub breaker_state: Gauge<u64>,
     /// Seconds per gRPC call served (OpenTelemetry RPC conventions: `rpc.server.call.duration`
@@ -126,6 +127,11 @@ pub fn metrics() -> &'static Metrics {
                 .u64_counter("bridle.provider.errors")
                 .with_unit("{error}")
                 .with_description("Failed provider tries")
+                .build(),
+            budget_warnings: m
+                .u64_counter("bridle.budget.warnings")
+                .with_unit("{warning}")
+                .with_description("Spend budgets that passed their warning level")
                 .build(),
             breaker_state: m
                 .u64_gauge("bridle.breaker.state")

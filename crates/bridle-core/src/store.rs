@@ -14,7 +14,12 @@ pub struct ManifestStore {
     conn: RedisConn,
     data_key: String,
     gen_key: String,
+    /// `<data_key>:history:<kind>/<tenant>/<name>`: a stream of the manifest's changes.
+    history_base: String,
 }
+
+/// Changes kept per manifest in its history.
+pub const HISTORY_KEPT: usize = 100;
 
 /// What an apply did to one manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +50,7 @@ impl ManifestStore {
             conn,
             data_key: base.clone(),
             gen_key: format!("{base}:gen"),
+            history_base: format!("{base}:history"),
         }
     }
 
@@ -77,23 +83,120 @@ impl ManifestStore {
             .collect()
     }
 
-    /// Stores every manifest in one transaction.
-    pub async fn put_all(&self, manifests: &[Manifest]) -> Result<Vec<Action>, Error> {
+    /// Stores every manifest in one transaction, with an entry in the history of each one
+    /// that changed saying who changed it (`actor`).
+    pub async fn put_all(
+        &self,
+        manifests: &[Manifest],
+        actor: &bridle_proto::Actor,
+    ) -> Result<Vec<Action>, Error> {
         let actions = self.plan(manifests).await?;
+        let fields: Vec<String> = manifests
+            .iter()
+            .map(|m| field(m.kind(), m.tenant(), m.name()))
+            .collect();
+        if fields.is_empty() {
+            return Ok(actions);
+        }
+        let mut conn = self.conn.clone();
+        let gens: Vec<Option<u64>> = redis::cmd("HMGET")
+            .arg(&self.gen_key)
+            .arg(&fields)
+            .query_async(&mut conn)
+            .await?;
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for (m, a) in manifests.iter().zip(&actions) {
+        for (((m, a), f), gen_before) in manifests.iter().zip(&actions).zip(&fields).zip(gens) {
             if *a == Action::Unchanged {
                 continue;
             }
-            let f = field(m.kind(), m.tenant(), m.name());
-            pipe.hset(&self.data_key, &f, m.to_json().map_err(Error::internal)?)
+            pipe.hset(&self.data_key, f, m.to_json().map_err(Error::internal)?)
                 .ignore();
-            pipe.hincr(&self.gen_key, &f, 1).ignore();
+            pipe.hincr(&self.gen_key, f, 1).ignore();
+            self.record(
+                &mut pipe,
+                f,
+                a.as_str(),
+                gen_before.unwrap_or(0) + 1,
+                actor,
+                &m.to_yaml(),
+            );
         }
-        let mut conn = self.conn.clone();
         let () = pipe.query_async(&mut conn).await?;
         Ok(actions)
+    }
+
+    /// Appends a change to a manifest's history (in the caller's transaction).
+    fn record(
+        &self,
+        pipe: &mut redis::Pipeline,
+        f: &str,
+        action: &str,
+        generation: u64,
+        actor: &bridle_proto::Actor,
+        yaml: &str,
+    ) {
+        pipe.cmd("XADD")
+            .arg(format!("{}:{f}", self.history_base))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(HISTORY_KEPT)
+            .arg("*")
+            .arg("action")
+            .arg(action)
+            .arg("generation")
+            .arg(generation)
+            .arg("actor_id")
+            .arg(&actor.id)
+            .arg("actor_name")
+            .arg(&actor.name)
+            .arg("actor_kind")
+            .arg(&actor.kind)
+            .arg("yaml")
+            .arg(yaml)
+            .ignore();
+    }
+
+    /// The newest `limit` changes of one manifest (deleted ones too), newest first.
+    pub async fn history(
+        &self,
+        kind: &str,
+        tenant: &str,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<bridle_proto::ManifestChange>, Error> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}:{}", self.history_base, field(kind, tenant, name));
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|e| {
+                let text = |k: &str| e.get::<String>(k).unwrap_or_default();
+                bridle_proto::ManifestChange {
+                    action: text("action"),
+                    generation: e.get::<u64>("generation").unwrap_or(0),
+                    actor: Some(bridle_proto::Actor {
+                        id: text("actor_id"),
+                        name: text("actor_name"),
+                        kind: text("actor_kind"),
+                    }),
+                    at_ms: e
+                        .id
+                        .split_once('-')
+                        .and_then(|(ms, _)| ms.parse().ok())
+                        .unwrap_or(0),
+                    yaml: text("yaml"),
+                }
+            })
+            .collect())
     }
 
     pub async fn get(
@@ -133,15 +236,29 @@ impl ManifestStore {
         Ok(out)
     }
 
-    pub async fn delete(&self, kind: &str, tenant: &str, name: &str) -> Result<bool, Error> {
+    /// Deletes a manifest; its history records who deleted it.
+    pub async fn delete(
+        &self,
+        kind: &str,
+        tenant: &str,
+        name: &str,
+        actor: &bridle_proto::Actor,
+    ) -> Result<bool, Error> {
         let mut conn = self.conn.clone();
         let f = field(kind, tenant, name);
-        let (n, _): (u32, u32) = redis::pipe()
-            .atomic()
+        // Checked first, so that deleting nothing records nothing; a delete racing another
+        // records both, which is what happened.
+        let exists: bool = conn.hexists(&self.data_key, &f).await?;
+        if !exists {
+            return Ok(false);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hdel(&self.data_key, &f)
             .hdel(&self.gen_key, &f)
-            .query_async(&mut conn)
-            .await?;
+            .ignore();
+        self.record(&mut pipe, &f, "deleted", 0, actor, "");
+        let (n,): (u32,) = pipe.query_async(&mut conn).await?;
         Ok(n > 0)
     }
 }

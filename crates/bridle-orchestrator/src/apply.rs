@@ -113,6 +113,7 @@ impl Manifests for ApplyService {
         p.require(Role::Operator)?;
         let req = req.into_inner();
         let tenant = p.tenant_for(&req.tenant)?;
+        let actor = p.acting_for(req.actor.as_ref());
         let manifests = parse_request(&req.documents, &tenant, None)?;
         if let Some(m) = manifests.iter().find(|m| !p.sees(m.tenant())) {
             return Err(Status::permission_denied(format!(
@@ -179,7 +180,9 @@ impl Manifests for ApplyService {
         let mut applied = Vec::new();
         let mut planned = Vec::new();
         for (owner, docs) in &by_owner {
-            let r = self.forward(*owner, docs.clone(), &tenant, true).await?;
+            let r = self
+                .forward(*owner, docs.clone(), &tenant, true, &actor)
+                .await?;
             planned.extend(r.applied);
         }
         let problems = unpriced_under_budget(&agents, &planned, &known_routes);
@@ -206,13 +209,13 @@ impl Manifests for ApplyService {
         ] {
             if let Some(docs) = by_owner.get(&owner) {
                 applied.extend(
-                    self.forward(owner, docs.clone(), &tenant, false)
+                    self.forward(owner, docs.clone(), &tenant, false, &actor)
                         .await?
                         .applied,
                 );
             }
         }
-        let actions = self.agents.put_all(&agent_manifests).await?;
+        let actions = self.agents.put_all(&agent_manifests, &actor).await?;
         applied.extend(summaries(&agent_manifests, &actions));
         tracing::info!(count = applied.len(), "manifests applied");
         Ok(Response::new(pb::ApplyResponse {
@@ -246,6 +249,7 @@ impl Manifests for ApplyService {
             ("ModelRoute", self.clients.router_manifests.clone()),
             ("Policy", self.clients.approvals_manifests.clone()),
             ("SecretBinding", self.clients.secrets_manifests.clone()),
+            ("Budget", self.clients.router_manifests.clone()),
         ] {
             if req.kind.is_empty() || req.kind == kind {
                 let r = client
@@ -274,34 +278,74 @@ impl Manifests for ApplyService {
         let mut req = req.into_inner();
         let tenant = p.tenant_for(&req.tenant)?;
         req.tenant = tenant.clone();
-        let mut client = match req.kind.as_str() {
-            "Agent" => {
-                let deleted = self.agents.delete("Agent", &tenant, &req.name).await?;
-                return Ok(Response::new(pb::DeleteManifestResponse { deleted }));
+        req.actor = Some(p.acting_for(req.actor.as_ref()));
+        let deleted = match self.owner_of(&req.kind)? {
+            None => {
+                let actor = req.actor.unwrap_or_default();
+                self.agents
+                    .delete("Agent", &tenant, &req.name, &actor)
+                    .await?
             }
-            "Tool" => self.clients.tools_manifests.clone(),
-            "ModelRoute" => self.clients.router_manifests.clone(),
-            "Policy" => self.clients.approvals_manifests.clone(),
-            "SecretBinding" => self.clients.secrets_manifests.clone(),
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "kind: '{other}' is not one of {}",
-                    bridle_core::manifest::KINDS
-                )));
-            }
+            Some(mut client) => client.delete_manifest(req).await?.into_inner().deleted,
         };
-        let deleted = client.delete_manifest(req).await?.into_inner().deleted;
         Ok(Response::new(pb::DeleteManifestResponse { deleted }))
+    }
+
+    async fn history(
+        &self,
+        req: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Viewer)?;
+        let mut req = req.into_inner();
+        req.tenant = p.tenant_for(&req.tenant)?;
+        let changes = match self.owner_of(&req.kind)? {
+            None => {
+                self.agents
+                    .history(
+                        "Agent",
+                        &req.tenant,
+                        &req.name,
+                        bridle_core::manifest_service::history_limit(req.limit),
+                    )
+                    .await?
+            }
+            Some(mut client) => client.history(req).await?.into_inner().changes,
+        };
+        Ok(Response::new(pb::HistoryResponse { changes }))
     }
 }
 
 impl ApplyService {
+    /// The service that keeps `kind`'s manifests; None for Agents, kept here.
+    fn owner_of(
+        &self,
+        kind: &str,
+    ) -> Result<Option<pb::manifests_client::ManifestsClient<bridle_core::client::Traced>>, Status>
+    {
+        Ok(Some(match kind {
+            "Agent" => return Ok(None),
+            "Tool" => self.clients.tools_manifests.clone(),
+            "ModelRoute" | "Budget" => self.clients.router_manifests.clone(),
+            "Policy" => self.clients.approvals_manifests.clone(),
+            "SecretBinding" => self.clients.secrets_manifests.clone(),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "kind: '{}' is not one of {}",
+                    bridle_core::redact::quote(other),
+                    bridle_core::manifest::KINDS
+                )));
+            }
+        }))
+    }
+
     async fn forward(
         &self,
         owner: Owner,
         documents: Vec<pb::ManifestDocument>,
         tenant: &str,
         dry_run: bool,
+        actor: &pb::Actor,
     ) -> Result<pb::ApplyResponse, Status> {
         let mut client = match owner {
             Owner::Tools => self.clients.tools_manifests.clone(),
@@ -315,6 +359,7 @@ impl ApplyService {
                 documents,
                 dry_run,
                 tenant: tenant.to_string(),
+                actor: Some(actor.clone()),
             })
             .await
             .map(|r| r.into_inner())

@@ -706,6 +706,25 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         Ok(Response::new(resp.into_inner()))
     }
 
+    async fn get_spend(
+        &self,
+        req: Request<pb::SpendRequest>,
+    ) -> Result<Response<pb::SpendResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Viewer)?;
+        let mut req = req.into_inner();
+        req.tenant = p.tenant_for(&req.tenant)?;
+        let resp = self
+            .engine
+            .clients
+            .router
+            .clone()
+            .spend(req)
+            .await
+            .map_err(|s| Status::from(bridle_core::client::call_error("router", s)))?;
+        Ok(Response::new(resp.into_inner()))
+    }
+
     async fn list_agents(
         &self,
         req: Request<pb::ListAgentsRequest>,

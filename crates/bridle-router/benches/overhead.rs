@@ -411,6 +411,12 @@ async fn serve_grpc_echo(file: &str) -> anyhow::Result<()> {
         ) -> Result<Response<ListModelsResponse>, Status> {
             Err(Status::unimplemented("the bench's echo lists no models"))
         }
+        async fn spend(
+            &self,
+            _: Request<bridle_proto::SpendRequest>,
+        ) -> Result<Response<bridle_proto::SpendResponse>, Status> {
+            Err(Status::unimplemented("the bench's echo keeps no ledger"))
+        }
     }
     // Served like the router (Bridle's gRPC server: TCP_NODELAY, auth, timeout, trace span),
     // so the floor holds everything but the routing.
@@ -521,6 +527,7 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
     );
     ManifestsClient::new(channel.clone())
         .apply(ApplyRequest {
+            actor: None,
             documents: vec![ManifestDocument {
                 source: "bench.yaml".into(),
                 yaml: route,

@@ -11,6 +11,7 @@ use bridle_proto::{CompleteChunk, CompleteRequest, CompleteResponse, ModelRouteI
 use tokio::sync::mpsc;
 
 use crate::Error;
+use crate::budgets::{Budgets, Reservation};
 use crate::engine::{Engine, model_of, scope_of};
 use crate::limits::{Limiter, Plan};
 use crate::provider::{DeltaSink, StreamItem};
@@ -21,6 +22,7 @@ pub struct Dispatcher {
     routes: Routes,
     engine: Engine,
     limiter: Limiter,
+    budgets: Budgets,
     shutdown: Shutdown,
     max_request_bytes: usize,
 }
@@ -30,6 +32,8 @@ pub struct Admitted {
     route: Arc<ModelRoute>,
     req: CompleteRequest,
     plan: Plan,
+    /// What the call reserved on its spend budgets, settled when it ends.
+    held: Reservation,
 }
 
 impl Dispatcher {
@@ -37,6 +41,7 @@ impl Dispatcher {
         routes: Routes,
         engine: Engine,
         limiter: Limiter,
+        budgets: Budgets,
         shutdown: Shutdown,
         max_request_bytes: usize,
     ) -> Self {
@@ -44,6 +49,7 @@ impl Dispatcher {
             routes,
             engine,
             limiter,
+            budgets,
             shutdown,
             max_request_bytes,
         }
@@ -63,12 +69,24 @@ impl Dispatcher {
         let plan = self.limiter.plan(&scope.tenant, &scope.agent, &route);
         self.limiter.admit(&plan).await?;
         req.scope = Some(scope);
-        Ok(Admitted { route, req, plan })
+        // Last: a call refused by a rate limit reserves nothing.
+        let held = self
+            .budgets
+            .reserve(&mut req, &route, self.engine.prices())
+            .await?;
+        Ok(Admitted {
+            route,
+            req,
+            plan,
+            held,
+        })
     }
 
-    /// Counts a finished call's tokens. The answer is already paid for: a failure here is
+    /// Counts a finished call: its cost on its budgets and the ledger, its tokens on its rate
+    /// limits. The answer is already paid for: a failure here is
     /// logged, and the caller still gets it.
-    async fn spend(&self, a: &Admitted, resp: &CompleteResponse) {
+    async fn count(&self, a: &Admitted, resp: &CompleteResponse) {
+        self.budgets.settle(&a.held, &a.route, Some(resp)).await;
         let tokens = resp
             .usage
             .as_ref()
@@ -79,11 +97,34 @@ impl Dispatcher {
         }
     }
 
-    pub async fn complete(&self, req: CompleteRequest) -> Result<CompleteResponse, Error> {
+    pub async fn complete(
+        self: &Arc<Self>,
+        req: CompleteRequest,
+    ) -> Result<CompleteResponse, Error> {
         let a = self.admit(req).await?;
-        let resp = self.engine.complete(&a.route, &a.req, None).await?;
-        self.spend(&a, &resp).await;
-        Ok(resp)
+        if a.held.is_empty() {
+            return self.finish(a).await;
+        }
+        // A call holding a reservation is seen to its end even when its caller goes away, so
+        // that the reservation is settled to what the provider billed, never left standing.
+        let this = self.clone();
+        self.shutdown
+            .spawn(async move { this.finish(a).await })
+            .await
+            .map_err(|e| bridle_core::Error::internal(format!("a model call's task failed: {e}")))?
+    }
+
+    async fn finish(&self, a: Admitted) -> Result<CompleteResponse, Error> {
+        match self.engine.complete(&a.route, &a.req, None).await {
+            Ok(resp) => {
+                self.count(&a, &resp).await;
+                Ok(resp)
+            }
+            Err(e) => {
+                self.budgets.settle(&a.held, &a.route, None).await;
+                Err(e)
+            }
+        }
     }
 
     /// The process's shutdown, for tasks that must drain with it.
@@ -100,16 +141,43 @@ impl Dispatcher {
             let sink = DeltaSink::new(tx);
             let last = match this.engine.complete(&a.route, &a.req, Some(&sink)).await {
                 Ok(resp) => {
-                    this.spend(&a, &resp).await;
+                    this.count(&a, &resp).await;
                     Ok(CompleteChunk {
                         chunk: Some(Chunk::Done(resp)),
                     })
                 }
-                Err(e) => Err(tonic::Status::from(e)),
+                Err(e) => {
+                    this.budgets.settle(&a.held, &a.route, None).await;
+                    Err(tonic::Status::from(e))
+                }
             };
             sink.finish(last).await;
         });
         rx
+    }
+
+    /// What `tenant` spent, from the ledger, grouped as asked.
+    pub async fn spend_report(
+        &self,
+        tenant: &str,
+        req: &bridle_proto::SpendRequest,
+    ) -> Result<bridle_proto::SpendResponse, Error> {
+        let by = crate::budgets::dimensions(&req.by)?;
+        let since = match &req.since {
+            None => std::time::Duration::from_secs(86_400),
+            Some(d) => bridle_core::timeutil::std_duration(Some(d)).ok_or_else(|| {
+                Error::InvalidRequest("since: must be a positive duration".into())
+            })?,
+        };
+        let from = bridle_core::timeutil::now_ms() / 1000
+            - i64::try_from(since.as_secs()).unwrap_or(i64::MAX / 2);
+        let tenant = if tenant.is_empty() {
+            DEFAULT_TENANT
+        } else {
+            tenant
+        };
+        let entries = self.budgets.ledger(tenant, from).await?;
+        Ok(crate::budgets::report(&entries, &by, from))
     }
 
     /// The routes of `tenant` with their targets, prices and breaker states.

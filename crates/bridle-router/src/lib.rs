@@ -15,6 +15,7 @@
 //! an unknown cost as zero; never fail over a stream after its first delta; never let a
 //! request past its limits reach a provider; and never pass a scripted reply off as a model's.
 
+mod budgets;
 mod dispatch;
 mod engine;
 mod error;
@@ -102,6 +103,15 @@ pub async fn start_all(opts: Options, shutdown: Shutdown) -> Result<Listening, b
         .user_agent(concat!("bridle-router/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| bridle_core::Error::Config(format!("http client: {e}")))?;
+    let budgets = budgets::Budgets::new(
+        store.clone(),
+        opts.route_cache_ttl,
+        conn.clone(),
+        &keys,
+        http.clone(),
+        shutdown.clone(),
+        opts.budget_max_output_tokens,
+    );
     let engine = engine::Engine::new(
         http,
         resolver,
@@ -123,6 +133,7 @@ pub async fn start_all(opts: Options, shutdown: Shutdown) -> Result<Listening, b
         routes::Routes::new(store.clone(), opts.route_cache_ttl),
         engine,
         limiter,
+        budgets,
         shutdown.clone(),
         opts.max_request_bytes,
     ));

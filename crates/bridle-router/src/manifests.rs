@@ -69,4 +69,11 @@ impl Manifests for RouteManifests {
     ) -> Result<Response<DeleteManifestResponse>, Status> {
         self.inner.delete_manifest(req).await
     }
+
+    async fn history(
+        &self,
+        req: Request<bridle_proto::HistoryRequest>,
+    ) -> Result<Response<bridle_proto::HistoryResponse>, Status> {
+        self.inner.history(req).await
+    }
 }

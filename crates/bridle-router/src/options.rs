@@ -80,6 +80,9 @@ pub struct Options {
     pub agent_rpm: u64,
     /// Tokens per minute of each agent; 0 = no limit.
     pub agent_tpm: u64,
+    /// The output a call counted by a spend budget may write when it does not say
+    /// (`max_output_tokens`): the call is sent with this cap, and its reservation counts it.
+    pub budget_max_output_tokens: u32,
     /// A YAML price table of the operator's (in Kubernetes, a ConfigMap mounted as a file),
     /// in the format of the table shipped with the router (`crates/bridle-router/prices.yaml`):
     /// its entries replace the shipped entry of the same provider and model and add the
@@ -114,6 +117,7 @@ impl Default for Options {
             tenant_tpm: 0,
             agent_rpm: 0,
             agent_tpm: 0,
+            budget_max_output_tokens: 4096,
             prices_file: None,
         }
     }
@@ -147,6 +151,9 @@ impl config::Options for Options {
         config::check_peer_url("secrets_url", &self.secrets_url, &mut out);
         if self.key_prefix.is_empty() {
             out.push("key_prefix: must not be empty".into());
+        }
+        if self.budget_max_output_tokens == 0 {
+            out.push("budget_max_output_tokens: must be at least 1".into());
         }
         if self.max_request_bytes < 1024 {
             out.push("max_request_bytes: must be at least 1024".into());

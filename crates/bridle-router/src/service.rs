@@ -37,6 +37,15 @@ fn authorized(req: Request<CompleteRequest>) -> Result<CompleteRequest, Status> 
         .tenant_for(&scope.tenant)
         .map_err(|e| refused_tenant(e, &scope.tenant))?;
     req.scope = Some(scope);
+    // Only a service (the orchestrator) says whom a call is for; anyone else is counted as
+    // themself by spend budgets and the ledger.
+    if !p.service {
+        req.caller = Some(bridle_proto::Actor {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            kind: p.kind().into(),
+        });
+    }
     Ok(req)
 }
 
@@ -102,5 +111,20 @@ impl Router for RouterService {
             .map_err(|e| refused_tenant(e, &requested))?;
         let routes = self.dispatch.list_models(&tenant).await?;
         Ok(Response::new(ListModelsResponse { routes }))
+    }
+
+    async fn spend(
+        &self,
+        req: Request<bridle_proto::SpendRequest>,
+    ) -> Result<Response<bridle_proto::SpendResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Viewer).map_err(refused)?;
+        let req = req.into_inner();
+        let tenant = p
+            .tenant_for(&req.tenant)
+            .map_err(|e| refused_tenant(e, &req.tenant))?;
+        Ok(Response::new(
+            self.dispatch.spend_report(&tenant, &req).await?,
+        ))
     }
 }

@@ -113,6 +113,7 @@ async fn main() {
             .await
             .unwrap()
             .apply(ApplyRequest {
+                actor: None,
                 documents: vec![ManifestDocument {
                     source: "bench.yaml".into(),
                     first_line: 1,

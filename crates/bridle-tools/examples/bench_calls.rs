@@ -251,6 +251,7 @@ async fn main() {
     ] {
         manifests
             .apply(ApplyRequest {
+                actor: None,
                 documents: vec![ManifestDocument {
                     source: "bench.yaml".into(),
                     yaml: tool(name, warm, memory),

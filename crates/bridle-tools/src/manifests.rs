@@ -85,6 +85,13 @@ impl Manifests for ToolManifests {
     ) -> Result<Response<DeleteManifestResponse>, Status> {
         self.inner.delete_manifest(req).await
     }
+
+    async fn history(
+        &self,
+        req: Request<bridle_proto::HistoryRequest>,
+    ) -> Result<Response<bridle_proto::HistoryResponse>, Status> {
+        self.inner.history(req).await
+    }
 }
 
 /// Where a sandboxed Tool's settings are, its runtime and its warm pool size.

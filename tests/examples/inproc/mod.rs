@@ -125,6 +125,7 @@ spec:
     pb::manifests_client::ManifestsClient::connect(url.clone())
         .await?
         .apply(pb::ApplyRequest {
+            actor: None,
             documents: docs,
             dry_run: false,
             tenant: String::new(),

@@ -162,6 +162,7 @@ async fn grpc_errors_quote_input_only_up_to_a_bound() {
             h.manifests()
                 .await
                 .apply(ApplyRequest {
+                    actor: None,
                     documents: vec![doc],
                     dry_run: true,
                     tenant: "acme".into(),
@@ -179,6 +180,7 @@ async fn grpc_errors_quote_input_only_up_to_a_bound() {
         .manifests()
         .await
         .apply(ApplyRequest {
+            actor: None,
             documents: vec![ManifestDocument {
                 source: "many.yaml".into(),
                 first_line: 0,

@@ -24,6 +24,7 @@ async fn apply(h: &Harness, docs: Vec<ManifestDocument>) -> Result<(), tonic::St
     h.manifests()
         .await
         .apply(ApplyRequest {
+            actor: None,
             documents: docs,
             dry_run: false,
             tenant: "acme".into(),
@@ -185,6 +186,7 @@ async fn evaluate_uses_the_tenants_policies() {
     h.manifests()
         .await
         .delete_manifest(DeleteManifestRequest {
+            actor: None,
             tenant: "acme".into(),
             kind: "Policy".into(),
             name: "guard".into(),
@@ -219,6 +221,7 @@ async fn dry_run(h: &Harness, docs: Vec<ManifestDocument>) -> Result<(), tonic::
     h.manifests()
         .await
         .apply(ApplyRequest {
+            actor: None,
             documents: docs,
             dry_run: true,
             tenant: "acme".into(),

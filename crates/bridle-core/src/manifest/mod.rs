@@ -8,6 +8,7 @@
 
 mod agent;
 mod binding;
+mod budget;
 mod credentials;
 mod depth;
 mod policy;
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 
 pub use agent::*;
 pub use binding::*;
+pub use budget::*;
 pub use credentials::{SECRET_SCHEME, SecretRef};
 pub use policy::*;
 pub use route::*;
@@ -33,7 +35,7 @@ pub use types::*;
 pub(crate) type Problems = Vec<(String, String)>;
 
 /// Every kind, for messages.
-pub const KINDS: &str = "Agent, Tool, ModelRoute, Policy, SecretBinding";
+pub const KINDS: &str = "Agent, Tool, ModelRoute, Policy, SecretBinding, Budget";
 
 pub const API_VERSION: &str = "bridle.dev/v1";
 pub const DEFAULT_TENANT: &str = "default";
@@ -147,6 +149,7 @@ pub enum Manifest {
     ModelRoute(ModelRoute),
     Policy(Policy),
     SecretBinding(SecretBinding),
+    Budget(Budget),
 }
 
 /// The service that stores and serves a kind.
@@ -179,6 +182,7 @@ impl Manifest {
             Manifest::ModelRoute(_) => "ModelRoute",
             Manifest::Policy(_) => "Policy",
             Manifest::SecretBinding(_) => "SecretBinding",
+            Manifest::Budget(_) => "Budget",
         }
     }
 
@@ -189,6 +193,7 @@ impl Manifest {
             Manifest::ModelRoute(m) => &m.metadata,
             Manifest::Policy(m) => &m.metadata,
             Manifest::SecretBinding(m) => &m.metadata,
+            Manifest::Budget(m) => &m.metadata,
         }
     }
 
@@ -205,6 +210,7 @@ impl Manifest {
             Manifest::ModelRoute(m) => &mut m.metadata,
             Manifest::Policy(m) => &mut m.metadata,
             Manifest::SecretBinding(m) => &mut m.metadata,
+            Manifest::Budget(m) => &mut m.metadata,
         }
     }
 
@@ -223,6 +229,7 @@ impl Manifest {
             Manifest::ModelRoute(_) => Owner::Router,
             Manifest::Policy(_) => Owner::Approvals,
             Manifest::SecretBinding(_) => Owner::Secrets,
+            Manifest::Budget(_) => Owner::Router,
         }
     }
 
@@ -234,6 +241,7 @@ impl Manifest {
             Manifest::ModelRoute(m) => serde_json::to_string(m),
             Manifest::Policy(m) => serde_json::to_string(m),
             Manifest::SecretBinding(m) => serde_json::to_string(m),
+            Manifest::Budget(m) => serde_json::to_string(m),
         }
     }
 
@@ -245,6 +253,7 @@ impl Manifest {
             Manifest::ModelRoute(m) => serde_yaml::to_string(m),
             Manifest::Policy(m) => serde_yaml::to_string(m),
             Manifest::SecretBinding(m) => serde_yaml::to_string(m),
+            Manifest::Budget(m) => serde_yaml::to_string(m),
         };
         r.unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
@@ -343,6 +352,7 @@ pub fn parse_document(
         "ModelRoute" => deserialize::<ModelRoute>(doc, &subject).map(Manifest::ModelRoute),
         "Policy" => deserialize::<Policy>(doc, &subject).map(Manifest::Policy),
         "SecretBinding" => deserialize::<SecretBinding>(doc, &subject).map(Manifest::SecretBinding),
+        "Budget" => deserialize::<Budget>(doc, &subject).map(Manifest::Budget),
         "" => Err(vec![err(
             locate(doc, &["kind"]),
             None,
@@ -584,6 +594,7 @@ pub fn from_json(kind: &str, json: &str) -> Result<Manifest, String> {
         "ModelRoute" => serde_json::from_str(json).map(Manifest::ModelRoute),
         "Policy" => serde_json::from_str(json).map(Manifest::Policy),
         "SecretBinding" => serde_json::from_str(json).map(Manifest::SecretBinding),
+        "Budget" => serde_json::from_str(json).map(Manifest::Budget),
         other => return Err(format!("unknown kind {other}")),
     };
     r.map_err(|e| format!("stored {kind} does not decode: {e}"))

@@ -40,3 +40,4 @@ envelope!(Tool, super::tool::ToolSpec);
 envelope!(ModelRoute, super::route::ModelRouteSpec);
 envelope!(Policy, super::policy::PolicySpec);
 envelope!(SecretBinding, super::binding::SecretBindingSpec);
+envelope!(Budget, super::budget::SpendBudgetSpec);

@@ -28,5 +28,6 @@ pub(super) fn check(m: &mut Manifest, opts: &ParseOptions<'_>, out: &mut Problem
         Manifest::ModelRoute(r) => super::route::validate(&mut r.spec, opts.base_dir, out),
         Manifest::Policy(p) => super::policy::validate(&p.spec, out),
         Manifest::SecretBinding(b) => super::binding::validate(&b.spec, out),
+        Manifest::Budget(b) => super::budget::validate(&b.spec, out),
     }
 }

@@ -390,6 +390,7 @@ impl Engine {
                 require_price: s.limits.max_cost_nano_usd.is_some(),
                 metadata: [("bridle.purpose".to_string(), "context_summary".to_string())].into(),
                 end_user: s.end_user.clone(),
+                caller: Some(s.started_by.to_pb()),
                 ..Default::default()
             };
             let mut r = tonic::Request::new(req);
@@ -511,6 +512,8 @@ impl Engine {
             // A cost budget cannot be kept on a model whose cost is unknown.
             require_price: s.limits.max_cost_nano_usd.is_some(),
             end_user: s.end_user.clone(),
+            // Spend budgets count the run's calls against whoever started it.
+            caller: Some(s.started_by.to_pb()),
         };
         // On the `chat` span this call runs in (content only when capture is on).
         bridle_core::genai::record_request(&tracing::Span::current(), &req);

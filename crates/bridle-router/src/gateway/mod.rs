@@ -34,6 +34,9 @@ pub use serve::spawn;
 
 /// Header naming the agent a gateway call is made for (per-agent limits).
 pub const AGENT_HEADER: &str = "x-bridle-agent";
+/// The end user a gateway call acts for, when the body does not say (OpenAI's `user`,
+/// Anthropic's `metadata.user_id`).
+pub const END_USER_HEADER: &str = "x-bridle-end-user";
 
 pub struct Gateway {
     pub dispatch: Arc<Dispatcher>,
@@ -138,8 +141,35 @@ impl From<Error> for Failure {
     }
 }
 
+/// Who is calling: for which tenant and agent, as whom, and for which end user when the
+/// `x-bridle-end-user` header names one.
+pub(crate) struct Caller {
+    pub scope: Scope,
+    actor: bridle_proto::Actor,
+    end_user: Option<String>,
+}
+
+impl Caller {
+    /// Puts the caller on a parsed call. An end user named by both the header and the body
+    /// (OpenAI's `user`, Anthropic's `metadata.user_id`) must be the same one.
+    pub(crate) fn apply(self, req: &mut bridle_proto::CompleteRequest) -> Result<(), Failure> {
+        if let Some(h) = self.end_user {
+            if req.end_user.is_empty() {
+                req.end_user = h;
+            } else if req.end_user != h {
+                return Err(Failure::invalid(format!(
+                    "{END_USER_HEADER} and the body name different end users; send one, or the same in both"
+                )));
+            }
+        }
+        req.scope = Some(self.scope);
+        req.caller = Some(self.actor);
+        Ok(())
+    }
+}
+
 /// Who is calling, for which tenant and agent.
-async fn scope(g: &Gateway, headers: &HeaderMap) -> Result<Scope, Failure> {
+async fn scope(g: &Gateway, headers: &HeaderMap) -> Result<Caller, Failure> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let token = header("authorization")
         .and_then(|v| {
@@ -179,10 +209,24 @@ async fn scope(g: &Gateway, headers: &HeaderMap) -> Result<Scope, Failure> {
         }
         None => principal.name.clone(),
     };
-    Ok(Scope {
-        tenant,
-        agent,
-        ..Default::default()
+    let end_user = header(END_USER_HEADER).map(str::to_string);
+    if headers.contains_key(END_USER_HEADER) && end_user.is_none() {
+        return Err(Failure::invalid(format!(
+            "{END_USER_HEADER}: must be visible ASCII text"
+        )));
+    }
+    Ok(Caller {
+        scope: Scope {
+            tenant,
+            agent,
+            ..Default::default()
+        },
+        actor: bridle_proto::Actor {
+            id: principal.id.clone(),
+            name: principal.name.clone(),
+            kind: principal.kind().into(),
+        },
+        end_user,
     })
 }
 

@@ -119,7 +119,10 @@ impl Harness {
             &bridle_core::redis_util::Keys::new(&self.prefix),
             Owner::Router,
         );
-        store.put_all(&ms).await.unwrap();
+        store
+            .put_all(&ms, &bridle_proto::Actor::default())
+            .await
+            .unwrap();
     }
 
     pub async fn put_secret(&self, name: &str, value: &str) {
@@ -135,6 +138,7 @@ impl Harness {
     /// Applies YAML through the router's Manifests service.
     pub async fn apply(&self, yaml: &str) -> bridle_proto::ApplyResponse {
         let req = ApplyRequest {
+            actor: None,
             documents: vec![ManifestDocument {
                 source: "test.yaml".into(),
                 yaml: yaml.into(),

@@ -9,6 +9,7 @@ mod anthropic;
 mod auth;
 mod bad_input;
 mod breaker;
+mod budgets;
 mod complete;
 mod discovery;
 mod failover;

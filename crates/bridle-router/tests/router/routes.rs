@@ -59,3 +59,55 @@ async fn routes_are_cached_for_their_ttl_and_new_routes_are_seen_at_once() {
     };
     tokio::time::timeout(WAIT, updated).await.unwrap();
 }
+
+/// Issue 21: every change of a manifest is in its history, newest first, with who made it,
+/// its generation and the YAML it left (so the previous version is the change before it).
+#[tokio::test]
+async fn a_routes_history_lists_its_changes_newest_first() {
+    let h = Harness::start().await;
+    let v1 = openai_route("main", &[("a", "gpt-4o-mini", "http://127.0.0.1:9")], "");
+    let v2 = openai_route("main", &[("b", "gpt-4o", "http://127.0.0.1:9")], "");
+    h.apply(&v1).await;
+    h.apply(&v1).await; // unchanged: not a change
+    h.apply(&v2).await;
+    let deleted = h
+        .manifests
+        .clone()
+        .delete_manifest(bridle_proto::DeleteManifestRequest {
+            kind: "ModelRoute".into(),
+            name: "main".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deleted;
+    assert!(deleted);
+    let changes = h
+        .manifests
+        .clone()
+        .history(bridle_proto::HistoryRequest {
+            kind: "ModelRoute".into(),
+            name: "main".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .changes;
+    let summary: Vec<(&str, u64)> = changes
+        .iter()
+        .map(|c| (c.action.as_str(), c.generation))
+        .collect();
+    assert_eq!(summary, [("deleted", 0), ("updated", 2), ("created", 1)]);
+    assert!(changes[1].yaml.contains("gpt-4o\n"), "{}", changes[1].yaml);
+    assert!(
+        changes[2].yaml.contains("gpt-4o-mini"),
+        "{}",
+        changes[2].yaml
+    );
+    assert!(changes[0].yaml.is_empty());
+    assert!(changes.iter().all(|c| c.at_ms > 0));
+    // Auth is off here: the changes are the anonymous caller's.
+    assert_eq!(changes[0].actor.as_ref().unwrap().kind, "anonymous");
+}

@@ -241,6 +241,7 @@ impl Broker {
             })
             .collect();
         m.apply(ApplyRequest {
+            actor: None,
             documents: docs,
             tenant: tenant.into(),
             dry_run: false,

@@ -265,6 +265,7 @@ impl Harness {
 
     pub async fn try_apply_tenant(&self, tenant: &str, yaml: &str) -> Result<(), tonic::Status> {
         let req = ApplyRequest {
+            actor: None,
             documents: vec![ManifestDocument {
                 source: "test.yaml".into(),
                 yaml: yaml.into(),

@@ -232,6 +232,7 @@ async fn a_dead_instances_mounts_loop_devices_and_images_are_released() {
 
 fn apply_request(yaml: &str) -> ApplyRequest {
     ApplyRequest {
+        actor: None,
         documents: vec![ManifestDocument {
             source: "t.yaml".into(),
             yaml: yaml.into(),

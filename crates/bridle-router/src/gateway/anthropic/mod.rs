@@ -45,10 +45,10 @@ pub async fn messages(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: B
 }
 
 async fn messages_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
-    let scope = scope(g, headers).await?;
+    let caller = scope(g, headers).await?;
     let body = read_json(g, headers, body).await?;
     let (mut req, stream) = parse(&body)?;
-    req.scope = Some(scope);
+    caller.apply(&mut req)?;
     let model = req.route.clone();
     Ok(match super::answer(g, headers, req, stream).await? {
         Answer::Stream(first, rx) => stream::respond(model, first, rx),

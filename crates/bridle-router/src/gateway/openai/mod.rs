@@ -62,10 +62,10 @@ pub async fn chat(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body)
 }
 
 async fn chat_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
-    let scope = scope(g, headers).await?;
+    let caller = scope(g, headers).await?;
     let body = read_json(g, headers, body).await?;
     let (mut req, stream, include_usage) = parse(&body)?;
-    req.scope = Some(scope);
+    caller.apply(&mut req)?;
     let model = req.route.clone();
     Ok(match super::answer(g, headers, req, stream).await? {
         Answer::Stream(first, rx) => stream::respond(model, first, rx, include_usage),
@@ -75,8 +75,8 @@ async fn chat_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Resp
 
 pub async fn models(State(g): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     let listed = async {
-        let scope = scope(&g, &headers).await?;
-        let routes = g.dispatch.routes(&scope.tenant).await?;
+        let caller = scope(&g, &headers).await?;
+        let routes = g.dispatch.routes(&caller.scope.tenant).await?;
         let data: Vec<Value> = routes
             .iter()
             .map(|r| json!({"id": r.metadata.name, "object": "model", "created": 0, "owned_by": "bridle"}))

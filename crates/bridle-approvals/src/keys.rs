@@ -70,6 +70,12 @@ impl ApprovalKeys {
         format!("{}:session:{id_sha256}", self.base)
     }
 
+    /// String: an inbox OIDC login between the redirect to the issuer and its return (PKCE
+    /// verifier, nonce), 10 minutes, taken once.
+    pub fn oidc_flow(&self, state: &str) -> String {
+        format!("{}:oidc:{state}", self.base)
+    }
+
     /// Counter: the offset of the last event.
     pub fn events_seq(&self) -> String {
         format!("{}:events:seq", self.base)

@@ -41,7 +41,7 @@ pub use error::Error;
 /// Policy's Cedar text, without Redis.
 #[doc(hidden)]
 pub use manifests::check_policies;
-pub use options::{InboxOptions, Options, WebhookOptions};
+pub use options::{InboxOptions, OidcLogin, Options, WebhookOptions};
 pub use policy::{BuiltinRules, Decision, PolicyEngine, PolicyInput, Verdict, decide};
 
 /// Where a started service listens.

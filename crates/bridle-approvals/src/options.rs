@@ -77,6 +77,29 @@ pub struct InboxOptions {
     pub body_read_timeout: Duration,
     /// Largest request body accepted (413 past it); the inbox's forms need a few KiB.
     pub max_body_bytes: usize,
+    /// People log in with their identity provider (OpenID Connect authorization code flow with
+    /// PKCE) instead of pasting an API key. Unset: API keys only.
+    pub oidc_login: Option<OidcLogin>,
+}
+
+/// The inbox's OIDC login: which issuer, and the client the inbox is registered as there (a
+/// public client; its redirect URI is `<public_url>/login/oidc/callback`, or the inbox's own
+/// address when `public_url` is unset).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcLogin {
+    /// The issuer: one of the server's `oidc` issuers, whose `audiences` include `client_id`
+    /// (the ID token it gives is checked as any of its tokens).
+    pub issuer: String,
+    /// The client id the inbox is registered with at the issuer.
+    pub client_id: String,
+    /// Scopes asked for; `openid` must be one.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "profile", "email"].map(String::from).to_vec()
 }
 
 impl Default for InboxOptions {
@@ -90,6 +113,7 @@ impl Default for InboxOptions {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
+            oidc_login: None,
         }
     }
 }
@@ -170,6 +194,26 @@ impl config::Options for Options {
         if self.approval_ttl.is_zero() {
             out.push("approval_ttl: must be more than zero".into());
         }
+        if let Some(o) = &self.inbox.oidc_login {
+            let trusted = self.server.oidc.iter().find(|i| i.issuer == o.issuer);
+            match trusted {
+                None => out.push(format!(
+                    "inbox.oidc_login.issuer: '{}' is not one of the `oidc` issuers, whose tokens the inbox would accept",
+                    o.issuer
+                )),
+                Some(i) if !i.audiences.contains(&o.client_id) => out.push(format!(
+                    "inbox.oidc_login.client_id: '{}' is not among the audiences of oidc issuer '{}': its ID tokens would be refused",
+                    o.client_id, o.issuer
+                )),
+                Some(_) => {}
+            }
+            if o.client_id.is_empty() {
+                out.push("inbox.oidc_login.client_id: must not be empty".into());
+            }
+            if !o.scopes.iter().any(|s| s == "openid") {
+                out.push("inbox.oidc_login.scopes: must include openid".into());
+            }
+        }
         if self.sweep_interval.is_zero() {
             out.push("sweep_interval: must be more than zero".into());
         }
@@ -238,6 +282,42 @@ mod tests {
         let mut o = Options::default();
         o.server.internal_token = Some("a-token-of-enough-length".to_string().into());
         o
+    }
+
+    #[test]
+    fn an_inbox_oidc_login_needs_a_trusted_issuer_that_accepts_its_client() {
+        let mut o = known();
+        o.inbox.oidc_login = Some(OidcLogin {
+            issuer: "https://login.example.com".into(),
+            client_id: "bridle-inbox".into(),
+            scopes: vec!["email".into()],
+        });
+        let problems = o.validate();
+        assert!(
+            problems.iter().any(|p| p.starts_with(
+                "inbox.oidc_login.issuer: 'https://login.example.com' is not one of the `oidc` issuers"
+            )),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"inbox.oidc_login.scopes: must include openid".to_string()),
+            "{problems:?}"
+        );
+        o.server.oidc = vec![bridle_core::oidc::OidcIssuer {
+            issuer: "https://login.example.com".into(),
+            audiences: vec!["bridle".into()],
+            ..Default::default()
+        }];
+        let problems = o.validate();
+        assert!(
+            problems.iter().any(|p| p.starts_with(
+                "inbox.oidc_login.client_id: 'bridle-inbox' is not among the audiences"
+            )),
+            "{problems:?}"
+        );
+        o.server.oidc[0].audiences.push("bridle-inbox".into());
+        o.inbox.oidc_login.as_mut().unwrap().scopes = vec!["openid".into()];
+        assert_eq!(o.validate(), Vec::<String>::new());
     }
 
     #[test]

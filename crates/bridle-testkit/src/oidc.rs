@@ -45,9 +45,30 @@ impl Signer {
 }
 
 /// The issuer: serves its discovery document and whichever keys it publishes now.
+/// A person's login at the issuer: the key that signs their ID token and its claims.
+struct Login {
+    signer: Signer,
+    claims: Value,
+}
+
+/// An authorization code the issuer handed out, waiting for its token request.
+struct Grant {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    nonce: String,
+}
+
+#[derive(Default)]
+struct Flows {
+    login: Option<Login>,
+    codes: std::collections::HashMap<String, Grant>,
+}
+
 pub struct LocalIssuer {
     /// The issuer (`iss`), also where its discovery document is.
     pub url: String,
+    flows: Arc<Mutex<Flows>>,
     published: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
     down: Arc<std::sync::atomic::AtomicBool>,
@@ -66,13 +87,45 @@ impl LocalIssuer {
             url.clone(),
             down.clone(),
         );
+        let flows: Arc<Mutex<Flows>> = Arc::default();
+        let (fa, ft) = (flows.clone(), flows.clone());
         let app = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
                 axum::routing::get(move || {
                     let u = u.clone();
-                    async move { axum::Json(json!({"issuer": u, "jwks_uri": format!("{u}/jwks")})) }
+                    async move {
+                        axum::Json(json!({
+                            "issuer": u, "jwks_uri": format!("{u}/jwks"),
+                            "authorization_endpoint": format!("{u}/authorize"),
+                            "token_endpoint": format!("{u}/token"),
+                            "response_types_supported": ["code"],
+                            "code_challenge_methods_supported": ["S256"],
+                        }))
+                    }
                 }),
+            )
+            .route(
+                "/authorize",
+                axum::routing::get(
+                    move |axum::extract::Query(q): axum::extract::Query<
+                        std::collections::HashMap<String, String>,
+                    >| {
+                        let flows = fa.clone();
+                        async move { authorize(&flows, &q) }
+                    },
+                ),
+            )
+            .route(
+                "/token",
+                axum::routing::post(
+                    move |axum::extract::Form(f): axum::extract::Form<
+                        std::collections::HashMap<String, String>,
+                    >| {
+                        let flows = ft.clone();
+                        async move { token(&flows, &f) }
+                    },
+                ),
             )
             .route(
                 "/jwks",
@@ -93,6 +146,7 @@ impl LocalIssuer {
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Self {
             url,
+            flows,
             published,
             fetches,
             down,
@@ -105,6 +159,13 @@ impl LocalIssuer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(s.jwk.clone());
+    }
+
+    /// Lets a person log in: `/authorize` signs them in at once (no page), and `/token` gives
+    /// an ID token of `claims` signed by `signer` (with `aud` the client and the flow's
+    /// `nonce`). Publish the signer too, for the token to verify.
+    pub fn enable_login(&self, signer: Signer, claims: Value) {
+        self.flows.lock().unwrap_or_else(|e| e.into_inner()).login = Some(Login { signer, claims });
     }
 
     /// While down, the JWKS answers 503.
@@ -129,5 +190,110 @@ impl LocalIssuer {
             "tenant": "acme", "roles": ["viewer", "owner"], "groups": ["sre", "staff"],
             "email": "alice@example.com",
         })
+    }
+}
+
+fn oauth_error(status: u16, error: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_REQUEST),
+        axum::Json(json!({ "error": error })),
+    )
+        .into_response()
+}
+
+/// The authorization endpoint: checks the request as a real issuer would (code flow, PKCE
+/// S256), then sends the browser back with a code at once.
+fn authorize(
+    flows: &Mutex<Flows>,
+    q: &std::collections::HashMap<String, String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    if get("response_type") != "code"
+        || get("code_challenge_method") != "S256"
+        || get("code_challenge").is_empty()
+        || get("client_id").is_empty()
+        || !get("scope").split(' ').any(|s| s == "openid")
+    {
+        return oauth_error(400, "invalid_request");
+    }
+    let mut f = flows.lock().unwrap_or_else(|e| e.into_inner());
+    if f.login.is_none() {
+        return oauth_error(403, "access_denied");
+    }
+    let code = crate::unique("code");
+    f.codes.insert(
+        code.clone(),
+        Grant {
+            client_id: get("client_id"),
+            redirect_uri: get("redirect_uri"),
+            challenge: get("code_challenge"),
+            nonce: get("nonce"),
+        },
+    );
+    let sep = if get("redirect_uri").contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let to = format!(
+        "{}{sep}code={code}&state={}",
+        get("redirect_uri"),
+        percent_encode(&get("state"))
+    );
+    axum::response::Redirect::to(&to).into_response()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The token endpoint: a code once, for the client and redirect it was given to, with the
+/// verifier of its challenge.
+fn token(
+    flows: &Mutex<Flows>,
+    form: &std::collections::HashMap<String, String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    use sha2::Digest as _;
+    let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+    if get("grant_type") != "authorization_code" {
+        return oauth_error(400, "unsupported_grant_type");
+    }
+    let mut f = flows.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(g) = f.codes.remove(&get("code")) else {
+        return oauth_error(400, "invalid_grant");
+    };
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(get("code_verifier").as_bytes()));
+    if g.client_id != get("client_id")
+        || g.redirect_uri != get("redirect_uri")
+        || g.challenge != challenge
+    {
+        return oauth_error(400, "invalid_grant");
+    }
+    let Some(login) = &f.login else {
+        return oauth_error(400, "invalid_grant");
+    };
+    let mut claims = login.claims.clone();
+    claims["aud"] = json!(g.client_id);
+    if !g.nonce.is_empty() {
+        claims["nonce"] = json!(g.nonce);
+    }
+    match login.signer.sign(&claims) {
+        Ok(id_token) => axum::Json(json!({
+            "id_token": id_token, "access_token": crate::unique("at"), "token_type": "Bearer",
+            "expires_in": 300,
+        }))
+        .into_response(),
+        Err(_) => oauth_error(500, "server_error"),
     }
 }

@@ -209,7 +209,11 @@ pub(super) async fn login_page(State(i): Shared, headers: HeaderMap) -> Response
         return Redirect::to("/approvals").into_response();
     }
     let v = Inbox::double_submit(&headers, Principal::nobody());
-    i.page(StatusCode::OK, Some(&v), pages::login(&v.csrf, None))
+    i.page(
+        StatusCode::OK,
+        Some(&v),
+        pages::login(&v.csrf, None, i.oidc.is_some()),
+    )
 }
 
 #[derive(Deserialize)]
@@ -244,7 +248,7 @@ pub(super) async fn login(
         Err(Error::Core(bridle_core::Error::Unauthenticated(m))) => i.page(
             StatusCode::UNAUTHORIZED,
             Some(&v),
-            pages::login(&v.csrf, Some(&m)),
+            pages::login(&v.csrf, Some(&m), i.oidc.is_some()),
         ),
         Err(e) => i.failure(None, &e),
     }
@@ -276,4 +280,87 @@ pub(super) async fn logout(
         r.headers_mut().append(header::SET_COOKIE, c);
     }
     r
+}
+
+/// `GET /login/oidc`: off to the identity provider, with the flow's state in a cookie.
+pub(super) async fn oidc_start(State(i): Shared) -> Response {
+    if i.auth.mode() == AuthMode::Off {
+        return Redirect::to("/approvals").into_response();
+    }
+    match i.oidc_start().await {
+        Ok((location, state)) => {
+            let mut r = Redirect::to(&location).into_response();
+            let c = super::session::set_cookie_same_site(
+                super::oidc_login::STATE_COOKIE,
+                &state,
+                super::oidc_login::FLOW_TTL.as_secs(),
+                i.secure,
+                "Lax",
+            );
+            if let Ok(c) = HeaderValue::from_str(&c) {
+                r.headers_mut().append(header::SET_COOKIE, c);
+            }
+            r
+        }
+        Err(e) => i.failure(None, &e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct OidcReturn {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    error: String,
+}
+
+/// `GET /login/oidc/callback`: the identity provider sent the person back.
+pub(super) async fn oidc_callback(
+    State(i): Shared,
+    headers: HeaderMap,
+    Query(q): Query<OidcReturn>,
+) -> Response {
+    let v = Inbox::double_submit(&headers, Principal::nobody());
+    if !q.error.is_empty() {
+        let m = format!(
+            "the identity provider did not log you in ({})",
+            quote(&q.error)
+        );
+        return i.page(
+            StatusCode::UNAUTHORIZED,
+            Some(&v),
+            pages::login(&v.csrf, Some(&m), i.oidc.is_some()),
+        );
+    }
+    match i.oidc_finish(&headers, &q.state, &q.code).await {
+        Ok((sid, p)) => {
+            // A page, not a redirect: the session cookie is SameSite=Strict, and a redirect
+            // chain that began on the issuer's site would not carry it to the next page.
+            let mut r = i.page(StatusCode::OK, None, pages::logged_in(&p.name));
+            let age = i.session_ttl.as_secs().max(1);
+            for c in [
+                set_cookie(SESSION_COOKIE, &sid, age, i.secure),
+                super::session::set_cookie_same_site(
+                    super::oidc_login::STATE_COOKIE,
+                    "",
+                    0,
+                    i.secure,
+                    "Lax",
+                ),
+            ] {
+                if let Ok(c) = HeaderValue::from_str(&c) {
+                    r.headers_mut().append(header::SET_COOKIE, c);
+                }
+            }
+            r
+        }
+        Err(Error::Core(bridle_core::Error::Unauthenticated(m))) => i.page(
+            StatusCode::UNAUTHORIZED,
+            Some(&v),
+            pages::login(&v.csrf, Some(&m), i.oidc.is_some()),
+        ),
+        Err(e) => i.failure(None, &e),
+    }
 }

@@ -4,12 +4,14 @@
 //! page showed, audited, refused when replayed or expired).
 //!
 //! Routes: `GET /approvals[?tenant=&state=]`, `GET /approvals/{id}`, `POST /approvals/{id}`
-//! (decide), `GET|POST /login`, `POST /logout`, `GET /inbox.css`. Every response carries a
+//! (decide), `GET|POST /login`, `GET /login/oidc` and `/login/oidc/callback` (with
+//! `inbox.oidc_login`), `POST /logout`, `GET /inbox.css`. Every response carries a
 //! Content-Security-Policy without scripts, `nosniff`, `Referrer-Policy: same-origin`,
 //! `no-store` and `frame-ancestors 'none'`.
 
 mod handlers;
 mod http;
+mod oidc_login;
 mod pages;
 mod session;
 
@@ -47,6 +49,8 @@ pub struct Inbox {
     keys: ApprovalKeys,
     session_ttl: Duration,
     secure: bool,
+    /// People's login through their identity provider, when configured.
+    oidc: Option<oidc_login::OidcFlow>,
 }
 
 impl Inbox {
@@ -59,6 +63,7 @@ impl Inbox {
             auth,
             session_ttl: opts.session_ttl,
             secure: opts.secure_cookies,
+            oidc: None,
         }
     }
 
@@ -238,6 +243,8 @@ pub fn router(inbox: Arc<Inbox>, limits: http::Limits) -> Router {
             get(handlers::detail).post(handlers::decide),
         )
         .route("/login", get(handlers::login_page).post(handlers::login))
+        .route("/login/oidc", get(handlers::oidc_start))
+        .route("/login/oidc/callback", get(handlers::oidc_callback))
         .route("/logout", axum::routing::post(handlers::logout))
         .route(
             "/inbox.css",
@@ -255,7 +262,7 @@ pub fn router(inbox: Arc<Inbox>, limits: http::Limits) -> Router {
 
 /// Binds the inbox when `opts.listen` is set and serves it on a task owned by `shutdown`.
 pub async fn spawn(
-    inbox: Inbox,
+    mut inbox: Inbox,
     opts: &InboxOptions,
     shutdown: &Shutdown,
 ) -> Result<Option<SocketAddr>, bridle_core::Error> {
@@ -264,6 +271,15 @@ pub async fn spawn(
     };
     let (listener, addr) =
         bridle_core::http_server::bind("inbox.listen", listen, opts.addr_file.as_deref()).await?;
+    if let Some(o) = &opts.oidc_login {
+        // The issuer sends people back to the inbox as they reach it, or, unset, to its own
+        // address (a developer's machine).
+        let origin = opts
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        inbox.oidc = Some(oidc_login::OidcFlow::new(o.clone(), &origin)?);
+    }
     let limits = http::Limits {
         header_read_timeout: opts.header_read_timeout,
         body_read_timeout: opts.body_read_timeout,

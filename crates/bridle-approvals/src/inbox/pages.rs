@@ -229,16 +229,33 @@ pub fn detail(v: &Visitor, rights: &Rights, item: &Item, notice: Option<&str>) -
     )
 }
 
-pub fn login(csrf: &str, error: Option<&str>) -> String {
+pub fn login(csrf: &str, error: Option<&str>, oidc: bool) -> String {
     let error = error
         .map(|e| format!("<p class=\"notice error\">{}</p>", esc(e)))
         .unwrap_or_default();
+    let oidc = if oidc {
+        "<p><a class=\"button approve\" href=\"/login/oidc\">Log in with your identity provider</a></p><p>Or:</p>"
+    } else {
+        ""
+    };
     layout(
         "Log in",
         None,
         &format!(
-            "<h1>Log in</h1>{error}<p>Use a Bridle API key with the approver role (<code>bridle keys create --role approver</code>).</p><form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>API key <input type=\"password\" name=\"api_key\" autocomplete=\"off\" required></label> <button class=\"approve\" type=\"submit\">Log in</button></form>",
+            "<h1>Log in</h1>{error}{oidc}<p>Use a Bridle API key with the approver role (<code>bridle keys create --role approver</code>).</p><form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>API key <input type=\"password\" name=\"api_key\" autocomplete=\"off\" required></label> <button class=\"approve\" type=\"submit\">Log in</button></form>",
             esc(csrf)
+        ),
+    )
+}
+
+/// After an OIDC login: a link on (and a refresh to) the approvals, from this site.
+pub fn logged_in(name: &str) -> String {
+    layout(
+        "Logged in",
+        None,
+        &format!(
+            "<h1>Logged in</h1><p>Welcome, {}.</p><p><a href=\"/approvals\">Continue to the approvals</a></p>",
+            esc(name)
         ),
     )
 }

@@ -70,8 +70,20 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// A `Set-Cookie` value. Cookie values here are hex, so nothing needs quoting.
 pub fn set_cookie(name: &str, value: &str, max_age_secs: u64, secure: bool) -> String {
+    set_cookie_same_site(name, value, max_age_secs, secure, "Strict")
+}
+
+/// [`set_cookie`] with another SameSite: `Lax` for the OIDC state cookie, which must come back
+/// with the issuer's redirect (a navigation from another site).
+pub fn set_cookie_same_site(
+    name: &str,
+    value: &str,
+    max_age_secs: u64,
+    secure: bool,
+    same_site: &str,
+) -> String {
     format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{}",
+        "{name}={value}; Path=/; HttpOnly; SameSite={same_site}; Max-Age={max_age_secs}{}",
         if secure { "; Secure" } else { "" }
     )
 }
@@ -165,6 +177,13 @@ impl Inbox {
     /// Checks an API key and opens a session; returns the session cookie's value.
     pub async fn login(&self, api_key: &str) -> Result<(String, Principal), Error> {
         let p = self.auth.authenticate_bearer(api_key.trim()).await?;
+        let sid = self.open_session(&p).await?;
+        tracing::info!(key = %p.id, name = %p.name, "inbox login");
+        Ok((sid, p))
+    }
+
+    /// Opens a session for `p`; returns the session cookie's value.
+    pub async fn open_session(&self, p: &Principal) -> Result<String, Error> {
         let sid = random_token();
         let stored = Stored {
             id: p.id.clone(),
@@ -184,8 +203,7 @@ impl Inbox {
                 self.session_ttl.as_secs().max(1),
             )
             .await?;
-        tracing::info!(key = %p.id, name = %p.name, "inbox login");
-        Ok((sid, p))
+        Ok(sid)
     }
 
     pub async fn logout(&self, headers: &HeaderMap) -> Result<(), Error> {

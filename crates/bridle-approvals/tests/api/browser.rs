@@ -47,10 +47,13 @@ impl Browser {
             let c = c.to_str().unwrap();
             let (k, rest) = c.split_once('=').unwrap();
             let v = rest.split(';').next().unwrap();
-            assert!(
-                c.contains("HttpOnly") && c.contains("SameSite=Strict"),
-                "{c}"
-            );
+            // The OIDC state cookie must come back with the issuer's redirect: Lax.
+            let same_site = if k == "bridle_oidc_state" {
+                "SameSite=Lax"
+            } else {
+                "SameSite=Strict"
+            };
+            assert!(c.contains("HttpOnly") && c.contains(same_site), "{c}");
             if v.is_empty() {
                 self.cookies.remove(k);
             } else {
@@ -67,6 +70,26 @@ impl Browser {
             headers: r.headers().clone(),
             body: r.text().await.unwrap(),
         }
+    }
+
+    /// The inbox's base URL (`http://127.0.0.1:port`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A cookie's value (empty when absent).
+    pub fn clone_cookie(&self, name: &str) -> String {
+        self.cookies.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Sets a cookie as if the inbox had.
+    pub fn set_cookie(&mut self, name: &str, value: &str) {
+        self.cookies.insert(name.into(), value.into());
+    }
+
+    /// Forgets a cookie (another browser, as far as the inbox can tell).
+    pub fn forget(&mut self, name: &str) {
+        self.cookies.remove(name);
     }
 
     pub async fn get(&mut self, path: &str) -> Page {

@@ -14,6 +14,7 @@ mod expiry;
 mod helpers;
 mod inbox;
 mod inbox_edges;
+mod inbox_oidc;
 mod list;
 mod policies;
 mod retention;

@@ -103,6 +103,8 @@ pub async fn start_all(opts: Options, shutdown: Shutdown) -> Result<Listening, b
         .user_agent(concat!("bridle-router/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| bridle_core::Error::Config(format!("http client: {e}")))?;
+    // A counter that starts at 0, so that its first increase shows in rate() and increase().
+    bridle_core::metrics::metrics().budget_warnings.add(0, &[]);
     let budgets = budgets::Budgets::new(
         store.clone(),
         opts.route_cache_ttl,

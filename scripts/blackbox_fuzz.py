@@ -3,7 +3,7 @@
 Random and mutated manifests through `Manifests.Apply` (dry run) and `bridle apply --dry-run`,
 requests to both gateway fronts (JSON bodies, headers, and broken HTTP framing on raw
 sockets), the web inbox, and gRPC calls with odd and oversized fields (StartRun, ListRuns,
-WatchRun, Execute, Evaluate, List, Watch, Resolve, Complete, ListManifests, the MCP
+WatchRun, Execute, Evaluate, List, Watch, Resolve, Complete, ListManifests, History, Spend, the MCP
 authorization RPCs and the broker's OAuth grants).
 
 A failure is: an HTTP 5xx; a gRPC INTERNAL, UNKNOWN, DATA_LOSS, or a CANCELLED the client did
@@ -799,10 +799,32 @@ class Fuzzer:
         r = self.rng
         service = r.choice(["orchestrator", "approvals", "router", "tools", "secrets"])
         stub = manifests_pb2_grpc.ManifestsStub(self.channel(service))
-        if r.random() < 0.7:
+        roll = r.random()
+        if roll < 0.5:
             req = manifests_pb2.ListManifestsRequest(tenant=r.choice(["", self.mut.odd_string()]),
                                                      kind=r.choice(["", "Agent", "Policy", self.mut.odd_string()]))
             self.grpc_call(service, "Manifests.ListManifests", stub.ListManifests, req)
+        elif roll < 0.65:
+            req = manifests_pb2.HistoryRequest(tenant=r.choice(["", self.mut.odd_string()]),
+                                               kind=r.choice(["Agent", "ModelRoute", "Budget", self.mut.odd_string()]),
+                                               name=r.choice(["fuzz-route", self.mut.odd_string()]),
+                                               limit=self.mut.odd_u32())
+            self.grpc_call(service, "Manifests.History", stub.History, req)
+        elif roll < 0.8:
+            # The spend ledger, through the orchestrator or the router itself.
+            by = [r.choice(["user", "end_user", "api_key", "agent", "model", self.mut.odd_string()])
+                  for _ in range(r.choice([0, 1, 2, 6]))]
+            since = r.choice([None, 0, 1, 3600, 86400 * 7, 86400 * 500, 2**40, -5])
+            req = router_pb2.SpendRequest(tenant=r.choice(["", self.mut.odd_string()]), by=by)
+            if since is not None:
+                req.since.seconds = since
+                req.since.nanos = r.choice([0, 1, 999_999_999])
+            if r.random() < 0.5:
+                o = orchestrator_pb2_grpc.OrchestratorStub(self.channel("orchestrator"))
+                self.grpc_call("orchestrator", "GetSpend", o.GetSpend, req)
+            else:
+                rs = router_pb2_grpc.RouterStub(self.channel("router"))
+                self.grpc_call("router", "Spend", rs.Spend, req)
         else:
             req = manifests_pb2.DeleteManifestRequest(tenant=self.mut.odd_string(),
                                                       kind=r.choice(["Agent", "Tool", self.mut.odd_string()]),

@@ -648,29 +648,50 @@ pub enum Dimension {
     Model,
 }
 
-pub const DIMENSIONS: &str = "user, end_user, api_key, agent, model";
+/// Each dimension and its name in a Spend request.
+const NAMES: [(Dimension, &str); 5] = [
+    (Dimension::User, "user"),
+    (Dimension::EndUser, "end_user"),
+    (Dimension::ApiKey, "api_key"),
+    (Dimension::Agent, "agent"),
+    (Dimension::Model, "model"),
+];
+
+impl Dimension {
+    fn name(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(d, _)| *d == self)
+            .map_or("", |(_, n)| n)
+    }
+
+    /// This dimension's value in a ledger entry.
+    fn of(self, e: &LedgerEntry) -> &str {
+        match self {
+            Dimension::User => &e.user,
+            Dimension::EndUser => &e.end_user,
+            Dimension::ApiKey => &e.api_key,
+            Dimension::Agent => &e.agent,
+            Dimension::Model => &e.model,
+        }
+    }
+}
 
 /// The dimensions a Spend request names, each known and named once.
 pub fn dimensions(by: &[String]) -> Result<Vec<Dimension>, Error> {
     let mut out = Vec::new();
     for b in by {
-        let d = match b.as_str() {
-            "user" => Dimension::User,
-            "end_user" => Dimension::EndUser,
-            "api_key" => Dimension::ApiKey,
-            "agent" => Dimension::Agent,
-            "model" => Dimension::Model,
-            other => {
-                return Err(Error::InvalidRequest(format!(
-                    "by: '{}' is not a dimension of the spend ledger; one of {DIMENSIONS}",
-                    quote(other)
-                )));
-            }
+        let Some((d, _)) = NAMES.iter().find(|(_, n)| n == b) else {
+            return Err(Error::InvalidRequest(format!(
+                "by: '{}' is not a dimension of the spend ledger; one of {}",
+                quote(b),
+                NAMES.map(|(_, n)| n).join(", ")
+            )));
         };
-        if out.contains(&d) {
+        if out.contains(d) {
             return Err(Error::InvalidRequest(format!("by: '{b}' is given twice")));
         }
-        out.push(d);
+        out.push(*d);
     }
     Ok(out)
 }
@@ -680,16 +701,7 @@ pub fn report(entries: &[LedgerEntry], by: &[Dimension], from: i64) -> bridle_pr
     let mut groups: HashMap<Vec<String>, (i64, i64, i64)> = HashMap::new();
     let (mut total, mut calls, mut unpriced) = (0i64, 0i64, 0i64);
     for e in entries {
-        let key: Vec<String> = by
-            .iter()
-            .map(|d| match d {
-                Dimension::User => e.user.clone(),
-                Dimension::EndUser => e.end_user.clone(),
-                Dimension::ApiKey => e.api_key.clone(),
-                Dimension::Agent => e.agent.clone(),
-                Dimension::Model => e.model.clone(),
-            })
-            .collect();
+        let key: Vec<String> = by.iter().map(|d| d.of(e).to_string()).collect();
         let g = groups.entry(key).or_default();
         g.0 += e.nano_usd;
         g.1 += e.calls;
@@ -715,19 +727,7 @@ pub fn report(entries: &[LedgerEntry], by: &[Dimension], from: i64) -> bridle_pr
             .then_with(|| a.values.cmp(&b.values))
     });
     bridle_proto::SpendResponse {
-        by: by
-            .iter()
-            .map(|d| {
-                match d {
-                    Dimension::User => "user",
-                    Dimension::EndUser => "end_user",
-                    Dimension::ApiKey => "api_key",
-                    Dimension::Agent => "agent",
-                    Dimension::Model => "model",
-                }
-                .to_string()
-            })
-            .collect(),
+        by: by.iter().map(|d| d.name().to_string()).collect(),
         rows,
         total_nano_usd: total,
         calls,

@@ -39,13 +39,7 @@ fn authorized(req: Request<CompleteRequest>) -> Result<CompleteRequest, Status> 
     req.scope = Some(scope);
     // Only a service (the orchestrator) says whom a call is for; anyone else is counted as
     // themself by spend budgets and the ledger.
-    if !p.service {
-        req.caller = Some(bridle_proto::Actor {
-            id: p.id.clone(),
-            name: p.name.clone(),
-            kind: p.kind().into(),
-        });
-    }
+    req.caller = Some(p.acting_for(req.caller.as_ref()));
     Ok(req)
 }
 

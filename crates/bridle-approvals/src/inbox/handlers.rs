@@ -245,11 +245,7 @@ pub(super) async fn login(
             }
             r
         }
-        Err(Error::Core(bridle_core::Error::Unauthenticated(m))) => i.page(
-            StatusCode::UNAUTHORIZED,
-            Some(&v),
-            pages::login(&v.csrf, Some(&m), i.oidc.is_some()),
-        ),
+        Err(Error::Core(bridle_core::Error::Unauthenticated(m))) => login_again(&i, &v, &m),
         Err(e) => i.failure(None, &e),
     }
 }
@@ -328,11 +324,7 @@ pub(super) async fn oidc_callback(
             "the identity provider did not log you in ({})",
             quote(&q.error)
         );
-        return i.page(
-            StatusCode::UNAUTHORIZED,
-            Some(&v),
-            pages::login(&v.csrf, Some(&m), i.oidc.is_some()),
-        );
+        return login_again(&i, &v, &m);
     }
     match i.oidc_finish(&headers, &q.state, &q.code).await {
         Ok((sid, p)) => {
@@ -356,11 +348,16 @@ pub(super) async fn oidc_callback(
             }
             r
         }
-        Err(Error::Core(bridle_core::Error::Unauthenticated(m))) => i.page(
-            StatusCode::UNAUTHORIZED,
-            Some(&v),
-            pages::login(&v.csrf, Some(&m), i.oidc.is_some()),
-        ),
+        Err(Error::Core(bridle_core::Error::Unauthenticated(m))) => login_again(&i, &v, &m),
         Err(e) => i.failure(None, &e),
     }
+}
+
+/// The login page again (401), saying why the login failed.
+fn login_again(i: &Inbox, v: &super::session::Visitor, why: &str) -> Response {
+    i.page(
+        StatusCode::UNAUTHORIZED,
+        Some(v),
+        pages::login(&v.csrf, Some(why), i.oidc.is_some()),
+    )
 }

@@ -221,11 +221,7 @@ async fn scope(g: &Gateway, headers: &HeaderMap) -> Result<Caller, Failure> {
             agent,
             ..Default::default()
         },
-        actor: bridle_proto::Actor {
-            id: principal.id.clone(),
-            name: principal.name.clone(),
-            kind: principal.kind().into(),
-        },
+        actor: principal.actor(),
         end_user,
     })
 }

@@ -16,6 +16,8 @@
 //! and the `_foo` oneof synthesised for a proto3 `optional` field (again, the field is checked).
 //! Files of other packages (the `google.protobuf` imports) are not ours and are not checked.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 
 use prost::Message as _;

@@ -114,7 +114,9 @@ const STDIN: &str = "<stdin>";
 fn collect(p: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     if p == Path::new("-") {
         if files.iter().any(|f| f == Path::new("-")) {
-            anyhow::bail!("-f - is given twice: stdin can be read once");
+            return Err(crate::output::usage(
+                "-f - is given twice: stdin can be read once",
+            ));
         }
         files.push(p.to_path_buf());
         return Ok(());

@@ -61,9 +61,9 @@ pub async fn describe(
     let (kind, name) = crate::kind::target(&a.kind, a.name)?;
     let Some(name) = name else {
         return Err(usage(format!(
-            "describe needs a name: bridle describe {} NAME (`bridle get {}s` lists them)",
+            "describe needs a name: bridle describe {} NAME (`bridle get {}` lists them)",
             a.kind,
-            kind.title().to_lowercase()
+            kind.listed()
         )));
     };
     match (kind, format) {

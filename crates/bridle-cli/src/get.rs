@@ -54,7 +54,7 @@ pub fn print(format: Format, l: Listing, single: bool, kind: Kind) -> anyhow::Re
         Format::Table | Format::Wide => {
             if l.rows.is_empty() {
                 // On stderr: a script reading the table sees no rows, a person sees why.
-                out::err(&format!("no {}s", kind.word()));
+                out::err(&format!("no {}", kind.plural()));
                 return Ok(());
             }
             let wide = format == Format::Wide;
@@ -92,10 +92,10 @@ pub async fn fetch(conn: &ConnArgs, kind: Kind, name: Option<&str>) -> anyhow::R
     };
     if let (Some(n), true) = (name, listing.rows.is_empty()) {
         anyhow::bail!(
-            "{} '{n}' not found{}; `bridle get {}s` lists them",
+            "{} '{n}' not found{}; `bridle get {}` lists them",
             kind.word(),
             tenant_note(conn),
-            kind.title().to_lowercase()
+            kind.listed()
         );
     }
     Ok(listing)

@@ -69,6 +69,25 @@ impl Kind {
         }
     }
 
+    /// How `bridle get` names every object of the kind ("agents", "modelroutes", "keys").
+    pub fn listed(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(k, _)| *k == self)
+            .and_then(|(_, w)| w.get(1))
+            .copied()
+            .unwrap_or("")
+    }
+
+    /// The kind in a sentence, plural ("agents", "policies").
+    pub fn plural(self) -> String {
+        match self.word() {
+            "policy" => "policies".into(),
+            "API key" => "API keys".into(),
+            w => format!("{w}s"),
+        }
+    }
+
     /// The kind in a sentence ("agent", "model route", "API key").
     pub fn word(self) -> &'static str {
         match self {

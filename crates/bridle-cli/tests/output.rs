@@ -76,28 +76,44 @@ spec:
         - text: Done.
 "#;
 
-/// Ids, times, durations, trace ids and addresses as placeholders.
+/// Ids, times, durations, trace ids and addresses as placeholders. Ids and times in tables
+/// keep their width (`run_XXXX...`, `####-##-##T##:##:##Z`), so columns stay aligned.
 fn redact(s: &str) -> String {
+    let same_width = [
+        r"\b(run|apr|key)_[0-9A-Za-z]{10,}",
+        r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b",
+    ];
+    let mut s = s.to_string();
+    for re in same_width {
+        s = regex::Regex::new(re)
+            .unwrap()
+            .replace_all(&s, |c: &regex::Captures| match c.get(1) {
+                Some(prefix) => format!(
+                    "{}_{}",
+                    prefix.as_str(),
+                    "X".repeat(c[0].len() - prefix.len() - 1)
+                ),
+                None => c[0]
+                    .chars()
+                    .map(|ch| if ch.is_ascii_digit() { '#' } else { ch })
+                    .collect(),
+            })
+            .into_owned();
+    }
     let rules = [
-        (r"run_[0-9A-Za-z]{10,}", "run_[ID]"),
-        (r"apr_[0-9A-Za-z]{10,}", "apr_[ID]"),
-        (r"key_[0-9A-Za-z]{10,}", "key_[ID]"),
-        (r"call_[0-9A-Za-z_-]{6,}", "call_[ID]"),
         (
-            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)",
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+(Z|[+-]\d\d:\d\d)",
             "[TIME]",
         ),
         (r#""\d+(\.\d+)?s""#, r#""[DURATION]""#),
         (r"\b\d+(\.\d+)?(ms|µs|s)\b", "[DURATION]"),
-        (r#""traceId": ?"[0-9a-f]+""#, r#""traceId": "[TRACE]""#),
-        (
-            r#""argumentsSha256": ?"[0-9a-f]+""#,
-            r#""argumentsSha256": "[SHA]""#,
-        ),
+        (r#"("traceId": ?)"[0-9a-f]+""#, r#"$1"[TRACE]""#),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
-        (r#""(offset|lastEventOffset)": ?"\d+""#, r#""$1": "[N]""#),
+        (
+            r#"("(?:atMs|offset|lastEventOffset)": ?)"\d+""#,
+            r#"$1"[N]""#,
+        ),
     ];
-    let mut s = s.to_string();
     for (re, with) in rules {
         s = regex::Regex::new(re)
             .unwrap()

@@ -253,7 +253,7 @@ async fn completions_are_printed_for_bash_zsh_and_fish() {
     for shell in ["bash", "zsh", "fish"] {
         let r = run(with_config(dir.path()).args(["completion", shell])).await;
         assert_eq!(r.code, Some(0), "{r}");
-        for word in ["get", "describe", "use-context", "--output"] {
+        for word in ["get", "describe", "use-context", "output"] {
             assert!(r.stdout.contains(word), "{shell} completion lacks {word}");
         }
         if shell == "fish" {

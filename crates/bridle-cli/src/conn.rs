@@ -58,6 +58,9 @@ pub struct ConnFlags {
 /// Where the harness is, settled: flag, else environment, else context, else default.
 #[derive(Clone, Debug, Default)]
 pub struct ConnArgs {
+    /// The context the addresses came from (when no flag or variable set them), for
+    /// messages: "context 'prod' (FILE)"; the orchestrator's, then the approvals service's.
+    pub context: [Option<String>; 2],
     pub server: String,
     pub approvals_server: String,
     pub tenant: String,
@@ -86,6 +89,17 @@ impl ConnFlags {
             },
         };
         Ok(ConnArgs {
+            context: {
+                let named =
+                    picked.map(|(n, _)| format!("context '{n}' ({})", loaded.path.display()));
+                let from = |flag: &Option<String>, ctx: &Option<String>| {
+                    named.clone().filter(|_| s(flag).is_none() && ctx.is_some())
+                };
+                [
+                    from(&self.server, &ctx.server),
+                    from(&self.approvals_server, &ctx.approvals_server),
+                ]
+            },
             server: s(&self.server)
                 .or(ctx.server)
                 .unwrap_or_else(|| DEFAULT_SERVER.into()),
@@ -385,11 +399,19 @@ impl ConnArgs {
                 chain(e),
                 t.flag
             ),
-            None => format!(
-                "cannot reach the {what} at {url} (is `bridle dev` running? is {} right?): {}",
-                t.flag,
-                chain(e)
-            ),
+            None => match &self.context[usize::from(t.flag != ORCHESTRATOR.flag)] {
+                Some(c) => format!(
+                    "cannot reach the {what} at {url} (is `bridle dev` running? the address \
+                     comes from {c}; {} overrides it): {}",
+                    t.flag,
+                    chain(e)
+                ),
+                None => format!(
+                    "cannot reach the {what} at {url} (is `bridle dev` running? is {} right?): {}",
+                    t.flag,
+                    chain(e)
+                ),
+            },
         };
         anyhow::anyhow!(why)
     }

@@ -127,6 +127,11 @@ async fn a_setting_comes_from_the_flag_then_the_environment_then_the_context_the
     };
     let r = run(with_config(d).args(["get", "agents"])).await;
     assert_eq!(at(&r), "http://127.0.0.1:9", "the current context's");
+    assert!(
+        r.stderr.contains("the address comes from context 'a' (")
+            && r.stderr.contains("--server overrides it"),
+        "{r}"
+    );
     let r = run(with_config(d).args(["--context", "b", "get", "agents"])).await;
     assert_eq!(at(&r), "http://127.0.0.1:8", "--context's");
     let r = run(with_config(d)

@@ -360,13 +360,23 @@ pub fn config(format: Format, c: ConfigCommand, given: Given) -> anyhow::Result<
                     )));
                 }
             }
-            let mut set: Vec<(&str, String)> = given;
+            // Paths given here are relative to where the command runs; the file's are read
+            // relative to the file, so they are stored absolute.
             let abs = |p: PathBuf| -> anyhow::Result<String> {
                 Ok(std::path::absolute(&p)
                     .with_context(|| format!("{}", p.display()))?
                     .display()
                     .to_string())
             };
+            let mut set: Vec<(&str, String)> = Vec::new();
+            for (k, v) in given {
+                let v = if k.starts_with("tls-") && !v.is_empty() {
+                    abs(PathBuf::from(v))?
+                } else {
+                    v
+                };
+                set.push((k, v));
+            }
             if let Some(f) = api_key_file {
                 set.push(("api-key-file", abs(f)?));
             }

@@ -64,9 +64,22 @@ pub async fn keys(conn: &ConnArgs, format: Format, c: KeysCommand) -> anyhow::Re
             crate::get::print(format, l, false, Kind::Key)?;
             return Ok(ExitCode::SUCCESS);
         }
+        (KeysCommand::Whoami, _) => {
+            crate::output::check_report(format, "keys whoami")?;
+            let r = conn
+                .admin()
+                .await?
+                .who_am_i(pb::WhoAmIRequest {})
+                .await
+                .map_err(|s| status("asking", s))?
+                .into_inner();
+            crate::output::report(format, "WhoAmIResponse", &r)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {
             return Err(crate::output::usage(
-                "-o/--output is for reading commands: keys list (or bridle get keys)",
+                "-o/--output is for reading commands: keys list (or bridle get keys) and keys \
+                 whoami",
             ));
         }
     }

@@ -270,6 +270,10 @@ async fn what_the_cli_prints_against_a_real_harness() {
     let key = keys.lines().next().unwrap().trim().to_string();
     insta::assert_snapshot!("get_keys", cli.show(&["get", "keys"]).await);
     insta::assert_snapshot!(
+        "whoami_json",
+        cli.show(&["keys", "whoami", "-o", "json"]).await
+    );
+    insta::assert_snapshot!(
         "delete_key_dry_run",
         cli.show(&["delete", &key, "--dry-run"]).await
     );

@@ -267,3 +267,22 @@ async fn completions_are_printed_for_bash_zsh_and_fish() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_relative_path_given_to_set_context_is_stored_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("work")).unwrap();
+    let r = run(with_config(d).current_dir(d.join("work")).args([
+        "config",
+        "set-context",
+        "rel",
+        "--tls-ca",
+        "ca.pem",
+    ]))
+    .await;
+    assert_eq!(r.code, Some(0), "{r}");
+    let file = std::fs::read_to_string(d.join("config.toml")).unwrap();
+    let want = format!("tls-ca = \"{}\"", d.join("work/ca.pem").display());
+    assert!(file.contains(&want), "{file}");
+}

@@ -210,7 +210,8 @@ fn main() -> ExitCode {
     if cli.output.is_some() && !cli.command.reads() {
         usage_exit(format!(
             "-o/--output is for reading commands (get, describe, runs, approvals list, keys \
-             list, models, history, spend, config get-contexts); `bridle {}` does not take it",
+             list, keys whoami, models, history, spend, config get-contexts); `bridle {}` does \
+             not take it",
             cli.command.name()
         ));
     }

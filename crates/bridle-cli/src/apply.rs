@@ -14,7 +14,9 @@ use crate::out;
 
 #[derive(clap::Args)]
 pub struct ApplyArgs {
-    /// A manifest file, or a folder of them (*.yaml, *.yml, recursively).
+    /// A manifest file, or a folder of them (*.yaml, *.yml, recursively); `-` reads
+    /// manifests from stdin (relative paths in them, like scriptFile, are then relative to the
+    /// current folder).
     #[arg(short = 'f', long = "file", required = true)]
     pub paths: Vec<PathBuf>,
     /// Validate and show what would change; change nothing.
@@ -106,7 +108,19 @@ pub async fn apply(conn: &ConnArgs, a: ApplyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How stdin is named in messages (`<stdin>:3: ...`).
+const STDIN: &str = "<stdin>";
+
 fn collect(p: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if p == Path::new("-") {
+        if files.iter().any(|f| f == Path::new("-")) {
+            return Err(crate::output::usage(
+                "-f - is given twice: stdin can be read once",
+            ));
+        }
+        files.push(p.to_path_buf());
+        return Ok(());
+    }
     let meta = std::fs::metadata(p).with_context(|| format!("{}", p.display()))?;
     if meta.is_file() {
         files.push(p.to_path_buf());
@@ -140,11 +154,19 @@ fn load(files: &[PathBuf]) -> anyhow::Result<Vec<Document>> {
     let mut docs = Vec::new();
     let mut empty = Vec::new();
     for f in files {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        let found = manifest::split_documents(&f.display().to_string(), &text);
+        let (name, text) = if f == Path::new("-") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading manifests from stdin")?;
+            (STDIN.to_string(), text)
+        } else {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            (f.display().to_string(), text)
+        };
+        let found = manifest::split_documents(&name, &text);
         if found.is_empty() {
-            empty.push(f.display().to_string());
+            empty.push(name);
         }
         docs.extend(found);
     }
@@ -172,10 +194,14 @@ fn parse_local(
     let mut errors = Vec::new();
     for d in docs {
         let file = d.source.split('#').next().unwrap_or(&d.source);
-        let dir = Path::new(file)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let dir = if file == STDIN {
+            PathBuf::new()
+        } else {
+            Path::new(file)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        };
         let opts = ParseOptions {
             default_tenant: tenant,
             base_dir: Some(&dir),

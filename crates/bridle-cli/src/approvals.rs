@@ -6,7 +6,9 @@ use bridle_core::redact::preview;
 use bridle_proto as pb;
 
 use crate::conn::{ConnArgs, status};
+use crate::kind::Kind;
 use crate::out;
+use crate::output::Format;
 
 #[derive(clap::Subcommand)]
 pub enum ApprovalsCommand {
@@ -40,7 +42,24 @@ fn whoami(a: Option<String>) -> String {
         .unwrap_or_else(|| "cli".into())
 }
 
-pub async fn approvals(conn: &ConnArgs, c: ApprovalsCommand) -> anyhow::Result<ExitCode> {
+pub async fn approvals(
+    conn: &ConnArgs,
+    format: Format,
+    c: ApprovalsCommand,
+) -> anyhow::Result<ExitCode> {
+    match (&c, format) {
+        (_, Format::Table) => {}
+        (ApprovalsCommand::List { run }, _) => {
+            let l = crate::get::list_approvals(conn, run.clone()).await?;
+            crate::get::print(format, l, false, Kind::Approval)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {
+            return Err(crate::output::usage(
+                "approvals approve/deny print no listing: -o/--output is for reading commands",
+            ));
+        }
+    }
     let mut client = conn.approvals().await?;
     match c {
         ApprovalsCommand::List { run } => {

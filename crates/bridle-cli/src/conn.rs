@@ -13,30 +13,33 @@ use bridle_proto::orchestrator_client::OrchestratorClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+/// The default orchestrator and approvals addresses, when no flag, environment variable or
+/// context sets them.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+pub const DEFAULT_APPROVALS_SERVER: &str = "http://127.0.0.1:50054";
+
+/// Where the harness is, as the command line and the environment say; what they leave unset
+/// comes from the context (config.rs), then the defaults.
 #[derive(clap::Args, Clone, Debug)]
-pub struct ConnArgs {
+pub struct ConnFlags {
+    /// The context (in the config file) to use instead of the current one.
+    #[arg(long, global = true, env = "BRIDLE_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
     /// The orchestrator's gRPC address; for several replicas, `dns:///host:port` (every
-    /// address of the name) or a comma-separated list of addresses.
-    #[arg(
-        long,
-        global = true,
-        env = "BRIDLE_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub server: String,
+    /// address of the name) or a comma-separated list of addresses. Unset: the context's, else
+    /// http://127.0.0.1:50051.
+    #[arg(long, global = true, env = "BRIDLE_SERVER")]
+    pub server: Option<String>,
     /// The approvals service's gRPC address (or `dns:///host:port`, or a comma-separated
-    /// list).
-    #[arg(
-        long,
-        global = true,
-        env = "BRIDLE_APPROVALS_SERVER",
-        default_value = "http://127.0.0.1:50054"
-    )]
-    pub approvals_server: String,
-    /// Tenant to act for (an API key bound to a tenant acts for its own).
-    #[arg(long, global = true, env = "BRIDLE_TENANT", default_value = "")]
-    pub tenant: String,
-    /// Bridle API key ("bk_..."), when the harness has auth on.
+    /// list). Unset: the context's, else http://127.0.0.1:50054.
+    #[arg(long, global = true, env = "BRIDLE_APPROVALS_SERVER")]
+    pub approvals_server: Option<String>,
+    /// Tenant to act for (an API key bound to a tenant acts for its own). Unset: the
+    /// context's, else the caller's (`default` without auth).
+    #[arg(long, global = true, env = "BRIDLE_TENANT")]
+    pub tenant: Option<String>,
+    /// Bridle API key ("bk_..."), when the harness has auth on. Unset: the context's
+    /// api-key-file or api-key-command.
     #[arg(long, global = true, env = "BRIDLE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// PEM file of the CA(s) that sign the servers' certificates, trusted for https://
@@ -50,6 +53,66 @@ pub struct ConnArgs {
     /// PEM private key of --tls-cert (the services' `tls_key`).
     #[arg(long, global = true, env = "BRIDLE_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+}
+
+/// Where the harness is, settled: flag, else environment, else context, else default.
+#[derive(Clone, Debug, Default)]
+pub struct ConnArgs {
+    /// The context the addresses came from (when no flag or variable set them), for
+    /// messages: "context 'prod' (FILE)"; the orchestrator's, then the approvals service's.
+    pub context: [Option<String>; 2],
+    pub server: String,
+    pub approvals_server: String,
+    pub tenant: String,
+    pub api_key: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ConnFlags {
+    /// Settles each setting: a flag or its environment variable (clap reads both; an empty
+    /// value counts as unset), else the context's, else the default. The context's API key is
+    /// read (its file, or its command run) only here, for commands that connect.
+    pub fn resolve(&self) -> anyhow::Result<ConnArgs> {
+        let loaded = crate::config::load()?;
+        let picked = loaded.pick(self.context.as_deref())?;
+        let ctx = picked.map(|(_, c)| c.clone()).unwrap_or_default();
+        let s = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let p = |v: &Option<PathBuf>| v.clone().filter(|v| !v.as_os_str().is_empty());
+        let from_ctx = |v: &Option<PathBuf>| v.as_ref().map(|v| loaded.resolve_path(v));
+        let api_key = match s(&self.api_key) {
+            Some(k) => Some(k),
+            None => match picked {
+                Some((name, c)) => crate::config::api_key(&loaded, name, c)?,
+                None => None,
+            },
+        };
+        Ok(ConnArgs {
+            context: {
+                let named =
+                    picked.map(|(n, _)| format!("context '{n}' ({})", loaded.path.display()));
+                let from = |flag: &Option<String>, ctx: &Option<String>| {
+                    named.clone().filter(|_| s(flag).is_none() && ctx.is_some())
+                };
+                [
+                    from(&self.server, &ctx.server),
+                    from(&self.approvals_server, &ctx.approvals_server),
+                ]
+            },
+            server: s(&self.server)
+                .or(ctx.server)
+                .unwrap_or_else(|| DEFAULT_SERVER.into()),
+            approvals_server: s(&self.approvals_server)
+                .or(ctx.approvals_server)
+                .unwrap_or_else(|| DEFAULT_APPROVALS_SERVER.into()),
+            tenant: s(&self.tenant).or(ctx.tenant).unwrap_or_default(),
+            api_key,
+            tls_ca: p(&self.tls_ca).or_else(|| from_ctx(&ctx.tls_ca)),
+            tls_cert: p(&self.tls_cert).or_else(|| from_ctx(&ctx.tls_cert)),
+            tls_key: p(&self.tls_key).or_else(|| from_ctx(&ctx.tls_key)),
+        })
+    }
 }
 
 /// Adds the API key to every call.
@@ -336,11 +399,19 @@ impl ConnArgs {
                 chain(e),
                 t.flag
             ),
-            None => format!(
-                "cannot reach the {what} at {url} (is `bridle dev` running? is {} right?): {}",
-                t.flag,
-                chain(e)
-            ),
+            None => match &self.context[usize::from(t.flag != ORCHESTRATOR.flag)] {
+                Some(c) => format!(
+                    "cannot reach the {what} at {url} (is `bridle dev` running? the address \
+                     comes from {c}; {} overrides it): {}",
+                    t.flag,
+                    chain(e)
+                ),
+                None => format!(
+                    "cannot reach the {what} at {url} (is `bridle dev` running? is {} right?): {}",
+                    t.flag,
+                    chain(e)
+                ),
+            },
         };
         anyhow::anyhow!(why)
     }

@@ -6,6 +6,7 @@ use bridle_proto as pb;
 
 use crate::conn::{ConnArgs, status};
 use crate::out;
+use crate::output::Format;
 
 #[derive(clap::Args, Debug)]
 pub struct HistoryArgs {
@@ -62,7 +63,8 @@ pub fn render(changes: &[pb::ManifestChange], yaml: bool) -> Vec<String> {
     lines
 }
 
-pub async fn history(conn: &ConnArgs, a: HistoryArgs) -> anyhow::Result<ExitCode> {
+pub async fn history(conn: &ConnArgs, format: Format, a: HistoryArgs) -> anyhow::Result<ExitCode> {
+    crate::output::check_report(format, "history")?;
     let (kind, name) = match parse_target(&a.manifest) {
         Ok(t) => t,
         Err(e) => {
@@ -81,6 +83,9 @@ pub async fn history(conn: &ConnArgs, a: HistoryArgs) -> anyhow::Result<ExitCode
         .await
         .map_err(|s| status("reading the manifest's history", s))?
         .into_inner();
+    if crate::output::report(format, "HistoryResponse", &resp)? {
+        return Ok(ExitCode::SUCCESS);
+    }
     if resp.changes.is_empty() {
         out::err(&format!(
             "{kind} '{name}' has no recorded changes (never applied, or applied before histories were kept)"

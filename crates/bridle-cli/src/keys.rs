@@ -8,7 +8,9 @@ use bridle_core::redis_util::Keys;
 use bridle_proto as pb;
 
 use crate::conn::{ConnArgs, status};
+use crate::kind::Kind;
 use crate::out;
+use crate::output::Format;
 
 #[derive(clap::Subcommand)]
 pub enum KeysCommand {
@@ -54,7 +56,33 @@ pub enum KeysCommand {
     Whoami,
 }
 
-pub async fn keys(conn: &ConnArgs, c: KeysCommand) -> anyhow::Result<ExitCode> {
+pub async fn keys(conn: &ConnArgs, format: Format, c: KeysCommand) -> anyhow::Result<ExitCode> {
+    match (&c, format) {
+        (_, Format::Table) => {}
+        (KeysCommand::List, _) => {
+            let l = crate::get::keys(conn, None).await?;
+            crate::get::print(format, l, false, Kind::Key)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        (KeysCommand::Whoami, _) => {
+            crate::output::check_report(format, "keys whoami")?;
+            let r = conn
+                .admin()
+                .await?
+                .who_am_i(pb::WhoAmIRequest {})
+                .await
+                .map_err(|s| status("asking", s))?
+                .into_inner();
+            crate::output::report(format, "WhoAmIResponse", &r)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {
+            return Err(crate::output::usage(
+                "-o/--output is for reading commands: keys list (or bridle get keys) and keys \
+                 whoami",
+            ));
+        }
+    }
     match c {
         KeysCommand::Bootstrap {
             redis_url,

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use bridle_proto as pb;
 
-use crate::conn::{ConnArgs, status};
+use crate::conn::ConnArgs;
 use crate::out;
+use crate::output::Format;
 
 /// What a target without a price shows in the price columns.
 const UNPRICED: &str = "no known price";
@@ -121,19 +122,17 @@ pub fn table<R: AsRef<[String]>>(rows: &[R]) -> Vec<String> {
         .collect()
 }
 
-pub async fn models(conn: &ConnArgs) -> anyhow::Result<ExitCode> {
-    let mut client = conn.orchestrator().await?;
-    let resp = client
-        .list_models(pb::ListModelsRequest {
-            tenant: conn.tenant.clone(),
-        })
-        .await
-        .map_err(|s| status("listing model routes", s))?
-        .into_inner();
-    if resp.routes.is_empty() {
+pub async fn models(conn: &ConnArgs, format: Format) -> anyhow::Result<ExitCode> {
+    let routes = crate::get::list_models(conn).await?;
+    if format != Format::Table {
+        let l = crate::get::model_listing(routes)?;
+        crate::get::print(format, l, false, crate::kind::Kind::Model)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if routes.is_empty() {
         out::err("no model routes yet (apply a ModelRoute manifest)");
     }
-    for l in render(&resp.routes) {
+    for l in render(&routes) {
         out::line(&l);
     }
     Ok(ExitCode::SUCCESS)

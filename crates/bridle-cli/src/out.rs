@@ -14,3 +14,9 @@ pub fn err(s: &str) {
     let mut o = std::io::stderr().lock();
     let _ = writeln!(o, "{s}");
 }
+
+/// Text on stdout as it is (a completion script, a YAML document).
+pub fn text(s: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(s.as_bytes());
+}

@@ -8,6 +8,7 @@ use bridle_proto::run_event::Kind;
 use futures::StreamExt as _;
 
 use crate::conn::{ConnArgs, status};
+use crate::output::Format;
 use crate::{out, render};
 
 #[derive(clap::Args)]
@@ -62,12 +63,33 @@ pub async fn run(conn: &ConnArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         out::line(&run.id);
         return Ok(ExitCode::SUCCESS);
     }
-    watch(conn, &run.id).await
+    watch(conn, &run.id, WatchFormat::Text).await
+}
+
+/// How a watch prints events: for people, or one JSON object per line (a `RunEvent` in
+/// canonical proto3 JSON).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum WatchFormat {
+    Text,
+    JsonLines,
+}
+
+impl WatchFormat {
+    pub fn of(f: Format) -> anyhow::Result<WatchFormat> {
+        match f {
+            Format::Table => Ok(WatchFormat::Text),
+            Format::Json => Ok(WatchFormat::JsonLines),
+            other => Err(crate::output::usage(format!(
+                "a watch prints events as text or, with -o json, one JSON object per line; -o {} is not one of them",
+                crate::output::name_of(other)
+            ))),
+        }
+    }
 }
 
 /// Follows a run's events until it ends, reconnecting (from the last offset) when the
 /// connection drops. Returns the exit status for how the run ended.
-pub async fn watch(conn: &ConnArgs, run_id: &str) -> anyhow::Result<ExitCode> {
+pub async fn watch(conn: &ConnArgs, run_id: &str, format: WatchFormat) -> anyhow::Result<ExitCode> {
     let mut after = 0u64;
     let mut failures = 0u32;
     loop {
@@ -110,8 +132,13 @@ pub async fn watch(conn: &ConnArgs, run_id: &str) -> anyhow::Result<ExitCode> {
             };
             failures = 0;
             after = ev.offset;
-            for l in render::event(&ev) {
-                out::line(&l);
+            if format == WatchFormat::JsonLines {
+                let v = crate::output::proto_json("RunEvent", &ev)?;
+                out::line(&serde_json::to_string(&v)?);
+            } else {
+                for l in render::event(&ev) {
+                    out::line(&l);
+                }
             }
             if let Some(Kind::RunFinished(f)) = &ev.kind {
                 return Ok(exit_for(f.status));

@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use bridle_proto as pb;
-use futures::StreamExt as _;
 
 use crate::conn::{ConnArgs, status};
+use crate::kind::Kind;
+use crate::output::Format;
 use crate::{out, render};
 
 #[derive(clap::Subcommand)]
@@ -22,7 +23,8 @@ pub enum RunsCommand {
     /// A run's timeline: its steps, model calls, policy decisions, approvals and tool calls,
     /// with durations, tokens and cost.
     Show { run: String },
-    /// Follow a run live until it ends.
+    /// Follow a run live until it ends; the exit status then says how it ended (0 succeeded,
+    /// 1 failed, 3 cancelled). `-o json` prints each event as one line of JSON.
     Watch { run: String },
     /// Cancel a run.
     Cancel {
@@ -32,7 +34,31 @@ pub enum RunsCommand {
     },
 }
 
-pub async fn runs(conn: &ConnArgs, c: RunsCommand) -> anyhow::Result<ExitCode> {
+pub async fn runs(conn: &ConnArgs, format: Format, c: RunsCommand) -> anyhow::Result<ExitCode> {
+    match (&c, format) {
+        (
+            RunsCommand::List { agent, limit },
+            Format::Json | Format::Yaml | Format::Name | Format::Wide,
+        ) => {
+            let l = crate::get::list_runs(conn, agent.clone(), *limit).await?;
+            crate::get::print(format, l, false, Kind::Run)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        (RunsCommand::Show { run }, Format::Json | Format::Yaml | Format::Name) => {
+            let l = crate::get::fetch(conn, Kind::Run, Some(run)).await?;
+            crate::get::print(format, l, true, Kind::Run)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        (RunsCommand::Watch { run }, _) => {
+            return crate::run::watch(conn, run, crate::run::WatchFormat::of(format)?).await;
+        }
+        (RunsCommand::Cancel { .. }, f) if f != Format::Table => {
+            return Err(crate::output::usage(
+                "runs cancel prints no listing: -o/--output is for reading commands",
+            ));
+        }
+        _ => {}
+    }
     let mut client = conn.orchestrator().await?;
     match c {
         RunsCommand::List { agent, limit } => {
@@ -79,74 +105,10 @@ pub async fn runs(conn: &ConnArgs, c: RunsCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        RunsCommand::Show { run } => {
-            let r = client
-                .get_run(pb::GetRunRequest {
-                    run_id: run.clone(),
-                })
-                .await
-                .map_err(|s| status("reading the run", s))?
-                .into_inner();
-            out::line(&format!(
-                "run {}  agent {}  {}{}  {}",
-                r.id,
-                r.agent,
-                render::status(r.status),
-                if r.end_reason != 0 {
-                    format!(" ({})", render::reason(r.end_reason))
-                } else {
-                    String::new()
-                },
-                if r.scripted {
-                    "[scripted: answers replayed from a script, not a model]"
-                } else {
-                    ""
-                }
-            ));
-            out::line(&format!("input: {}", r.input));
-            if let Some(by) = r.started_by.as_ref().filter(|a| !a.id.is_empty()) {
-                out::line(&format!(
-                    "started by: {}{}",
-                    render::actor(by),
-                    if r.end_user.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", for end user {}", r.end_user)
-                    }
-                ));
-            }
-            if let Some(by) = &r.cancelled_by {
-                out::line(&format!("cancelled by: {}", render::actor(by)));
-            }
-            out::line("");
-            let mut stream = client
-                .watch_run(pb::WatchRunRequest {
-                    run_id: run,
-                    from_offset: 0,
-                    follow: false,
-                })
-                .await
-                .map_err(|s| status("reading the run's events", s))?
-                .into_inner();
-            while let Some(ev) = stream.next().await {
-                let ev = ev.map_err(|s| status("reading the run's events", s))?;
-                for l in render::event(&ev) {
-                    out::line(&l);
-                }
-            }
-            if r.status != pb::RunStatus::Succeeded as i32
-                && r.status != pb::RunStatus::Failed as i32
-                && r.status != pb::RunStatus::Cancelled as i32
-            {
-                out::line(&format!(
-                    "(run is {}; `bridle runs watch {}` follows it)",
-                    render::status(r.status),
-                    r.id
-                ));
-            }
-            Ok(ExitCode::SUCCESS)
+        RunsCommand::Show { run } => crate::describe::run(conn, &run).await,
+        RunsCommand::Watch { run } => {
+            crate::run::watch(conn, &run, crate::run::WatchFormat::Text).await
         }
-        RunsCommand::Watch { run } => crate::run::watch(conn, &run).await,
         RunsCommand::Cancel { run, reason } => {
             let r = client
                 .cancel_run(pb::CancelRunRequest {

@@ -1,6 +1,11 @@
 //! `bridle spend`: what the tenant spent on models (agent runs and gateway calls alike), from
 //! the router's hourly spend ledger, grouped by person, end user, API key, agent or model.
 
+#![allow(
+    clippy::needless_update,
+    reason = "requests end in ..Default::default(), so a field added to a request (a page token) needs no change here"
+)]
+
 use std::process::ExitCode;
 
 use bridle_proto as pb;
@@ -8,6 +13,7 @@ use bridle_proto as pb;
 use crate::conn::{ConnArgs, status};
 use crate::models::{table, usd};
 use crate::out;
+use crate::output::Format;
 
 #[derive(clap::Args, Debug)]
 pub struct SpendArgs {
@@ -66,17 +72,22 @@ pub fn render(r: &pb::SpendResponse) -> Vec<String> {
     lines
 }
 
-pub async fn spend(conn: &ConnArgs, a: SpendArgs) -> anyhow::Result<ExitCode> {
+pub async fn spend(conn: &ConnArgs, format: Format, a: SpendArgs) -> anyhow::Result<ExitCode> {
+    crate::output::check_report(format, "spend")?;
     let mut client = conn.orchestrator().await?;
     let resp = client
         .get_spend(pb::SpendRequest {
             tenant: conn.tenant.clone(),
             since: Some(bridle_core::timeutil::pb_duration(a.since)),
             by: a.by,
+            ..Default::default()
         })
         .await
         .map_err(|s| status("reading the spend ledger", s))?
         .into_inner();
+    if crate::output::report(format, "SpendResponse", &resp)? {
+        return Ok(ExitCode::SUCCESS);
+    }
     for l in render(&resp) {
         out::line(&l);
     }

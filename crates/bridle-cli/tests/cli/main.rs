@@ -4,6 +4,7 @@
 
 mod apply;
 mod audit;
+mod config;
 mod dev;
 mod support;
 mod tls;

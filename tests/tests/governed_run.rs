@@ -90,6 +90,24 @@ async fn bad_manifests_and_unknown_agents_are_refused_clearly() {
         "{}",
         e.message()
     );
+    // The same problem for a program: google.rpc ErrorInfo and BadRequest, field by field.
+    {
+        use tonic_types::StatusExt;
+        let info = e.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "MANIFEST_INVALID");
+        assert_eq!(info.domain, "bridle.dev");
+        assert_eq!(info.metadata["problems"], "1");
+        assert_eq!(info.metadata["file_0"], "agents/analyst.yaml");
+        assert!(!info.metadata.contains_key("document_0"), "{info:?}");
+        let line = bad.lines().position(|l| l.contains("maxStep:")).unwrap() + 1;
+        assert_eq!(info.metadata["line_0"], line.to_string(), "{info:?}");
+        assert_eq!(info.metadata["subject_0"], "Agent 'analyst'");
+        let bad_request = e.get_details_bad_request().expect("BadRequest");
+        assert_eq!(bad_request.field_violations.len(), 1);
+        let v = &bad_request.field_violations[0];
+        assert_eq!(v.field, "spec.budget.maxStep");
+        assert!(v.description.contains("maxStep"), "{v:?}");
+    }
     let listed = h
         .manifests()
         .await

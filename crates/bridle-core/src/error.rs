@@ -4,6 +4,7 @@
 //! (config, Redis, manifests, a downstream call) wrap this one. The mapping below has no
 //! wildcard arm on purpose: a new variant must decide its code.
 
+use crate::error_details::{Quota, Refusal};
 use crate::manifest::ValidationErrors;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -37,6 +38,17 @@ pub enum Error {
     /// A limit was hit; retry later.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A limit refused the call for a while: a rate limit or a spend budget
+    /// (RESOURCE_EXHAUSTED), or every circuit breaker of a model route open (UNAVAILABLE). Its
+    /// status carries `RetryInfo` when `retry_after` is known and `QuotaFailure` when `quota`
+    /// is (see [`crate::error_details`]).
+    #[error("{message}")]
+    Refused {
+        refusal: Refusal,
+        message: String,
+        quota: Option<Box<Quota>>,
+        retry_after: Option<std::time::Duration>,
+    },
     /// A dependency (Redis, Vault, Docker, another service) could not be reached.
     #[error("{what} is unavailable: {reason}")]
     Unavailable { what: String, reason: String },
@@ -97,6 +109,7 @@ impl Error {
             Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
             Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Error::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
+            Error::Refused { refusal, .. } => refusal.code(),
             Error::Unavailable { .. } => tonic::Code::Unavailable,
             Error::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
             Error::Aborted(_) => tonic::Code::Aborted,
@@ -174,21 +187,34 @@ fn redis_code(e: &redis::RedisError) -> tonic::Code {
 
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        let code = e.code();
         let message = match &e {
             // Internal details stay in the log; the caller gets an error it can report.
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 "internal error (see the service log)".to_string()
             }
-            Error::Redis(err) if code == tonic::Code::Internal => {
+            Error::Redis(err) if e.code() == tonic::Code::Internal => {
                 tracing::error!(error = %err, "redis command failed");
                 "internal error talking to redis (see the service log)".to_string()
             }
             other => other.to_string(),
         };
-        let mut status = tonic::Status::new(code, message);
-        if e.is_redis_out_of_memory() {
+        e.into_status_with_message(message)
+    }
+}
+
+impl Error {
+    /// The status of this error with `message` in place of its own text (a service whose own
+    /// error words its message for the caller): code, `google.rpc` details and metadata as
+    /// `From<Error> for tonic::Status` gives them.
+    pub fn into_status_with_message(self, message: impl Into<String>) -> tonic::Status {
+        use tonic_types::StatusExt;
+        let mut status = tonic::Status::with_error_details_vec(
+            self.code(),
+            message,
+            crate::error_details::details(&self),
+        );
+        if self.is_redis_out_of_memory() {
             status.metadata_mut().insert(
                 CAUSE_METADATA,
                 tonic::metadata::MetadataValue::from_static(CAUSE_REDIS_OUT_OF_MEMORY),

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod error_details;
 pub mod genai;
 pub mod http_server;
 pub mod ids;

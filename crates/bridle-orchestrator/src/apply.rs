@@ -364,9 +364,12 @@ impl ApplyService {
             .await
             .map(|r| r.into_inner())
             .map_err(|s| {
-                Status::new(
+                // The owner's google.rpc details (a manifest problem's field, file and line)
+                // reach the caller unchanged; only the message says whose they are.
+                Status::with_details(
                     s.code(),
                     format!("{} service: {}", owner.as_str(), s.message()),
+                    s.details().to_vec().into(),
                 )
             })
     }

@@ -33,7 +33,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bridle_core::Shutdown;
-use bridle_core::manifest::{Budget, BudgetPer, BudgetPeriod, BudgetWindow, Manifest, ModelRoute};
+use bridle_core::error_details::{Quota, Refusal};
+use bridle_core::manifest::{
+    Budget, BudgetPer, BudgetPeriod, BudgetWindow, DEFAULT_TENANT, Manifest, ModelRoute,
+};
 use bridle_core::redis_util::{Keys, RedisConn};
 use bridle_core::store::ManifestStore;
 use bridle_proto::{CompleteRequest, CompleteResponse};
@@ -809,14 +812,31 @@ fn refusal(h: &Hold, spent: i64, amount: i64, now: i64, wait: i64) -> Error {
     } else {
         format!("it has room again at {}", rfc3339(reset))
     };
+    let message = format!(
+        "spend budget '{}'{whose} ({} {period}) would be exceeded: {} is spent or reserved by calls in flight, and this call reserves up to {}; {when}",
+        b.metadata.name,
+        usd(s.nano_usd()),
+        usd(spent),
+        usd(amount),
+    );
+    let mut subject = format!(
+        "tenant:{}/budget:{}",
+        quote(b.metadata.tenant.as_deref().unwrap_or(DEFAULT_TENANT)),
+        b.metadata.name
+    );
+    if s.per != BudgetPer::Tenant {
+        subject.push_str(&format!("/{}:{}", s.per.as_str(), quote(&h.value)));
+    }
     Error::RateLimited {
-        message: format!(
-            "spend budget '{}'{whose} ({} {period}) would be exceeded: {} is spent or reserved by calls in flight, and this call reserves up to {}; {when}",
-            b.metadata.name,
-            usd(s.nano_usd()),
-            usd(spent),
-            usd(amount),
-        ),
+        refusal: Refusal::BudgetExceeded,
+        quota: Box::new(Quota {
+            subject,
+            description: message.clone(),
+            metric: "spend_nano_usd".into(),
+            id: b.metadata.name.clone(),
+            value: s.nano_usd(),
+        }),
+        message,
         retry_after: retry,
     }
 }

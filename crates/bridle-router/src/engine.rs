@@ -250,6 +250,13 @@ impl Engine {
                     "every target of route '{name}' has its circuit breaker open: {}",
                     each.join(", ")
                 ),
+                // The first breaker to let a call through; one being probed may close any
+                // moment, so a second.
+                retry_after: skipped
+                    .iter()
+                    .map(|(_, d)| *d)
+                    .min()
+                    .map(|d| d.max(Duration::from_secs(1))),
             });
         }
         Err(all_failed(name, failures))
@@ -459,5 +466,6 @@ fn all_failed(route: &str, failures: Vec<Failure>) -> Error {
         route: route.into(),
         code,
         message,
+        retry_after: None,
     }
 }

@@ -1,6 +1,7 @@
 //! Errors of the router and their one mapping to [`bridle_core::Error`] (and so to gRPC codes).
 //! Messages name the route, the tenant and the target; they never hold a key or a header value.
 
+use bridle_core::error_details::{Quota, Refusal};
 use bridle_core::redact::preview;
 
 /// Longest error message the router sends, whatever it quotes: it fits in a standard gRPC
@@ -27,9 +28,12 @@ pub fn bounded(s: &str) -> std::borrow::Cow<'_, str> {
 pub fn bounded_status(status: tonic::Status) -> tonic::Status {
     match bounded(status.message()) {
         std::borrow::Cow::Borrowed(_) => status,
-        std::borrow::Cow::Owned(m) => {
-            tonic::Status::with_metadata(status.code(), m, status.metadata().clone())
-        }
+        std::borrow::Cow::Owned(m) => tonic::Status::with_details_and_metadata(
+            status.code(),
+            m,
+            status.details().to_vec().into(),
+            status.metadata().clone(),
+        ),
     }
 }
 
@@ -71,6 +75,9 @@ pub enum Error {
         route: String,
         code: FailureCode,
         message: String,
+        /// When a target may answer again, where that is known: every target's circuit
+        /// breaker is open, and the first closes for a probe after this.
+        retry_after: Option<std::time::Duration>,
     },
     /// A stream failed after deltas were sent, so it could not fail over.
     #[error("route '{route}' target '{target}' failed mid-stream: {message}")]
@@ -80,10 +87,13 @@ pub enum Error {
         code: FailureCode,
         message: String,
     },
-    /// A rate limit refused the call; it may be made again after `retry_after`.
+    /// A rate limit or a spend budget refused the call; it may be made again after
+    /// `retry_after`. `quota` names the limit for a program (google.rpc.QuotaFailure).
     #[error("{message}; retry after {}", bridle_core::timeutil::short_duration(*retry_after))]
     RateLimited {
+        refusal: Refusal,
         message: String,
+        quota: Box<Quota>,
         retry_after: std::time::Duration,
     },
     #[error("{0}")]
@@ -125,8 +135,29 @@ impl From<Error> for bridle_core::Error {
             Error::InvalidRequest(m) => bridle_core::Error::InvalidArgument(m),
             Error::TargetsFailed {
                 route,
+                code: FailureCode::Unavailable,
+                message,
+                retry_after: Some(retry_after),
+            } => {
+                // Text as for any UNAVAILABLE route; the refusal adds when to retry.
+                let text = core(
+                    FailureCode::Unavailable,
+                    format!("model route '{route}'"),
+                    message,
+                )
+                .to_string();
+                bridle_core::Error::Refused {
+                    refusal: Refusal::CircuitOpen,
+                    message: text,
+                    quota: None,
+                    retry_after: Some(retry_after),
+                }
+            }
+            Error::TargetsFailed {
+                route,
                 code,
                 message,
+                retry_after: _,
             } => core(code, format!("model route '{route}'"), message),
             Error::StreamBroken {
                 ref route, code, ..
@@ -134,7 +165,17 @@ impl From<Error> for bridle_core::Error {
                 let what = format!("model route '{route}'");
                 core(code, what, e.to_string())
             }
-            Error::RateLimited { .. } => bridle_core::Error::ResourceExhausted(e.to_string()),
+            Error::RateLimited {
+                refusal,
+                ref quota,
+                retry_after,
+                ..
+            } => bridle_core::Error::Refused {
+                refusal,
+                message: e.to_string(),
+                quota: Some(quota.clone()),
+                retry_after: Some(retry_after),
+            },
             Error::Core(c) => c,
         }
     }
@@ -171,7 +212,9 @@ mod tests {
     #[test]
     fn rate_limits_carry_retry_after() {
         let s: tonic::Status = Error::RateLimited {
+            refusal: Refusal::RateLimited,
             message: "rate limit: tenant 'a' may use 2 requests per minute".into(),
+            quota: Box::default(),
             retry_after: std::time::Duration::from_millis(29_001),
         }
         .into();
@@ -228,6 +271,7 @@ mod tests {
                 route: "r".into(),
                 code,
                 message: "m".into(),
+                retry_after: None,
             }
             .into();
             assert_eq!(s.code(), grpc);

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use bridle_core::error_details::{Quota, Refusal};
 use bridle_core::manifest::{ModelRoute, Rate};
 use bridle_core::redis_util::Keys;
 use bridle_core::redis_util::RedisConn;
@@ -77,6 +78,10 @@ pub struct Bucket {
     tokens: bool,
     per_minute: u64,
     who: String,
+    /// The limit for a program (google.rpc.QuotaFailure): what it counts against
+    /// (`tenant:acme/agent:writer`) and which limit (`per_agent`).
+    subject: String,
+    id: &'static str,
 }
 
 /// The buckets one call goes through.
@@ -95,7 +100,13 @@ impl Plan {
         self.buckets.iter().any(|b| b.tokens)
     }
 
-    fn add(&mut self, key: String, rate: &Rate, who: String) {
+    fn add(
+        &mut self,
+        key: String,
+        rate: &Rate,
+        who: String,
+        (subject, id): (String, &'static str),
+    ) {
         if rate.rpm.is_none() && rate.tpm.is_none() {
             return;
         }
@@ -108,6 +119,8 @@ impl Plan {
                     tokens,
                     per_minute,
                     who: who.clone(),
+                    subject: subject.clone(),
+                    id,
                 });
             }
         }
@@ -143,12 +156,14 @@ impl Limiter {
             format!("{base}:tenant"),
             &self.defaults.per_tenant,
             format!("tenant '{t}'"),
+            (format!("tenant:{t}"), "per_tenant"),
         );
         if let Some(r) = &route.spec.limits.per_tenant {
             p.add(
                 format!("{base}:route:{name}:tenant"),
                 r,
                 format!("tenant '{t}' through route '{name}'"),
+                (format!("tenant:{t}/route:{name}"), "route_per_tenant"),
             );
         }
         if !agent.is_empty() {
@@ -156,12 +171,17 @@ impl Limiter {
                 format!("{base}:agent:{agent}"),
                 &self.defaults.per_agent,
                 format!("agent '{a}' of tenant '{t}'"),
+                (format!("tenant:{t}/agent:{a}"), "per_agent"),
             );
             if let Some(r) = &route.spec.limits.per_agent {
                 p.add(
                     format!("{base}:route:{name}:agent:{agent}"),
                     r,
                     format!("agent '{a}' of tenant '{t}' through route '{name}'"),
+                    (
+                        format!("tenant:{t}/agent:{a}/route:{name}"),
+                        "route_per_agent",
+                    ),
                 );
             }
         }
@@ -195,11 +215,20 @@ impl Limiter {
             .and_then(|i| plan.buckets.get(i))
             .ok_or_else(|| bridle_core::Error::internal("the limit script named no bucket"))?;
         let what = if b.tokens { "tokens" } else { "requests" };
+        let message = format!(
+            "rate limit: {} may use {} {what} per minute",
+            b.who, b.per_minute
+        );
         Err(Error::RateLimited {
-            message: format!(
-                "rate limit: {} may use {} {what} per minute",
-                b.who, b.per_minute
-            ),
+            refusal: Refusal::RateLimited,
+            quota: Box::new(Quota {
+                subject: b.subject.clone(),
+                description: message.clone(),
+                metric: format!("{what}_per_minute"),
+                id: b.id.to_string(),
+                value: i64::try_from(b.per_minute).unwrap_or(i64::MAX),
+            }),
+            message,
             retry_after: Duration::from_millis(wait_ms),
         })
     }

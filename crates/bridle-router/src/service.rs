@@ -55,9 +55,10 @@ fn refused_tenant(e: bridle_core::Error, requested: &str) -> Status {
         return bounded_status(s);
     }
     let message = s.message().replace(requested, &quote(requested));
-    bounded_status(Status::with_metadata(
+    bounded_status(Status::with_details_and_metadata(
         s.code(),
         message,
+        s.details().to_vec().into(),
         s.metadata().clone(),
     ))
 }

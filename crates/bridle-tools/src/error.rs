@@ -137,8 +137,7 @@ impl From<Error> for tonic::Status {
             // only the code from the shared mapping.
             other => {
                 let message = other.to_string();
-                let core = bridle_core::Error::from(other);
-                tonic::Status::new(core.code(), message)
+                bridle_core::Error::from(other).into_status_with_message(message)
             }
         }
     }

@@ -343,8 +343,8 @@ impl Tools for ToolsService {
     }
 }
 
-/// The owner's answer as this replica's: code and message only (its HTTP headers and
-/// details stay behind).
+/// The owner's answer as this replica's: code, message and google.rpc details (the same code
+/// made them); its HTTP headers stay behind.
 fn plain(s: Status) -> Status {
-    Status::new(s.code(), s.message())
+    Status::with_details(s.code(), s.message(), s.details().to_vec().into())
 }

@@ -185,6 +185,7 @@ pub(crate) fn failure(e: &Error) -> Failure {
             Core::PermissionDenied(_) => says(StatusCode::FORBIDDEN, "Forbidden"),
             Core::Unauthenticated(_) => says(StatusCode::UNAUTHORIZED, "Not logged in"),
             Core::ResourceExhausted(_) => says(StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
+            Core::Refused { .. } => says(StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
             Core::DeadlineExceeded(_) => {
                 tracing::warn!("inbox request failed: {e}");
                 Failure {

@@ -128,6 +128,21 @@ async fn when_every_breaker_is_open_the_call_fails_fast_and_says_so() {
         "{}",
         e.message()
     );
+    // For a program: the reason, and when the breaker lets a probe through.
+    {
+        use tonic_types::StatusExt;
+        let info = e.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "CIRCUIT_OPEN");
+        let delay = e
+            .get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .expect("RetryInfo with a delay");
+        assert!(
+            delay > Duration::from_secs(500) && delay <= Duration::from_secs(600),
+            "{delay:?}"
+        );
+        assert!(e.get_details_quota_failure().is_none());
+    }
     assert_eq!(a.requests().len(), 1);
     // A 400 says nothing of a target's health: it never opens a breaker.
     let b = MockOpenAi::start().await.unwrap();

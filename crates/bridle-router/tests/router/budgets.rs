@@ -195,6 +195,33 @@ async fn end_user_budgets_count_each_end_user_and_warn_once() {
     let e = h.complete(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     assert!(e.metadata().get("retry-after").is_some());
+    // And for a program, as google.rpc details: which budget, for whom, and when it has room.
+    {
+        use tonic_types::StatusExt;
+        assert_eq!(
+            e.get_details_error_info().unwrap().reason,
+            "BUDGET_EXCEEDED"
+        );
+        let delay = e
+            .get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .expect("RetryInfo with a delay");
+        // A calendar day: its end, at most a day away.
+        assert!(
+            delay >= std::time::Duration::from_secs(1)
+                && delay <= std::time::Duration::from_secs(86_400),
+            "{delay:?}"
+        );
+        let q = e.get_details_quota_failure().expect("QuotaFailure");
+        let v = &q.violations[0];
+        assert_eq!(
+            v.subject,
+            "tenant:default/budget:per-end-user/endUser:alice"
+        );
+        assert_eq!(v.quota_metric, "spend_nano_usd");
+        assert_eq!(v.quota_id, "per-end-user");
+        assert_eq!(v.quota_value, 2 * CALL_NANO);
+    }
 
     // Alice passed 50% once (warned once, not again at 100%), Bob once.
     let warned = bridle_testkit::wait_for("two webhook posts", crate::helpers::WAIT, || {

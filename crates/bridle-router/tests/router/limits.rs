@@ -82,6 +82,33 @@ async fn rate_limits_are_shared_by_router_processes_and_answer_429_with_retry_af
         .unwrap();
     assert!((1..=20).contains(&secs), "{secs}");
     assert!(e.metadata().get("retry-after-ms").is_some());
+    // And for a program, as google.rpc details: the reason, when to retry, and which limit.
+    {
+        use tonic_types::StatusExt;
+        let info = e.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "RATE_LIMITED");
+        assert_eq!(info.domain, "bridle.dev");
+        let delay = e
+            .get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .expect("RetryInfo with a delay");
+        assert!(
+            delay > std::time::Duration::ZERO && delay <= std::time::Duration::from_secs(20),
+            "{delay:?}"
+        );
+        let q = e.get_details_quota_failure().expect("QuotaFailure");
+        assert_eq!(q.violations.len(), 1);
+        let v = &q.violations[0];
+        assert_eq!(v.subject, "tenant:default/route:limited");
+        assert_eq!(v.quota_metric, "requests_per_minute");
+        assert_eq!(v.quota_id, "route_per_tenant");
+        assert_eq!(v.quota_value, 3);
+        assert!(
+            v.description
+                .starts_with("rate limit: tenant 'default' through route 'limited'"),
+            "{v:?}"
+        );
+    }
 
     // The Anthropic front refuses in Anthropic's shape.
     let resp = reqwest::Client::new()

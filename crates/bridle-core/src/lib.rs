@@ -29,6 +29,7 @@ pub mod store;
 pub mod telemetry;
 pub mod timeutil;
 pub mod tls;
+pub mod yaml;
 
 pub use error::{Error, Result};
 pub use shutdown::Shutdown;

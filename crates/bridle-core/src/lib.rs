@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod genai;
+pub mod http_client;
 pub mod http_server;
 pub mod ids;
 pub mod manifest;

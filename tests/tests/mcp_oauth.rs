@@ -46,7 +46,12 @@ impl AuthServer {
             base: format!("http://127.0.0.1:{port}"),
         };
         for _ in 0..150 {
-            if reqwest::get(format!("{}/test/stats", s.base)).await.is_ok() {
+            if bridle_core::http_client::new()
+                .get(format!("{}/test/stats", s.base))
+                .send()
+                .await
+                .is_ok()
+            {
                 return s;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -55,7 +60,9 @@ impl AuthServer {
     }
 
     async fn stats(&self) -> Value {
-        reqwest::get(format!("{}/test/stats", self.base))
+        bridle_core::http_client::new()
+            .get(format!("{}/test/stats", self.base))
+            .send()
             .await
             .unwrap()
             .json()
@@ -134,7 +141,11 @@ async fn login(h: &Harness, tenant: &str) -> String {
         "PKCE: {url}"
     );
     // The "browser": /authorize approves at once and redirects to the CLI's listener.
-    let page = reqwest::get(&url).await.unwrap();
+    let page = bridle_core::http_client::new()
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
     assert!(
         page.status().is_success(),
         "the redirect back to the CLI: {}",
@@ -315,7 +326,7 @@ async fn a_person_authorizes_a_remote_mcp_server_and_calls_carry_refreshed_token
     );
 
     // The authorization server revokes everything: the call fails and says to log in again.
-    reqwest::Client::new()
+    bridle_core::http_client::new()
         .post(format!("{}/test/revoke", server.base))
         .send()
         .await

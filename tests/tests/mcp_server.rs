@@ -308,7 +308,7 @@ async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "t", "version": "0"}}});
     for auth in [None, Some("Bearer bk_notakeyatall000000000000000000000")] {
-        let mut req = reqwest::Client::new()
+        let mut req = bridle_core::http_client::new()
             .post(&url)
             .header("accept", "application/json, text/event-stream")
             .json(&init);
@@ -401,7 +401,7 @@ async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
         ("audience", signer.sign(&audience).unwrap()),
         ("signature", stranger.sign(&claims).unwrap()),
     ] {
-        let resp = reqwest::Client::new()
+        let resp = bridle_core::http_client::new()
             .post(&url)
             .header("accept", "application/json, text/event-stream")
             .header("authorization", format!("Bearer {token}"))

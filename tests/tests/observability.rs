@@ -797,7 +797,11 @@ async fn the_services_serve_every_metric_the_dashboards_and_alerts_query() {
             || {
                 let url = url.clone();
                 async move {
-                    let r = reqwest::get(&url).await.ok()?;
+                    let r = bridle_core::http_client::new()
+                        .get(&url)
+                        .send()
+                        .await
+                        .ok()?;
                     let ctype = r
                         .headers()
                         .get("content-type")
@@ -1043,7 +1047,7 @@ async fn gateway_calls_are_traced_under_the_callers_span_and_metered() {
     h.mock.enqueue(Reply::text("streamed answer"));
     let trace = format!("{:032x}", rand_u128());
     let caller = "00f067aa0ba902b7";
-    let http = reqwest::Client::new();
+    let http = bridle_core::http_client::new();
     for stream in [false, true] {
         let r = http
             .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))

@@ -132,28 +132,23 @@ fn the_dashboards_show_every_metric_and_only_real_ones() {
 
 #[test]
 fn the_collector_pipelines_are_complete_and_redact_credentials() {
-    let cfg: serde_yaml::Value = serde_yaml::from_str(
+    let cfg: serde_json::Value = bridle_core::yaml::from_str(
         &std::fs::read_to_string(root().join("deploy/otel-collector/collector.yaml")).unwrap(),
     )
     .unwrap();
     let defined = |section: &str| -> BTreeSet<String> {
-        cfg[section]
-            .as_mapping()
-            .unwrap()
-            .keys()
-            .map(|k| k.as_str().unwrap().to_string())
-            .collect()
+        cfg[section].as_object().unwrap().keys().cloned().collect()
     };
     let (receivers, processors, exporters) = (
         defined("receivers"),
         defined("processors"),
         defined("exporters"),
     );
-    let pipelines = cfg["service"]["pipelines"].as_mapping().unwrap();
+    let pipelines = cfg["service"]["pipelines"].as_object().unwrap();
     for signal in ["traces", "metrics", "logs"] {
         let p = &pipelines[signal];
         let list = |k: &str| -> Vec<String> {
-            p[k].as_sequence()
+            p[k].as_array()
                 .unwrap()
                 .iter()
                 .map(|v| v.as_str().unwrap().to_string())
@@ -195,7 +190,7 @@ fn the_collector_pipelines_are_complete_and_redact_credentials() {
     }
     // The patterns (RE2 syntax, which these are also valid Rust regexes in) catch real formats.
     let patterns: Vec<regex::Regex> = cfg["processors"]["redaction"]["blocked_values"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|v| regex::Regex::new(v.as_str().unwrap()).unwrap())

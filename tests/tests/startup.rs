@@ -166,7 +166,7 @@ async fn a_bad_price_table_exits_64_naming_the_file_the_entry_and_the_field() {
         (entry("\"-2\"", ""), "prices[0].input: \"-2\" is negative"),
         (
             entry("\"2.50\"", "\n    discount: \"0.1\""),
-            "prices[0]: unknown field `discount`",
+            "prices[0].discount: unknown field `discount`",
         ),
     ] {
         std::fs::write(&file, text).unwrap();

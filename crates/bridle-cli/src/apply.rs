@@ -54,10 +54,9 @@ pub async fn apply(conn: &ConnArgs, a: ApplyArgs) -> anyhow::Result<ExitCode> {
     };
     // A tenant the CLI only defaulted is left for the server to fill with the caller's.
     for ((m, _), d) in manifests.iter_mut().zip(&docs) {
-        let named = serde_yaml::from_str::<serde_yaml::Value>(&d.yaml)
+        let named = bridle_core::yaml::Node::parse(&d.yaml)
             .ok()
-            .and_then(|v| v.get("metadata").and_then(|m| m.get("tenant")).cloned())
-            .is_some();
+            .is_some_and(|v| v.get("metadata").and_then(|m| m.get("tenant")).is_some());
         if !named && conn.tenant.is_empty() {
             m.set_tenant(None);
         }

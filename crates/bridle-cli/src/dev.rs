@@ -474,7 +474,7 @@ async fn start_bao(dir: &Path, port: u16, token: &str) -> anyhow::Result<(Tied, 
         .await?,
     );
     let addr = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let http = bridle_core::http_client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = http.get(format!("{addr}/v1/sys/health")).send().await
@@ -503,7 +503,7 @@ async fn seed_secrets(addr: &str, token: &str) -> anyhow::Result<()> {
         let Some(value) = std::env::var(env).ok().filter(|v| !v.is_empty()) else {
             continue;
         };
-        let r = reqwest::Client::new()
+        let r = bridle_core::http_client::new()
             .post(format!("{addr}/v1/secret/data/bridle/{name}"))
             .header("X-Vault-Token", token)
             .json(&json!({ "data": { "value": value } }))

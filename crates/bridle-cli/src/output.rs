@@ -68,12 +68,16 @@ pub fn proto_json<M: prost::Message>(name: &str, m: &M) -> anyhow::Result<Value>
 
 /// A value as YAML. The one place YAML is written, so the YAML crate can change in one place.
 pub fn yaml(v: &Value) -> anyhow::Result<String> {
-    serde_yaml::to_string(v).context("writing YAML")
+    bridle_core::yaml::to_string(v)
+        .map_err(anyhow::Error::msg)
+        .context("writing YAML")
 }
 
 /// Reads a manifest's canonical YAML into a JSON value.
 pub fn yaml_to_json(text: &str) -> anyhow::Result<Value> {
-    serde_yaml::from_str(text).context("reading a manifest's YAML")
+    bridle_core::yaml::from_str(text)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("reading a manifest's YAML")
 }
 
 /// One object read, as the machine formats print it.

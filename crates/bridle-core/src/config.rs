@@ -234,9 +234,10 @@ impl ServerOptions {
     }
 }
 
-/// Chooses rustls's crypto provider (ring) for the process, once. The dependency graph enables
-/// both ring (tonic) and aws-lc-rs (reqwest), and with two providers compiled in rustls will
-/// not pick one itself: the first TLS server or client would panic. Idempotent.
+/// Installs rustls's crypto provider (ring, the only one compiled in) for the process, once.
+/// reqwest is built without a provider of its own (`rustls-no-provider`, which keeps aws-lc-rs
+/// out) and panics when a client is built before one is installed; tonic and tokio-rustls are
+/// given ring explicitly, but share it from here too. Idempotent.
 pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod error_details;
 pub mod genai;
+pub mod http_client;
 pub mod http_server;
 pub mod ids;
 pub mod manifest;
@@ -30,6 +31,7 @@ pub mod store;
 pub mod telemetry;
 pub mod timeutil;
 pub mod tls;
+pub mod yaml;
 
 pub use error::{Error, Result};
 pub use shutdown::Shutdown;

@@ -181,7 +181,7 @@ impl Oidc {
         if issuers.is_empty() {
             return None;
         }
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()

@@ -541,7 +541,7 @@ async fn run(secs: f64, rates: Vec<u32>, pinned: bool) -> anyhow::Result<()> {
         mock_url: mock_url.clone(),
         relay_url: format!("http://{relay_addr}{}", mock.path().trim_end_matches('/')),
         http_url: format!("http://{}", router.http),
-        http: reqwest::Client::builder()
+        http: bridle_core::http_client::builder()
             .pool_max_idle_per_host(1024)
             .build()?,
         grpc: RouterClient::new(channel),

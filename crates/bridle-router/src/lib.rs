@@ -97,7 +97,7 @@ pub async fn start_all(opts: Options, shutdown: Shutdown) -> Result<Listening, b
     let resolver = keys::KeyResolver::new(SecretsClient::new(secrets), opts.key_cache_ttl);
     // A provider's redirect is not followed: reqwest drops only `authorization` on a redirect
     // to another host, and Anthropic's `x-api-key` or Azure's `api-key` would go along.
-    let http = reqwest::Client::builder()
+    let http = bridle_core::http_client::builder()
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("bridle-router/", env!("CARGO_PKG_VERSION")))

@@ -28,7 +28,7 @@ pub fn bao_binary() -> anyhow::Result<std::path::PathBuf> {
 /// ours knows the root token it was started with.
 pub async fn wait_until_ours(addr: &str, token: &str) -> anyhow::Result<()> {
     let url = format!("{addr}/v1/auth/token/lookup-self");
-    let http = reqwest::Client::new();
+    let http = crate::http::client();
     crate::wait_for(
         "OpenBao to accept its root token",
         Duration::from_secs(20),
@@ -120,7 +120,7 @@ impl OpenBao {
     ) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}/v1/{}", self.addr(), path.trim_start_matches('/'));
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut req = reqwest::Client::new()
+        let mut req = crate::http::client()
             .request(method, &url)
             .header("X-Vault-Token", &self.token);
         if let Some(b) = body {

@@ -8,6 +8,7 @@
 
 pub mod bao;
 pub mod docker;
+pub mod http;
 pub mod https_api;
 pub mod mcp;
 pub mod mock_anthropic;

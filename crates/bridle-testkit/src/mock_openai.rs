@@ -468,7 +468,7 @@ mod tests {
             }
         })));
         mock.enqueue(Reply::text("queued"));
-        let http = reqwest::Client::new();
+        let http = crate::http::client();
         let ask = |role: &'static str| {
             let http = http.clone();
             let url = format!("{}/chat/completions", mock.base_url());

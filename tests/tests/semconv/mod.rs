@@ -21,11 +21,11 @@ fn ids(file: &str) -> BTreeSet<String> {
     let path = bridle_testkit::paths::workspace_root()
         .join("tests/fixtures/semconv")
         .join(file);
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        bridle_core::yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut out = BTreeSet::new();
-    for g in doc["groups"].as_sequence().unwrap() {
-        for a in g["attributes"].as_sequence().into_iter().flatten() {
+    for g in doc["groups"].as_array().unwrap() {
+        for a in g["attributes"].as_array().into_iter().flatten() {
             if let Some(id) = a["id"].as_str() {
                 out.insert(id.to_string());
             }

@@ -63,7 +63,7 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
 
 impl OidcFlow {
     pub fn new(cfg: OidcLogin, origin: &str) -> Result<Self, bridle_core::Error> {
-        let http = reqwest::Client::builder()
+        let http = bridle_core::http_client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -62,7 +62,7 @@ pub async fn spawn(
     };
     // Redirects are not followed: the message (tool arguments too, when configured) would go
     // to wherever the answer points, another host included.
-    let client = reqwest::Client::builder()
+    let client = bridle_core::http_client::builder()
         .timeout(opts.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()

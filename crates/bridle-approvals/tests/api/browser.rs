@@ -24,7 +24,7 @@ pub struct Page {
 impl Browser {
     pub fn new(addr: SocketAddr) -> Self {
         Self {
-            http: reqwest::Client::builder()
+            http: bridle_core::http_client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
                 .build()

@@ -46,7 +46,7 @@ async fn start() -> (Harness, Browser, LocalIssuer) {
 
 /// Follows the issuer's part: its authorization endpoint sends the browser back at once.
 async fn at_issuer(location: &str) -> String {
-    let r = reqwest::Client::builder()
+    let r = bridle_core::http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()

@@ -5,6 +5,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::yaml::{Node, Value};
+
 pub const SECRET_SCHEME: &str = "secret://";
 
 /// A reference to a secret the broker resolves ("secret://openai-api-key").
@@ -102,13 +104,13 @@ pub fn looks_like_key(s: &str) -> Option<&'static str> {
 }
 
 /// Walks the whole document; pushes (field, message) for each literal credential.
-pub(super) fn check_document(v: &serde_yaml::Value, out: &mut Vec<(String, String)>) {
+pub(super) fn check_document(v: &Node, out: &mut Vec<(String, String)>) {
     walk(v, String::new(), None, out);
 }
 
-fn walk(v: &serde_yaml::Value, path: String, key: Option<&str>, out: &mut Vec<(String, String)>) {
-    match v {
-        serde_yaml::Value::Mapping(m) => {
+fn walk(v: &Node, path: String, key: Option<&str>, out: &mut Vec<(String, String)>) {
+    match &v.value {
+        Value::Map(m) => {
             for (k, child) in m {
                 let k = k.as_str().unwrap_or_default();
                 let p = if path.is_empty() {
@@ -119,12 +121,12 @@ fn walk(v: &serde_yaml::Value, path: String, key: Option<&str>, out: &mut Vec<(S
                 walk(child, p, Some(k), out);
             }
         }
-        serde_yaml::Value::Sequence(s) => {
+        Value::Seq(s) => {
             for (i, child) in s.iter().enumerate() {
                 walk(child, format!("{path}[{i}]"), key, out);
             }
         }
-        serde_yaml::Value::String(s) => {
+        Value::Str(s) => {
             if let Some(what) = looks_like_key(s) {
                 out.push((
                     path,
@@ -145,7 +147,6 @@ fn walk(v: &serde_yaml::Value, path: String, key: Option<&str>, out: &mut Vec<(S
                 ));
             }
         }
-        serde_yaml::Value::Tagged(t) => walk(&t.value, path, key, out),
         _ => {}
     }
 }

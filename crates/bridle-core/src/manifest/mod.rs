@@ -10,7 +10,6 @@ mod agent;
 mod binding;
 mod budget;
 mod credentials;
-mod depth;
 mod policy;
 mod route;
 mod tool;
@@ -21,6 +20,8 @@ use std::fmt;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::yaml::{self, Node};
 
 pub use agent::*;
 pub use binding::*;
@@ -73,9 +74,19 @@ pub fn split_documents(source: &str, text: &str) -> Vec<Document> {
     for (i, line) in text.lines().enumerate() {
         let lineno = u32::try_from(i).unwrap_or(u32::MAX).saturating_add(1);
         let t = line.trim_end();
-        if t == "---" || t.starts_with("--- ") || t.starts_with("---\t") {
+        if t == "---" {
             push(&mut current, start, &mut docs);
             start = lineno.saturating_add(1);
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("--- ").or_else(|| t.strip_prefix("---\t")) {
+            // `--- {kind: Agent, ...}`: the document starts on the marker's line, its content
+            // kept at its columns.
+            push(&mut current, start, &mut docs);
+            start = lineno;
+            current.push_str("    ");
+            current.push_str(rest);
+            current.push('\n');
             continue;
         }
         if t == "..." {
@@ -248,12 +259,12 @@ impl Manifest {
     /// Canonical YAML of the manifest, for listings.
     pub fn to_yaml(&self) -> String {
         let r = match self {
-            Manifest::Agent(m) => serde_yaml::to_string(m),
-            Manifest::Tool(m) => serde_yaml::to_string(m),
-            Manifest::ModelRoute(m) => serde_yaml::to_string(m),
-            Manifest::Policy(m) => serde_yaml::to_string(m),
-            Manifest::SecretBinding(m) => serde_yaml::to_string(m),
-            Manifest::Budget(m) => serde_yaml::to_string(m),
+            Manifest::Agent(m) => yaml::to_string(m),
+            Manifest::Tool(m) => yaml::to_string(m),
+            Manifest::ModelRoute(m) => yaml::to_string(m),
+            Manifest::Policy(m) => yaml::to_string(m),
+            Manifest::SecretBinding(m) => yaml::to_string(m),
+            Manifest::Budget(m) => yaml::to_string(m),
         };
         r.unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
@@ -289,44 +300,32 @@ pub fn parse_document(
             field: field.to_string(),
             message,
         };
-    if let Some(line) = depth::too_deep(&doc.yaml, depth::MAX_DEPTH) {
-        return Err(vec![err(
-            file_line(doc.first_line, line),
-            None,
-            "",
-            format!(
-                "not valid YAML: nested too deeply: at most {} levels of mappings and lists",
-                depth::MAX_DEPTH
-            ),
-        )]);
-    }
-    let value: serde_yaml::Value = serde_yaml::from_str(&doc.yaml).map_err(|e| {
-        let line = e
-            .location()
-            .and_then(|l| file_line(doc.first_line, l.line()));
+    let node = Node::parse(&doc.yaml).map_err(|e| {
         vec![err(
-            line,
+            e.line.and_then(|l| file_line(doc.first_line, l)),
             None,
             "",
-            format!("not valid YAML: {}", plain_yaml_message(&e.to_string())),
+            format!("not valid YAML: {}", e.message),
         )]
     })?;
-    let map = value.as_mapping().ok_or_else(|| {
-        vec![err(
+    let locate = |path: &str| line_of(doc, &node, path);
+    if !matches!(node.value, yaml::Value::Map(_)) {
+        return Err(vec![err(
             (doc.first_line > 0).then_some(doc.first_line),
             None,
             "",
             "a manifest must be a mapping with apiVersion, kind, metadata and spec".into(),
-        )]
-    })?;
-    let get_str = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        )]);
+    }
+    let map = &node;
+    let get_str = |k: &str| map.get(k).and_then(Node::as_str).map(str::to_string);
     let api = get_str("apiVersion");
     if api.as_deref() != Some(API_VERSION) {
         let found = api
             .map(|a| format!("'{a}'"))
             .unwrap_or_else(|| "nothing".into());
         return Err(vec![err(
-            locate(doc, &["apiVersion"]),
+            locate("apiVersion"),
             None,
             "apiVersion",
             format!("must be '{API_VERSION}', found {found}"),
@@ -336,7 +335,7 @@ pub fn parse_document(
     let name = map
         .get("metadata")
         .and_then(|m| m.get("name"))
-        .and_then(|n| n.as_str())
+        .and_then(Node::as_str)
         .unwrap_or("")
         .to_string();
     let subject = Some(if name.is_empty() {
@@ -347,20 +346,22 @@ pub fn parse_document(
     });
 
     let mut manifest = match kind.as_str() {
-        "Agent" => deserialize::<Agent>(doc, &subject).map(Manifest::Agent),
-        "Tool" => deserialize::<Tool>(doc, &subject).map(Manifest::Tool),
-        "ModelRoute" => deserialize::<ModelRoute>(doc, &subject).map(Manifest::ModelRoute),
-        "Policy" => deserialize::<Policy>(doc, &subject).map(Manifest::Policy),
-        "SecretBinding" => deserialize::<SecretBinding>(doc, &subject).map(Manifest::SecretBinding),
-        "Budget" => deserialize::<Budget>(doc, &subject).map(Manifest::Budget),
+        "Agent" => deserialize::<Agent>(doc, &node, &subject).map(Manifest::Agent),
+        "Tool" => deserialize::<Tool>(doc, &node, &subject).map(Manifest::Tool),
+        "ModelRoute" => deserialize::<ModelRoute>(doc, &node, &subject).map(Manifest::ModelRoute),
+        "Policy" => deserialize::<Policy>(doc, &node, &subject).map(Manifest::Policy),
+        "SecretBinding" => {
+            deserialize::<SecretBinding>(doc, &node, &subject).map(Manifest::SecretBinding)
+        }
+        "Budget" => deserialize::<Budget>(doc, &node, &subject).map(Manifest::Budget),
         "" => Err(vec![err(
-            locate(doc, &["kind"]),
+            locate("kind"),
             None,
             "kind",
             format!("is missing; one of {KINDS}"),
         )]),
         other => Err(vec![err(
-            locate(doc, &["kind"]),
+            locate("kind"),
             None,
             "kind",
             format!("'{other}' is not a kind Bridle knows; one of {KINDS}"),
@@ -368,7 +369,7 @@ pub fn parse_document(
     }?;
 
     let mut problems: Vec<(String, String)> = Vec::new();
-    credentials::check_document(&value, &mut problems);
+    credentials::check_document(&node, &mut problems);
     validate::check(&mut manifest, opts, &mut problems);
     // One problem per field: a literal key is not also "not a reference".
     let mut seen_fields = std::collections::HashSet::new();
@@ -378,10 +379,7 @@ pub fn parse_document(
     } else {
         Err(problems
             .into_iter()
-            .map(|(field, message)| {
-                let path: Vec<&str> = field.split('.').collect();
-                err(locate(doc, &path), subject.clone(), &field, message)
-            })
+            .map(|(field, message)| err(locate(&field), subject.clone(), &field, message))
             .collect())
     }
 }
@@ -402,7 +400,7 @@ pub fn parse_all(
                 if let Some(first) = seen.insert(key, d.source.clone()) {
                     errors.push(ManifestError {
                         source: d.source.clone(),
-                        line: locate(d, &["metadata", "name"]),
+                        line: locate_field(d.first_line, &d.yaml, "metadata.name"),
                         subject: Some(format!("{} '{}'", m.kind(), m.name())),
                         field: "metadata.name".into(),
                         message: format!("defined twice (first in {first})"),
@@ -420,158 +418,33 @@ pub fn parse_all(
     }
 }
 
-fn deserialize<T: DeserializeOwned>(
+fn deserialize<T: DeserializeOwned + Send>(
     doc: &Document,
+    node: &Node,
     subject: &Option<String>,
 ) -> Result<T, Vec<ManifestError>> {
-    let de = serde_yaml::Deserializer::from_str(&doc.yaml);
-    serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let line = inner
-            .location()
-            .and_then(|l| file_line(doc.first_line, l.line()))
-            .or_else(|| {
-                let p: Vec<&str> = path.split('.').collect();
-                locate(doc, &p)
-            });
+    yaml::from_str::<T>(&doc.yaml).map_err(|e| {
+        let line = e
+            .line
+            .and_then(|l| file_line(doc.first_line, l))
+            .or_else(|| line_of(doc, node, &e.path));
         // A path holds the document's own keys: an unknown one may be any length.
-        let field = if path == "." {
-            String::new()
-        } else {
-            crate::redact::quote(&path)
-        };
-        // serde_yaml prefixes its message with the path of the enclosing mapping.
-        let message = plain_yaml_message(&inner.to_string());
-        let message = match message.split_once(": ") {
-            Some((prefix, rest)) if !prefix.contains(' ') && field.starts_with(prefix) => {
-                rest.to_string()
-            }
-            _ => message,
-        };
+        let field = crate::redact::quote(&e.path);
         vec![ManifestError {
             source: doc.source.clone(),
             line,
             subject: subject.clone(),
             field,
-            message,
+            message: e.message,
         }]
     })
 }
 
-/// serde's messages quote the input between backquotes ("unknown field `...`"): each quoted
-/// part is bounded as every error bounds what it quotes (`redact::quote`).
-fn bound_quoted(msg: &str) -> String {
-    let parts: Vec<&str> = msg.split('`').collect();
-    if parts.len() < 3 {
-        return msg.to_string();
-    }
-    parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            // Odd parts are between a pair of backquotes.
-            if i % 2 == 1 && i + 1 < parts.len() {
-                crate::redact::quote(p)
-            } else {
-                (*p).to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("`")
-}
-
-/// serde_yaml's message, without its location and in the manifest writer's terms where serde's
-/// wording would leak Rust (an integer "as u128, expected any YAML value").
-fn plain_yaml_message(msg: &str) -> String {
-    let msg = bound_quoted(&strip_location(msg));
-    if msg.contains("recursion limit exceeded") {
-        return format!(
-            "nested too deeply: at most {} levels of mappings and lists",
-            depth::MAX_DEPTH
-        );
-    }
-    // serde_yaml puts the enclosing field's path first ("spec.budget.maxSteps: invalid ...").
-    if let Some((field, rest)) = msg.split_once("invalid type: integer `")
-        && let Some((n, _)) = rest.split_once('`')
-        && (msg.contains("as u128") || msg.contains("as i128"))
-    {
-        return format!(
-            "{field}the number {} is too large (numbers must fit in 64 bits)",
-            crate::redact::quote(n)
-        );
-    }
-    msg
-}
-
-/// serde_yaml appends " at line X column Y"; the line is reported separately (and relative to
-/// the file, not the document).
-fn strip_location(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
-}
-
-/// Best-effort line of a field path in the document's text: follows the keys down by
-/// indentation. Array indices ("targets[1]") pick the n-th item of that key's list.
-pub(crate) fn locate(doc: &Document, path: &[&str]) -> Option<u32> {
-    // Documents re-rendered by the CLI carry no line numbers of the user's file.
-    if doc.first_line == 0 {
-        return None;
-    }
-    let lines: Vec<&str> = doc.yaml.lines().collect();
-    let mut from = 0usize;
-    let mut min_indent = 0usize;
-    let mut found = None;
-    for seg in path {
-        let (key, index) = match seg.find('[') {
-            Some(i) => (
-                &seg[..i],
-                seg[i + 1..].trim_end_matches(']').parse::<usize>().ok(),
-            ),
-            None => (*seg, None),
-        };
-        if key.is_empty() {
-            continue;
-        }
-        let mut hit = None;
-        for (i, l) in lines.iter().enumerate().skip(from) {
-            let indent = l.len() - l.trim_start().len();
-            let body = l.trim_start().trim_start_matches("- ");
-            if indent < min_indent && !l.trim().is_empty() && found.is_some() {
-                break;
-            }
-            if body.starts_with(&format!("{key}:")) || body.starts_with(&format!("\"{key}\":")) {
-                hit = Some((i, indent));
-                break;
-            }
-        }
-        let (i, indent) = hit?;
-        found = Some(i);
-        from = i + 1;
-        min_indent = indent + 1;
-        if let Some(n) = index {
-            // The n-th "- " item below the key.
-            let mut count = 0;
-            for (j, l) in lines.iter().enumerate().skip(i + 1) {
-                let ind = l.len() - l.trim_start().len();
-                if !l.trim().is_empty() && ind <= indent && !l.trim_start().starts_with("- ") {
-                    break;
-                }
-                if l.trim_start().starts_with("- ") {
-                    if count == n {
-                        found = Some(j);
-                        from = j;
-                        min_indent = ind;
-                        break;
-                    }
-                    count += 1;
-                }
-            }
-        }
-    }
-    found.and_then(|i| file_line(doc.first_line, i + 1))
+/// Line of the file where the field at a dotted path ("spec.targets[1].apiKey") is written, in
+/// any YAML style (block or flow, quoted keys, aliases: where the alias is).
+fn line_of(doc: &Document, node: &Node, path: &str) -> Option<u32> {
+    let (line, _column) = node.locate(path)?;
+    file_line(doc.first_line, line)
 }
 
 /// The line of the file holding line `line` (1-based) of a document that starts at
@@ -605,11 +478,9 @@ mod tests;
 
 /// Line of a dotted field path ("spec.tools[1]") in a document's text, when known.
 pub fn locate_field(first_line: u32, yaml: &str, field: &str) -> Option<u32> {
-    let doc = Document {
-        source: String::new(),
-        first_line,
-        yaml: yaml.to_string(),
-    };
-    let path: Vec<&str> = field.split('.').collect();
-    locate(&doc, &path)
+    if first_line == 0 {
+        return None;
+    }
+    let (line, _column) = Node::parse(yaml).ok()?.locate(field)?;
+    file_line(first_line, line)
 }

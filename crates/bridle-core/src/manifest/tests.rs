@@ -974,7 +974,7 @@ fn issue27_credentials_name_one_allowed_host_a_header_and_a_reference() {
         "{all}"
     );
     let c: CredentialBinding =
-        serde_yaml::from_str("host: api.github.com\npathPrefix: /repos/\nsecret: secret://gh\n")
+        crate::yaml::from_str("host: api.github.com\npathPrefix: /repos/\nsecret: secret://gh\n")
             .unwrap();
     assert!(c.applies("API.github.com.", 443, "/repos/x"));
     assert!(!c.applies("api.github.com", 443, "/user"));
@@ -1018,5 +1018,111 @@ fn mcp_oauth_is_for_url_servers_and_owns_the_authorization_header() {
     assert_eq!(
         (o.scopes, o.client_id.as_deref()),
         (vec!["notes".to_string()], Some("bridle"))
+    );
+}
+
+// ---- issue 24 item 6: errors at the field's line in every YAML style ----
+
+/// The line of the one error of `text` (a file of one or more documents) that names `field`.
+fn line_of_error(text: &str, field: &str) -> Option<u32> {
+    let e = parse(text).unwrap_err();
+    let found: Vec<&ManifestError> = e.0.iter().filter(|m| m.field == field).collect();
+    assert_eq!(found.len(), 1, "{field}: {e}");
+    found[0].line
+}
+
+#[test]
+fn errors_point_at_the_field_in_flow_mappings() {
+    // A semantic check (found after parsing), an unknown field (found by the parser) and a
+    // literal credential, each in a flow mapping on its own line.
+    let text = "apiVersion: bridle.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec: {route: r,\n  budget: {maxSteps: 0}}\n";
+    assert_eq!(line_of_error(text, "spec.budget.maxSteps"), Some(5));
+    let text = "apiVersion: bridle.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec: {route: r,\n  budget: {maxSteps: 2,\n    maxStep: 3}}\n";
+    assert_eq!(line_of_error(text, "spec.budget.maxStep"), Some(6));
+    let text = "apiVersion: bridle.dev/v1\nkind: ModelRoute\nmetadata: {name: r}\nspec:\n  targets: [{provider: openai, model: m},\n    {provider: openai, name: b, model: m, apiKey: hunter2hunter2}]\n";
+    assert_eq!(line_of_error(text, "spec.targets[1].apiKey"), Some(6));
+}
+
+#[test]
+fn errors_point_at_the_field_in_a_whole_document_written_as_one_flow_mapping() {
+    let text = "{apiVersion: bridle.dev/v1, kind: Agent, metadata: {name: a},\n spec: {route: r, tools: [x,\n   x]}}\n";
+    assert_eq!(line_of_error(text, "spec.tools[1]"), Some(3));
+    // Nested flow mappings and lists on one line: the line is that line.
+    let text = "apiVersion: bridle.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec: {route: r, approval: {require: [b]}, tools: [a]}\n";
+    assert_eq!(line_of_error(text, "spec.approval.require[0]"), Some(4));
+}
+
+#[test]
+fn errors_point_at_the_field_in_each_document_of_a_file() {
+    let agent = |name: &str, steps: u32| {
+        format!(
+            "apiVersion: bridle.dev/v1\nkind: Agent\nmetadata:\n  name: {name}\nspec:\n  route: r\n  budget:\n    maxSteps: {steps}\n"
+        )
+    };
+    // Document 2 starts at line 10, document 3 (a flow mapping on the marker's line) at 18,
+    // its maxSteps on line 19.
+    let text = format!(
+        "{}---\n{}--- {{apiVersion: bridle.dev/v1, kind: Agent, metadata: {{name: c}},\n  spec: {{route: r, budget: {{maxSteps: 0}}}}}}\n",
+        agent("a", 1),
+        agent("b", 0)
+    );
+    let e = parse(&text).unwrap_err();
+    let lines: Vec<(String, Option<u32>)> =
+        e.0.iter().map(|m| (m.source.clone(), m.line)).collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("m.yaml#2".to_string(), Some(17)),
+            ("m.yaml#3".to_string(), Some(19))
+        ],
+        "{e}"
+    );
+}
+
+#[test]
+fn errors_point_at_quoted_keys_and_through_anchors() {
+    let text = "\"apiVersion\": bridle.dev/v1\n'kind': Agent\nmetadata:\n  \"name\": a\nspec:\n  'route': r\n  \"budget\":\n    'maxSteps': 0\n";
+    assert_eq!(line_of_error(text, "spec.budget.maxSteps"), Some(8));
+    // An alias is located where it is used.
+    let text = "apiVersion: bridle.dev/v1\nkind: Agent\nmetadata: {name: &n a}\nspec:\n  route: r\n  tools: [a]\n  approval:\n    require: [*n, b]\n";
+    assert_eq!(line_of_error(text, "spec.approval.require[1]"), Some(8));
+}
+
+#[test]
+fn a_key_written_twice_is_refused_with_its_line() {
+    let text = "apiVersion: bridle.dev/v1\nkind: Agent\nmetadata:\n  name: a\nspec:\n  route: r\n  budget: {maxSteps: 1, maxSteps: 2}\n";
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("m.yaml:7: not valid YAML: the key `maxSteps` is written twice"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn yaml_1_1_booleans_are_not_booleans() {
+    let text = "apiVersion: bridle.dev/v1\nkind: Tool\nmetadata:\n  name: t\nspec:\n  description: d\n  container:\n    image: i\n    command: [x]\n    stdin: yes\n";
+    let e = errors(text);
+    assert!(
+        e[0].starts_with(
+            "m.yaml:10: Tool 't': spec.container.stdin: invalid type: `yes`, expected a boolean"
+        ),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn an_empty_list_says_how_to_write_one() {
+    let e = errors(
+        "apiVersion: bridle.dev/v1\nkind: Agent\nmetadata:\n  name: a\nspec:\n  route: r\n  tools:\n",
+    );
+    assert!(
+        e[0].starts_with(
+            "m.yaml:7: Agent 'a': spec.tools: expected a list, found nothing (write []"
+        ),
+        "{}",
+        e[0]
     );
 }

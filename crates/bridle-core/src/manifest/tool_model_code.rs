@@ -163,7 +163,7 @@ mod tests {
             "image: x\ncommand: {}\nstdin: {stdin}\n",
             serde_json::to_string(command).unwrap_or_default()
         );
-        serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{e}"))
+        crate::yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

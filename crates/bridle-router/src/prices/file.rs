@@ -65,7 +65,7 @@ impl From<Provider> for ProviderKind {
 /// Reads the table in `text`; `name` says which file it is in errors. Entries come back in the
 /// file's order.
 pub fn parse(name: &str, text: &str) -> Result<Vec<ModelPrice>, String> {
-    let file: File = serde_yaml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
+    let file: File = bridle_core::yaml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
     let mut out: Vec<ModelPrice> = Vec::with_capacity(file.prices.len());
     for (i, e) in file.prices.into_iter().enumerate() {
         let provider = ProviderKind::from(e.provider);

@@ -70,7 +70,7 @@ async fn api_keys_act_only_for_their_tenant_and_role_over_grpc_and_http() {
 
     // Over HTTP: no key, and a viewer's key.
     let http = h.http.clone().unwrap();
-    let c = reqwest::Client::new();
+    let c = bridle_core::http_client::new();
     let body = json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]});
     let r = c
         .post(format!("{http}/v1/chat/completions"))

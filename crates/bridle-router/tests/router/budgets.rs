@@ -33,7 +33,7 @@ async fn chat(http: &str, end_user: Option<&str>) -> (u16, Value) {
     if let Some(u) = end_user {
         body["user"] = json!(u);
     }
-    let resp = reqwest::Client::new()
+    let resp = bridle_core::http_client::new()
         .post(format!("{http}/v1/chat/completions"))
         .json(&body)
         .send()

@@ -338,7 +338,7 @@ async fn the_fronts_refuse_oversized_bodies_and_unknown_paths_in_their_own_shape
     .await;
     let http = h.http.clone().unwrap();
     let big = "x".repeat(4000);
-    let c = reqwest::Client::new();
+    let c = bridle_core::http_client::new();
     let r = c
         .post(format!("{http}/v1/chat/completions"))
         .json(&json!({"model": "gpt", "messages": [{"role": "user", "content": big}]}))

@@ -136,7 +136,7 @@ async fn a_conversation_past_a_scripted_routes_end_is_a_4xx_over_http_as_over_gr
     let e = h.complete(request("demo", past)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     let http = h.http.clone().unwrap();
-    let r = reqwest::Client::new()
+    let r = bridle_core::http_client::new()
         .post(format!("{http}/v1/chat/completions"))
         .json(&json!({"model": "demo", "messages": [
             {"role": "user", "content": "hi"},
@@ -158,7 +158,7 @@ async fn a_conversation_past_a_scripted_routes_end_is_a_4xx_over_http_as_over_gr
 async fn deeply_nested_json_is_a_400_naming_the_limit() {
     let (h, _) = gateway().await;
     let http = h.http.clone().unwrap();
-    let c = reqwest::Client::new();
+    let c = bridle_core::http_client::new();
     let deep = format!(
         r#"{{"model": "demo", "messages": [{{"role": "user", "content": {}}}]}}"#,
         "[".repeat(100_000)

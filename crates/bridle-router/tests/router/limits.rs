@@ -10,7 +10,7 @@ pub(crate) async fn chat(
     model: &str,
     agent: Option<&str>,
 ) -> (u16, Option<String>, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = bridle_core::http_client::new()
         .post(format!("{http}/v1/chat/completions"))
         .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}));
     if let Some(a) = agent {
@@ -111,7 +111,7 @@ async fn rate_limits_are_shared_by_router_processes_and_answer_429_with_retry_af
     }
 
     // The Anthropic front refuses in Anthropic's shape.
-    let resp = reqwest::Client::new()
+    let resp = bridle_core::http_client::new()
         .post(format!("{}/v1/messages", p1.http))
         .json(&json!({"model": "limited", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}))
         .send()

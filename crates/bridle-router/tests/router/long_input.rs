@@ -74,7 +74,7 @@ async fn http_errors_quote_long_input_bounded() {
     .await;
     h.apply(crate::scripted::ROUTE).await;
     let http = h.http.clone().unwrap();
-    let c = reqwest::Client::new();
+    let c = bridle_core::http_client::new();
     let long = "x".repeat(LONG);
     let hi = json!([{"role": "user", "content": "hi"}]);
     let check = |status: u16, body: Value, want: u16, starts: &str| {

@@ -106,6 +106,8 @@ impl Login {
             .timeout(Some(timeout))
             .build()
             .map_err(|e| VaultError::Login(format!("vault settings: {e}")))?;
+        // vaultrs builds its own reqwest client, which has no crypto provider of its own.
+        bridle_core::config::install_crypto_provider();
         let mut client = VaultClient::new(settings)
             .map_err(|e| VaultError::Login(format!("vault client: {e}")))?;
         fn refused(what: &'static str) -> impl Fn(vaultrs::error::ClientError) -> VaultError {

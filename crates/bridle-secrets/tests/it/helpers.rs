@@ -86,7 +86,7 @@ impl Bao {
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, String> {
         let url = format!("{}/v1/{path}", self.addr());
-        let mut req = reqwest::Client::new()
+        let mut req = bridle_core::http_client::new()
             .request(method.parse().unwrap(), &url)
             .header("X-Vault-Token", &self.token);
         if let Some(b) = body {

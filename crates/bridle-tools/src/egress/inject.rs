@@ -502,7 +502,8 @@ mod tests {
         assert!(dechunk(b"5\r\nhi").is_err());
         let tok = "s3cr3t-t0ken-value";
         let inj = Injection {
-            binding: serde_yaml::from_str("host: api.example.com\nsecret: secret://t\n").unwrap(),
+            binding: bridle_core::yaml::from_str("host: api.example.com\nsecret: secret://t\n")
+                .unwrap(),
             value: SecretString::from(tok),
         };
         let b64 = base64::engine::general_purpose::STANDARD.encode(tok);
@@ -545,7 +546,7 @@ mod tests {
             body: [&[0xff, 0xfe][..], b"tok123", &[0x00]].concat(),
         };
         let inj = Injection {
-            binding: serde_yaml::from_str("host: h.example\nsecret: secret://t\n").unwrap(),
+            binding: bridle_core::yaml::from_str("host: h.example\nsecret: secret://t\n").unwrap(),
             value: SecretString::from("tok123"),
         };
         let out = scrub(&a, &Redactor::new(["tok123".to_string()]), &[inj]);

@@ -142,7 +142,7 @@ pub async fn run(ex: &Executor, h: &HttpTool, call: &Call) -> Result<ToolResult,
         &wanted,
     )
     .await?;
-    let client = reqwest::Client::builder()
+    let client = bridle_core::http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .resolve_to_addrs(bare, &addrs)

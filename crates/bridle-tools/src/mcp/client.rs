@@ -240,7 +240,7 @@ pub fn pinned_http(
     timeout: Duration,
     pinned: &[std::net::SocketAddr],
 ) -> Result<reqwest::Client, crate::Error> {
-    let mut http = reqwest::Client::builder()
+    let mut http = bridle_core::http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .timeout(timeout);

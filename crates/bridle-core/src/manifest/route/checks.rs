@@ -257,11 +257,11 @@ fn read_script(path: &std::path::Path) -> Result<Vec<ScriptTurn>, String> {
         List(Vec<ScriptTurn>),
         File(File),
     }
-    match serde_yaml::from_str::<Either>(&text) {
+    match crate::yaml::from_str::<Either>(&text) {
         Ok(Either::List(t)) | Ok(Either::File(File { turns: t })) => Ok(t),
         Err(_) => {
             // Untagged errors say nothing useful; decode again as a list for the real reason.
-            let e = serde_yaml::from_str::<Vec<ScriptTurn>>(&text).err();
+            let e = crate::yaml::from_str::<Vec<ScriptTurn>>(&text).err();
             Err(format!(
                 "{} is not a list of turns (each with text and/or toolCalls){}",
                 path.display(),

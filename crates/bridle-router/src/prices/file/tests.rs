@@ -139,7 +139,7 @@ fn a_bad_value_names_the_file_the_entry_the_field_and_the_line() {
 #[test]
 fn unknown_and_missing_fields_are_refused_by_name() {
     let e = refused(&format!("{OK}\n    cache_read: \"1\""));
-    assert!(e.starts_with("ops.yaml: prices[0]: "), "{e}");
+    assert!(e.starts_with("ops.yaml: prices[0].cache_read: "), "{e}");
     assert!(e.contains("unknown field `cache_read`"), "{e}");
     assert!(e.contains("cacheRead"), "{e}");
 

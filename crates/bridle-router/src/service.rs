@@ -34,7 +34,7 @@ fn authorized(req: Request<CompleteRequest>) -> Result<CompleteRequest, Status> 
     let mut req = req.into_inner();
     let mut scope = req.scope.take().unwrap_or_default();
     scope.tenant = p
-        .tenant_for(&scope.tenant)
+        .tenant_in("scope.tenant", &scope.tenant)
         .map_err(|e| refused_tenant(e, &scope.tenant))?;
     req.scope = Some(scope);
     // Only a service (the orchestrator) says whom a call is for; anyone else is counted as

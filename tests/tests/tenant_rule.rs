@@ -184,6 +184,7 @@ async fn an_empty_tenant_is_the_callers_own_or_default_in_every_service() {
             &acme,
             pb::ListAgentsRequest {
                 tenant: "globex".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -285,6 +286,7 @@ async fn an_empty_tenant_is_the_callers_own_or_default_in_every_service() {
                 "orchestrator",
                 pb::ListAgentsRequest {
                     tenant: bad.clone(),
+                    ..Default::default()
                 },
             ))
             .await
@@ -312,6 +314,7 @@ async fn an_empty_tenant_is_the_callers_own_or_default_in_every_service() {
                     "orchestrator",
                     pb::ListModelsRequest {
                         tenant: bad.clone(),
+                        ..Default::default()
                     },
                 ))
                 .await

@@ -30,7 +30,6 @@ const MAX_TOOL_NAME: usize = 256;
 const MAX_APPROVER: usize = 256;
 const MAX_REASON: usize = 4096;
 const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 500;
 
 pub struct ApprovalsService {
     store: Store,
@@ -376,12 +375,23 @@ impl ApprovalsService {
         if let Some(r) = run {
             ids::check_id("run_id", "run", r)?;
         }
-        let limit = match req.page_size as usize {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        let approvals = self.store.list(&req.tenant, state, run, limit).await?;
-        Ok(ListApprovalsResponse { approvals })
+        let page = bridle_core::paging::Page::parse(
+            req.page_size,
+            &req.page_token,
+            Some(DEFAULT_PAGE),
+            bridle_core::paging::MAX_PAGE_SIZE,
+        )?;
+        let limit = page.size.unwrap_or(DEFAULT_PAGE);
+        let (approvals, next) = self
+            .store
+            .list(&req.tenant, state, run, page.offset()?, limit)
+            .await?;
+        Ok(ListApprovalsResponse {
+            approvals,
+            next_page_token: next
+                .map(|n| bridle_core::paging::token(&n.to_string()))
+                .unwrap_or_default(),
+        })
     }
 }
 

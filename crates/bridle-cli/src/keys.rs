@@ -106,6 +106,7 @@ pub async fn keys(conn: &ConnArgs, c: KeysCommand) -> anyhow::Result<ExitCode> {
                 .await?
                 .list_api_keys(pb::ListApiKeysRequest {
                     tenant: conn.tenant.clone(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| status("listing keys", s))?

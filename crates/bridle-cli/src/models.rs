@@ -126,6 +126,7 @@ pub async fn models(conn: &ConnArgs) -> anyhow::Result<ExitCode> {
     let resp = client
         .list_models(pb::ListModelsRequest {
             tenant: conn.tenant.clone(),
+            ..Default::default()
         })
         .await
         .map_err(|s| status("listing model routes", s))?

@@ -88,6 +88,12 @@ pub fn parse_request(
     Ok(manifests)
 }
 
+/// Where a stored manifest sits in ListManifests' order (by kind, then name), and so in its
+/// page tokens.
+pub fn list_key(m: &StoredManifest) -> String {
+    format!("{}/{}", m.kind, m.name)
+}
+
 /// The one tenant rule ([`crate::auth::Principal::tenant_for`]) applied to an apply request in
 /// place: its `tenant` becomes the one the caller acts for, so a service that reads the
 /// documents before the shared service stores them sees the tenants that will be stored.
@@ -171,19 +177,29 @@ impl Manifests for ManifestsService {
         p.require(crate::auth::Role::Viewer)?;
         let req = req.into_inner();
         let tenant = p.tenant_for(&req.tenant)?;
+        let page = crate::paging::Page::parse(
+            req.page_size,
+            &req.page_token,
+            None,
+            crate::paging::MAX_PAGE_SIZE,
+        )?;
         let kind = (!req.kind.is_empty()).then_some(req.kind.as_str());
         let list = self.store.list(&tenant, kind).await?;
+        let mut manifests: Vec<StoredManifest> = list
+            .into_iter()
+            .map(|(m, generation)| StoredManifest {
+                kind: m.kind().into(),
+                name: m.name().into(),
+                tenant: m.tenant().into(),
+                yaml: m.to_yaml(),
+                generation,
+            })
+            .collect();
+        manifests.sort_by_key(list_key);
+        let (manifests, next_page_token) = page.of_sorted(manifests, list_key);
         Ok(Response::new(ListManifestsResponse {
-            manifests: list
-                .into_iter()
-                .map(|(m, generation)| StoredManifest {
-                    kind: m.kind().into(),
-                    name: m.name().into(),
-                    tenant: m.tenant().into(),
-                    yaml: m.to_yaml(),
-                    generation,
-                })
-                .collect(),
+            manifests,
+            next_page_token,
         }))
     }
 

@@ -99,12 +99,24 @@ impl Router for RouterService {
     ) -> Result<Response<ListModelsResponse>, Status> {
         let p = principal(&req);
         p.require(Role::Viewer).map_err(refused)?;
-        let requested = req.into_inner().tenant;
+        let req = req.into_inner();
         let tenant = p
-            .tenant_for(&requested)
-            .map_err(|e| refused_tenant(e, &requested))?;
-        let routes = self.dispatch.list_models(&tenant).await?;
-        Ok(Response::new(ListModelsResponse { routes }))
+            .tenant_for(&req.tenant)
+            .map_err(|e| refused_tenant(e, &req.tenant))?;
+        let page = bridle_core::paging::Page::parse(
+            req.page_size,
+            &req.page_token,
+            None,
+            bridle_core::paging::MAX_PAGE_SIZE,
+        )
+        .map_err(refused)?;
+        let mut routes = self.dispatch.list_models(&tenant).await?;
+        routes.sort_by(|a, b| a.name.cmp(&b.name));
+        let (routes, next_page_token) = page.of_sorted(routes, |r| r.name.clone());
+        Ok(Response::new(ListModelsResponse {
+            routes,
+            next_page_token,
+        }))
     }
 
     async fn spend(

@@ -187,11 +187,21 @@ impl Tools for ToolsService {
             .tenant_for(&req.get_ref().tenant)
             .map_err(Error::from)?;
         let req = req.into_inner();
-        let (tools, missing) = self.exec.list(&tenant, &req.names).await?;
+        let page = bridle_core::paging::Page::parse(
+            req.page_size,
+            &req.page_token,
+            None,
+            bridle_core::paging::MAX_PAGE_SIZE,
+        )
+        .map_err(Error::from)?;
+        let (mut tools, missing) = self.exec.list(&tenant, &req.names).await?;
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        let (tools, next_page_token) = page.of_sorted(tools, |t| t.name.clone());
         Ok(Response::new(ListToolsResponse {
             tools,
             missing,
             workspace_quota_max_bytes: self.exec.sandboxes.quotas.max,
+            next_page_token,
         }))
     }
 

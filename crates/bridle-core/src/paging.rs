@@ -47,6 +47,15 @@ impl Page {
         Ok(Page { size, after })
     }
 
+    /// Everything, from the start: what a request without `page_size` or `page_token` asks
+    /// of a list that was not paged before.
+    pub fn all() -> Page {
+        Page {
+            size: None,
+            after: None,
+        }
+    }
+
     /// The page of `items`, which are sorted by `key` (ascending, one item per key), and the
     /// token of the next page. Keyed rather than counted, so an item added or removed
     /// between two pages neither hides nor repeats another.

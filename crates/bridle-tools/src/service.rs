@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bridle_core::auth::{AuthMode, Caller, principal};
+use bridle_core::paging::Page;
 use bridle_proto::tools_server::Tools;
 use bridle_proto::{
     BeginAuthorizationRequest, BeginAuthorizationResponse, CompleteAuthorizationRequest,
@@ -187,7 +188,7 @@ impl Tools for ToolsService {
             .tenant_for(&req.get_ref().tenant)
             .map_err(Error::from)?;
         let req = req.into_inner();
-        let page = bridle_core::paging::Page::parse(
+        let page = Page::parse(
             req.page_size,
             &req.page_token,
             None,
@@ -195,8 +196,14 @@ impl Tools for ToolsService {
         )
         .map_err(Error::from)?;
         let (mut tools, missing) = self.exec.list(&tenant, &req.names).await?;
-        tools.sort_by(|a, b| a.name.cmp(&b.name));
-        let (tools, next_page_token) = page.of_sorted(tools, |t| t.name.clone());
+        // Unpaged, the order asked for stays (an agent's tools reach the model in the order it
+        // lists them); pages need one order, by name.
+        let (tools, next_page_token) = if page == Page::all() {
+            (tools, String::new())
+        } else {
+            tools.sort_by(|a, b| a.name.cmp(&b.name));
+            page.of_sorted(tools, |t| t.name.clone())
+        };
         Ok(Response::new(ListToolsResponse {
             tools,
             missing,

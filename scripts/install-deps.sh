@@ -101,6 +101,13 @@ if ! "$GRPC_VENV/bin/python" -c 'import grpc_tools.protoc, grpc_status.rpc_statu
     || { log "the gRPC tools in $GRPC_VENV do not import (see above)"; exit 1; }
 fi
 
+# gRPC reflection is checked with Python's stock client (grpcio-reflection, which speaks
+# v1alpha), as a platform team's script would call it (tests/tests/reflection.rs). Pinned.
+if ! python3 -c 'import grpc_reflection.v1alpha.proto_reflection_descriptor_database' >/dev/null 2>&1; then
+  log "installing grpcio-reflection (pip), for the reflection test"
+  python3 -m pip install -q grpcio-reflection==1.85.1
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest

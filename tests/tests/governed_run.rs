@@ -111,10 +111,7 @@ async fn bad_manifests_and_unknown_agents_are_refused_clearly() {
     let listed = h
         .manifests()
         .await
-        .list_manifests(pb::ListManifestsRequest {
-            tenant: String::new(),
-            kind: String::new(),
-        })
+        .list_manifests(pb::ListManifestsRequest::default())
         .await
         .unwrap()
         .into_inner();

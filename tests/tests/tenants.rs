@@ -175,6 +175,7 @@ async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
                 state: 0,
                 run_id: String::new(),
                 page_size: 50,
+                page_token: String::new(),
             },
         ))
         .await

@@ -102,7 +102,12 @@ pub fn check_policies(docs: &[ManifestDocument], manifests: &[Manifest]) -> Vec<
 
 #[tonic::async_trait]
 impl Manifests for PolicyManifests {
-    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        mut req: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
+        // The tenants the shared service will store under, before the documents are read here.
+        bridle_core::manifest_service::bind_tenant(&mut req)?;
         let r = req.get_ref();
         let manifests = parse_request(&r.documents, &r.tenant, Some(Owner::Approvals))?;
         let problems = check_policies(&r.documents, &manifests);

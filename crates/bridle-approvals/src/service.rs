@@ -30,7 +30,6 @@ const MAX_TOOL_NAME: usize = 256;
 const MAX_APPROVER: usize = 256;
 const MAX_REASON: usize = 4096;
 const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 500;
 
 pub struct ApprovalsService {
     store: Store,
@@ -357,15 +356,11 @@ impl ApprovalsService {
         mut req: ListApprovalsRequest,
     ) -> Result<ListApprovalsResponse, Error> {
         p.require(Role::Viewer)?;
-        // Keys bound to a tenant list their own; unbound callers must name one. Checked first:
-        // refusing another tenant quotes the name.
+        // Longer than a name may be: said without quoting it all (then the one tenant rule).
         if !req.tenant.is_empty() {
             check_name("tenant", &req.tenant)?;
         }
-        if p.tenant.is_some() {
-            req.tenant = p.tenant_for(&req.tenant)?;
-        }
-        check_name("tenant", &req.tenant)?;
+        req.tenant = p.tenant_for(&req.tenant)?;
         let state = match ApprovalState::try_from(req.state) {
             Ok(ApprovalState::Unspecified) => ApprovalState::Pending,
             Ok(s) => s,
@@ -380,12 +375,23 @@ impl ApprovalsService {
         if let Some(r) = run {
             ids::check_id("run_id", "run", r)?;
         }
-        let limit = match req.page_size as usize {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        let approvals = self.store.list(&req.tenant, state, run, limit).await?;
-        Ok(ListApprovalsResponse { approvals })
+        let page = bridle_core::paging::Page::parse(
+            req.page_size,
+            &req.page_token,
+            Some(DEFAULT_PAGE),
+            bridle_core::paging::MAX_PAGE_SIZE,
+        )?;
+        let limit = page.size.unwrap_or(DEFAULT_PAGE);
+        let (approvals, next) = self
+            .store
+            .list(&req.tenant, state, run, page.offset()?, limit)
+            .await?;
+        Ok(ListApprovalsResponse {
+            approvals,
+            next_page_token: next
+                .map(|n| bridle_core::paging::token(&n.to_string()))
+                .unwrap_or_default(),
+        })
     }
 }
 
@@ -444,14 +450,8 @@ impl Approvals for ApprovalsService {
         if !req.tenant.is_empty() {
             check_name("tenant", &req.tenant)?;
         }
-        let tenant = if p.tenant.is_some() {
-            Some(p.tenant_for(&req.tenant).map_err(Error::from)?)
-        } else if req.tenant.is_empty() {
-            None
-        } else {
-            check_name("tenant", &req.tenant)?;
-            Some(req.tenant)
-        };
+        // Empty from a caller bound to no tenant (the orchestrator's listener): every tenant.
+        let tenant = p.tenants_for(&req.tenant).map_err(Error::from)?;
         // Connect before answering, so a Redis outage is an error, not an empty stream.
         let mut conn = self
             .store

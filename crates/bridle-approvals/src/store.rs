@@ -551,48 +551,66 @@ impl Store {
     }
 
     /// Approvals of `tenant` in `state`, newest first; of one run when `run_id` is given.
+    /// Approvals of `tenant` in `state` (of one run, when given), newest first: from position
+    /// `offset` of the index, at most `limit`; and where the next page starts, when there may
+    /// be more.
     pub async fn list(
         &self,
         tenant: &str,
         state: ApprovalState,
         run_id: Option<&str>,
+        offset: usize,
         limit: usize,
-    ) -> Result<Vec<Approval>, Error> {
+    ) -> Result<(Vec<Approval>, Option<usize>), Error> {
         // The sweeper runs every few seconds; catching up here keeps "pending" honest.
         if let Err(e) = self.expire_due(100).await {
             tracing::warn!("cannot expire lapsed approvals before listing: {e}");
         }
         let now = now_ms();
         let want = state as i32;
-        let ids: Vec<String> = match run_id {
-            // A run has few approvals: read them all and filter by state.
+        let fix = |mut a: Approval| {
+            if lapsed(&a, now) {
+                a.state = ApprovalState::Expired as i32;
+            }
+            a
+        };
+        match run_id {
+            // A run has few approvals: read them all, filter by state, then take the page.
             Some(run) => {
-                self.conn
+                let ids: Vec<String> = self
+                    .conn
                     .clone()
                     .zrevrange(self.keys.run(tenant, run), 0, -1)
+                    .await?;
+                let all: Vec<Approval> = self
+                    .load_many(&ids)
                     .await?
+                    .into_iter()
+                    .map(fix)
+                    .filter(|a| a.state == want)
+                    .collect();
+                let more = all.len() > offset.saturating_add(limit);
+                let page = all.into_iter().skip(offset).take(limit).collect();
+                Ok((page, more.then_some(offset.saturating_add(limit))))
             }
+            // The state's index, by position: a page holds fewer when some lapsed meanwhile.
             None => {
                 let key = self.keys.index(tenant, record::state_name(state));
-                let stop = isize::try_from(limit)
-                    .unwrap_or(isize::MAX)
+                let start = isize::try_from(offset).unwrap_or(isize::MAX);
+                let stop = start
+                    .saturating_add(isize::try_from(limit).unwrap_or(isize::MAX))
                     .saturating_sub(1);
-                self.conn.clone().zrevrange(key, 0, stop).await?
+                let ids: Vec<String> = self.conn.clone().zrevrange(key, start, stop).await?;
+                let full = ids.len() == limit;
+                let page = self
+                    .load_many(&ids)
+                    .await?
+                    .into_iter()
+                    .map(fix)
+                    .filter(|a| a.state == want)
+                    .collect();
+                Ok((page, full.then_some(offset.saturating_add(limit))))
             }
-        };
-        let mut out: Vec<Approval> = self
-            .load_many(&ids)
-            .await?
-            .into_iter()
-            .map(|mut a| {
-                if lapsed(&a, now) {
-                    a.state = ApprovalState::Expired as i32;
-                }
-                a
-            })
-            .filter(|a| a.state == want)
-            .collect();
-        out.truncate(limit);
-        Ok(out)
+        }
     }
 }

@@ -75,6 +75,7 @@ pub async fn approvals(
                     state: pb::ApprovalState::Pending as i32,
                     run_id: run.unwrap_or_default(),
                     page_size: 100,
+                    page_token: String::new(),
                 })
                 .await
                 .map_err(|s| status("listing approvals", s))?

@@ -134,6 +134,7 @@ pub async fn keys(conn: &ConnArgs, format: Format, c: KeysCommand) -> anyhow::Re
                 .await?
                 .list_api_keys(pb::ListApiKeysRequest {
                     tenant: conn.tenant.clone(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| status("listing keys", s))?

@@ -192,20 +192,47 @@ impl Principal {
         }
     }
 
-    /// The tenant a request acts for: the caller's own when it is bound to one (a different
-    /// requested tenant is refused), else the requested one, else "default".
+    /// The tenant a request acts for, from its `tenant` field: the one rule of every service
+    /// (see [`Principal::tenant_in`]).
     pub fn tenant_for(&self, requested: &str) -> Result<String, Error> {
+        self.tenant_in("tenant", requested)
+    }
+
+    /// The tenant a request acts for, from its field `field` (`tenant`, `scope.tenant`), the
+    /// same in every service and RPC:
+    /// - a caller bound to a tenant (an API key, a person's token) acts for its own: an empty
+    ///   field or its own name is its tenant, another name is refused (PERMISSION_DENIED);
+    /// - a caller bound to none (a Bridle service; anyone when auth is off) acts for the tenant
+    ///   named, and for `default` when the field is empty.
+    ///
+    /// A name given must be a valid tenant name (INVALID_ARGUMENT naming `field`), checked
+    /// first: no tenant can exist under an invalid name, and a refusal then never quotes one.
+    pub fn tenant_in(&self, field: &str, requested: &str) -> Result<String, Error> {
+        if !requested.is_empty() {
+            crate::ids::check_name(requested)
+                .map_err(|e| Error::InvalidArgument(format!("{field}: {e}")))?;
+        }
         match &self.tenant {
             Some(t) if requested.is_empty() || requested == t => Ok(t.clone()),
             Some(t) => Err(Error::PermissionDenied(format!(
-                "{} '{}' belongs to tenant '{t}' and cannot act for tenant '{}'",
+                "{} '{}' belongs to tenant '{t}' and cannot act for tenant '{requested}'",
                 kind_word(self.kind()),
                 self.name,
-                crate::redact::quote(requested)
             ))),
             None if requested.is_empty() => Ok(crate::manifest::DEFAULT_TENANT.to_string()),
             None => Ok(requested.to_string()),
         }
+    }
+
+    /// The tenants a read that may span tenants covers (the approvals event feed, the list of
+    /// API keys): [`Principal::tenant_for`]'s answer, except that a caller bound to no tenant
+    /// naming none reads every tenant (`None`), which is what the orchestrator's approval
+    /// listener and an operator listing keys ask for.
+    pub fn tenants_for(&self, requested: &str) -> Result<Option<String>, Error> {
+        if self.tenant.is_none() && requested.is_empty() {
+            return Ok(None);
+        }
+        self.tenant_for(requested).map(Some)
     }
 
     /// Whether the caller may see things of `tenant`.
@@ -873,7 +900,32 @@ mod tests {
             tonic::Code::PermissionDenied
         );
         assert_eq!(Principal::anonymous().tenant_for("").unwrap(), "default");
+        assert_eq!(
+            Principal::service("orchestrator").tenant_for("").unwrap(),
+            "default"
+        );
+        assert_eq!(
+            Principal::anonymous().tenant_for("globex").unwrap(),
+            "globex"
+        );
         assert!(p.sees("acme") && !p.sees("globex"));
+        // A name that cannot be a tenant is refused by the field it came in, before anything.
+        for who in [p.clone(), Principal::anonymous()] {
+            let e = who.tenant_in("scope.tenant", "Not A Name").unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.to_string().starts_with("scope.tenant: "), "{e}");
+        }
+        // Reads across tenants: everything for an unbound caller naming none, else the rule.
+        assert_eq!(Principal::anonymous().tenants_for("").unwrap(), None);
+        assert_eq!(
+            Principal::anonymous().tenants_for("globex").unwrap(),
+            Some("globex".into())
+        );
+        assert_eq!(p.tenants_for("").unwrap(), Some("acme".into()));
+        assert_eq!(
+            p.tenants_for("globex").unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
     }
 
     #[test]

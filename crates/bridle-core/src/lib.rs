@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod manifest_service;
 pub mod metrics;
 pub mod oidc;
+pub mod paging;
 pub mod peers;
 pub mod prometheus;
 pub mod redact;

@@ -88,6 +88,39 @@ pub fn parse_request(
     Ok(manifests)
 }
 
+/// Where a stored manifest sits in ListManifests' order (by kind, then name), and so in its
+/// page tokens.
+pub fn list_key(m: &StoredManifest) -> String {
+    format!("{}/{}", m.kind, m.name)
+}
+
+/// The one tenant rule ([`crate::auth::Principal::tenant_for`]) applied to an apply request in
+/// place: its `tenant` becomes the one the caller acts for, so a service that reads the
+/// documents before the shared service stores them sees the tenants that will be stored.
+pub fn bind_tenant(req: &mut Request<ApplyRequest>) -> Result<(), Error> {
+    let tenant = crate::auth::principal(req).tenant_for(&req.get_ref().tenant)?;
+    req.get_mut().tenant = tenant;
+    Ok(())
+}
+
+/// Refuses manifests whose `metadata.tenant` names a tenant the caller cannot act for.
+pub fn check_tenants(
+    p: &crate::auth::Principal,
+    manifests: &[manifest::Manifest],
+) -> Result<(), Error> {
+    match manifests.iter().find(|m| !p.sees(m.tenant())) {
+        None => Ok(()),
+        Some(m) => Err(Error::PermissionDenied(format!(
+            "{} '{}' is for tenant '{}', which {} '{}' cannot act for",
+            m.kind(),
+            m.name(),
+            m.tenant(),
+            crate::auth::kind_word(p.kind()),
+            p.name
+        ))),
+    }
+}
+
 /// How many changes a History request gets: 20 when it says 0, at most what is kept.
 pub fn history_limit(asked: u32) -> usize {
     match asked {
@@ -100,9 +133,12 @@ pub fn history_limit(asked: u32) -> usize {
 impl Manifests for ManifestsService {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let p = crate::auth::principal(&req);
+        p.require(crate::auth::Role::Operator)?;
         let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
         let actor = p.acting_for(req.actor.as_ref());
-        let manifests = parse_request(&req.documents, &req.tenant, Some(self.owner))?;
+        let manifests = parse_request(&req.documents, &tenant, Some(self.owner))?;
+        check_tenants(&p, &manifests)?;
         let actions = if req.dry_run {
             self.store.plan(&manifests).await?
         } else {
@@ -137,23 +173,33 @@ impl Manifests for ManifestsService {
         &self,
         req: Request<ListManifestsRequest>,
     ) -> Result<Response<ListManifestsResponse>, Status> {
+        let p = crate::auth::principal(&req);
+        p.require(crate::auth::Role::Viewer)?;
         let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
+        let page = crate::paging::Page::parse(
+            req.page_size,
+            &req.page_token,
+            None,
+            crate::paging::MAX_PAGE_SIZE,
+        )?;
         let kind = (!req.kind.is_empty()).then_some(req.kind.as_str());
-        let list = self
-            .store
-            .list(tenant_or_default(&req.tenant), kind)
-            .await?;
+        let list = self.store.list(&tenant, kind).await?;
+        let mut manifests: Vec<StoredManifest> = list
+            .into_iter()
+            .map(|(m, generation)| StoredManifest {
+                kind: m.kind().into(),
+                name: m.name().into(),
+                tenant: m.tenant().into(),
+                yaml: m.to_yaml(),
+                generation,
+            })
+            .collect();
+        manifests.sort_by_key(list_key);
+        let (manifests, next_page_token) = page.of_sorted(manifests, list_key);
         Ok(Response::new(ListManifestsResponse {
-            manifests: list
-                .into_iter()
-                .map(|(m, generation)| StoredManifest {
-                    kind: m.kind().into(),
-                    name: m.name().into(),
-                    tenant: m.tenant().into(),
-                    yaml: m.to_yaml(),
-                    generation,
-                })
-                .collect(),
+            manifests,
+            next_page_token,
         }))
     }
 
@@ -162,11 +208,13 @@ impl Manifests for ManifestsService {
         req: Request<DeleteManifestRequest>,
     ) -> Result<Response<DeleteManifestResponse>, Status> {
         let p = crate::auth::principal(&req);
+        p.require(crate::auth::Role::Operator)?;
         let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
         let actor = p.acting_for(req.actor.as_ref());
         let deleted = self
             .store
-            .delete(&req.kind, tenant_or_default(&req.tenant), &req.name, &actor)
+            .delete(&req.kind, &tenant, &req.name, &actor)
             .await?;
         Ok(Response::new(DeleteManifestResponse { deleted }))
     }
@@ -181,12 +229,7 @@ impl Manifests for ManifestsService {
         let tenant = p.tenant_for(&req.tenant)?;
         let changes = self
             .store
-            .history(
-                &req.kind,
-                tenant_or_default(&tenant),
-                &req.name,
-                history_limit(req.limit),
-            )
+            .history(&req.kind, &tenant, &req.name, history_limit(req.limit))
             .await?;
         Ok(Response::new(HistoryResponse { changes }))
     }

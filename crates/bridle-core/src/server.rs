@@ -99,11 +99,12 @@ impl GrpcServer {
         }
         health.set_service_status("", ServingStatus::Serving).await;
 
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(bridle_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1 = reflection(service_names)
             .build_v1()
-            .map_err(|e| Error::internal(format!("reflection: {e}")))?;
+            .map_err(|e| Error::internal(format!("reflection v1: {e}")))?;
+        let reflection_v1alpha = reflection(service_names)
+            .build_v1alpha()
+            .map_err(|e| Error::internal(format!("reflection v1alpha: {e}")))?;
 
         let name = self.name;
         let names: Vec<String> = service_names.iter().map(|s| s.to_string()).collect();
@@ -145,7 +146,10 @@ impl GrpcServer {
                 }
             });
         }
-        let routes = routes.add_service(health_service).add_service(reflection);
+        let routes = routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
         let router = tonic::transport::Server::builder()
             // Outermost: calls refused by auth or capped are measured too.
             .layer(crate::rpc_telemetry::RpcTelemetryLayer)
@@ -197,6 +201,31 @@ impl GrpcServer {
         };
         served.map_err(|e| Error::internal(format!("{name}: server error: {e}")))
     }
+}
+
+/// The services every port serves beside its own: health and both versions of reflection.
+pub const COMMON_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Reflection (v1 or v1alpha, whichever the caller builds) that lists what this port serves:
+/// `service_names` and [`COMMON_SERVICES`], not every service of the descriptor set (the other
+/// services' methods would answer UNIMPLEMENTED here). Both versions are served because
+/// clients still speak either: grpcurl v1, grpcio-reflection and older tools v1alpha. Every
+/// file stays registered, so any symbol of `bridle.v1` still resolves.
+fn reflection(service_names: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    service_names.iter().copied().chain(COMMON_SERVICES).fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(bridle_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ),
+        |b, name| b.with_service_name(name),
+    )
 }
 
 /// How long a client may take to finish its TLS handshake.

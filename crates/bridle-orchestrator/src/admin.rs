@@ -78,15 +78,27 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         let p = principal(&req);
         p.require(Role::Admin)?;
-        let requested = req.into_inner().tenant;
-        let filter = match (&p.tenant, requested.is_empty()) {
-            (Some(t), _) => Some(p.tenant_for(&requested).map(|_| t.clone())?),
-            (None, true) => None,
-            (None, false) => Some(requested),
-        };
-        let keys = self.keys.list(filter.as_deref()).await?;
+        let req = req.into_inner();
+        // Empty from a caller bound to no tenant: the keys of every tenant.
+        let filter = p.tenants_for(&req.tenant)?;
+        let page = bridle_core::paging::Page::parse(
+            req.page_size,
+            &req.page_token,
+            None,
+            bridle_core::paging::MAX_PAGE_SIZE,
+        )?;
+        let mut keys: Vec<pb::ApiKey> = self
+            .keys
+            .list(filter.as_deref())
+            .await?
+            .iter()
+            .map(to_pb)
+            .collect();
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        let (keys, next_page_token) = page.of_sorted(keys, |k| k.id.clone());
         Ok(Response::new(pb::ListApiKeysResponse {
-            keys: keys.iter().map(to_pb).collect(),
+            keys,
+            next_page_token,
         }))
     }
 

@@ -17,6 +17,7 @@ use bridle_core::manifest::{
     Manifest, ManifestError, Owner, ValidationErrors, locate_field, show_bytes,
 };
 use bridle_core::manifest_service::parse_request;
+use bridle_core::paging::{MAX_PAGE_SIZE, Page};
 use bridle_core::store::ManifestStore;
 use bridle_proto as pb;
 use bridle_proto::manifests_server::Manifests;
@@ -47,6 +48,7 @@ impl ApplyService {
                 .list_tools(pb::ListToolsRequest {
                     tenant: tenant.to_string(),
                     names: need_tools.to_vec(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| Status::new(s.code(), format!("tools service: {}", s.message())))?
@@ -66,6 +68,7 @@ impl ApplyService {
             .clone()
             .list_models(pb::ListModelsRequest {
                 tenant: tenant.to_string(),
+                ..Default::default()
             })
             .await
             .map_err(|s| Status::new(s.code(), format!("router: {}", s.message())))?
@@ -96,6 +99,7 @@ impl ApplyService {
             .list_tools(pb::ListToolsRequest {
                 tenant: tenant.to_string(),
                 names: tools.to_vec(),
+                ..Default::default()
             })
             .await
             .map_err(|s| Status::new(s.code(), format!("tools service: {}", s.message())))?;
@@ -232,6 +236,7 @@ impl Manifests for ApplyService {
         p.require(Role::Viewer)?;
         let req = req.into_inner();
         let tenant = p.tenant_for(&req.tenant)?;
+        let page = Page::parse(req.page_size, &req.page_token, None, MAX_PAGE_SIZE)?;
         let mut out = Vec::new();
         if req.kind.is_empty() || req.kind == "Agent" {
             for (m, generation) in self.agents.list(&tenant, Some("Agent")).await? {
@@ -256,6 +261,7 @@ impl Manifests for ApplyService {
                     .list_manifests(pb::ListManifestsRequest {
                         tenant: tenant.clone(),
                         kind: kind.into(),
+                        ..Default::default()
                     })
                     .await;
                 match r {
@@ -266,7 +272,14 @@ impl Manifests for ApplyService {
                 }
             }
         }
-        Ok(Response::new(pb::ListManifestsResponse { manifests: out }))
+        // One order over every owner's, so pages cut across services.
+        out.sort_by_key(bridle_core::manifest_service::list_key);
+        let (manifests, next_page_token) =
+            page.of_sorted(out, bridle_core::manifest_service::list_key);
+        Ok(Response::new(pb::ListManifestsResponse {
+            manifests,
+            next_page_token,
+        }))
     }
 
     async fn delete_manifest(

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use bridle_core::Shutdown;
 use bridle_core::auth::{Principal, Role, principal};
 use bridle_core::manifest::{Agent, Manifest};
+use bridle_core::paging::{self, MAX_PAGE_SIZE, Page};
 use bridle_core::store::ManifestStore;
 use bridle_core::timeutil::{now_ms, ts_from_ms};
 use bridle_proto as pb;
@@ -63,6 +64,7 @@ impl OrchestratorService {
             .list_tools(pb::ListToolsRequest {
                 tenant: tenant.to_string(),
                 names: agent.spec.tools.clone(),
+                ..Default::default()
             })
             .await
             .map_err(|s| bridle_core::client::call_error("tools service", s))?
@@ -82,6 +84,7 @@ impl OrchestratorService {
     async fn context_of(&self, tenant: &str, agent: &Agent) -> crate::state::ContextInfo {
         let mut r = tonic::Request::new(pb::ListModelsRequest {
             tenant: tenant.to_string(),
+            ..Default::default()
         });
         r.set_timeout(std::time::Duration::from_secs(5));
         let model = match self.engine.clients.router.clone().list_models(r).await {
@@ -502,18 +505,9 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         p.require(Role::Viewer)?;
         let req = req.into_inner();
         let tenant = p.tenant_for(&req.tenant)?;
-        let page = if req.page_size == 0 {
-            50
-        } else {
-            req.page_size.min(500)
-        } as usize;
-        let mut start: usize = if req.page_token.is_empty() {
-            0
-        } else {
-            req.page_token.parse().map_err(|_| {
-                Error::InvalidArgument("page_token: not a token this service issued".into())
-            })?
-        };
+        let asked = Page::parse(req.page_size, &req.page_token, Some(50), MAX_PAGE_SIZE)?;
+        let page = asked.size.unwrap_or(50);
+        let mut start = asked.offset()?;
         let mut runs = Vec::new();
         let want_status = pb::RunStatus::try_from(req.status).unwrap_or(pb::RunStatus::Unspecified);
         // Filters are applied after reading the index; read in batches until the page is full.
@@ -542,7 +536,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                 return Ok(Response::new(pb::ListRunsResponse {
                     runs,
                     next_page_token: if more {
-                        start.to_string()
+                        paging::token(&start.to_string())
                     } else {
                         String::new()
                     },
@@ -694,13 +688,14 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let p = principal(&req);
         p.require(Role::Viewer)?;
-        let tenant = p.tenant_for(&req.into_inner().tenant)?;
+        let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
         let resp = self
             .engine
             .clients
             .router
             .clone()
-            .list_models(pb::ListModelsRequest { tenant })
+            .list_models(pb::ListModelsRequest { tenant, ..req })
             .await
             .map_err(|s| Status::from(bridle_core::client::call_error("router", s)))?;
         Ok(Response::new(resp.into_inner()))
@@ -731,16 +726,23 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let p = principal(&req);
         p.require(Role::Viewer)?;
-        let tenant = p.tenant_for(&req.into_inner().tenant)?;
+        let req = req.into_inner();
+        let tenant = p.tenant_for(&req.tenant)?;
+        let page = Page::parse(req.page_size, &req.page_token, None, MAX_PAGE_SIZE)?;
         let list = self.agents.list(&tenant, Some("Agent")).await?;
-        let agents = list
+        let mut agents: Vec<pb::AgentSummary> = list
             .into_iter()
             .filter_map(|(m, _)| match m {
                 Manifest::Agent(a) => Some(summary(&a, &tenant)),
                 _ => None,
             })
             .collect();
-        Ok(Response::new(pb::ListAgentsResponse { agents }))
+        agents.sort_by(|a, b| a.name.cmp(&b.name));
+        let (agents, next_page_token) = page.of_sorted(agents, |a| a.name.clone());
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents,
+            next_page_token,
+        }))
     }
 }
 

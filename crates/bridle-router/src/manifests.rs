@@ -40,7 +40,12 @@ pub fn unpriced_targets(prices: &Prices, route: &ModelRoute) -> Vec<String> {
 
 #[tonic::async_trait]
 impl Manifests for RouteManifests {
-    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        mut req: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
+        // The tenants the shared service will store under, before the documents are read here.
+        bridle_core::manifest_service::bind_tenant(&mut req)?;
         // Parsed once more here (the inner service parses too): cheap next to the Redis
         // transaction, and it keeps the shared service free of router knowledge.
         let manifests = parse_request(&req.get_ref().documents, &req.get_ref().tenant, None)?;

@@ -34,7 +34,7 @@ fn authorized(req: Request<CompleteRequest>) -> Result<CompleteRequest, Status> 
     let mut req = req.into_inner();
     let mut scope = req.scope.take().unwrap_or_default();
     scope.tenant = p
-        .tenant_for(&scope.tenant)
+        .tenant_in("scope.tenant", &scope.tenant)
         .map_err(|e| refused_tenant(e, &scope.tenant))?;
     req.scope = Some(scope);
     // Only a service (the orchestrator) says whom a call is for; anyone else is counted as
@@ -100,12 +100,24 @@ impl Router for RouterService {
     ) -> Result<Response<ListModelsResponse>, Status> {
         let p = principal(&req);
         p.require(Role::Viewer).map_err(refused)?;
-        let requested = req.into_inner().tenant;
+        let req = req.into_inner();
         let tenant = p
-            .tenant_for(&requested)
-            .map_err(|e| refused_tenant(e, &requested))?;
-        let routes = self.dispatch.list_models(&tenant).await?;
-        Ok(Response::new(ListModelsResponse { routes }))
+            .tenant_for(&req.tenant)
+            .map_err(|e| refused_tenant(e, &req.tenant))?;
+        let page = bridle_core::paging::Page::parse(
+            req.page_size,
+            &req.page_token,
+            None,
+            bridle_core::paging::MAX_PAGE_SIZE,
+        )
+        .map_err(refused)?;
+        let mut routes = self.dispatch.list_models(&tenant).await?;
+        routes.sort_by(|a, b| a.name.cmp(&b.name));
+        let (routes, next_page_token) = page.of_sorted(routes, |r| r.name.clone());
+        Ok(Response::new(ListModelsResponse {
+            routes,
+            next_page_token,
+        }))
     }
 
     async fn spend(

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use bridle_core::auth::AuthMode;
+use bridle_core::auth::{AuthMode, Principal, principal};
 use bridle_core::manifest::SecretRef;
 use bridle_proto::{
     DeleteGrantResponse, Grant, GrantKey, PutGrantResponse, ResolveRequest, ResolveResponse,
@@ -33,28 +33,17 @@ impl SecretsService {
     }
 }
 
-/// A grant's tenant and tool, checked (they become a Vault path).
-fn grant_key(key: Option<GrantKey>) -> Result<(String, String), Error> {
+/// A grant's tenant and tool, checked (they become a Vault path); the tenant by the one rule
+/// every service applies ([`Principal::tenant_in`]).
+fn grant_key(p: &Principal, key: Option<GrantKey>) -> Result<(String, String), Error> {
     let key = key.unwrap_or_default();
-    let tenant = tenant_of(&key.tenant)?;
+    let tenant = p.tenant_in("key.tenant", &key.tenant)?;
     bridle_core::ids::check_name(&key.tool).map_err(|e| {
         Error::Core(bridle_core::Error::InvalidArgument(format!(
             "key.tool: {e}"
         )))
     })?;
     Ok((tenant, key.tool))
-}
-
-fn tenant_of(t: &str) -> Result<String, Error> {
-    if t.is_empty() {
-        return Ok(bridle_core::manifest::DEFAULT_TENANT.to_string());
-    }
-    bridle_core::ids::check_name(t).map_err(|e| {
-        Error::Core(bridle_core::Error::InvalidArgument(format!(
-            "scope.tenant: {e}"
-        )))
-    })?;
-    Ok(t.to_string())
 }
 
 #[tonic::async_trait]
@@ -64,6 +53,7 @@ impl bridle_proto::secrets_server::Secrets for SecretsService {
         req: Request<ResolveRequest>,
     ) -> Result<Response<ResolveResponse>, Status> {
         let caller = Caller::of(&req, self.auth);
+        let p = principal(&req);
         let req = req.into_inner();
         let scope = req.scope.unwrap_or_default();
         if req.names.is_empty() {
@@ -77,7 +67,7 @@ impl bridle_proto::secrets_server::Secrets for SecretsService {
             )));
         }
         check_resolve(&caller, &scope)?;
-        let tenant = tenant_of(&scope.tenant)?;
+        let tenant = p.tenant_in("scope.tenant", &scope.tenant)?;
         let refresh = req.refresh;
         let mut names = Vec::with_capacity(req.names.len());
         for raw in &req.names {
@@ -144,7 +134,7 @@ impl bridle_proto::secrets_server::Secrets for SecretsService {
 
     async fn get_grant(&self, req: Request<GrantKey>) -> Result<Response<Grant>, Status> {
         check_grants(&Caller::of(&req, self.auth))?;
-        let (tenant, tool) = grant_key(Some(req.into_inner()))?;
+        let (tenant, tool) = grant_key(&principal(&req), Some(req.into_inner()))?;
         match self.grants.get(&tenant, &tool).await? {
             Some(v) => Ok(Response::new(Grant {
                 key: Some(GrantKey { tenant, tool }),
@@ -158,8 +148,9 @@ impl bridle_proto::secrets_server::Secrets for SecretsService {
 
     async fn put_grant(&self, req: Request<Grant>) -> Result<Response<PutGrantResponse>, Status> {
         check_grants(&Caller::of(&req, self.auth))?;
+        let p = principal(&req);
         let req = req.into_inner();
-        let (tenant, tool) = grant_key(req.key)?;
+        let (tenant, tool) = grant_key(&p, req.key)?;
         if req.value.is_empty() || req.value.len() > MAX_GRANT_BYTES {
             return Err(Status::invalid_argument(format!(
                 "value: must hold a grant of 1 to {MAX_GRANT_BYTES} bytes (got {})",
@@ -178,7 +169,7 @@ impl bridle_proto::secrets_server::Secrets for SecretsService {
         req: Request<GrantKey>,
     ) -> Result<Response<DeleteGrantResponse>, Status> {
         check_grants(&Caller::of(&req, self.auth))?;
-        let (tenant, tool) = grant_key(Some(req.into_inner()))?;
+        let (tenant, tool) = grant_key(&principal(&req), Some(req.into_inner()))?;
         let deleted = self.grants.delete(&tenant, &tool).await?;
         tracing::info!(tenant = %tenant, tool = %tool, deleted, "oauth grant deleted");
         Ok(Response::new(DeleteGrantResponse { deleted }))

@@ -290,6 +290,7 @@ async fn main() {
         .list_tools(bridle_proto::ListToolsRequest {
             tenant: TENANT.into(),
             names: vec!["warm".into()],
+            ..Default::default()
         })
         .await;
     if can_warm {
@@ -328,6 +329,7 @@ async fn main() {
         .list_tools(bridle_proto::ListToolsRequest {
             tenant: TENANT.into(),
             names: vec!["warm50".into()],
+            ..Default::default()
         })
         .await;
     let runs: Vec<String> = (0..c).map(|i| format!("cwarm-{i}")).collect();

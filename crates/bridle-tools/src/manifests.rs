@@ -34,7 +34,12 @@ pub struct ToolManifests {
 
 #[tonic::async_trait]
 impl Manifests for ToolManifests {
-    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        mut req: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
+        // The tenants the shared service will store under, before the documents are read here.
+        bridle_core::manifest_service::bind_tenant(&mut req)?;
         let r = req.get_ref();
         let manifests = parse_request(&r.documents, &r.tenant, Some(Owner::Tools))?;
         let mut problems = check_manifests(&self.quotas, &manifests, &r.documents);

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bridle_core::auth::{AuthMode, Caller};
+use bridle_core::auth::{AuthMode, Caller, principal};
+use bridle_core::paging::Page;
 use bridle_proto::tools_server::Tools;
 use bridle_proto::{
     BeginAuthorizationRequest, BeginAuthorizationResponse, CompleteAuthorizationRequest,
@@ -183,15 +184,31 @@ impl Tools for ToolsService {
         &self,
         req: Request<ListToolsRequest>,
     ) -> Result<Response<ListToolsResponse>, Status> {
+        let tenant = principal(&req)
+            .tenant_for(&req.get_ref().tenant)
+            .map_err(Error::from)?;
         let req = req.into_inner();
-        let (tools, missing) = self
-            .exec
-            .list(tenant_or_default(&req.tenant), &req.names)
-            .await?;
+        let page = Page::parse(
+            req.page_size,
+            &req.page_token,
+            None,
+            bridle_core::paging::MAX_PAGE_SIZE,
+        )
+        .map_err(Error::from)?;
+        let (mut tools, missing) = self.exec.list(&tenant, &req.names).await?;
+        // Unpaged, the order asked for stays (an agent's tools reach the model in the order it
+        // lists them); pages need one order, by name.
+        let (tools, next_page_token) = if page == Page::all() {
+            (tools, String::new())
+        } else {
+            tools.sort_by(|a, b| a.name.cmp(&b.name));
+            page.of_sorted(tools, |t| t.name.clone())
+        };
         Ok(Response::new(ListToolsResponse {
             tools,
             missing,
             workspace_quota_max_bytes: self.exec.sandboxes.quotas.max,
+            next_page_token,
         }))
     }
 
@@ -263,8 +280,11 @@ impl Tools for ToolsService {
     ) -> Result<Response<BeginAuthorizationResponse>, Status> {
         // The orchestrator asks for the person (operator role, their tenant).
         Caller::of(&req, self.auth).require(RUNS_TOOLS, "authorize MCP servers")?;
+        let tenant = principal(&req)
+            .tenant_for(&req.get_ref().tenant)
+            .map_err(Error::from)?;
+        let tenant = tenant.as_str();
         let req = req.into_inner();
-        let tenant = tenant_or_default(&req.tenant);
         if req.redirect_uri.len() > 2048 {
             return Err(Status::invalid_argument("redirect_uri: at most 2048 bytes"));
         }
@@ -296,8 +316,11 @@ impl Tools for ToolsService {
         req: Request<CompleteAuthorizationRequest>,
     ) -> Result<Response<CompleteAuthorizationResponse>, Status> {
         Caller::of(&req, self.auth).require(RUNS_TOOLS, "authorize MCP servers")?;
+        let tenant = principal(&req)
+            .tenant_for(&req.get_ref().tenant)
+            .map_err(Error::from)?;
+        let tenant = tenant.as_str();
         let req = req.into_inner();
-        let tenant = tenant_or_default(&req.tenant);
         if req.state.is_empty() || req.code.is_empty() {
             return Err(Status::invalid_argument(
                 "state and code: both are required (the redirect's query parameters)",
@@ -334,8 +357,11 @@ impl Tools for ToolsService {
         req: Request<RevokeAuthorizationRequest>,
     ) -> Result<Response<RevokeAuthorizationResponse>, Status> {
         Caller::of(&req, self.auth).require(RUNS_TOOLS, "authorize MCP servers")?;
+        let tenant = principal(&req)
+            .tenant_for(&req.get_ref().tenant)
+            .map_err(Error::from)?;
+        let tenant = tenant.as_str();
         let req = req.into_inner();
-        let tenant = tenant_or_default(&req.tenant);
         bridle_core::ids::check_name(&req.tool)
             .map_err(|e| Status::invalid_argument(format!("tool: {e}")))?;
         let revoked = self.exec.oauth.revoke(tenant, &req.tool).await?;

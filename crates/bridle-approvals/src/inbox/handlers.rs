@@ -58,7 +58,11 @@ pub(super) async fn list(
                 ));
             }
         };
-        let approvals = i.service.store().list(&tenant, state, None, PAGE).await?;
+        let (approvals, _) = i
+            .service
+            .store()
+            .list(&tenant, state, None, 0, PAGE)
+            .await?;
         Ok((tenant, state, i.items(approvals).await?))
     }
     .await;

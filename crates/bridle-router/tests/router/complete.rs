@@ -204,6 +204,7 @@ async fn list_models_shows_targets_with_known_prices_and_unknown_models_cost_unk
         .clone()
         .list_models(ListModelsRequest {
             tenant: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -235,6 +236,7 @@ async fn list_models_shows_targets_with_known_prices_and_unknown_models_cost_unk
         .list_manifests(ListManifestsRequest {
             tenant: String::new(),
             kind: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -158,6 +158,7 @@ async fn with_docker_down_the_service_starts_and_container_calls_are_unavailable
         .list_tools(ListToolsRequest {
             tenant: TENANT.into(),
             names: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()

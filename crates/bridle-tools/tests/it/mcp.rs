@@ -32,6 +32,7 @@ async fn list(h: &Harness, names: &[&str]) -> Vec<ToolSpec> {
         .list_tools(ListToolsRequest {
             tenant: TENANT.into(),
             names: names.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -275,6 +276,7 @@ async fn mcp_server_time_as_a_configured_local_process() {
         .list_tools(ListToolsRequest {
             tenant: TENANT.into(),
             names: vec!["nope".into()],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -441,6 +443,7 @@ async fn list_err(h: &Harness, name: &str) -> tonic::Status {
         .list_tools(ListToolsRequest {
             tenant: TENANT.into(),
             names: vec![name.into()],
+            ..Default::default()
         })
         .await
         .unwrap_err()
@@ -619,6 +622,7 @@ async fn local_servers_are_isolated_and_a_broken_one_fails_fast_saying_why() {
                 .list_tools(ListToolsRequest {
                     tenant: TENANT.into(),
                     names: vec!["hang2".into()],
+                    ..Default::default()
                 })
                 .await
         })

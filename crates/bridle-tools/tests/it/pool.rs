@@ -46,6 +46,7 @@ async fn warm_sandboxes_serve_one_run_each_and_are_replaced() {
         .list_tools(ListToolsRequest {
             tenant: TENANT.into(),
             names: vec!["py".into()],
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -275,6 +275,7 @@ async fn a_quota_above_the_ceiling_is_refused_at_apply_and_at_call() {
         .list_tools(bridle_proto::ListToolsRequest {
             tenant: TENANT.into(),
             names: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()

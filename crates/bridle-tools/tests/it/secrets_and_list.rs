@@ -81,6 +81,7 @@ async fn list_tools_returns_schemas_and_missing_names() {
         .list_tools(ListToolsRequest {
             tenant: TENANT.into(),
             names: vec!["py".into(), "nope".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -104,6 +105,7 @@ async fn list_tools_returns_schemas_and_missing_names() {
         .list_tools(ListToolsRequest {
             tenant: TENANT.into(),
             names: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -117,6 +119,7 @@ async fn list_tools_returns_schemas_and_missing_names() {
         .list_tools(ListToolsRequest {
             tenant: "other".into(),
             names: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -35,11 +35,8 @@ async fn grpc_errors_quote_long_names_bounded() {
     let mut r = request("demo", hi());
     r.scope.as_mut().unwrap().tenant = long.clone();
     let e = h.complete(r).await.unwrap_err();
-    short(
-        &e,
-        tonic::Code::NotFound,
-        "model route 'demo' is not defined for tenant 'xxx",
-    );
+    // No tenant can have such a name: refused as a name (the one tenant rule checks it first).
+    short(&e, tonic::Code::InvalidArgument, "scope.tenant: 'xxx");
 
     let mut r = request("demo", hi());
     r.tools = vec![ToolSpec {
@@ -164,6 +161,14 @@ async fn a_refused_tenant_is_quoted_bounded() {
     let (h, _gpt, _claude, key) = crate::gateway::gateway().await;
     let mut req = tonic::Request::new(request("gpt", vec![msg(Role::User, "hi")]));
     req.get_mut().scope.as_mut().unwrap().tenant = "x".repeat(LONG);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let e = h.router.clone().complete(req).await.unwrap_err();
+    // The name is checked before the key's tenant: a refusal never quotes an invalid name.
+    short(&e, tonic::Code::InvalidArgument, "scope.tenant: 'xxx");
+
+    let mut req = tonic::Request::new(request("gpt", vec![msg(Role::User, "hi")]));
+    req.get_mut().scope.as_mut().unwrap().tenant = "other".into();
     req.metadata_mut()
         .insert("authorization", format!("Bearer {key}").parse().unwrap());
     let e = h.router.clone().complete(req).await.unwrap_err();

@@ -264,7 +264,7 @@ async fn a_quota_above_the_ceiling_is_refused_at_apply_and_at_call() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(
         e.message().contains(
-            "t.yaml: Tool 'sh': spec.code.limits.workspace: 32Mi is above this tools service's ceiling of 16Mi (its workspace_quota_max option); ask for less or raise the ceiling"
+            "t.yaml:20: Tool 'sh': spec.code.limits.workspace: 32Mi is above this tools service's ceiling of 16Mi (its workspace_quota_max option); ask for less or raise the ceiling"
         ),
         "{}",
         e.message()

@@ -24,7 +24,15 @@ pub const DOMAIN: &str = "bridle.dev";
 pub const MAX_FIELD_VIOLATIONS: usize = 20;
 
 /// Longest description of one field violation or quota violation, in characters.
-const DESCRIPTION_MAX: usize = 500;
+const DESCRIPTION_MAX: usize = 300;
+
+/// Longest field path or file name quoted in a field violation or its metadata, in characters.
+const NAME_MAX: usize = 120;
+
+/// The most bytes the field violations and their metadata take: with the message's own copy
+/// they travel in one response header, which common clients cap at 8 KiB
+/// (`server::MAX_STATUS_DETAILS` is the backstop that drops what is still too big).
+const VIOLATIONS_BUDGET: usize = 1500;
 
 /// Why a call was refused for a while, when waiting is the cure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,9 +155,19 @@ fn millis(d: Duration) -> u128 {
 fn bad_request(errors: &ValidationErrors, metadata: &mut HashMap<String, String>) -> BadRequest {
     metadata.insert("problems".to_string(), errors.0.len().to_string());
     let mut violations = Vec::new();
+    let mut used = 0usize;
     for (i, p) in errors.0.iter().take(MAX_FIELD_VIOLATIONS).enumerate() {
         let (file, document) = split_source(&p.source);
-        metadata.insert(format!("file_{i}"), file.to_string());
+        let file = crate::redact::preview(file, NAME_MAX);
+        let field = crate::redact::preview(&p.field, NAME_MAX);
+        let description = crate::redact::preview(&p.message, DESCRIPTION_MAX);
+        // What this problem adds (its violation and its metadata, with their keys).
+        let cost = file.len() + field.len() + description.len() + 40;
+        if used + cost > VIOLATIONS_BUDGET {
+            break;
+        }
+        used += cost;
+        metadata.insert(format!("file_{i}"), file);
         if let Some(d) = document {
             metadata.insert(format!("document_{i}"), d.to_string());
         }
@@ -159,10 +177,7 @@ fn bad_request(errors: &ValidationErrors, metadata: &mut HashMap<String, String>
         if let Some(s) = &p.subject {
             metadata.insert(format!("subject_{i}"), crate::redact::quote(s));
         }
-        let mut v = FieldViolation::new(
-            p.field.clone(),
-            crate::redact::preview(&p.message, DESCRIPTION_MAX),
-        );
+        let mut v = FieldViolation::new(field, description);
         v.reason = "MANIFEST_INVALID".to_string();
         violations.push(v);
     }

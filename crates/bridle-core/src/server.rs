@@ -288,22 +288,65 @@ fn tls_incoming(
 /// the real error, so a message that quotes too much of a request would hide itself.
 pub const MAX_STATUS_MESSAGE: usize = 4096;
 
-/// Cuts an error's message to [`MAX_STATUS_MESSAGE`] (with an ellipsis and its full length).
+/// The longest `grpc-message` of an error that also carries `google.rpc` details: the details
+/// (`grpc-status-details-bin`, base64) repeat the message, and both must fit under the 8 KiB
+/// that grpc-python accepts without refusing (its soft limit), beside the other headers.
+pub const MAX_STATUS_MESSAGE_WITH_DETAILS: usize = 1536;
+
+/// The most bytes of `google.rpc` details (the encoded `Any`s, the message aside) an error
+/// carries; details past it are left out, last first (the `ErrorInfo` comes first and stays,
+/// its metadata dropped if it alone is too big).
+pub const MAX_STATUS_DETAILS: usize = 2048;
+
+const DETAILS_HEADER: &str = "grpc-status-details-bin";
+
+/// Cuts an error's message to [`MAX_STATUS_MESSAGE`] (with an ellipsis and its full length), or
+/// to [`MAX_STATUS_MESSAGE_WITH_DETAILS`] when it carries `google.rpc` details, whose own copy
+/// of the message is cut the same way (a client such as grpcio-status checks that the two are
+/// equal) and whose details are bounded by [`MAX_STATUS_DETAILS`].
 /// A backstop: errors quote input through `redact::quote` already; this holds for every
 /// handler, whoever wrote its message. Errors end calls without a body (trailers-only), so
 /// their message is in the response headers.
 fn cap_message<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    let Some(v) = resp.headers().get("grpc-message") else {
-        return resp;
+    let details = resp.headers().get(DETAILS_HEADER).cloned();
+    let limit = if details.is_some() {
+        MAX_STATUS_MESSAGE_WITH_DETAILS
+    } else {
+        MAX_STATUS_MESSAGE
     };
-    if v.len() <= MAX_STATUS_MESSAGE {
-        return resp;
+    let cut = resp
+        .headers()
+        .get("grpc-message")
+        .filter(|v| v.len() > limit)
+        .map(|v| cut_message(v, limit));
+    if let Some((encoded, _)) = &cut
+        && let Ok(h) = http::HeaderValue::from_str(encoded)
+    {
+        resp.headers_mut().insert("grpc-message", h);
     }
+    if let Some(d) = details {
+        match bound_details(d.as_bytes(), cut.as_ref().map(|(_, text)| text.as_str())) {
+            Some(v) => {
+                if let Ok(h) = http::HeaderValue::from_str(&v) {
+                    resp.headers_mut().insert(DETAILS_HEADER, h);
+                }
+            }
+            // Details that cannot be read cannot be checked: better none than a refused answer.
+            None => {
+                resp.headers_mut().remove(DETAILS_HEADER);
+            }
+        }
+    }
+    resp
+}
+
+/// A `grpc-message` value cut to `limit` bytes as sent: (the header value, its decoded text).
+fn cut_message(v: &http::HeaderValue, limit: usize) -> (String, String) {
     let decoded = percent_encoding::percent_decode(v.as_bytes()).decode_utf8_lossy();
     // gRPC's encoding: printable ASCII but '%' as it is, everything else percent-encoded.
     const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
     let suffix = format!("… ({} bytes in all)", decoded.len());
-    let room = MAX_STATUS_MESSAGE.saturating_sub(3 * suffix.len());
+    let room = limit.saturating_sub(3 * suffix.len());
     let (mut sent, mut cut) = (0usize, 0usize);
     for (i, c) in decoded.char_indices() {
         let cost = if (c.is_ascii_graphic() && c != '%') || c == ' ' {
@@ -319,15 +362,92 @@ fn cap_message<B>(mut resp: http::Response<B>) -> http::Response<B> {
     }
     let text = format!("{}{suffix}", &decoded[..cut]);
     let encoded = percent_encoding::utf8_percent_encode(&text, GRPC_MESSAGE).to_string();
-    if let Ok(h) = http::HeaderValue::from_str(&encoded) {
-        resp.headers_mut().insert("grpc-message", h);
+    (encoded, text)
+}
+
+/// The details header with its message replaced by `message` (when the message was cut) and
+/// its details bounded by [`MAX_STATUS_DETAILS`]; `None` when it cannot be read.
+fn bound_details(b64: &[u8], message: Option<&str>) -> Option<String> {
+    use base64::Engine as _;
+    use prost::Message as _;
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(b64)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(b64))
+        .ok()?;
+    let mut status = tonic_types::pb::Status::decode(raw.as_slice()).ok()?;
+    let size = |d: &[prost_types::Any]| d.iter().map(|a| a.encoded_len() + 3).sum::<usize>();
+    if message.is_none() && size(&status.details) <= MAX_STATUS_DETAILS {
+        return Some(String::from_utf8_lossy(b64).into_owned());
     }
-    resp
+    if let Some(m) = message {
+        status.message = m.to_string();
+    }
+    while size(&status.details) > MAX_STATUS_DETAILS && status.details.len() > 1 {
+        status.details.pop();
+    }
+    if size(&status.details) > MAX_STATUS_DETAILS
+        && let Some(first) = status.details.first_mut()
+    {
+        // The ErrorInfo alone is too big: its reason and domain stay, its metadata goes.
+        match tonic_types::pb::ErrorInfo::decode(first.value.as_slice()) {
+            Ok(mut info) if info.reason.len() + info.domain.len() < MAX_STATUS_DETAILS => {
+                info.metadata.clear();
+                first.value = info.encode_to_vec();
+            }
+            _ => status.details.clear(),
+        }
+    }
+    Some(base64::engine::general_purpose::STANDARD_NO_PAD.encode(status.encode_to_vec()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_with_details_fits_what_clients_accept_and_its_two_messages_agree() {
+        use base64::Engine as _;
+        use prost::Message as _;
+        let problems = (0..1000)
+            .map(|i| crate::manifest::ManifestError {
+                source: format!("{}.yaml#{i}", "f".repeat(100_000)),
+                line: Some(i),
+                subject: Some("x".repeat(10_000)),
+                field: "spec.".repeat(10_000),
+                message: "é".repeat(100_000),
+            })
+            .collect();
+        let e = crate::Error::from(crate::manifest::ValidationErrors(problems));
+        let resp = cap_message(tonic::Status::from(e).into_http::<()>());
+        let total: usize = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        assert!(total < 8192, "{total} bytes of headers");
+        let message = percent_encoding::percent_decode(
+            resp.headers().get("grpc-message").unwrap().as_bytes(),
+        )
+        .decode_utf8()
+        .unwrap()
+        .into_owned();
+        let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(resp.headers().get(DETAILS_HEADER).unwrap().as_bytes())
+            .unwrap();
+        let status = tonic_types::pb::Status::decode(raw.as_slice()).unwrap();
+        assert_eq!(status.message, message);
+        assert!(message.ends_with("bytes in all)"), "{message}");
+        assert!(!status.details.is_empty(), "the ErrorInfo stays");
+    }
+
+    #[test]
+    fn a_short_error_keeps_its_details_as_they_were() {
+        let e = crate::Error::NotFound("agent 'x' not found".into());
+        let before = tonic::Status::from(e).into_http::<()>();
+        let want = before.headers().get(DETAILS_HEADER).unwrap().clone();
+        let after = cap_message(before);
+        assert_eq!(after.headers().get(DETAILS_HEADER).unwrap(), &want);
+    }
 
     #[test]
     fn a_long_status_message_is_cut_and_says_how_long_it_was() {

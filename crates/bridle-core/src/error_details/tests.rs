@@ -75,8 +75,19 @@ fn many_manifest_problems_send_the_first_ones_and_the_count() {
         .collect();
     let s = tonic::Status::from(Error::from(ValidationErrors(many)));
     let bad = s.get_details_bad_request().unwrap();
-    assert_eq!(bad.field_violations.len(), MAX_FIELD_VIOLATIONS);
+    // Long problems: as many as fit the budget, at least one, never more than the cap.
+    assert!(!bad.field_violations.is_empty());
+    assert!(bad.field_violations.len() < MAX_FIELD_VIOLATIONS);
     assert!(bad.field_violations[0].description.chars().count() <= DESCRIPTION_MAX + 3);
+    // Short problems: the first MAX_FIELD_VIOLATIONS.
+    let short = (0..50)
+        .map(|i| problem("a.yaml", Some(i), "spec.x", "y"))
+        .collect();
+    let s2 = tonic::Status::from(Error::from(ValidationErrors(short)));
+    assert_eq!(
+        s2.get_details_bad_request().unwrap().field_violations.len(),
+        MAX_FIELD_VIOLATIONS
+    );
     assert_eq!(
         s.get_details_error_info().unwrap().metadata["problems"],
         "50"

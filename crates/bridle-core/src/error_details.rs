@@ -32,7 +32,7 @@ const NAME_MAX: usize = 120;
 /// The most bytes the field violations and their metadata take: with the message's own copy
 /// they travel in one response header, which common clients cap at 8 KiB
 /// (`server::MAX_STATUS_DETAILS` is the backstop that drops what is still too big).
-const VIOLATIONS_BUDGET: usize = 1500;
+const VIOLATIONS_BUDGET: usize = 1200;
 
 /// Why a call was refused for a while, when waiting is the cure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -291,12 +291,12 @@ pub const MAX_STATUS_MESSAGE: usize = 4096;
 /// The longest `grpc-message` of an error that also carries `google.rpc` details: the details
 /// (`grpc-status-details-bin`, base64) repeat the message, and both must fit under the 8 KiB
 /// that grpc-python accepts without refusing (its soft limit), beside the other headers.
-pub const MAX_STATUS_MESSAGE_WITH_DETAILS: usize = 1536;
+pub const MAX_STATUS_MESSAGE_WITH_DETAILS: usize = 2048;
 
 /// The most bytes of `google.rpc` details (the encoded `Any`s, the message aside) an error
 /// carries; details past it are left out, last first (the `ErrorInfo` comes first and stays,
 /// its metadata dropped if it alone is too big).
-pub const MAX_STATUS_DETAILS: usize = 2048;
+pub const MAX_STATUS_DETAILS: usize = 1536;
 
 const DETAILS_HEADER: &str = "grpc-status-details-bin";
 

@@ -63,27 +63,11 @@ pub async fn approvals(
     let mut client = conn.approvals().await?;
     match c {
         ApprovalsCommand::List { run } => {
-            let resp = client
-                .list(pb::ListApprovalsRequest {
-                    // With an API key the service uses the key's tenant.
-                    tenant: if conn.tenant.is_empty() && conn.api_key.is_none() {
-                        bridle_core::manifest::DEFAULT_TENANT.to_string()
-                    } else {
-                        conn.tenant.clone()
-                    },
-
-                    state: pb::ApprovalState::Pending as i32,
-                    run_id: run.unwrap_or_default(),
-                    page_size: 100,
-                    page_token: String::new(),
-                })
-                .await
-                .map_err(|s| status("listing approvals", s))?
-                .into_inner();
-            if resp.approvals.is_empty() {
+            let approvals = crate::get::pending_approvals(conn, run).await?;
+            if approvals.is_empty() {
                 out::err("no pending approvals");
             }
-            for a in resp.approvals {
+            for a in approvals {
                 out::line(&format!(
                     "{}  run {}  agent {}  tool {}  args {}",
                     a.id,

@@ -302,9 +302,12 @@ fn approval_row(a: pb::Approval) -> anyhow::Result<Row> {
     })
 }
 
-/// The approvals waiting for a decision (of `run` if given), as a listing.
-pub async fn list_approvals(conn: &ConnArgs, run: Option<String>) -> anyhow::Result<Listing> {
-    let resp = conn
+/// The approvals waiting for a decision (of `run` if given), as the service answers them.
+pub async fn pending_approvals(
+    conn: &ConnArgs,
+    run: Option<String>,
+) -> anyhow::Result<Vec<pb::Approval>> {
+    Ok(conn
         .approvals()
         .await?
         .list(pb::ListApprovalsRequest {
@@ -321,9 +324,15 @@ pub async fn list_approvals(conn: &ConnArgs, run: Option<String>) -> anyhow::Res
         })
         .await
         .map_err(|s| status("listing approvals", s))?
-        .into_inner();
+        .into_inner()
+        .approvals)
+}
+
+/// The approvals waiting for a decision (of `run` if given), as a listing.
+pub async fn list_approvals(conn: &ConnArgs, run: Option<String>) -> anyhow::Result<Listing> {
     Ok(approval_listing(
-        resp.approvals
+        pending_approvals(conn, run)
+            .await?
             .into_iter()
             .map(approval_row)
             .collect::<anyhow::Result<_>>()?,

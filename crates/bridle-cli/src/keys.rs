@@ -129,18 +129,9 @@ pub async fn keys(conn: &ConnArgs, format: Format, c: KeysCommand) -> anyhow::Re
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::List => {
-            let r = conn
-                .admin()
-                .await?
-                .list_api_keys(pb::ListApiKeysRequest {
-                    tenant: conn.tenant.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|s| status("listing keys", s))?
-                .into_inner();
+            let keys = crate::get::list_keys(conn).await?;
             let now = std::time::SystemTime::now();
-            for k in r.keys {
+            for k in keys {
                 let expiry = match &k.expires_at {
                     _ if k.revoked => "  (revoked)".to_string(),
                     Some(t) => {

@@ -198,12 +198,35 @@ ns_holder() {
   esac
 }
 
+# What an engine that died without cleaning up (killed, or the machine stopped under it) left
+# behind: engine processes of this user that no longer answer, and dockerd's own pid file,
+# which makes the next dockerd refuse to start ("pid file found, ensure docker is not
+# running") when its pid has been reused. Called with the lock held and no engine answering.
+clear_leftovers() {
+  local pat
+  case "$ENGINE" in
+    dockerd) pat='^(rootlesskit|dockerd|containerd)$' ;;
+    podman) pat='^(podman|catatonit|conmon)$' ;;
+  esac
+  if pgrep -u "$USER_NAME" "$pat" >/dev/null 2>&1; then
+    say "stopping $ENGINE processes of $USER_NAME that do not answer on $SOCK"
+    pkill -TERM -u "$USER_NAME" "$pat" 2>/dev/null || true
+    for _ in $(seq 1 20); do pgrep -u "$USER_NAME" "$pat" >/dev/null || break; sleep 0.5; done
+    pkill -KILL -u "$USER_NAME" "$pat" 2>/dev/null || true
+  fi
+  rm -f "$PIDFILE"
+  if [ "$ENGINE" = dockerd ]; then
+    rm -f "$XDG/docker.pid" "$SOCK"
+  fi
+}
+
 start_engine() {
   if answers; then
     if ns_sees_shared; then return 0; fi
     say "the running engine's namespace predates the shared mount $SHARED: restarting it"
     stop_engine
   fi
+  clear_leftovers
   : >"$LOG"
   chown "$USER_NAME:" "$LOG"
   case "$ENGINE" in

@@ -172,8 +172,8 @@ async fn an_approver_approves_in_the_browser_and_the_parked_run_finishes() {
         })
         .unwrap_or_else(|| panic!("no ApprovalResolved in {kinds:?}\n{}", h.logs()));
     assert_eq!(
-        (resolved.outcome.as_str(), resolved.decided_by.as_str()),
-        ("approved", "alice")
+        (resolved.outcome, resolved.decided_by.as_str()),
+        (pb::ApprovalState::Approved as i32, "alice")
     );
     let tool = events
         .iter()

@@ -442,9 +442,10 @@ async fn the_mcp_endpoint_takes_the_services_api_keys_and_roles() {
     assert!(runs.runs.iter().all(|r| r.tenant == "acme"), "{runs:?}");
     // The call the person made is a run that says it was theirs.
     assert!(
-        runs.runs
-            .iter()
-            .any(|r| r.started_by.as_ref().is_some_and(|a| a.kind == "user"
+        runs.runs.iter().any(|r| r
+            .started_by
+            .as_ref()
+            .is_some_and(|a| a.kind == pb::ActorKind::User as i32
                 && a.id == "oidc:u-123"
                 && a.name == "alice@example.com")),
         "{runs:?}"

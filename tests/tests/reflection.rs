@@ -151,7 +151,7 @@ async fn every_port_lists_exactly_its_own_services_over_v1_and_v1alpha() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
     bridle_proto::orchestrator_client::OrchestratorClient::new(ch)
-        .list_models(bridle_proto::ListModelsRequest::default())
+        .list_models(bridle_proto::OrchestratorListModelsRequest::default())
         .await
         .unwrap();
 }

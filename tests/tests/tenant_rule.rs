@@ -167,7 +167,7 @@ async fn an_empty_tenant_is_the_callers_own_or_default_in_every_service() {
         .get_grant(as_service(
             &token,
             "tools",
-            pb::GrantKey {
+            pb::GetGrantRequest {
                 tenant: String::new(),
                 tool: "python".into(),
             },
@@ -250,7 +250,7 @@ async fn an_empty_tenant_is_the_callers_own_or_default_in_every_service() {
             &acme,
             pb::DeleteManifestRequest {
                 tenant: "default".into(),
-                kind: "ModelRoute".into(),
+                kind: bridle_proto::ManifestKind::ModelRoute.into(),
                 name: "main".into(),
                 actor: None,
             },
@@ -340,7 +340,7 @@ async fn an_empty_tenant_is_the_callers_own_or_default_in_every_service() {
                 .get_grant(as_service(
                     &token,
                     "tools",
-                    pb::GrantKey {
+                    pb::GetGrantRequest {
                         tenant: bad.clone(),
                         tool: "python".into(),
                     },

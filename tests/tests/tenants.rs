@@ -82,8 +82,8 @@ async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
     // The run says who started it (the key) and for which of the application's users.
     let by = run.started_by.clone().unwrap();
     assert_eq!(
-        (by.kind.as_str(), by.name.as_str()),
-        ("api_key", "acme admin")
+        (by.kind(), by.name.as_str()),
+        (pb::ActorKind::ApiKey, "acme admin")
     );
     assert!(by.id.starts_with("key_"), "{by:?}");
     assert_eq!(run.end_user, "customer-42");
@@ -274,7 +274,7 @@ async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
     let spend = orch
         .get_spend(with_key(
             &acme,
-            pb::SpendRequest {
+            pb::GetSpendRequest {
                 by: vec!["api_key".into(), "end_user".into(), "agent".into()],
                 ..Default::default()
             },
@@ -291,7 +291,10 @@ async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
 
     // The apply is in the history of what it created, under the key that applied it: the
     // agent (kept by the orchestrator) and a tool (passed on to the tools service).
-    for (kind, name) in [("Agent", "analyst"), ("Tool", "delete-dataset")] {
+    for (kind, name) in [
+        (pb::ManifestKind::Agent, "analyst"),
+        (pb::ManifestKind::Tool, "delete-dataset"),
+    ] {
         let changes = h
             .manifests()
             .await
@@ -307,13 +310,13 @@ async fn a_tenant_sees_only_its_own_and_keys_are_enforced() {
             .unwrap()
             .into_inner()
             .changes;
-        assert_eq!(changes.len(), 1, "{kind}/{name}: {changes:?}");
+        assert_eq!(changes.len(), 1, "{kind:?}/{name}: {changes:?}");
         let c = &changes[0];
-        assert_eq!((c.action.as_str(), c.generation), ("created", 1));
+        assert_eq!((c.action(), c.generation), (pb::ManifestAction::Created, 1));
         assert_eq!(
             c.actor.as_ref().unwrap().name,
             "acme admin",
-            "{kind}/{name}"
+            "{kind:?}/{name}"
         );
         assert!(c.yaml.contains(name), "{}", c.yaml);
     }

@@ -57,7 +57,7 @@ fn engines() {
         name: "read_file".into(),
         risk: RiskClass::ReadOnly as i32,
         tags: vec!["fs".into()],
-        kind: "container".into(),
+        kind: bridle_proto::ToolKind::Container.into(),
         ..Default::default()
     };
     let facts = RunFacts {

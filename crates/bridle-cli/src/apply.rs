@@ -97,12 +97,15 @@ pub async fn apply(conn: &ConnArgs, a: ApplyArgs) -> anyhow::Result<ExitCode> {
         Err(s) => return Err(status("apply", s)),
     };
     for m in &resp.applied {
-        let action = if resp.dry_run {
-            format!("{} (dry run)", m.action)
-        } else {
-            m.action.clone()
-        };
-        out::line(&format!("{}/{} {action}", m.kind, m.name));
+        let mut action = crate::words::manifest_action(m.action);
+        if resp.dry_run {
+            action.push_str(" (dry run)");
+        }
+        out::line(&format!(
+            "{}/{} {action}",
+            crate::words::manifest_kind(m.kind),
+            m.name
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -46,7 +46,7 @@ pub async fn delete(conn: &ConnArgs, a: DeleteArgs) -> anyhow::Result<ExitCode> 
                 .await?
                 .delete_manifest(pb::DeleteManifestRequest {
                     tenant: conn.tenant.clone(),
-                    kind: k.to_string(),
+                    kind: bridle_core::manifest::kind_value(k) as i32,
                     name: name.clone(),
                     ..Default::default()
                 })

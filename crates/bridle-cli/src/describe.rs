@@ -24,14 +24,6 @@ pub struct DescribeArgs {
     pub name: Option<String>,
 }
 
-fn risk(r: i32) -> String {
-    pb::RiskClass::try_from(r)
-        .unwrap_or(pb::RiskClass::Unspecified)
-        .as_str_name()
-        .trim_start_matches("RISK_CLASS_")
-        .to_lowercase()
-}
-
 fn budget(b: Option<&pb::Budget>) -> String {
     let Some(b) = b else {
         return "-".into();
@@ -185,8 +177,8 @@ async fn agent(conn: &ConnArgs, format: Format, name: &str) -> anyhow::Result<Ex
         out::line(&format!(
             "    {:<width$}  {:<10}  {:<11}  {}",
             t.name,
-            t.kind,
-            risk(t.risk),
+            crate::words::tool_kind(t.kind),
+            crate::words::risk(t.risk),
             if t.risk_source.is_empty() {
                 "-"
             } else {

@@ -120,7 +120,7 @@ pub async fn stored(
         .await?
         .list_manifests(pb::ListManifestsRequest {
             tenant: conn.tenant.clone(),
-            kind: kind.to_string(),
+            kind: bridle_core::manifest::kind_value(kind) as i32,
             ..Default::default()
         })
         .await
@@ -178,7 +178,7 @@ async fn manifests(conn: &ConnArgs, kind: &str, name: Option<&str>) -> anyhow::R
         ];
         rows.push(Row {
             item: Item {
-                name: format!("{}/{}", m.kind, m.name),
+                name: format!("{}/{}", crate::words::manifest_kind(m.kind), m.name),
                 value,
                 yaml: Some(m.yaml),
             },
@@ -270,14 +270,6 @@ async fn runs(conn: &ConnArgs, id: Option<&str>) -> anyhow::Result<Listing> {
     })
 }
 
-fn approval_state(s: i32) -> String {
-    pb::ApprovalState::try_from(s)
-        .unwrap_or(pb::ApprovalState::Unspecified)
-        .as_str_name()
-        .trim_start_matches("APPROVAL_STATE_")
-        .to_lowercase()
-}
-
 fn approval_row(a: pb::Approval) -> anyhow::Result<Row> {
     let value = output::proto_json("Approval", &a)?;
     Ok(Row {
@@ -286,7 +278,7 @@ fn approval_row(a: pb::Approval) -> anyhow::Result<Row> {
             a.run_id.clone(),
             a.agent.clone(),
             a.tool.clone(),
-            approval_state(a.state),
+            crate::words::approval_state(a.state),
         ],
         wide: vec![
             a.tenant.clone(),
@@ -436,7 +428,7 @@ pub async fn list_models(conn: &ConnArgs) -> anyhow::Result<Vec<pb::ModelRouteIn
     Ok(conn
         .orchestrator()
         .await?
-        .list_models(pb::ListModelsRequest {
+        .list_models(pb::OrchestratorListModelsRequest {
             tenant: conn.tenant.clone(),
             ..Default::default()
         })
@@ -461,7 +453,7 @@ pub fn model_listing(routes: Vec<pb::ModelRouteInfo>) -> anyhow::Result<Listing>
         rows.push(Row {
             cells: vec![
                 r.name.clone(),
-                cell(&field(&value, "/strategy")),
+                crate::words::strategy(r.strategy),
                 field(&value, "/targets"),
             ],
             wide: vec![

@@ -38,10 +38,8 @@ pub fn render(changes: &[pb::ManifestChange], yaml: bool) -> Vec<String> {
         let at = humantime::format_rfc3339_millis(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(c.at_ms.max(0).unsigned_abs()),
         );
-        let who = c
-            .actor
-            .as_ref()
-            .map_or("unknown".to_string(), |a| match a.kind.as_str() {
+        let who = c.actor.as_ref().map_or("unknown".to_string(), |a| {
+            match bridle_core::auth::actor_kind_word(a.kind) {
                 "anonymous" | "" => "anonymous".to_string(),
                 k => format!(
                     "{} '{}' ({})",
@@ -49,13 +47,15 @@ pub fn render(changes: &[pb::ManifestChange], yaml: bool) -> Vec<String> {
                     a.name,
                     a.id
                 ),
-            });
-        let generation = if c.action == "deleted" {
+            }
+        });
+        let action = crate::words::manifest_action(c.action);
+        let generation = if action == "deleted" {
             String::new()
         } else {
             format!(", generation {}", c.generation)
         };
-        lines.push(format!("{at}  {} by {who}{generation}", c.action));
+        lines.push(format!("{at}  {action} by {who}{generation}"));
         if yaml && !c.yaml.is_empty() {
             lines.extend(c.yaml.lines().map(|l| format!("    {l}")));
         }
@@ -65,7 +65,15 @@ pub fn render(changes: &[pb::ManifestChange], yaml: bool) -> Vec<String> {
 
 pub async fn history(conn: &ConnArgs, format: Format, a: HistoryArgs) -> anyhow::Result<ExitCode> {
     crate::output::check_report(format, "history")?;
-    let (kind, name) = match parse_target(&a.manifest) {
+    // The kind in any of the spellings `get` takes ("agent", "Agent", "routes").
+    let target = parse_target(&a.manifest).and_then(|(k, n)| match crate::kind::Kind::parse(k) {
+        Ok(crate::kind::Kind::Manifest(k)) => Ok((k, n)),
+        _ => Err(format!(
+            "'{k}' is not a manifest kind; kinds: {}",
+            bridle_core::manifest::KINDS
+        )),
+    });
+    let (kind, name) = match target {
         Ok(t) => t,
         Err(e) => {
             out::err(&format!("bridle history: {e}"));
@@ -76,7 +84,7 @@ pub async fn history(conn: &ConnArgs, format: Format, a: HistoryArgs) -> anyhow:
     let resp = client
         .history(pb::HistoryRequest {
             tenant: conn.tenant.clone(),
-            kind: kind.into(),
+            kind: bridle_core::manifest::kind_value(kind) as i32,
             name: name.into(),
             limit: a.limit,
         })
@@ -113,12 +121,12 @@ mod tests {
     #[test]
     fn changes_say_who_and_when() {
         let c = pb::ManifestChange {
-            action: "updated".into(),
+            action: pb::ManifestAction::Updated as i32,
             generation: 3,
             actor: Some(pb::Actor {
                 id: "key_01".into(),
                 name: "ci".into(),
-                kind: "api_key".into(),
+                kind: pb::ActorKind::ApiKey as i32,
             }),
             at_ms: 1_796_583_600_000,
             yaml: "kind: Agent\n".into(),

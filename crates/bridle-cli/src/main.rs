@@ -24,6 +24,7 @@ mod render;
 mod run;
 mod runs;
 mod spend;
+mod words;
 
 use std::process::ExitCode;
 

@@ -47,7 +47,7 @@ pub async fn mcp(conn: &ConnArgs, c: McpCommand) -> anyhow::Result<ExitCode> {
             let port = listener.local_addr()?.port();
             let redirect_uri = format!("http://127.0.0.1:{port}/callback");
             let begun = client
-                .begin_tool_authorization(pb::BeginAuthorizationRequest {
+                .begin_tool_authorization(pb::BeginToolAuthorizationRequest {
                     tenant: conn.tenant.clone(),
                     tool: tool.clone(),
                     redirect_uri: redirect_uri.clone(),
@@ -81,7 +81,7 @@ pub async fn mcp(conn: &ConnArgs, c: McpCommand) -> anyhow::Result<ExitCode> {
                     )
                 })??;
             let done = client
-                .complete_tool_authorization(pb::CompleteAuthorizationRequest {
+                .complete_tool_authorization(pb::CompleteToolAuthorizationRequest {
                     tenant: conn.tenant.clone(),
                     state: begun.state,
                     code: back.code,
@@ -119,7 +119,7 @@ pub async fn mcp(conn: &ConnArgs, c: McpCommand) -> anyhow::Result<ExitCode> {
         }
         McpCommand::Logout { tool } => {
             let r = client
-                .revoke_tool_authorization(pb::RevokeAuthorizationRequest {
+                .revoke_tool_authorization(pb::RevokeToolAuthorizationRequest {
                     tenant: conn.tenant.clone(),
                     tool: tool.clone(),
                 })

@@ -32,7 +32,11 @@ pub fn render(routes: &[pb::ModelRouteInfo]) -> Vec<String> {
         if !lines.is_empty() {
             lines.push(String::new());
         }
-        lines.push(format!("route {} ({})", r.name, r.strategy));
+        lines.push(format!(
+            "route {} ({})",
+            r.name,
+            crate::words::strategy(r.strategy)
+        ));
         let mut rows = vec![
             [
                 "TARGET",
@@ -74,7 +78,7 @@ pub fn render(routes: &[pb::ModelRouteInfo]) -> Vec<String> {
                 output,
                 read,
                 write,
-                t.breaker.clone(),
+                crate::words::breaker(t.breaker),
                 source.into(),
             ]);
         }
@@ -167,7 +171,7 @@ mod tests {
                 cache_write_per_mtok_nano_usd: 0,
                 source: "OpenAI".into(),
             }),
-            breaker: "closed".into(),
+            breaker: pb::BreakerState::Closed as i32,
         };
         let unpriced = pb::ModelTarget {
             name: "tuned".into(),
@@ -178,7 +182,7 @@ mod tests {
         let lines = render(&[pb::ModelRouteInfo {
             name: "chat".into(),
             tenant: "default".into(),
-            strategy: "fallback".into(),
+            strategy: pb::RouteStrategy::Fallback as i32,
             targets: vec![priced, unpriced],
         }]);
         assert_eq!(

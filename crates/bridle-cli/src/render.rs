@@ -152,7 +152,7 @@ pub fn event(ev: &pb::RunEvent) -> Vec<String> {
             vec![format!(
                 "  approval {} {}{by}{why} (waited {})",
                 a.approval_id,
-                a.outcome,
+                crate::words::approval_state(a.outcome),
                 dur(a.waited.as_ref())
             )]
         }
@@ -216,13 +216,17 @@ pub fn event(ev: &pb::RunEvent) -> Vec<String> {
             "  context compacted ({}): {} → {} tokens",
             c.method, c.tokens_before, c.tokens_after
         )],
-        Kind::Notice(n) => vec![format!("  {}: {}", n.level, n.message)],
+        Kind::Notice(n) => vec![format!(
+            "  {}: {}",
+            crate::words::notice_level(n.level),
+            n.message
+        )],
     }
 }
 
 /// "API key 'ops' (key_01...)", "user 'alice@example.com' (oidc:u-123)", "anonymous".
 pub fn actor(a: &pb::Actor) -> String {
-    match a.kind.as_str() {
+    match bridle_core::auth::actor_kind_word(a.kind) {
         "anonymous" => "anonymous (auth off)".into(),
         k => format!(
             "{} '{}' ({})",

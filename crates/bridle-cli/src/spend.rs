@@ -27,7 +27,7 @@ pub struct SpendArgs {
 }
 
 /// The lines that show a report: a header, a row per group (dearest first), and the total.
-pub fn render(r: &pb::SpendResponse) -> Vec<String> {
+pub fn render(r: &pb::GetSpendResponse) -> Vec<String> {
     let from = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.from_unix.max(0).unsigned_abs()),
     );
@@ -76,7 +76,7 @@ pub async fn spend(conn: &ConnArgs, format: Format, a: SpendArgs) -> anyhow::Res
     crate::output::check_report(format, "spend")?;
     let mut client = conn.orchestrator().await?;
     let resp = client
-        .get_spend(pb::SpendRequest {
+        .get_spend(pb::GetSpendRequest {
             tenant: conn.tenant.clone(),
             since: Some(bridle_core::timeutil::pb_duration(a.since)),
             by: a.by,
@@ -85,7 +85,7 @@ pub async fn spend(conn: &ConnArgs, format: Format, a: SpendArgs) -> anyhow::Res
         .await
         .map_err(|s| status("reading the spend ledger", s))?
         .into_inner();
-    if crate::output::report(format, "SpendResponse", &resp)? {
+    if crate::output::report(format, "GetSpendResponse", &resp)? {
         return Ok(ExitCode::SUCCESS);
     }
     for l in render(&resp) {
@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn a_report_shows_its_groups_and_total() {
-        let r = pb::SpendResponse {
+        let r = pb::GetSpendResponse {
             by: vec!["user".into()],
             rows: vec![
                 pb::SpendRow {

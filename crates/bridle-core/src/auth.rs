@@ -157,7 +157,7 @@ impl Principal {
         bridle_proto::Actor {
             id: self.id.clone(),
             name: self.name.clone(),
-            kind: self.kind().into(),
+            kind: actor_kind(self.kind()) as i32,
         }
     }
 
@@ -238,6 +238,32 @@ impl Principal {
     /// Whether the caller may see things of `tenant`.
     pub fn sees(&self, tenant: &str) -> bool {
         self.tenant.as_deref().is_none_or(|t| t == tenant)
+    }
+}
+
+/// A caller's kind word ([`Principal::kind`], as runs and histories store it) as the
+/// contracts' `ActorKind`; a word it does not know (none is stored) is UNSPECIFIED.
+pub fn actor_kind(word: &str) -> bridle_proto::ActorKind {
+    use bridle_proto::ActorKind as K;
+    match word {
+        "api_key" => K::ApiKey,
+        "user" => K::User,
+        "service" => K::Service,
+        "anonymous" => K::Anonymous,
+        _ => K::Unspecified,
+    }
+}
+
+/// The word of an `ActorKind` (`Actor.kind`): the inverse of [`actor_kind`]; empty for
+/// UNSPECIFIED and for a number this build does not know.
+pub fn actor_kind_word(kind: i32) -> &'static str {
+    use bridle_proto::ActorKind as K;
+    match K::try_from(kind).unwrap_or(K::Unspecified) {
+        K::ApiKey => "api_key",
+        K::User => "user",
+        K::Service => "service",
+        K::Anonymous => "anonymous",
+        K::Unspecified => "",
     }
 }
 

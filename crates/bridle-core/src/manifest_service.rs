@@ -91,7 +91,11 @@ pub fn parse_request(
 /// Where a stored manifest sits in ListManifests' order (by kind, then name), and so in its
 /// page tokens.
 pub fn list_key(m: &StoredManifest) -> String {
-    format!("{}/{}", m.kind, m.name)
+    format!(
+        "{}/{}",
+        manifest::kind_name(m.kind).unwrap_or_default(),
+        m.name
+    )
 }
 
 /// The one tenant rule ([`crate::auth::Principal::tenant_for`]) applied to an apply request in
@@ -148,10 +152,10 @@ impl Manifests for ManifestsService {
             .iter()
             .zip(actions)
             .map(|(m, a)| AppliedManifest {
-                kind: m.kind().into(),
+                kind: manifest::kind_value(m.kind()) as i32,
                 name: m.name().into(),
                 tenant: m.tenant().into(),
-                action: a.as_str().into(),
+                action: a.to_pb() as i32,
                 service: self.owner.as_str().into(),
                 unpriced_targets: Vec::new(),
             })
@@ -183,12 +187,15 @@ impl Manifests for ManifestsService {
             None,
             crate::paging::MAX_PAGE_SIZE,
         )?;
-        let kind = (!req.kind.is_empty()).then_some(req.kind.as_str());
+        let kind = match req.kind {
+            0 => None,
+            k => Some(manifest::kind_in("kind", k)?),
+        };
         let list = self.store.list(&tenant, kind).await?;
         let mut manifests: Vec<StoredManifest> = list
             .into_iter()
             .map(|(m, generation)| StoredManifest {
-                kind: m.kind().into(),
+                kind: manifest::kind_value(m.kind()) as i32,
                 name: m.name().into(),
                 tenant: m.tenant().into(),
                 yaml: m.to_yaml(),
@@ -212,10 +219,8 @@ impl Manifests for ManifestsService {
         let req = req.into_inner();
         let tenant = p.tenant_for(&req.tenant)?;
         let actor = p.acting_for(req.actor.as_ref());
-        let deleted = self
-            .store
-            .delete(&req.kind, &tenant, &req.name, &actor)
-            .await?;
+        let kind = manifest::kind_in("kind", req.kind)?;
+        let deleted = self.store.delete(kind, &tenant, &req.name, &actor).await?;
         Ok(Response::new(DeleteManifestResponse { deleted }))
     }
 
@@ -229,7 +234,12 @@ impl Manifests for ManifestsService {
         let tenant = p.tenant_for(&req.tenant)?;
         let changes = self
             .store
-            .history(&req.kind, &tenant, &req.name, history_limit(req.limit))
+            .history(
+                manifest::kind_in("kind", req.kind)?,
+                &tenant,
+                &req.name,
+                history_limit(req.limit),
+            )
             .await?;
         Ok(Response::new(HistoryResponse { changes }))
     }

@@ -37,6 +37,26 @@ impl Action {
             Action::Unchanged => "unchanged",
         }
     }
+
+    /// As the contracts carry it (`AppliedManifest.action`).
+    pub fn to_pb(self) -> bridle_proto::ManifestAction {
+        match self {
+            Action::Created => bridle_proto::ManifestAction::Created,
+            Action::Updated => bridle_proto::ManifestAction::Updated,
+            Action::Unchanged => bridle_proto::ManifestAction::Unchanged,
+        }
+    }
+}
+
+/// A history entry's stored action word ("created", "updated", "deleted") as the contracts
+/// carry it (`ManifestChange.action`).
+fn change_action(word: &str) -> bridle_proto::ManifestAction {
+    match word {
+        "created" => bridle_proto::ManifestAction::Created,
+        "updated" => bridle_proto::ManifestAction::Updated,
+        "deleted" => bridle_proto::ManifestAction::Deleted,
+        _ => bridle_proto::ManifestAction::Unspecified,
+    }
 }
 
 fn field(kind: &str, tenant: &str, name: &str) -> String {
@@ -151,7 +171,7 @@ impl ManifestStore {
             .arg("actor_name")
             .arg(&actor.name)
             .arg("actor_kind")
-            .arg(&actor.kind)
+            .arg(crate::auth::actor_kind_word(actor.kind))
             .arg("yaml")
             .arg(yaml)
             .ignore();
@@ -181,12 +201,12 @@ impl ManifestStore {
             .map(|e| {
                 let text = |k: &str| e.get::<String>(k).unwrap_or_default();
                 bridle_proto::ManifestChange {
-                    action: text("action"),
+                    action: change_action(&text("action")) as i32,
                     generation: e.get::<u64>("generation").unwrap_or(0),
                     actor: Some(bridle_proto::Actor {
                         id: text("actor_id"),
                         name: text("actor_name"),
-                        kind: text("actor_kind"),
+                        kind: crate::auth::actor_kind(&text("actor_kind")) as i32,
                     }),
                     at_ms: e
                         .id

@@ -237,11 +237,16 @@ impl Manifests for ApplyService {
         let req = req.into_inner();
         let tenant = p.tenant_for(&req.tenant)?;
         let page = Page::parse(req.page_size, &req.page_token, None, MAX_PAGE_SIZE)?;
+        // UNSPECIFIED: every kind.
+        let wanted = match req.kind {
+            0 => None,
+            k => Some(bridle_core::manifest::kind_in("kind", k)?),
+        };
         let mut out = Vec::new();
-        if req.kind.is_empty() || req.kind == "Agent" {
+        if wanted.is_none_or(|k| k == "Agent") {
             for (m, generation) in self.agents.list(&tenant, Some("Agent")).await? {
                 out.push(pb::StoredManifest {
-                    kind: m.kind().into(),
+                    kind: pb::ManifestKind::Agent as i32,
                     name: m.name().into(),
                     tenant: m.tenant().into(),
                     yaml: m.to_yaml(),
@@ -256,11 +261,11 @@ impl Manifests for ApplyService {
             ("SecretBinding", self.clients.secrets_manifests.clone()),
             ("Budget", self.clients.router_manifests.clone()),
         ] {
-            if req.kind.is_empty() || req.kind == kind {
+            if wanted.is_none_or(|k| k == kind) {
                 let r = client
                     .list_manifests(pb::ListManifestsRequest {
                         tenant: tenant.clone(),
-                        kind: kind.into(),
+                        kind: bridle_core::manifest::kind_value(kind) as i32,
                         ..Default::default()
                     })
                     .await;
@@ -292,7 +297,7 @@ impl Manifests for ApplyService {
         let tenant = p.tenant_for(&req.tenant)?;
         req.tenant = tenant.clone();
         req.actor = Some(p.acting_for(req.actor.as_ref()));
-        let deleted = match self.owner_of(&req.kind)? {
+        let deleted = match self.owner_of(req.kind)? {
             None => {
                 let actor = req.actor.unwrap_or_default();
                 self.agents
@@ -312,7 +317,7 @@ impl Manifests for ApplyService {
         p.require(Role::Viewer)?;
         let mut req = req.into_inner();
         req.tenant = p.tenant_for(&req.tenant)?;
-        let changes = match self.owner_of(&req.kind)? {
+        let changes = match self.owner_of(req.kind)? {
             None => {
                 self.agents
                     .history(
@@ -333,22 +338,15 @@ impl ApplyService {
     /// The service that keeps `kind`'s manifests; None for Agents, kept here.
     fn owner_of(
         &self,
-        kind: &str,
+        kind: i32,
     ) -> Result<Option<pb::manifests_client::ManifestsClient<bridle_core::client::Traced>>, Status>
     {
-        Ok(Some(match kind {
-            "Agent" => return Ok(None),
+        Ok(Some(match bridle_core::manifest::kind_in("kind", kind)? {
             "Tool" => self.clients.tools_manifests.clone(),
             "ModelRoute" | "Budget" => self.clients.router_manifests.clone(),
             "Policy" => self.clients.approvals_manifests.clone(),
             "SecretBinding" => self.clients.secrets_manifests.clone(),
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "kind: '{}' is not one of {}",
-                    bridle_core::redact::quote(other),
-                    bridle_core::manifest::KINDS
-                )));
-            }
+            _ => return Ok(None),
         }))
     }
 
@@ -405,7 +403,11 @@ fn unpriced_under_budget(
         let route = &a.spec.route;
         let unpriced = planned
             .iter()
-            .find(|p| p.kind == "ModelRoute" && &p.name == route && p.tenant == m.tenant())
+            .find(|p| {
+                p.kind == pb::ManifestKind::ModelRoute as i32
+                    && &p.name == route
+                    && p.tenant == m.tenant()
+            })
             .map(|p| p.unpriced_targets.clone())
             .or_else(|| existing.get(m.tenant()).and_then(|r| r.get(route)).cloned())
             .unwrap_or_default();
@@ -438,10 +440,10 @@ fn summaries(ms: &[Manifest], actions: &[bridle_core::store::Action]) -> Vec<pb:
     ms.iter()
         .zip(actions)
         .map(|(m, a)| pb::AppliedManifest {
-            kind: m.kind().into(),
+            kind: bridle_core::manifest::kind_value(m.kind()) as i32,
             name: m.name().into(),
             tenant: m.tenant().into(),
-            action: a.as_str().into(),
+            action: a.to_pb() as i32,
             service: Owner::Orchestrator.as_str().into(),
             unpriced_targets: Vec::new(),
         })

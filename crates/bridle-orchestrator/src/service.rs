@@ -351,22 +351,30 @@ trait ForTools {
     fn tenant_mut(&mut self) -> &mut String;
 }
 
-impl ForTools for pb::BeginAuthorizationRequest {
+impl ForTools for pb::BeginToolAuthorizationRequest {
     fn tenant_mut(&mut self) -> &mut String {
         &mut self.tenant
     }
 }
 
-impl ForTools for pb::CompleteAuthorizationRequest {
+impl ForTools for pb::CompleteToolAuthorizationRequest {
     fn tenant_mut(&mut self) -> &mut String {
         &mut self.tenant
     }
 }
 
-impl ForTools for pb::RevokeAuthorizationRequest {
+impl ForTools for pb::RevokeToolAuthorizationRequest {
     fn tenant_mut(&mut self) -> &mut String {
         &mut self.tenant
     }
+}
+
+/// A message as its wire-identical twin: the orchestrator's own messages for the calls it
+/// passes on (`OrchestratorListModelsRequest` as the router's `ListModelsRequest`, the answer
+/// back), which `crates/bridle-proto/tests/contracts.rs` keeps field for field the same.
+fn recast<A: prost::Message, B: prost::Message + Default>(a: &A) -> Result<B, Status> {
+    B::decode(a.encode_to_vec().as_slice())
+        .map_err(|e| Status::internal(format!("passing on a {}: {e}", std::any::type_name::<A>())))
 }
 
 fn tools_error(s: Status) -> Status {
@@ -654,57 +662,44 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
 
     async fn begin_tool_authorization(
         &self,
-        req: Request<pb::BeginAuthorizationRequest>,
-    ) -> Result<Response<pb::BeginAuthorizationResponse>, Status> {
+        req: Request<pb::BeginToolAuthorizationRequest>,
+    ) -> Result<Response<pb::BeginToolAuthorizationResponse>, Status> {
         let (req, mut tools) = self.for_tools(req)?;
-        let r = tools.begin_authorization(req).await.map_err(tools_error)?;
-        Ok(Response::new(r.into_inner()))
+        let r = tools
+            .begin_authorization(recast::<_, pb::BeginAuthorizationRequest>(&req)?)
+            .await
+            .map_err(tools_error)?;
+        Ok(Response::new(recast(r.get_ref())?))
     }
 
     async fn complete_tool_authorization(
         &self,
-        req: Request<pb::CompleteAuthorizationRequest>,
-    ) -> Result<Response<pb::CompleteAuthorizationResponse>, Status> {
+        req: Request<pb::CompleteToolAuthorizationRequest>,
+    ) -> Result<Response<pb::CompleteToolAuthorizationResponse>, Status> {
         let (req, mut tools) = self.for_tools(req)?;
         let r = tools
-            .complete_authorization(req)
+            .complete_authorization(recast::<_, pb::CompleteAuthorizationRequest>(&req)?)
             .await
             .map_err(tools_error)?;
-        Ok(Response::new(r.into_inner()))
+        Ok(Response::new(recast(r.get_ref())?))
     }
 
     async fn revoke_tool_authorization(
         &self,
-        req: Request<pb::RevokeAuthorizationRequest>,
-    ) -> Result<Response<pb::RevokeAuthorizationResponse>, Status> {
+        req: Request<pb::RevokeToolAuthorizationRequest>,
+    ) -> Result<Response<pb::RevokeToolAuthorizationResponse>, Status> {
         let (req, mut tools) = self.for_tools(req)?;
-        let r = tools.revoke_authorization(req).await.map_err(tools_error)?;
-        Ok(Response::new(r.into_inner()))
+        let r = tools
+            .revoke_authorization(recast::<_, pb::RevokeAuthorizationRequest>(&req)?)
+            .await
+            .map_err(tools_error)?;
+        Ok(Response::new(recast(r.get_ref())?))
     }
 
     async fn list_models(
         &self,
-        req: Request<pb::ListModelsRequest>,
-    ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        let p = principal(&req);
-        p.require(Role::Viewer)?;
-        let req = req.into_inner();
-        let tenant = p.tenant_for(&req.tenant)?;
-        let resp = self
-            .engine
-            .clients
-            .router
-            .clone()
-            .list_models(pb::ListModelsRequest { tenant, ..req })
-            .await
-            .map_err(|s| Status::from(bridle_core::client::call_error("router", s)))?;
-        Ok(Response::new(resp.into_inner()))
-    }
-
-    async fn get_spend(
-        &self,
-        req: Request<pb::SpendRequest>,
-    ) -> Result<Response<pb::SpendResponse>, Status> {
+        req: Request<pb::OrchestratorListModelsRequest>,
+    ) -> Result<Response<pb::OrchestratorListModelsResponse>, Status> {
         let p = principal(&req);
         p.require(Role::Viewer)?;
         let mut req = req.into_inner();
@@ -714,10 +709,29 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
             .clients
             .router
             .clone()
-            .spend(req)
+            .list_models(recast::<_, pb::ListModelsRequest>(&req)?)
             .await
             .map_err(|s| Status::from(bridle_core::client::call_error("router", s)))?;
-        Ok(Response::new(resp.into_inner()))
+        Ok(Response::new(recast(resp.get_ref())?))
+    }
+
+    async fn get_spend(
+        &self,
+        req: Request<pb::GetSpendRequest>,
+    ) -> Result<Response<pb::GetSpendResponse>, Status> {
+        let p = principal(&req);
+        p.require(Role::Viewer)?;
+        let mut req = req.into_inner();
+        req.tenant = p.tenant_for(&req.tenant)?;
+        let resp = self
+            .engine
+            .clients
+            .router
+            .clone()
+            .spend(recast::<_, pb::SpendRequest>(&req)?)
+            .await
+            .map_err(|s| Status::from(bridle_core::client::call_error("router", s)))?;
+        Ok(Response::new(recast(resp.get_ref())?))
     }
 
     async fn list_agents(

@@ -205,7 +205,7 @@ impl ToolInfo {
             description: t.description.clone(),
             schema: t.parameters_json_schema.clone(),
             risk: t.risk,
-            kind: t.kind.clone(),
+            kind: bridle_core::manifest::tool_kind_word(t.kind).to_string(),
             tags: t.tags.clone(),
             risk_source: t.risk_source.clone(),
             approvers: t.approvers.as_ref().map(|a| ApproverRule {
@@ -223,7 +223,7 @@ impl ToolInfo {
             parameters_json_schema: self.schema.clone(),
             risk: self.risk,
             tags: self.tags.clone(),
-            kind: self.kind.clone(),
+            kind: bridle_core::manifest::tool_kind_value(&self.kind) as i32,
             risk_source: self.risk_source.clone(),
             approvers: self.approvers.as_ref().map(|a| pb::ApproverRule {
                 groups: a.groups.clone(),
@@ -468,7 +468,7 @@ impl Actor {
         pb::Actor {
             id: self.id.clone(),
             name: self.name.clone(),
-            kind: self.kind.clone(),
+            kind: bridle_core::auth::actor_kind(&self.kind) as i32,
         }
     }
 

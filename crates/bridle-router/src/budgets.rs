@@ -189,7 +189,7 @@ impl Facts {
     pub fn of(req: &CompleteRequest) -> Self {
         let scope = req.scope.clone().unwrap_or_default();
         let caller = req.caller.clone().unwrap_or_default();
-        let (user, api_key) = match caller.kind.as_str() {
+        let (user, api_key) = match bridle_core::auth::actor_kind_word(caller.kind) {
             "user" => (caller.id, String::new()),
             "api_key" => (String::new(), caller.id),
             _ => (String::new(), String::new()),

@@ -195,7 +195,7 @@ impl Dispatcher {
             .into_iter()
             .map(|r| ModelRouteInfo {
                 tenant: tenant.to_string(),
-                strategy: r.spec.strategy.as_str().into(),
+                strategy: r.spec.strategy.to_pb() as i32,
                 targets: r
                     .spec
                     .targets
@@ -207,7 +207,7 @@ impl Dispatcher {
                             name: t.name.clone(),
                             provider: t.provider.as_str().into(),
                             price: price.as_ref().map(prices::to_proto),
-                            breaker: health.state(tenant, &r.metadata.name, &t.name, now).into(),
+                            breaker: health.state(tenant, &r.metadata.name, &t.name, now) as i32,
                             model,
                         }
                     })

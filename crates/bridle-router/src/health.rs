@@ -188,15 +188,22 @@ impl Health {
     }
 
     /// "closed", "open" or "half_open", as ListModels reports it.
-    pub fn state(&self, tenant: &str, route: &str, target: &str, now: Instant) -> &'static str {
+    pub fn state(
+        &self,
+        tenant: &str,
+        route: &str,
+        target: &str,
+        now: Instant,
+    ) -> bridle_proto::BreakerState {
+        use bridle_proto::BreakerState as B;
         match self
             .lock()
             .get(&key(tenant, route, target))
             .map(|e| e.state)
         {
-            None | Some(State::Closed) => "closed",
-            Some(State::Open { until }) if now < until => "open",
-            Some(State::Open { .. }) | Some(State::HalfOpen) => "half_open",
+            None | Some(State::Closed) => B::Closed,
+            Some(State::Open { until }) if now < until => B::Open,
+            Some(State::Open { .. }) | Some(State::HalfOpen) => B::HalfOpen,
         }
     }
 
@@ -218,6 +225,7 @@ fn evict(map: &mut HashMap<Key, Entry>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bridle_proto::BreakerState as B;
 
     const S: Duration = Duration::from_secs(1);
 
@@ -241,13 +249,13 @@ mod tests {
         assert!(!rec(Outcome::Neutral, t0), "neutral failures do not count");
         assert!(!rec(Outcome::Unhealthy, t0));
         assert!(rec(Outcome::Unhealthy, t0), "third in a row opens it");
-        assert_eq!(h.state("t", "r", "a", t0), "open");
+        assert_eq!(h.state("t", "r", "a", t0), B::Open);
         assert_eq!(h.admit("t", "r", "a", t0 + S), Admit::No(9 * S));
         assert_eq!(h.admit("t", "r", "other", t0), Admit::Yes);
         assert_eq!(h.admit("u", "r", "a", t0), Admit::Yes, "tenants apart");
 
         let later = t0 + Duration::from_secs(10);
-        assert_eq!(h.state("t", "r", "a", later), "half_open");
+        assert_eq!(h.state("t", "r", "a", later), B::HalfOpen);
         assert_eq!(h.admit("t", "r", "a", later), Admit::Probe);
         assert_eq!(
             h.admit("t", "r", "a", later),
@@ -255,7 +263,7 @@ mod tests {
             "one probe at a time"
         );
         assert!(!rec(Outcome::Success(S), later));
-        assert_eq!(h.state("t", "r", "a", later), "closed");
+        assert_eq!(h.state("t", "r", "a", later), B::Closed);
         assert_eq!(h.admit("t", "r", "a", later), Admit::Yes);
     }
 

@@ -51,10 +51,11 @@ impl Manifests for RouteManifests {
         let manifests = parse_request(&req.get_ref().documents, &req.get_ref().tenant, None)?;
         let mut resp = self.inner.apply(req).await?;
         for a in &mut resp.get_mut().applied {
-            if let Some(Manifest::ModelRoute(r)) = manifests
-                .iter()
-                .find(|m| m.kind() == a.kind && m.name() == a.name && m.tenant() == a.tenant)
-            {
+            if let Some(Manifest::ModelRoute(r)) = manifests.iter().find(|m| {
+                bridle_core::manifest::kind_value(m.kind()) as i32 == a.kind
+                    && m.name() == a.name
+                    && m.tenant() == a.tenant
+            }) {
                 a.unpriced_targets = unpriced_targets(&self.prices, r);
             }
         }

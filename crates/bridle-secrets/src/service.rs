@@ -3,8 +3,9 @@ use std::sync::Arc;
 use bridle_core::auth::{AuthMode, Principal, principal};
 use bridle_core::manifest::SecretRef;
 use bridle_proto::{
-    DeleteGrantResponse, Grant, GrantKey, PutGrantResponse, ResolveRequest, ResolveResponse,
-    ResolvedSecret, SecretsEndRunRequest, SecretsEndRunResponse,
+    DeleteGrantRequest, DeleteGrantResponse, GetGrantRequest, Grant, GrantKey, PutGrantRequest,
+    PutGrantResponse, ResolveRequest, ResolveResponse, ResolvedSecret, SecretsEndRunRequest,
+    SecretsEndRunResponse,
 };
 use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
@@ -35,15 +36,21 @@ impl SecretsService {
 
 /// A grant's tenant and tool, checked (they become a Vault path); the tenant by the one rule
 /// every service applies ([`Principal::tenant_in`]).
-fn grant_key(p: &Principal, key: Option<GrantKey>) -> Result<(String, String), Error> {
-    let key = key.unwrap_or_default();
-    let tenant = p.tenant_in("key.tenant", &key.tenant)?;
-    bridle_core::ids::check_name(&key.tool).map_err(|e| {
+/// `at` is where the two fields are in the request ("" for GetGrant and DeleteGrant, "key."
+/// for PutGrant), for the messages.
+fn grant_key(
+    p: &Principal,
+    at: &str,
+    tenant: &str,
+    tool: String,
+) -> Result<(String, String), Error> {
+    let tenant = p.tenant_in(&format!("{at}tenant"), tenant)?;
+    bridle_core::ids::check_name(&tool).map_err(|e| {
         Error::Core(bridle_core::Error::InvalidArgument(format!(
-            "key.tool: {e}"
+            "{at}tool: {e}"
         )))
     })?;
-    Ok((tenant, key.tool))
+    Ok((tenant, tool))
 }
 
 #[tonic::async_trait]
@@ -132,9 +139,11 @@ impl bridle_proto::secrets_server::Secrets for SecretsService {
         Ok(Response::new(SecretsEndRunResponse { leases_revoked }))
     }
 
-    async fn get_grant(&self, req: Request<GrantKey>) -> Result<Response<Grant>, Status> {
+    async fn get_grant(&self, req: Request<GetGrantRequest>) -> Result<Response<Grant>, Status> {
         check_grants(&Caller::of(&req, self.auth))?;
-        let (tenant, tool) = grant_key(&principal(&req), Some(req.into_inner()))?;
+        let p = principal(&req);
+        let req = req.into_inner();
+        let (tenant, tool) = grant_key(&p, "", &req.tenant, req.tool)?;
         match self.grants.get(&tenant, &tool).await? {
             Some(v) => Ok(Response::new(Grant {
                 key: Some(GrantKey { tenant, tool }),
@@ -146,11 +155,15 @@ impl bridle_proto::secrets_server::Secrets for SecretsService {
         }
     }
 
-    async fn put_grant(&self, req: Request<Grant>) -> Result<Response<PutGrantResponse>, Status> {
+    async fn put_grant(
+        &self,
+        req: Request<PutGrantRequest>,
+    ) -> Result<Response<PutGrantResponse>, Status> {
         check_grants(&Caller::of(&req, self.auth))?;
         let p = principal(&req);
         let req = req.into_inner();
-        let (tenant, tool) = grant_key(&p, req.key)?;
+        let key = req.key.unwrap_or_default();
+        let (tenant, tool) = grant_key(&p, "key.", &key.tenant, key.tool)?;
         if req.value.is_empty() || req.value.len() > MAX_GRANT_BYTES {
             return Err(Status::invalid_argument(format!(
                 "value: must hold a grant of 1 to {MAX_GRANT_BYTES} bytes (got {})",
@@ -166,10 +179,12 @@ impl bridle_proto::secrets_server::Secrets for SecretsService {
 
     async fn delete_grant(
         &self,
-        req: Request<GrantKey>,
+        req: Request<DeleteGrantRequest>,
     ) -> Result<Response<DeleteGrantResponse>, Status> {
         check_grants(&Caller::of(&req, self.auth))?;
-        let (tenant, tool) = grant_key(&principal(&req), Some(req.into_inner()))?;
+        let p = principal(&req);
+        let req = req.into_inner();
+        let (tenant, tool) = grant_key(&p, "", &req.tenant, req.tool)?;
         let deleted = self.grants.delete(&tenant, &tool).await?;
         tracing::info!(tenant = %tenant, tool = %tool, deleted, "oauth grant deleted");
         Ok(Response::new(DeleteGrantResponse { deleted }))

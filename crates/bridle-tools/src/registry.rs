@@ -124,7 +124,7 @@ pub fn spec_proto(t: &Tool) -> ToolSpec {
         parameters_json_schema: t.spec.parameters.to_string(),
         risk: risk_class(t.spec.risk_or_default()) as i32,
         tags: t.spec.tags.clone(),
-        kind: t.spec.kind().to_string(),
+        kind: bridle_core::manifest::tool_kind_value(t.spec.kind()) as i32,
         risk_source: if t.spec.risk.is_some() {
             "manifest"
         } else {
@@ -155,7 +155,7 @@ pub fn exposed_proto(t: &Tool, e: &crate::mcp::Exposed) -> ToolSpec {
         parameters_json_schema: e.schema.to_string(),
         risk: risk_class(e.risk) as i32,
         tags: t.spec.tags.clone(),
-        kind: "mcp".to_string(),
+        kind: bridle_proto::ToolKind::Mcp as i32,
         risk_source: e.risk_source.into(),
         approvers: approver_rule(t),
     }

@@ -100,9 +100,13 @@ def governed_run(pb, orchestrator, approvals, approver: str) -> None:
                 ),
                 timeout=30,
             )
-            expect("decided approval's state", decided.state, pb["approvals"].APPROVAL_STATE_APPROVED)
+            expect("decided approval's state", decided.state, pb["common"].APPROVAL_STATE_APPROVED)
             print(f"approved {req.approval_id} ({req.tool}) as {decided.decided_by}")
             approved = True
+        elif kind == "approval_resolved":
+            # A typed enum, not a string: the same ApprovalState an Approval has.
+            outcome = pb["common"].ApprovalState.Name(event.approval_resolved.outcome)
+            expect("approval outcome", outcome, "APPROVAL_STATE_APPROVED")
         elif kind == "run_finished":
             finished = event.run_finished
             break
@@ -174,7 +178,7 @@ def main() -> None:
         sys.path.insert(0, out)
         pb = {
             name: importlib.import_module(f"bridle.v1.{name}_pb2")
-            for name in ["orchestrator", "approvals", "manifests", "events"]
+            for name in ["orchestrator", "approvals", "manifests", "events", "common"]
         }
         grpc_mod = {
             name: importlib.import_module(f"bridle.v1.{name}_pb2_grpc")

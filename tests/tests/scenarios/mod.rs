@@ -94,7 +94,7 @@ pub async fn tool_call_approval_and_finish(h: &Harness) {
     let Some(Kind::ApprovalResolved(resolved)) = &events[11].kind else {
         panic!()
     };
-    assert_eq!(resolved.outcome, "approved");
+    assert_eq!(resolved.outcome, pb::ApprovalState::Approved as i32);
     assert_eq!(resolved.decided_by, "alice");
     let Some(Kind::RunFinished(fin)) = &events.last().unwrap().kind else {
         panic!()

@@ -158,7 +158,10 @@ pub fn build(input: &PolicyInput<'_>, reads: Reads) -> Result<(Request, Entities
                 "tags".to_string(),
                 RestrictedExpression::new_set(input.tool.tags.iter().map(|t| s(t))),
             ),
-            ("kind".to_string(), s(&input.tool.kind)),
+            (
+                "kind".to_string(),
+                s(bridle_core::manifest::tool_kind_word(input.tool.kind)),
+            ),
         ]
         .into(),
         parents(),

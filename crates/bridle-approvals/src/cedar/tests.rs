@@ -19,7 +19,7 @@ impl Call {
                 name: tool.into(),
                 risk: risk as i32,
                 tags: vec!["finance".into()],
-                kind: "container".into(),
+                kind: bridle_proto::ToolKind::Container.into(),
                 ..Default::default()
             },
             args: args.into(),

@@ -15,7 +15,7 @@ fn guarded(rule: ApproverRule, starter: &str) -> EvaluateRequest {
     r.started_by = Some(Actor {
         id: starter.into(),
         name: starter.into(),
-        kind: "api_key".into(),
+        kind: bridle_proto::ActorKind::ApiKey.into(),
     });
     r
 }

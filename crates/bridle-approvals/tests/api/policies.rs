@@ -188,7 +188,7 @@ async fn evaluate_uses_the_tenants_policies() {
         .delete_manifest(DeleteManifestRequest {
             actor: None,
             tenant: "acme".into(),
-            kind: "Policy".into(),
+            kind: bridle_proto::ManifestKind::Policy.into(),
             name: "guard".into(),
         })
         .await

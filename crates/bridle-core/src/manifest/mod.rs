@@ -38,6 +38,48 @@ pub(crate) type Problems = Vec<(String, String)>;
 /// Every kind, for messages.
 pub const KINDS: &str = "Agent, Tool, ModelRoute, Policy, SecretBinding, Budget";
 
+/// Every kind as manifests spell it, with its value in the contracts (`bridle.v1.ManifestKind`).
+const KIND_VALUES: [(&str, bridle_proto::ManifestKind); 6] = [
+    ("Agent", bridle_proto::ManifestKind::Agent),
+    ("Tool", bridle_proto::ManifestKind::Tool),
+    ("ModelRoute", bridle_proto::ManifestKind::ModelRoute),
+    ("Policy", bridle_proto::ManifestKind::Policy),
+    ("SecretBinding", bridle_proto::ManifestKind::SecretBinding),
+    ("Budget", bridle_proto::ManifestKind::Budget),
+];
+
+/// A kind as the contracts carry it (`AppliedManifest.kind`, `StoredManifest.kind`); a name
+/// that is not a kind is UNSPECIFIED.
+pub fn kind_value(kind: &str) -> bridle_proto::ManifestKind {
+    KIND_VALUES
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(bridle_proto::ManifestKind::Unspecified, |(_, v)| *v)
+}
+
+/// A `ManifestKind` as manifests spell it ("ModelRoute"); None for UNSPECIFIED and for a
+/// number this build does not know.
+pub fn kind_name(value: i32) -> Option<&'static str> {
+    KIND_VALUES
+        .iter()
+        .find(|(_, v)| *v as i32 == value)
+        .map(|(k, _)| *k)
+}
+
+/// The kind a request names in its field `field` (DeleteManifest, History): one of the six,
+/// else INVALID_ARGUMENT naming the field and the kinds.
+pub fn kind_in(field: &str, value: i32) -> Result<&'static str, crate::Error> {
+    kind_name(value).ok_or_else(|| {
+        crate::Error::InvalidArgument(format!(
+            "{field}: {} is not a manifest kind; one of {KINDS}",
+            match bridle_proto::ManifestKind::try_from(value) {
+                Ok(bridle_proto::ManifestKind::Unspecified) => "MANIFEST_KIND_UNSPECIFIED".into(),
+                _ => format!("value {value}"),
+            }
+        ))
+    })
+}
+
 pub const API_VERSION: &str = "bridle.dev/v1";
 pub const DEFAULT_TENANT: &str = "default";
 

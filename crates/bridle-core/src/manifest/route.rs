@@ -40,6 +40,16 @@ impl Strategy {
             Strategy::Cheapest => "cheapest",
         }
     }
+
+    /// As the contracts carry it (`ModelRouteInfo.strategy`).
+    pub fn to_pb(self) -> bridle_proto::RouteStrategy {
+        match self {
+            Strategy::Fallback => bridle_proto::RouteStrategy::Fallback,
+            Strategy::Weighted => bridle_proto::RouteStrategy::Weighted,
+            Strategy::LeastLatency => bridle_proto::RouteStrategy::LeastLatency,
+            Strategy::Cheapest => bridle_proto::RouteStrategy::Cheapest,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -151,6 +151,33 @@ fn default_parameters() -> serde_json::Value {
     serde_json::json!({"type": "object"})
 }
 
+/// The tool kinds by the word manifests, Cedar policies and run state use, with their value in
+/// the contracts (`bridle.v1.ToolKind`).
+const TOOL_KINDS: [(&str, bridle_proto::ToolKind); 4] = [
+    ("container", bridle_proto::ToolKind::Container),
+    ("code", bridle_proto::ToolKind::Code),
+    ("http", bridle_proto::ToolKind::Http),
+    ("mcp", bridle_proto::ToolKind::Mcp),
+];
+
+/// A tool kind word ("container", "code", "http", "mcp") as `ToolSpec.kind` carries it; any
+/// other word is UNSPECIFIED.
+pub fn tool_kind_value(word: &str) -> bridle_proto::ToolKind {
+    TOOL_KINDS
+        .iter()
+        .find(|(w, _)| *w == word)
+        .map_or(bridle_proto::ToolKind::Unspecified, |(_, v)| *v)
+}
+
+/// `ToolSpec.kind` as its word: the inverse of [`tool_kind_value`]; empty for UNSPECIFIED and
+/// for a number this build does not know.
+pub fn tool_kind_word(value: i32) -> &'static str {
+    TOOL_KINDS
+        .iter()
+        .find(|(_, v)| *v as i32 == value)
+        .map_or("", |(w, _)| *w)
+}
+
 impl ToolSpec {
     pub fn kind(&self) -> &'static str {
         if self.container.is_some() {

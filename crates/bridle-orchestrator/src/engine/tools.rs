@@ -524,7 +524,9 @@ fn resolved_gate(
     cur.event(Kind::ApprovalResolved(pb::ApprovalResolved {
         approval_id: a.id.clone(),
         call_id: call_id.to_string(),
-        outcome: outcome.into(),
+        // Approved, Denied or Expired: Pending (and a state this build does not know) returned
+        // above.
+        outcome: a.state,
         decided_by: by,
         reason,
         waited: Some(pb_duration_ms(waited_ms)),

@@ -21,9 +21,13 @@ async fn breakers(h: &Harness) -> Vec<String> {
     l.routes
         .iter()
         .flat_map(|r| {
-            r.targets
-                .iter()
-                .map(|t| format!("{}/{}={}", r.name, t.name, t.breaker))
+            r.targets.iter().map(|t| {
+                let state = t
+                    .breaker()
+                    .as_str_name()
+                    .trim_start_matches("BREAKER_STATE_");
+                format!("{}/{}={}", r.name, t.name, state.to_lowercase())
+            })
         })
         .collect()
 }

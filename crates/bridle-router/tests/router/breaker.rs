@@ -5,7 +5,7 @@ use bridle_testkit::mock_openai::{MockOpenAi, Reply};
 
 use crate::helpers::{Harness, WAIT, msg, openai_route, request};
 
-async fn breaker(h: &Harness, target: usize) -> String {
+async fn breaker(h: &Harness, target: usize) -> &'static str {
     let l = h
         .router
         .clone()
@@ -13,7 +13,12 @@ async fn breaker(h: &Harness, target: usize) -> String {
         .await
         .unwrap()
         .into_inner();
-    l.routes[0].targets[target].breaker.clone()
+    match l.routes[0].targets[target].breaker() {
+        bridle_proto::BreakerState::Open => "open",
+        bridle_proto::BreakerState::HalfOpen => "half_open",
+        bridle_proto::BreakerState::Closed => "closed",
+        bridle_proto::BreakerState::Unspecified => "unspecified",
+    }
 }
 
 #[tokio::test]

@@ -25,11 +25,11 @@ async fn complete_translates_the_answer_and_sends_the_key_from_openbao() {
         .await;
     assert_eq!(applied.applied.len(), 1);
     assert_eq!(
+        (applied.applied[0].kind(), applied.applied[0].action()),
         (
-            applied.applied[0].kind.as_str(),
-            applied.applied[0].action.as_str()
-        ),
-        ("ModelRoute", "created")
+            bridle_proto::ManifestKind::ModelRoute,
+            bridle_proto::ManifestAction::Created
+        )
     );
     assert_eq!(applied.applied[0].service, "router");
 
@@ -212,8 +212,8 @@ async fn list_models_shows_targets_with_known_prices_and_unknown_models_cost_unk
     assert_eq!(l.routes.len(), 1);
     let r = &l.routes[0];
     assert_eq!(
-        (r.name.as_str(), r.tenant.as_str(), r.strategy.as_str()),
-        ("main", "default", "fallback")
+        (r.name.as_str(), r.tenant.as_str(), r.strategy()),
+        ("main", "default", bridle_proto::RouteStrategy::Fallback)
     );
     assert_eq!(r.targets.len(), 2);
     let price = r.targets[0].price.clone().unwrap();
@@ -235,7 +235,7 @@ async fn list_models_shows_targets_with_known_prices_and_unknown_models_cost_unk
         .clone()
         .list_manifests(ListManifestsRequest {
             tenant: String::new(),
-            kind: String::new(),
+            kind: 0,
             ..Default::default()
         })
         .await

@@ -74,7 +74,7 @@ async fn a_routes_history_lists_its_changes_newest_first() {
         .manifests
         .clone()
         .delete_manifest(bridle_proto::DeleteManifestRequest {
-            kind: "ModelRoute".into(),
+            kind: bridle_proto::ManifestKind::ModelRoute.into(),
             name: "main".into(),
             ..Default::default()
         })
@@ -87,7 +87,7 @@ async fn a_routes_history_lists_its_changes_newest_first() {
         .manifests
         .clone()
         .history(bridle_proto::HistoryRequest {
-            kind: "ModelRoute".into(),
+            kind: bridle_proto::ManifestKind::ModelRoute.into(),
             name: "main".into(),
             ..Default::default()
         })
@@ -97,9 +97,16 @@ async fn a_routes_history_lists_its_changes_newest_first() {
         .changes;
     let summary: Vec<(&str, u64)> = changes
         .iter()
-        .map(|c| (c.action.as_str(), c.generation))
+        .map(|c| (c.action().as_str_name(), c.generation))
         .collect();
-    assert_eq!(summary, [("deleted", 0), ("updated", 2), ("created", 1)]);
+    assert_eq!(
+        summary,
+        [
+            ("MANIFEST_ACTION_DELETED", 0),
+            ("MANIFEST_ACTION_UPDATED", 2),
+            ("MANIFEST_ACTION_CREATED", 1)
+        ]
+    );
     assert!(changes[1].yaml.contains("gpt-4o\n"), "{}", changes[1].yaml);
     assert!(
         changes[2].yaml.contains("gpt-4o-mini"),
@@ -109,5 +116,8 @@ async fn a_routes_history_lists_its_changes_newest_first() {
     assert!(changes[0].yaml.is_empty());
     assert!(changes.iter().all(|c| c.at_ms > 0));
     // Auth is off here: the changes are the anonymous caller's.
-    assert_eq!(changes[0].actor.as_ref().unwrap().kind, "anonymous");
+    assert_eq!(
+        changes[0].actor.as_ref().unwrap().kind(),
+        bridle_proto::ActorKind::Anonymous
+    );
 }

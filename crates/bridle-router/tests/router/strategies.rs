@@ -144,7 +144,10 @@ async fn cheapest_tries_the_cheapest_known_price_first_and_fails_over_upward() {
         "{}",
         own_price.source
     );
-    assert_eq!(l.routes[0].strategy, "cheapest");
+    assert_eq!(
+        l.routes[0].strategy(),
+        bridle_proto::RouteStrategy::Cheapest
+    );
 
     own.set_default(Some(Reply::error(503, "down")));
     let r = h

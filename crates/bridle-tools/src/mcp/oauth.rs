@@ -20,7 +20,7 @@ use bridle_core::client::Traced as Channel;
 use bridle_core::manifest::{McpTool, Tool};
 use bridle_core::redis_util::{Keys, RedisConn};
 use bridle_proto::secrets_client::SecretsClient;
-use bridle_proto::{Grant, GrantKey};
+use bridle_proto::{DeleteGrantRequest, GetGrantRequest, GrantKey, PutGrantRequest};
 use oauth2::TokenResponse as _;
 use rmcp::transport::auth::{
     AuthClient, AuthError, AuthorizationManager, AuthorizationRequest, AuthorizationSession,
@@ -363,7 +363,7 @@ impl OAuth {
         let deleted = self
             .secrets
             .clone()
-            .delete_grant(GrantKey {
+            .delete_grant(DeleteGrantRequest {
                 tenant: tenant.to_string(),
                 tool: tool.to_string(),
             })
@@ -520,7 +520,14 @@ impl CredentialStore for VaultGrant {
         {
             return Ok(c.clone());
         }
-        let got = self.secrets.clone().get_grant(self.key.clone()).await;
+        let got = self
+            .secrets
+            .clone()
+            .get_grant(GetGrantRequest {
+                tenant: self.key.tenant.clone(),
+                tool: self.key.tool.clone(),
+            })
+            .await;
         let c = match got {
             Ok(g) => {
                 let kept: Kept = serde_json::from_str(&g.into_inner().value).map_err(|e| {
@@ -549,7 +556,7 @@ impl CredentialStore for VaultGrant {
         let value = serde_json::to_string(&kept).map_err(auth_error)?;
         self.secrets
             .clone()
-            .put_grant(Grant {
+            .put_grant(PutGrantRequest {
                 key: Some(self.key.clone()),
                 value,
             })
@@ -562,7 +569,10 @@ impl CredentialStore for VaultGrant {
     async fn clear(&self) -> Result<(), AuthError> {
         self.secrets
             .clone()
-            .delete_grant(self.key.clone())
+            .delete_grant(DeleteGrantRequest {
+                tenant: self.key.tenant.clone(),
+                tool: self.key.tool.clone(),
+            })
             .await
             .map_err(|s| store_error(format!("secrets broker: {}", s.message())))?;
         self.remember(None);

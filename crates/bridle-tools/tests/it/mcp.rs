@@ -395,7 +395,11 @@ async fn a_streamable_http_server_with_annotations_errors_and_overrides() {
         RiskClass::ReadOnly,
         "no annotations: the manifest's risk"
     );
-    assert!(specs.iter().all(|s| s.kind == "mcp"));
+    assert!(
+        specs
+            .iter()
+            .all(|s| s.kind() == bridle_proto::ToolKind::Mcp)
+    );
 
     let r = h
         .call("run_h", "remote__echo", json!({"text": "hello"}))

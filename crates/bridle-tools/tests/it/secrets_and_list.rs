@@ -90,7 +90,7 @@ async fn list_tools_returns_schemas_and_missing_names() {
     assert_eq!(r.tools.len(), 1);
     let t = &r.tools[0];
     assert_eq!(t.name, "py");
-    assert_eq!(t.kind, "container");
+    assert_eq!(t.kind(), bridle_proto::ToolKind::Container);
     assert_eq!(t.risk, RiskClass::ReadOnly as i32);
     assert_eq!(t.tags, vec!["python".to_string(), "test".to_string()]);
     assert_eq!(

@@ -714,7 +714,7 @@ class Fuzzer:
             tool = common_pb2.ToolSpec(name=r.choice(["fuzz-http", m.odd_string()]), description=m.odd_string()[:1000],
                                        parameters_json_schema=m.odd_json(), risk=m.odd_enum(),
                                        tags=[m.odd_string()[:100] for _ in range(r.choice([0, 2]))],
-                                       kind=r.choice(["http", "", m.odd_string()]))
+                                       kind=r.choice([common_pb2.TOOL_KIND_HTTP, 0, m.odd_enum()]))
             req = approvals_pb2.EvaluateRequest(
                 scope=self.scope(), step=m.odd_u32(), call_id=m.odd_string(), tool=tool,
                 arguments_json=m.odd_json() if r.random() < 0.6 else m.text(r.choice(self.seeds["canonical_args"]
@@ -756,27 +756,29 @@ class Fuzzer:
             tool = r.choice(["fuzz-http", "", m.odd_string()])
             name = r.choice(["Begin", "Complete", "Revoke"])
             if name == "Begin":
-                req = tools_pb2.BeginAuthorizationRequest(
+                req = orchestrator_pb2.BeginToolAuthorizationRequest(
                     tenant=r.choice(["", m.odd_string()]), tool=tool,
                     redirect_uri=r.choice(["http://127.0.0.1:1/cb", "https://x.example/cb", m.odd_string()]))
                 self.grpc_call("orchestrator", "BeginToolAuthorization", stub.BeginToolAuthorization, req)
             elif name == "Complete":
-                req = tools_pb2.CompleteAuthorizationRequest(
+                req = orchestrator_pb2.CompleteToolAuthorizationRequest(
                     tenant=r.choice(["", m.odd_string()]), state=m.odd_string(), code=m.odd_string(),
                     issuer=r.choice(["", m.odd_string()]))
                 self.grpc_call("orchestrator", "CompleteToolAuthorization", stub.CompleteToolAuthorization, req)
             else:
-                req = tools_pb2.RevokeAuthorizationRequest(tenant=r.choice(["", m.odd_string()]), tool=tool)
+                req = orchestrator_pb2.RevokeToolAuthorizationRequest(tenant=r.choice(["", m.odd_string()]), tool=tool)
                 self.grpc_call("orchestrator", "RevokeToolAuthorization", stub.RevokeToolAuthorization, req)
         elif which == 11:
             stub = secrets_pb2_grpc.SecretsStub(self.channel("secrets"))
-            key = secrets_pb2.GrantKey(tenant=r.choice(["", m.odd_string()]), tool=r.choice(["fuzz-http", m.odd_string()]))
+            tenant, tool = r.choice(["", m.odd_string()]), r.choice(["fuzz-http", m.odd_string()])
             name = r.choice(["GetGrant", "PutGrant", "DeleteGrant"])
             if name == "PutGrant":
-                req = secrets_pb2.Grant(key=key, value=r.choice(["", m.odd_string(), "x" * 70000]))
+                req = secrets_pb2.PutGrantRequest(key=secrets_pb2.GrantKey(tenant=tenant, tool=tool),
+                                                  value=r.choice(["", m.odd_string(), "x" * 70000]))
                 self.grpc_call("secrets", name, stub.PutGrant, req)
             else:
-                self.grpc_call("secrets", name, getattr(stub, name), key)
+                req = getattr(secrets_pb2, f"{name}Request")(tenant=tenant, tool=tool)
+                self.grpc_call("secrets", name, getattr(stub, name), req)
         else:
             stub = router_pb2_grpc.RouterStub(self.channel("router"))
             msgs = [common_pb2.Message(role=m.odd_enum(), text=m.odd_string(), tool_call_id=m.odd_string()[:100],
@@ -802,11 +804,15 @@ class Fuzzer:
         roll = r.random()
         if roll < 0.5:
             req = manifests_pb2.ListManifestsRequest(tenant=r.choice(["", self.mut.odd_string()]),
-                                                     kind=r.choice(["", "Agent", "Policy", self.mut.odd_string()]))
+                                                     kind=r.choice([0, manifests_pb2.MANIFEST_KIND_AGENT,
+                                                                    manifests_pb2.MANIFEST_KIND_POLICY,
+                                                                    self.mut.odd_enum()]))
             self.grpc_call(service, "Manifests.ListManifests", stub.ListManifests, req)
         elif roll < 0.65:
             req = manifests_pb2.HistoryRequest(tenant=r.choice(["", self.mut.odd_string()]),
-                                               kind=r.choice(["Agent", "ModelRoute", "Budget", self.mut.odd_string()]),
+                                               kind=r.choice([manifests_pb2.MANIFEST_KIND_AGENT,
+                                                              manifests_pb2.MANIFEST_KIND_MODEL_ROUTE,
+                                                              manifests_pb2.MANIFEST_KIND_BUDGET, self.mut.odd_enum()]),
                                                name=r.choice(["fuzz-route", self.mut.odd_string()]),
                                                limit=self.mut.odd_u32())
             self.grpc_call(service, "Manifests.History", stub.History, req)
@@ -815,11 +821,13 @@ class Fuzzer:
             by = [r.choice(["user", "end_user", "api_key", "agent", "model", self.mut.odd_string()])
                   for _ in range(r.choice([0, 1, 2, 6]))]
             since = r.choice([None, 0, 1, 3600, 86400 * 7, 86400 * 500, 2**40, -5])
-            req = router_pb2.SpendRequest(tenant=r.choice(["", self.mut.odd_string()]), by=by)
+            to_orchestrator = r.random() < 0.5
+            make = orchestrator_pb2.GetSpendRequest if to_orchestrator else router_pb2.SpendRequest
+            req = make(tenant=r.choice(["", self.mut.odd_string()]), by=by)
             if since is not None:
                 req.since.seconds = since
                 req.since.nanos = r.choice([0, 1, 999_999_999])
-            if r.random() < 0.5:
+            if to_orchestrator:
                 o = orchestrator_pb2_grpc.OrchestratorStub(self.channel("orchestrator"))
                 self.grpc_call("orchestrator", "GetSpend", o.GetSpend, req)
             else:
@@ -827,7 +835,9 @@ class Fuzzer:
                 self.grpc_call("router", "Spend", rs.Spend, req)
         else:
             req = manifests_pb2.DeleteManifestRequest(tenant=self.mut.odd_string(),
-                                                      kind=r.choice(["Agent", "Tool", self.mut.odd_string()]),
+                                                      kind=r.choice([manifests_pb2.MANIFEST_KIND_AGENT,
+                                                                     manifests_pb2.MANIFEST_KIND_TOOL,
+                                                                     self.mut.odd_enum()]),
                                                       name=self.mut.odd_string())
             self.grpc_call(service, "Manifests.DeleteManifest", stub.DeleteManifest, req)
 

@@ -8,7 +8,8 @@
 //!
 //! Reports runs/s, the harness's overhead per step (the time of a step not spent in the model
 //! or the tool: Redis, checkpoints, policy checks, RPCs) at p50/p99, how long finished steps
-//! waited in the work queue for a free worker, and errors.
+//! waited in the work queue for a free worker, errors, and the Redis commands a step sends
+//! (every service's, by command; `redis-cli` must be on the PATH).
 
 #![allow(
     clippy::expect_used,
@@ -140,6 +141,83 @@ async fn main() -> anyhow::Result<()> {
         pct(&mut queued.clone(), 0.5),
         pct(&mut queued, 0.99)
     );
+    round_trips(&bench, &client).await?;
     bench.shutdown.drain(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+/// Commands sent to Redis per step, by command, from `redis-cli monitor` over a sample of runs
+/// after the timed part (MONITOR slows Redis down, so it never watches the timed runs). Each
+/// is a round trip, except that a pipeline's commands share one. A script's own commands show
+/// as `lua` there: they cost no round trip, and are counted apart.
+async fn round_trips(
+    bench: &inproc::Bench,
+    client: &pb::orchestrator_client::OrchestratorClient<tonic::transport::Channel>,
+) -> anyhow::Result<()> {
+    const SAMPLE: usize = 100;
+    let mut monitor = tokio::process::Command::new("redis-cli")
+        .args(["-p", &bench.redis.port().to_string(), "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = monitor.stdout.take().expect("piped");
+    // A benchmark's reader of a child's output, joined below (no service to drain).
+    #[allow(clippy::disallowed_methods)]
+    let lines = tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut out = Vec::new();
+        let mut r = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(l)) = r.next_line().await {
+            out.push(l);
+        }
+        out
+    });
+    // MONITOR answers OK before it streams; a moment for it to be in place.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let results: Vec<_> = futures::stream::iter(0..SAMPLE)
+        .map(|_| inproc::run_one(client.clone()))
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    // The last checkpoints' MONITOR lines are on their way.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    monitor.kill().await?;
+    let lines = lines.await?;
+    let steps: usize = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|evs| {
+            evs.iter()
+                .filter(|e| matches!(e.kind, Some(Kind::StepStarted(_))))
+                .count()
+        })
+        .sum();
+    let mut trips = std::collections::BTreeMap::<String, usize>::new();
+    let mut scripted = 0usize;
+    for l in &lines {
+        // 1700000000.123456 [0 127.0.0.1:5555] "EVALSHA" "..." | [0 lua] "HSET" ...
+        let Some((source, rest)) = l.split_once("] ") else {
+            continue;
+        };
+        let cmd = rest.split('"').nth(1).unwrap_or("").to_lowercase();
+        if source.ends_with(" lua") {
+            scripted += 1;
+        } else if !matches!(cmd.as_str(), "monitor" | "info") {
+            *trips.entry(cmd).or_default() += 1;
+        }
+    }
+    let per = |n: usize| n as f64 / steps.max(1) as f64;
+    let mut by: Vec<(String, usize)> = trips.into_iter().collect();
+    by.sort_by_key(|b| std::cmp::Reverse(b.1));
+    let total: usize = by.iter().map(|(_, n)| n).sum();
+    println!(
+        "redis commands sent per step ({SAMPLE} runs watched by MONITOR, {steps} steps): {:.1}, and {:.1} run inside scripts; by command: {}",
+        per(total),
+        per(scripted),
+        by.iter()
+            .map(|(c, n)| format!("{c} {:.2}", per(*n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }

@@ -360,7 +360,7 @@ impl ApprovalsService {
         if !req.tenant.is_empty() {
             check_name("tenant", &req.tenant)?;
         }
-        req.tenant = p.tenant_for(&req.tenant)?;
+        req.tenant = p.tenant_for(&req.tenant)?.into();
         let state = match ApprovalState::try_from(req.state) {
             Ok(ApprovalState::Unspecified) => ApprovalState::Pending,
             Ok(s) => s,
@@ -451,7 +451,10 @@ impl Approvals for ApprovalsService {
             check_name("tenant", &req.tenant)?;
         }
         // Empty from a caller bound to no tenant (the orchestrator's listener): every tenant.
-        let tenant = p.tenants_for(&req.tenant).map_err(Error::from)?;
+        let tenant = p
+            .tenants_for(&req.tenant)
+            .map_err(Error::from)?
+            .map(String::from);
         // Connect before answering, so a Redis outage is an error, not an empty stream.
         let mut conn = self
             .store

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::Error;
+use crate::ids::TenantId;
 use crate::redis_util::Keys;
 
 #[derive(
@@ -194,7 +195,7 @@ impl Principal {
 
     /// The tenant a request acts for, from its `tenant` field: the one rule of every service
     /// (see [`Principal::tenant_in`]).
-    pub fn tenant_for(&self, requested: &str) -> Result<String, Error> {
+    pub fn tenant_for(&self, requested: &str) -> Result<TenantId, Error> {
         self.tenant_in("tenant", requested)
     }
 
@@ -207,20 +208,32 @@ impl Principal {
     ///
     /// A name given must be a valid tenant name (INVALID_ARGUMENT naming `field`), checked
     /// first: no tenant can exist under an invalid name, and a refusal then never quotes one.
-    pub fn tenant_in(&self, field: &str, requested: &str) -> Result<String, Error> {
-        if !requested.is_empty() {
-            crate::ids::check_name(requested)
-                .map_err(|e| Error::InvalidArgument(format!("{field}: {e}")))?;
-        }
-        match &self.tenant {
-            Some(t) if requested.is_empty() || requested == t => Ok(t.clone()),
-            Some(t) => Err(Error::PermissionDenied(format!(
-                "{} '{}' belongs to tenant '{t}' and cannot act for tenant '{requested}'",
+    /// The answer is a [`TenantId`]: nothing downstream checks it again.
+    pub fn tenant_in(&self, field: &str, requested: &str) -> Result<TenantId, Error> {
+        let named = if requested.is_empty() {
+            None
+        } else {
+            Some(
+                TenantId::parse(requested)
+                    .map_err(|e| Error::InvalidArgument(format!("{field}: {e}")))?,
+            )
+        };
+        match (&self.tenant, named) {
+            (Some(t), None) => TenantId::parse(t).map_err(|e| {
+                Error::PermissionDenied(format!(
+                    "{} '{}' is bound to a tenant whose name is not valid: {e}",
+                    kind_word(self.kind()),
+                    self.name,
+                ))
+            }),
+            (Some(t), Some(n)) if n == *t => Ok(n),
+            (Some(t), Some(n)) => Err(Error::PermissionDenied(format!(
+                "{} '{}' belongs to tenant '{t}' and cannot act for tenant '{n}'",
                 kind_word(self.kind()),
                 self.name,
             ))),
-            None if requested.is_empty() => Ok(crate::manifest::DEFAULT_TENANT.to_string()),
-            None => Ok(requested.to_string()),
+            (None, None) => Ok(TenantId::default_tenant()),
+            (None, Some(n)) => Ok(n),
         }
     }
 
@@ -228,7 +241,7 @@ impl Principal {
     /// API keys): [`Principal::tenant_for`]'s answer, except that a caller bound to no tenant
     /// naming none reads every tenant (`None`), which is what the orchestrator's approval
     /// listener and an operator listing keys ask for.
-    pub fn tenants_for(&self, requested: &str) -> Result<Option<String>, Error> {
+    pub fn tenants_for(&self, requested: &str) -> Result<Option<TenantId>, Error> {
         if self.tenant.is_none() && requested.is_empty() {
             return Ok(None);
         }
@@ -945,9 +958,12 @@ mod tests {
         assert_eq!(Principal::anonymous().tenants_for("").unwrap(), None);
         assert_eq!(
             Principal::anonymous().tenants_for("globex").unwrap(),
-            Some("globex".into())
+            Some(TenantId::parse("globex").unwrap())
         );
-        assert_eq!(p.tenants_for("").unwrap(), Some("acme".into()));
+        assert_eq!(
+            p.tenants_for("").unwrap(),
+            Some(TenantId::parse("acme").unwrap())
+        );
         assert_eq!(
             p.tenants_for("globex").unwrap_err().code(),
             tonic::Code::PermissionDenied

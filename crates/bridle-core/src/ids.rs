@@ -94,9 +94,142 @@ pub fn check_tool_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A tenant's name, checked: a value of this type is a valid name ([`check_name`]), so code
+/// that takes one never checks it again. Made by [`TenantId::parse`] where a name comes in
+/// (a request, an option), by `Principal::tenant_in`, and by reading stored data (which only
+/// ever held checked names, and is checked again as it is read).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// `name` as a tenant, or why it cannot be one.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        check_name(name)?;
+        Ok(TenantId(name.to_string()))
+    }
+
+    /// The tenant every caller bound to no tenant acts for when it names none.
+    pub fn default_tenant() -> Self {
+        TenantId(crate::manifest::DEFAULT_TENANT.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A run's id (`run_...`), checked ([`check_id`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    /// A new id.
+    pub fn new() -> Self {
+        RunId(new_run_id())
+    }
+
+    /// `id` as a run id; `what` names the field in the error.
+    pub fn parse(what: &str, id: &str) -> Result<Self, Error> {
+        check_id(what, "run", id)?;
+        Ok(RunId(id.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+macro_rules! string_id {
+    ($t:ty, $parse:expr) => {
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $t {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+
+        impl PartialEq<str> for $t {
+            fn eq(&self, o: &str) -> bool {
+                self.0 == o
+            }
+        }
+
+        impl PartialEq<&str> for $t {
+            fn eq(&self, o: &&str) -> bool {
+                self.0 == *o
+            }
+        }
+
+        impl PartialEq<String> for $t {
+            fn eq(&self, o: &String) -> bool {
+                &self.0 == o
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                let parse: fn(&str) -> Result<$t, String> = $parse;
+                parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_id!(TenantId, TenantId::parse);
+string_id!(RunId, |s| RunId::parse("run id", s)
+    .map_err(|e| e.to_string()));
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_ids_are_checked_when_made_and_when_read() {
+        assert_eq!(TenantId::parse("acme").unwrap(), "acme");
+        assert!(TenantId::parse("Not A Name").is_err());
+        let t: TenantId = serde_json::from_str("\"acme\"").unwrap();
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"acme\"");
+        assert!(serde_json::from_str::<TenantId>("\"a b\"").is_err());
+
+        let id = RunId::new();
+        assert_eq!(RunId::parse("run_id", &id).unwrap(), id);
+        let e = RunId::parse("run_id", "apr_1").unwrap_err().to_string();
+        assert!(e.contains("run_id 'apr_1' is not a valid id"), "{e}");
+        assert!(serde_json::from_str::<RunId>("\"run_x:y\"").is_err());
+    }
 
     #[test]
     fn run_ids_check() {

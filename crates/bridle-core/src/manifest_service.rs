@@ -103,7 +103,7 @@ pub fn list_key(m: &StoredManifest) -> String {
 /// documents before the shared service stores them sees the tenants that will be stored.
 pub fn bind_tenant(req: &mut Request<ApplyRequest>) -> Result<(), Error> {
     let tenant = crate::auth::principal(req).tenant_for(&req.get_ref().tenant)?;
-    req.get_mut().tenant = tenant;
+    req.get_mut().tenant = tenant.into();
     Ok(())
 }
 

@@ -87,9 +87,7 @@ impl ApplyService {
             .collect();
         Ok((routes, tools))
     }
-}
 
-impl ApplyService {
     /// The tools service's ceiling on workspace quotas (0 from a service too old to say).
     async fn workspace_quota_max(&self, tenant: &str, tools: &[String]) -> Result<u64, Status> {
         let resp = self
@@ -104,6 +102,56 @@ impl ApplyService {
             .await
             .map_err(|s| Status::new(s.code(), format!("tools service: {}", s.message())))?;
         Ok(resp.into_inner().workspace_quota_max_bytes)
+    }
+
+    /// The service that keeps `kind`'s manifests; None for Agents, kept here.
+    fn owner_of(
+        &self,
+        kind: i32,
+    ) -> Result<Option<pb::manifests_client::ManifestsClient<bridle_core::client::Traced>>, Status>
+    {
+        Ok(Some(match bridle_core::manifest::kind_in("kind", kind)? {
+            "Tool" => self.clients.tools_manifests.clone(),
+            "ModelRoute" | "Budget" => self.clients.router_manifests.clone(),
+            "Policy" => self.clients.approvals_manifests.clone(),
+            "SecretBinding" => self.clients.secrets_manifests.clone(),
+            _ => return Ok(None),
+        }))
+    }
+
+    async fn forward(
+        &self,
+        owner: Owner,
+        documents: Vec<pb::ManifestDocument>,
+        tenant: &str,
+        dry_run: bool,
+        actor: &pb::Actor,
+    ) -> Result<pb::ApplyResponse, Status> {
+        let mut client = match owner {
+            Owner::Tools => self.clients.tools_manifests.clone(),
+            Owner::Router => self.clients.router_manifests.clone(),
+            Owner::Approvals => self.clients.approvals_manifests.clone(),
+            Owner::Secrets => self.clients.secrets_manifests.clone(),
+            Owner::Orchestrator => return Ok(pb::ApplyResponse::default()),
+        };
+        client
+            .apply(pb::ApplyRequest {
+                documents,
+                dry_run,
+                tenant: tenant.to_string(),
+                actor: Some(actor.clone()),
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| {
+                // The owner's google.rpc details (a manifest problem's field, file and line)
+                // reach the caller unchanged; only the message says whose they are.
+                Status::with_details(
+                    s.code(),
+                    format!("{} service: {}", owner.as_str(), s.message()),
+                    s.details().to_vec().into(),
+                )
+            })
     }
 }
 
@@ -264,7 +312,7 @@ impl Manifests for ApplyService {
             if wanted.is_none_or(|k| k == kind) {
                 let r = client
                     .list_manifests(pb::ListManifestsRequest {
-                        tenant: tenant.clone(),
+                        tenant: tenant.to_string(),
                         kind: bridle_core::manifest::kind_value(kind) as i32,
                         ..Default::default()
                     })
@@ -295,7 +343,7 @@ impl Manifests for ApplyService {
         p.require(Role::Operator)?;
         let mut req = req.into_inner();
         let tenant = p.tenant_for(&req.tenant)?;
-        req.tenant = tenant.clone();
+        req.tenant = tenant.to_string();
         req.actor = Some(p.acting_for(req.actor.as_ref()));
         let deleted = match self.owner_of(req.kind)? {
             None => {
@@ -316,7 +364,7 @@ impl Manifests for ApplyService {
         let p = principal(&req);
         p.require(Role::Viewer)?;
         let mut req = req.into_inner();
-        req.tenant = p.tenant_for(&req.tenant)?;
+        req.tenant = p.tenant_for(&req.tenant)?.into();
         let changes = match self.owner_of(req.kind)? {
             None => {
                 self.agents
@@ -331,58 +379,6 @@ impl Manifests for ApplyService {
             Some(mut client) => client.history(req).await?.into_inner().changes,
         };
         Ok(Response::new(pb::HistoryResponse { changes }))
-    }
-}
-
-impl ApplyService {
-    /// The service that keeps `kind`'s manifests; None for Agents, kept here.
-    fn owner_of(
-        &self,
-        kind: i32,
-    ) -> Result<Option<pb::manifests_client::ManifestsClient<bridle_core::client::Traced>>, Status>
-    {
-        Ok(Some(match bridle_core::manifest::kind_in("kind", kind)? {
-            "Tool" => self.clients.tools_manifests.clone(),
-            "ModelRoute" | "Budget" => self.clients.router_manifests.clone(),
-            "Policy" => self.clients.approvals_manifests.clone(),
-            "SecretBinding" => self.clients.secrets_manifests.clone(),
-            _ => return Ok(None),
-        }))
-    }
-
-    async fn forward(
-        &self,
-        owner: Owner,
-        documents: Vec<pb::ManifestDocument>,
-        tenant: &str,
-        dry_run: bool,
-        actor: &pb::Actor,
-    ) -> Result<pb::ApplyResponse, Status> {
-        let mut client = match owner {
-            Owner::Tools => self.clients.tools_manifests.clone(),
-            Owner::Router => self.clients.router_manifests.clone(),
-            Owner::Approvals => self.clients.approvals_manifests.clone(),
-            Owner::Secrets => self.clients.secrets_manifests.clone(),
-            Owner::Orchestrator => return Ok(pb::ApplyResponse::default()),
-        };
-        client
-            .apply(pb::ApplyRequest {
-                documents,
-                dry_run,
-                tenant: tenant.to_string(),
-                actor: Some(actor.clone()),
-            })
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| {
-                // The owner's google.rpc details (a manifest problem's field, file and line)
-                // reach the caller unchanged; only the message says whose they are.
-                Status::with_details(
-                    s.code(),
-                    format!("{} service: {}", owner.as_str(), s.message()),
-                    s.details().to_vec().into(),
-                )
-            })
     }
 }
 

@@ -25,16 +25,10 @@ use crate::engine::Engine;
 const FIRST_OFFSET: &str = "bridle-first-offset";
 
 pub async fn run(engine: Engine, shutdown: Shutdown) {
-    let offset_key = engine.store.keys().key("orchestrator:{approvals}:offset");
     let mut failures = 0u32;
     while !shutdown.is_triggered() {
-        let mut conn = engine.store.conn();
-        let from: u64 = match redis::cmd("GET")
-            .arg(&offset_key)
-            .query_async::<Option<u64>>(&mut conn)
-            .await
-        {
-            Ok(v) => v.unwrap_or(0),
+        let from = match engine.store.approval_offset().await {
+            Ok(v) => v,
             Err(e) => {
                 failures += 1;
                 tracing::warn!("approval listener cannot read its offset: {e}");
@@ -50,7 +44,7 @@ pub async fn run(engine: Engine, shutdown: Shutdown) {
         let mut stream = match stream {
             Ok(s) => s.into_inner(),
             Err(st) if st.code() == tonic::Code::OutOfRange => {
-                if let Err(e) = recover(&engine, &offset_key, &st).await {
+                if let Err(e) = recover(&engine, &st).await {
                     failures += 1;
                     tracing::warn!(
                         "approval listener cannot make up for trimmed events (retrying): {e}"
@@ -80,7 +74,7 @@ pub async fn run(engine: Engine, shutdown: Shutdown) {
             let ev = match next {
                 Some(Ok(ev)) => ev,
                 Some(Err(st)) if st.code() == tonic::Code::OutOfRange => {
-                    if let Err(e) = recover(&engine, &offset_key, &st).await {
+                    if let Err(e) = recover(&engine, &st).await {
                         tracing::warn!(
                             "approval listener cannot make up for trimmed events (retrying): {e}"
                         );
@@ -97,12 +91,7 @@ pub async fn run(engine: Engine, shutdown: Shutdown) {
                 tracing::warn!(offset = ev.offset, "waking a run failed, will retry: {e}");
                 break;
             }
-            let r: redis::RedisResult<()> = redis::cmd("SET")
-                .arg(&offset_key)
-                .arg(ev.offset)
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = r {
+            if let Err(e) = engine.store.set_approval_offset(ev.offset).await {
                 tracing::warn!("approval listener cannot store its offset: {e}");
             }
         }
@@ -112,11 +101,7 @@ pub async fn run(engine: Engine, shutdown: Shutdown) {
 
 /// The approvals service no longer has the events after our offset: queue every run waiting
 /// on an approval, then move the offset to just before the first event still kept.
-async fn recover(
-    engine: &Engine,
-    offset_key: &str,
-    st: &tonic::Status,
-) -> Result<(), crate::Error> {
+async fn recover(engine: &Engine, st: &tonic::Status) -> Result<(), crate::Error> {
     let first = st
         .metadata()
         .get(FIRST_OFFSET)
@@ -138,12 +123,7 @@ async fn recover(
     for run in &runs {
         engine.store.enqueue(run).await?;
     }
-    let mut conn = engine.store.conn();
-    let _: () = redis::cmd("SET")
-        .arg(offset_key)
-        .arg(first - 1)
-        .query_async(&mut conn)
-        .await?;
+    engine.store.set_approval_offset(first - 1).await?;
     tracing::info!(
         runs = runs.len(),
         from_offset = first - 1,
@@ -165,25 +145,11 @@ async fn handle(engine: &Engine, ev: &pb::ApprovalEvent) -> Result<(), crate::Er
     if a.run_id.is_empty() || bridle_core::ids::check_id("run id", "run", &a.run_id).is_err() {
         return Ok(());
     }
-    let marker = engine
-        .store
-        .keys()
-        .key(&format!("run:{{{}}}:woken:{}", a.run_id, a.id));
-    let mut conn = engine.store.conn();
-    let first: Option<String> = redis::cmd("SET")
-        .arg(&marker)
-        .arg(1)
-        .arg("NX")
-        .arg("EX")
-        .arg(24 * 3600)
-        .query_async(&mut conn)
-        .await?;
-    if first.is_some() {
+    if engine.store.mark_woken(&a.run_id, &a.id).await? {
         tracing::info!(run = %a.run_id, approval = %a.id, "approval resolved; resuming the run");
         if let Err(e) = engine.store.enqueue(&a.run_id).await {
             // Let the retry (from the stored offset) wake it.
-            let _: redis::RedisResult<()> =
-                redis::cmd("DEL").arg(&marker).query_async(&mut conn).await;
+            engine.store.unmark_woken(&a.run_id, &a.id).await;
             return Err(e);
         }
     }

@@ -51,7 +51,7 @@ pub const RESULT_TOOL: &str = "bridle_result";
 #[derive(Clone, Debug)]
 struct Caller {
     principal: Principal,
-    tenant: String,
+    tenant: bridle_core::ids::TenantId,
     agent: String,
     /// The HTTP request's W3C trace context: the runs it starts join the client's trace.
     traceparent: Option<String>,
@@ -350,7 +350,7 @@ impl rmcp::ServerHandler for Endpoint {
                 &c,
                 pb::StartRunRequest {
                     agent: c.agent.clone(),
-                    tenant: c.tenant.clone(),
+                    tenant: c.tenant.to_string(),
                     tool_call: Some(pb::ToolCall {
                         id: String::new(),
                         name: req.name.to_string(),

@@ -261,10 +261,9 @@ mod tests {
         .unwrap();
         let o: Options = config::load(Some(&file), &serde_json::json!({})).unwrap();
         assert_eq!(o.retention, Duration::from_secs(2 * 86_400));
-        let l = crate::store::Lifetimes::from_options(&o);
-        assert_eq!(l.retention_of("acme"), Duration::from_secs(30 * 86_400));
-        assert_eq!(l.retention_of("globex"), Duration::from_secs(2 * 86_400));
-        assert_eq!(l.shortest_retention(), Duration::from_secs(2 * 86_400));
+        let acme = o.tenant_retention.get("acme").map(|d| **d);
+        assert_eq!(acme, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(o.tenant_retention.len(), 1);
 
         std::fs::write(
             &file,

@@ -23,7 +23,7 @@ fn in_run(span: tracing::Span, s: &RunState) -> tracing::Span {
     let _ = span.set_parent(parent(s));
     span.set_attribute("gen_ai.conversation.id", s.id.clone());
     span.set_attribute("gen_ai.agent.name", s.agent.clone());
-    span.set_attribute("bridle.tenant", s.tenant.clone());
+    span.set_attribute("bridle.tenant", s.tenant.to_string());
     span.set_attribute("bridle.step", i64::from(s.step));
     span
 }
@@ -60,7 +60,7 @@ pub fn chat(s: &RunState) -> tracing::Span {
 fn chat_attrs(s: &RunState) -> Vec<KeyValue> {
     let mut a = vec![
         KeyValue::new("gen_ai.operation.name", "chat"),
-        KeyValue::new("bridle.tenant", s.tenant.clone()),
+        KeyValue::new("bridle.tenant", s.tenant.to_string()),
         KeyValue::new("gen_ai.agent.name", s.agent.clone()),
         KeyValue::new("bridle.route", s.spec.route.clone()),
     ];
@@ -198,7 +198,7 @@ pub fn approval_wait(s: &RunState, r: &Resolved<'_>) {
     bridle_core::metrics::metrics().approval_wait.record(
         r.waited_ms.max(0) as f64 / 1000.0,
         &[
-            KeyValue::new("bridle.tenant", s.tenant.clone()),
+            KeyValue::new("bridle.tenant", s.tenant.to_string()),
             KeyValue::new("gen_ai.tool.name", r.tool.to_string()),
             KeyValue::new("bridle.approval.outcome", r.outcome.to_string()),
         ],
@@ -215,7 +215,7 @@ pub fn approval_wait(s: &RunState, r: &Resolved<'_>) {
     let mut attrs = vec![
         KeyValue::new("gen_ai.conversation.id", s.id.clone()),
         KeyValue::new("gen_ai.agent.name", s.agent.clone()),
-        KeyValue::new("bridle.tenant", s.tenant.clone()),
+        KeyValue::new("bridle.tenant", s.tenant.to_string()),
         KeyValue::new("gen_ai.tool.name", r.tool.to_string()),
         KeyValue::new("gen_ai.tool.call.id", r.call_id.to_string()),
         KeyValue::new("bridle.approval.id", a.id.clone()),
@@ -289,7 +289,7 @@ pub fn run_finished(s: &RunState) {
     bridle_core::metrics::metrics().runs_finished.add(
         1,
         &[
-            KeyValue::new("bridle.tenant", s.tenant.clone()),
+            KeyValue::new("bridle.tenant", s.tenant.to_string()),
             KeyValue::new("gen_ai.agent.name", s.agent.clone()),
             KeyValue::new(
                 "bridle.run.status",
@@ -311,7 +311,7 @@ pub fn run_finished(s: &RunState) {
         KeyValue::new("gen_ai.conversation.id", s.id.clone()),
         KeyValue::new("gen_ai.usage.input_tokens", t.input_tokens as i64),
         KeyValue::new("gen_ai.usage.output_tokens", t.output_tokens as i64),
-        KeyValue::new("bridle.tenant", s.tenant.clone()),
+        KeyValue::new("bridle.tenant", s.tenant.to_string()),
         KeyValue::new("bridle.run.steps", i64::from(s.step)),
         KeyValue::new(
             "bridle.run.status",

@@ -13,9 +13,11 @@
 //! already queued, or held by a dead worker, in the partitions no longer written are still
 //! read and claimed, because consumers keep reading up to the recorded highest N.
 
-use bridle_core::redis_util::RedisConn;
+use std::time::Duration;
 
-use bridle_core::redis_util::Keys;
+use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+
+use bridle_core::redis_util::{Keys, RedisConn};
 
 use crate::Error;
 
@@ -33,6 +35,63 @@ if n > cur then
 end
 return cur
 ";
+
+/// A step taken from a partition by a consumer: the worker holds it until it acknowledges it,
+/// dead-letters it, or dies (then another consumer claims it).
+#[derive(Debug)]
+pub struct Task {
+    /// The partition's stream.
+    key: String,
+    /// The entry's id in that stream.
+    pub id: String,
+    pub run: String,
+    /// Times the entry was delivered, this one included.
+    pub deliveries: u64,
+}
+
+impl Task {
+    /// The stream of the partition the task came from.
+    pub fn partition(&self) -> &str {
+        &self.key
+    }
+}
+
+/// One sample of the work stream's partitions; the oldest are stream ids' milliseconds.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct QueueSample {
+    pub waiting: u64,
+    pub in_progress: u64,
+    pub oldest_waiting: Option<i64>,
+    pub oldest_in_progress: Option<i64>,
+}
+
+impl QueueSample {
+    fn add(self, o: QueueSample) -> QueueSample {
+        let min = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        QueueSample {
+            waiting: self.waiting + o.waiting,
+            in_progress: self.in_progress + o.in_progress,
+            oldest_waiting: min(self.oldest_waiting, o.oldest_waiting),
+            oldest_in_progress: min(self.oldest_in_progress, o.oldest_in_progress),
+        }
+    }
+}
+
+/// XPENDING's summary: count, smallest id, largest id, per-consumer counts.
+type PendingSummary = (
+    u64,
+    Option<String>,
+    Option<String>,
+    Option<Vec<(String, String)>>,
+);
+
+/// The milliseconds part of a stream id (`1700000000000-0`).
+fn id_ms(id: &str) -> Option<i64> {
+    id.split('-').next()?.parse().ok()
+}
 
 #[derive(Clone)]
 pub struct WorkQueue {
@@ -57,7 +116,7 @@ impl WorkQueue {
     }
 
     /// The stream of partition `p`.
-    pub fn key(&self, p: usize) -> String {
+    fn key(&self, p: usize) -> String {
         if p == 0 {
             self.keys.key("work:{steps}")
         } else {
@@ -66,7 +125,7 @@ impl WorkQueue {
     }
 
     /// Dead letters of every partition.
-    pub fn dead_key(&self) -> String {
+    fn dead_key(&self) -> String {
         self.keys.key("work:{steps}:dead")
     }
 
@@ -137,6 +196,205 @@ impl WorkQueue {
             .await?;
         Ok(())
     }
+
+    /// One new entry of partition `p` for `consumer`, blocking up to `block` when given. `c`
+    /// is the caller's own connection when it blocks (a blocked command holds its connection).
+    pub async fn read(
+        &self,
+        c: &mut RedisConn,
+        p: usize,
+        consumer: &str,
+        block: Option<Duration>,
+    ) -> Result<Option<Task>, Error> {
+        let key = self.key(p);
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1);
+        if let Some(b) = block {
+            cmd.arg("BLOCK").arg(b.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&key).arg(">");
+        let reply: Option<StreamReadReply> = cmd.query_async(c).await?;
+        Ok(reply
+            .and_then(|r| r.keys.into_iter().next())
+            .and_then(|k| k.ids.into_iter().next())
+            .map(|sid| {
+                let run: String = sid.get("run").unwrap_or_default();
+                // Entry ids start with the enqueue time in ms.
+                if let Some(ms) = id_ms(&sid.id) {
+                    let lag = (bridle_core::timeutil::now_ms() - ms).max(0) as f64 / 1000.0;
+                    bridle_core::metrics::metrics().claim_lag.record(lag, &[]);
+                }
+                Task {
+                    key,
+                    id: sid.id,
+                    run,
+                    deliveries: 1,
+                }
+            }))
+    }
+
+    /// Takes over one entry of partition `p` that has been idle longer than `idle` (its worker
+    /// died), with the number of times it has been delivered.
+    pub async fn claim(
+        &self,
+        c: &mut RedisConn,
+        p: usize,
+        consumer: &str,
+        idle: Duration,
+    ) -> Result<Option<Task>, Error> {
+        let key = self.key(p);
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(c)
+            .await?;
+        let Some(sid) = reply.claimed.into_iter().next() else {
+            return Ok(None);
+        };
+        let run: String = sid.get("run").unwrap_or_default();
+        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(&sid.id)
+            .arg(&sid.id)
+            .arg(1)
+            .query_async(c)
+            .await?;
+        let deliveries = pending.first().map(|p| p.3).unwrap_or(1);
+        Ok(Some(Task {
+            key,
+            id: sid.id,
+            run,
+            deliveries,
+        }))
+    }
+
+    /// Tells the group `consumer` still works on `task` (resets its idle time), so it is not
+    /// taken for abandoned.
+    pub async fn heartbeat(&self, task: &Task, consumer: &str) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        let _: Vec<String> = redis::cmd("XCLAIM")
+            .arg(&task.key)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(0)
+            .arg(&task.id)
+            .arg("JUSTID")
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Acknowledges and removes a finished task.
+    pub async fn ack(&self, task: &Task) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        let () = redis::pipe()
+            .cmd("XACK")
+            .arg(&task.key)
+            .arg(GROUP)
+            .arg(&task.id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&task.key)
+            .arg(&task.id)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Records `task` in the dead-letter stream (the caller then ends its run and acks it).
+    pub async fn dead_letter(&self, task: &Task) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("XADD")
+            .arg(self.dead_key())
+            .arg("*")
+            .arg("run")
+            .arg(&task.run)
+            .arg("task")
+            .arg(&task.id)
+            .arg("deliveries")
+            .arg(task.deliveries)
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops dead letters recorded before `min_ms`.
+    pub async fn trim_dead_letters(&self, min_ms: i64) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        let _: i64 = redis::cmd("XTRIM")
+            .arg(self.dead_key())
+            .arg("MINID")
+            .arg(min_ms.max(0))
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Steps waiting and in progress in the first `n` partitions, with the oldest of each.
+    pub async fn sample(&self, n: usize) -> Result<QueueSample, Error> {
+        let mut c = self.conn.clone();
+        let mut total = QueueSample::default();
+        for p in 0..n {
+            total = total.add(sample_partition(&mut c, &self.key(p)).await?);
+        }
+        Ok(total)
+    }
+}
+
+async fn sample_partition(c: &mut RedisConn, key: &str) -> Result<QueueSample, Error> {
+    let (len, (pending, min_pending, ..), groups): (
+        u64,
+        PendingSummary,
+        redis::streams::StreamInfoGroupsReply,
+    ) = redis::pipe()
+        .cmd("XLEN")
+        .arg(key)
+        .cmd("XPENDING")
+        .arg(key)
+        .arg(GROUP)
+        .cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(c)
+        .await?;
+    let waiting = len.saturating_sub(pending);
+    // The oldest step waiting is the first entry after the group's last delivered one.
+    let last = groups
+        .groups
+        .iter()
+        .find(|g| g.name == GROUP)
+        .map(|g| g.last_delivered_id.clone());
+    let oldest_waiting = match last {
+        Some(last) if waiting > 0 => {
+            let first: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(key)
+                .arg(format!("({last}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(c)
+                .await?;
+            first.ids.first().and_then(|e| id_ms(&e.id))
+        }
+        _ => None,
+    };
+    Ok(QueueSample {
+        waiting,
+        in_progress: pending,
+        oldest_waiting,
+        oldest_in_progress: min_pending.as_deref().and_then(id_ms),
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use redis::streams::StreamReadReply;
 use tonic::{Request, Response, Status};
 
 use bridle_core::Shutdown;
@@ -13,14 +12,16 @@ use bridle_core::auth::{Principal, Role, principal};
 use bridle_core::manifest::{Agent, Manifest};
 use bridle_core::paging::{self, MAX_PAGE_SIZE, Page};
 use bridle_core::store::ManifestStore;
-use bridle_core::timeutil::{now_ms, ts_from_ms};
+use bridle_core::timeutil::now_ms;
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 
+use bridle_core::ids::TenantId;
+
 use crate::Error;
 use crate::engine::Engine;
-use crate::state::{Actor, Limits, Msg, Phase, RunState, Status as RunStatus, ToolInfo, Totals};
-use crate::store::{IdempotencyHolder, decode_event};
+use crate::state::{Actor, Limits, NewRun, RunState, Status as RunStatus, ToolInfo};
+use crate::store::IdempotencyHolder;
 
 /// How long a StartRun that finds its idempotency key claimed but not confirmed waits for the
 /// request that claimed it, before finishing the run's creation itself.
@@ -35,7 +36,7 @@ pub struct OrchestratorService {
 }
 
 impl OrchestratorService {
-    async fn agent(&self, tenant: &str, name: &str) -> Result<Agent, Error> {
+    async fn agent(&self, tenant: &TenantId, name: &str) -> Result<Agent, Error> {
         match self.agents.get("Agent", tenant, name).await? {
             Some(Manifest::Agent(a)) => Ok(a),
             _ => Err(Error::UnknownAgent {
@@ -48,14 +49,14 @@ impl OrchestratorService {
     /// The tools agent `name` of `tenant` may call, as a run of it would see them now.
     pub(crate) async fn agent_tools(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         name: &str,
     ) -> Result<Vec<ToolInfo>, Error> {
         let agent = self.agent(tenant, name).await?;
         self.tools_of(tenant, &agent).await
     }
 
-    async fn tools_of(&self, tenant: &str, agent: &Agent) -> Result<Vec<ToolInfo>, Error> {
+    async fn tools_of(&self, tenant: &TenantId, agent: &Agent) -> Result<Vec<ToolInfo>, Error> {
         if agent.spec.tools.is_empty() {
             return Ok(vec![]);
         }
@@ -81,7 +82,7 @@ impl OrchestratorService {
 
     /// The model the agent's route tries first, for token counts and the context window. Best
     /// effort: without it, tokens are estimated and the window is the default.
-    async fn context_of(&self, tenant: &str, agent: &Agent) -> crate::state::ContextInfo {
+    async fn context_of(&self, tenant: &TenantId, agent: &Agent) -> crate::state::ContextInfo {
         let mut r = tonic::Request::new(pb::ListModelsRequest {
             tenant: tenant.to_string(),
             ..Default::default()
@@ -123,7 +124,7 @@ impl OrchestratorService {
     /// Without this, the key would name a run that does not exist, or one queued for ever.
     async fn settle_idempotency(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         req: &pb::StartRunRequest,
         started_by: &Actor,
         mut holder: IdempotencyHolder,
@@ -175,7 +176,7 @@ impl OrchestratorService {
 
     async fn create_run(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         req: &pb::StartRunRequest,
         run_id: &str,
         caller: Option<(String, String)>,
@@ -190,85 +191,28 @@ impl OrchestratorService {
             None => self.context_of(tenant, &agent).await,
             Some(_) => crate::state::ContextInfo::default(),
         };
-        let now = now_ms();
-        let input = match &direct {
-            Some(c) if req.input.trim().is_empty() => format!("call {}", c.name),
-            _ => req.input.clone(),
-        };
-        let mut messages = vec![Msg::user(&input)];
-        let (phase, step) = match &direct {
-            None => (Phase::Model, 0),
-            Some(call) => {
-                messages.push(Msg {
-                    role: "assistant".into(),
-                    tool_calls: vec![call.clone()],
-                    ..Default::default()
-                });
-                (
-                    Phase::Tools {
-                        calls: vec![crate::state::PendingCall {
-                            call: call.clone(),
-                            gate: crate::state::Gate::Unchecked,
-                            done: false,
-                        }],
-                        step_started_ms: now,
-                    },
-                    1,
-                )
-            }
-        };
-        let state = RunState {
+        let new = NewRun {
             id: run_id.to_string(),
-            tenant: tenant.to_string(),
+            tenant: tenant.clone(),
             agent: req.agent.clone(),
-            input: input.clone(),
-            status: RunStatus::Queued,
-            end_reason: None,
-            output: String::new(),
-            error: String::new(),
-            created_ms: now,
-            updated_ms: now,
-            finished_ms: None,
-            spec: agent.spec.clone(),
+            spec: agent.spec,
+            input: req.input.clone(),
             tools,
             limits,
-            messages,
-            step,
-            phase,
-            totals: Totals::new(),
-            scripted: false,
+            direct,
+            context,
             idempotency_key: req.idempotency_key.clone(),
             labels: req.labels.clone().into_iter().collect(),
-            cancel_requested: None,
-            context,
             trace: crate::state::TraceIds::for_run(
                 caller,
                 self.caller_trace,
                 bridle_core::telemetry::current_span_ids(),
             ),
-            holds_secrets: false,
-            held_by: Vec::new(),
-            tool_call: direct.map(|c| c.name).unwrap_or_default(),
             started_by: started_by.clone(),
             end_user: req.end_user.clone(),
-            cancelled_by: None,
+            now_ms: now_ms(),
         };
-        let first = pb::RunEvent {
-            run_id: run_id.to_string(),
-            offset: 1,
-            time: Some(ts_from_ms(now)),
-            step: 0,
-            kind: Some(Kind::RunCreated(pb::RunCreated {
-                agent: req.agent.clone(),
-                input,
-                budget: Some(limits.to_pb()),
-                tenant: tenant.to_string(),
-                started_by: Some(started_by.to_pb()),
-                end_user: req.end_user.clone(),
-            })),
-        };
-        self.engine.store.create(&state, &first).await?;
-        Ok(state)
+        self.engine.start(new).await
     }
 
     /// A run the caller may see; another tenant's run is reported as not existing.
@@ -284,6 +228,26 @@ impl OrchestratorService {
             &l.state.trace.span_id,
         );
         Ok(l)
+    }
+
+    /// An MCP server's authorization is an operator's act; the tools service does it for the
+    /// caller's tenant.
+    fn for_tools<T: ForTools>(
+        &self,
+        req: Request<T>,
+    ) -> Result<
+        (
+            T,
+            pb::tools_client::ToolsClient<bridle_core::client::Traced>,
+        ),
+        Status,
+    > {
+        let p = principal(&req);
+        p.require(Role::Operator)?;
+        let mut req = req.into_inner();
+        let tenant = p.tenant_for(req.tenant_mut())?;
+        *req.tenant_mut() = tenant.into();
+        Ok((req, self.engine.clients.tools.clone()))
     }
 }
 
@@ -333,7 +297,7 @@ fn direct_call(
     }))
 }
 
-fn summary(a: &Agent, tenant: &str) -> pb::AgentSummary {
+fn summary(a: &Agent, tenant: &TenantId) -> pb::AgentSummary {
     pb::AgentSummary {
         name: a.metadata.name.clone(),
         tenant: tenant.to_string(),
@@ -379,28 +343,6 @@ fn recast<A: prost::Message, B: prost::Message + Default>(a: &A) -> Result<B, St
 
 fn tools_error(s: Status) -> Status {
     bridle_core::client::call_error("tools service", s).into()
-}
-
-impl OrchestratorService {
-    /// An MCP server's authorization is an operator's act; the tools service does it for the
-    /// caller's tenant.
-    fn for_tools<T: ForTools>(
-        &self,
-        req: Request<T>,
-    ) -> Result<
-        (
-            T,
-            pb::tools_client::ToolsClient<bridle_core::client::Traced>,
-        ),
-        Status,
-    > {
-        let p = principal(&req);
-        p.require(Role::Operator)?;
-        let mut req = req.into_inner();
-        let tenant = p.tenant_for(req.tenant_mut())?;
-        *req.tenant_mut() = tenant;
-        Ok((req, self.engine.clients.tools.clone()))
-    }
 }
 
 #[tonic::async_trait]
@@ -456,7 +398,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                     }
                     None => pb::Run {
                         id,
-                        tenant: tenant.clone(),
+                        tenant: tenant.to_string(),
                         agent: req.agent.clone(),
                         ..Default::default()
                     },
@@ -605,35 +547,22 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
             if follow && !terminal {
                 let block = Duration::from_secs(5);
                 let mut conn = bridle_core::redis_util::blocking_connection(&url, block).await.map_err(Status::from)?;
-                let key = store.events_key(&run_id);
                 'follow: loop {
-                    let mut cmd = redis::cmd("XREAD");
-                    cmd.arg("COUNT")
-                        .arg(256)
-                        .arg("BLOCK")
-                        .arg(block.as_millis() as u64)
-                        .arg("STREAMS")
-                        .arg(&key)
-                        .arg(format!("0-{after}"));
-                    let read = cmd.query_async::<Option<StreamReadReply>>(&mut conn);
-                    let reply = tokio::select! {
+                    let read = store.next_events(&mut conn, &run_id, after, block);
+                    let batch = tokio::select! {
                         r = read => Some(r),
                         _ = shutdown.triggered() => None,
                     };
-                    let Some(reply) = reply else {
+                    let Some(batch) = batch else {
                         Err(Status::unavailable("the orchestrator is shutting down; resume watching from the last offset"))?;
                         break 'follow;
                     };
-                    let Some(reply) = reply.map_err(|e| Status::from(bridle_core::Error::from(e)))? else { continue };
-                    for k in reply.keys {
-                        for sid in k.ids {
-                            let ev = decode_event(&run_id, &sid).map_err(Status::from)?;
-                            after = ev.offset;
-                            let end = matches!(ev.kind, Some(Kind::RunFinished(_)));
-                            yield ev;
-                            if end {
-                                break 'follow;
-                            }
+                    for ev in batch.map_err(Status::from)? {
+                        after = ev.offset;
+                        let end = matches!(ev.kind, Some(Kind::RunFinished(_)));
+                        yield ev;
+                        if end {
+                            break 'follow;
                         }
                     }
                 }
@@ -703,7 +632,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         let p = principal(&req);
         p.require(Role::Viewer)?;
         let mut req = req.into_inner();
-        req.tenant = p.tenant_for(&req.tenant)?;
+        req.tenant = p.tenant_for(&req.tenant)?.into();
         let resp = self
             .engine
             .clients
@@ -722,7 +651,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         let p = principal(&req);
         p.require(Role::Viewer)?;
         let mut req = req.into_inner();
-        req.tenant = p.tenant_for(&req.tenant)?;
+        req.tenant = p.tenant_for(&req.tenant)?.into();
         let resp = self
             .engine
             .clients

@@ -5,6 +5,7 @@
 //! flight), the conversation, where in the step it is, and the totals budgets are checked
 //! against.
 
+use bridle_core::ids::TenantId;
 use bridle_core::manifest::{AgentSpec, DEFAULT_MAX_STEPS};
 use bridle_core::timeutil::{pb_duration_ms, ts_from_ms};
 use bridle_proto as pb;
@@ -387,10 +388,61 @@ impl Limits {
     }
 }
 
+/// How a run ends: its status and reason, with the output (a success) or the error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct End {
+    pub status: Status,
+    pub reason: EndReason,
+    pub output: String,
+    pub error: String,
+}
+
+impl End {
+    /// Succeeded with the final answer.
+    pub fn answer(output: String) -> Self {
+        End {
+            status: Status::Succeeded,
+            reason: EndReason::FinalAnswer,
+            output,
+            error: String::new(),
+        }
+    }
+
+    pub fn failed(reason: EndReason, error: impl Into<String>) -> Self {
+        End {
+            status: Status::Failed,
+            reason,
+            output: String::new(),
+            error: error.into(),
+        }
+    }
+
+    pub fn cancelled(why: impl Into<String>) -> Self {
+        End {
+            status: Status::Cancelled,
+            reason: EndReason::Cancelled,
+            output: String::new(),
+            error: why.into(),
+        }
+    }
+}
+
+/// When a run's budgets are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment<'a> {
+    /// Before any work of a task: only the wall time can have run out.
+    Task,
+    /// Before a model call: a budget used up to the last token or nano-dollar leaves nothing
+    /// for the call, and the last step has been taken.
+    BeforeModel,
+    /// After a model call to `model`: a reply that took the run past a budget ends it.
+    AfterModel { model: &'a str },
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
     pub id: String,
-    pub tenant: String,
+    pub tenant: TenantId,
     pub agent: String,
     pub input: String,
     pub status: Status,
@@ -535,7 +587,202 @@ pub struct ContextInfo {
     pub window: u64,
 }
 
+/// What a new run is made of, gathered by the StartRun handler.
+pub struct NewRun {
+    pub id: String,
+    pub tenant: TenantId,
+    pub agent: String,
+    pub spec: AgentSpec,
+    pub input: String,
+    pub tools: Vec<ToolInfo>,
+    pub limits: Limits,
+    /// A direct call (StartRunRequest.tool_call): the run's one step is this call.
+    pub direct: Option<Call>,
+    pub context: ContextInfo,
+    pub idempotency_key: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub trace: TraceIds,
+    pub started_by: Actor,
+    pub end_user: String,
+    pub now_ms: i64,
+}
+
 impl RunState {
+    /// A queued run, with the event that records its creation (offset 1). A run that asks the
+    /// model starts at step 0 in the model phase; a direct call starts at step 1 with the call
+    /// waiting for its policy check.
+    pub fn new(n: NewRun) -> (RunState, pb::RunEvent) {
+        let input = match &n.direct {
+            Some(c) if n.input.trim().is_empty() => format!("call {}", c.name),
+            _ => n.input,
+        };
+        let mut messages = vec![Msg::user(&input)];
+        let (phase, step) = match &n.direct {
+            None => (Phase::Model, 0),
+            Some(call) => {
+                messages.push(Msg {
+                    role: "assistant".into(),
+                    tool_calls: vec![call.clone()],
+                    ..Default::default()
+                });
+                let pending = PendingCall {
+                    call: call.clone(),
+                    gate: Gate::Unchecked,
+                    done: false,
+                };
+                let phase = Phase::Tools {
+                    calls: vec![pending],
+                    step_started_ms: n.now_ms,
+                };
+                (phase, 1)
+            }
+        };
+        let first = pb::RunEvent {
+            run_id: n.id.clone(),
+            offset: 1,
+            time: Some(ts_from_ms(n.now_ms)),
+            step: 0,
+            kind: Some(pb::run_event::Kind::RunCreated(pb::RunCreated {
+                agent: n.agent.clone(),
+                input: input.clone(),
+                budget: Some(n.limits.to_pb()),
+                tenant: n.tenant.to_string(),
+                started_by: Some(n.started_by.to_pb()),
+                end_user: n.end_user.clone(),
+            })),
+        };
+        let state = RunState {
+            id: n.id,
+            tenant: n.tenant,
+            agent: n.agent,
+            input,
+            status: Status::Queued,
+            end_reason: None,
+            output: String::new(),
+            error: String::new(),
+            created_ms: n.now_ms,
+            updated_ms: n.now_ms,
+            finished_ms: None,
+            spec: n.spec,
+            tools: n.tools,
+            limits: n.limits,
+            messages,
+            step,
+            phase,
+            totals: Totals::new(),
+            scripted: false,
+            idempotency_key: n.idempotency_key,
+            labels: n.labels,
+            cancel_requested: None,
+            context: n.context,
+            trace: n.trace,
+            holds_secrets: false,
+            held_by: Vec::new(),
+            tool_call: n.direct.map(|c| c.name).unwrap_or_default(),
+            started_by: n.started_by,
+            end_user: n.end_user,
+            cancelled_by: None,
+        };
+        (state, first)
+    }
+
+    /// The budget the run has broken at `when` (it is `now_ms` now), as the end it brings.
+    pub fn over_budget(&self, when: Moment<'_>, now_ms: i64) -> Option<End> {
+        let l = &self.limits;
+        let t = &self.totals;
+        let usd = |nano: i64| nano as f64 / 1e9;
+        let (reason, why) = match when {
+            Moment::Task => {
+                let limit = l.max_wall_time_ms?;
+                if now_ms.saturating_sub(self.created_ms) <= limit {
+                    return None;
+                }
+                (
+                    EndReason::WallTime,
+                    format!("wall-time budget of {} exceeded", short_ms(limit)),
+                )
+            }
+            Moment::BeforeModel => {
+                if self.step >= l.max_steps {
+                    (
+                        EndReason::MaxSteps,
+                        format!(
+                            "reached the step budget ({}) without a final answer",
+                            l.max_steps
+                        ),
+                    )
+                } else if let Some(max) = l.max_tokens.filter(|&m| t.tokens() >= m) {
+                    (
+                        EndReason::TokenBudget,
+                        format!("token budget of {max} used ({} tokens)", t.tokens()),
+                    )
+                } else if let Some(max) = l.max_cost_nano_usd.filter(|&m| t.cost_nano_usd >= m) {
+                    (
+                        EndReason::CostBudget,
+                        format!("cost budget of ${:.4} used", usd(max)),
+                    )
+                } else {
+                    return None;
+                }
+            }
+            Moment::AfterModel { model } => {
+                if let Some(max) = l.max_tokens.filter(|&m| t.tokens() > m) {
+                    (
+                        EndReason::TokenBudget,
+                        format!("token budget of {max} exceeded ({} tokens)", t.tokens()),
+                    )
+                } else if l.max_cost_nano_usd.is_some() && !t.cost_known {
+                    // The router refuses unpriced targets under a cost budget; a reply without
+                    // a price anyway (a router that does not know the flag) must not go
+                    // uncounted.
+                    (
+                        EndReason::CostBudget,
+                        format!(
+                            "the cost of the model call (model '{model}') is unknown, so the cost budget cannot be kept; declare `price` on the route's targets"
+                        ),
+                    )
+                } else if let Some(max) = l.max_cost_nano_usd.filter(|&m| t.cost_nano_usd > m) {
+                    (
+                        EndReason::CostBudget,
+                        format!("cost budget of ${:.4} exceeded", usd(max)),
+                    )
+                } else {
+                    return None;
+                }
+            }
+        };
+        Some(End::failed(reason, why))
+    }
+
+    /// The wall time the run has left, if it has a wall-time budget (zero once it ran out).
+    pub fn wall_time_left(&self, now_ms: i64) -> Option<std::time::Duration> {
+        let limit = self.limits.max_wall_time_ms?;
+        let left = self
+            .created_ms
+            .saturating_add(limit)
+            .saturating_sub(now_ms)
+            .max(0);
+        Some(std::time::Duration::from_millis(left as u64))
+    }
+
+    /// The run's scope for a call to another service.
+    pub fn scope(&self) -> pb::Scope {
+        pb::Scope {
+            tenant: self.tenant.to_string(),
+            agent: self.agent.clone(),
+            run_id: self.id.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The run's scope for a call about one of its tools.
+    pub fn tool_scope(&self, tool: &str) -> pb::Scope {
+        pb::Scope {
+            tool: tool.to_string(),
+            ..self.scope()
+        }
+    }
+
     pub fn pending_approval(&self) -> Option<&str> {
         match &self.phase {
             Phase::Tools { calls, .. } => calls.iter().find_map(|c| match &c.gate {
@@ -551,7 +798,7 @@ impl RunState {
         let end = self.finished_ms.unwrap_or(self.updated_ms);
         pb::Run {
             id: self.id.clone(),
-            tenant: self.tenant.clone(),
+            tenant: self.tenant.to_string(),
             agent: self.agent.clone(),
             input: self.input.clone(),
             status: self.status.to_pb() as i32,
@@ -581,6 +828,11 @@ impl RunState {
             cancelled_by: self.cancelled_by.as_ref().map(Actor::to_pb),
         }
     }
+}
+
+/// A duration in milliseconds, briefly (`1m30s`).
+pub fn short_ms(ms: i64) -> String {
+    bridle_core::timeutil::short_duration(std::time::Duration::from_millis(ms.max(0) as u64))
 }
 
 #[cfg(test)]

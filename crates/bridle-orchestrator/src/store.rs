@@ -17,6 +17,8 @@ use redis::streams::StreamRangeReply;
 use bridle_core::redis_util::Keys;
 use bridle_proto as pb;
 
+use bridle_core::ids::TenantId;
+
 use crate::Error;
 use crate::queue::WorkQueue;
 use crate::state::RunState;
@@ -171,19 +173,11 @@ impl RunStore {
         &self.queue
     }
 
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
-    pub fn conn(&self) -> RedisConn {
-        self.conn.clone()
-    }
-
     fn run_key(&self, id: &str) -> String {
         self.keys.key(&format!("run:{{{id}}}"))
     }
 
-    pub fn events_key(&self, id: &str) -> String {
+    fn events_key(&self, id: &str) -> String {
         self.keys.key(&format!("run:{{{id}}}:events"))
     }
 
@@ -223,7 +217,7 @@ impl RunStore {
     /// returns who already holds it, if anyone.
     pub async fn claim_idempotency(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         key: &str,
         run_id: &str,
     ) -> Result<Option<IdempotencyHolder>, Error> {
@@ -246,7 +240,7 @@ impl RunStore {
     /// Who holds an idempotency key now.
     pub async fn idempotency_holder(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         key: &str,
     ) -> Result<Option<IdempotencyHolder>, Error> {
         let mut c = self.conn.clone();
@@ -259,7 +253,7 @@ impl RunStore {
 
     /// Marks the key's run as wholly created. Best effort: a key left pending only makes a
     /// retry check the run (and finish its creation if it needs it).
-    pub async fn confirm_idempotency(&self, tenant: &str, key: &str, run_id: &str) {
+    pub async fn confirm_idempotency(&self, tenant: &TenantId, key: &str, run_id: &str) {
         let mut c = self.conn.clone();
         let r: redis::RedisResult<redis::Value> = redis::Script::new(CONFIRM_IDEMPOTENCY)
             .key(self.idem_key(tenant, key))
@@ -283,7 +277,7 @@ impl RunStore {
 
     /// Gives up an idempotency key claimed for `run_id` whose run was not created. Best
     /// effort: a key left behind expires with its TTL.
-    pub async fn release_idempotency(&self, tenant: &str, key: &str, run_id: &str) {
+    pub async fn release_idempotency(&self, tenant: &TenantId, key: &str, run_id: &str) {
         let mut c = self.conn.clone();
         let r: redis::RedisResult<i64> = redis::Script::new(RELEASE_IDEMPOTENCY)
             .key(self.idem_key(tenant, key))
@@ -333,7 +327,7 @@ impl RunStore {
             .map(|_: i64| ())?;
         let () = redis::cmd("SADD")
             .arg(self.tenants_key())
-            .arg(&state.tenant)
+            .arg(state.tenant.as_str())
             .query_async(&mut c)
             .await
             .map(|_: i64| ())?;
@@ -452,10 +446,98 @@ impl RunStore {
         reply.ids.iter().map(|sid| decode_event(id, sid)).collect()
     }
 
+    /// Events with offset > `after` as they are appended, waiting up to `block` for the first
+    /// on `c` (the caller's own connection: a blocked read holds it); empty when none came.
+    pub async fn next_events(
+        &self,
+        c: &mut RedisConn,
+        id: &str,
+        after: u64,
+        block: Duration,
+    ) -> Result<Vec<pb::RunEvent>, Error> {
+        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(256)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(self.events_key(id))
+            .arg(format!("0-{after}"))
+            .query_async(c)
+            .await?;
+        reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(|sid| decode_event(id, &sid))
+            .collect()
+    }
+
+    /// Where this deployment's approval listeners stand in the approvals service's event
+    /// stream: the offset of the last event handled (0: none yet).
+    pub async fn approval_offset(&self) -> Result<u64, Error> {
+        let mut c = self.conn.clone();
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(self.approval_offset_key())
+            .query_async(&mut c)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    pub async fn set_approval_offset(&self, offset: u64) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        let () = redis::cmd("SET")
+            .arg(self.approval_offset_key())
+            .arg(offset)
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    fn approval_offset_key(&self) -> String {
+        self.keys.key("orchestrator:{approvals}:offset")
+    }
+
+    fn woken_key(&self, run_id: &str, approval_id: &str) -> String {
+        self.keys
+            .key(&format!("run:{{{run_id}}}:woken:{approval_id}"))
+    }
+
+    /// Marks the run as woken for the approval's resolution; true for the first caller only,
+    /// so every orchestrator's listener can see the event and one wakes the run.
+    pub async fn mark_woken(&self, run_id: &str, approval_id: &str) -> Result<bool, Error> {
+        let mut c = self.conn.clone();
+        let first: Option<String> = redis::cmd("SET")
+            .arg(self.woken_key(run_id, approval_id))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(24 * 3600)
+            .query_async(&mut c)
+            .await?;
+        Ok(first.is_some())
+    }
+
+    /// Undoes `mark_woken` when waking failed, so a retry wakes the run. Best effort.
+    pub async fn unmark_woken(&self, run_id: &str, approval_id: &str) {
+        let mut c = self.conn.clone();
+        let r: redis::RedisResult<i64> = redis::cmd("DEL")
+            .arg(self.woken_key(run_id, approval_id))
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(
+                run = run_id,
+                approval = approval_id,
+                "cannot clear the wake marker: {e}"
+            );
+        }
+    }
+
     /// Run ids of a tenant, newest first.
     pub async fn list_ids(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         start: usize,
         count: usize,
     ) -> Result<Vec<String>, Error> {
@@ -468,9 +550,7 @@ impl RunStore {
             .await?;
         Ok(ids)
     }
-}
 
-impl RunStore {
     /// Removes from the tenants' indexes the runs whose keys have expired, looking only at
     /// entries created longer ago than the shortest retention (younger runs cannot have
     /// expired). At most `batch` entries per tenant per call; returns how many were removed.
@@ -586,14 +666,7 @@ impl RunStore {
         let min = now_ms.saturating_sub(
             i64::try_from(self.lifetimes.retention.as_millis()).unwrap_or(i64::MAX),
         );
-        let mut c = self.conn.clone();
-        let _: i64 = redis::cmd("XTRIM")
-            .arg(self.queue.dead_key())
-            .arg("MINID")
-            .arg(min.max(0))
-            .query_async(&mut c)
-            .await?;
-        Ok(())
+        self.queue.trim_dead_letters(min).await
     }
 
     /// Takes the sweep for `period` if no other orchestrator has it; true when taken.
@@ -628,4 +701,24 @@ pub fn decode_event(run_id: &str, sid: &redis::streams::StreamId) -> Result<pb::
         .unwrap_or(0);
     ev.run_id = run_id.to_string();
     Ok(ev)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Lifetimes;
+
+    #[test]
+    fn a_tenant_keeps_its_own_retention_and_the_rest_the_default() {
+        let day = Duration::from_secs(86_400);
+        let l = Lifetimes {
+            retention: 2 * day,
+            tenant_retention: [("acme".to_string(), 30 * day)].into(),
+            ..Lifetimes::default()
+        };
+        assert_eq!(l.retention_of("acme"), 30 * day);
+        assert_eq!(l.retention_of("globex"), 2 * day);
+        assert_eq!(l.shortest_retention(), 2 * day);
+    }
 }

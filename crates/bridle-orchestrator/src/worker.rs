@@ -17,12 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::streams::{StreamAutoClaimReply, StreamReadReply};
-
 use bridle_core::Shutdown;
+use bridle_core::redis_util::RedisConn;
 
 use crate::engine::{Engine, Outcome};
-use crate::queue::GROUP;
+use crate::queue::Task;
 
 #[derive(Clone)]
 pub struct Workers {
@@ -36,14 +35,6 @@ pub struct Workers {
     pub workers: usize,
     /// Partitions to consume: every one any process has used (refreshed on claim ticks).
     pub consumed: Arc<AtomicUsize>,
-}
-
-/// A task taken from partition `key`.
-struct Task {
-    key: String,
-    id: String,
-    run: String,
-    deliveries: u64,
 }
 
 const BLOCK: Duration = Duration::from_secs(2);
@@ -150,23 +141,22 @@ impl Workers {
 
     async fn read(
         &self,
-        c: &mut bridle_core::redis_util::RedisConn,
+        c: &mut RedisConn,
         consumer: &str,
         index: usize,
         shutdown: &Shutdown,
-    ) -> redis::RedisResult<Option<Task>> {
+    ) -> Result<Option<Task>, crate::Error> {
+        let queue = self.engine.store.queue();
         let (n, home) = self.partitions(index);
         let workers = self.workers.max(1);
         for k in 1..n {
-            let key = self.engine.store.queue().key((home + k) % n);
-            if let Some(t) = read_one(c, &key, consumer, None).await? {
+            if let Some(t) = queue.read(c, (home + k) % n, consumer, None).await? {
                 return Ok(Some(t));
             }
         }
         let block = if workers < n { SHORT_BLOCK } else { BLOCK };
-        let key = self.engine.store.queue().key(home);
         tokio::select! {
-            r = read_one(c, &key, consumer, Some(block)) => r,
+            r = queue.read(c, home, consumer, Some(block)) => r,
             _ = shutdown.triggered() => Ok(None),
         }
     }
@@ -175,56 +165,25 @@ impl Workers {
     /// the first partition that has one, starting at this worker's home.
     async fn claim(
         &self,
-        c: &mut bridle_core::redis_util::RedisConn,
+        c: &mut RedisConn,
         consumer: &str,
         index: usize,
-    ) -> redis::RedisResult<Option<Task>> {
+    ) -> Result<Option<Task>, crate::Error> {
         let (n, home) = self.partitions(index);
         for k in 0..n {
-            let key = self.engine.store.queue().key((home + k) % n);
-            if let Some(t) = self.claim_in(c, &key, consumer).await? {
+            let p = (home + k) % n;
+            if let Some(t) = self
+                .engine
+                .store
+                .queue()
+                .claim(c, p, consumer, self.claim_idle)
+                .await?
+            {
+                tracing::info!(worker = consumer, partition = p, task = %t.id, run = %t.run, deliveries = t.deliveries, "took over a stalled task");
                 return Ok(Some(t));
             }
         }
         Ok(None)
-    }
-
-    async fn claim_in(
-        &self,
-        c: &mut bridle_core::redis_util::RedisConn,
-        key: &str,
-        consumer: &str,
-    ) -> redis::RedisResult<Option<Task>> {
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(key)
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(self.claim_idle.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(c)
-            .await?;
-        let Some(sid) = reply.claimed.into_iter().next() else {
-            return Ok(None);
-        };
-        let run: String = sid.get("run").unwrap_or_default();
-        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-            .arg(key)
-            .arg(GROUP)
-            .arg(&sid.id)
-            .arg(&sid.id)
-            .arg(1)
-            .query_async(c)
-            .await?;
-        let deliveries = pending.first().map(|p| p.3).unwrap_or(1);
-        tracing::info!(worker = consumer, partition = key, task = %sid.id, run = %run, deliveries, "took over a stalled task");
-        Ok(Some(Task {
-            key: key.to_string(),
-            id: sid.id,
-            run,
-            deliveries,
-        }))
     }
 
     async fn process(&self, consumer: &str, task: &Task, shutdown: &Shutdown) {
@@ -238,17 +197,7 @@ impl Workers {
             t.tick().await;
             loop {
                 t.tick().await;
-                let mut c = self.engine.store.conn();
-                let r: redis::RedisResult<Vec<String>> = redis::cmd("XCLAIM")
-                    .arg(&task.key)
-                    .arg(GROUP)
-                    .arg(consumer)
-                    .arg(0)
-                    .arg(id)
-                    .arg("JUSTID")
-                    .query_async(&mut c)
-                    .await;
-                if let Err(e) = r {
+                if let Err(e) = self.engine.store.queue().heartbeat(task, consumer).await {
                     tracing::warn!(task = id, "heartbeat failed: {e}");
                 }
             }
@@ -313,23 +262,9 @@ impl Workers {
     }
 
     async fn ack(&self, task: &Task) {
-        let id = task.id.as_str();
-        let mut c = self.engine.store.conn();
-        let r: redis::RedisResult<()> = redis::pipe()
-            .cmd("XACK")
-            .arg(&task.key)
-            .arg(GROUP)
-            .arg(id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&task.key)
-            .arg(id)
-            .ignore()
-            .query_async(&mut c)
-            .await;
-        if let Err(e) = r {
+        if let Err(e) = self.engine.store.queue().ack(task).await {
             // The task stays pending and is redelivered; advancing a run again is harmless.
-            tracing::warn!(task = id, "ack failed: {e}");
+            tracing::warn!(task = %task.id, "ack failed: {e}");
         }
     }
 
@@ -341,19 +276,7 @@ impl Workers {
             deliveries,
             "task delivered too many times; moving it to the dead-letter stream"
         );
-        let mut c = self.engine.store.conn();
-        let r: redis::RedisResult<String> = redis::cmd("XADD")
-            .arg(self.engine.store.queue().dead_key())
-            .arg("*")
-            .arg("run")
-            .arg(run)
-            .arg("task")
-            .arg(id)
-            .arg("deliveries")
-            .arg(deliveries)
-            .query_async(&mut c)
-            .await;
-        if let Err(e) = r {
+        if let Err(e) = self.engine.store.queue().dead_letter(task).await {
             tracing::warn!(
                 task = id,
                 "dead-letter write failed; leaving the task pending: {e}"
@@ -370,51 +293,6 @@ impl Workers {
     }
 }
 
-/// One new entry of one partition for `consumer`, blocking up to `block` when given.
-async fn read_one(
-    c: &mut bridle_core::redis_util::RedisConn,
-    key: &str,
-    consumer: &str,
-    block: Option<Duration>,
-) -> redis::RedisResult<Option<Task>> {
-    let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP")
-        .arg(GROUP)
-        .arg(consumer)
-        .arg("COUNT")
-        .arg(1);
-    if let Some(b) = block {
-        cmd.arg("BLOCK").arg(b.as_millis() as u64);
-    }
-    cmd.arg("STREAMS").arg(key).arg(">");
-    let reply: Option<StreamReadReply> = cmd.query_async(c).await?;
-    Ok(reply
-        .and_then(|r| r.keys.into_iter().next())
-        .and_then(|k| k.ids.into_iter().next())
-        .map(|sid| {
-            let run: String = sid.get("run").unwrap_or_default();
-            // Entry ids start with the enqueue time in ms.
-            if let Some(ms) = sid.id.split('-').next().and_then(|m| m.parse::<i64>().ok()) {
-                let lag = (bridle_core::timeutil::now_ms() - ms).max(0) as f64 / 1000.0;
-                bridle_core::metrics::metrics().claim_lag.record(lag, &[]);
-            }
-            Task {
-                key: key.to_string(),
-                id: sid.id,
-                run,
-                deliveries: 1,
-            }
-        }))
-}
-
-/// XPENDING's summary: count, smallest id, largest id, per-consumer counts.
-type PendingSummary = (
-    u64,
-    Option<String>,
-    Option<String>,
-    Option<Vec<(String, String)>>,
-);
-
 /// Samples the work stream for the queue gauges every few seconds until shutdown: steps
 /// waiting and in progress, and the age of the oldest of each.
 pub async fn sample_queue(
@@ -428,18 +306,8 @@ pub async fn sample_queue(
             _ = tick.tick() => {}
             _ = shutdown.triggered() => return,
         }
-        let mut c = store.conn();
         let n = consumed.load(Ordering::Relaxed).max(1);
-        let mut totals = Some(QueueSample::default());
-        for p in 0..n {
-            let key = store.queue().key(p);
-            let one = sample_partition(&mut c, &key).await;
-            totals = match (totals, one) {
-                (Some(t), Ok(s)) => Some(t.add(s)),
-                _ => None,
-            };
-        }
-        if let Some(t) = totals {
+        if let Ok(t) = store.queue().sample(n).await {
             let now = bridle_core::timeutil::now_ms();
             let age = |oldest: Option<i64>| {
                 oldest.map_or(0.0, |ms| (now.saturating_sub(ms)).max(0) as f64 / 1000.0)
@@ -455,81 +323,4 @@ pub async fn sample_queue(
             }
         }
     }
-}
-
-/// One sample of the work stream's partitions; the oldest are stream ids' milliseconds.
-#[derive(Default)]
-struct QueueSample {
-    waiting: u64,
-    in_progress: u64,
-    oldest_waiting: Option<i64>,
-    oldest_in_progress: Option<i64>,
-}
-
-impl QueueSample {
-    fn add(self, o: QueueSample) -> QueueSample {
-        let min = |a: Option<i64>, b: Option<i64>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        QueueSample {
-            waiting: self.waiting + o.waiting,
-            in_progress: self.in_progress + o.in_progress,
-            oldest_waiting: min(self.oldest_waiting, o.oldest_waiting),
-            oldest_in_progress: min(self.oldest_in_progress, o.oldest_in_progress),
-        }
-    }
-}
-
-/// The milliseconds part of a stream id (`1700000000000-0`).
-fn id_ms(id: &str) -> Option<i64> {
-    id.split('-').next()?.parse().ok()
-}
-
-async fn sample_partition(
-    c: &mut bridle_core::redis_util::RedisConn,
-    key: &str,
-) -> redis::RedisResult<QueueSample> {
-    let (len, (pending, min_pending, ..), groups): (
-        u64,
-        PendingSummary,
-        redis::streams::StreamInfoGroupsReply,
-    ) = redis::pipe()
-        .cmd("XLEN")
-        .arg(key)
-        .cmd("XPENDING")
-        .arg(key)
-        .arg(GROUP)
-        .cmd("XINFO")
-        .arg("GROUPS")
-        .arg(key)
-        .query_async(c)
-        .await?;
-    let waiting = len.saturating_sub(pending);
-    // The oldest step waiting is the first entry after the group's last delivered one.
-    let last = groups
-        .groups
-        .iter()
-        .find(|g| g.name == GROUP)
-        .map(|g| g.last_delivered_id.clone());
-    let oldest_waiting = match last {
-        Some(last) if waiting > 0 => {
-            let first: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                .arg(key)
-                .arg(format!("({last}"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(c)
-                .await?;
-            first.ids.first().and_then(|e| id_ms(&e.id))
-        }
-        _ => None,
-    };
-    Ok(QueueSample {
-        waiting,
-        in_progress: pending,
-        oldest_waiting,
-        oldest_in_progress: min_pending.as_deref().and_then(id_ms),
-    })
 }

@@ -35,7 +35,8 @@ fn authorized(req: Request<CompleteRequest>) -> Result<CompleteRequest, Status> 
     let mut scope = req.scope.take().unwrap_or_default();
     scope.tenant = p
         .tenant_in("scope.tenant", &scope.tenant)
-        .map_err(|e| refused_tenant(e, &scope.tenant))?;
+        .map_err(|e| refused_tenant(e, &scope.tenant))?
+        .into();
     req.scope = Some(scope);
     // Only a service (the orchestrator) says whom a call is for; anyone else is counted as
     // themself by spend budgets and the ledger.

@@ -50,7 +50,7 @@ fn grant_key(
             "{at}tool: {e}"
         )))
     })?;
-    Ok((tenant, tool))
+    Ok((tenant.into(), tool))
 }
 
 #[tonic::async_trait]

@@ -45,7 +45,9 @@ pub async fn start(orchestrator: serde_json::Value) -> anyhow::Result<Bench> {
     tokio::spawn(async move { axum::serve(echo, app).await });
 
     let shutdown = Shutdown::new();
-    let common = json!({ "redis_url": redis.url(), "key_prefix": prefix, "listen": "127.0.0.1:0", "secrets_url": "http://127.0.0.1:9" });
+    // Every service in this process, on loopback: no caller but the bench (auth off, as the
+    // services refuse to start with the default `keys` and no service identity).
+    let common = json!({ "redis_url": redis.url(), "key_prefix": prefix, "listen": "127.0.0.1:0", "secrets_url": "http://127.0.0.1:9", "auth": "off" });
     let with = |extra: serde_json::Value| {
         let mut v = common.clone();
         v.as_object_mut()

@@ -9,7 +9,8 @@
 
 pub mod context;
 mod cursor;
-mod holds;
+#[cfg(test)]
+mod tests;
 mod tools;
 
 use std::time::Duration;
@@ -21,7 +22,9 @@ use bridle_proto::run_event::Kind;
 
 use crate::Error;
 use crate::clients::{Clients, is_transient};
-use crate::state::{EndReason, Gate, Msg, PendingCall, Phase, Status};
+use crate::state::{
+    End, EndReason, Gate, Moment, Msg, NewRun, PendingCall, Phase, RunState, Status,
+};
 use crate::store::RunStore;
 pub use cursor::Cursor;
 
@@ -61,6 +64,13 @@ pub struct Engine {
 const CALL_ATTEMPTS: u32 = 3;
 
 impl Engine {
+    /// Writes a new run (state, first event, index) and queues its first step.
+    pub async fn start(&self, new: NewRun) -> Result<RunState, Error> {
+        let (state, first) = RunState::new(new);
+        self.store.create(&state, &first).await?;
+        Ok(state)
+    }
+
     /// Advances the run by what its state says comes next. Called by a worker, whose
     /// checkpoints wait out a Redis that is out of memory until `stop`.
     pub async fn advance(&self, run_id: &str, stop: &Shutdown) -> Result<Outcome, Error> {
@@ -91,78 +101,22 @@ impl Engine {
         if cur.state.status.is_terminal() {
             return self.release_holds(&mut cur).await;
         }
-        if let Some(reason) = cur.state.cancel_requested.clone() {
-            return self
-                .finish(
-                    &mut cur,
-                    Status::Cancelled,
-                    EndReason::Cancelled,
-                    String::new(),
-                    reason,
-                )
-                .await;
+        if let Some(why) = cur.state.cancel_requested.clone() {
+            return self.finish(&mut cur, End::cancelled(why)).await;
         }
-        if let Some(limit) = cur.state.limits.max_wall_time_ms
-            && now_ms().saturating_sub(cur.state.created_ms) > limit
-        {
-            let msg = format!("wall-time budget of {} exceeded", fmt_ms(limit));
-            return self
-                .finish(
-                    &mut cur,
-                    Status::Failed,
-                    EndReason::WallTime,
-                    String::new(),
-                    msg,
-                )
-                .await;
+        if let Some(end) = cur.state.over_budget(Moment::Task, now_ms()) {
+            return self.finish(&mut cur, end).await;
         }
-        match cur.state.phase.clone() {
+        match cur.state.phase {
             Phase::Model => self.model_step(&mut cur).await,
             Phase::Tools { .. } => self.tools_phase(&mut cur).await,
         }
     }
 
     async fn model_step(&self, cur: &mut Cursor) -> Result<Outcome, Error> {
-        let s = &cur.state;
-        let limits = s.limits;
-        if s.step >= limits.max_steps {
-            let msg = format!(
-                "reached the step budget ({}) without a final answer",
-                limits.max_steps
-            );
-            return self
-                .finish(cur, Status::Failed, EndReason::MaxSteps, String::new(), msg)
-                .await;
+        if let Some(end) = cur.state.over_budget(Moment::BeforeModel, now_ms()) {
+            return self.finish(cur, end).await;
         }
-        if let Some(max) = limits.max_tokens
-            && s.totals.tokens() >= max
-        {
-            let msg = format!("token budget of {max} used ({} tokens)", s.totals.tokens());
-            return self
-                .finish(
-                    cur,
-                    Status::Failed,
-                    EndReason::TokenBudget,
-                    String::new(),
-                    msg,
-                )
-                .await;
-        }
-        if let Some(max) = limits.max_cost_nano_usd
-            && s.totals.cost_nano_usd >= max
-        {
-            let msg = format!("cost budget of ${:.4} used", max as f64 / 1e9);
-            return self
-                .finish(
-                    cur,
-                    Status::Failed,
-                    EndReason::CostBudget,
-                    String::new(),
-                    msg,
-                )
-                .await;
-        }
-
         cur.state.step += 1;
         cur.state.status = Status::Running;
         cur.event(Kind::StepStarted(pb::StepStarted {}));
@@ -205,11 +159,8 @@ impl Engine {
             Some(Err(st)) => {
                 crate::otel::failed(&span, &st);
                 crate::otel::record_chat_error(&cur.state, &st, called.elapsed());
-
                 let msg = format!("model call failed: {}", st.message());
-                return self
-                    .finish(cur, Status::Failed, EndReason::Error, String::new(), msg)
-                    .await;
+                return self.finish(cur, End::failed(EndReason::Error, msg)).await;
             }
         };
         let message = resp.message.clone().unwrap_or_default();
@@ -241,65 +192,12 @@ impl Engine {
             target: resp.target.clone(),
         }));
 
-        if let Some(max) = limits.max_tokens
-            && cur.state.totals.tokens() > max
-        {
-            let msg = format!(
-                "token budget of {max} exceeded ({} tokens)",
-                cur.state.totals.tokens()
-            );
-            return self
-                .finish(
-                    cur,
-                    Status::Failed,
-                    EndReason::TokenBudget,
-                    String::new(),
-                    msg,
-                )
-                .await;
-        }
-        if limits.max_cost_nano_usd.is_some() && !cur.state.totals.cost_known {
-            // The router refuses unpriced targets under a cost budget; a reply without a
-            // price anyway (a router that does not know the flag) must not go uncounted.
-            let msg = format!(
-                "the cost of the model call (model '{}') is unknown, so the cost budget cannot be kept; declare `price` on the route's targets",
-                resp.model
-            );
-            return self
-                .finish(
-                    cur,
-                    Status::Failed,
-                    EndReason::CostBudget,
-                    String::new(),
-                    msg,
-                )
-                .await;
-        }
-        if let Some(max) = limits.max_cost_nano_usd
-            && cur.state.totals.cost_nano_usd > max
-        {
-            let msg = format!("cost budget of ${:.4} exceeded", max as f64 / 1e9);
-            return self
-                .finish(
-                    cur,
-                    Status::Failed,
-                    EndReason::CostBudget,
-                    String::new(),
-                    msg,
-                )
-                .await;
+        let after = Moment::AfterModel { model: &resp.model };
+        if let Some(end) = cur.state.over_budget(after, now_ms()) {
+            return self.finish(cur, end).await;
         }
         if assistant.tool_calls.is_empty() {
-            let out = assistant.text.clone();
-            return self
-                .finish(
-                    cur,
-                    Status::Succeeded,
-                    EndReason::FinalAnswer,
-                    out,
-                    String::new(),
-                )
-                .await;
+            return self.finish(cur, End::answer(assistant.text)).await;
         }
         cur.state.phase = Phase::Tools {
             calls: assistant
@@ -366,12 +264,7 @@ impl Engine {
         {
             let transcript = context::transcript(&s.messages[range.clone()]);
             let req = pb::CompleteRequest {
-                scope: Some(pb::Scope {
-                    tenant: s.tenant.clone(),
-                    agent: s.agent.clone(),
-                    run_id: s.id.clone(),
-                    ..Default::default()
-                }),
+                scope: Some(s.scope()),
                 route: s.spec.route.clone(),
                 messages: vec![
                     pb::Message {
@@ -436,12 +329,7 @@ impl Engine {
             .chain(m.tool_calls.iter().map(|c| c.arguments_json.clone()))
             .collect();
         let req = pb::RedactRequest {
-            scope: Some(pb::Scope {
-                tenant: s.tenant.clone(),
-                agent: s.agent.clone(),
-                run_id: s.id.clone(),
-                ..Default::default()
-            }),
+            scope: Some(s.scope()),
             texts,
         };
         let out = self
@@ -495,12 +383,7 @@ impl Engine {
             (a, b) => a.or(b.map(|b| b.max(1))),
         };
         let req = pb::CompleteRequest {
-            scope: Some(pb::Scope {
-                tenant: s.tenant.clone(),
-                agent: s.agent.clone(),
-                run_id: s.id.clone(),
-                ..Default::default()
-            }),
+            scope: Some(s.scope()),
             route: s.spec.route.clone(),
             messages,
             tools: s.tools.iter().map(|t| t.to_pb()).collect(),
@@ -517,31 +400,23 @@ impl Engine {
         };
         // On the `chat` span this call runs in (content only when capture is on).
         bridle_core::genai::record_request(&tracing::Span::current(), &req);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        self.with_retries("model call", || {
+            let mut c = self.clients.router.clone();
             let mut r = tonic::Request::new(req.clone());
             r.set_timeout(self.model_timeout + Duration::from_secs(5));
-            match self.clients.router.clone().complete(r).await {
-                Ok(resp) => return Ok(resp.into_inner()),
-                Err(st) if is_transient(st.code()) && attempt < CALL_ATTEMPTS => {
-                    tracing::warn!(run = %s.id, code = ?st.code(), "model call failed, retrying: {}", st.message());
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(st) => return Err(st),
-            }
-        }
+            async move { c.complete(r).await.map(|r| r.into_inner()) }
+        })
+        .await
     }
 
     /// Ends the run: terminal state and event, then releases what the run held elsewhere.
-    pub(crate) async fn finish(
-        &self,
-        cur: &mut Cursor,
-        status: Status,
-        reason: EndReason,
-        output: String,
-        error: String,
-    ) -> Result<Outcome, Error> {
+    pub(crate) async fn finish(&self, cur: &mut Cursor, end: End) -> Result<Outcome, Error> {
+        let End {
+            status,
+            reason,
+            output,
+            error,
+        } = end;
         let now = now_ms();
         let s = &mut cur.state;
         s.status = status;
@@ -590,12 +465,7 @@ impl Engine {
     /// secrets broker revokes the run's leases. A failure is logged; the tools service also
     /// reaps what it finds orphaned, and unrenewed leases lapse.
     pub(crate) async fn release(&self, s: &crate::state::RunState) {
-        let scope = pb::Scope {
-            tenant: s.tenant.clone(),
-            agent: s.agent.clone(),
-            run_id: s.id.clone(),
-            ..Default::default()
-        };
+        let scope = s.scope();
         let mut r = tonic::Request::new(pb::EndRunRequest {
             scope: Some(scope.clone()),
         });
@@ -614,48 +484,17 @@ impl Engine {
             tracing::warn!(run = %s.id, "revoking the run's secret leases failed: {}", st.message());
         }
     }
-}
 
-/// Runs `call` within what is left of the run's wall-time budget; `None` when it ran out.
-pub(crate) async fn with_wall_time<T>(
-    s: &crate::state::RunState,
-    call: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    match s.limits.max_wall_time_ms {
-        None => Some(call.await),
-        Some(limit) => {
-            let left = s
-                .created_ms
-                .saturating_add(limit)
-                .saturating_sub(now_ms())
-                .max(0) as u64;
-            tokio::time::timeout(Duration::from_millis(left), call)
-                .await
-                .ok()
-        }
-    }
-}
-
-impl Engine {
     pub(crate) async fn wall_time_out(&self, cur: &mut Cursor) -> Result<Outcome, Error> {
         let limit = cur.state.limits.max_wall_time_ms.unwrap_or(0);
-        let msg = format!("wall-time budget of {} exceeded", fmt_ms(limit));
-        self.finish(cur, Status::Failed, EndReason::WallTime, String::new(), msg)
+        let msg = format!(
+            "wall-time budget of {} exceeded",
+            crate::state::short_ms(limit)
+        );
+        self.finish(cur, End::failed(EndReason::WallTime, msg))
             .await
     }
-}
 
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(250 * 2u64.pow(attempt.min(6)));
-    let jitter = Duration::from_millis(u64::from(ulid::Ulid::new().random() as u16 % 200));
-    base + jitter
-}
-
-fn fmt_ms(ms: i64) -> String {
-    bridle_core::timeutil::short_duration(Duration::from_millis(ms.max(0) as u64))
-}
-
-impl Engine {
     /// Ends a run whose task failed too often.
     pub async fn fail_dead_letter(&self, run_id: &str, deliveries: u64) -> Result<(), Error> {
         for _ in 0..8 {
@@ -670,13 +509,7 @@ impl Engine {
                 "a step of this run failed {deliveries} times (see the orchestrator log); it was moved to the dead-letter stream"
             );
             match self
-                .finish(
-                    &mut cur,
-                    Status::Failed,
-                    EndReason::DeadLetter,
-                    String::new(),
-                    msg,
-                )
+                .finish(&mut cur, End::failed(EndReason::DeadLetter, msg))
                 .await
             {
                 Err(Error::Fenced(_)) => continue,
@@ -708,16 +541,9 @@ impl Engine {
             cur.state.cancel_requested = Some(why.clone());
             cur.state.cancelled_by = Some(by.clone());
             let r = match cur.state.status {
-                Status::Queued | Status::AwaitingApproval => self
-                    .finish(
-                        &mut cur,
-                        Status::Cancelled,
-                        EndReason::Cancelled,
-                        String::new(),
-                        why,
-                    )
-                    .await
-                    .map(|_| ()),
+                Status::Queued | Status::AwaitingApproval => {
+                    self.finish(&mut cur, End::cancelled(why)).await.map(|_| ())
+                }
                 _ => {
                     let r = cur.commit(&self.store).await;
                     if r.is_ok() {
@@ -737,4 +563,41 @@ impl Engine {
         }
         Err(Error::Fenced(run_id.to_string()))
     }
+
+    /// Calls `f` up to CALL_ATTEMPTS times while it fails with a transient status, with
+    /// back-off between attempts.
+    async fn with_retries<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match f().await {
+                Err(st) if is_transient(st.code()) && attempt < CALL_ATTEMPTS => {
+                    tracing::warn!(code = ?st.code(), "{what} failed, retrying: {}", st.message());
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Runs `call` within what is left of the run's wall-time budget; `None` when it ran out.
+pub(crate) async fn with_wall_time<T>(
+    s: &crate::state::RunState,
+    call: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match s.wall_time_left(now_ms()) {
+        None => Some(call.await),
+        Some(left) => tokio::time::timeout(left, call).await.ok(),
+    }
+}
+
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(250 * 2u64.pow(attempt.min(6)));
+    let jitter = Duration::from_millis(u64::from(ulid::Ulid::new().random() as u16 % 200));
+    base + jitter
 }

@@ -1,6 +1,6 @@
 //! The tool half of a step: each call the model asked for is checked by policy (and parked for
 //! a human when policy says so), then run or refused, and its result becomes the observation
-//! the model sees next.
+//! the model sees next. And the approvals that hold an ended run.
 
 use std::time::Duration;
 
@@ -8,10 +8,10 @@ use bridle_core::timeutil::{now_ms, pb_duration, pb_duration_ms};
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 
-use super::{CALL_ATTEMPTS, Cursor, Engine, Outcome, backoff, retry};
+use super::{Cursor, Engine, Outcome, retry};
 use crate::Error;
 use crate::clients::is_transient;
-use crate::state::{EndReason, Gate, Msg, Phase, Status};
+use crate::state::{End, EndReason, Gate, Msg, Phase, Status};
 
 /// What the approvals service says about a call's approval.
 enum Verdict {
@@ -134,19 +134,12 @@ impl Engine {
                 .find(|m| m.role == "tool")
                 .map(|m| (m.text.clone(), m.is_error))
                 .unwrap_or_else(|| ("the call left no result".into(), true));
-            return if is_error {
-                self.finish(cur, Status::Failed, EndReason::Error, String::new(), text)
-                    .await
+            let end = if is_error {
+                End::failed(EndReason::Error, text)
             } else {
-                self.finish(
-                    cur,
-                    Status::Succeeded,
-                    EndReason::FinalAnswer,
-                    text,
-                    String::new(),
-                )
-                .await
+                End::answer(text)
             };
+            return self.finish(cur, end).await;
         }
         cur.commit(&self.store).await?;
         // A crash between the commit and this enqueue leaves the current task pending, and its
@@ -172,13 +165,7 @@ impl Engine {
                 ..Default::default()
             });
         let req = pb::EvaluateRequest {
-            scope: Some(pb::Scope {
-                tenant: s.tenant.clone(),
-                agent: s.agent.clone(),
-                run_id: s.id.clone(),
-                tool: call.name.clone(),
-                ..Default::default()
-            }),
+            scope: Some(s.tool_scope(&call.name)),
             step: s.step,
             call_id: call.id.clone(),
             tool: Some(tool),
@@ -337,13 +324,7 @@ impl Engine {
         let s = &cur.state;
         let (limit, limit_kind) = call_limit(self.tool_timeout, s);
         let req = pb::ExecuteRequest {
-            scope: Some(pb::Scope {
-                tenant: s.tenant.clone(),
-                agent: s.agent.clone(),
-                run_id: s.id.clone(),
-                tool: call.name.clone(),
-                ..Default::default()
-            }),
+            scope: Some(s.tool_scope(&call.name)),
             tool: call.name.clone(),
             arguments_json: call.arguments.clone(),
             idempotency_key: format!("{}:{}:{}", s.id, s.step, call.id),
@@ -415,7 +396,39 @@ impl Engine {
         Ok(None)
     }
 
-    /// Calls `f` up to CALL_ATTEMPTS times while it fails with a transient status.
+    /// An ended run held by approvals that were still open when it ended: each time a task
+    /// for it comes (the approval listener queues one when an approval is resolved), the holds
+    /// are checked with the approvals service and the resolved ones dropped. The checkpoint
+    /// that drops the last one gives the run its retention (see `RunStore`).
+    pub(super) async fn release_holds(&self, cur: &mut Cursor) -> Result<Outcome, Error> {
+        if cur.state.held_by.is_empty() {
+            return Ok(Outcome::Done);
+        }
+        let mut still_open = Vec::new();
+        for id in cur.state.held_by.clone() {
+            let r = self.approval(&id).await;
+            match r {
+                Ok(a) if a.state == pb::ApprovalState::Pending as i32 => still_open.push(id),
+                Ok(_) => {}
+                Err(st) if is_transient(st.code()) => {
+                    return Ok(retry("approval lookup", &st));
+                }
+                // Gone (or never readable): it can no longer hold the run.
+                Err(st) => {
+                    tracing::info!(run = %cur.state.id, approval = %id, "approval unreadable ({}); no longer holding the run", st.message());
+                }
+            }
+        }
+        if still_open.len() != cur.state.held_by.len() {
+            cur.state.held_by = still_open;
+            cur.commit(&self.store).await?;
+            if cur.state.held_by.is_empty() {
+                tracing::info!(run = %cur.state.id, "ended run no longer held by an approval; its retention starts");
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
     /// An approval, read from the approvals service (transient failures retried).
     pub(super) async fn approval(&self, id: &str) -> Result<pb::Approval, tonic::Status> {
         self.with_retries("approval lookup", || {
@@ -429,49 +442,15 @@ impl Engine {
         })
         .await
     }
-
-    pub(super) async fn with_retries<T, F, Fut>(
-        &self,
-        what: &str,
-        mut f: F,
-    ) -> Result<T, tonic::Status>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-    {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match f().await {
-                Err(st) if is_transient(st.code()) && attempt < CALL_ATTEMPTS => {
-                    tracing::warn!(code = ?st.code(), "{what} failed, retrying: {}", st.message());
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                other => return other,
-            }
-        }
-    }
 }
 
 /// The limit the orchestrator puts on a tool call: its ceiling (`tool_timeout`), or what is
 /// left of the run's wall-time budget when that is less. The tools service lowers it further
 /// to the tool's own `timeout`.
 fn call_limit(ceiling: Duration, s: &crate::state::RunState) -> (Duration, pb::TimeoutLimit) {
-    match s.limits.max_wall_time_ms {
-        Some(max) => {
-            let left = s
-                .created_ms
-                .saturating_add(max)
-                .saturating_sub(now_ms())
-                .max(0) as u64;
-            let left = Duration::from_millis(left);
-            if left < ceiling {
-                (left, pb::TimeoutLimit::RunWallTime)
-            } else {
-                (ceiling, pb::TimeoutLimit::Caller)
-            }
-        }
-        None => (ceiling, pb::TimeoutLimit::Caller),
+    match s.wall_time_left(now_ms()) {
+        Some(left) if left < ceiling => (left, pb::TimeoutLimit::RunWallTime),
+        _ => (ceiling, pb::TimeoutLimit::Caller),
     }
 }
 

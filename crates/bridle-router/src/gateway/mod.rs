@@ -217,7 +217,7 @@ async fn scope(g: &Gateway, headers: &HeaderMap) -> Result<Caller, Failure> {
     }
     Ok(Caller {
         scope: Scope {
-            tenant,
+            tenant: tenant.into(),
             agent,
             ..Default::default()
         },

@@ -18,6 +18,11 @@
     clippy::print_stderr
 )]
 
+
+// The allocator the service binaries use.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod inproc;
 
 use std::time::{Duration, Instant};

@@ -312,6 +312,38 @@ impl WorkQueue {
         Ok(())
     }
 
+    /// Acknowledges `task` and queues the next step of its run, in one round trip when both
+    /// are in one partition (always, unless the partition count changed since the task was
+    /// queued). Queued first: should the acknowledgement fail, the step is delivered twice,
+    /// which is harmless (fenced checkpoints), where the other order could lose it.
+    pub async fn ack_and_enqueue(&self, task: &Task) -> Result<(), Error> {
+        let next = self.key(Self::partition_of(&task.run, self.partitions));
+        if next != task.key {
+            self.enqueue(&task.run).await?;
+            return self.ack(task).await;
+        }
+        let mut c = self.conn.clone();
+        let () = redis::pipe()
+            .cmd("XADD")
+            .arg(&next)
+            .arg("*")
+            .arg("run")
+            .arg(&task.run)
+            .ignore()
+            .cmd("XACK")
+            .arg(&task.key)
+            .arg(GROUP)
+            .arg(&task.id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&task.key)
+            .arg(&task.id)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
     /// Records `task` in the dead-letter stream (the caller then ends its run and acks it).
     pub async fn dead_letter(&self, task: &Task) -> Result<(), Error> {
         let mut c = self.conn.clone();

@@ -243,6 +243,12 @@ impl Workers {
         };
         match outcome {
             Ok(Outcome::Done) => self.ack(task).await,
+            Ok(Outcome::Next) => {
+                if let Err(e) = self.engine.store.queue().ack_and_enqueue(task).await {
+                    // The task stays pending and is redelivered; its run is at the next step.
+                    tracing::warn!(run, task = id, "queueing the next step failed: {e}");
+                }
+            }
             Ok(Outcome::Retry(why) | Outcome::WaitForRedis(why)) => {
                 tracing::warn!(run, task = id, deliveries, "step will be retried: {why}");
             }

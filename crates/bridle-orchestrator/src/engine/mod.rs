@@ -31,8 +31,10 @@ pub use cursor::Cursor;
 /// What the worker does with the task after `advance`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Acknowledge: the run moved on (its next step is queued), parked, or ended.
+    /// Acknowledge: the run parked or ended (or its next step was queued otherwise).
     Done,
+    /// Acknowledge and queue the run's next step: the step ended and the next one is due.
+    Next,
     /// Leave the task pending: a dependency is down; the task is delivered again later.
     Retry(String),
     /// Keep the task and try the step again after a pause: a service's Redis is out of

@@ -104,7 +104,7 @@ impl Engine {
                         skipped: true,
                         ..Default::default()
                     }));
-                    cur.commit(&self.store).await?;
+                    self.commit_unless_last(cur).await?;
                 }
             }
         }
@@ -142,10 +142,10 @@ impl Engine {
             return self.finish(cur, end).await;
         }
         cur.commit(&self.store).await?;
-        // A crash between the commit and this enqueue leaves the current task pending, and its
+        // The worker queues the next step as it acknowledges this one (one round trip). A
+        // crash between the commit and that leaves the current task pending, and its
         // redelivery finds the run at the next step: nothing is lost either way.
-        self.store.enqueue(&cur.state.id).await?;
-        Ok(Outcome::Done)
+        Ok(Outcome::Next)
     }
 
     /// Policy check of call `i`. Returns Some when the task should stop here.
@@ -259,8 +259,10 @@ impl Engine {
             }
         };
         drop(span);
+        // Not committed here: the decision goes with the next checkpoint (the call's start, or
+        // its refusal), one write fewer per call. A crash before it only asks policy again,
+        // which answers the same call the same way (Evaluate is idempotent per call).
         set_gate(cur, i, gate);
-        cur.commit(&self.store).await?;
         Ok(None)
     }
 
@@ -392,8 +394,21 @@ impl Engine {
         cur.state.messages.push(Msg::tool(&call, output, is_error));
         set_done(cur, i);
         cur.event(Kind::ToolFinished(finished));
-        cur.commit(&self.store).await?;
+        self.commit_unless_last(cur).await?;
         Ok(None)
+    }
+
+    /// Checkpoints a call's result, unless it was the step's last call: the end of the step
+    /// (or of the run) checkpoints next, at once, and carries it. A crash in between redoes
+    /// the call under the same idempotency key, and the tools service answers with the result
+    /// it stored (`replayed`) instead of running it again.
+    async fn commit_unless_last(&self, cur: &mut Cursor) -> Result<(), Error> {
+        let more =
+            matches!(&cur.state.phase, Phase::Tools { calls, .. } if calls.iter().any(|c| !c.done));
+        if more {
+            cur.commit(&self.store).await?;
+        }
+        Ok(())
     }
 
     /// An ended run held by approvals that were still open when it ended: each time a task

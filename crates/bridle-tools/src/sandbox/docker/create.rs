@@ -37,10 +37,7 @@ pub(super) async fn create(
             .saturating_add(super::super::runtime::GVISOR_PIDS_OVERHEAD);
     }
     let body = config::build(&spec)
-        .map_err(|refused| Error::Refused {
-            tool: profile.image.clone(),
-            refused,
-        })
+        .map_err(|refused| refused.for_tool(profile.image.clone()))
         .map_err(early)?;
     let engine = &me.engine;
     let docker = engine.client().await.map_err(early)?;

@@ -171,7 +171,7 @@ impl Default for Options {
             workspace_snapshot_store: "redis".into(),
             sandbox_runtime: None,
             sandbox_runtime_tenants: BTreeMap::new(),
-            sandbox_host_uid: crate::sandbox::config::SANDBOX_UID,
+            sandbox_host_uid: crate::user::SANDBOX_UID,
             engine_gid: None,
             sandbox_limits_unenforced: Vec::new(),
             workspace_mode: crate::workspace::Mode::Quota,

@@ -19,11 +19,9 @@ use bollard::models::{
 use bridle_core::manifest::{ContainerLimits, parse_bytes};
 
 use crate::Error;
+use crate::user::{SANDBOX_UID, SANDBOX_USER};
 
-/// The user every tool runs as (nobody:nogroup on Debian images; owns /workspace).
-pub const SANDBOX_USER: &str = "65534:65534";
 pub const WORKSPACE: &str = "/workspace";
-pub const SANDBOX_UID: u32 = 65534;
 
 /// Engine sockets (and their usual locations' parents are checked by prefix): mounting one
 /// would hand the tool the whole host.

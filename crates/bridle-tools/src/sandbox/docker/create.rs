@@ -19,6 +19,7 @@ use super::super::guard::ContainerGuard;
 use super::DockerBackend;
 use crate::Error;
 use crate::egress;
+use crate::user::SANDBOX_USER;
 
 /// Creates and starts the container of `spec`, guarded by `me` from the moment it exists.
 pub(super) async fn create(
@@ -128,7 +129,7 @@ async fn start_forwarder(engine: &Engine, docker: &Docker, id: &str) -> Result<(
                     "-c".into(),
                     egress::FORWARDER_PY.into(),
                 ]),
-                user: Some(config::SANDBOX_USER.into()),
+                user: Some(SANDBOX_USER.into()),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 ..Default::default()

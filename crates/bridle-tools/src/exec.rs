@@ -18,8 +18,8 @@ use serde_json::{Map, Value};
 
 use crate::idempotency::{Begin, Idempotency, MAX_KEY_LEN};
 use crate::kinds::{code, container, http, mcp as mcp_kind, sandboxed};
-use crate::mcp::{Exposed, Mcp, SEPARATOR};
-use crate::registry::{Registry, exposed_proto, spec_proto, tenant_or_default};
+use crate::mcp::{Exposed, Mcp, SEPARATOR, exposed_proto};
+use crate::registry::{Registry, spec_proto, tenant_or_default};
 use crate::sandbox::runs::Sandboxes;
 use crate::sandbox::{Backend, Cleanup};
 use crate::{Error, args};

@@ -155,6 +155,14 @@ pub fn risk_class(r: Risk) -> RiskClass {
     }
 }
 
+/// The tenant a stored Tool belongs to.
+pub fn tool_tenant(t: &Tool) -> &str {
+    t.metadata
+        .tenant
+        .as_deref()
+        .unwrap_or(bridle_core::manifest::DEFAULT_TENANT)
+}
+
 pub fn tenant_or_default(t: &str) -> &str {
     if t.is_empty() {
         manifest::DEFAULT_TENANT

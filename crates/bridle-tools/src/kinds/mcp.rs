@@ -12,8 +12,8 @@ use rmcp::model::{CallToolRequestParams, CallToolResponse};
 use rmcp::service::{Peer, RoleClient};
 
 use super::sandboxed::{allowlist, limits};
+use super::{Call, Context};
 use crate::egress::Allowlist;
-use crate::exec::{Call, Executor};
 use crate::mcp::{Exposed, Mcp, client, expose, result_text, server_error};
 use crate::sandbox::container::Profile;
 use crate::sandbox::output::Capture;
@@ -53,7 +53,7 @@ impl Opened {
     /// Ends the session's use; a sandboxed server that failed or overran is removed, a shared
     /// session that failed is dropped. Returns what the egress proxy refused the server
     /// during the call.
-    async fn finish(self, ex: &Executor, ok: bool) -> Vec<String> {
+    async fn finish(self, ex: &Context<'_>, ok: bool) -> Vec<String> {
         let mut refused = Vec::new();
         match self.session {
             Session::Sandboxed(lease) => {
@@ -73,7 +73,7 @@ impl Opened {
 }
 
 fn stdio_profile(
-    ex: &Executor,
+    ex: &Context<'_>,
     tenant: &str,
     tool: &str,
     s: &McpStdio,
@@ -95,21 +95,26 @@ fn stdio_profile(
 }
 
 /// Registers a stdio server's pool so it fills before the first call.
-pub fn prepare(ex: &Executor, tool: &Tool) {
+pub fn prepare(ex: &Context<'_>, tool: &Tool) {
     if let Some(s) = tool.spec.mcp.as_ref().and_then(|m| m.stdio.as_ref())
         && s.pool.warm > 0
         && !s
             .env
             .values()
             .any(|v| bridle_core::manifest::SecretRef::is_reference(v))
-        && let Ok(p) = stdio_profile(ex, crate::exec::tool_tenant(tool), &tool.metadata.name, s)
+        && let Ok(p) = stdio_profile(
+            ex,
+            crate::registry::tool_tenant(tool),
+            &tool.metadata.name,
+            s,
+        )
     {
         ex.sandboxes.pool.prepare(&p, s.pool.warm as usize);
     }
 }
 
 async fn open(
-    ex: &Executor,
+    ex: &Context<'_>,
     scope: &Scope,
     tool: &Tool,
     m: &McpTool,
@@ -133,7 +138,7 @@ async fn open(
         let mut wanted = secrets::env_refs(name, &s.env)?;
         wanted.extend(secrets::file_refs(name, &s.secret_files)?);
         wanted.extend(secrets::credential_refs(name, &s.credentials)?);
-        let resolved = secrets::resolve(&ex.secrets, &ex.run_secrets, scope, name, &wanted).await?;
+        let resolved = secrets::resolve(ex.secrets, ex.run_secrets, scope, name, &wanted).await?;
         let mut secret_env: Vec<(String, String)> = secrets::env_with(&s.env, &resolved)
             .into_iter()
             .filter(|(k, _)| {
@@ -242,7 +247,7 @@ async fn open(
         (dest, addrs)
     };
     let wanted = secrets::header_refs(name, &m.headers, m.bearer.as_deref())?;
-    let resolved = secrets::resolve(&ex.secrets, &ex.run_secrets, scope, name, &wanted).await?;
+    let resolved = secrets::resolve(ex.secrets, ex.run_secrets, scope, name, &wanted).await?;
     let headers: Vec<(String, String)> = m
         .headers
         .iter()
@@ -324,7 +329,11 @@ async fn open(
 }
 
 /// The server's tools as exposed (discovered once per server definition and tenant).
-pub async fn tools(ex: &Executor, tenant: &str, tool: &Tool) -> Result<Arc<Vec<Exposed>>, Error> {
+pub async fn tools(
+    ex: &Context<'_>,
+    tenant: &str,
+    tool: &Tool,
+) -> Result<Arc<Vec<Exposed>>, Error> {
     let Some(m) = &tool.spec.mcp else {
         return Ok(Arc::new(vec![]));
     };
@@ -380,7 +389,7 @@ pub async fn tools(ex: &Executor, tenant: &str, tool: &Tool) -> Result<Arc<Vec<E
 }
 
 pub async fn run(
-    ex: &Executor,
+    ex: &Context<'_>,
     tool: &Tool,
     target: &Exposed,
     call: &Call,

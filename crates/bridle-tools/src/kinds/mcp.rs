@@ -15,7 +15,7 @@ use super::sandboxed::{allowlist, limits};
 use super::{Call, Context};
 use crate::egress::Allowlist;
 use crate::mcp::{Exposed, Mcp, client, expose, result_text, server_error};
-use crate::sandbox::container::Profile;
+use crate::sandbox::container::{Profile, Sandbox};
 use crate::sandbox::output::Capture;
 use crate::sandbox::runs::Lease;
 use crate::workspace::Snapshot;
@@ -23,6 +23,18 @@ use crate::{Error, secrets};
 
 /// Output kept from a local or HTTP server's answer (sandboxed servers use their limits).
 const DEFAULT_OUTPUT: usize = 64 * 1024;
+
+/// The MCP session with a sandboxed server (its sandbox's main process), made on the first
+/// call and kept in the sandbox ([`Sandbox::session`]) for the calls after it.
+struct StdioSession {
+    client: client::Client,
+    stderr: client::StderrTail,
+}
+
+/// The session kept in `sb`, when one was made.
+fn stdio_session(sb: &Sandbox) -> Option<&StdioSession> {
+    sb.session.as_ref()?.downcast_ref()
+}
 
 enum Session {
     /// A server in the run's sandbox (or an ephemeral one for discovery).
@@ -44,7 +56,10 @@ struct Opened {
 impl Opened {
     fn peer(&self) -> Option<Peer<RoleClient>> {
         match &self.session {
-            Session::Sandboxed(l) => l.sandbox()?.mcp.as_ref().map(|m| m.client.peer().clone()),
+            Session::Sandboxed(l) => l
+                .sandbox()
+                .and_then(stdio_session)
+                .map(|m| m.client.peer().clone()),
             Session::Shared(c, _) => Some(c.peer().clone()),
             Session::Owned(c) => Some(c.peer().clone()),
         }
@@ -160,7 +175,7 @@ async fn open(
         sb.slot
             .write_secrets(secrets::files_with(&s.secret_files, &resolved))
             .await?;
-        if sb.mcp.is_none() {
+        if stdio_session(sb).is_none() {
             let taken = sb.stdio.lock().unwrap_or_else(|p| p.into_inner()).take();
             let Some(stdio) = taken else {
                 lease.release(false).await;
@@ -168,7 +183,7 @@ async fn open(
             };
             match client::over_stdio(stdio, &ex.mcp.connect).await {
                 Ok((client, stderr)) => {
-                    sb.mcp = Some(crate::sandbox::container::McpSession { client, stderr })
+                    sb.session = Some(Box::new(StdioSession { client, stderr }))
                 }
                 Err(reason) => {
                     lease.release(false).await;
@@ -185,7 +200,7 @@ async fn open(
         }
         let label = sb.short.clone();
         let output_bytes = sb.profile.limits.output_bytes;
-        let stderr = sb.mcp.as_ref().map(|m| m.stderr.clone());
+        let stderr = stdio_session(sb).map(|m| m.stderr.clone());
         return Ok(Opened {
             session: Session::Sandboxed(Box::new(lease)),
             slack: resolved.slack(),

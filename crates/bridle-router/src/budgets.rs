@@ -42,9 +42,9 @@ use bridle_core::store::ManifestStore;
 use bridle_proto::{CompleteRequest, CompleteResponse};
 
 use crate::Error;
-use crate::engine::model_of;
 use crate::error::quote;
 use crate::prices::Prices;
+use crate::provider::model_of;
 
 pub const KIND: &str = "Budget";
 

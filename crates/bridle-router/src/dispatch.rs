@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::budgets::{Budgets, Reservation};
-use crate::engine::{Engine, model_of, scope_of};
+use crate::engine::{Engine, scope_of};
 use crate::limits::{Limiter, Plan};
-use crate::provider::{DeltaSink, StreamItem};
+use crate::provider::{DeltaSink, StreamItem, model_of};
 use crate::routes::Routes;
 use crate::{prices, request};
 

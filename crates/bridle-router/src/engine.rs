@@ -18,7 +18,7 @@ use crate::keys::KeyResolver;
 use crate::prices;
 use crate::provider::anthropic::Anthropic;
 use crate::provider::openai::OpenAi;
-use crate::provider::{DeltaSink, FailureKind, ProviderReply, TryError, scripted};
+use crate::provider::{DeltaSink, FailureKind, ProviderReply, TryError, model_of, scripted};
 use crate::{retry, select};
 
 #[derive(Clone, Debug)]
@@ -54,15 +54,6 @@ pub fn scope_of(req: &CompleteRequest) -> Scope {
         scope.tenant = DEFAULT_TENANT.into();
     }
     scope
-}
-
-pub fn model_of(target: &Target) -> &str {
-    match target.provider {
-        ProviderKind::Scripted => scripted::MODEL,
-        ProviderKind::Openai | ProviderKind::Anthropic => {
-            target.model.as_deref().unwrap_or_default()
-        }
-    }
 }
 
 impl Engine {

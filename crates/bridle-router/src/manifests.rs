@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::engine::model_of;
 use crate::prices::Prices;
+use crate::provider::model_of;
 
 pub struct RouteManifests {
     inner: ManifestsService,

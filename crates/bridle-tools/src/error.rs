@@ -29,12 +29,10 @@ pub enum Error {
         at: String,
         have: String,
     },
-    /// A configuration the sandbox rules refuse; nothing was created.
-    #[error("tool '{tool}': {refused}")]
-    Refused {
-        tool: String,
-        refused: crate::sandbox::Refused,
-    },
+    /// A configuration the sandbox rules refuse; nothing was created. `reason` is the
+    /// refusal as the sandbox rules word it (see `sandbox::Refused`, which makes this error).
+    #[error("tool '{tool}': {reason}")]
+    Refused { tool: String, reason: String },
     /// A `secret://` reference of the tool could not be resolved; `var` says where it is
     /// ("environment variable TOKEN", "secret file key", "header Authorization").
     #[error("tool '{tool}': {var}: {reason}")]

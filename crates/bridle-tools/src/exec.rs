@@ -17,9 +17,9 @@ use bridle_proto::{
 use serde_json::{Map, Value};
 
 use crate::idempotency::{Begin, Idempotency, MAX_KEY_LEN};
-use crate::kinds::{code, container, http, mcp as mcp_kind, sandboxed};
-use crate::mcp::{Exposed, Mcp, SEPARATOR};
-use crate::registry::{Registry, exposed_proto, spec_proto, tenant_or_default};
+use crate::kinds::{Call, Context, code, container, http, mcp as mcp_kind, sandboxed};
+use crate::mcp::{Exposed, Mcp, SEPARATOR, exposed_proto};
+use crate::registry::{Registry, spec_proto, tenant_or_default, tool_tenant};
 use crate::sandbox::runs::Sandboxes;
 use crate::sandbox::{Backend, Cleanup};
 use crate::{Error, args};
@@ -47,48 +47,6 @@ pub struct Executor {
     pub runtimes: Arc<crate::sandbox::Runtimes>,
 }
 
-/// The tenant a stored Tool belongs to.
-pub fn tool_tenant(t: &Tool) -> &str {
-    t.metadata
-        .tenant
-        .as_deref()
-        .unwrap_or(bridle_core::manifest::DEFAULT_TENANT)
-}
-
-/// One validated call, as the tool kinds see it.
-#[derive(Debug)]
-pub struct Call {
-    /// The caller's scope, tenant filled in and tool set.
-    pub scope: Scope,
-    pub tool: String,
-    pub args: Map<String, Value>,
-    pub call_id: String,
-    /// The call's wall-clock limit: the smaller of the tool's own and the caller's.
-    pub timeout: Duration,
-    /// Which limit `timeout` is, for the message of a call it cuts.
-    pub timeout_limit: TimeoutLimit,
-    /// The Agent's workspace quota (`spec.workspace.quota`), when it sets one.
-    pub agent_quota: Option<u64>,
-    /// The caller's idempotency key (empty when it sent none): the same for every attempt of
-    /// one call, so an http tool passes it on for the API to deduplicate retries.
-    pub idempotency_key: String,
-}
-
-impl Call {
-    /// "8s, the tool's timeout": how long the call had and which limit that was.
-    pub fn timeout_text(&self) -> String {
-        let which = match self.timeout_limit {
-            TimeoutLimit::Tool | TimeoutLimit::Unspecified => "the tool's timeout",
-            TimeoutLimit::RunWallTime => "what was left of the run's wall-time budget",
-            TimeoutLimit::Caller => "the caller's limit on any tool call",
-        };
-        format!(
-            "{}, {which}",
-            bridle_core::timeutil::short_duration(self.timeout)
-        )
-    }
-}
-
 /// What a name refers to.
 pub enum Target {
     Manifest(Tool),
@@ -111,11 +69,25 @@ impl Target {
 }
 
 impl Executor {
+    /// What the tool kinds use of the service.
+    fn kinds(&self) -> Context<'_> {
+        Context {
+            sandboxes: &self.sandboxes,
+            mcp: &self.mcp,
+            oauth: &self.oauth,
+            secrets: &self.secrets,
+            run_secrets: &self.run_secrets,
+            egress: &self.egress,
+            runtimes: &self.runtimes,
+            cleanup: self.cleanup.shutdown(),
+        }
+    }
+
     /// The tool called `name`: a manifest, or `<prefix>__<tool>` of an MCP server.
     pub async fn resolve(&self, tenant: &str, name: &str) -> Result<Option<Target>, Error> {
         if let Some(t) = self.registry.get(tenant, name).await? {
             if t.spec.mcp.is_some() {
-                let names: Vec<String> = mcp_kind::tools(self, tenant, &t)
+                let names: Vec<String> = mcp_kind::tools(&self.kinds(), tenant, &t)
                     .await?
                     .iter()
                     .map(|e| e.name.clone())
@@ -153,7 +125,7 @@ impl Executor {
             if !name.starts_with(&format!("{}{SEPARATOR}", m.prefix(&t.metadata.name))) {
                 continue;
             }
-            if let Some(e) = mcp_kind::tools(self, tenant, &t)
+            if let Some(e) = mcp_kind::tools(&self.kinds(), tenant, &t)
                 .await?
                 .iter()
                 .find(|e| e.name == name)
@@ -202,7 +174,7 @@ impl Executor {
     async fn specs_of(&self, tenant: &str, t: &Tool) -> Result<Vec<ToolSpec>, Error> {
         self.prepare(t);
         if t.spec.mcp.is_some() {
-            let exposed = mcp_kind::tools(self, tenant, t).await?;
+            let exposed = mcp_kind::tools(&self.kinds(), tenant, t).await?;
             return Ok(exposed.iter().map(|e| exposed_proto(t, e)).collect());
         }
         Ok(vec![spec_proto(t)])
@@ -214,12 +186,13 @@ impl Executor {
             (Some(c), _) => container::settings(c),
             (_, Some(c)) => code::settings(c),
             _ => {
-                mcp_kind::prepare(self, t);
+                mcp_kind::prepare(&self.kinds(), t);
                 return;
             }
         };
         if settings.pool.warm > 0
-            && let Ok(p) = sandboxed::profile(self, tool_tenant(t), &t.metadata.name, &settings)
+            && let Ok(p) =
+                sandboxed::profile(&self.kinds(), tool_tenant(t), &t.metadata.name, &settings)
         {
             self.sandboxes.pool.prepare(&p, settings.pool.warm as usize);
         }
@@ -372,16 +345,16 @@ impl Executor {
 
     async fn run_kind(&self, target: &Target, call: &Call) -> Result<ToolResult, Error> {
         let t = match target {
-            Target::Mcp(t, e) => return mcp_kind::run(self, t, e, call).await,
+            Target::Mcp(t, e) => return mcp_kind::run(&self.kinds(), t, e, call).await,
             Target::Manifest(t) => t,
         };
         let s = &t.spec;
         if let Some(c) = &s.container {
-            container::run(self, c, call).await
+            container::run(&self.kinds(), c, call).await
         } else if let Some(c) = &s.code {
-            code::run(self, c, call).await
+            code::run(&self.kinds(), c, call).await
         } else if let Some(h) = &s.http {
-            http::run(self, h, call).await
+            http::run(&self.kinds(), h, call).await
         } else {
             Err(Error::BadTool {
                 tool: call.tool.clone(),
@@ -418,26 +391,6 @@ fn invalid_arguments(message: String) -> ToolResult {
         is_error: true,
         error_kind: ToolErrorKind::InvalidArguments as i32,
         ..Default::default()
-    }
-}
-
-/// How a finished run is classified.
-pub fn error_kind(
-    exit_code: i32,
-    timed_out: bool,
-    oom_killed: bool,
-    cancelled: bool,
-) -> ToolErrorKind {
-    if cancelled {
-        ToolErrorKind::Cancelled
-    } else if timed_out {
-        ToolErrorKind::TimedOut
-    } else if oom_killed {
-        ToolErrorKind::OomKilled
-    } else if exit_code != 0 {
-        ToolErrorKind::Failed
-    } else {
-        ToolErrorKind::Unspecified
     }
 }
 

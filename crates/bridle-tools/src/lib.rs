@@ -30,6 +30,7 @@ mod registry;
 pub mod sandbox;
 mod secrets;
 mod service;
+mod user;
 pub mod workspace;
 
 use std::net::SocketAddr;

@@ -171,7 +171,7 @@ impl Default for Options {
             workspace_snapshot_store: "redis".into(),
             sandbox_runtime: None,
             sandbox_runtime_tenants: BTreeMap::new(),
-            sandbox_host_uid: crate::sandbox::config::SANDBOX_UID,
+            sandbox_host_uid: crate::user::SANDBOX_UID,
             engine_gid: None,
             sandbox_limits_unenforced: Vec::new(),
             workspace_mode: crate::workspace::Mode::Quota,
@@ -597,6 +597,47 @@ mod tests {
                 default: 1 << 30,
                 max: 10 << 30
             })
+        );
+    }
+
+    /// Here and not with the egress tests: `egress_platform` is the options', and the egress
+    /// module sits below the options and never names them.
+    #[test]
+    fn every_address_the_options_name_is_protected_whatever_the_url_form() {
+        use bridle_core::manifest::Host;
+        let sa = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let o = Options {
+            redis_url: "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/mymaster".into(),
+            secrets_url: "dns:///secrets.bridle.svc:50055".into(),
+            egress_allow_private: true,
+            ..Default::default()
+        };
+        let p = o.egress_platform().unwrap();
+        let any = Host::Name("x.example".into());
+        let err = p
+            .admit("acme", &any, 26380, vec![sa("10.0.0.2:26380")])
+            .unwrap_err();
+        assert!(err.contains("this platform's Redis (redis_url)"), "{err}");
+        let err = p
+            .admit("acme", &Host::parse("secrets.bridle.svc"), 50055, vec![])
+            .unwrap_err();
+        assert!(err.contains("secrets broker"), "{err}");
+        let o = Options {
+            redis_url: "redis+cluster://10.0.1.1:6379,10.0.1.2:6379".into(),
+            secrets_url: "http://10.0.2.1:50055,http://10.0.2.2:50055".into(),
+            egress_allow_private: true,
+            ..Default::default()
+        };
+        let p = o.egress_platform().unwrap();
+        for a in ["10.0.1.2:6379", "10.0.2.2:50055"] {
+            assert!(
+                p.admit("acme", &any, sa(a).port(), vec![sa(a)]).is_err(),
+                "{a}"
+            );
+        }
+        assert!(
+            p.admit("acme", &any, 6380, vec![sa("10.0.1.2:6380")])
+                .is_ok()
         );
     }
 }

@@ -136,7 +136,7 @@ pub fn spec_proto(t: &Tool) -> ToolSpec {
 }
 
 /// The Tool's `approvers`, as its calls' approvals carry them.
-fn approver_rule(t: &Tool) -> Option<bridle_proto::ApproverRule> {
+pub fn approver_rule(t: &Tool) -> Option<bridle_proto::ApproverRule> {
     t.spec
         .approvers
         .as_ref()
@@ -147,26 +147,20 @@ fn approver_rule(t: &Tool) -> Option<bridle_proto::ApproverRule> {
         })
 }
 
-/// A tool of an MCP server as the model and the policy engine see it.
-pub fn exposed_proto(t: &Tool, e: &crate::mcp::Exposed) -> ToolSpec {
-    ToolSpec {
-        name: e.name.clone(),
-        description: e.description.clone(),
-        parameters_json_schema: e.schema.to_string(),
-        risk: risk_class(e.risk) as i32,
-        tags: t.spec.tags.clone(),
-        kind: bridle_proto::ToolKind::Mcp as i32,
-        risk_source: e.risk_source.into(),
-        approvers: approver_rule(t),
-    }
-}
-
 pub fn risk_class(r: Risk) -> RiskClass {
     match r {
         Risk::ReadOnly => RiskClass::ReadOnly,
         Risk::Mutating => RiskClass::Mutating,
         Risk::Destructive => RiskClass::Destructive,
     }
+}
+
+/// The tenant a stored Tool belongs to.
+pub fn tool_tenant(t: &Tool) -> &str {
+    t.metadata
+        .tenant
+        .as_deref()
+        .unwrap_or(bridle_core::manifest::DEFAULT_TENANT)
 }
 
 pub fn tenant_or_default(t: &str) -> &str {

@@ -394,3 +394,22 @@ fn unix_now() -> u64 {
 fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", ulid::Ulid::new().to_string().to_lowercase())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_redis_is_429_at_the_gateway_with_the_grpc_message() {
+        let f = Failure::from(Error::Core(bridle_core::Error::RedisOutOfMemory {
+            doing: "the model was not called".into(),
+        }));
+        assert_eq!(
+            (f.status.as_u16(), f.message.as_str()),
+            (
+                429,
+                "Redis is out of memory (maxmemory reached): the model was not called; retry when memory is freed"
+            )
+        );
+    }
+}

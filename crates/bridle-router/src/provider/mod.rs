@@ -12,11 +12,24 @@ pub mod sse;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bridle_core::manifest::{ProviderKind, Target};
 use bridle_proto::complete_chunk::Chunk;
 use bridle_proto::{CompleteChunk, FinishReason, Message, Usage};
 use tokio::sync::mpsc;
 
 use crate::error::FailureCode;
+
+/// The model a target calls: the one it names, or the scripted provider's own. Here, with the
+/// providers, so that what prices, budgets and admission read of a route does not go through
+/// the engine that calls it.
+pub fn model_of(target: &Target) -> &str {
+    match target.provider {
+        ProviderKind::Scripted => scripted::MODEL,
+        ProviderKind::Openai | ProviderKind::Anthropic => {
+            target.model.as_deref().unwrap_or_default()
+        }
+    }
+}
 
 /// What one successful try produced.
 #[derive(Clone, Debug, PartialEq)]

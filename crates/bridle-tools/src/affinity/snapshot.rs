@@ -27,7 +27,7 @@ use bridle_core::redact::Redactor;
 
 use super::Replicas;
 use crate::Error;
-use crate::sandbox::config::SANDBOX_UID;
+use crate::user::SANDBOX_UID;
 
 /// Stores only while the caller owns the run.
 const SAVE: &str = r"

@@ -7,8 +7,8 @@ use bridle_proto::{ToolErrorKind, ToolResult};
 use serde_json::Value;
 
 use super::sandboxed::{self, Command, Settings};
+use super::{Call, Context};
 use crate::Error;
-use crate::exec::{Call, Executor};
 
 /// Larger arguments do not fit an environment variable (the kernel caps one at 128 KiB).
 const MAX_ARGS_ENV: usize = 96 * 1024;
@@ -28,7 +28,7 @@ pub fn settings(c: &CodeTool) -> Settings<'_> {
     }
 }
 
-pub async fn run(ex: &Executor, c: &CodeTool, call: &Call) -> Result<ToolResult, Error> {
+pub async fn run(ex: &Context<'_>, c: &CodeTool, call: &Call) -> Result<ToolResult, Error> {
     let source = match call.args.get(&c.argument) {
         Some(Value::String(s)) => s.clone(),
         _ => {

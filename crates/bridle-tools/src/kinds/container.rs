@@ -5,7 +5,7 @@ use bridle_core::manifest::ContainerTool;
 use bridle_proto::ToolResult;
 
 use super::sandboxed::{self, Command, Settings};
-use crate::exec::{Call, Executor};
+use super::{Call, Context};
 use crate::{Error, args};
 
 pub fn settings(c: &ContainerTool) -> Settings<'_> {
@@ -23,7 +23,7 @@ pub fn settings(c: &ContainerTool) -> Settings<'_> {
     }
 }
 
-pub async fn run(ex: &Executor, c: &ContainerTool, call: &Call) -> Result<ToolResult, Error> {
+pub async fn run(ex: &Context<'_>, c: &ContainerTool, call: &Call) -> Result<ToolResult, Error> {
     let argv: Vec<String> = c
         .command
         .iter()

@@ -16,8 +16,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use super::sandboxed::allowlist;
+use super::{Call, Context};
 use crate::egress::Allowlist;
-use crate::exec::{Call, Executor};
 use crate::sandbox::output::Capture;
 use crate::{Error, args, secrets};
 
@@ -96,7 +96,7 @@ fn idempotency_header(h: &HttpTool, call: &Call) -> Option<String> {
     Some(format!("bridle-{}", hex::encode(&d.finalize()[..16])))
 }
 
-pub async fn run(ex: &Executor, h: &HttpTool, call: &Call) -> Result<ToolResult, Error> {
+pub async fn run(ex: &Context<'_>, h: &HttpTool, call: &Call) -> Result<ToolResult, Error> {
     let started = Instant::now();
     let url = match render_url(h, &call.args) {
         Ok(u) => u,
@@ -134,14 +134,8 @@ pub async fn run(ex: &Executor, h: &HttpTool, call: &Call) -> Result<ToolResult,
     };
 
     let wanted = secrets::header_refs(&call.tool, &h.headers, h.bearer.as_deref())?;
-    let resolved = secrets::resolve(
-        &ex.secrets,
-        &ex.run_secrets,
-        &call.scope,
-        &call.tool,
-        &wanted,
-    )
-    .await?;
+    let resolved =
+        secrets::resolve(ex.secrets, ex.run_secrets, &call.scope, &call.tool, &wanted).await?;
     let client = bridle_core::http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()

@@ -12,10 +12,10 @@ use rmcp::model::{CallToolRequestParams, CallToolResponse};
 use rmcp::service::{Peer, RoleClient};
 
 use super::sandboxed::{allowlist, limits};
+use super::{Call, Context};
 use crate::egress::Allowlist;
-use crate::exec::{Call, Executor};
 use crate::mcp::{Exposed, Mcp, client, expose, result_text, server_error};
-use crate::sandbox::container::Profile;
+use crate::sandbox::container::{Profile, Sandbox};
 use crate::sandbox::output::Capture;
 use crate::sandbox::runs::Lease;
 use crate::workspace::Snapshot;
@@ -23,6 +23,18 @@ use crate::{Error, secrets};
 
 /// Output kept from a local or HTTP server's answer (sandboxed servers use their limits).
 const DEFAULT_OUTPUT: usize = 64 * 1024;
+
+/// The MCP session with a sandboxed server (its sandbox's main process), made on the first
+/// call and kept in the sandbox ([`Sandbox::session`]) for the calls after it.
+struct StdioSession {
+    client: client::Client,
+    stderr: client::StderrTail,
+}
+
+/// The session kept in `sb`, when one was made.
+fn stdio_session(sb: &Sandbox) -> Option<&StdioSession> {
+    sb.session.as_ref()?.downcast_ref()
+}
 
 enum Session {
     /// A server in the run's sandbox (or an ephemeral one for discovery).
@@ -44,7 +56,10 @@ struct Opened {
 impl Opened {
     fn peer(&self) -> Option<Peer<RoleClient>> {
         match &self.session {
-            Session::Sandboxed(l) => l.sandbox()?.mcp.as_ref().map(|m| m.client.peer().clone()),
+            Session::Sandboxed(l) => l
+                .sandbox()
+                .and_then(stdio_session)
+                .map(|m| m.client.peer().clone()),
             Session::Shared(c, _) => Some(c.peer().clone()),
             Session::Owned(c) => Some(c.peer().clone()),
         }
@@ -53,7 +68,7 @@ impl Opened {
     /// Ends the session's use; a sandboxed server that failed or overran is removed, a shared
     /// session that failed is dropped. Returns what the egress proxy refused the server
     /// during the call.
-    async fn finish(self, ex: &Executor, ok: bool) -> Vec<String> {
+    async fn finish(self, ex: &Context<'_>, ok: bool) -> Vec<String> {
         let mut refused = Vec::new();
         match self.session {
             Session::Sandboxed(lease) => {
@@ -73,7 +88,7 @@ impl Opened {
 }
 
 fn stdio_profile(
-    ex: &Executor,
+    ex: &Context<'_>,
     tenant: &str,
     tool: &str,
     s: &McpStdio,
@@ -95,21 +110,26 @@ fn stdio_profile(
 }
 
 /// Registers a stdio server's pool so it fills before the first call.
-pub fn prepare(ex: &Executor, tool: &Tool) {
+pub fn prepare(ex: &Context<'_>, tool: &Tool) {
     if let Some(s) = tool.spec.mcp.as_ref().and_then(|m| m.stdio.as_ref())
         && s.pool.warm > 0
         && !s
             .env
             .values()
             .any(|v| bridle_core::manifest::SecretRef::is_reference(v))
-        && let Ok(p) = stdio_profile(ex, crate::exec::tool_tenant(tool), &tool.metadata.name, s)
+        && let Ok(p) = stdio_profile(
+            ex,
+            crate::registry::tool_tenant(tool),
+            &tool.metadata.name,
+            s,
+        )
     {
         ex.sandboxes.pool.prepare(&p, s.pool.warm as usize);
     }
 }
 
 async fn open(
-    ex: &Executor,
+    ex: &Context<'_>,
     scope: &Scope,
     tool: &Tool,
     m: &McpTool,
@@ -133,7 +153,7 @@ async fn open(
         let mut wanted = secrets::env_refs(name, &s.env)?;
         wanted.extend(secrets::file_refs(name, &s.secret_files)?);
         wanted.extend(secrets::credential_refs(name, &s.credentials)?);
-        let resolved = secrets::resolve(&ex.secrets, &ex.run_secrets, scope, name, &wanted).await?;
+        let resolved = secrets::resolve(ex.secrets, ex.run_secrets, scope, name, &wanted).await?;
         let mut secret_env: Vec<(String, String)> = secrets::env_with(&s.env, &resolved)
             .into_iter()
             .filter(|(k, _)| {
@@ -155,7 +175,7 @@ async fn open(
         sb.slot
             .write_secrets(secrets::files_with(&s.secret_files, &resolved))
             .await?;
-        if sb.mcp.is_none() {
+        if stdio_session(sb).is_none() {
             let taken = sb.stdio.lock().unwrap_or_else(|p| p.into_inner()).take();
             let Some(stdio) = taken else {
                 lease.release(false).await;
@@ -163,7 +183,7 @@ async fn open(
             };
             match client::over_stdio(stdio, &ex.mcp.connect).await {
                 Ok((client, stderr)) => {
-                    sb.mcp = Some(crate::sandbox::container::McpSession { client, stderr })
+                    sb.session = Some(Box::new(StdioSession { client, stderr }))
                 }
                 Err(reason) => {
                     lease.release(false).await;
@@ -180,7 +200,7 @@ async fn open(
         }
         let label = sb.short.clone();
         let output_bytes = sb.profile.limits.output_bytes;
-        let stderr = sb.mcp.as_ref().map(|m| m.stderr.clone());
+        let stderr = stdio_session(sb).map(|m| m.stderr.clone());
         return Ok(Opened {
             session: Session::Sandboxed(Box::new(lease)),
             slack: resolved.slack(),
@@ -242,7 +262,7 @@ async fn open(
         (dest, addrs)
     };
     let wanted = secrets::header_refs(name, &m.headers, m.bearer.as_deref())?;
-    let resolved = secrets::resolve(&ex.secrets, &ex.run_secrets, scope, name, &wanted).await?;
+    let resolved = secrets::resolve(ex.secrets, ex.run_secrets, scope, name, &wanted).await?;
     let headers: Vec<(String, String)> = m
         .headers
         .iter()
@@ -324,7 +344,11 @@ async fn open(
 }
 
 /// The server's tools as exposed (discovered once per server definition and tenant).
-pub async fn tools(ex: &Executor, tenant: &str, tool: &Tool) -> Result<Arc<Vec<Exposed>>, Error> {
+pub async fn tools(
+    ex: &Context<'_>,
+    tenant: &str,
+    tool: &Tool,
+) -> Result<Arc<Vec<Exposed>>, Error> {
     let Some(m) = &tool.spec.mcp else {
         return Ok(Arc::new(vec![]));
     };
@@ -380,7 +404,7 @@ pub async fn tools(ex: &Executor, tenant: &str, tool: &Tool) -> Result<Arc<Vec<E
 }
 
 pub async fn run(
-    ex: &Executor,
+    ex: &Context<'_>,
     tool: &Tool,
     target: &Exposed,
     call: &Call,

@@ -9,8 +9,8 @@ use bridle_core::manifest::{ContainerLimits, PoolSettings};
 use bridle_core::timeutil::pb_duration;
 use bridle_proto::{ToolErrorKind, ToolResult};
 
+use super::{Call, Context};
 use crate::egress::Allowlist;
-use crate::exec::{Call, Executor, error_kind};
 use crate::sandbox::Limits;
 use crate::sandbox::call::ExecCall;
 use crate::sandbox::container::Profile;
@@ -49,7 +49,7 @@ pub fn limits(field: &str, tool: &str, l: &ContainerLimits) -> Result<Limits, Er
 }
 
 pub fn allowlist(
-    ex: &Executor,
+    ex: &Context<'_>,
     field: &str,
     tool: &str,
     tenant: &str,
@@ -68,7 +68,7 @@ pub fn allowlist(
 
 /// The profile of a tool's sandbox (also used to warm its pool ahead of calls).
 pub fn profile(
-    ex: &Executor,
+    ex: &Context<'_>,
     tenant: &str,
     tool: &str,
     s: &Settings<'_>,
@@ -83,7 +83,7 @@ pub fn profile(
 
 /// The OCI runtime of a tool's sandbox (see [`crate::sandbox::runtime`]).
 pub fn runtime(
-    ex: &Executor,
+    ex: &Context<'_>,
     tenant: &str,
     field: &str,
     tool: &str,
@@ -98,7 +98,7 @@ pub fn runtime(
 }
 
 pub async fn run(
-    ex: &Executor,
+    ex: &Context<'_>,
     call: &Call,
     s: Settings<'_>,
     cmd: Command,
@@ -115,14 +115,8 @@ pub async fn run(
     let mut wanted = secrets::env_refs(&call.tool, s.env)?;
     wanted.extend(secrets::file_refs(&call.tool, s.secret_files)?);
     wanted.extend(secrets::credential_refs(&call.tool, s.credentials)?);
-    let resolved = secrets::resolve(
-        &ex.secrets,
-        &ex.run_secrets,
-        &call.scope,
-        &call.tool,
-        &wanted,
-    )
-    .await?;
+    let resolved =
+        secrets::resolve(ex.secrets, ex.run_secrets, &call.scope, &call.tool, &wanted).await?;
     let mut env = secrets::env_with(s.env, &resolved);
     env.extend(cmd.env);
     // The credentials go to the proxy, never into the sandbox.
@@ -162,7 +156,7 @@ pub async fn run(
                 quota,
                 values: ex.run_secrets.redactor(&call.scope).0,
             },
-            ex.cleanup.shutdown(),
+            ex.cleanup,
         )
         .await?;
     let o = result.outcome;
@@ -222,4 +216,24 @@ pub async fn run(
         timeout_limit: 0,
         run_holds_secrets: false,
     })
+}
+
+/// How a finished run is classified.
+pub fn error_kind(
+    exit_code: i32,
+    timed_out: bool,
+    oom_killed: bool,
+    cancelled: bool,
+) -> ToolErrorKind {
+    if cancelled {
+        ToolErrorKind::Cancelled
+    } else if timed_out {
+        ToolErrorKind::TimedOut
+    } else if oom_killed {
+        ToolErrorKind::OomKilled
+    } else if exit_code != 0 {
+        ToolErrorKind::Failed
+    } else {
+        ToolErrorKind::Unspecified
+    }
 }

@@ -1,8 +1,11 @@
 //! Exposing a server's tools: names under the prefix, schemas, risk from annotations.
 
 use bridle_core::ids::check_tool_name;
-use bridle_core::manifest::{McpTool, Risk};
+use bridle_core::manifest::{McpTool, Risk, Tool};
+use bridle_proto::ToolSpec;
 use serde_json::Value;
+
+use crate::registry::{approver_rule, risk_class};
 
 pub const SEPARATOR: &str = "__";
 
@@ -18,6 +21,22 @@ pub struct Exposed {
     pub risk: Risk,
     /// Where `risk` came from (`ToolSpec.risk_source`).
     pub risk_source: &'static str,
+}
+
+/// A tool of an MCP server as the model and the policy engine see it. It lives with the
+/// servers, not in [`crate::registry`]: the registry knows Tools and nothing of MCP (the OAuth
+/// flows read Tools from it, so it sits below this module).
+pub fn exposed_proto(t: &Tool, e: &Exposed) -> ToolSpec {
+    ToolSpec {
+        name: e.name.clone(),
+        description: e.description.clone(),
+        parameters_json_schema: e.schema.to_string(),
+        risk: risk_class(e.risk) as i32,
+        tags: t.spec.tags.clone(),
+        kind: bridle_proto::ToolKind::Mcp as i32,
+        risk_source: e.risk_source.into(),
+        approvers: approver_rule(t),
+    }
 }
 
 /// The risk class of a server tool, and where it came from. The manifest's `riskOverrides`

@@ -296,7 +296,7 @@ impl Mcp {
 }
 
 pub use content::{result_text, server_error};
-pub use expose::{expose, split_exposed};
+pub use expose::{expose, exposed_proto, split_exposed};
 
 #[cfg(test)]
 mod tests {

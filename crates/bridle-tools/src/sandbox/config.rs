@@ -18,10 +18,10 @@ use bollard::models::{
 };
 use bridle_core::manifest::{ContainerLimits, parse_bytes};
 
-/// The user every tool runs as (nobody:nogroup on Debian images; owns /workspace).
-pub const SANDBOX_USER: &str = "65534:65534";
+use crate::Error;
+use crate::user::{SANDBOX_UID, SANDBOX_USER};
+
 pub const WORKSPACE: &str = "/workspace";
-pub const SANDBOX_UID: u32 = 65534;
 
 /// Engine sockets (and their usual locations' parents are checked by prefix): mounting one
 /// would hand the tool the whole host.
@@ -133,6 +133,17 @@ impl fmt::Debug for SandboxSpec {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("sandbox configuration refused: {0}")]
 pub struct Refused(pub String);
+
+impl Refused {
+    /// The service's error for a sandbox of `tool` refused this way. The conversion lives here,
+    /// with the refusal, so that the crate's error type knows nothing of sandboxes.
+    pub fn for_tool(self, tool: String) -> Error {
+        Error::Refused {
+            tool,
+            reason: self.to_string(),
+        }
+    }
+}
 
 /// Builds the hardened container configuration for `spec`, or refuses it.
 pub fn build(spec: &SandboxSpec) -> Result<ContainerCreateBody, Refused> {

@@ -1,8 +1,8 @@
 //! A sandbox: one hardened container with its slot (workspace, secrets, egress socket, agent
 //! socket), started and waiting for calls. Calls run in it through its agent (see
 //! [`super::agent`]) or its backend (see [`super::exec`]), or, for MCP stdio servers, talk to
-//! its main process over the attached stdio. What makes and removes it is its
-//! [`Backend`]; this file decides what goes in it.
+//! its main process over the attached stdio (a [`Session`] the sandbox keeps for its caller).
+//! What makes and removes it is its [`Backend`]; this file decides what goes in it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -103,11 +103,11 @@ impl Profile {
     }
 }
 
-/// The MCP session with a sandbox's main process (made on first use).
-pub struct McpSession {
-    pub client: crate::mcp::client::Client,
-    pub stderr: crate::mcp::client::StderrTail,
-}
+/// What a caller keeps with a sandbox's main process for as long as the sandbox lives, once it
+/// took [`Sandbox::stdio`]: for an MCP stdio server, the MCP client (made on first use). The
+/// sandbox only holds it and drops it with itself; what is spoken over the stdio is the
+/// caller's business (the `mcp` tool kind's), so the sandboxes know nothing of MCP.
+pub type Session = Box<dyn std::any::Any + Send + Sync>;
 
 /// One started sandbox container. Dropping it removes the container.
 pub struct Sandbox {
@@ -121,7 +121,7 @@ pub struct Sandbox {
     /// Taken once by the MCP client (in a mutex only so a sandbox can be shared by
     /// reference across tasks).
     pub stdio: std::sync::Mutex<Option<MainStdio>>,
-    pub mcp: Option<McpSession>,
+    pub session: Option<Session>,
     /// The agent that runs its calls (None: calls go through the backend: `docker exec`).
     pub agent: Option<agent::Link>,
     guard: ContainerGuard,
@@ -267,7 +267,7 @@ impl Factory {
             gate,
             backend: self.backend.clone(),
             stdio: std::sync::Mutex::new(stdio),
-            mcp: None,
+            session: None,
             agent,
             guard,
         };

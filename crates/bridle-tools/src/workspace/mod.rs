@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use bridle_core::Shutdown;
 
 use crate::Error;
-use crate::sandbox::config::SANDBOX_UID;
+use crate::user::SANDBOX_UID;
 use mounts::InstanceLock;
 pub use volume::RunVolume;
 

@@ -19,6 +19,7 @@ use super::super::guard::ContainerGuard;
 use super::DockerBackend;
 use crate::Error;
 use crate::egress;
+use crate::user::SANDBOX_USER;
 
 /// Creates and starts the container of `spec`, guarded by `me` from the moment it exists.
 pub(super) async fn create(
@@ -37,10 +38,7 @@ pub(super) async fn create(
             .saturating_add(super::super::runtime::GVISOR_PIDS_OVERHEAD);
     }
     let body = config::build(&spec)
-        .map_err(|refused| Error::Refused {
-            tool: profile.image.clone(),
-            refused,
-        })
+        .map_err(|refused| refused.for_tool(profile.image.clone()))
         .map_err(early)?;
     let engine = &me.engine;
     let docker = engine.client().await.map_err(early)?;
@@ -131,7 +129,7 @@ async fn start_forwarder(engine: &Engine, docker: &Docker, id: &str) -> Result<(
                     "-c".into(),
                     egress::FORWARDER_PY.into(),
                 ]),
-                user: Some(config::SANDBOX_USER.into()),
+                user: Some(SANDBOX_USER.into()),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 ..Default::default()

@@ -10,13 +10,13 @@ use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
-use super::super::config::SANDBOX_USER;
 use super::super::engine::{Engine, OP_TIMEOUT, is_not_found};
 use super::super::exec::{ExecError, ExecOutcome, ExecRequest};
 use super::super::output::Capture;
 use super::remove::remove_now;
 use super::state::{alive, oom_since};
 use crate::Error;
+use crate::user::SANDBOX_USER;
 
 /// Runs `req` with `docker exec` in container `id`.
 pub(super) async fn exec(

@@ -20,7 +20,6 @@
     clippy::print_stderr
 )]
 
-
 // The allocator the service binaries use.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -4,9 +4,9 @@
 //! as child processes when none is configured); the other commands talk to a running harness
 //! over gRPC. Output goes to stdout, diagnostics to stderr; the exit status says how it went.
 
-
-// A call allocates many small, short-lived buffers (JSON, headers, protobuf); glibc's malloc
-// took an eighth of the harness's CPU under load (`bridle dev` runs it all in this process) (tests/examples/load.rs), mimalloc far less.
+// A call allocates many small, short-lived buffers (JSON, headers, protobuf): glibc's malloc
+// was about 10% of the load benchmark's CPU samples (tests/examples/load.rs), mimalloc about 7%
+// (`bridle dev` runs every service in this process).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

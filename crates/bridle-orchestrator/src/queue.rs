@@ -297,8 +297,15 @@ impl WorkQueue {
     /// Acknowledges and removes a finished task.
     pub async fn ack(&self, task: &Task) -> Result<(), Error> {
         let mut c = self.conn.clone();
-        let () = redis::pipe()
-            .cmd("XACK")
+        let () = Self::acked(&mut redis::pipe(), task)
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// `pipe` with the commands that acknowledge and remove `task` added.
+    fn acked<'p>(pipe: &'p mut redis::Pipeline, task: &Task) -> &'p mut redis::Pipeline {
+        pipe.cmd("XACK")
             .arg(&task.key)
             .arg(GROUP)
             .arg(&task.id)
@@ -307,9 +314,6 @@ impl WorkQueue {
             .arg(&task.key)
             .arg(&task.id)
             .ignore()
-            .query_async(&mut c)
-            .await?;
-        Ok(())
     }
 
     /// Acknowledges `task` and queues the next step of its run, in one round trip when both
@@ -323,24 +327,14 @@ impl WorkQueue {
             return self.ack(task).await;
         }
         let mut c = self.conn.clone();
-        let () = redis::pipe()
-            .cmd("XADD")
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD")
             .arg(&next)
             .arg("*")
             .arg("run")
             .arg(&task.run)
-            .ignore()
-            .cmd("XACK")
-            .arg(&task.key)
-            .arg(GROUP)
-            .arg(&task.id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&task.key)
-            .arg(&task.id)
-            .ignore()
-            .query_async(&mut c)
-            .await?;
+            .ignore();
+        let () = Self::acked(&mut pipe, task).query_async(&mut c).await?;
         Ok(())
     }
 

@@ -254,6 +254,14 @@ fn new_run(id: &str, direct: Option<Call>, limits: Limits) -> NewRun {
     }
 }
 
+/// The tool message the model sees next.
+fn tool_result(s: &RunState) -> &crate::state::Msg {
+    s.messages
+        .iter()
+        .find(|m| m.role == "tool")
+        .expect("a tool result")
+}
+
 fn gate_of(s: &RunState) -> Gate {
     match &s.phase {
         Phase::Tools { calls, .. } => calls[0].gate.clone(),
@@ -387,7 +395,7 @@ async fn a_call_policy_denies_is_not_run_and_the_model_is_told_why() {
     // The tools service is absent: running the call would leave the step for a retry.
     assert_eq!(h.advance(&id).await, Outcome::Done);
     let s = h.state(&id).await;
-    let tool = s.messages.iter().find(|m| m.role == "tool").unwrap();
+    let tool = tool_result(&s);
     assert!(tool.is_error);
     assert_eq!(
         tool.text,
@@ -407,18 +415,20 @@ async fn a_call_policy_denies_is_not_run_and_the_model_is_told_why() {
     assert_eq!(h.evaluations(), 1);
 }
 
-#[tokio::test]
-async fn a_policy_that_cannot_be_evaluated_fails_closed() {
-    let h = Harness::start(Policy::Fails(tonic::Code::Internal)).await;
+/// What the model is told of a direct call the gate refused under `policy` in one task.
+async fn refusal_under(policy: Policy) -> String {
+    let h = Harness::start(policy).await;
     let id = h.create(Some(call()), limits()).await;
     assert_eq!(h.advance(&id).await, Outcome::Done);
-    let s = h.state(&id).await;
-    let tool = s.messages.iter().find(|m| m.role == "tool").unwrap();
+    tool_result(&h.state(&id).await).text.clone()
+}
+
+#[tokio::test]
+async fn a_policy_that_cannot_be_evaluated_fails_closed() {
+    let text = refusal_under(Policy::Fails(tonic::Code::Internal)).await;
     assert!(
-        tool.text
-            .starts_with("The call was not run: policy check failed"),
-        "{}",
-        tool.text
+        text.starts_with("The call was not run: policy check failed"),
+        "{text}"
     );
 }
 
@@ -458,7 +468,7 @@ async fn a_call_needing_approval_parks_the_run_until_a_person_decides() {
     h.set_policy(Policy::Approval(pb::ApprovalState::Denied));
     assert_eq!(h.advance(&id).await, Outcome::Done);
     let s = h.state(&id).await;
-    let tool = s.messages.iter().find(|m| m.role == "tool").unwrap();
+    let tool = tool_result(&s);
     assert_eq!(
         tool.text,
         "The call was not run: denied by ana: looked at it"
@@ -487,13 +497,8 @@ async fn an_approved_call_goes_to_the_tools_service() {
 
 #[tokio::test]
 async fn an_expired_approval_denies_the_call() {
-    let h = Harness::start(Policy::Approval(pb::ApprovalState::Expired)).await;
-    let id = h.create(Some(call()), limits()).await;
-    assert_eq!(h.advance(&id).await, Outcome::Done);
-    let s = h.state(&id).await;
-    let tool = s.messages.iter().find(|m| m.role == "tool").unwrap();
     assert_eq!(
-        tool.text,
+        refusal_under(Policy::Approval(pb::ApprovalState::Expired)).await,
         "The call was not run: the approval expired before anyone decided"
     );
 }

@@ -119,34 +119,8 @@ impl TenantId {
     }
 }
 
-/// A run's id (`run_...`), checked ([`check_id`]).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(transparent)]
-pub struct RunId(String);
-
-impl RunId {
-    /// A new id.
-    pub fn new() -> Self {
-        RunId(new_run_id())
-    }
-
-    /// `id` as a run id; `what` names the field in the error.
-    pub fn parse(what: &str, id: &str) -> Result<Self, Error> {
-        check_id(what, "run", id)?;
-        Ok(RunId(id.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for RunId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
+/// The traits of an id type that wraps a checked `String`: read as a `&str` anywhere, and
+/// checked again (by `$parse`) when deserialized.
 macro_rules! string_id {
     ($t:ty, $parse:expr) => {
         impl std::ops::Deref for $t {
@@ -209,26 +183,18 @@ macro_rules! string_id {
 }
 
 string_id!(TenantId, TenantId::parse);
-string_id!(RunId, |s| RunId::parse("run id", s)
-    .map_err(|e| e.to_string()));
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn typed_ids_are_checked_when_made_and_when_read() {
+    fn tenant_ids_are_checked_when_made_and_when_read() {
         assert_eq!(TenantId::parse("acme").unwrap(), "acme");
         assert!(TenantId::parse("Not A Name").is_err());
         let t: TenantId = serde_json::from_str("\"acme\"").unwrap();
         assert_eq!(serde_json::to_string(&t).unwrap(), "\"acme\"");
         assert!(serde_json::from_str::<TenantId>("\"a b\"").is_err());
-
-        let id = RunId::new();
-        assert_eq!(RunId::parse("run_id", &id).unwrap(), id);
-        let e = RunId::parse("run_id", "apr_1").unwrap_err().to_string();
-        assert!(e.contains("run_id 'apr_1' is not a valid id"), "{e}");
-        assert!(serde_json::from_str::<RunId>("\"run_x:y\"").is_err());
     }
 
     #[test]

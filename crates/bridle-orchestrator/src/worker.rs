@@ -179,7 +179,7 @@ impl Workers {
                 .claim(c, p, consumer, self.claim_idle)
                 .await?
             {
-                tracing::info!(worker = consumer, partition = p, task = %t.id, run = %t.run, deliveries = t.deliveries, "took over a stalled task");
+                tracing::info!(worker = consumer, partition = t.partition(), task = %t.id, run = %t.run, deliveries = t.deliveries, "took over a stalled task");
                 return Ok(Some(t));
             }
         }

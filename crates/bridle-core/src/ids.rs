@@ -119,70 +119,62 @@ impl TenantId {
     }
 }
 
-/// The traits of an id type that wraps a checked `String`: read as a `&str` anywhere, and
-/// checked again (by `$parse`) when deserialized.
-macro_rules! string_id {
-    ($t:ty, $parse:expr) => {
-        impl std::ops::Deref for $t {
-            type Target = str;
-            fn deref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl AsRef<str> for $t {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl std::borrow::Borrow<str> for $t {
-            fn borrow(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl From<$t> for String {
-            fn from(v: $t) -> String {
-                v.0
-            }
-        }
-
-        impl PartialEq<str> for $t {
-            fn eq(&self, o: &str) -> bool {
-                self.0 == o
-            }
-        }
-
-        impl PartialEq<&str> for $t {
-            fn eq(&self, o: &&str) -> bool {
-                self.0 == *o
-            }
-        }
-
-        impl PartialEq<String> for $t {
-            fn eq(&self, o: &String) -> bool {
-                &self.0 == o
-            }
-        }
-
-        impl<'de> serde::Deserialize<'de> for $t {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                let parse: fn(&str) -> Result<$t, String> = $parse;
-                parse(&s).map_err(serde::de::Error::custom)
-            }
-        }
-    };
+impl std::ops::Deref for TenantId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
-string_id!(TenantId, TenantId::parse);
+impl AsRef<str> for TenantId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(v: TenantId) -> String {
+        v.0
+    }
+}
+
+impl PartialEq<str> for TenantId {
+    fn eq(&self, o: &str) -> bool {
+        self.0 == o
+    }
+}
+
+impl PartialEq<&str> for TenantId {
+    fn eq(&self, o: &&str) -> bool {
+        self.0 == *o
+    }
+}
+
+impl PartialEq<String> for TenantId {
+    fn eq(&self, o: &String) -> bool {
+        &self.0 == o
+    }
+}
+
+/// Checked again as it is read: stored data only ever held checked names.
+impl<'de> serde::Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TenantId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -697,10 +697,7 @@ impl RunState {
                 if now_ms.saturating_sub(self.created_ms) <= limit {
                     return None;
                 }
-                (
-                    EndReason::WallTime,
-                    format!("wall-time budget of {} exceeded", short_ms(limit)),
-                )
+                return Some(self.wall_time_end());
             }
             Moment::BeforeModel => {
                 if self.step >= l.max_steps {
@@ -752,6 +749,15 @@ impl RunState {
             }
         };
         Some(End::failed(reason, why))
+    }
+
+    /// The end of a run whose wall-time budget ran out (at a task, or during a call it cut).
+    pub fn wall_time_end(&self) -> End {
+        let limit = self.limits.max_wall_time_ms.unwrap_or(0);
+        End::failed(
+            EndReason::WallTime,
+            format!("wall-time budget of {} exceeded", short_ms(limit)),
+        )
     }
 
     /// The wall time the run has left, if it has a wall-time budget (zero once it ran out).
@@ -831,7 +837,7 @@ impl RunState {
 }
 
 /// A duration in milliseconds, briefly (`1m30s`).
-pub fn short_ms(ms: i64) -> String {
+fn short_ms(ms: i64) -> String {
     bridle_core::timeutil::short_duration(std::time::Duration::from_millis(ms.max(0) as u64))
 }
 

@@ -488,13 +488,8 @@ impl Engine {
     }
 
     pub(crate) async fn wall_time_out(&self, cur: &mut Cursor) -> Result<Outcome, Error> {
-        let limit = cur.state.limits.max_wall_time_ms.unwrap_or(0);
-        let msg = format!(
-            "wall-time budget of {} exceeded",
-            crate::state::short_ms(limit)
-        );
-        self.finish(cur, End::failed(EndReason::WallTime, msg))
-            .await
+        let end = cur.state.wall_time_end();
+        self.finish(cur, end).await
     }
 
     /// Ends a run whose task failed too often.

@@ -12,10 +12,10 @@ use bridle_proto::{ToolErrorKind, ToolResult};
 use super::{Call, Context};
 use crate::egress::Allowlist;
 use crate::sandbox::Limits;
+use crate::sandbox::backend::ExecRequest;
 use crate::sandbox::call::ExecCall;
-use crate::sandbox::container::Profile;
-use crate::sandbox::exec::ExecRequest;
 use crate::sandbox::output::{Ending, model_output};
+use crate::sandbox::profile::Profile;
 use crate::{Error, secrets};
 
 /// A sandboxed tool's settings, borrowed from its manifest block.

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use bridle_core::Shutdown;
 use bridle_proto::Scope;
 
-use super::container::Profile;
-use super::exec::{ExecError, ExecOutcome, ExecRequest, exec};
+use super::backend::{ExecError, ExecOutcome, ExecRequest};
+use super::exec::exec;
+use super::profile::Profile;
 use super::runs::Sandboxes;
 use crate::Error;
 use crate::egress::Allowlist;

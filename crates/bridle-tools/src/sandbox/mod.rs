@@ -1,7 +1,7 @@
-//! Hardened sandboxes: sandboxes and their profiles ([`container`]), calls run in them
-//! ([`exec`], [`call`]) through their agent ([`agent`]) or their backend, warm pools
+//! Hardened sandboxes: sandboxes ([`container`]) and their profiles ([`profile`]), calls run
+//! in them ([`exec`], [`call`]) through their agent ([`agent`]) or their backend, warm pools
 //! ([`pool`]), the sandboxes of each run ([`runs`]), capped and redacted output ([`output`])
-//! and the guard that removes a sandbox whatever happens ([`guard`]).
+//! and the guard that removes a sandbox whatever happens ([`backend::guard`]).
 //!
 //! Every engine operation a sandbox needs (create and start it, run a call without an agent,
 //! look at its state and processes, remove it, find the service's sandboxes by label) goes
@@ -23,14 +23,13 @@ pub mod container;
 pub mod docker;
 pub mod engine;
 pub mod exec;
-pub mod guard;
 pub mod output;
 pub mod pool;
+pub mod profile;
 pub mod runs;
 pub mod runtime;
 
-pub use backend::Backend;
+pub use backend::{Backend, Cleanup};
 pub use config::{Limits, Refused, SandboxSpec};
 pub use engine::Engine;
-pub use guard::Cleanup;
 pub use runtime::Runtimes;

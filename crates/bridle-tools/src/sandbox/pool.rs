@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::container::{Factory, Profile, Sandbox};
+use super::container::{Factory, Sandbox};
+use super::profile::Profile;
 
 /// After a failed start, a profile's pool waits this long before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(30);

@@ -14,8 +14,9 @@ use bridle_proto::Scope;
 use tokio::time::Instant;
 
 use super::backend::Backend;
-use super::container::{Factory, Profile, Sandbox};
+use super::container::{Factory, Sandbox};
 use super::pool::Pool;
+use super::profile::Profile;
 use crate::Error;
 use crate::affinity::snapshot::Snapshots;
 use crate::quota::Quotas;

@@ -34,9 +34,8 @@ use tokio::io::BufReader;
 use tokio::net::UnixListener;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::backend::OP_TIMEOUT;
+use super::backend::{Backend, OP_TIMEOUT};
 use super::config::BindMount;
-use super::container::Sandbox;
 
 pub use run::call;
 
@@ -107,6 +106,15 @@ impl Agentless {
     }
 }
 
+/// The sandbox a call through its agent runs in, as the agent's side needs it: the backend
+/// that made it (to look at it and to remove it), its id, and its short id for logs.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub backend: &'a dyn Backend,
+    pub id: &'a str,
+    pub short: &'a str,
+}
+
 /// This service's end of one sandbox's agent.
 pub struct Link {
     path: PathBuf,
@@ -148,7 +156,7 @@ impl Link {
     }
 
     /// Accepts the agent's connection, or finds that there is none.
-    async fn connect(&self, listener: &UnixListener, sandbox: &Sandbox) -> State {
+    async fn connect(&self, listener: &UnixListener, sandbox: Target<'_>) -> State {
         let started = tokio::time::Instant::now();
         let mut wait = PROBE_AFTER;
         loop {
@@ -208,7 +216,7 @@ impl Drop for Link {
 
 /// Whether the sandbox's main process is the idle wait (Some(true)), something else (the
 /// agent still starting: Some(false)), or the container cannot be looked at (None).
-async fn idle_main(sandbox: &Sandbox) -> Option<bool> {
-    let processes = sandbox.backend.processes(&sandbox.id).await?;
+async fn idle_main(sandbox: Target<'_>) -> Option<bool> {
+    let processes = sandbox.backend.processes(sandbox.id).await?;
     Some(processes.iter().any(|p| p.command == "sleep infinity"))
 }

@@ -4,20 +4,21 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::super::backend::Stopped;
-use super::super::container::Sandbox;
-use super::super::exec::{ExecError, ExecOutcome, ExecRequest};
+use super::super::backend::{ExecError, ExecOutcome, ExecRequest, Stopped};
 use super::super::output::Capture;
-use super::{Conn, State, wire};
+use super::{Conn, Link, State, Target, wire};
 
 /// How long past the call's timeout the agent has to report (it kills the call's processes
 /// first) before the sandbox is removed instead.
 const REPORT_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs `req` through the sandbox's agent; None when the sandbox has none (the caller uses
-/// `docker exec`).
-pub async fn call(sandbox: &Sandbox, req: &ExecRequest) -> Option<Result<ExecOutcome, ExecError>> {
-    let link = sandbox.agent.as_ref()?;
+/// Runs `req` through the agent at `link`, in `sandbox`; None when the sandbox turns out to
+/// have no agent (the caller uses `docker exec`).
+pub async fn call(
+    link: &Link,
+    sandbox: Target<'_>,
+    req: &ExecRequest,
+) -> Option<Result<ExecOutcome, ExecError>> {
     let mut state = link.state.lock().await;
     if let State::Waiting(listener) = &*state {
         let next = link.connect(listener, sandbox).await;
@@ -39,7 +40,7 @@ pub async fn call(sandbox: &Sandbox, req: &ExecRequest) -> Option<Result<ExecOut
 /// The outcome, and whether the agent was lost on the way.
 async fn run(
     conn: &mut Conn,
-    sandbox: &Sandbox,
+    sandbox: Target<'_>,
     req: &ExecRequest,
 ) -> Result<(ExecOutcome, bool), ExecError> {
     let keep = req.output_bytes.saturating_add(req.slack);
@@ -99,19 +100,19 @@ async fn run(
             // The agent did not report (stopped, or flooded): the sandbox goes, and everything
             // in it.
             tracing::warn!(sandbox = %sandbox.short, "the sandbox agent did not report after the timeout; removing the sandbox");
-            sandbox.backend.remove(&sandbox.id).await;
+            sandbox.backend.remove(sandbox.id).await;
             return Ok((outcome(-1, true, false, false, true), true));
         }
         Ok(Err(e)) => {
             // The engine killed the sandbox for memory: under gVisor its kernel goes, agent and
             // all (under runc only the tool's process is killed, and the agent reports it).
-            match sandbox.backend.why_stopped(&sandbox.id).await {
+            match sandbox.backend.why_stopped(sandbox.id).await {
                 Stopped::OutOfMemory => {
                     return Ok((outcome(137, false, true, false, true), true));
                 }
                 // The engine's OOM flag can trail the exit under gVisor (its OOM event comes
                 // after the exit event); the event itself settles it.
-                Stopped::Exited(137) if sandbox.backend.oom_since(&sandbox.id, since).await => {
+                Stopped::Exited(137) if sandbox.backend.oom_since(sandbox.id, since).await => {
                     return Ok((outcome(137, false, true, false, true), true));
                 }
                 Stopped::Exited(code) => {
@@ -122,7 +123,7 @@ async fn run(
                 Stopped::Other => {}
             }
             // Removed by EndRun, or the agent died (killed by the tool's own code).
-            let gone = !sandbox.backend.alive(&sandbox.id).await;
+            let gone = !sandbox.backend.alive(sandbox.id).await;
             if !gone {
                 tracing::warn!(sandbox = %sandbox.short, error = %e, "lost the sandbox agent during a call; the sandbox is discarded");
             }
@@ -131,7 +132,7 @@ async fn run(
     };
     let code = i32::try_from(exit.code).unwrap_or(-1);
     let oom_killed =
-        !exit.timed_out && code == 137 && sandbox.backend.oom_since(&sandbox.id, since).await;
+        !exit.timed_out && code == 137 && sandbox.backend.oom_since(sandbox.id, since).await;
     let exit_code = if exit.timed_out { -1 } else { code };
     let mut o = outcome(
         exit_code,

@@ -11,11 +11,10 @@ use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
 use futures::StreamExt as _;
 
-use super::super::backend::{Backend, Chunk, Created, Failed, MainStdio};
+use super::super::backend::{Backend, Chunk, ContainerGuard, Created, Failed, MainStdio};
 use super::super::config::{self, SandboxSpec};
-use super::super::container::Profile;
 use super::super::engine::{Engine, OP_TIMEOUT, is_not_found};
-use super::super::guard::ContainerGuard;
+use super::super::profile::Profile;
 use super::DockerBackend;
 use crate::Error;
 use crate::egress;

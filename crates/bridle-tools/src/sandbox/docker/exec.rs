@@ -10,8 +10,8 @@ use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
+use super::super::backend::{ExecError, ExecOutcome, ExecRequest};
 use super::super::engine::{Engine, OP_TIMEOUT, is_not_found};
-use super::super::exec::{ExecError, ExecOutcome, ExecRequest};
 use super::super::output::Capture;
 use super::remove::remove_now;
 use super::state::{alive, oom_since};

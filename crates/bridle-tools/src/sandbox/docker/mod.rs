@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::backend::{Backend, Created, Failed, Process, Stopped};
+use super::backend::{
+    Backend, Cleanup, Created, ExecError, ExecOutcome, ExecRequest, Failed, Process, Stopped,
+};
 use super::config::SandboxSpec;
-use super::container::Profile;
 use super::engine::Engine;
-use super::exec::{ExecError, ExecOutcome, ExecRequest};
-use super::guard::Cleanup;
+use super::profile::Profile;
 use crate::Error;
 
 pub struct DockerBackend {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bridle_core::Shutdown;
 
-use super::backend::Backend;
+use super::Backend;
 
 /// Where abandoned containers are cleaned up from, and which ones are alive.
 #[derive(Clone, Debug)]

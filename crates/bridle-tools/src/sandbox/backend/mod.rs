@@ -8,6 +8,13 @@
 //! A sandbox is named by the id its backend gave it. Its hardening is the backend's to
 //! enforce: Docker's builds and verifies the container's configuration through
 //! [`super::config::build`], and another backend needs its own equivalent.
+//!
+//! What a call asks for and how it ended ([`ExecRequest`], [`ExecOutcome`], [`ExecError`]) are
+//! the backend's terms ([`Backend::exec`] takes and returns them), and the sandbox's agent
+//! answers in the same ones. The guard that removes a sandbox through the backend that made it
+//! ([`guard`]) is the backend's too: [`Backend::create`] hands it out.
+
+pub mod guard;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -16,10 +23,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use super::config::SandboxSpec;
-use super::container::Profile;
-use super::exec::{ExecError, ExecOutcome, ExecRequest};
-use super::guard::ContainerGuard;
+use super::output::Capture;
+use super::profile::Profile;
 use crate::Error;
+
+pub use guard::{Cleanup, ContainerGuard};
 
 /// Bound on one engine operation that should answer quickly (create, inspect, kill, remove).
 pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -122,4 +130,50 @@ pub struct MainStdio {
     pub output:
         std::pin::Pin<Box<dyn futures::Stream<Item = Result<Chunk, std::io::Error>> + Send>>,
     pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+/// What to run in the sandbox.
+#[derive(Debug)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    /// Written to stdin, which is then closed; None = no stdin.
+    pub stdin: Option<Vec<u8>>,
+    pub timeout: Duration,
+    pub output_bytes: usize,
+    /// Bytes kept past the cap so secrets at the cut are redacted whole.
+    pub slack: usize,
+}
+
+/// How a call ended. Output is raw: the caller redacts it.
+#[derive(Debug)]
+pub struct ExecOutcome {
+    /// -1 when killed for the timeout or removed.
+    pub exit_code: i32,
+    pub stdout: Capture,
+    pub stderr: Capture,
+    pub duration: Duration,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    /// The sandbox was removed under the call (the run ended).
+    pub vanished: bool,
+    /// The sandbox itself stopped during the call, with this exit code (not removed, not out
+    /// of memory): under gVisor, what a fork past `limits.pids` does to its kernel.
+    pub sandbox_stopped: Option<i64>,
+    /// Whether the call left processes running, as the sandbox's agent saw; None when
+    /// nobody looked yet (a call through the backend: the lease asks it).
+    pub left_processes: Option<bool>,
+}
+
+/// Why an exec could not start: the sandbox is dead (take another) or something else.
+pub enum ExecError {
+    SandboxGone,
+    Other(Error),
+}
+
+impl From<Error> for ExecError {
+    fn from(e: Error) -> Self {
+        ExecError::Other(e)
+    }
 }

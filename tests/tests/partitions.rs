@@ -71,6 +71,24 @@ async fn steps_of_many_runs_spread_over_the_partitions_and_every_run_completes()
     }
     assert!(per_partition.len() >= 3, "{per_partition:?}");
     let mut c = h.redis.client().await.unwrap();
+    // A run's end is visible to its watcher when its last step commits; the worker then
+    // acknowledges the step. Wait (bounded) for those last acknowledgements.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut left = 0u64;
+        for p in 0..PARTITIONS {
+            let len: u64 = redis::cmd("XLEN")
+                .arg(partition_key(&h, p))
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            left += len;
+        }
+        if left == 0 || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for p in 0..PARTITIONS {
         let key = partition_key(&h, p);
         // XINFO GROUPS: one group, as a flat name/value list.

@@ -15,8 +15,9 @@ pub fn new_approval_id() -> String {
     new_id("apr")
 }
 
-/// Validates an id received from a caller before it is used in a Redis key.
-pub fn check_id(what: &str, prefix: &str, id: &str) -> Result<(), Error> {
+/// What is wrong with `id` as an id of the `prefix` kind, said so that it reads after the
+/// field's name ("run_id is required"); None when it is one.
+fn id_problem(prefix: &str, id: &str) -> Option<String> {
     let ok = id.len() <= 64
         && id
             .strip_prefix(prefix)
@@ -25,14 +26,22 @@ pub fn check_id(what: &str, prefix: &str, id: &str) -> Result<(), Error> {
                 !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric())
             });
     if ok {
-        Ok(())
+        None
     } else if id.is_empty() {
-        Err(Error::InvalidArgument(format!("{what} is required")))
+        Some("is required".into())
     } else {
-        Err(Error::InvalidArgument(format!(
-            "{what} '{}' is not a valid id (expected {prefix}_ followed by letters and digits)",
+        Some(format!(
+            "'{}' is not a valid id (expected {prefix}_ followed by letters and digits)",
             crate::redact::quote(id)
-        )))
+        ))
+    }
+}
+
+/// Validates an id received from a caller before it is used in a Redis key.
+pub fn check_id(what: &str, prefix: &str, id: &str) -> Result<(), Error> {
+    match id_problem(prefix, id) {
+        None => Ok(()),
+        Some(p) => Err(Error::InvalidArgument(format!("{what} {p}"))),
     }
 }
 
@@ -94,10 +103,85 @@ pub fn check_tool_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The traits every checked identifier shares: it reads as the string it wraps, compares with
+/// strings, and is checked again when it is deserialized (stored data only ever held checked
+/// values, so a failure there means the data is damaged).
+macro_rules! checked_string {
+    ($ty:ident) => {
+        impl $ty {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $ty {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $ty {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(v: $ty) -> String {
+                v.0
+            }
+        }
+
+        impl PartialEq<str> for $ty {
+            fn eq(&self, o: &str) -> bool {
+                self.0 == o
+            }
+        }
+
+        impl PartialEq<&str> for $ty {
+            fn eq(&self, o: &&str) -> bool {
+                self.0 == *o
+            }
+        }
+
+        impl PartialEq<String> for $ty {
+            fn eq(&self, o: &String) -> bool {
+                &self.0 == o
+            }
+        }
+
+        /// Written to Redis as the string it is.
+        impl redis::ToRedisArgs for $ty {
+            fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+                self.0.write_redis_args(out)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $ty::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// A tenant's name, checked: a value of this type is a valid name ([`check_name`]), so code
 /// that takes one never checks it again. Made by [`TenantId::parse`] where a name comes in
-/// (a request, an option), by `Principal::tenant_in`, and by reading stored data (which only
-/// ever held checked names, and is checked again as it is read).
+/// (a request, an option), by `Principal::tenant_in`, and by reading stored data.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(transparent)]
 pub struct TenantId(String);
@@ -113,68 +197,65 @@ impl TenantId {
     pub fn default_tenant() -> Self {
         TenantId(crate::manifest::DEFAULT_TENANT.to_string())
     }
+}
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+checked_string!(TenantId);
+
+/// A run's id, checked (`run_` and letters and digits, at most 64 bytes): safe in a Redis key
+/// as it is. Made by [`RunId::new`] for a new run, by [`RunId::parse`] where an id comes in (a
+/// request, a queued step, an approval's scope), and by reading stored data.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    /// A new run's id, a ULID (sorts by creation time).
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        RunId(new_run_id())
+    }
+
+    /// `id` as a run's id, or what is wrong with it, worded to follow the field's name
+    /// (`format!("run_id {e}")`: "run_id is required").
+    pub fn parse(id: &str) -> Result<Self, String> {
+        match id_problem("run", id) {
+            None => Ok(RunId(id.to_string())),
+            Some(p) => Err(p),
+        }
     }
 }
 
-impl std::ops::Deref for TenantId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
+checked_string!(RunId);
+
+/// An Agent's name, checked ([`check_name`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct AgentName(String);
+
+impl AgentName {
+    /// `name` as an Agent's name, or why it cannot be one.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        check_name(name)?;
+        Ok(AgentName(name.to_string()))
     }
 }
 
-impl AsRef<str> for TenantId {
-    fn as_ref(&self) -> &str {
-        &self.0
+checked_string!(AgentName);
+
+/// A Tool's name, checked ([`check_tool_name`]: also a function name every provider takes).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct ToolName(String);
+
+impl ToolName {
+    /// `name` as a Tool's name, or why it cannot be one.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        check_tool_name(name)?;
+        Ok(ToolName(name.to_string()))
     }
 }
 
-impl std::borrow::Borrow<str> for TenantId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for TenantId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<TenantId> for String {
-    fn from(v: TenantId) -> String {
-        v.0
-    }
-}
-
-impl PartialEq<str> for TenantId {
-    fn eq(&self, o: &str) -> bool {
-        self.0 == o
-    }
-}
-
-impl PartialEq<&str> for TenantId {
-    fn eq(&self, o: &&str) -> bool {
-        self.0 == *o
-    }
-}
-
-impl PartialEq<String> for TenantId {
-    fn eq(&self, o: &String) -> bool {
-        &self.0 == o
-    }
-}
-
-/// Checked again as it is read: stored data only ever held checked names.
-impl<'de> serde::Deserialize<'de> for TenantId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        TenantId::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+checked_string!(ToolName);
 
 #[cfg(test)]
 mod tests {
@@ -187,6 +268,29 @@ mod tests {
         let t: TenantId = serde_json::from_str("\"acme\"").unwrap();
         assert_eq!(serde_json::to_string(&t).unwrap(), "\"acme\"");
         assert!(serde_json::from_str::<TenantId>("\"a b\"").is_err());
+    }
+
+    #[test]
+    fn each_id_type_is_checked_when_made_and_when_read() {
+        let run = RunId::new();
+        assert_eq!(RunId::parse(&run).unwrap(), run);
+        assert_eq!(RunId::parse("").unwrap_err(), "is required");
+        assert!(
+            RunId::parse("apr_abc")
+                .unwrap_err()
+                .contains("expected run_")
+        );
+        assert!(serde_json::from_str::<RunId>("\"run_a:b\"").is_err());
+        let json = serde_json::to_string(&run).unwrap();
+        assert_eq!(serde_json::from_str::<RunId>(&json).unwrap(), run);
+        assert_eq!(AgentName::parse("analyst").unwrap(), "analyst");
+        assert!(AgentName::parse("Analyst").is_err());
+        assert_eq!(
+            ToolName::parse("run_python").unwrap().as_str(),
+            "run_python"
+        );
+        assert!(ToolName::parse("run.python").is_err());
+        assert!(serde_json::from_str::<ToolName>("\"a.b\"").is_err());
     }
 
     #[test]

@@ -1,17 +1,19 @@
+use bridle_core::ids::RunId;
+
 /// Errors of the orchestrator.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("agent '{agent}' is not defined for tenant '{tenant}'")]
     UnknownAgent { tenant: String, agent: String },
     #[error("run '{0}' does not exist")]
-    UnknownRun(String),
+    UnknownRun(RunId),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
     FailedPrecondition(String),
     /// Another writer advanced the run first; reload and try again.
     #[error("run '{0}' was changed by another worker")]
-    Fenced(String),
+    Fenced(RunId),
     #[error("run state of '{0}' is unreadable: {1}")]
     Corrupt(String, String),
     #[error("{0}")]

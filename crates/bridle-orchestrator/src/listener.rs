@@ -142,14 +142,15 @@ async fn handle(engine: &Engine, ev: &pb::ApprovalEvent) -> Result<(), crate::Er
         return Ok(());
     }
     let Some(a) = &ev.approval else { return Ok(()) };
-    if a.run_id.is_empty() || bridle_core::ids::check_id("run id", "run", &a.run_id).is_err() {
+    // An approval of no run (asked for by another caller than a run) wakes nothing.
+    let Ok(run) = bridle_core::ids::RunId::parse(&a.run_id) else {
         return Ok(());
-    }
-    if engine.store.mark_woken(&a.run_id, &a.id).await? {
-        tracing::info!(run = %a.run_id, approval = %a.id, "approval resolved; resuming the run");
-        if let Err(e) = engine.store.enqueue(&a.run_id).await {
+    };
+    if engine.store.mark_woken(&run, &a.id).await? {
+        tracing::info!(run = %run, approval = %a.id, "approval resolved; resuming the run");
+        if let Err(e) = engine.store.enqueue(&run).await {
             // Let the retry (from the stored offset) wake it.
-            engine.store.unmark_woken(&a.run_id, &a.id).await;
+            engine.store.unmark_woken(&run, &a.id).await;
             return Err(e);
         }
     }

@@ -25,6 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bridle_core::Shutdown;
 use bridle_core::auth::{Authenticator, Principal, Role};
+use bridle_core::ids::AgentName;
 use bridle_proto as pb;
 use bridle_proto::orchestrator_server::Orchestrator as _;
 use bridle_proto::run_event::Kind;
@@ -52,7 +53,7 @@ pub const RESULT_TOOL: &str = "bridle_result";
 struct Caller {
     principal: Principal,
     tenant: bridle_core::ids::TenantId,
-    agent: String,
+    agent: AgentName,
     /// The HTTP request's W3C trace context: the runs it starts join the client's trace.
     traceparent: Option<String>,
 }
@@ -246,7 +247,7 @@ impl Endpoint {
         {
             Ok(r) => {
                 let r = r.into_inner();
-                if r.agent != c.agent || r.tool_call.is_empty() {
+                if c.agent != r.agent || r.tool_call.is_empty() {
                     return Ok(CallToolResult::error(text(format!(
                         "run {run_id} is not a call made through agent '{}''s MCP endpoint",
                         c.agent
@@ -349,7 +350,7 @@ impl rmcp::ServerHandler for Endpoint {
             .start_run(request(
                 &c,
                 pb::StartRunRequest {
-                    agent: c.agent.clone(),
+                    agent: c.agent.to_string(),
                     tenant: c.tenant.to_string(),
                     tool_call: Some(pb::ToolCall {
                         id: String::new(),
@@ -413,18 +414,16 @@ async fn admit(State(gate): State<Gate>, req: Request, next: Next) -> Response {
     let mut req = Request::from_parts(parts, axum::body::Body::from(body));
     let auth = gate.auth;
     let path = req.uri().path().to_string();
-    let Some(agent) = path
-        .strip_prefix("/mcp/")
-        .map(|a| a.trim_end_matches('/').to_string())
-    else {
+    let Some(agent) = path.strip_prefix("/mcp/").map(|a| a.trim_end_matches('/')) else {
         return refuse(
             StatusCode::NOT_FOUND,
             "no such endpoint: MCP is served at /mcp/<agent>",
         );
     };
-    if let Err(e) = bridle_core::ids::check_name(&agent) {
-        return refuse(StatusCode::NOT_FOUND, &format!("agent in the path: {e}"));
-    }
+    let agent = match AgentName::parse(agent) {
+        Ok(a) => a,
+        Err(e) => return refuse(StatusCode::NOT_FOUND, &format!("agent in the path: {e}")),
+    };
     let principal = match auth.authenticate(req.headers()).await {
         Ok(p) => p,
         Err(bridle_core::Error::Unauthenticated(m)) => {

@@ -21,8 +21,8 @@ fn parent(s: &RunState) -> opentelemetry::Context {
 /// `span` as a span of the run's trace: a child of its root, with the run's attributes.
 fn in_run(span: tracing::Span, s: &RunState) -> tracing::Span {
     let _ = span.set_parent(parent(s));
-    span.set_attribute("gen_ai.conversation.id", s.id.clone());
-    span.set_attribute("gen_ai.agent.name", s.agent.clone());
+    span.set_attribute("gen_ai.conversation.id", s.id.to_string());
+    span.set_attribute("gen_ai.agent.name", s.agent.to_string());
     span.set_attribute("bridle.tenant", s.tenant.to_string());
     span.set_attribute("bridle.step", i64::from(s.step));
     span
@@ -61,7 +61,7 @@ fn chat_attrs(s: &RunState) -> Vec<KeyValue> {
     let mut a = vec![
         KeyValue::new("gen_ai.operation.name", "chat"),
         KeyValue::new("bridle.tenant", s.tenant.to_string()),
-        KeyValue::new("gen_ai.agent.name", s.agent.clone()),
+        KeyValue::new("gen_ai.agent.name", s.agent.to_string()),
         KeyValue::new("bridle.route", s.spec.route.clone()),
     ];
     if let Some(m) = requested_model(s) {
@@ -213,8 +213,8 @@ pub fn approval_wait(s: &RunState, r: &Resolved<'_>) {
         .checked_sub(Duration::from_millis(r.waited_ms.max(0) as u64))
         .unwrap_or(end);
     let mut attrs = vec![
-        KeyValue::new("gen_ai.conversation.id", s.id.clone()),
-        KeyValue::new("gen_ai.agent.name", s.agent.clone()),
+        KeyValue::new("gen_ai.conversation.id", s.id.to_string()),
+        KeyValue::new("gen_ai.agent.name", s.agent.to_string()),
         KeyValue::new("bridle.tenant", s.tenant.to_string()),
         KeyValue::new("gen_ai.tool.name", r.tool.to_string()),
         KeyValue::new("gen_ai.tool.call.id", r.call_id.to_string()),
@@ -290,7 +290,7 @@ pub fn run_finished(s: &RunState) {
         1,
         &[
             KeyValue::new("bridle.tenant", s.tenant.to_string()),
-            KeyValue::new("gen_ai.agent.name", s.agent.clone()),
+            KeyValue::new("gen_ai.agent.name", s.agent.to_string()),
             KeyValue::new(
                 "bridle.run.status",
                 format!("{:?}", s.status).to_lowercase(),
@@ -307,8 +307,8 @@ pub fn run_finished(s: &RunState) {
 
     let mut attrs = vec![
         KeyValue::new("gen_ai.operation.name", "invoke_agent"),
-        KeyValue::new("gen_ai.agent.name", s.agent.clone()),
-        KeyValue::new("gen_ai.conversation.id", s.id.clone()),
+        KeyValue::new("gen_ai.agent.name", s.agent.to_string()),
+        KeyValue::new("gen_ai.conversation.id", s.id.to_string()),
         KeyValue::new("gen_ai.usage.input_tokens", t.input_tokens as i64),
         KeyValue::new("gen_ai.usage.output_tokens", t.output_tokens as i64),
         KeyValue::new("bridle.tenant", s.tenant.to_string()),

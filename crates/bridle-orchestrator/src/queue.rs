@@ -15,8 +15,9 @@
 
 use std::time::Duration;
 
-use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
+use bridle_core::ids::RunId;
 use bridle_core::redis_util::{Keys, RedisConn};
 
 use crate::Error;
@@ -44,7 +45,7 @@ pub struct Task {
     key: String,
     /// The entry's id in that stream.
     pub id: String,
-    pub run: String,
+    pub run: RunId,
     /// Times the entry was delivered, this one included.
     pub deliveries: u64,
 }
@@ -185,13 +186,13 @@ impl WorkQueue {
     }
 
     /// Queues a step of the run for any worker.
-    pub async fn enqueue(&self, run_id: &str) -> Result<(), Error> {
+    pub async fn enqueue(&self, run_id: &RunId) -> Result<(), Error> {
         let mut c = self.conn.clone();
         let _: String = redis::cmd("XADD")
             .arg(self.key(Self::partition_of(run_id, self.partitions)))
             .arg("*")
             .arg("run")
-            .arg(run_id)
+            .arg(run_id.as_str())
             .query_async(&mut c)
             .await?;
         Ok(())
@@ -218,23 +219,65 @@ impl WorkQueue {
         }
         cmd.arg("STREAMS").arg(&key).arg(">");
         let reply: Option<StreamReadReply> = cmd.query_async(c).await?;
-        Ok(reply
+        let Some(sid) = reply
             .and_then(|r| r.keys.into_iter().next())
             .and_then(|k| k.ids.into_iter().next())
-            .map(|sid| {
-                let run: String = sid.get("run").unwrap_or_default();
-                // Entry ids start with the enqueue time in ms.
-                if let Some(ms) = id_ms(&sid.id) {
-                    let lag = (bridle_core::timeutil::now_ms() - ms).max(0) as f64 / 1000.0;
-                    bridle_core::metrics::metrics().claim_lag.record(lag, &[]);
-                }
-                Task {
-                    key,
-                    id: sid.id,
-                    run,
-                    deliveries: 1,
-                }
-            }))
+        else {
+            return Ok(None);
+        };
+        // Entry ids start with the enqueue time in ms.
+        if let Some(ms) = id_ms(&sid.id) {
+            let lag = (bridle_core::timeutil::now_ms() - ms).max(0) as f64 / 1000.0;
+            bridle_core::metrics::metrics().claim_lag.record(lag, &[]);
+        }
+        let Some(run) = self.run_of(c, &key, &sid, 1).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Task {
+            key,
+            id: sid.id,
+            run,
+            deliveries: 1,
+        }))
+    }
+
+    /// The run an entry names. An entry that names none (Bridle never writes one: the data is
+    /// damaged) is moved to the dead letters and acknowledged, and None returned, so it
+    /// neither stops the partition nor comes back.
+    async fn run_of(
+        &self,
+        c: &mut RedisConn,
+        key: &str,
+        sid: &StreamId,
+        deliveries: u64,
+    ) -> Result<Option<RunId>, Error> {
+        let raw: String = sid.get("run").unwrap_or_default();
+        let why = match RunId::parse(&raw) {
+            Ok(run) => return Ok(Some(run)),
+            Err(why) => why,
+        };
+        tracing::error!(
+            partition = key,
+            task = %sid.id,
+            "queued step names no run (run {why}); moving it to the dead-letter stream"
+        );
+        // Two round trips, not one pipeline: the dead letters and the partition may live in
+        // different Redis Cluster slots.
+        let _: String = redis::cmd("XADD")
+            .arg(self.dead_key())
+            .arg("*")
+            .arg("run")
+            .arg(&raw)
+            .arg("task")
+            .arg(&sid.id)
+            .arg("deliveries")
+            .arg(deliveries)
+            .query_async(c)
+            .await?;
+        let () = Self::acked(&mut redis::pipe(), key, &sid.id)
+            .query_async(c)
+            .await?;
+        Ok(None)
     }
 
     /// Takes over one entry of partition `p` that has been idle longer than `idle` (its worker
@@ -260,7 +303,6 @@ impl WorkQueue {
         let Some(sid) = reply.claimed.into_iter().next() else {
             return Ok(None);
         };
-        let run: String = sid.get("run").unwrap_or_default();
         let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
             .arg(&key)
             .arg(GROUP)
@@ -270,6 +312,9 @@ impl WorkQueue {
             .query_async(c)
             .await?;
         let deliveries = pending.first().map(|p| p.3).unwrap_or(1);
+        let Some(run) = self.run_of(c, &key, &sid, deliveries).await? else {
+            return Ok(None);
+        };
         Ok(Some(Task {
             key,
             id: sid.id,
@@ -297,22 +342,22 @@ impl WorkQueue {
     /// Acknowledges and removes a finished task.
     pub async fn ack(&self, task: &Task) -> Result<(), Error> {
         let mut c = self.conn.clone();
-        let () = Self::acked(&mut redis::pipe(), task)
+        let () = Self::acked(&mut redis::pipe(), &task.key, &task.id)
             .query_async(&mut c)
             .await?;
         Ok(())
     }
 
-    /// `pipe` with the commands that acknowledge and remove `task` added.
-    fn acked<'p>(pipe: &'p mut redis::Pipeline, task: &Task) -> &'p mut redis::Pipeline {
+    /// `pipe` with the commands that acknowledge and remove entry `id` of partition `key`.
+    fn acked<'p>(pipe: &'p mut redis::Pipeline, key: &str, id: &str) -> &'p mut redis::Pipeline {
         pipe.cmd("XACK")
-            .arg(&task.key)
+            .arg(key)
             .arg(GROUP)
-            .arg(&task.id)
+            .arg(id)
             .ignore()
             .cmd("XDEL")
-            .arg(&task.key)
-            .arg(&task.id)
+            .arg(key)
+            .arg(id)
             .ignore()
     }
 
@@ -332,9 +377,11 @@ impl WorkQueue {
             .arg(&next)
             .arg("*")
             .arg("run")
-            .arg(&task.run)
+            .arg(task.run.as_str())
             .ignore();
-        let () = Self::acked(&mut pipe, task).query_async(&mut c).await?;
+        let () = Self::acked(&mut pipe, &task.key, &task.id)
+            .query_async(&mut c)
+            .await?;
         Ok(())
     }
 
@@ -345,7 +392,7 @@ impl WorkQueue {
             .arg(self.dead_key())
             .arg("*")
             .arg("run")
-            .arg(&task.run)
+            .arg(task.run.as_str())
             .arg("task")
             .arg(&task.id)
             .arg("deliveries")

@@ -16,7 +16,7 @@ use bridle_core::timeutil::now_ms;
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 
-use bridle_core::ids::TenantId;
+use bridle_core::ids::{AgentName, RunId, TenantId};
 
 use crate::Error;
 use crate::engine::Engine;
@@ -36,7 +36,7 @@ pub struct OrchestratorService {
 }
 
 impl OrchestratorService {
-    async fn agent(&self, tenant: &TenantId, name: &str) -> Result<Agent, Error> {
+    async fn agent(&self, tenant: &TenantId, name: &AgentName) -> Result<Agent, Error> {
         match self.agents.get("Agent", tenant, name).await? {
             Some(Manifest::Agent(a)) => Ok(a),
             _ => Err(Error::UnknownAgent {
@@ -50,7 +50,7 @@ impl OrchestratorService {
     pub(crate) async fn agent_tools(
         &self,
         tenant: &TenantId,
-        name: &str,
+        name: &AgentName,
     ) -> Result<Vec<ToolInfo>, Error> {
         let agent = self.agent(tenant, name).await?;
         self.tools_of(tenant, &agent).await
@@ -125,10 +125,11 @@ impl OrchestratorService {
     async fn settle_idempotency(
         &self,
         tenant: &TenantId,
+        agent: &AgentName,
         req: &pb::StartRunRequest,
         started_by: &Actor,
         mut holder: IdempotencyHolder,
-    ) -> Result<String, Status> {
+    ) -> Result<RunId, Status> {
         let store = &self.engine.store;
         let deadline = tokio::time::Instant::now() + PENDING_GRACE;
         while holder.pending && tokio::time::Instant::now() < deadline {
@@ -160,7 +161,10 @@ impl OrchestratorService {
             Some(_) => {}
             None => {
                 tracing::warn!(run = %id, "creating the run whose StartRun claimed the idempotency key and never wrote it");
-                match self.create_run(tenant, req, &id, None, started_by).await {
+                match self
+                    .create_run(tenant, agent, req, &id, None, started_by)
+                    .await
+                {
                     Ok(_) => {}
                     // Written meanwhile by the first request after all.
                     Err(e) if e.to_string().contains("already exists") => {}
@@ -177,12 +181,13 @@ impl OrchestratorService {
     async fn create_run(
         &self,
         tenant: &TenantId,
+        name: &AgentName,
         req: &pb::StartRunRequest,
-        run_id: &str,
+        run_id: &RunId,
         caller: Option<(String, String)>,
         started_by: &Actor,
     ) -> Result<RunState, Error> {
-        let agent = self.agent(tenant, &req.agent).await?;
+        let agent = self.agent(tenant, name).await?;
         let tools = self.tools_of(tenant, &agent).await?;
         let limits = Limits::resolve(&agent.spec, req.budget.as_ref());
         let direct = direct_call(req, &tools)?;
@@ -192,9 +197,9 @@ impl OrchestratorService {
             Some(_) => crate::state::ContextInfo::default(),
         };
         let new = NewRun {
-            id: run_id.to_string(),
+            id: run_id.clone(),
             tenant: tenant.clone(),
-            agent: req.agent.clone(),
+            agent: name.clone(),
             spec: agent.spec,
             input: req.input.clone(),
             tools,
@@ -217,10 +222,10 @@ impl OrchestratorService {
 
     /// A run the caller may see; another tenant's run is reported as not existing.
     async fn visible_run(&self, p: &Principal, id: &str) -> Result<crate::store::Loaded, Error> {
-        bridle_core::ids::check_id("run_id", "run", id)?;
-        let l = self.engine.store.load_required(id).await?;
+        let id = RunId::parse(id).map_err(|e| Error::InvalidArgument(format!("run_id {e}")))?;
+        let l = self.engine.store.load_required(&id).await?;
         if !p.sees(&l.state.tenant) {
-            return Err(Error::UnknownRun(id.to_string()));
+            return Err(Error::UnknownRun(id));
         }
         // The call (GetRun, WatchRun, CancelRun), in a trace of its own, links to the run's.
         bridle_core::telemetry::link_current_to_run(
@@ -357,7 +362,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         let caller = bridle_core::telemetry::caller_span(&req.metadata().clone().into_headers());
         let req = req.into_inner();
         let tenant = p.tenant_for(&req.tenant)?;
-        bridle_core::ids::check_name(&req.agent)
+        let agent = AgentName::parse(&req.agent)
             .map_err(|e| Error::InvalidArgument(format!("agent: {e}")))?;
         if req.input.trim().is_empty() && req.tool_call.is_none() {
             return Err(Error::InvalidArgument("input: must not be empty".into()).into());
@@ -369,7 +374,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
             .into());
         }
         let started_by = Actor::of(&p);
-        let run_id = bridle_core::ids::new_run_id();
+        let run_id = RunId::new();
         if !req.idempotency_key.is_empty() {
             if req.idempotency_key.len() > 256 {
                 return Err(Error::InvalidArgument(
@@ -386,7 +391,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
             {
                 // Same key, same run — even while the first request is still creating it.
                 let id = self
-                    .settle_idempotency(&tenant, &req, &started_by, holder)
+                    .settle_idempotency(&tenant, &agent, &req, &started_by, holder)
                     .await?;
                 let run = match self.engine.store.load(&id).await? {
                     Some(l) => {
@@ -397,7 +402,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
                         l.state.to_pb(l.offset)
                     }
                     None => pb::Run {
-                        id,
+                        id: id.to_string(),
                         tenant: tenant.to_string(),
                         agent: req.agent.clone(),
                         ..Default::default()
@@ -410,7 +415,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
             }
         }
         let state = match self
-            .create_run(&tenant, &req, &run_id, caller, &started_by)
+            .create_run(&tenant, &agent, &req, &run_id, caller, &started_by)
             .await
         {
             Ok(s) => s,
@@ -502,11 +507,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         let p = principal(&req);
         p.require(Role::Operator)?;
         let req = req.into_inner();
-        self.visible_run(&p, &req.run_id).await?;
-        let l = self
-            .engine
-            .cancel(&req.run_id, &req.reason, &Actor::of(&p))
-            .await?;
+        let id = self.visible_run(&p, &req.run_id).await?.state.id;
+        let l = self.engine.cancel(&id, &req.reason, &Actor::of(&p)).await?;
         Ok(Response::new(l.state.to_pb(l.offset)))
     }
 
@@ -524,7 +526,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         let store = self.engine.store.clone();
         let url = self.redis_url.clone();
         let shutdown = self.shutdown.clone();
-        let run_id = req.run_id.clone();
+        let run_id = l.state.id.clone();
         let follow = req.follow;
         let mut after = req.from_offset;
         let mut terminal = l.state.status.is_terminal();
@@ -579,9 +581,9 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         p.require(Role::Viewer)?;
         let req = req.into_inner();
         let tenant = p.tenant_for(&req.tenant)?;
-        bridle_core::ids::check_name(&req.name)
+        let name = AgentName::parse(&req.name)
             .map_err(|e| Error::InvalidArgument(format!("name: {e}")))?;
-        let a = self.agent(&tenant, &req.name).await?;
+        let a = self.agent(&tenant, &name).await?;
         let tools = self.tools_of(&tenant, &a).await?;
         Ok(Response::new(pb::AgentDescription {
             agent: Some(summary(&a, &tenant)),

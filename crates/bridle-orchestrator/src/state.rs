@@ -5,7 +5,7 @@
 //! flight), the conversation, where in the step it is, and the totals budgets are checked
 //! against.
 
-use bridle_core::ids::TenantId;
+use bridle_core::ids::{AgentName, RunId, TenantId};
 use bridle_core::manifest::{AgentSpec, DEFAULT_MAX_STEPS};
 use bridle_core::timeutil::{pb_duration_ms, ts_from_ms};
 use bridle_proto as pb;
@@ -441,9 +441,9 @@ pub enum Moment<'a> {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
-    pub id: String,
+    pub id: RunId,
     pub tenant: TenantId,
-    pub agent: String,
+    pub agent: AgentName,
     pub input: String,
     pub status: Status,
     pub end_reason: Option<EndReason>,
@@ -589,9 +589,9 @@ pub struct ContextInfo {
 
 /// What a new run is made of, gathered by the StartRun handler.
 pub struct NewRun {
-    pub id: String,
+    pub id: RunId,
     pub tenant: TenantId,
-    pub agent: String,
+    pub agent: AgentName,
     pub spec: AgentSpec,
     pub input: String,
     pub tools: Vec<ToolInfo>,
@@ -638,12 +638,12 @@ impl RunState {
             }
         };
         let first = pb::RunEvent {
-            run_id: n.id.clone(),
+            run_id: n.id.to_string(),
             offset: 1,
             time: Some(ts_from_ms(n.now_ms)),
             step: 0,
             kind: Some(pb::run_event::Kind::RunCreated(pb::RunCreated {
-                agent: n.agent.clone(),
+                agent: n.agent.to_string(),
                 input: input.clone(),
                 budget: Some(n.limits.to_pb()),
                 tenant: n.tenant.to_string(),
@@ -775,8 +775,8 @@ impl RunState {
     pub fn scope(&self) -> pb::Scope {
         pb::Scope {
             tenant: self.tenant.to_string(),
-            agent: self.agent.clone(),
-            run_id: self.id.clone(),
+            agent: self.agent.to_string(),
+            run_id: self.id.to_string(),
             ..Default::default()
         }
     }
@@ -803,9 +803,9 @@ impl RunState {
     pub fn to_pb(&self, last_offset: u64) -> pb::Run {
         let end = self.finished_ms.unwrap_or(self.updated_ms);
         pb::Run {
-            id: self.id.clone(),
+            id: self.id.to_string(),
             tenant: self.tenant.to_string(),
-            agent: self.agent.clone(),
+            agent: self.agent.to_string(),
             input: self.input.clone(),
             status: self.status.to_pb() as i32,
             end_reason: self

@@ -17,7 +17,7 @@ use redis::streams::StreamRangeReply;
 use bridle_core::redis_util::Keys;
 use bridle_proto as pb;
 
-use bridle_core::ids::TenantId;
+use bridle_core::ids::{RunId, TenantId};
 
 use crate::Error;
 use crate::queue::WorkQueue;
@@ -68,25 +68,31 @@ return 0
 /// Who holds a StartRun idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyHolder {
-    pub run_id: String,
+    pub run_id: RunId,
     /// The run's creation was not confirmed: the request creating it is still at work, or it
     /// died (or lost Redis) before the run was written, indexed and queued.
     pub pending: bool,
 }
 
 impl IdempotencyHolder {
-    fn parse(v: &str) -> Self {
-        match v.strip_prefix("pending:") {
-            Some(id) => Self {
-                run_id: id.to_string(),
-                pending: true,
-            },
-            None => Self {
-                run_id: v.to_string(),
-                pending: false,
-            },
-        }
+    /// The key's value: the run's id, after `pending:` until the run is wholly created.
+    fn parse(v: &str) -> Result<Self, Error> {
+        let (id, pending) = match v.strip_prefix("pending:") {
+            Some(id) => (id, true),
+            None => (v, false),
+        };
+        let run_id = RunId::parse(id)
+            .map_err(|e| Error::Corrupt(id.to_string(), format!("idempotency key: run id {e}")))?;
+        Ok(Self { run_id, pending })
     }
+}
+
+/// A run id read from an index, or None (logged) when it is not one: stored data only ever
+/// held checked ids, and one damaged entry must not hide the others.
+fn indexed_run_id(id: &str) -> Option<RunId> {
+    RunId::parse(id)
+        .inspect_err(|e| tracing::error!(entry = %bridle_core::redact::quote(id), "run index entry skipped: run id {e}"))
+        .ok()
 }
 
 /// A loaded run: its state plus the version and last event offset it was read at.
@@ -203,7 +209,7 @@ impl RunStore {
     }
 
     /// Tells every orchestrator process to interrupt its work on the run.
-    pub async fn publish_cancel(&self, run_id: &str) -> Result<(), Error> {
+    pub async fn publish_cancel(&self, run_id: &RunId) -> Result<(), Error> {
         let mut c = self.conn.clone();
         let _: i64 = redis::cmd("PUBLISH")
             .arg(self.cancel_channel())
@@ -219,7 +225,7 @@ impl RunStore {
         &self,
         tenant: &TenantId,
         key: &str,
-        run_id: &str,
+        run_id: &RunId,
     ) -> Result<Option<IdempotencyHolder>, Error> {
         let k = self.idem_key(tenant, key);
         let mut c = self.conn.clone();
@@ -248,12 +254,12 @@ impl RunStore {
             .arg(self.idem_key(tenant, key))
             .query_async(&mut c)
             .await?;
-        Ok(v.as_deref().map(IdempotencyHolder::parse))
+        v.as_deref().map(IdempotencyHolder::parse).transpose()
     }
 
     /// Marks the key's run as wholly created. Best effort: a key left pending only makes a
     /// retry check the run (and finish its creation if it needs it).
-    pub async fn confirm_idempotency(&self, tenant: &TenantId, key: &str, run_id: &str) {
+    pub async fn confirm_idempotency(&self, tenant: &TenantId, key: &str, run_id: &RunId) {
         let mut c = self.conn.clone();
         let r: redis::RedisResult<redis::Value> = redis::Script::new(CONFIRM_IDEMPOTENCY)
             .key(self.idem_key(tenant, key))
@@ -262,7 +268,7 @@ impl RunStore {
             .await;
         if let Err(e) = r {
             tracing::warn!(
-                run = run_id,
+                run = %run_id,
                 "cannot confirm the run's idempotency key: {e}"
             );
         }
@@ -277,7 +283,7 @@ impl RunStore {
 
     /// Gives up an idempotency key claimed for `run_id` whose run was not created. Best
     /// effort: a key left behind expires with its TTL.
-    pub async fn release_idempotency(&self, tenant: &TenantId, key: &str, run_id: &str) {
+    pub async fn release_idempotency(&self, tenant: &TenantId, key: &str, run_id: &RunId) {
         let mut c = self.conn.clone();
         let r: redis::RedisResult<i64> = redis::Script::new(RELEASE_IDEMPOTENCY)
             .key(self.idem_key(tenant, key))
@@ -286,7 +292,7 @@ impl RunStore {
             .await;
         if let Err(e) = r {
             tracing::warn!(
-                run = run_id,
+                run = %run_id,
                 "cannot release the idempotency key of a run that was not created: {e}"
             );
         }
@@ -296,7 +302,7 @@ impl RunStore {
     /// Redis refuses any of that (out of memory, say), leaves no part of it behind.
     pub async fn create(&self, state: &RunState, first_event: &pb::RunEvent) -> Result<(), Error> {
         let json = serde_json::to_string(state)
-            .map_err(|e| Error::Corrupt(state.id.clone(), e.to_string()))?;
+            .map_err(|e| Error::Corrupt(state.id.to_string(), e.to_string()))?;
         let mut c = self.conn.clone();
         let () = self
             .create
@@ -359,7 +365,7 @@ impl RunStore {
     }
 
     /// Queues a step of the run for any worker.
-    pub async fn enqueue(&self, run_id: &str) -> Result<(), Error> {
+    pub async fn enqueue(&self, run_id: &RunId) -> Result<(), Error> {
         self.queue.enqueue(run_id).await
     }
 
@@ -374,7 +380,7 @@ impl RunStore {
         }
     }
 
-    pub async fn load(&self, id: &str) -> Result<Option<Loaded>, Error> {
+    pub async fn load(&self, id: &RunId) -> Result<Option<Loaded>, Error> {
         let mut c = self.conn.clone();
         let (state, version, offset): (Option<String>, Option<u64>, Option<u64>) =
             redis::cmd("HMGET")
@@ -394,10 +400,10 @@ impl RunStore {
         }))
     }
 
-    pub async fn load_required(&self, id: &str) -> Result<Loaded, Error> {
+    pub async fn load_required(&self, id: &RunId) -> Result<Loaded, Error> {
         self.load(id)
             .await?
-            .ok_or_else(|| Error::UnknownRun(id.to_string()))
+            .ok_or_else(|| Error::UnknownRun(id.clone()))
     }
 
     /// Writes `state` and appends `events` if the run is still at `version`. Returns the new
@@ -409,7 +415,7 @@ impl RunStore {
         events: &[pb::RunEvent],
     ) -> Result<(u64, u64), Error> {
         let json = serde_json::to_string(state)
-            .map_err(|e| Error::Corrupt(state.id.clone(), e.to_string()))?;
+            .map_err(|e| Error::Corrupt(state.id.to_string(), e.to_string()))?;
         let mut inv = self.checkpoint.key(self.run_key(&state.id));
         inv.key(self.events_key(&state.id))
             .arg(version)
@@ -430,7 +436,7 @@ impl RunStore {
     /// Events with offset > `after`, at most `count`.
     pub async fn events_after(
         &self,
-        id: &str,
+        id: &RunId,
         after: u64,
         count: usize,
     ) -> Result<Vec<pb::RunEvent>, Error> {
@@ -451,7 +457,7 @@ impl RunStore {
     pub async fn next_events(
         &self,
         c: &mut RedisConn,
-        id: &str,
+        id: &RunId,
         after: u64,
         block: Duration,
     ) -> Result<Vec<pb::RunEvent>, Error> {
@@ -498,14 +504,14 @@ impl RunStore {
         self.keys.key("orchestrator:{approvals}:offset")
     }
 
-    fn woken_key(&self, run_id: &str, approval_id: &str) -> String {
+    fn woken_key(&self, run_id: &RunId, approval_id: &str) -> String {
         self.keys
             .key(&format!("run:{{{run_id}}}:woken:{approval_id}"))
     }
 
     /// Marks the run as woken for the approval's resolution; true for the first caller only,
     /// so every orchestrator's listener can see the event and one wakes the run.
-    pub async fn mark_woken(&self, run_id: &str, approval_id: &str) -> Result<bool, Error> {
+    pub async fn mark_woken(&self, run_id: &RunId, approval_id: &str) -> Result<bool, Error> {
         let mut c = self.conn.clone();
         let first: Option<String> = redis::cmd("SET")
             .arg(self.woken_key(run_id, approval_id))
@@ -519,7 +525,7 @@ impl RunStore {
     }
 
     /// Undoes `mark_woken` when waking failed, so a retry wakes the run. Best effort.
-    pub async fn unmark_woken(&self, run_id: &str, approval_id: &str) {
+    pub async fn unmark_woken(&self, run_id: &RunId, approval_id: &str) {
         let mut c = self.conn.clone();
         let r: redis::RedisResult<i64> = redis::cmd("DEL")
             .arg(self.woken_key(run_id, approval_id))
@@ -527,7 +533,7 @@ impl RunStore {
             .await;
         if let Err(e) = r {
             tracing::warn!(
-                run = run_id,
+                run = %run_id,
                 approval = approval_id,
                 "cannot clear the wake marker: {e}"
             );
@@ -540,7 +546,7 @@ impl RunStore {
         tenant: &TenantId,
         start: usize,
         count: usize,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Vec<RunId>, Error> {
         let mut c = self.conn.clone();
         let ids: Vec<String> = redis::cmd("ZREVRANGE")
             .arg(self.index_key(tenant))
@@ -548,7 +554,7 @@ impl RunStore {
             .arg(start + count.max(1) - 1)
             .query_async(&mut c)
             .await?;
-        Ok(ids)
+        Ok(ids.iter().filter_map(|id| indexed_run_id(id)).collect())
     }
 
     /// Removes from the tenants' indexes the runs whose keys have expired, looking only at
@@ -610,7 +616,7 @@ impl RunStore {
     /// had not read were trimmed: it queues each of these so a worker asks the approvals
     /// service again. Reads the tenants' run indexes a page at a time, and the state only of
     /// runs without an expiry (an expiring run has ended and is held by nothing).
-    pub async fn runs_waiting_on_approvals(&self) -> Result<BTreeSet<String>, Error> {
+    pub async fn runs_waiting_on_approvals(&self) -> Result<BTreeSet<RunId>, Error> {
         const PAGE: usize = 500;
         let mut c = self.conn.clone();
         let tenants: Vec<String> = redis::cmd("SMEMBERS")
@@ -632,23 +638,23 @@ impl RunStore {
                     .query_async(&mut c)
                     .await?;
                 // Members and scores alternate.
-                for id in flat.iter().step_by(2) {
+                for id in flat.iter().step_by(2).filter_map(|id| indexed_run_id(id)) {
                     // One key at a time: runs live in different slots (see prune_indexes).
                     let ttl: i64 = redis::cmd("PTTL")
-                        .arg(self.run_key(id))
+                        .arg(self.run_key(&id))
                         .query_async(&mut c)
                         .await?;
                     if ttl != -1 {
                         continue;
                     }
-                    let Some(l) = self.load(id).await? else {
+                    let Some(l) = self.load(&id).await? else {
                         continue;
                     };
                     let s = &l.state;
                     if s.status == crate::state::Status::AwaitingApproval
                         || (s.status.is_terminal() && !s.held_by.is_empty())
                     {
-                        out.insert(id.clone());
+                        out.insert(id);
                     }
                 }
                 if next == 0 {
@@ -685,7 +691,7 @@ impl RunStore {
 }
 
 /// Decodes a stream entry into an event, taking its offset from the entry id ("0-<offset>").
-pub fn decode_event(run_id: &str, sid: &redis::streams::StreamId) -> Result<pb::RunEvent, Error> {
+pub fn decode_event(run_id: &RunId, sid: &redis::streams::StreamId) -> Result<pb::RunEvent, Error> {
     let bytes: Vec<u8> = sid.get("e").ok_or_else(|| {
         Error::Corrupt(
             run_id.to_string(),

@@ -187,7 +187,7 @@ impl Workers {
     }
 
     async fn process(&self, consumer: &str, task: &Task, shutdown: &Shutdown) {
-        let (id, run, deliveries) = (task.id.as_str(), task.run.as_str(), task.deliveries);
+        let (id, run, deliveries) = (task.id.as_str(), &task.run, task.deliveries);
         if deliveries > self.max_deliveries {
             self.dead_letter(task).await;
             return;
@@ -225,7 +225,7 @@ impl Workers {
                 waits += 1;
                 if waits == 1 || waits.is_multiple_of(20) {
                     tracing::warn!(
-                        run,
+                        run = %run,
                         task = id,
                         waits,
                         "{why}; the step keeps its task and is tried again"
@@ -246,11 +246,11 @@ impl Workers {
             Ok(Outcome::Next) => {
                 if let Err(e) = self.engine.store.queue().ack_and_enqueue(task).await {
                     // The task stays pending and is redelivered; its run is at the next step.
-                    tracing::warn!(run, task = id, "queueing the next step failed: {e}");
+                    tracing::warn!(run = %run, task = id, "queueing the next step failed: {e}");
                 }
             }
             Ok(Outcome::Retry(why) | Outcome::WaitForRedis(why)) => {
-                tracing::warn!(run, task = id, deliveries, "step will be retried: {why}");
+                tracing::warn!(run = %run, task = id, deliveries, "step will be retried: {why}");
             }
             Err(crate::Error::Corrupt(r, why)) => {
                 tracing::error!(run = %r, "run state is unreadable: {why}");
@@ -258,7 +258,7 @@ impl Workers {
             }
             Err(e) => {
                 tracing::warn!(
-                    run,
+                    run = %run,
                     task = id,
                     deliveries,
                     "step failed and will be retried: {e}"
@@ -275,9 +275,9 @@ impl Workers {
     }
 
     async fn dead_letter(&self, task: &Task) {
-        let (id, run, deliveries) = (task.id.as_str(), task.run.as_str(), task.deliveries);
+        let (id, run, deliveries) = (task.id.as_str(), &task.run, task.deliveries);
         tracing::error!(
-            run,
+            run = %run,
             task = id,
             deliveries,
             "task delivered too many times; moving it to the dead-letter stream"
@@ -293,7 +293,7 @@ impl Workers {
             .queue_dead_lettered
             .add(1, &[]);
         if let Err(e) = self.engine.fail_dead_letter(run, deliveries).await {
-            tracing::warn!(run, "could not mark the run failed: {e}");
+            tracing::warn!(run = %run, "could not mark the run failed: {e}");
         }
         self.ack(task).await;
     }

@@ -16,6 +16,7 @@ mod tools;
 use std::time::Duration;
 
 use bridle_core::Shutdown;
+use bridle_core::ids::RunId;
 use bridle_core::timeutil::{now_ms, pb_duration, pb_duration_ms};
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
@@ -75,11 +76,11 @@ impl Engine {
 
     /// Advances the run by what its state says comes next. Called by a worker, whose
     /// checkpoints wait out a Redis that is out of memory until `stop`.
-    pub async fn advance(&self, run_id: &str, stop: &Shutdown) -> Result<Outcome, Error> {
+    pub async fn advance(&self, run_id: &RunId, stop: &Shutdown) -> Result<Outcome, Error> {
         for _ in 0..8 {
             match self.advance_once(run_id, stop).await {
                 Err(Error::Fenced(_)) => {
-                    tracing::debug!(run = run_id, "fenced by another writer; reloading");
+                    tracing::debug!(run = %run_id, "fenced by another writer; reloading");
                     continue;
                 }
                 other => return other,
@@ -88,12 +89,12 @@ impl Engine {
         Ok(Outcome::Retry("run kept changing under this worker".into()))
     }
 
-    async fn advance_once(&self, run_id: &str, stop: &Shutdown) -> Result<Outcome, Error> {
+    async fn advance_once(&self, run_id: &RunId, stop: &Shutdown) -> Result<Outcome, Error> {
         let loaded = match self.store.load(run_id).await? {
             Some(l) => l,
             None => {
                 tracing::warn!(
-                    run = run_id,
+                    run = %run_id,
                     "task for a run that does not exist; dropping it"
                 );
                 return Ok(Outcome::Done);
@@ -493,7 +494,7 @@ impl Engine {
     }
 
     /// Ends a run whose task failed too often.
-    pub async fn fail_dead_letter(&self, run_id: &str, deliveries: u64) -> Result<(), Error> {
+    pub async fn fail_dead_letter(&self, run_id: &RunId, deliveries: u64) -> Result<(), Error> {
         for _ in 0..8 {
             let Some(l) = self.store.load(run_id).await? else {
                 return Ok(());
@@ -520,7 +521,7 @@ impl Engine {
     /// is fenced by this write, and it then ends the run); any other run ends here.
     pub async fn cancel(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         reason: &str,
         by: &crate::state::Actor,
     ) -> Result<crate::store::Loaded, Error> {
@@ -558,7 +559,7 @@ impl Engine {
                 Ok(()) => return self.store.load_required(run_id).await,
             }
         }
-        Err(Error::Fenced(run_id.to_string()))
+        Err(Error::Fenced(run_id.clone()))
     }
 
     /// Calls `f` up to CALL_ATTEMPTS times while it fails with a transient status, with

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bridle_core::Shutdown;
+use bridle_core::ids::RunId;
 use bridle_core::redis_util::Keys;
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
@@ -121,7 +122,7 @@ impl pb::approvals_server::Approvals for FakeApprovals {
 }
 
 struct Harness {
-    _redis: bridle_testkit::RedisServer,
+    redis: bridle_testkit::RedisServer,
     engine: Engine,
     approvals: FakeApprovals,
     stop: Shutdown,
@@ -170,7 +171,7 @@ impl Harness {
             tool_timeout: Duration::from_secs(5),
         };
         Harness {
-            _redis: redis,
+            redis,
             engine,
             approvals,
             stop,
@@ -186,22 +187,22 @@ impl Harness {
     }
 
     /// Writes a run and returns its id.
-    async fn create(&self, direct: Option<Call>, limits: Limits) -> String {
-        let id = bridle_core::ids::new_run_id();
+    async fn create(&self, direct: Option<Call>, limits: Limits) -> RunId {
+        let id = RunId::new();
         let (state, first) = RunState::new(new_run(&id, direct, limits));
         self.engine.store.create(&state, &first).await.unwrap();
         id
     }
 
-    async fn advance(&self, id: &str) -> Outcome {
+    async fn advance(&self, id: &RunId) -> Outcome {
         self.engine.advance(id, &self.stop).await.unwrap()
     }
 
-    async fn state(&self, id: &str) -> RunState {
+    async fn state(&self, id: &RunId) -> RunState {
         self.engine.store.load_required(id).await.unwrap().state
     }
 
-    async fn events(&self, id: &str) -> Vec<Kind> {
+    async fn events(&self, id: &RunId) -> Vec<Kind> {
         let evs = self.engine.store.events_after(id, 0, 1000).await.unwrap();
         evs.into_iter().filter_map(|e| e.kind).collect()
     }
@@ -230,11 +231,11 @@ fn call() -> Call {
     }
 }
 
-fn new_run(id: &str, direct: Option<Call>, limits: Limits) -> NewRun {
+fn new_run(id: &RunId, direct: Option<Call>, limits: Limits) -> NewRun {
     NewRun {
-        id: id.to_string(),
+        id: id.clone(),
         tenant: bridle_core::ids::TenantId::parse("acme").unwrap(),
-        agent: "analyst".into(),
+        agent: bridle_core::ids::AgentName::parse("analyst").unwrap(),
         spec: spec(),
         input: "clean up".into(),
         tools: Vec::new(),
@@ -272,7 +273,7 @@ fn gate_of(s: &RunState) -> Gate {
 // ---- budgets ----
 
 fn state_with(limits: Limits) -> RunState {
-    RunState::new(new_run("run_budget", None, limits)).0
+    RunState::new(new_run(&RunId::new(), None, limits)).0
 }
 
 #[test]
@@ -608,4 +609,51 @@ async fn finish_releases_an_open_approval_hold_and_keeps_only_finished_calls() {
     h.set_policy(Policy::Approval(pb::ApprovalState::Denied));
     assert_eq!(h.advance(&id).await, Outcome::Done);
     assert!(h.state(&id).await.held_by.is_empty());
+}
+
+// ---- the queue ----
+
+#[tokio::test]
+async fn a_queued_step_that_names_no_run_is_dead_lettered_and_the_next_is_read() {
+    let h = Harness::start(Policy::Allow).await;
+    let queue = h.engine.store.queue();
+    queue.register().await.unwrap();
+    let mut c = bridle_core::redis_util::connect(&h.redis.url())
+        .await
+        .unwrap();
+    // Damaged data: Bridle never queues an entry without a run id.
+    let _: String = redis::cmd("XADD")
+        .arg("t:work:{steps}")
+        .arg("*")
+        .arg("run")
+        .arg("run_bad:id")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let id = RunId::new();
+    queue.enqueue(&id).await.unwrap();
+
+    let mut rc = c.clone();
+    assert!(queue.read(&mut rc, 0, "w1", None).await.unwrap().is_none());
+    let task = queue.read(&mut rc, 0, "w1", None).await.unwrap().unwrap();
+    assert_eq!(task.run, id);
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("t:work:{steps}:dead")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(dead.ids.len(), 1);
+    assert_eq!(
+        dead.ids[0].get::<String>("run").as_deref(),
+        Some("run_bad:id")
+    );
+    // Only the good entry is left, pending with its worker.
+    let len: u64 = redis::cmd("XLEN")
+        .arg("t:work:{steps}")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(len, 1);
 }

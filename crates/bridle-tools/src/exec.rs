@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridle_core::client::Traced as Channel;
-use bridle_core::ids::check_tool_name;
+use bridle_core::ids::ToolName;
 use bridle_core::manifest::Tool;
 use bridle_core::timeutil::std_duration;
 use bridle_proto::secrets_client::SecretsClient;
@@ -211,19 +211,20 @@ impl Executor {
                 "tool: the name of the tool to run is required".into(),
             ));
         }
-        check_tool_name(&name).map_err(|e| Error::InvalidArgument(format!("tool: {e}")))?;
+        let name =
+            ToolName::parse(&name).map_err(|e| Error::InvalidArgument(format!("tool: {e}")))?;
         if req.idempotency_key.len() > MAX_KEY_LEN {
             return Err(Error::InvalidArgument(format!(
                 "idempotency_key: longer than {MAX_KEY_LEN} bytes"
             )));
         }
-        scope.tool = name.clone();
+        scope.tool = name.to_string();
         let target =
             self.resolve(&scope.tenant, &name)
                 .await?
                 .ok_or_else(|| Error::UnknownTool {
                     tenant: scope.tenant.clone(),
-                    tool: name.clone(),
+                    tool: name.to_string(),
                 })?;
         let (timeout, timeout_limit) = effective_timeout(
             target.tool().spec.timeout(),
@@ -357,7 +358,7 @@ impl Executor {
             http::run(&self.kinds(), h, call).await
         } else {
             Err(Error::BadTool {
-                tool: call.tool.clone(),
+                tool: call.tool.to_string(),
                 reason: format!("kind '{}' cannot be run by this tool service", s.kind()),
             })
         }

@@ -89,7 +89,11 @@ fn idempotency_header(h: &HttpTool, call: &Call) -> Option<String> {
         return None;
     }
     let mut d = Sha256::new();
-    for part in [&call.scope.tenant, &call.tool, &call.idempotency_key] {
+    for part in [
+        call.scope.tenant.as_str(),
+        call.tool.as_str(),
+        call.idempotency_key.as_str(),
+    ] {
         d.update((part.len() as u64).to_be_bytes());
         d.update(part.as_bytes());
     }
@@ -110,7 +114,7 @@ pub async fn run(ex: &Context<'_>, h: &HttpTool, call: &Call) -> Result<ToolResu
         None => std::sync::Arc::new(
             Allowlist::parse(&[format!("{host}:{port}")], ex.egress.clone(), tenant).map_err(
                 |reason| Error::BadTool {
-                    tool: call.tool.clone(),
+                    tool: call.tool.to_string(),
                     reason: format!("spec.http.url: {reason}"),
                 },
             )?,
@@ -144,7 +148,7 @@ pub async fn run(ex: &Context<'_>, h: &HttpTool, call: &Call) -> Result<ToolResu
         .build()
         .map_err(|e| Error::Core(bridle_core::Error::internal(format!("http client: {e}"))))?;
     let method = reqwest::Method::from_bytes(h.method.as_bytes()).map_err(|_| Error::BadTool {
-        tool: call.tool.clone(),
+        tool: call.tool.to_string(),
         reason: format!("spec.http.method: '{}' is not a method", h.method),
     })?;
     let mut req = client.request(method.clone(), url.clone());

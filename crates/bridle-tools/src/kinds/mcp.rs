@@ -412,7 +412,7 @@ pub async fn run(
 ) -> Result<ToolResult, Error> {
     let Some(m) = &tool.spec.mcp else {
         return Err(Error::BadTool {
-            tool: call.tool.clone(),
+            tool: call.tool.to_string(),
             reason: "not an MCP tool".into(),
         });
     };

@@ -53,7 +53,7 @@ pub struct Context<'a> {
 pub struct Call {
     /// The caller's scope, tenant filled in and tool set.
     pub scope: Scope,
-    pub tool: String,
+    pub tool: bridle_core::ids::ToolName,
     pub args: Map<String, Value>,
     pub call_id: String,
     /// The call's wall-clock limit: the smaller of the tool's own and the caller's.

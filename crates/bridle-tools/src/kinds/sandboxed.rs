@@ -147,7 +147,7 @@ pub async fn run(
         .exec_call(
             &call.scope,
             ExecCall {
-                tool: call.tool.clone(),
+                tool: call.tool.to_string(),
                 profile,
                 warm: s.pool.warm as usize,
                 request,

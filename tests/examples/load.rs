@@ -8,8 +8,10 @@
 //!
 //! Reports runs/s, the harness's overhead per step (the time of a step not spent in the model
 //! or the tool: Redis, checkpoints, policy checks, RPCs) at p50/p99, how long finished steps
-//! waited in the work queue for a free worker, errors, and the Redis commands a step sends
-//! (every service's, by command; `redis-cli` must be on the PATH).
+//! waited in the work queue for a free worker, errors, the CPU time a step costs (this process:
+//! every service and the clients; and Redis's) with the throughput that cost allows on this
+//! machine's cores, and the Redis commands a step sends (every service's, by command;
+//! `redis-cli` must be on the PATH).
 
 #![allow(
     clippy::expect_used,
@@ -22,6 +24,7 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cpu;
 mod inproc;
 
 use std::time::{Duration, Instant};
@@ -71,6 +74,10 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("warm-up run failed: {warm:?}");
     }
 
+    let redis_pid = redis_pid(&bench).await?;
+    let pids = [std::process::id().to_string(), redis_pid];
+    let ticks = cpu::clock_ticks();
+    let cpu0 = cpu::sample_cpu(&pids);
     let t0 = Instant::now();
     let results: Vec<Result<Vec<pb::RunEvent>, String>> = futures::stream::iter(0..runs)
         .map(|_| inproc::run_one(client.clone()))
@@ -78,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
         .collect()
         .await;
     let elapsed = t0.elapsed();
+    let cpu1 = cpu::sample_cpu(&pids);
+    let load = cpu::load_average();
 
     let mut overhead = Vec::new();
     let mut queued = Vec::new();
@@ -145,9 +154,41 @@ async fn main() -> anyhow::Result<()> {
         pct(&mut queued.clone(), 0.5),
         pct(&mut queued, 0.99)
     );
+    // CPU per step: what the timed runs cost this process (the five services and the clients)
+    // and Redis, over the steps they took; the cores divided by it bound the throughput.
+    let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / ticks;
+    let us_per_step = |s: f64| s * 1e6 / steps.max(1) as f64;
+    let (own, redis) = (
+        secs(cpu0.procs[0], cpu1.procs[0]),
+        secs(cpu0.procs[1], cpu1.procs[1]),
+    );
+    let busy = secs(cpu0.machine_busy, cpu1.machine_busy);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_step = us_per_step(own + redis);
+    println!(
+        "cpu per step: {:.0} us ({:.0} us this process, {:.0} us redis-server); machine busy {:.0}% of {cores} cores, load average {load}; {cores} cores at that cost allow {:.0} steps/s ({:.0} runs/s of {:.1} steps)",
+        per_step,
+        us_per_step(own),
+        us_per_step(redis),
+        100.0 * busy / (elapsed.as_secs_f64() * cores as f64),
+        cores as f64 * 1e6 / per_step,
+        cores as f64 * 1e6 / per_step / (steps as f64 / ok.max(1) as f64),
+        steps as f64 / ok.max(1) as f64,
+    );
     round_trips(&bench, &client).await?;
     bench.shutdown.drain(Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// The pid of the benchmark's Redis, from its INFO.
+async fn redis_pid(bench: &inproc::Bench) -> anyhow::Result<String> {
+    let client = redis::Client::open(bench.redis.url())?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .map(|p| p.trim().to_string())
+        .ok_or_else(|| anyhow::anyhow!("redis INFO has no process_id"))
 }
 
 /// Commands sent to Redis per step, by command, from `redis-cli monitor` over a sample of runs

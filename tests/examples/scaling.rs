@@ -31,6 +31,8 @@
     clippy::print_stderr
 )]
 
+mod cpu;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +44,7 @@ use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 use bridle_testkit::mock_openai::{MockOpenAi, Reply};
 use bridle_testkit::{OpenBao, RedisServer};
+use cpu::{clock_ticks, load_average, sample_cpu};
 use futures::StreamExt as _;
 use serde_json::Value;
 
@@ -353,66 +356,6 @@ async fn run_one(mut c: Client) -> Result<u32, String> {
 struct Done {
     at: Instant,
     result: Result<u32, String>,
-}
-
-/// CPU time of processes and of the machine, in clock ticks.
-#[derive(Clone, Default)]
-struct Cpu {
-    machine_busy: u64,
-    machine_total: u64,
-    procs: Vec<u64>,
-}
-
-fn proc_ticks(pid: &str) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
-}
-
-fn sample_cpu(pids: &[String]) -> Cpu {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let total: u64 = line.iter().take(8).sum();
-    let idle = line.get(3).copied().unwrap_or(0) + line.get(4).copied().unwrap_or(0);
-    Cpu {
-        machine_busy: total - idle,
-        machine_total: total,
-        procs: pids.iter().map(|p| proc_ticks(p)).collect(),
-    }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Steps waiting in the work queue for a worker: entries in the stream (acknowledged ones are

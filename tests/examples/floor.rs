@@ -185,13 +185,8 @@ async fn main() -> anyhow::Result<()> {
     let redis = bridle_testkit::RedisServer::start().await?;
     let client = redis::Client::open(redis.url())?;
     let conn = client.get_multiplexed_async_connection().await?;
+    let redis_pid = cpu::redis_pid(&redis.url()).await?;
     let mut c = conn.clone();
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
-    let redis_pid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .map(|p| p.trim().to_string())
-        .ok_or_else(|| anyhow::anyhow!("redis INFO has no process_id"))?;
     let () = redis::cmd("SET")
         .arg("k")
         .arg("a small value")

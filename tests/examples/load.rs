@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("warm-up run failed: {warm:?}");
     }
 
-    let redis_pid = redis_pid(&bench).await?;
+    let redis_pid = cpu::redis_pid(&bench.redis.url()).await?;
     let pids = [std::process::id().to_string(), redis_pid];
     let ticks = cpu::clock_ticks();
     let cpu0 = cpu::sample_cpu(&pids);
@@ -178,17 +178,6 @@ async fn main() -> anyhow::Result<()> {
     round_trips(&bench, &client).await?;
     bench.shutdown.drain(Duration::from_secs(10)).await;
     Ok(())
-}
-
-/// The pid of the benchmark's Redis, from its INFO.
-async fn redis_pid(bench: &inproc::Bench) -> anyhow::Result<String> {
-    let client = redis::Client::open(bench.redis.url())?;
-    let mut c = client.get_multiplexed_async_connection().await?;
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .map(|p| p.trim().to_string())
-        .ok_or_else(|| anyhow::anyhow!("redis INFO has no process_id"))
 }
 
 /// Commands sent to Redis per step, by command, from `redis-cli monitor` over a sample of runs

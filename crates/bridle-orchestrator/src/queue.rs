@@ -263,16 +263,7 @@ impl WorkQueue {
         );
         // Two round trips, not one pipeline: the dead letters and the partition may live in
         // different Redis Cluster slots.
-        let _: String = redis::cmd("XADD")
-            .arg(self.dead_key())
-            .arg("*")
-            .arg("run")
-            .arg(&raw)
-            .arg("task")
-            .arg(&sid.id)
-            .arg("deliveries")
-            .arg(deliveries)
-            .query_async(c)
+        self.record_dead_letter(c, &raw, &sid.id, deliveries)
             .await?;
         let () = Self::acked(&mut redis::pipe(), key, &sid.id)
             .query_async(c)
@@ -388,16 +379,28 @@ impl WorkQueue {
     /// Records `task` in the dead-letter stream (the caller then ends its run and acks it).
     pub async fn dead_letter(&self, task: &Task) -> Result<(), Error> {
         let mut c = self.conn.clone();
+        self.record_dead_letter(&mut c, &task.run, &task.id, task.deliveries)
+            .await
+    }
+
+    /// Appends entry `task` (naming `run`, delivered `deliveries` times) to the dead letters.
+    async fn record_dead_letter(
+        &self,
+        c: &mut RedisConn,
+        run: &str,
+        task: &str,
+        deliveries: u64,
+    ) -> Result<(), Error> {
         let _: String = redis::cmd("XADD")
             .arg(self.dead_key())
             .arg("*")
             .arg("run")
-            .arg(task.run.as_str())
+            .arg(run)
             .arg("task")
-            .arg(&task.id)
+            .arg(task)
             .arg("deliveries")
-            .arg(task.deliveries)
-            .query_async(&mut c)
+            .arg(deliveries)
+            .query_async(c)
             .await?;
         Ok(())
     }

@@ -62,3 +62,15 @@ pub fn clock_ticks() -> f64 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
 }
+
+/// The pid of the Redis server at `url`, from its INFO.
+pub async fn redis_pid(url: &str) -> anyhow::Result<String> {
+    let mut c = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .map(|p| p.trim().to_string())
+        .ok_or_else(|| anyhow::anyhow!("redis INFO has no process_id"))
+}

@@ -364,7 +364,7 @@ pub fn parse_document(
     let api = get_str("apiVersion");
     if api.as_deref() != Some(API_VERSION) {
         let found = api
-            .map(|a| format!("'{a}'"))
+            .map(|a| format!("'{}'", crate::redact::quote(&a)))
             .unwrap_or_else(|| "nothing".into());
         return Err(vec![err(
             locate("apiVersion"),
@@ -406,7 +406,10 @@ pub fn parse_document(
             locate("kind"),
             None,
             "kind",
-            format!("'{other}' is not a kind Bridle knows; one of {KINDS}"),
+            format!(
+                "'{}' is not a kind Bridle knows; one of {KINDS}",
+                crate::redact::quote(other)
+            ),
         )]),
     }?;
 

@@ -243,6 +243,20 @@ fn wrong_api_version_and_kind() {
 }
 
 #[test]
+fn a_long_api_version_or_kind_is_quoted_bounded() {
+    // Found by the manifest fuzz target: both were quoted whole.
+    let long = "x".repeat(5000);
+    for text in [
+        format!("apiVersion: {long}\nkind: Agent\n"),
+        format!("apiVersion: bridle.dev/v1\nkind: {long}\n"),
+    ] {
+        let e = errors(&text);
+        assert!(e[0].len() < 1000, "{} bytes: {}", e[0].len(), e[0]);
+        assert!(e[0].contains("(5000 bytes in all)"), "{}", e[0]);
+    }
+}
+
+#[test]
 fn duplicates_in_a_set() {
     let text = format!("{GOOD}\n---\n{}", GOOD.split("---").next().unwrap());
     let e = errors(&text);

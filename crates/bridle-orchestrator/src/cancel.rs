@@ -9,9 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use bridle_core::Shutdown;
@@ -77,45 +75,18 @@ impl InFlight {
 
 /// Follows the cancel channel until shutdown, reconnecting when Redis drops.
 pub async fn listen(redis_url: String, channel: String, inflight: InFlight, shutdown: Shutdown) {
-    let mut failures = 0u32;
-    while !shutdown.is_triggered() {
-        // Through redis_util so a Sentinel group's current primary (or a Cluster node) is the
-        // one subscribed to; after a failover the old primary drops us and we land here again.
-        let sub = async {
-            let mut pubsub = bridle_core::redis_util::pubsub(&redis_url).await?;
-            pubsub
-                .subscribe(&channel)
-                .await
-                .map_err(|e| bridle_core::Error::unavailable("redis pub/sub", e))?;
-            Ok::<_, bridle_core::Error>(pubsub)
-        };
-        let mut pubsub = match sub.await {
-            Ok(p) => p,
-            Err(e) => {
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!("cancel listener cannot subscribe: {e}");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(failures.min(5)))) => {}
-                    _ = shutdown.triggered() => return,
-                }
-                continue;
-            }
-        };
-        failures = 0;
-        let mut stream = pubsub.on_message();
-        loop {
-            let msg = tokio::select! {
-                m = stream.next() => m,
-                _ = shutdown.triggered() => return,
-            };
-            let Some(msg) = msg else { break };
-            let run: String = msg.get_payload().unwrap_or_default();
+    crate::pubsub::follow(
+        redis_url,
+        channel,
+        "cancel listener",
+        shutdown,
+        || {},
+        |run| {
             let n = inflight.cancel(&run);
             if n > 0 {
                 tracing::info!(run = %run, "cancelling the step in flight");
             }
-        }
-    }
+        },
+    )
+    .await;
 }

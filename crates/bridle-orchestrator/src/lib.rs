@@ -15,11 +15,13 @@ pub mod cancel;
 pub mod clients;
 pub mod engine;
 mod error;
+pub mod events;
 pub mod listener;
 mod mcp;
 pub mod otel;
 
 mod options;
+mod pubsub;
 pub mod queue;
 pub mod retention;
 pub mod service;
@@ -110,6 +112,13 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         inflight.clone(),
         shutdown.clone(),
     ));
+    let events = events::Hub::default();
+    shutdown.spawn(events::listen(
+        opts.redis_url.clone(),
+        engine.store.events_channel(),
+        events.clone(),
+        shutdown.clone(),
+    ));
     let consumer = opts.consumer.clone().unwrap_or_else(default_consumer);
     let consumed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(opts.work_partitions));
     worker::Workers {
@@ -135,7 +144,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
     let svc = std::sync::Arc::new(service::OrchestratorService {
         engine,
         agents: agents.clone(),
-        redis_url: opts.redis_url.clone(),
+        events,
         shutdown: shutdown.clone(),
         caller_trace: opts.caller_trace,
     });

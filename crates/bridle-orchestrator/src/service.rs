@@ -30,7 +30,8 @@ const PENDING_GRACE: Duration = Duration::from_secs(5);
 pub struct OrchestratorService {
     pub engine: Engine,
     pub agents: ManifestStore,
-    pub redis_url: String,
+    /// This process's WatchRun followers, woken by the events channel.
+    pub events: crate::events::Hub,
     pub shutdown: Shutdown,
     pub caller_trace: crate::options::CallerTrace,
 }
@@ -524,49 +525,35 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorService {
         // NOT_FOUND now, rather than an empty stream.
         let l = self.visible_run(&p, &req.run_id).await?;
         let store = self.engine.store.clone();
-        let url = self.redis_url.clone();
         let shutdown = self.shutdown.clone();
         let run_id = l.state.id.clone();
-        let follow = req.follow;
+        let follow = req.follow && !l.state.status.is_terminal();
+        // Registered before the first read, so a checkpoint that lands between a read and
+        // the wait still wakes this watcher (`crate::events`).
+        let mut watch = follow.then(|| self.events.watch(&run_id));
         let mut after = req.from_offset;
-        let mut terminal = l.state.status.is_terminal();
         let stream = async_stream::try_stream! {
-            // Stored events first, in batches.
-            loop {
+            'read: loop {
                 let batch = store.events_after(&run_id, after, 256).await.map_err(Status::from)?;
                 let n = batch.len();
                 for ev in batch {
                     after = ev.offset;
-                    if matches!(ev.kind, Some(Kind::RunFinished(_))) {
-                        terminal = true;
-                    }
+                    let end = matches!(ev.kind, Some(Kind::RunFinished(_)));
                     yield ev;
-                }
-                if n < 256 {
-                    break;
-                }
-            }
-            if follow && !terminal {
-                let block = Duration::from_secs(5);
-                let mut conn = bridle_core::redis_util::blocking_connection(&url, block).await.map_err(Status::from)?;
-                'follow: loop {
-                    let read = store.next_events(&mut conn, &run_id, after, block);
-                    let batch = tokio::select! {
-                        r = read => Some(r),
-                        _ = shutdown.triggered() => None,
-                    };
-                    let Some(batch) = batch else {
-                        Err(Status::unavailable("the orchestrator is shutting down; resume watching from the last offset"))?;
-                        break 'follow;
-                    };
-                    for ev in batch.map_err(Status::from)? {
-                        after = ev.offset;
-                        let end = matches!(ev.kind, Some(Kind::RunFinished(_)));
-                        yield ev;
-                        if end {
-                            break 'follow;
-                        }
+                    if end {
+                        break 'read;
                     }
+                }
+                if n == 256 {
+                    continue;
+                }
+                let Some(w) = watch.as_mut() else { break };
+                let woken = tokio::select! {
+                    _ = w.wait() => true,
+                    _ = shutdown.triggered() => false,
+                };
+                if !woken {
+                    Err(Status::unavailable("the orchestrator is shutting down; resume watching from the last offset"))?;
                 }
             }
         };

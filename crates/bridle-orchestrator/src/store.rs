@@ -5,7 +5,9 @@
 //! state, append its events, bump the version — is one Lua script: atomic, and fenced by the
 //! version the writer loaded, so two workers can never both advance a run. The checkpoint that
 //! ends a run also sets both keys' expiry (the retention), unless the run is still held (see
-//! `RunState::held_by`); so an ended run never lives on without a TTL by accident.
+//! `RunState::held_by`); so an ended run never lives on without a TTL by accident. A checkpoint
+//! that appends events publishes the run's id on the events channel, which wakes the run's
+//! watchers (`crate::events`); it costs no round trip.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -35,12 +37,13 @@ local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return redis.error_reply('NORUN run does not exist') end
 if v ~= ARGV[1] then return redis.error_reply('FENCED version is ' .. v) end
 local off = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   off = off + 1
   redis.call('XADD', KEYS[2], '0-' .. off, 'e', ARGV[i])
 end
 local nv = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'version', nv, 'offset', off)
+if #ARGV >= 6 then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -206,6 +209,12 @@ impl RunStore {
     /// Pub/sub channel on which run ids to cancel are published.
     pub fn cancel_channel(&self) -> String {
         self.keys.key("cancel")
+    }
+
+    /// Pub/sub channel on which a checkpoint that appends events publishes its run's id, for
+    /// the processes' watchers (`crate::events`).
+    pub fn events_channel(&self) -> String {
+        self.keys.key("events")
     }
 
     /// Tells every orchestrator process to interrupt its work on the run.
@@ -420,7 +429,9 @@ impl RunStore {
         inv.key(self.events_key(&state.id))
             .arg(version)
             .arg(json)
-            .arg(self.expiry_ms(state));
+            .arg(self.expiry_ms(state))
+            .arg(self.events_channel())
+            .arg(&state.id);
         for e in events {
             inv.arg(e.encode_to_vec());
         }
@@ -450,33 +461,6 @@ impl RunStore {
             .query_async(&mut c)
             .await?;
         reply.ids.iter().map(|sid| decode_event(id, sid)).collect()
-    }
-
-    /// Events with offset > `after` as they are appended, waiting up to `block` for the first
-    /// on `c` (the caller's own connection: a blocked read holds it); empty when none came.
-    pub async fn next_events(
-        &self,
-        c: &mut RedisConn,
-        id: &RunId,
-        after: u64,
-        block: Duration,
-    ) -> Result<Vec<pb::RunEvent>, Error> {
-        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(256)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(self.events_key(id))
-            .arg(format!("0-{after}"))
-            .query_async(c)
-            .await?;
-        reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .map(|sid| decode_event(id, &sid))
-            .collect()
     }
 
     /// Where this deployment's approval listeners stand in the approvals service's event

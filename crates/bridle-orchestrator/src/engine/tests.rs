@@ -657,3 +657,48 @@ async fn a_queued_step_that_names_no_run_is_dead_lettered_and_the_next_is_read()
         .unwrap();
     assert_eq!(len, 1);
 }
+
+#[tokio::test]
+async fn a_checkpoint_that_appends_events_wakes_the_runs_watchers_and_one_that_does_not_is_quiet() {
+    let h = Harness::start(Policy::Allow).await;
+    let id = h.create(None, limits()).await;
+    let other = h.create(None, limits()).await;
+    let store = &h.engine.store;
+    let hub = crate::events::Hub::default();
+    let mut watch = hub.watch(&id);
+    h.stop.spawn(crate::events::listen(
+        h.redis.url(),
+        store.events_channel(),
+        hub.clone(),
+        h.stop.clone(),
+    ));
+    // Well inside the backstop, so only a notice can wake the watcher this soon.
+    let soon = Duration::from_millis(4000);
+    // Once subscribed, the listener wakes every watcher (notices may have been missed).
+    assert!(
+        tokio::time::timeout(soon, watch.wait()).await.is_ok(),
+        "subscribing did not wake the watchers"
+    );
+
+    // Another run's events, and a checkpoint with no events: no notice for this run.
+    let mut o = Cursor::new(store.load_required(&other).await.unwrap());
+    o.event(Kind::StepStarted(pb::StepStarted {}));
+    o.commit(store).await.unwrap();
+    let mut quiet = Cursor::new(store.load_required(&id).await.unwrap());
+    quiet.state.output = "no events".into();
+    quiet.commit(store).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), watch.wait())
+            .await
+            .is_err(),
+        "woken without an event of its run"
+    );
+
+    let mut a = Cursor::new(store.load_required(&id).await.unwrap());
+    a.event(Kind::StepStarted(pb::StepStarted {}));
+    a.commit(store).await.unwrap();
+    assert!(
+        tokio::time::timeout(soon, watch.wait()).await.is_ok(),
+        "the checkpoint's events did not wake the watcher"
+    );
+}

@@ -10,8 +10,9 @@
 //! or the tool: Redis, checkpoints, policy checks, RPCs) at p50/p99, how long finished steps
 //! waited in the work queue for a free worker, errors, the CPU time a step costs (this process:
 //! every service and the clients; and Redis's) with the throughput that cost allows on this
-//! machine's cores, and the Redis commands a step sends (every service's, by command;
-//! `redis-cli` must be on the PATH).
+//! machine's cores, Redis's own execution time per step by command (INFO commandstats), and
+//! the Redis commands a step sends (every service's, by command; `redis-cli` must be on the
+//! PATH).
 
 #![allow(
     clippy::expect_used,
@@ -77,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let redis_pid = cpu::redis_pid(&bench.redis.url()).await?;
     let pids = [std::process::id().to_string(), redis_pid];
     let ticks = cpu::clock_ticks();
+    cpu::reset_redis_stats(&bench.redis.url()).await?;
     let cpu0 = cpu::sample_cpu(&pids);
     let t0 = Instant::now();
     let results: Vec<Result<Vec<pb::RunEvent>, String>> = futures::stream::iter(0..runs)
@@ -87,19 +89,32 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = t0.elapsed();
     let cpu1 = cpu::sample_cpu(&pids);
     let load = cpu::load_average();
+    let redis_times = cpu::redis_command_times(&bench.redis.url()).await?;
 
     let mut overhead = Vec::new();
     let mut queued = Vec::new();
     let mut errors = 0usize;
     let mut steps = 0usize;
+    // Why runs failed: each distinct reason with its count.
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     for r in &results {
-        let Ok(events) = r else {
-            errors += 1;
-            continue;
+        let events = match r {
+            Ok(events) => events,
+            Err(e) => {
+                errors += 1;
+                *reasons.entry(e.clone()).or_default() += 1;
+                continue;
+            }
         };
-        let ok = events.iter().any(|e| matches!(&e.kind, Some(Kind::RunFinished(f)) if f.status == pb::RunStatus::Succeeded as i32));
-        if !ok {
+        let finished = events.iter().find_map(|e| match &e.kind {
+            Some(Kind::RunFinished(f)) => Some(f),
+            _ => None,
+        });
+        if let Some(f) = finished.filter(|f| f.status != pb::RunStatus::Succeeded as i32) {
             errors += 1;
+            *reasons
+                .entry(format!("run ended {:?}: {}", f.status(), f.error))
+                .or_default() += 1;
         }
         // Per step: wall time from StepStarted to StepFinished (or RunFinished), minus the
         // model's latency and the tools' durations as their services measured them.
@@ -138,6 +153,9 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "runs: {runs} ({ok} succeeded, {errors} errors), {steps} steps, {concurrency} concurrent, {workers} workers, {partitions} partitions"
     );
+    for (why, n) in &reasons {
+        println!("failed: {n} x {}", bridle_core::redact::preview(why, 300));
+    }
     println!(
         "throughput: {:.1} runs/s ({:.1} steps/s) over {:.2}s",
         ok as f64 / elapsed.as_secs_f64(),
@@ -174,6 +192,22 @@ async fn main() -> anyhow::Result<()> {
         cores as f64 * 1e6 / per_step,
         cores as f64 * 1e6 / per_step / (steps as f64 / ok.max(1) as f64),
         steps as f64 / ok.max(1) as f64,
+    );
+    // Redis's own time per step, by command, over the timed runs.
+    let top: Vec<String> = redis_times
+        .iter()
+        .take(8)
+        .map(|(c, calls, us)| {
+            format!(
+                "{c} {:.1} us ({:.2} calls)",
+                *us as f64 / steps.max(1) as f64,
+                *calls as f64 / steps.max(1) as f64
+            )
+        })
+        .collect();
+    println!(
+        "redis execution time per step, by command (INFO commandstats over the timed runs; a script's time includes the commands it runs, also listed on their own): {}",
+        top.join(", ")
     );
     round_trips(&bench, &client).await?;
     bench.shutdown.drain(Duration::from_secs(10)).await;

@@ -74,3 +74,45 @@ pub async fn redis_pid(url: &str) -> anyhow::Result<String> {
         .map(|p| p.trim().to_string())
         .ok_or_else(|| anyhow::anyhow!("redis INFO has no process_id"))
 }
+
+/// Redis's own time per command since the last `CONFIG RESETSTAT` (INFO commandstats):
+/// `(command, calls, usec)`, most time first. The time is the command's execution alone (not
+/// reading the request or writing the reply); a script's time includes the commands it runs,
+/// which are also counted on their own.
+pub async fn redis_command_times(url: &str) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    let mut c = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await?;
+    let mut out: Vec<(String, u64, u64)> = info
+        .lines()
+        .filter_map(|l| {
+            // cmdstat_get:calls=2,usec=15,usec_per_call=7.50,...
+            let (name, fields) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(k)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            Some((name.to_string(), field("calls")?, field("usec")?))
+        })
+        .collect();
+    out.sort_by_key(|c| std::cmp::Reverse(c.2));
+    Ok(out)
+}
+
+/// Zeroes Redis's command statistics (`CONFIG RESETSTAT`).
+pub async fn reset_redis_stats(url: &str) -> anyhow::Result<()> {
+    let mut c = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await?;
+    Ok(())
+}

@@ -166,14 +166,20 @@ pub async fn run_one(
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
+    // Read to the stream's end (the server ends it after RunFinished), not dropped at
+    // RunFinished: a dropped stream is reset by the client, and when thousands are, the
+    // server's trailers arrive for streams the client no longer remembers; each such is
+    // counted as a locally detected error, and at 1,024 the client's HTTP/2 layer closes the
+    // shared connection with GOAWAY `too_many_internal_resets`, failing every watch on it.
     let mut events = Vec::new();
     while let Some(ev) = s.next().await {
-        let ev = ev.map_err(|e| e.to_string())?;
-        let done = matches!(ev.kind, Some(Kind::RunFinished(_)));
-        events.push(ev);
-        if done {
-            break;
-        }
+        events.push(ev.map_err(|e| e.to_string())?);
+    }
+    if !events
+        .iter()
+        .any(|e| matches!(e.kind, Some(Kind::RunFinished(_))))
+    {
+        return Err("the watch ended before the run did".into());
     }
     Ok(events)
 }

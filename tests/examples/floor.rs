@@ -41,16 +41,16 @@ use tonic_health::pb::health_client::HealthClient;
 
 /// Per run of the load benchmark (two steps: a model call asking for the tool, then the tool
 /// call and the model's answer):
-/// StartRun, two Complete calls to the router, one Evaluate to the approvals service, one
-/// Execute to the tools service, and WatchRun (a stream: counted as one call, its ~15 event
-/// messages not priced at all).
-const GRPC_PER_RUN: f64 = 6.0;
+/// StartRun and the tools service's lookup of the Agent's tools it makes, two Complete calls
+/// to the router, one Evaluate to the approvals service, one Execute to the tools service, and
+/// WatchRun (a stream: counted as one call, its ~15 event messages not priced at all).
+const GRPC_PER_RUN: f64 = 7.0;
 /// The tool's HTTP call.
 const HTTP_PER_RUN: f64 = 1.0;
-/// Round trips to Redis per run: the load benchmark's MONITOR count, 18.3 commands per step
-/// over two steps (the watcher's XREADs included), less the two of each step that share a
+/// Round trips to Redis per run: the load benchmark's MONITOR count, 17.4 commands per step
+/// over two steps (the watcher's XRANGEs included), less the two of each step that share a
 /// pipeline with another (XACK and XDEL go with XADD).
-const REDIS_PER_RUN: f64 = 33.0;
+const REDIS_PER_RUN: f64 = 31.0;
 
 struct Cost {
     what: &'static str,

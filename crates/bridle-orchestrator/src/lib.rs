@@ -145,6 +145,7 @@ pub async fn start(opts: Options, shutdown: Shutdown) -> Result<SocketAddr, brid
         engine,
         agents: agents.clone(),
         events,
+        route_models: service::RouteModels::default(),
         shutdown: shutdown.clone(),
         caller_trace: opts.caller_trace,
     });

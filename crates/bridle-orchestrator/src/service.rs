@@ -27,11 +27,56 @@ use crate::store::IdempotencyHolder;
 /// request that claimed it, before finishing the run's creation itself.
 const PENDING_GRACE: Duration = Duration::from_secs(5);
 
+/// How long the model a route tries first is remembered for new runs' token counts and
+/// context window: a route changed by an apply reaches new runs within this.
+pub const ROUTE_MODEL_TTL: Duration = Duration::from_secs(5);
+
+/// The first model of each route, as the router last said, per tenant: without it every
+/// StartRun asked the router for all the tenant's routes (a gRPC call, and the router reads
+/// every stored route).
+#[derive(Default)]
+pub struct RouteModels {
+    map: std::sync::Mutex<RouteModelMap>,
+}
+
+type RouteModelMap = std::collections::HashMap<(String, String), (String, std::time::Instant)>;
+
+/// Entries kept; past this the map starts over (it is only a cache).
+const ROUTE_MODEL_ENTRIES: usize = 10_000;
+
+impl RouteModels {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RouteModelMap> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, tenant: &TenantId, route: &str) -> Option<String> {
+        self.lock()
+            .get(&(tenant.to_string(), route.to_string()))
+            .filter(|(_, at)| at.elapsed() < ROUTE_MODEL_TTL)
+            .map(|(model, _)| model.clone())
+    }
+
+    fn put_all(&self, tenant: &TenantId, routes: impl Iterator<Item = (String, String)>) {
+        let now = std::time::Instant::now();
+        let mut map = self.lock();
+        if map.len() >= ROUTE_MODEL_ENTRIES {
+            map.retain(|_, (_, at)| at.elapsed() < ROUTE_MODEL_TTL);
+            if map.len() >= ROUTE_MODEL_ENTRIES {
+                map.clear();
+            }
+        }
+        for (route, model) in routes {
+            map.insert((tenant.to_string(), route), (model, now));
+        }
+    }
+}
+
 pub struct OrchestratorService {
     pub engine: Engine,
     pub agents: ManifestStore,
     /// This process's WatchRun followers, woken by the events channel.
     pub events: crate::events::Hub,
+    pub route_models: RouteModels,
     pub shutdown: Shutdown,
     pub caller_trace: crate::options::CallerTrace,
 }
@@ -83,21 +128,45 @@ impl OrchestratorService {
 
     /// The model the agent's route tries first, for token counts and the context window. Best
     /// effort: without it, tokens are estimated and the window is the default.
+    /// The router's answer is remembered for [`ROUTE_MODEL_TTL`] (`RouteModels`).
     async fn context_of(&self, tenant: &TenantId, agent: &Agent) -> crate::state::ContextInfo {
+        let model = match self.route_models.get(tenant, &agent.spec.route) {
+            Some(model) => model,
+            None => self.ask_route_model(tenant, agent).await,
+        };
+        let window = agent
+            .spec
+            .model
+            .context_window
+            .unwrap_or_else(|| crate::engine::context::default_window(&model));
+        crate::state::ContextInfo { model, window }
+    }
+
+    async fn ask_route_model(&self, tenant: &TenantId, agent: &Agent) -> String {
         let mut r = tonic::Request::new(pb::ListModelsRequest {
             tenant: tenant.to_string(),
             ..Default::default()
         });
         r.set_timeout(std::time::Duration::from_secs(5));
-        let model = match self.engine.clients.router.clone().list_models(r).await {
-            Ok(resp) => resp
-                .into_inner()
-                .routes
-                .into_iter()
-                .find(|x| x.name == agent.spec.route)
-                .and_then(|x| x.targets.into_iter().next())
-                .map(|t| t.model)
-                .unwrap_or_default(),
+        match self.engine.clients.router.clone().list_models(r).await {
+            Ok(resp) => {
+                let routes = resp.into_inner().routes;
+                // Every route of the tenant, not only this one: the next run of another
+                // Agent finds its route too.
+                self.route_models.put_all(
+                    tenant,
+                    routes.iter().map(|x| {
+                        let first = x.targets.first().map(|t| t.model.clone());
+                        (x.name.clone(), first.unwrap_or_default())
+                    }),
+                );
+                routes
+                    .into_iter()
+                    .find(|x| x.name == agent.spec.route)
+                    .and_then(|x| x.targets.into_iter().next())
+                    .map(|t| t.model)
+                    .unwrap_or_default()
+            }
             Err(st) => {
                 tracing::warn!(
                     "cannot ask the router for route '{}': {}",
@@ -106,13 +175,7 @@ impl OrchestratorService {
                 );
                 String::new()
             }
-        };
-        let window = agent
-            .spec
-            .model
-            .context_window
-            .unwrap_or_else(|| crate::engine::context::default_window(&model));
-        crate::state::ContextInfo { model, window }
+        }
     }
 
     /// Builds the run of a StartRun and writes it (state, first event, index, first task).
@@ -683,6 +746,25 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_routes_model_is_remembered_per_tenant() {
+        let m = RouteModels::default();
+        let acme = TenantId::parse("acme").unwrap();
+        let other = TenantId::parse("other").unwrap();
+        m.put_all(
+            &acme,
+            [
+                ("default".to_string(), "gpt-4o".to_string()),
+                ("cheap".to_string(), "gpt-4o-mini".to_string()),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(m.get(&acme, "default").as_deref(), Some("gpt-4o"));
+        assert_eq!(m.get(&acme, "cheap").as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(m.get(&acme, "absent"), None);
+        assert_eq!(m.get(&other, "default"), None);
+    }
 
     fn tool(name: &str) -> ToolInfo {
         ToolInfo {

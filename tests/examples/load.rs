@@ -30,7 +30,7 @@ mod inproc;
 
 use std::time::{Duration, Instant};
 
-use bridle_core::timeutil::{ms_from_ts, std_duration};
+use bridle_core::timeutil::std_duration;
 use bridle_proto as pb;
 use bridle_proto::run_event::Kind;
 use futures::StreamExt as _;
@@ -93,7 +93,6 @@ async fn main() -> anyhow::Result<()> {
 
     let mut overhead = Vec::new();
     let mut queued = Vec::new();
-    let mut errors = 0usize;
     let mut steps = 0usize;
     // Why runs failed: each distinct reason with its count.
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
@@ -101,7 +100,6 @@ async fn main() -> anyhow::Result<()> {
         let events = match r {
             Ok(events) => events,
             Err(e) => {
-                errors += 1;
                 *reasons.entry(e.clone()).or_default() += 1;
                 continue;
             }
@@ -111,7 +109,6 @@ async fn main() -> anyhow::Result<()> {
             _ => None,
         });
         if let Some(f) = finished.filter(|f| f.status != pb::RunStatus::Succeeded as i32) {
-            errors += 1;
             *reasons
                 .entry(format!("run ended {:?}: {}", f.status(), f.error))
                 .or_default() += 1;
@@ -148,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let _ = ms_from_ts;
+    let errors: usize = reasons.values().sum();
     let ok = runs - errors;
     println!(
         "runs: {runs} ({ok} succeeded, {errors} errors), {steps} steps, {concurrency} concurrent, {workers} workers, {partitions} partitions"

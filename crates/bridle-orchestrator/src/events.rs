@@ -73,7 +73,8 @@ impl Hub {
     }
 
     /// How many runs have a watcher in this process.
-    pub fn watched(&self) -> usize {
+    #[cfg(test)]
+    fn watched(&self) -> usize {
         self.lock().len()
     }
 

@@ -150,22 +150,25 @@ impl OrchestratorService {
         r.set_timeout(std::time::Duration::from_secs(5));
         match self.engine.clients.router.clone().list_models(r).await {
             Ok(resp) => {
-                let routes = resp.into_inner().routes;
+                // Each route's first model, read once.
+                let models: Vec<(String, String)> = resp
+                    .into_inner()
+                    .routes
+                    .into_iter()
+                    .map(|x| {
+                        let first = x.targets.into_iter().next().map(|t| t.model);
+                        (x.name, first.unwrap_or_default())
+                    })
+                    .collect();
+                let model = models
+                    .iter()
+                    .find(|(route, _)| *route == agent.spec.route)
+                    .map(|(_, model)| model.clone())
+                    .unwrap_or_default();
                 // Every route of the tenant, not only this one: the next run of another
                 // Agent finds its route too.
-                self.route_models.put_all(
-                    tenant,
-                    routes.iter().map(|x| {
-                        let first = x.targets.first().map(|t| t.model.clone());
-                        (x.name.clone(), first.unwrap_or_default())
-                    }),
-                );
-                routes
-                    .into_iter()
-                    .find(|x| x.name == agent.spec.route)
-                    .and_then(|x| x.targets.into_iter().next())
-                    .map(|t| t.model)
-                    .unwrap_or_default()
+                self.route_models.put_all(tenant, models.into_iter());
+                model
             }
             Err(st) => {
                 tracing::warn!(

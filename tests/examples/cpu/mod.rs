@@ -65,9 +65,7 @@ pub fn clock_ticks() -> f64 {
 
 /// The pid of the Redis server at `url`, from its INFO.
 pub async fn redis_pid(url: &str) -> anyhow::Result<String> {
-    let mut c = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut c = connect(url).await?;
     let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
     info.lines()
         .find_map(|l| l.strip_prefix("process_id:"))
@@ -80,9 +78,7 @@ pub async fn redis_pid(url: &str) -> anyhow::Result<String> {
 /// reading the request or writing the reply); a script's time includes the commands it runs,
 /// which are also counted on their own.
 pub async fn redis_command_times(url: &str) -> anyhow::Result<Vec<(String, u64, u64)>> {
-    let mut c = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut c = connect(url).await?;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut c)
@@ -107,12 +103,17 @@ pub async fn redis_command_times(url: &str) -> anyhow::Result<Vec<(String, u64, 
 
 /// Zeroes Redis's command statistics (`CONFIG RESETSTAT`).
 pub async fn reset_redis_stats(url: &str) -> anyhow::Result<()> {
-    let mut c = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut c = connect(url).await?;
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut c)
         .await?;
     Ok(())
+}
+
+/// A connection to the benchmark's Redis, for the readings above.
+async fn connect(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    Ok(redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?)
 }

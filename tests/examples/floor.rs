@@ -12,7 +12,8 @@
 //!   share theirs), the CPU of this process and of `redis-server` both;
 //! - an HTTP/1.1 POST of a small body (reqwest to axum), what an HTTP tool's call is.
 //!
-//! Each prints calls/s and CPU per call. Then the floor of one load-benchmark run: its
+//! Each prints calls/s, the wall time of a call (at CONCURRENCY 1, the round trip one at a time
+//! costs) and CPU per call. Then the floor of one load-benchmark run: its
 //! transport (the gRPC calls and HTTP calls it makes and the Redis round trips its steps take,
 //! counted from the code and from the load benchmark's MONITOR figures; see the benchmarks
 //! page) priced at these costs, and the runs/s that floor allows on this machine's cores.
@@ -59,6 +60,8 @@ struct Cost {
     /// CPU seconds: this process, and another (Redis) when measured.
     own: f64,
     other: f64,
+    /// Calls in flight: with `calls` and `secs`, the wall time a call took.
+    concurrency: usize,
 }
 
 impl Cost {
@@ -66,11 +69,18 @@ impl Cost {
         (self.own + self.other) * 1e6 / self.calls.max(1) as f64
     }
 
+    /// Mean wall time of one call, from its start to its answer (Little's law: calls in
+    /// flight over calls per second).
+    fn wall_us_per_call(&self) -> f64 {
+        self.concurrency as f64 * self.secs * 1e6 / self.calls.max(1) as f64
+    }
+
     fn print(&self) {
         println!(
-            "{}: {:.0} calls/s; CPU per call {:.1} us ({:.1} us this process{})",
+            "{}: {:.0} calls/s, {:.0} us each from start to answer; CPU per call {:.1} us ({:.1} us this process{})",
             self.what,
             self.calls as f64 / self.secs,
+            self.wall_us_per_call(),
             self.us_per_call(),
             self.own * 1e6 / self.calls.max(1) as f64,
             if self.other > 0.0 {
@@ -139,6 +149,7 @@ where
         secs: (t1 - t0).as_secs_f64(),
         own: d(0),
         other: if pids.len() > 1 { d(1) } else { 0.0 },
+        concurrency,
     }
 }
 

@@ -4,6 +4,10 @@
 use bridle_proto::{CompleteRequest, Role, ToolChoiceMode};
 use prost::Message as _;
 
+use bridle_core::manifest::{
+    STOP_SEQUENCE_BYTES_MAX as STOP_BYTES_MAX, STOP_SEQUENCES_MAX as STOP_MAX,
+};
+
 use crate::Error;
 use crate::error::quote;
 
@@ -99,6 +103,27 @@ pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
     if let Some(t) = req.temperature.filter(|t| !t.is_finite() || *t < 0.0) {
         return bad(format!("temperature: {t} is not a non-negative number"));
     }
+    if let Some(p) = req
+        .top_p
+        .filter(|p| !(p.is_finite() && *p > 0.0 && *p <= 1.0))
+    {
+        return bad(format!("top_p: {p} is not above 0 and at most 1"));
+    }
+    if req.stop.len() > STOP_MAX {
+        return bad(format!(
+            "stop: {} sequences, more than the {STOP_MAX} this router sends",
+            req.stop.len()
+        ));
+    }
+    if let Some(i) = req
+        .stop
+        .iter()
+        .position(|s| s.is_empty() || s.len() > STOP_BYTES_MAX)
+    {
+        return bad(format!(
+            "stop[{i}]: a stop sequence is 1 to {STOP_BYTES_MAX} bytes"
+        ));
+    }
     if req.end_user.len() > 256 || req.end_user.chars().any(char::is_control) {
         return bad("end_user: at most 256 bytes, without control characters".to_string());
     }
@@ -164,5 +189,29 @@ mod tests {
         let mut r = req();
         r.route.clear();
         assert!(err(&r).starts_with("route:"));
+    }
+
+    #[test]
+    fn sampling_controls_are_checked() {
+        let mut r = req();
+        r.top_p = Some(1.0);
+        r.stop = vec!["\n".into(); STOP_MAX];
+        r.seed = Some(-3);
+        assert!(validate(&r, 1 << 20).is_ok());
+        for p in [0.0, 1.5, f32::NAN] {
+            r.top_p = Some(p);
+            assert!(err(&r).starts_with("top_p: "), "{}", err(&r));
+        }
+        r.top_p = None;
+        r.stop.push("x".into());
+        assert!(
+            err(&r).starts_with("stop: 17 sequences, more than the 16"),
+            "{}",
+            err(&r)
+        );
+        r.stop = vec!["a".into(), String::new()];
+        assert_eq!(err(&r), "stop[1]: a stop sequence is 1 to 1000 bytes");
+        r.stop = vec!["x".repeat(STOP_BYTES_MAX + 1)];
+        assert!(err(&r).starts_with("stop[0]: "), "{}", err(&r));
     }
 }

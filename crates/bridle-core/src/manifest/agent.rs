@@ -10,6 +10,11 @@ use crate::ids::{check_name, check_tool_name};
 
 pub const DEFAULT_MAX_STEPS: u32 = 10;
 
+/// Most stop sequences a model call may set, and the longest one in bytes (the router checks
+/// every call against these; an Agent's `spec.model.stop` too).
+pub const STOP_SEQUENCES_MAX: usize = 16;
+pub const STOP_SEQUENCE_BYTES_MAX: usize = 1000;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AgentSpec {
@@ -113,6 +118,17 @@ pub struct ModelParams {
     /// Context window of the model in tokens; default: known per model, else 128,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_window: Option<u64>,
+    /// Nucleus sampling, above 0 and at most 1 (the provider's default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Sequences at which the model stops writing: at most 16, each 1 to 1,000 bytes (OpenAI
+    /// allows 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    /// A seed for repeatable sampling (OpenAI-compatible providers; an Anthropic target
+    /// refuses a call with one, and the route fails over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
 }
 
 pub(super) fn validate(s: &AgentSpec, out: &mut Problems) {
@@ -167,6 +183,31 @@ pub(super) fn validate(s: &AgentSpec, out: &mut Problems) {
             "spec.model.temperature".into(),
             format!("must be between 0 and 2, not {t}"),
         ));
+    }
+    if let Some(p) = s.model.top_p
+        && !(p.is_finite() && p > 0.0 && p <= 1.0)
+    {
+        out.push((
+            "spec.model.topP".into(),
+            format!("must be above 0 and at most 1, not {p}"),
+        ));
+    }
+    if s.model.stop.len() > STOP_SEQUENCES_MAX {
+        out.push((
+            "spec.model.stop".into(),
+            format!(
+                "at most {STOP_SEQUENCES_MAX} stop sequences, not {}",
+                s.model.stop.len()
+            ),
+        ));
+    }
+    for (i, q) in s.model.stop.iter().enumerate() {
+        if q.is_empty() || q.len() > STOP_SEQUENCE_BYTES_MAX {
+            out.push((
+                format!("spec.model.stop[{i}]"),
+                format!("a stop sequence is 1 to {STOP_SEQUENCE_BYTES_MAX} bytes"),
+            ));
+        }
     }
     if s.model.context_window.is_some_and(|w| w < 1024) {
         out.push((

@@ -1140,3 +1140,38 @@ fn an_empty_list_says_how_to_write_one() {
         e[0]
     );
 }
+
+#[test]
+fn an_agents_sampling_controls_are_read_and_checked() {
+    let agent = |model: &str| {
+        format!(
+            "apiVersion: bridle.dev/v1\nkind: Agent\nmetadata:\n  name: a\nspec:\n  route: r\n  model: {model}\n"
+        )
+    };
+    let ok = parse(&agent(r#"{topP: 0.9, stop: ["END", "\n\n"], seed: -4}"#)).unwrap();
+    let Manifest::Agent(a) = &ok[0] else {
+        panic!("not an agent: {ok:?}")
+    };
+    assert_eq!(a.spec.model.top_p, Some(0.9));
+    assert_eq!(
+        a.spec.model.stop,
+        vec!["END".to_string(), "\n\n".to_string()]
+    );
+    assert_eq!(a.spec.model.seed, Some(-4));
+
+    let many = format!("{{stop: [{}]}}", vec!["\"x\""; 17].join(", "));
+    let e = errors(&agent(&many)).join("\n");
+    assert!(
+        e.contains("spec.model.stop: at most 16 stop sequences, not 17"),
+        "{e}"
+    );
+    let e = errors(&agent(r#"{topP: 0, stop: ["a", ""]}"#)).join("\n");
+    assert!(
+        e.contains("spec.model.topP: must be above 0 and at most 1, not 0"),
+        "{e}"
+    );
+    assert!(
+        e.contains("spec.model.stop[1]: a stop sequence is 1 to 1000 bytes"),
+        "{e}"
+    );
+}

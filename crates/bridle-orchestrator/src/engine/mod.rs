@@ -367,6 +367,22 @@ impl Engine {
         &self,
         s: &crate::state::RunState,
     ) -> Result<pb::CompleteResponse, tonic::Status> {
+        let req = self.model_request(s);
+        // On the `chat` span this call runs in (content only when capture is on).
+        bridle_core::genai::record_request(&tracing::Span::current(), &req);
+        self.with_retries("model call", || {
+            let mut c = self.clients.router.clone();
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(self.model_timeout + Duration::from_secs(5));
+            async move { c.complete(r).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// The run's next model call: its conversation after the Agent's instructions, its tools,
+    /// and the Agent's model parameters (the output cap never above what the token budget has
+    /// left).
+    fn model_request(&self, s: &crate::state::RunState) -> pb::CompleteRequest {
         let mut messages = Vec::with_capacity(s.messages.len() + 1);
         if !s.spec.instructions.is_empty() {
             messages.push(pb::Message {
@@ -385,13 +401,16 @@ impl Engine {
             (Some(a), Some(b)) => Some(a.min(b.max(1))),
             (a, b) => a.or(b.map(|b| b.max(1))),
         };
-        let req = pb::CompleteRequest {
+        pb::CompleteRequest {
             scope: Some(s.scope()),
             route: s.spec.route.clone(),
             messages,
             tools: s.tools.iter().map(|t| t.to_pb()).collect(),
             tool_choice: None,
             temperature: s.spec.model.temperature,
+            top_p: s.spec.model.top_p,
+            stop: s.spec.model.stop.clone(),
+            seed: s.spec.model.seed,
             max_output_tokens: max_out,
             timeout: Some(pb_duration(self.model_timeout)),
             metadata: Default::default(),
@@ -400,16 +419,7 @@ impl Engine {
             end_user: s.end_user.clone(),
             // Spend budgets count the run's calls against whoever started it.
             caller: Some(s.started_by.to_pb()),
-        };
-        // On the `chat` span this call runs in (content only when capture is on).
-        bridle_core::genai::record_request(&tracing::Span::current(), &req);
-        self.with_retries("model call", || {
-            let mut c = self.clients.router.clone();
-            let mut r = tonic::Request::new(req.clone());
-            r.set_timeout(self.model_timeout + Duration::from_secs(5));
-            async move { c.complete(r).await.map(|r| r.into_inner()) }
-        })
-        .await
+        }
     }
 
     /// Ends the run: terminal state and event, then releases what the run held elsewhere.

@@ -702,3 +702,35 @@ async fn a_checkpoint_that_appends_events_wakes_the_runs_watchers_and_one_that_d
         "the checkpoint's events did not wake the watcher"
     );
 }
+
+#[tokio::test]
+async fn a_model_call_carries_the_agents_model_parameters_and_caps_output_by_the_budget_left() {
+    let h = Harness::start(Policy::Allow).await;
+    let mut s = state_with(Limits {
+        max_tokens: Some(100),
+        ..limits()
+    });
+    s.spec = serde_json::from_value(serde_json::json!({
+        "route": "default",
+        "instructions": "be brief",
+        "model": {"temperature": 0.2, "topP": 0.5, "stop": ["END"], "seed": 7, "maxOutputTokens": 500},
+    }))
+    .unwrap();
+    s.totals.input_tokens = 60;
+    let req = h.engine.model_request(&s);
+    assert_eq!(req.route, "default");
+    assert_eq!(req.messages[0].text, "be brief");
+    assert_eq!(req.messages[0].role, pb::Role::System as i32);
+    assert_eq!(req.temperature, Some(0.2));
+    assert_eq!(req.top_p, Some(0.5));
+    assert_eq!(req.stop, vec!["END".to_string()]);
+    assert_eq!(req.seed, Some(7));
+    // 500 asked for, 40 tokens of budget left.
+    assert_eq!(req.max_output_tokens, Some(40));
+    assert!(!req.require_price);
+
+    s.spec.model = Default::default();
+    let req = h.engine.model_request(&s);
+    assert_eq!((req.temperature, req.top_p, req.seed), (None, None, None));
+    assert!(req.stop.is_empty());
+}

@@ -62,6 +62,41 @@ pub fn check(v: &Value, at: &str, shape: &Shape) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Stop sequences: a list of strings, or with `one_allowed` one string alone (OpenAI's `stop`
+/// takes either); absent or `null` is none. Their count and lengths are the router's to check.
+pub fn stop_sequences(body: &Value, name: &str, one_allowed: bool) -> Result<Vec<String>, Failure> {
+    let what = if one_allowed {
+        "a string or an array of strings"
+    } else {
+        "an array of strings"
+    };
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if one_allowed => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Failure::invalid(format!("{name}[{i}]: must be a string")))
+            })
+            .collect(),
+        Some(_) => Err(Failure::invalid(format!("{name}: must be {what}"))),
+    }
+}
+
+/// `top_p`: a number, or None when absent or `null` (its range is the router's to check).
+pub fn top_p(body: &Value) -> Result<Option<f32>, Failure> {
+    match body.get("top_p") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(|p| Some(p as f32))
+            .ok_or_else(|| Failure::invalid("top_p: must be a number")),
+    }
+}
+
 /// The names a shape accepts, for the message about an unknown one.
 fn accepted(shape: &Shape) -> String {
     let mut names: Vec<&str> = shape.carried.to_vec();

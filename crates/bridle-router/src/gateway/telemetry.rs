@@ -66,6 +66,19 @@ impl Call {
         if let Some(m) = req.max_output_tokens {
             span.set_attribute("gen_ai.request.max_tokens", i64::from(m));
         }
+        if let Some(p) = req.top_p {
+            span.set_attribute("gen_ai.request.top_p", f64::from(p));
+        }
+        if let Some(s) = req.seed {
+            span.set_attribute("gen_ai.request.seed", s);
+        }
+        if !req.stop.is_empty() {
+            let stop = req.stop.iter().cloned().map(Into::into).collect();
+            span.set_attribute(
+                "gen_ai.request.stop_sequences",
+                opentelemetry::Value::Array(opentelemetry::Array::String(stop)),
+            );
+        }
         bridle_core::genai::record_request(&span, req);
         Call {
             span,

@@ -392,7 +392,7 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
 
     let out = run_sdk("openai_params.py", &format!("{http}/v1"), &key).await;
     let refused = out["refused"].as_array().unwrap();
-    assert_eq!(refused.len(), 26, "{out}");
+    assert_eq!(refused.len(), 23, "{out}");
     for r in refused {
         let expect = r["expect"].as_str().unwrap();
         let e = &r["error"];
@@ -403,9 +403,10 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
         assert!(message.starts_with(&format!("{expect}: ")), "{r}");
     }
     let code = |i: usize| refused[i]["error"]["code"].as_str().unwrap();
-    assert_eq!(code(2), "unsupported_parameter", "stop");
-    assert_eq!(code(11), "unsupported_value", "n: 2");
-    assert_eq!(code(25), "unknown_parameter", "colour");
+    assert_eq!(code(0), "unsupported_parameter", "response_format");
+    assert_eq!(code(2), "unsupported_value", "frequency_penalty: 0.5");
+    assert_eq!(code(8), "unsupported_value", "n: 2");
+    assert_eq!(code(22), "unknown_parameter", "colour");
     assert_eq!(out["defaults"]["text"], "Defaults are fine.");
     let sent = gpt.requests();
     assert_eq!(
@@ -417,12 +418,15 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
         sent[0].body["messages"],
         json!([{"role": "user", "content": "hi"}])
     );
-    // The end user reaches the provider.
+    // The end user and the sampling controls reach the provider.
     assert_eq!(sent[0].body["user"], "customer-42");
+    assert_eq!(sent[0].body["stop"], json!(["\n\n"]));
+    assert_eq!(sent[0].body["seed"], 7);
+    assert_eq!(sent[0].body["top_p"], 0.5);
 
     let out = run_sdk("anthropic_params.py", &http, &key).await;
     let refused = out["refused"].as_array().unwrap();
-    assert_eq!(refused.len(), 10, "{out}");
+    assert_eq!(refused.len(), 8, "{out}");
     for r in refused {
         let expect = r["expect"].as_str().unwrap();
         let e = &r["error"];
@@ -439,4 +443,62 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
     let sent = claude.requests();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].body["metadata"], json!({"user_id": "customer-42"}));
+    assert_eq!(sent[0].body["stop_sequences"], json!(["\n\nHuman:"]));
+    assert_eq!(sent[0].body["top_p"], 0.5);
+}
+
+/// A control one provider cannot carry is refused by that provider's target, by name, and
+/// never sent without it: a seed through the Chat Completions front to an Anthropic route.
+/// Out-of-range controls are refused before any provider is called.
+#[tokio::test]
+async fn a_control_the_provider_cannot_carry_is_refused_by_name() {
+    let (h, gpt, claude, key) = gateway().await;
+    let http = h.http.clone().unwrap();
+    let c = bridle_core::http_client::new();
+    let post = |body: Value| {
+        c.post(format!("{http}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    let r = post(json!({"model": "claude", "messages": hi, "seed": 7}))
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("seed: Anthropic's Messages API takes no seed"),
+        "{body}"
+    );
+    assert!(claude.requests().is_empty(), "nothing reached Anthropic");
+
+    for (bad, expect) in [
+        (json!({"top_p": 0}), "top_p: 0 is not above 0 and at most 1"),
+        (
+            json!({"stop": [""]}),
+            "stop[0]: a stop sequence is 1 to 1000 bytes",
+        ),
+        (
+            json!({"stop": 5}),
+            "stop: must be a string or an array of strings",
+        ),
+        (json!({"seed": 1.5}), "seed: must be an integer"),
+    ] {
+        let mut req = json!({"model": "gpt", "messages": hi});
+        req.as_object_mut()
+            .unwrap()
+            .extend(bad.as_object().unwrap().clone());
+        let r = post(req).await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(expect),
+            "{bad}: {body}"
+        );
+    }
+    assert!(gpt.requests().is_empty(), "nothing reached OpenAI");
 }

@@ -1,5 +1,6 @@
 """Sends the request parameters of the official `anthropic` SDK that the gateway does not
-carry, one per request, then one request with the parameters it accepts at their defaults.
+carry, one per request, then one request with the parameters it accepts at their defaults and
+the sampling controls it carries (`stop_sequences`, `top_p`).
 
 Usage: anthropic_params.py BASE_URL API_KEY. Prints one JSON object: for each refused parameter
 the error the SDK raised, and the answer to the request with the defaults. The Rust test
@@ -19,8 +20,6 @@ CACHED = [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_con
 # Each: the parameter the error must name, and the create() arguments that set it (sampling
 # fields this SDK has no argument for go in extra_body, as callers send them).
 REFUSED = [
-    ("stop_sequences", {"stop_sequences": ["\n\nHuman:"]}),
-    ("top_p", {"extra_body": {"top_p": 0.5}}),
     ("top_k", {"extra_body": {"top_k": 5}}),
     ("thinking", {"thinking": {"type": "enabled", "budget_tokens": 1024}}),
     ("service_tier", {"service_tier": "standard_only"}),
@@ -41,8 +40,9 @@ for param, args in REFUSED:
     except anthropic.BadRequestError as e:
         out["refused"].append({"expect": param, "error": {"status": e.status_code, "body": e.body}})
 
-# The defaults, which change nothing, are accepted.
-m = client.messages.create(model="claude", max_tokens=64, messages=HI, stop_sequences=[],
+# The defaults, which change nothing, are accepted; the sampling controls are carried.
+m = client.messages.create(model="claude", max_tokens=64, messages=HI, stop_sequences=["\n\nHuman:"],
+                           extra_body={"top_p": 0.5},
                            metadata={"user_id": "customer-42"},
                            thinking={"type": "disabled"}, tools=[TOOL],
                            tool_choice={"type": "auto", "disable_parallel_tool_use": False})

@@ -1,6 +1,6 @@
 """Sends the request parameters of the official `openai` SDK that the gateway does not carry,
-one per request, then one request with the parameters it accepts at their defaults (and the
-end user, `user`, which it carries).
+one per request, then one request with the parameters it accepts at their defaults and the
+sampling controls it carries (`user`, `stop`, `seed`, `top_p`).
 
 Usage: openai_params.py BASE_URL API_KEY. Prints one JSON object: for each refused parameter
 the error the SDK raised, and the answer to the request with the defaults. The Rust test
@@ -21,9 +21,6 @@ SCHEMA = {"name": "answer", "schema": {"type": "object", "properties": {"a": {"t
 REFUSED = [
     ("response_format", {"response_format": {"type": "json_object"}}),
     ("response_format", {"response_format": {"type": "json_schema", "json_schema": SCHEMA}}),
-    ("stop", {"stop": ["\n"]}),
-    ("seed", {"seed": 7}),
-    ("top_p", {"top_p": 0.5}),
     ("frequency_penalty", {"frequency_penalty": 0.5}),
     ("presence_penalty", {"presence_penalty": -0.5}),
     ("logit_bias", {"logit_bias": {"50256": -100}}),
@@ -59,10 +56,11 @@ for param, args in REFUSED:
         out["refused"].append({"expect": param, "error": {
             "status": e.status_code, "param": e.param, "code": e.code, "body": e.body}})
 
-# The defaults, which change nothing, are accepted; and the end user, which is carried.
+# The defaults, which change nothing, are accepted; and the end user and sampling controls,
+# which are carried.
 r = client.chat.completions.create(model="gpt", messages=HI, n=1, logprobs=False, parallel_tool_calls=True,
-                                   user="customer-42",
-                                   store=False, frequency_penalty=0, presence_penalty=0, top_p=1,
+                                   user="customer-42", stop="\n\n", seed=7, top_p=0.5,
+                                   store=False, frequency_penalty=0, presence_penalty=0,
                                    tools=[{"type": "function", "function": {**FUNCTION, "strict": False}}])
 out["defaults"] = {"text": r.choices[0].message.content}
 print(json.dumps(out))

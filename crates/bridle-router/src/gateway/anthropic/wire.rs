@@ -21,14 +21,13 @@ const REQUEST: Shape = Shape {
         "tools",
         "tool_choice",
         "temperature",
+        "top_p",
+        "stop_sequences",
         "stream",
         // Checked field by field: an empty object changes nothing.
         "metadata",
     ],
-    defaults: &[
-        ("stop_sequences", "[]"),
-        ("thinking", r#"{"type":"disabled"}"#),
-    ],
+    defaults: &[("thinking", r#"{"type":"disabled"}"#)],
     refused: &[
         "cache_control",
         "container",
@@ -41,7 +40,6 @@ const REQUEST: Shape = Shape {
         "service_tier",
         "speed",
         "top_k",
-        "top_p",
         "user_profile_id",
         "workspace_id",
     ],
@@ -141,8 +139,8 @@ fn text_of(v: &Value, at: &str) -> Result<String, Failure> {
 
 /// A Messages request as a Bridle request, and whether to stream. Carried: model, max_tokens,
 /// system, messages (text, tool_use, tool_result and thinking blocks), tools, tool_choice,
-/// temperature, stream, metadata.user_id (the end user). Accepted at their defaults only:
-/// stop_sequences [], thinking disabled, a tool's strict false, tool_choice.disable_parallel_tool_use false. Any other
+/// temperature, top_p, stop_sequences, stream, metadata.user_id (the end user). Accepted at
+/// their defaults only: thinking disabled, a tool's strict false, tool_choice.disable_parallel_tool_use false. Any other
 /// field is refused by name ([`REQUEST`] lists the API's), and so are image and document blocks
 /// and server tools.
 pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
@@ -323,6 +321,8 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
                 as f32,
         ),
     };
+    let top_p = fields::top_p(body)?;
+    let stop = fields::stop_sequences(body, "stop_sequences", false)?;
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -342,6 +342,8 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
             temperature,
             max_output_tokens,
             end_user,
+            stop,
+            top_p,
             ..Default::default()
         },
         stream,

@@ -23,6 +23,9 @@ const REQUEST: Shape = Shape {
         "stream",
         "stream_options",
         "user",
+        "stop",
+        "top_p",
+        "seed",
     ],
     defaults: &[
         ("n", "1"),
@@ -31,7 +34,6 @@ const REQUEST: Shape = Shape {
         ("store", "false"),
         ("frequency_penalty", "0"),
         ("presence_penalty", "0"),
-        ("top_p", "1"),
     ],
     refused: &[
         "audio",
@@ -48,9 +50,7 @@ const REQUEST: Shape = Shape {
         "reasoning_effort",
         "response_format",
         "safety_identifier",
-        "seed",
         "service_tier",
-        "stop",
         "top_logprobs",
         "verbosity",
         "web_search_options",
@@ -183,10 +183,10 @@ fn content_text(v: &Value, at: &str) -> Result<String, Failure> {
 
 /// A chat completion request as a Bridle request, whether to stream, and whether the stream
 /// ends with a usage chunk. Carried: model, messages (text content, tool calls and results),
-/// tools, tool_choice, temperature, max_tokens / max_completion_tokens, stream,
-/// stream_options.include_usage, user (the end user). Accepted at their defaults only: n 1, logprobs false,
-/// parallel_tool_calls true, store false, frequency_penalty and presence_penalty 0, top_p 1,
-/// stream_options.include_obfuscation false, a function's strict false. Any other field is
+/// tools, tool_choice, temperature, top_p, stop, seed, max_tokens / max_completion_tokens,
+/// stream, stream_options.include_usage, user (the end user). Accepted at their defaults only:
+/// n 1, logprobs false, parallel_tool_calls true, store false, frequency_penalty and
+/// presence_penalty 0, stream_options.include_obfuscation false, a function's strict false. Any other field is
 /// refused by name ([`REQUEST`] lists the API's), and so are non-text content parts.
 pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
     if !body.is_object() {
@@ -349,6 +349,15 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
                 .ok_or_else(|| Failure::invalid(format!("{k}: must be a positive integer")))?,
         ),
     };
+    let top_p = fields::top_p(body)?;
+    let stop = fields::stop_sequences(body, "stop", true)?;
+    let seed = match number("seed") {
+        None => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| Failure::invalid("seed: must be an integer"))?,
+        ),
+    };
     let stream = bool_field(body, "stream", "")?.unwrap_or(false);
     let include_usage = match body.get("stream_options") {
         None | Some(Value::Null) => false,
@@ -372,6 +381,9 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
             temperature,
             max_output_tokens,
             end_user,
+            stop,
+            top_p,
+            seed,
             ..Default::default()
         },
         stream,

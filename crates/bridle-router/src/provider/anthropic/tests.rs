@@ -262,6 +262,8 @@ fn requests_use_anthropic_shapes() {
             name: String::new(),
         }),
         temperature: Some(0.5),
+        top_p: Some(0.25),
+        stop: vec!["\n\nHuman:".into()],
         end_user: "customer-42".into(),
         ..Default::default()
     };
@@ -286,9 +288,19 @@ fn requests_use_anthropic_shapes() {
                 "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
             "tool_choice": {"type": "any"},
             "temperature": 0.5,
+            "top_p": 0.25,
+            "stop_sequences": ["\n\nHuman:"],
             "metadata": {"user_id": "customer-42"},
             "stream": true
         })
+    );
+    // A seed has nowhere to go in this API: refused by name, not dropped.
+    let mut seeded = req.clone();
+    seeded.seed = Some(7);
+    let e = wire::request_body(&seeded, "m", None, false).unwrap_err();
+    assert!(
+        e.starts_with("seed: Anthropic's Messages API takes no seed"),
+        "{e}"
     );
     // A target's cap applies when the request has none; the request's wins.
     let b = wire::request_body(&req, "m", Some(100), false).unwrap();

@@ -21,6 +21,12 @@ pub fn request_body(
     default_max: Option<u32>,
     stream: bool,
 ) -> Result<Value, String> {
+    if req.seed.is_some() {
+        return Err(
+            "seed: Anthropic's Messages API takes no seed; the call is refused rather than answered without it"
+                .into(),
+        );
+    }
     let mut system: Vec<&str> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
@@ -97,6 +103,12 @@ pub fn request_body(
     }
     if let Some(t) = req.temperature {
         body["temperature"] = json!(t);
+    }
+    if let Some(p) = req.top_p {
+        body["top_p"] = json!(p);
+    }
+    if !req.stop.is_empty() {
+        body["stop_sequences"] = json!(req.stop);
     }
     if !req.end_user.is_empty() {
         body["metadata"] = json!({"user_id": req.end_user});

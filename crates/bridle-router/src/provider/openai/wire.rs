@@ -44,6 +44,15 @@ pub fn request_body(
     if let Some(t) = req.temperature {
         body["temperature"] = json!(t);
     }
+    if let Some(p) = req.top_p {
+        body["top_p"] = json!(p);
+    }
+    if !req.stop.is_empty() {
+        body["stop"] = json!(req.stop);
+    }
+    if let Some(s) = req.seed {
+        body["seed"] = json!(s);
+    }
     if !req.end_user.is_empty() {
         body["user"] = json!(req.end_user);
     }

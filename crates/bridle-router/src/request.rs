@@ -1,7 +1,7 @@
 //! Checks a request before any provider sees it, so a malformed request fails once, clearly,
 //! instead of on every target.
 
-use bridle_proto::{CompleteRequest, Role, ToolChoiceMode};
+use bridle_proto::{CompleteRequest, ResponseFormat, ResponseFormatType, Role, ToolChoiceMode};
 use prost::Message as _;
 
 use bridle_core::manifest::{
@@ -124,10 +124,55 @@ pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
             "stop[{i}]: a stop sequence is 1 to {STOP_BYTES_MAX} bytes"
         ));
     }
+    if let Some(f) = &req.response_format {
+        check_response_format(f)?;
+    }
     if req.end_user.len() > 256 || req.end_user.chars().any(char::is_control) {
         return bad("end_user: at most 256 bytes, without control characters".to_string());
     }
     Ok(())
+}
+
+/// A response format's fields agree with its type.
+fn check_response_format(f: &ResponseFormat) -> Result<(), Error> {
+    let bad = |m: String| Err(Error::InvalidRequest(m));
+    let kind = ResponseFormatType::try_from(f.r#type).map_err(|_| {
+        Error::InvalidRequest(format!(
+            "response_format.type: {} is not a response format type",
+            f.r#type
+        ))
+    })?;
+    if kind != ResponseFormatType::JsonSchema {
+        if !f.name.is_empty() || !f.description.is_empty() || !f.schema_json.is_empty() || f.strict
+        {
+            return bad(format!(
+                "response_format: name, description, schema_json and strict go only with RESPONSE_FORMAT_TYPE_JSON_SCHEMA, not {}",
+                kind.as_str_name()
+            ));
+        }
+        return Ok(());
+    }
+    let name_ok = (1..=64).contains(&f.name.len())
+        && f.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !name_ok {
+        return bad(format!(
+            "response_format.name: '{}' is not 1 to 64 of a-z, A-Z, 0-9, '_' and '-'",
+            quote(&f.name)
+        ));
+    }
+    match serde_json::from_str::<serde_json::Value>(&f.schema_json) {
+        Ok(v) if v.is_object() => Ok(()),
+        Ok(_) => bad("response_format.schema_json: must be a JSON object".into()),
+        Err(_) if f.schema_json.trim().is_empty() => bad(
+            "response_format.schema_json: is required with RESPONSE_FORMAT_TYPE_JSON_SCHEMA".into(),
+        ),
+        Err(e) => bad(format!(
+            "response_format.schema_json: is not JSON: {}",
+            json_problem(&e)
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -213,5 +258,61 @@ mod tests {
         assert_eq!(err(&r), "stop[1]: a stop sequence is 1 to 1000 bytes");
         r.stop = vec!["x".repeat(STOP_BYTES_MAX + 1)];
         assert!(err(&r).starts_with("stop[0]: "), "{}", err(&r));
+    }
+
+    #[test]
+    fn a_response_format_agrees_with_its_type() {
+        let schema = |name: &str, schema_json: &str| ResponseFormat {
+            r#type: ResponseFormatType::JsonSchema as i32,
+            name: name.into(),
+            schema_json: schema_json.into(),
+            ..Default::default()
+        };
+        let mut r = req();
+        for ok in [
+            schema("answer_1-x", r#"{"type":"object"}"#),
+            ResponseFormat {
+                r#type: ResponseFormatType::JsonObject as i32,
+                ..Default::default()
+            },
+            ResponseFormat::default(),
+        ] {
+            r.response_format = Some(ok);
+            assert!(validate(&r, 1 << 20).is_ok(), "{:?}", r.response_format);
+        }
+        for (bad, want) in [
+            (schema("", "{}"), "response_format.name: '' is not 1 to 64"),
+            (schema("a b", "{}"), "response_format.name: 'a b' is not"),
+            (
+                schema("a", ""),
+                "response_format.schema_json: is required with RESPONSE_FORMAT_TYPE_JSON_SCHEMA",
+            ),
+            (
+                schema("a", "[]"),
+                "response_format.schema_json: must be a JSON object",
+            ),
+            (
+                schema("a", "{nope"),
+                "response_format.schema_json: is not JSON: ",
+            ),
+            (
+                ResponseFormat {
+                    r#type: ResponseFormatType::JsonObject as i32,
+                    name: "a".into(),
+                    ..Default::default()
+                },
+                "response_format: name, description, schema_json and strict go only with RESPONSE_FORMAT_TYPE_JSON_SCHEMA, not RESPONSE_FORMAT_TYPE_JSON_OBJECT",
+            ),
+            (
+                ResponseFormat {
+                    r#type: 9,
+                    ..Default::default()
+                },
+                "response_format.type: 9 is not a response format type",
+            ),
+        ] {
+            r.response_format = Some(bad);
+            assert!(err(&r).starts_with(want), "{}", err(&r));
+        }
     }
 }

@@ -411,6 +411,8 @@ impl Engine {
             top_p: s.spec.model.top_p,
             stop: s.spec.model.stop.clone(),
             seed: s.spec.model.seed,
+            // Free text: an Agent's structured output is not a model parameter yet.
+            response_format: None,
             max_output_tokens: max_out,
             timeout: Some(pb_duration(self.model_timeout)),
             metadata: Default::default(),

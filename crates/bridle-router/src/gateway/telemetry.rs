@@ -66,6 +66,22 @@ impl Call {
         if let Some(m) = req.max_output_tokens {
             span.set_attribute("gen_ai.request.max_tokens", i64::from(m));
         }
+        let output_type = req
+            .response_format
+            .as_ref()
+            .and_then(|f| bridle_proto::ResponseFormatType::try_from(f.r#type).ok());
+        match output_type {
+            Some(bridle_proto::ResponseFormatType::Text) => {
+                span.set_attribute("gen_ai.output.type", "text");
+            }
+            Some(
+                bridle_proto::ResponseFormatType::JsonObject
+                | bridle_proto::ResponseFormatType::JsonSchema,
+            ) => {
+                span.set_attribute("gen_ai.output.type", "json");
+            }
+            _ => {}
+        }
         if let Some(p) = req.top_p {
             span.set_attribute("gen_ai.request.top_p", f64::from(p));
         }

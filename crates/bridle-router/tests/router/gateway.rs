@@ -392,7 +392,7 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
 
     let out = run_sdk("openai_params.py", &format!("{http}/v1"), &key).await;
     let refused = out["refused"].as_array().unwrap();
-    assert_eq!(refused.len(), 23, "{out}");
+    assert_eq!(refused.len(), 21, "{out}");
     for r in refused {
         let expect = r["expect"].as_str().unwrap();
         let e = &r["error"];
@@ -403,10 +403,10 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
         assert!(message.starts_with(&format!("{expect}: ")), "{r}");
     }
     let code = |i: usize| refused[i]["error"]["code"].as_str().unwrap();
-    assert_eq!(code(0), "unsupported_parameter", "response_format");
-    assert_eq!(code(2), "unsupported_value", "frequency_penalty: 0.5");
-    assert_eq!(code(8), "unsupported_value", "n: 2");
-    assert_eq!(code(22), "unknown_parameter", "colour");
+    assert_eq!(code(0), "unsupported_value", "frequency_penalty: 0.5");
+    assert_eq!(code(2), "unsupported_parameter", "logit_bias");
+    assert_eq!(code(6), "unsupported_value", "n: 2");
+    assert_eq!(code(20), "unknown_parameter", "colour");
     assert_eq!(out["defaults"]["text"], "Defaults are fine.");
     let sent = gpt.requests();
     assert_eq!(
@@ -423,6 +423,11 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
     assert_eq!(sent[0].body["stop"], json!(["\n\n"]));
     assert_eq!(sent[0].body["seed"], 7);
     assert_eq!(sent[0].body["top_p"], 0.5);
+    assert_eq!(
+        sent[0].body["response_format"],
+        json!({"type": "json_schema", "json_schema": {"name": "answer",
+            "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}})
+    );
 
     let out = run_sdk("anthropic_params.py", &http, &key).await;
     let refused = out["refused"].as_array().unwrap();
@@ -445,6 +450,29 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
     assert_eq!(sent[0].body["metadata"], json!({"user_id": "customer-42"}));
     assert_eq!(sent[0].body["stop_sequences"], json!(["\n\nHuman:"]));
     assert_eq!(sent[0].body["top_p"], 0.5);
+}
+
+/// Structured outputs with the official SDK's `parse` helper: its Pydantic model reaches the
+/// provider as a strict JSON Schema response format, and the reply parses into the model.
+#[tokio::test]
+async fn the_openai_sdks_structured_outputs_reach_the_provider() {
+    let (h, gpt, _claude, key) = gateway().await;
+    gpt.enqueue(Reply::text(r#"{"city": "Paris", "degrees": 21}"#));
+    let http = h.http.clone().unwrap();
+    let out = run_sdk("openai_structured.py", &format!("{http}/v1"), &key).await;
+    assert_eq!(out["parsed"], json!({"city": "Paris", "degrees": 21}));
+    let sent = gpt.requests();
+    assert_eq!(sent.len(), 1);
+    let format = &sent[0].body["response_format"];
+    assert_eq!(format["type"], "json_schema", "{format}");
+    assert_eq!(format["json_schema"]["name"], "Answer", "{format}");
+    assert_eq!(format["json_schema"]["strict"], true, "{format}");
+    let schema = &format["json_schema"]["schema"];
+    assert_eq!(
+        schema["properties"]["degrees"]["type"], "integer",
+        "{format}"
+    );
+    assert_eq!(schema["required"], json!(["city", "degrees"]), "{format}");
 }
 
 /// A control one provider cannot carry is refused by that provider's target, by name, and
@@ -473,6 +501,20 @@ async fn a_control_the_provider_cannot_carry_is_refused_by_name() {
         message.contains("seed: Anthropic's Messages API takes no seed"),
         "{body}"
     );
+    let r = post(json!({"model": "claude", "messages": hi,
+        "response_format": {"type": "json_object"}}))
+    .await
+    .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("response_format: Anthropic's Messages API takes no response format"),
+        "{body}"
+    );
     assert!(claude.requests().is_empty(), "nothing reached Anthropic");
 
     for (bad, expect) in [
@@ -486,6 +528,22 @@ async fn a_control_the_provider_cannot_carry_is_refused_by_name() {
             "stop: must be a string or an array of strings",
         ),
         (json!({"seed": 1.5}), "seed: must be an integer"),
+        (
+            json!({"response_format": {"type": "yaml"}}),
+            "response_format.type: 'yaml' is not text, json_object or json_schema",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema"}}),
+            "response_format.json_schema: is required with type json_schema",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}}),
+            "response_format.name: 'a b' is not 1 to 64",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {}, "colour": 1}}}),
+            "response_format.json_schema.colour: unknown parameter",
+        ),
     ] {
         let mut req = json!({"model": "gpt", "messages": hi});
         req.as_object_mut()

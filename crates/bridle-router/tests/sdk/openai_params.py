@@ -1,6 +1,6 @@
 """Sends the request parameters of the official `openai` SDK that the gateway does not carry,
 one per request, then one request with the parameters it accepts at their defaults and the
-sampling controls it carries (`user`, `stop`, `seed`, `top_p`).
+controls it carries (`user`, `stop`, `seed`, `top_p`, `response_format`).
 
 Usage: openai_params.py BASE_URL API_KEY. Prints one JSON object: for each refused parameter
 the error the SDK raised, and the answer to the request with the defaults. The Rust test
@@ -19,8 +19,6 @@ SCHEMA = {"name": "answer", "schema": {"type": "object", "properties": {"a": {"t
 
 # Each: the parameter the error must name, and the create() arguments that set it.
 REFUSED = [
-    ("response_format", {"response_format": {"type": "json_object"}}),
-    ("response_format", {"response_format": {"type": "json_schema", "json_schema": SCHEMA}}),
     ("frequency_penalty", {"frequency_penalty": 0.5}),
     ("presence_penalty", {"presence_penalty": -0.5}),
     ("logit_bias", {"logit_bias": {"50256": -100}}),
@@ -60,6 +58,7 @@ for param, args in REFUSED:
 # which are carried.
 r = client.chat.completions.create(model="gpt", messages=HI, n=1, logprobs=False, parallel_tool_calls=True,
                                    user="customer-42", stop="\n\n", seed=7, top_p=0.5,
+                                   response_format={"type": "json_schema", "json_schema": SCHEMA},
                                    store=False, frequency_penalty=0, presence_penalty=0,
                                    tools=[{"type": "function", "function": {**FUNCTION, "strict": False}}])
 out["defaults"] = {"text": r.choices[0].message.content}

@@ -2,8 +2,8 @@
 //! normalized one (refusing what would not be carried), and a response written back.
 
 use bridle_proto::{
-    CompleteRequest, CompleteResponse, FinishReason, Message, Role, ToolCall, ToolChoice,
-    ToolChoiceMode, ToolSpec,
+    CompleteRequest, CompleteResponse, FinishReason, Message, ResponseFormat, ResponseFormatType,
+    Role, ToolCall, ToolChoice, ToolChoiceMode, ToolSpec,
 };
 use serde_json::{Value, json};
 
@@ -26,6 +26,7 @@ const REQUEST: Shape = Shape {
         "stop",
         "top_p",
         "seed",
+        "response_format",
     ],
     defaults: &[
         ("n", "1"),
@@ -48,13 +49,24 @@ const REQUEST: Shape = Shape {
         "prompt_cache_options",
         "prompt_cache_retention",
         "reasoning_effort",
-        "response_format",
         "safety_identifier",
         "service_tier",
         "top_logprobs",
         "verbosity",
         "web_search_options",
     ],
+};
+
+const RESPONSE_FORMAT: Shape = Shape {
+    carried: &["type", "json_schema"],
+    defaults: &[],
+    refused: &[],
+};
+
+const JSON_SCHEMA: Shape = Shape {
+    carried: &["name", "description", "schema", "strict"],
+    defaults: &[],
+    refused: &[],
 };
 
 const STREAM_OPTIONS: Shape = Shape {
@@ -148,6 +160,63 @@ fn q(s: &str) -> String {
     format!("'{}'", crate::error::quote(s))
 }
 
+/// `response_format`: text, json_object, or json_schema with its schema (checked further by
+/// the router: the name's characters, the schema an object).
+fn response_format(body: &Value) -> Result<Option<ResponseFormat>, Failure> {
+    let v = match body.get("response_format") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(Failure::invalid("response_format: must be an object")),
+    };
+    let at = "response_format.";
+    fields::check(v, at, &RESPONSE_FORMAT)?;
+    let kind = match str_field(v, "type", at)? {
+        Some("text") => ResponseFormatType::Text,
+        Some("json_object") => ResponseFormatType::JsonObject,
+        Some("json_schema") => ResponseFormatType::JsonSchema,
+        Some(other) => {
+            return Err(Failure::invalid(format!(
+                "{at}type: {} is not text, json_object or json_schema",
+                q(other)
+            )));
+        }
+        None => return Err(Failure::invalid(format!("{at}type: is required"))),
+    };
+    let mut f = ResponseFormat {
+        r#type: kind as i32,
+        ..Default::default()
+    };
+    let schema = v.get("json_schema").filter(|s| !s.is_null());
+    match (kind, schema) {
+        (ResponseFormatType::JsonSchema, Some(s @ Value::Object(_))) => {
+            let at = "response_format.json_schema.";
+            fields::check(s, at, &JSON_SCHEMA)?;
+            f.name = str_field(s, "name", at)?.unwrap_or_default().to_string();
+            f.description = str_field(s, "description", at)?
+                .unwrap_or_default()
+                .to_string();
+            f.schema_json = match s.get("schema") {
+                None | Some(Value::Null) => String::new(),
+                Some(o @ Value::Object(_)) => o.to_string(),
+                Some(_) => return Err(Failure::invalid(format!("{at}schema: must be an object"))),
+            };
+            f.strict = bool_field(s, "strict", at)?.unwrap_or(false);
+        }
+        (ResponseFormatType::JsonSchema, _) => {
+            return Err(Failure::invalid(
+                "response_format.json_schema: is required with type json_schema (an object)",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(Failure::invalid(
+                "response_format.json_schema: goes only with type json_schema",
+            ));
+        }
+        (_, None) => {}
+    }
+    Ok(Some(f))
+}
+
 /// The text of a message's `content`: a string, or text parts.
 fn content_text(v: &Value, at: &str) -> Result<String, Failure> {
     match v.get("content") {
@@ -183,7 +252,8 @@ fn content_text(v: &Value, at: &str) -> Result<String, Failure> {
 
 /// A chat completion request as a Bridle request, whether to stream, and whether the stream
 /// ends with a usage chunk. Carried: model, messages (text content, tool calls and results),
-/// tools, tool_choice, temperature, top_p, stop, seed, max_tokens / max_completion_tokens,
+/// tools, tool_choice, temperature, top_p, stop, seed, response_format (text, json_object,
+/// json_schema), max_tokens / max_completion_tokens,
 /// stream, stream_options.include_usage, user (the end user). Accepted at their defaults only:
 /// n 1, logprobs false, parallel_tool_calls true, store false, frequency_penalty and
 /// presence_penalty 0, stream_options.include_obfuscation false, a function's strict false. Any other field is
@@ -351,6 +421,7 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
     };
     let top_p = fields::top_p(body)?;
     let stop = fields::stop_sequences(body, "stop", true)?;
+    let response_format = response_format(body)?;
     let seed = match number("seed") {
         None => None,
         Some(v) => Some(
@@ -384,6 +455,7 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
             stop,
             top_p,
             seed,
+            response_format,
             ..Default::default()
         },
         stream,

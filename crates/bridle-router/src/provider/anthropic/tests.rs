@@ -302,6 +302,22 @@ fn requests_use_anthropic_shapes() {
         e.starts_with("seed: Anthropic's Messages API takes no seed"),
         "{e}"
     );
+    // Nor a JSON response format; free text said outright is what it writes anyway.
+    let mut json_mode = req.clone();
+    json_mode.response_format = Some(bridle_proto::ResponseFormat {
+        r#type: bridle_proto::ResponseFormatType::JsonObject as i32,
+        ..Default::default()
+    });
+    let e = wire::request_body(&json_mode, "m", None, false).unwrap_err();
+    assert!(
+        e.starts_with("response_format: Anthropic's Messages API takes no response format"),
+        "{e}"
+    );
+    json_mode.response_format = Some(bridle_proto::ResponseFormat {
+        r#type: bridle_proto::ResponseFormatType::Text as i32,
+        ..Default::default()
+    });
+    assert!(wire::request_body(&json_mode, "m", None, false).is_ok());
     // A target's cap applies when the request has none; the request's wins.
     let b = wire::request_body(&req, "m", Some(100), false).unwrap();
     assert_eq!(

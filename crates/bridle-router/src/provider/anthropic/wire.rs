@@ -6,7 +6,10 @@
 //! blocks and fields are ignored. Thinking blocks are kept in `provider_state` and sent back
 //! verbatim on the next turn, as the API requires.
 
-use bridle_proto::{CompleteRequest, FinishReason, Message, Role, ToolCall, ToolChoiceMode, Usage};
+use bridle_proto::{
+    CompleteRequest, FinishReason, Message, ResponseFormatType, Role, ToolCall, ToolChoiceMode,
+    Usage,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,6 +27,18 @@ pub fn request_body(
     if req.seed.is_some() {
         return Err(
             "seed: Anthropic's Messages API takes no seed; the call is refused rather than answered without it"
+                .into(),
+        );
+    }
+    let json_form = req.response_format.as_ref().is_some_and(|f| {
+        matches!(
+            ResponseFormatType::try_from(f.r#type),
+            Ok(ResponseFormatType::JsonObject | ResponseFormatType::JsonSchema)
+        )
+    });
+    if json_form {
+        return Err(
+            "response_format: Anthropic's Messages API takes no response format; the call is refused rather than answered in free text"
                 .into(),
         );
     }

@@ -2,8 +2,8 @@
 
 use bridle_proto::complete_chunk::Chunk;
 use bridle_proto::{
-    CompleteRequest, FinishReason, Message, Role, ToolCall, ToolChoice, ToolChoiceMode, ToolSpec,
-    Usage,
+    CompleteRequest, FinishReason, Message, ResponseFormat, ResponseFormatType, Role, ToolCall,
+    ToolChoice, ToolChoiceMode, ToolSpec, Usage,
 };
 use bridle_testkit::mock_openai::{completion_to_chunks, fixture, tool_call_completion};
 use serde_json::json;
@@ -209,6 +209,46 @@ fn requests_use_openai_shapes() {
             "stream": true,
             "stream_options": {"include_usage": true}
         })
+    );
+}
+
+#[test]
+fn response_formats_use_openai_shapes() {
+    let mut req = CompleteRequest {
+        route: "r".into(),
+        messages: vec![Message {
+            role: Role::User as i32,
+            text: "hi".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let format = |t: ResponseFormatType| ResponseFormat {
+        r#type: t as i32,
+        ..Default::default()
+    };
+    let body = |req: &CompleteRequest| wire::request_body(req, "gpt-4o", None, false);
+    assert_eq!(body(&req).get("response_format"), None);
+    req.response_format = Some(format(ResponseFormatType::Unspecified));
+    assert_eq!(body(&req).get("response_format"), None);
+    req.response_format = Some(format(ResponseFormatType::Text));
+    assert_eq!(body(&req)["response_format"], json!({"type": "text"}));
+    req.response_format = Some(format(ResponseFormatType::JsonObject));
+    assert_eq!(
+        body(&req)["response_format"],
+        json!({"type": "json_object"})
+    );
+    req.response_format = Some(ResponseFormat {
+        name: "answer".into(),
+        description: "the answer".into(),
+        schema_json: r#"{"type":"object","properties":{"a":{"type":"string"}}}"#.into(),
+        strict: true,
+        ..format(ResponseFormatType::JsonSchema)
+    });
+    assert_eq!(
+        body(&req)["response_format"],
+        json!({"type": "json_schema", "json_schema": {"name": "answer", "description": "the answer",
+            "schema": {"type": "object", "properties": {"a": {"type": "string"}}}, "strict": true}})
     );
 }
 

@@ -3,7 +3,10 @@
 //! Responses are read leniently (every field optional, unknown fields ignored): OpenAI adds
 //! fields often, and compatible servers leave some out.
 
-use bridle_proto::{CompleteRequest, FinishReason, Message, Role, ToolCall, ToolChoiceMode, Usage};
+use bridle_proto::{
+    CompleteRequest, FinishReason, Message, ResponseFormatType, Role, ToolCall, ToolChoiceMode,
+    Usage,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -53,6 +56,9 @@ pub fn request_body(
     if let Some(s) = req.seed {
         body["seed"] = json!(s);
     }
+    if let Some(f) = response_format(req) {
+        body["response_format"] = f;
+    }
     if !req.end_user.is_empty() {
         body["user"] = json!(req.end_user);
     }
@@ -64,6 +70,28 @@ pub fn request_body(
         body["stream_options"] = json!({"include_usage": true});
     }
     body
+}
+
+/// The request's response format in Chat Completions' shape (a schema has passed
+/// [`crate::request::validate`], so it is a JSON object).
+fn response_format(req: &CompleteRequest) -> Option<Value> {
+    let f = req.response_format.as_ref()?;
+    match ResponseFormatType::try_from(f.r#type).ok()? {
+        ResponseFormatType::Unspecified => None,
+        ResponseFormatType::Text => Some(json!({"type": "text"})),
+        ResponseFormatType::JsonObject => Some(json!({"type": "json_object"})),
+        ResponseFormatType::JsonSchema => {
+            let schema: Value = serde_json::from_str(&f.schema_json).unwrap_or_else(|_| json!({}));
+            let mut s = json!({"name": f.name, "schema": schema});
+            if !f.description.is_empty() {
+                s["description"] = json!(f.description);
+            }
+            if f.strict {
+                s["strict"] = json!(true);
+            }
+            Some(json!({"type": "json_schema", "json_schema": s}))
+        }
+    }
 }
 
 fn tool_choice(req: &CompleteRequest) -> Option<Value> {

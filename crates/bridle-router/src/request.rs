@@ -5,7 +5,8 @@ use bridle_proto::{CompleteRequest, ResponseFormat, ResponseFormatType, Role, To
 use prost::Message as _;
 
 use bridle_core::manifest::{
-    STOP_SEQUENCE_BYTES_MAX as STOP_BYTES_MAX, STOP_SEQUENCES_MAX as STOP_MAX,
+    STOP_SEQUENCE_BYTES_MAX as STOP_BYTES_MAX, STOP_SEQUENCES_MAX as STOP_MAX, stop_sequence_fits,
+    top_p_in_range,
 };
 
 use crate::Error;
@@ -103,10 +104,7 @@ pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
     if let Some(t) = req.temperature.filter(|t| !t.is_finite() || *t < 0.0) {
         return bad(format!("temperature: {t} is not a non-negative number"));
     }
-    if let Some(p) = req
-        .top_p
-        .filter(|p| !(p.is_finite() && *p > 0.0 && *p <= 1.0))
-    {
+    if let Some(p) = req.top_p.filter(|p| !top_p_in_range(*p)) {
         return bad(format!("top_p: {p} is not above 0 and at most 1"));
     }
     if req.stop.len() > STOP_MAX {
@@ -115,11 +113,7 @@ pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
             req.stop.len()
         ));
     }
-    if let Some(i) = req
-        .stop
-        .iter()
-        .position(|s| s.is_empty() || s.len() > STOP_BYTES_MAX)
-    {
+    if let Some(i) = req.stop.iter().position(|s| !stop_sequence_fits(s)) {
         return bad(format!(
             "stop[{i}]: a stop sequence is 1 to {STOP_BYTES_MAX} bytes"
         ));

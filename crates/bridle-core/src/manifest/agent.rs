@@ -15,6 +15,17 @@ pub const DEFAULT_MAX_STEPS: u32 = 10;
 pub const STOP_SEQUENCES_MAX: usize = 16;
 pub const STOP_SEQUENCE_BYTES_MAX: usize = 1000;
 
+/// Whether `p` is a nucleus-sampling share, above 0 and at most 1 (an Agent's `topP`, and
+/// every model call's `top_p` in the router).
+pub fn top_p_in_range(p: f32) -> bool {
+    p.is_finite() && p > 0.0 && p <= 1.0
+}
+
+/// Whether `s` can be a stop sequence: 1 to [`STOP_SEQUENCE_BYTES_MAX`] bytes.
+pub fn stop_sequence_fits(s: &str) -> bool {
+    !s.is_empty() && s.len() <= STOP_SEQUENCE_BYTES_MAX
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AgentSpec {
@@ -185,7 +196,7 @@ pub(super) fn validate(s: &AgentSpec, out: &mut Problems) {
         ));
     }
     if let Some(p) = s.model.top_p
-        && !(p.is_finite() && p > 0.0 && p <= 1.0)
+        && !top_p_in_range(p)
     {
         out.push((
             "spec.model.topP".into(),
@@ -202,7 +213,7 @@ pub(super) fn validate(s: &AgentSpec, out: &mut Problems) {
         ));
     }
     for (i, q) in s.model.stop.iter().enumerate() {
-        if q.is_empty() || q.len() > STOP_SEQUENCE_BYTES_MAX {
+        if !stop_sequence_fits(q) {
             out.push((
                 format!("spec.model.stop[{i}]"),
                 format!("a stop sequence is 1 to {STOP_SEQUENCE_BYTES_MAX} bytes"),

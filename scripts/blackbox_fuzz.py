@@ -526,14 +526,17 @@ class Fuzzer:
 
     def gateway_body(self, front):
         r = self.rng
-        seeds = self.seeds["gateway_openai" if front == "openai" else "gateway_anthropic"]
+        # The OpenAI seeds hold bodies of both OpenAI fronts.
+        seeds = self.seeds["gateway_anthropic" if front == "anthropic" else "gateway_openai"]
         base = r.choice(seeds) if seeds else '{"model":"fuzz-route","messages":[{"role":"user","content":"hi"}]}'
         base = base.replace('"quick"', '"fuzz-route"')
         if r.random() < 0.15:
             try:
                 v = json.loads(base)
                 if isinstance(v, dict):
-                    v["messages"] = (v.get("messages") or [{"role": "user", "content": "x"}]) * r.choice([3, 50, 2000])
+                    key = "input" if "input" in v else "messages"
+                    items = v.get(key) if isinstance(v.get(key), list) else None
+                    v[key] = (items or [{"role": "user", "content": "x"}]) * r.choice([3, 50, 2000])
                     if r.random() < 0.5:
                         v["stream"] = True
                     return json.dumps(v).encode()
@@ -545,8 +548,8 @@ class Fuzzer:
 
     def fuzz_gateway(self):
         r = self.rng
-        front = r.choice(["openai", "anthropic"])
-        path = "/v1/chat/completions" if front == "openai" else "/v1/messages"
+        front = r.choice(["openai", "responses", "anthropic"])
+        path = {"openai": "/v1/chat/completions", "responses": "/v1/responses", "anthropic": "/v1/messages"}[front]
         headers = {}
         if r.random() < 0.3:
             headers[r.choice(["authorization", "x-api-key", "x-bridle-agent", "content-type", "accept"])] = \
@@ -555,7 +558,8 @@ class Fuzzer:
         if r.random() < 0.05:
             self.http("gateway", r.choice(["GET", "PUT", "DELETE", "OPTIONS", "POST"]),
                       r.choice(["/v1/models", "/", "/v1/" + "a" * 5000, "/v1/chat/completions?x=" + "%" * 50,
-                                "/%00", "/v1/messages/../models"]), b"", headers)
+                                "/%00", "/v1/messages/../models", "/v1/models/fuzz-route", "/v1/models/" + "%ff" * 300]),
+                      b"", headers)
             return
         self.http("gateway", "POST", path, self.gateway_body(front), headers)
 

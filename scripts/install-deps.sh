@@ -82,9 +82,9 @@ if ! "$VENV/bin/python" -c 'import helm_python, helm_sdkpy, kubernetes_validate,
 fi
 
 # The router's gateway tests drive its HTTP fronts with the official SDKs as clients.
-if ! python3 -c 'import openai, anthropic' >/dev/null 2>&1; then
-  log "installing the openai and anthropic Python SDKs (pip), for the router's gateway tests"
-  python3 -m pip install -q openai anthropic
+if ! python3 -c 'import openai, anthropic, agents' >/dev/null 2>&1; then
+  log "installing the openai, anthropic and openai-agents Python SDKs (pip), for the router's gateway tests"
+  python3 -m pip install -q openai anthropic openai-agents
 fi
 
 # The generated-client test (crates/bridle-cli/tests/python_client.rs) generates Python stubs

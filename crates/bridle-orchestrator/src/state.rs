@@ -231,6 +231,8 @@ impl ToolInfo {
                 count: a.count,
                 not_the_starter: a.not_the_starter,
             }),
+            // An Agent's tools: their schemas need not meet a provider's strict subset.
+            strict: false,
         }
     }
 }

@@ -132,6 +132,8 @@ pub fn spec_proto(t: &Tool) -> ToolSpec {
         }
         .into(),
         approvers: approver_rule(t),
+        // Not held to a strict schema: a Tool's need not meet a provider's strict subset.
+        strict: false,
     }
 }
 

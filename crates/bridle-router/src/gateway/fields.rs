@@ -97,6 +97,29 @@ pub fn top_p(body: &Value) -> Result<Option<f32>, Failure> {
     }
 }
 
+pub fn str_field<'a>(v: &'a Value, key: &str, at: &str) -> Result<Option<&'a str>, Failure> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Failure::invalid(format!("{at}{key}: must be a string"))),
+    }
+}
+
+pub fn bool_field(v: &Value, key: &str, at: &str) -> Result<Option<bool>, Failure> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(Failure::invalid(format!(
+            "{at}{key}: must be true or false"
+        ))),
+    }
+}
+
+/// `s` quoted for an error message, cut short when long.
+pub fn q(s: &str) -> String {
+    format!("'{}'", quote(s))
+}
+
 /// The names a shape accepts, for the message about an unknown one.
 fn accepted(shape: &Shape) -> String {
     let mut names: Vec<&str> = shape.carried.to_vec();

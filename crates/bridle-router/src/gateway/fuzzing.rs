@@ -1,4 +1,5 @@
-//! Entry points for the fuzz targets in `fuzz/` (`gateway_openai`, `gateway_anthropic`, `sse`);
+//! Entry points for the fuzz targets in `fuzz/` (`gateway_openai` for both OpenAI fronts,
+//! `gateway_anthropic`, `sse`);
 //! not an API. They run what the HTTP fronts do with a request body once the caller is
 //! authenticated — the body as JSON, the front's translation, the router's checks — without a
 //! server, Redis or a provider, so the fuzzer can run them millions of times.
@@ -28,6 +29,13 @@ pub fn openai_request(body: &[u8]) -> Parsed {
     let v = json(body)?;
     let (req, _stream, _usage) = super::openai::parse(&v).map_err(|f| f.message)?;
     checked(req)
+}
+
+/// `POST /v1/responses`.
+pub fn responses_request(body: &[u8]) -> Parsed {
+    let v = json(body)?;
+    let parsed = super::openai::parse_responses(&v).map_err(|f| f.message)?;
+    checked(parsed.req)
 }
 
 /// `POST /v1/messages`.

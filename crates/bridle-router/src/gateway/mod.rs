@@ -1,5 +1,6 @@
 //! The HTTP gateway fronts, so applications written for OpenAI or Anthropic can use Bridle as
-//! their model gateway: `POST /v1/chat/completions` and `GET /v1/models` in OpenAI's shapes,
+//! their model gateway: `POST /v1/chat/completions`, `POST /v1/responses`, `GET /v1/models` and
+//! `GET /v1/models/{id}` in OpenAI's shapes,
 //! `POST /v1/messages` in Anthropic's. The request's `model` names a ModelRoute of the
 //! caller's tenant. Errors come back in each API's own error shape, so the official SDKs
 //! raise their usual exceptions.

@@ -29,7 +29,9 @@ pub async fn spawn(
     let state = Arc::new(gateway);
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(openai::chat))
+        .route("/v1/responses", axum::routing::post(openai::responses))
         .route("/v1/models", axum::routing::get(openai::models))
+        .route("/v1/models/{id}", axum::routing::get(openai::model))
         .route("/v1/messages", axum::routing::post(anthropic::messages))
         .fallback(openai::unknown)
         .with_state(state);

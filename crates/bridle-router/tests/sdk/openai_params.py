@@ -37,7 +37,6 @@ REFUSED = [
     ("verbosity", {"verbosity": "low"}),
     ("web_search_options", {"web_search_options": {}}),
     ("stream_options.include_obfuscation", {"stream": True, "stream_options": {"include_obfuscation": True}}),
-    ("tools[0].function.strict", {"tools": [{"type": "function", "function": {**FUNCTION, "strict": True}}]}),
     ("messages[0].name", {"messages": [{"role": "user", "content": "hi", "name": "alice"}]}),
     ("colour", {"extra_body": {"colour": "red"}}),
 ]
@@ -60,6 +59,6 @@ r = client.chat.completions.create(model="gpt", messages=HI, n=1, logprobs=False
                                    user="customer-42", stop="\n\n", seed=7, top_p=0.5,
                                    response_format={"type": "json_schema", "json_schema": SCHEMA},
                                    store=False, frequency_penalty=0, presence_penalty=0,
-                                   tools=[{"type": "function", "function": {**FUNCTION, "strict": False}}])
+                                   tools=[{"type": "function", "function": {**FUNCTION, "strict": True}}])
 out["defaults"] = {"text": r.choices[0].message.content}
 print(json.dumps(out))

@@ -36,6 +36,8 @@ pub fn exposed_proto(t: &Tool, e: &Exposed) -> ToolSpec {
         kind: bridle_proto::ToolKind::Mcp as i32,
         risk_source: e.risk_source.into(),
         approvers: approver_rule(t),
+        // Not held to a strict schema: a Tool's need not meet a provider's strict subset.
+        strict: false,
     }
 }
 

@@ -1,4 +1,5 @@
-//! The OpenAI-compatible front: Chat Completions (plain and streamed) and the model list.
+//! The OpenAI-compatible front: Chat Completions and Responses (plain and streamed), and the
+//! model list.
 
 use std::sync::Arc;
 
@@ -11,9 +12,12 @@ use serde_json::{Value, json};
 use super::{Answer, Failure, Gateway, Kind, read_json, scope};
 use crate::error::bounded;
 
+mod responses;
+mod responses_stream;
 mod stream;
 mod wire;
 
+pub(super) use responses::parse as parse_responses;
 pub use wire::bridle_fields;
 use wire::completion;
 pub(super) use wire::parse;
@@ -73,13 +77,84 @@ async fn chat_inner(g: &Gateway, headers: &HeaderMap, body: Body) -> Result<Resp
     })
 }
 
+pub async fn responses(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    match responses_inner(&g, &headers, body).await {
+        Ok(r) => r,
+        Err(f) => error_response(&f),
+    }
+}
+
+async fn responses_inner(
+    g: &Gateway,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Failure> {
+    let caller = scope(g, headers).await?;
+    let body = read_json(g, headers, body).await?;
+    let responses::Parsed {
+        mut req,
+        stream,
+        echo,
+    } = responses::parse(&body)?;
+    caller.apply(&mut req)?;
+    Ok(match super::answer(g, headers, req, stream).await? {
+        Answer::Stream(first, rx) => responses_stream::respond(echo, first, rx),
+        Answer::Whole(resp) => {
+            let ids = responses::ItemIds::default();
+            let v = responses::finished(
+                &echo,
+                &super::new_id("resp_"),
+                super::unix_now(),
+                &resp,
+                &ids,
+            );
+            axum::Json(v).into_response()
+        }
+    })
+}
+
+fn model_entry(name: &str) -> Value {
+    json!({"id": name, "object": "model", "created": 0, "owned_by": "bridle"})
+}
+
+/// `GET /v1/models/{id}`: the caller's route of that name, or 404 in OpenAI's shape.
+pub async fn model(
+    State(g): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let found = async {
+        let caller = scope(&g, &headers).await?;
+        let id = id
+            .map_err(|e| Failure::invalid(format!("the model id in the path: {e}")))?
+            .0;
+        let routes = g.dispatch.routes(&caller.scope.tenant).await?;
+        if routes.iter().any(|r| r.metadata.name == id) {
+            Ok(model_entry(&id))
+        } else {
+            Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                Kind::NotFound,
+                format!(
+                    "the model {} does not exist: no ModelRoute of that name in this tenant (GET /v1/models lists them)",
+                    crate::error::quote(&id)
+                ),
+            ))
+        }
+    };
+    match found.await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(f) => error_response(&f),
+    }
+}
+
 pub async fn models(State(g): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     let listed = async {
         let caller = scope(&g, &headers).await?;
         let routes = g.dispatch.routes(&caller.scope.tenant).await?;
         let data: Vec<Value> = routes
             .iter()
-            .map(|r| json!({"id": r.metadata.name, "object": "model", "created": 0, "owned_by": "bridle"}))
+            .map(|r| model_entry(&r.metadata.name))
             .collect();
         Ok::<_, Failure>(json!({"object": "list", "data": data}))
     };
@@ -94,7 +169,7 @@ pub async fn unknown(method: Method, uri: Uri) -> Response {
         StatusCode::NOT_FOUND,
         Kind::InvalidRequest,
         format!(
-            "this gateway serves POST /v1/chat/completions, GET /v1/models and POST /v1/messages, not {method} {}",
+            "this gateway serves POST /v1/chat/completions, POST /v1/responses, GET /v1/models, GET /v1/models/{{id}} and POST /v1/messages, not {method} {}",
             crate::error::quote(uri.path())
         ),
     ))

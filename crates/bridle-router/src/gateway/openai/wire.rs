@@ -7,7 +7,7 @@ use bridle_proto::{
 };
 use serde_json::{Value, json};
 
-use crate::gateway::fields::{self, Shape};
+use crate::gateway::fields::{self, Shape, bool_field, q, str_field};
 use crate::gateway::{Failure, new_id, unix_now};
 
 /// Top-level fields of a Chat Completions request (the API reference's request body).
@@ -120,8 +120,8 @@ const TOOL: Shape = Shape {
 };
 
 const FUNCTION: Shape = Shape {
-    carried: &["name", "description", "parameters"],
-    defaults: &[("strict", "false")],
+    carried: &["name", "description", "parameters", "strict"],
+    defaults: &[],
     refused: &[],
 };
 
@@ -136,29 +136,6 @@ const CHOSEN_FUNCTION: Shape = Shape {
     defaults: &[],
     refused: &[],
 };
-
-fn str_field<'a>(v: &'a Value, key: &str, at: &str) -> Result<Option<&'a str>, Failure> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Failure::invalid(format!("{at}{key}: must be a string"))),
-    }
-}
-
-fn bool_field(v: &Value, key: &str, at: &str) -> Result<Option<bool>, Failure> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(Failure::invalid(format!(
-            "{at}{key}: must be true or false"
-        ))),
-    }
-}
-
-/// `s` quoted for an error message, cut short when long.
-fn q(s: &str) -> String {
-    format!("'{}'", crate::error::quote(s))
-}
 
 /// `response_format`: text, json_object, or json_schema with its schema (checked further by
 /// the router: the name's characters, the schema an object).
@@ -191,16 +168,7 @@ fn response_format(body: &Value) -> Result<Option<ResponseFormat>, Failure> {
         (ResponseFormatType::JsonSchema, Some(s @ Value::Object(_))) => {
             let at = "response_format.json_schema.";
             fields::check(s, at, &JSON_SCHEMA)?;
-            f.name = str_field(s, "name", at)?.unwrap_or_default().to_string();
-            f.description = str_field(s, "description", at)?
-                .unwrap_or_default()
-                .to_string();
-            f.schema_json = match s.get("schema") {
-                None | Some(Value::Null) => String::new(),
-                Some(o @ Value::Object(_)) => o.to_string(),
-                Some(_) => return Err(Failure::invalid(format!("{at}schema: must be an object"))),
-            };
-            f.strict = bool_field(s, "strict", at)?.unwrap_or(false);
+            schema_fields(s, at, &mut f)?;
         }
         (ResponseFormatType::JsonSchema, _) => {
             return Err(Failure::invalid(
@@ -215,6 +183,60 @@ fn response_format(body: &Value) -> Result<Option<ResponseFormat>, Failure> {
         (_, None) => {}
     }
     Ok(Some(f))
+}
+
+/// A JSON Schema response format's name, description, schema and strict flag, read from `s`
+/// (Chat Completions' `response_format.json_schema`, the Responses API's `text.format`).
+pub(super) fn schema_fields(s: &Value, at: &str, f: &mut ResponseFormat) -> Result<(), Failure> {
+    f.name = str_field(s, "name", at)?.unwrap_or_default().to_string();
+    f.description = str_field(s, "description", at)?
+        .unwrap_or_default()
+        .to_string();
+    f.schema_json = match s.get("schema") {
+        None | Some(Value::Null) => String::new(),
+        Some(o @ Value::Object(_)) => o.to_string(),
+        Some(_) => return Err(Failure::invalid(format!("{at}schema: must be an object"))),
+    };
+    f.strict = bool_field(s, "strict", at)?.unwrap_or(false);
+    Ok(())
+}
+
+/// A function tool's name, description, parameters and strict flag, read from `f` (Chat
+/// Completions' `tools[i].function`, a Responses API tool). `strict` is the API's default.
+pub(super) fn tool_spec(f: &Value, at: &str, strict: bool) -> Result<ToolSpec, Failure> {
+    let params = f
+        .get("parameters")
+        .filter(|p| !p.is_null())
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    Ok(ToolSpec {
+        name: str_field(f, "name", at)?.unwrap_or_default().to_string(),
+        description: str_field(f, "description", at)?
+            .unwrap_or_default()
+            .to_string(),
+        parameters_json_schema: params.to_string(),
+        strict: bool_field(f, "strict", at)?.unwrap_or(strict),
+        ..Default::default()
+    })
+}
+
+/// A tool choice given as a word: auto, none or required.
+pub(super) fn choice_mode(s: &str) -> Result<ToolChoice, Failure> {
+    let mode = match s {
+        "auto" => ToolChoiceMode::Auto,
+        "none" => ToolChoiceMode::None,
+        "required" => ToolChoiceMode::Required,
+        other => {
+            return Err(Failure::invalid(format!(
+                "tool_choice: {} is not auto, none or required",
+                q(other)
+            )));
+        }
+    };
+    Ok(ToolChoice {
+        mode: mode as i32,
+        name: String::new(),
+    })
 }
 
 /// The text of a message's `content`: a string, or text parts.
@@ -252,11 +274,11 @@ fn content_text(v: &Value, at: &str) -> Result<String, Failure> {
 
 /// A chat completion request as a Bridle request, whether to stream, and whether the stream
 /// ends with a usage chunk. Carried: model, messages (text content, tool calls and results),
-/// tools, tool_choice, temperature, top_p, stop, seed, response_format (text, json_object,
-/// json_schema), max_tokens / max_completion_tokens,
+/// tools (a function's strict too), tool_choice, temperature, top_p, stop, seed, response_format
+/// (text, json_object, json_schema), max_tokens / max_completion_tokens,
 /// stream, stream_options.include_usage, user (the end user). Accepted at their defaults only:
 /// n 1, logprobs false, parallel_tool_calls true, store false, frequency_penalty and
-/// presence_penalty 0, stream_options.include_obfuscation false, a function's strict false. Any other field is
+/// presence_penalty 0, stream_options.include_obfuscation false. Any other field is
 /// refused by name ([`REQUEST`] lists the API's), and so are non-text content parts.
 pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
     if !body.is_object() {
@@ -351,35 +373,11 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
         let f = t.get("function").cloned().unwrap_or_default();
         let fat = format!("{at}function.");
         fields::check(&f, &fat, &FUNCTION)?;
-        let params = f
-            .get("parameters")
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        tools.push(ToolSpec {
-            name: str_field(&f, "name", &fat)?.unwrap_or_default().to_string(),
-            description: str_field(&f, "description", &fat)?
-                .unwrap_or_default()
-                .to_string(),
-            parameters_json_schema: params.to_string(),
-            ..Default::default()
-        });
+        tools.push(tool_spec(&f, &fat, false)?);
     }
     let tool_choice = match body.get("tool_choice") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(ToolChoice {
-            mode: match s.as_str() {
-                "auto" => ToolChoiceMode::Auto,
-                "none" => ToolChoiceMode::None,
-                "required" => ToolChoiceMode::Required,
-                other => {
-                    return Err(Failure::invalid(format!(
-                        "tool_choice: {} is not auto, none or required",
-                        q(other)
-                    )));
-                }
-            } as i32,
-            name: String::new(),
-        }),
+        Some(Value::String(s)) => Some(choice_mode(s)?),
         Some(v) => {
             fields::check(v, "tool_choice.", &NAMED_CHOICE)?;
             if let Some(k) = str_field(v, "type", "tool_choice.")?.filter(|k| *k != "function") {

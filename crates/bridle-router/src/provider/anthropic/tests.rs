@@ -318,6 +318,20 @@ fn requests_use_anthropic_shapes() {
         ..Default::default()
     });
     assert!(wire::request_body(&json_mode, "m", None, false).is_ok());
+    // Nor a tool whose arguments must match its schema exactly.
+    let mut strict = req.clone();
+    strict.tools = vec![bridle_proto::ToolSpec {
+        name: "get_weather".into(),
+        strict: true,
+        ..Default::default()
+    }];
+    let e = wire::request_body(&strict, "m", None, false).unwrap_err();
+    assert!(
+        e.starts_with("tools: 'get_weather' asks for strict arguments"),
+        "{e}"
+    );
+    strict.tools[0].strict = false;
+    assert!(wire::request_body(&strict, "m", None, false).is_ok());
     // A target's cap applies when the request has none; the request's wins.
     let b = wire::request_body(&req, "m", Some(100), false).unwrap();
     assert_eq!(

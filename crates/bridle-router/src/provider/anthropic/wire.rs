@@ -42,6 +42,12 @@ pub fn request_body(
                 .into(),
         );
     }
+    if let Some(t) = req.tools.iter().find(|t| t.strict) {
+        return Err(format!(
+            "tools: '{}' asks for strict arguments, which Anthropic's Messages API does not promise; the call is refused rather than answered without it (set strict false)",
+            crate::error::quote(&t.name)
+        ));
+    }
     let mut system: Vec<&str> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {

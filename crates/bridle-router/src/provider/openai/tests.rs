@@ -171,6 +171,7 @@ fn requests_use_openai_shapes() {
             description: "Weather of a city".into(),
             parameters_json_schema: r#"{"type":"object","properties":{"city":{"type":"string"}}}"#
                 .into(),
+            strict: true,
             ..Default::default()
         }],
         tool_choice: Some(ToolChoice {
@@ -198,7 +199,7 @@ fn requests_use_openai_shapes() {
                 {"role": "tool", "tool_call_id": "c1", "content": "ERROR: no network"}
             ],
             "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}, "strict": true}}],
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
             "temperature": 0.5,
             "top_p": 0.25,

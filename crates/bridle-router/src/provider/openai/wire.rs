@@ -34,9 +34,15 @@ pub fn request_body(
                 let params: Value = if t.parameters_json_schema.trim().is_empty() {
                     json!({"type": "object", "properties": {}})
                 } else {
-                    serde_json::from_str(&t.parameters_json_schema).unwrap_or_else(|_| json!({"type": "object"}))
+                    serde_json::from_str(&t.parameters_json_schema)
+                        .unwrap_or_else(|_| json!({"type": "object"}))
                 };
-                json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": params}})
+                let mut f =
+                    json!({"name": t.name, "description": t.description, "parameters": params});
+                if t.strict {
+                    f["strict"] = json!(true);
+                }
+                json!({"type": "function", "function": f})
             })
             .collect();
         body["tools"] = Value::Array(tools);

@@ -116,6 +116,7 @@ impl MockOpenAi {
                 "/openai/deployments/{deployment}/chat/completions",
                 axum::routing::post(chat),
             )
+            .route("/v1/responses", axum::routing::post(responses))
             .route("/v1/models", axum::routing::get(models))
             .fallback(unknown)
             .with_state((inner.clone(), stopped));
@@ -194,8 +195,39 @@ impl Drop for MockOpenAi {
 
 type AppState = (Arc<Inner<Reply>>, tokio::sync::watch::Receiver<()>);
 
+/// Which API a request came to: the queued replies (chat completions) are rendered in its
+/// shapes.
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    Chat,
+    Responses,
+}
+
 async fn chat(
-    State((inner, stopped)): State<AppState>,
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(state, Api::Chat, method, uri, headers, body).await
+}
+
+/// `POST /v1/responses`: the same queued replies, as response objects or their events (a
+/// queued value whose `object` is `response` is served as it is).
+async fn responses(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(state, Api::Responses, method, uri, headers, body).await
+}
+
+async fn serve(
+    (inner, stopped): AppState,
+    api: Api,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -220,16 +252,18 @@ async fn chat(
         }
     }
     let valid = req.get("model").is_some_and(Value::is_string)
-        && req.get("messages").is_some_and(Value::is_array);
+        && match api {
+            Api::Chat => req.get("messages").is_some_and(Value::is_array),
+            Api::Responses => req
+                .get("input")
+                .is_some_and(|i| i.is_array() || i.is_string()),
+        };
     if !valid {
-        return json_response(
-            400,
-            &error_body(
-                400,
-                "you must provide a model parameter and a messages array",
-            ),
-            None,
-        );
+        let what = match api {
+            Api::Chat => "you must provide a model parameter and a messages array",
+            Api::Responses => "you must provide a model parameter and an input",
+        };
+        return json_response(400, &error_body(400, what), None);
     }
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let usage = req
@@ -264,6 +298,16 @@ async fn chat(
                 body,
                 retry_after,
             } => return json_response(status, &body, retry_after.as_deref()),
+            Reply::Completion(c) if api == Api::Responses => {
+                let r = as_response(&c);
+                if stream {
+                    return sse_response(typed_events(&response_to_events(&r)), None);
+                }
+                return json_response(200, &r, None);
+            }
+            Reply::CutAfter(n, c) if api == Api::Responses => {
+                return sse_response(typed_events(&response_to_events(&as_response(&c))), Some(n));
+            }
             Reply::Completion(c) if stream => {
                 return sse_response(data_events(&completion_to_chunks(&c, usage), true), None);
             }
@@ -434,6 +478,134 @@ pub fn completion_to_chunks(completion: &Value, include_usage: bool) -> Vec<Valu
         last["usage"] = completion["usage"].clone();
         out.push(last);
     }
+    out
+}
+
+/// `event: <type>` / `data: <event>` pairs, as the Responses API streams.
+fn typed_events(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+        .collect()
+}
+
+/// A queued reply as a Responses object: served as it is when it is one, else the published
+/// "Text input" example (`fixtures/openai/response.json`) carrying the chat completion's
+/// model, text, tool calls, finish and usage.
+pub fn as_response(c: &Value) -> Value {
+    if c["object"] == "response" {
+        return c.clone();
+    }
+    let mut r = fixture("response.json").unwrap_or_else(
+        |_| json!({"id": "resp_mock", "object": "response", "status": "completed"}),
+    );
+    let choice = &c["choices"][0];
+    let message = &choice["message"];
+    let mut output = Vec::new();
+    if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
+        let mut m = r["output"][0].clone();
+        m["content"][0]["text"] = json!(text);
+        output.push(m);
+    }
+    for (i, call) in message["tool_calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        output.push(json!({"type": "function_call", "id": format!("fc_mock{i}"), "call_id": call["id"],
+            "name": call["function"]["name"], "arguments": call["function"]["arguments"], "status": "completed"}));
+    }
+    r["output"] = Value::Array(output);
+    r["model"] = c["model"].clone();
+    if choice["finish_reason"] == "length" {
+        r["status"] = json!("incomplete");
+        r["incomplete_details"] = json!({"reason": "max_output_tokens"});
+    }
+    let u = &c["usage"];
+    r["usage"] = json!({
+        "input_tokens": u["prompt_tokens"], "output_tokens": u["completion_tokens"],
+        "total_tokens": u["total_tokens"],
+        "input_tokens_details": {"cached_tokens": u.pointer("/prompt_tokens_details/cached_tokens").cloned().unwrap_or(json!(0))},
+        "output_tokens_details": {"reasoning_tokens": u.pointer("/completion_tokens_details/reasoning_tokens").cloned().unwrap_or(json!(0))},
+    });
+    r
+}
+
+/// A response object as the events the Responses API streams for it, in the order its API
+/// reference gives: `response.created` and `response.in_progress`, then per output item
+/// `response.output_item.added`, its content part, its text (or arguments) in small deltas,
+/// their `.done` events and `response.output_item.done`, and last `response.completed` (or
+/// `response.incomplete`). Each carries its `sequence_number`.
+pub fn response_to_events(r: &Value) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut push = |mut e: Value| {
+        e["sequence_number"] = json!(out.len());
+        out.push(e);
+    };
+    let mut start = r.clone();
+    start["status"] = json!("in_progress");
+    start["output"] = json!([]);
+    start["usage"] = Value::Null;
+    push(json!({"type": "response.created", "response": start}));
+    push(json!({"type": "response.in_progress", "response": start}));
+    for (oi, item) in r["output"].as_array().into_iter().flatten().enumerate() {
+        let id = item["id"].clone();
+        let mut added = item.clone();
+        added["status"] = json!("in_progress");
+        match item["type"].as_str() {
+            Some("message") => {
+                added["content"] = json!([]);
+                push(
+                    json!({"type": "response.output_item.added", "output_index": oi, "item": added}),
+                );
+                let part = &item["content"][0];
+                let text = part["text"].as_str().unwrap_or("");
+                push(
+                    json!({"type": "response.content_part.added", "item_id": id, "output_index": oi,
+                    "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+                );
+                for piece in pieces(text, 5) {
+                    push(
+                        json!({"type": "response.output_text.delta", "item_id": id, "output_index": oi,
+                        "content_index": 0, "delta": piece, "logprobs": []}),
+                    );
+                }
+                push(
+                    json!({"type": "response.output_text.done", "item_id": id, "output_index": oi,
+                    "content_index": 0, "text": text, "logprobs": []}),
+                );
+                push(
+                    json!({"type": "response.content_part.done", "item_id": id, "output_index": oi,
+                    "content_index": 0, "part": part}),
+                );
+            }
+            _ => {
+                added["arguments"] = json!("");
+                push(
+                    json!({"type": "response.output_item.added", "output_index": oi, "item": added}),
+                );
+                let args = item["arguments"].as_str().unwrap_or("");
+                for piece in pieces(args, 8) {
+                    push(
+                        json!({"type": "response.function_call_arguments.delta", "item_id": id,
+                        "output_index": oi, "delta": piece}),
+                    );
+                }
+                push(
+                    json!({"type": "response.function_call_arguments.done", "item_id": id,
+                    "output_index": oi, "arguments": args}),
+                );
+            }
+        }
+        push(json!({"type": "response.output_item.done", "output_index": oi, "item": item}));
+    }
+    let last = if r["status"] == "incomplete" {
+        "response.incomplete"
+    } else {
+        "response.completed"
+    };
+    push(json!({"type": last, "response": r}));
     out
 }
 

@@ -177,6 +177,19 @@ fn default_azure_api_version() -> String {
     DEFAULT_AZURE_API_VERSION.into()
 }
 
+/// Which of OpenAI's APIs a target of provider `openai` calls.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpenAiApi {
+    /// `POST <baseUrl>/chat/completions`: OpenAI and every compatible server.
+    #[default]
+    ChatCompletions,
+    /// `POST <baseUrl>/responses`: OpenAI's Responses API (stateless: nothing is stored).
+    Responses,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Target {
@@ -220,6 +233,10 @@ pub struct Target {
     /// Provider `openai` only: call an Azure OpenAI deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureSettings>,
+    /// Provider `openai` only: `chat-completions` (default) or `responses`, OpenAI's
+    /// Responses API (not with `azure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<OpenAiApi>,
     /// Scripted provider: the assistant turns, replayed in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<Vec<ScriptTurn>>,

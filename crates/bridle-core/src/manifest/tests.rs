@@ -663,6 +663,26 @@ fn issue3_bad_route_settings_are_each_named() {
         e.contains("spec.targets[0].azure: only provider openai takes Azure settings"),
         "{e}"
     );
+
+    // The Responses API is an openai target's, and not with Azure.
+    let e = errors(&ISSUE3_ROUTE.replace(
+        "      model: claude-sonnet-4-20250514\n",
+        "      model: claude-sonnet-4-20250514\n      api: responses\n",
+    ))
+    .join("\n");
+    assert!(
+        e.contains("spec.targets[0].api: only provider openai takes an api"),
+        "{e}"
+    );
+    let e = errors(&ISSUE3_ROUTE.replace(
+        "      azure: {deployment: prod-gpt4o}\n",
+        "      azure: {deployment: prod-gpt4o}\n      api: responses\n",
+    ))
+    .join("\n");
+    assert!(
+        e.contains("spec.targets[1].api: responses is not supported with azure"),
+        "{e}"
+    );
 }
 
 // ---- issue 6: SecretBinding (KV v2 and dynamic engines, grants) ----

@@ -113,6 +113,7 @@ mod tests {
             price: None,
             max_output_tokens: None,
             azure: None,
+            api: None,
             script: Some(vec![
                 ScriptTurn {
                     text: String::new(),

@@ -19,6 +19,7 @@ mod helpers;
 mod limits;
 mod long_input;
 mod replicas;
+mod responses;
 mod routes;
 mod scripted;
 mod strategies;

@@ -76,6 +76,18 @@ pub(in crate::manifest) fn validate(
                 "only provider openai takes Azure settings".into(),
             ));
         }
+        if t.provider != ProviderKind::Openai && t.api.is_some() {
+            out.push((
+                format!("{p}.api"),
+                "only provider openai takes an api (chat-completions or responses)".into(),
+            ));
+        }
+        if t.azure.is_some() && t.api == Some(super::OpenAiApi::Responses) {
+            out.push((
+                format!("{p}.api"),
+                "responses is not supported with azure: this router calls Azure deployments through Chat Completions; leave api out".into(),
+            ));
+        }
         match t.provider {
             ProviderKind::Openai | ProviderKind::Anthropic => {
                 if t.model.as_deref().is_none_or(str::is_empty) {

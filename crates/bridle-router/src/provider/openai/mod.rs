@@ -1,12 +1,14 @@
 //! OpenAI Chat Completions (and compatible servers through `baseUrl`, and Azure OpenAI
-//! deployments through `azure`): one try, plain or streamed.
+//! deployments through `azure`), or OpenAI's Responses API with `api: responses`: one try,
+//! plain or streamed.
 
+pub mod responses;
 pub mod stream;
 pub mod wire;
 
 use std::time::Duration;
 
-use bridle_core::manifest::Target;
+use bridle_core::manifest::{OpenAiApi, Target};
 use bridle_proto::CompleteRequest;
 use reqwest::header::{AUTHORIZATION, HeaderName};
 
@@ -55,7 +57,23 @@ impl OpenAi {
     ) -> Result<ProviderReply, TryError> {
         let model = target.model.as_deref().unwrap_or_default();
         let base = target.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let body = wire::request_body(req, model, target.max_output_tokens, sink.is_some());
+        let api = target.api.unwrap_or_default();
+        let (url, body) = match api {
+            OpenAiApi::ChatCompletions => (
+                url(target),
+                wire::request_body(req, model, target.max_output_tokens, sink.is_some()),
+            ),
+            OpenAiApi::Responses => (
+                responses::url(target),
+                responses::request_body(req, model, target.max_output_tokens, sink.is_some())
+                    .map_err(|m| {
+                        TryError::rejected(
+                            FailureCode::InvalidArgument,
+                            format!("target '{}': {m}", target.name),
+                        )
+                    })?,
+            ),
+        };
         // Azure takes the key in its own header; everyone else as a bearer token.
         let headers = match target.azure {
             Some(_) => http::headers(target, creds, HeaderName::from_static("api-key"), ""),
@@ -64,7 +82,7 @@ impl OpenAi {
         let attempt = async {
             let resp = self
                 .http
-                .post(url(target))
+                .post(&url)
                 .headers(headers)
                 .json(&body)
                 .send()
@@ -74,21 +92,32 @@ impl OpenAi {
             if !resp.status().is_success() {
                 return Err(http::error_response(NAME, resp, creds).await);
             }
-            let parsed = match sink {
-                None => {
+            let parsed = match (sink, api) {
+                (None, _) => {
                     let bytes = resp
                         .bytes()
                         .await
                         .map_err(|e| http::transport(&e, base, creds))?;
-                    wire::parse_completion(&bytes).map_err(|m| {
+                    match api {
+                        OpenAiApi::ChatCompletions => wire::parse_completion(&bytes),
+                        OpenAiApi::Responses => serde_json::from_slice(&bytes)
+                            .map_err(|e| format!("the response is not JSON: {e}"))
+                            .and_then(|v| responses::parse_response(&v)),
+                    }
+                    .map_err(|m| {
                         TryError::faulty(
                             FailureCode::Unavailable,
                             format!("{NAME} answered HTTP {status} but {m}"),
                         )
                     })?
                 }
-                Some(sink) => {
+                (Some(sink), OpenAiApi::ChatCompletions) => {
                     let mut asm = stream::Assembler::default();
+                    http::read_stream(NAME, resp, &mut asm, sink, base, creds).await?;
+                    asm.finish()
+                }
+                (Some(sink), OpenAiApi::Responses) => {
+                    let mut asm = responses::Assembler::default();
                     http::read_stream(NAME, resp, &mut asm, sink, base, creds).await?;
                     asm.finish()
                 }

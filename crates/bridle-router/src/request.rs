@@ -5,8 +5,8 @@ use bridle_proto::{CompleteRequest, ResponseFormat, ResponseFormatType, Role, To
 use prost::Message as _;
 
 use bridle_core::manifest::{
-    STOP_SEQUENCE_BYTES_MAX as STOP_BYTES_MAX, STOP_SEQUENCES_MAX as STOP_MAX, stop_sequence_fits,
-    top_p_in_range,
+    REASONING_EFFORTS, STOP_SEQUENCE_BYTES_MAX as STOP_BYTES_MAX, STOP_SEQUENCES_MAX as STOP_MAX,
+    THINKING_BUDGET_MIN, stop_sequence_fits, top_p_in_range,
 };
 
 use crate::Error;
@@ -120,6 +120,27 @@ pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
     }
     if let Some(f) = &req.response_format {
         check_response_format(f)?;
+    }
+    if !req.reasoning_effort.is_empty()
+        && !REASONING_EFFORTS.contains(&req.reasoning_effort.as_str())
+    {
+        return bad(format!(
+            "reasoning_effort: '{}' is not one of {}",
+            quote(&req.reasoning_effort),
+            REASONING_EFFORTS.join(", ")
+        ));
+    }
+    if let Some(b) = req.thinking_budget_tokens {
+        if b < THINKING_BUDGET_MIN {
+            return bad(format!(
+                "thinking_budget_tokens: {b} is below the {THINKING_BUDGET_MIN} the providers take"
+            ));
+        }
+        if let Some(m) = req.max_output_tokens.filter(|m| b >= *m) {
+            return bad(format!(
+                "thinking_budget_tokens: {b} must be below max_output_tokens ({m}), which counts the thinking too"
+            ));
+        }
     }
     if req.end_user.len() > 256 || req.end_user.chars().any(char::is_control) {
         return bad("end_user: at most 256 bytes, without control characters".to_string());
@@ -252,6 +273,27 @@ mod tests {
         assert_eq!(err(&r), "stop[1]: a stop sequence is 1 to 1000 bytes");
         r.stop = vec!["x".repeat(STOP_BYTES_MAX + 1)];
         assert!(err(&r).starts_with("stop[0]: "), "{}", err(&r));
+        r.stop.clear();
+        r.reasoning_effort = "extreme".into();
+        assert!(
+            err(&r).starts_with("reasoning_effort: 'extreme' is not one of none, minimal"),
+            "{}",
+            err(&r)
+        );
+        r.reasoning_effort = "high".into();
+        r.thinking_budget_tokens = Some(512);
+        assert!(
+            err(&r).starts_with("thinking_budget_tokens: 512 is below the 1024"),
+            "{}",
+            err(&r)
+        );
+        r.thinking_budget_tokens = Some(2048);
+        r.max_output_tokens = Some(2048);
+        assert!(
+            err(&r).contains("must be below max_output_tokens (2048)"),
+            "{}",
+            err(&r)
+        );
     }
 
     #[test]

@@ -15,6 +15,14 @@ pub const DEFAULT_MAX_STEPS: u32 = 10;
 pub const STOP_SEQUENCES_MAX: usize = 16;
 pub const STOP_SEQUENCE_BYTES_MAX: usize = 1000;
 
+/// The reasoning levels a model call may ask for (`reasoning_effort`), lowest first: the union
+/// of OpenAI's and Anthropic's; each provider's target refuses the ones its API lacks.
+pub const REASONING_EFFORTS: &[&str] =
+    &["none", "minimal", "low", "medium", "high", "xhigh", "max"];
+
+/// The smallest extended-thinking budget Anthropic's API takes, in tokens.
+pub const THINKING_BUDGET_MIN: u32 = 1024;
+
 /// Whether `p` is a nucleus-sampling share, above 0 and at most 1 (an Agent's `topP`, and
 /// every model call's `top_p` in the router).
 pub fn top_p_in_range(p: f32) -> bool {
@@ -140,6 +148,15 @@ pub struct ModelParams {
     /// refuses a call with one, and the route fails over).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
+    /// How much the model reasons before it answers: none, minimal, low, medium, high, xhigh
+    /// or max (the provider's default when unset; a target whose API lacks the level refuses
+    /// the call, and the route fails over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
+    /// Anthropic extended thinking: the most tokens the model may think for each call, at
+    /// least 1,024 and below `maxOutputTokens` (an OpenAI target refuses a call with one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_budget_tokens: Option<u32>,
 }
 
 pub(super) fn validate(s: &AgentSpec, out: &mut Problems) {
@@ -217,6 +234,34 @@ pub(super) fn validate(s: &AgentSpec, out: &mut Problems) {
             out.push((
                 format!("spec.model.stop[{i}]"),
                 format!("a stop sequence is 1 to {STOP_SEQUENCE_BYTES_MAX} bytes"),
+            ));
+        }
+    }
+    if let Some(e) = s
+        .model
+        .reasoning_effort
+        .as_deref()
+        .filter(|e| !REASONING_EFFORTS.contains(e))
+    {
+        out.push((
+            "spec.model.reasoningEffort".into(),
+            format!(
+                "'{}' is not one of {}",
+                crate::redact::preview(e, 40),
+                REASONING_EFFORTS.join(", ")
+            ),
+        ));
+    }
+    if let Some(b) = s.model.thinking_budget_tokens {
+        if b < THINKING_BUDGET_MIN {
+            out.push((
+                "spec.model.thinkingBudgetTokens".into(),
+                format!("must be at least {THINKING_BUDGET_MIN}, not {b}"),
+            ));
+        } else if let Some(m) = s.model.max_output_tokens.filter(|m| b >= *m) {
+            out.push((
+                "spec.model.thinkingBudgetTokens".into(),
+                format!("must be below maxOutputTokens ({m}), which counts the thinking too"),
             ));
         }
     }

@@ -1194,4 +1194,35 @@ fn an_agents_sampling_controls_are_read_and_checked() {
         e.contains("spec.model.stop[1]: a stop sequence is 1 to 1000 bytes"),
         "{e}"
     );
+
+    // Reasoning: a known level, and a thinking budget the providers take.
+    let ok = parse(&agent(
+        r#"{reasoningEffort: high, thinkingBudgetTokens: 2048, maxOutputTokens: 8192}"#,
+    ))
+    .unwrap();
+    let Manifest::Agent(a) = &ok[0] else {
+        panic!("not an agent: {ok:?}")
+    };
+    assert_eq!(a.spec.model.reasoning_effort.as_deref(), Some("high"));
+    assert_eq!(a.spec.model.thinking_budget_tokens, Some(2048));
+    let e = errors(&agent(
+        r#"{reasoningEffort: extreme, thinkingBudgetTokens: 100}"#,
+    ))
+    .join("\n");
+    assert!(
+        e.contains("spec.model.reasoningEffort: 'extreme' is not one of none, minimal, low"),
+        "{e}"
+    );
+    assert!(
+        e.contains("spec.model.thinkingBudgetTokens: must be at least 1024, not 100"),
+        "{e}"
+    );
+    let e = errors(&agent(
+        r#"{thinkingBudgetTokens: 4096, maxOutputTokens: 4096}"#,
+    ))
+    .join("\n");
+    assert!(
+        e.contains("spec.model.thinkingBudgetTokens: must be below maxOutputTokens (4096)"),
+        "{e}"
+    );
 }

@@ -411,6 +411,8 @@ impl Engine {
             top_p: s.spec.model.top_p,
             stop: s.spec.model.stop.clone(),
             seed: s.spec.model.seed,
+            reasoning_effort: s.spec.model.reasoning_effort.clone().unwrap_or_default(),
+            thinking_budget_tokens: s.spec.model.thinking_budget_tokens,
             // Free text: an Agent's structured output is not a model parameter yet.
             response_format: None,
             max_output_tokens: max_out,

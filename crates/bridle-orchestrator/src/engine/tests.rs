@@ -713,7 +713,8 @@ async fn a_model_call_carries_the_agents_model_parameters_and_caps_output_by_the
     s.spec = serde_json::from_value(serde_json::json!({
         "route": "default",
         "instructions": "be brief",
-        "model": {"temperature": 0.2, "topP": 0.5, "stop": ["END"], "seed": 7, "maxOutputTokens": 500},
+        "model": {"temperature": 0.2, "topP": 0.5, "stop": ["END"], "seed": 7, "maxOutputTokens": 500,
+            "reasoningEffort": "high", "thinkingBudgetTokens": 2048},
     }))
     .unwrap();
     s.totals.input_tokens = 60;
@@ -725,6 +726,10 @@ async fn a_model_call_carries_the_agents_model_parameters_and_caps_output_by_the
     assert_eq!(req.top_p, Some(0.5));
     assert_eq!(req.stop, vec!["END".to_string()]);
     assert_eq!(req.seed, Some(7));
+    assert_eq!(
+        (req.reasoning_effort.as_str(), req.thinking_budget_tokens),
+        ("high", Some(2048))
+    );
     // 500 asked for, 40 tokens of budget left.
     assert_eq!(req.max_output_tokens, Some(40));
     assert!(!req.require_price);

@@ -401,7 +401,7 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
 
     let out = run_sdk("openai_params.py", &format!("{http}/v1"), &key).await;
     let refused = out["refused"].as_array().unwrap();
-    assert_eq!(refused.len(), 20, "{out}");
+    assert_eq!(refused.len(), 19, "{out}");
     for r in refused {
         let expect = r["expect"].as_str().unwrap();
         let e = &r["error"];
@@ -415,7 +415,7 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
     assert_eq!(code(0), "unsupported_value", "frequency_penalty: 0.5");
     assert_eq!(code(2), "unsupported_parameter", "logit_bias");
     assert_eq!(code(6), "unsupported_value", "n: 2");
-    assert_eq!(code(19), "unknown_parameter", "colour");
+    assert_eq!(code(18), "unknown_parameter", "colour");
     assert_eq!(out["defaults"]["text"], "Defaults are fine.");
     let sent = gpt.requests();
     assert_eq!(
@@ -433,6 +433,7 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
     assert_eq!(sent[0].body["seed"], 7);
     assert_eq!(sent[0].body["top_p"], 0.5);
     assert_eq!(sent[0].body["tools"][0]["function"]["strict"], true);
+    assert_eq!(sent[0].body["reasoning_effort"], "low");
     assert_eq!(
         sent[0].body["response_format"],
         json!({"type": "json_schema", "json_schema": {"name": "answer",
@@ -460,6 +461,11 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
     assert_eq!(sent[0].body["metadata"], json!({"user_id": "customer-42"}));
     assert_eq!(sent[0].body["stop_sequences"], json!(["\n\nHuman:"]));
     assert_eq!(sent[0].body["top_p"], 0.5);
+    assert_eq!(
+        sent[0].body["thinking"],
+        json!({"type": "enabled", "budget_tokens": 1024})
+    );
+    assert_eq!(sent[0].body["output_config"], json!({"effort": "low"}));
 }
 
 /// Structured outputs with the official SDK's `parse` helper: its Pydantic model reaches the
@@ -708,6 +714,7 @@ async fn the_openai_sdk_speaks_the_responses_api_to_the_gateway() {
         json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}])
     );
     assert_eq!(sent[0].body["max_completion_tokens"], 50);
+    assert_eq!(sent[0].body["reasoning_effort"], "low");
     let format = &sent[3].body["response_format"];
     assert_eq!(format["type"], "json_schema", "{format}");
     assert_eq!(format["json_schema"]["name"], "Answer", "{format}");

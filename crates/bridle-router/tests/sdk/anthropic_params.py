@@ -21,9 +21,9 @@ CACHED = [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_con
 # fields this SDK has no argument for go in extra_body, as callers send them).
 REFUSED = [
     ("top_k", {"extra_body": {"top_k": 5}}),
-    ("thinking", {"thinking": {"type": "enabled", "budget_tokens": 1024}}),
+    ("thinking.type", {"thinking": {"type": "adaptive"}}),
     ("service_tier", {"service_tier": "standard_only"}),
-    ("output_config", {"output_config": {"effort": "low"}}),
+    ("output_config.format", {"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}}),
     ("messages[0].content[0].cache_control", {"messages": CACHED}),
     ("tools[0].cache_control", {"tools": [{**TOOL, "cache_control": {"type": "ephemeral"}}]}),
     ("tool_choice.disable_parallel_tool_use",
@@ -40,11 +40,13 @@ for param, args in REFUSED:
     except anthropic.BadRequestError as e:
         out["refused"].append({"expect": param, "error": {"status": e.status_code, "body": e.body}})
 
-# The defaults, which change nothing, are accepted; the sampling controls are carried.
-m = client.messages.create(model="claude", max_tokens=64, messages=HI, stop_sequences=["\n\nHuman:"],
+# The defaults, which change nothing, are accepted; the sampling and reasoning controls are
+# carried.
+m = client.messages.create(model="claude", max_tokens=2048, messages=HI, stop_sequences=["\n\nHuman:"],
                            extra_body={"top_p": 0.5},
                            metadata={"user_id": "customer-42"},
-                           thinking={"type": "disabled"}, tools=[TOOL],
+                           thinking={"type": "enabled", "budget_tokens": 1024},
+                           output_config={"effort": "low"}, tools=[TOOL],
                            tool_choice={"type": "auto", "disable_parallel_tool_use": False})
 out["defaults"] = {"content": [b.model_dump(exclude_none=True) for b in m.content]}
 print(json.dumps(out))

@@ -29,7 +29,6 @@ REFUSED = [
     ("store", {"store": True}),
     ("metadata", {"metadata": {"k": "v"}}),
     ("service_tier", {"service_tier": "flex"}),
-    ("reasoning_effort", {"reasoning_effort": "low"}),
     ("modalities", {"modalities": ["text"]}),
     ("prediction", {"prediction": {"type": "content", "content": "hello"}}),
     ("safety_identifier", {"safety_identifier": "s-1"}),
@@ -56,7 +55,7 @@ for param, args in REFUSED:
 # The defaults, which change nothing, are accepted; and the end user and sampling controls,
 # which are carried.
 r = client.chat.completions.create(model="gpt", messages=HI, n=1, logprobs=False, parallel_tool_calls=True,
-                                   user="customer-42", stop="\n\n", seed=7, top_p=0.5,
+                                   user="customer-42", stop="\n\n", seed=7, top_p=0.5, reasoning_effort="low",
                                    response_format={"type": "json_schema", "json_schema": SCHEMA},
                                    store=False, frequency_penalty=0, presence_penalty=0,
                                    tools=[{"type": "function", "function": {**FUNCTION, "strict": True}}])

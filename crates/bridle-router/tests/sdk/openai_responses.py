@@ -21,7 +21,8 @@ base, key = sys.argv[1], sys.argv[2]
 client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=30)
 out = {}
 
-r = client.responses.create(model="gpt", instructions="Be brief.", input="Hello?", max_output_tokens=50)
+r = client.responses.create(model="gpt", instructions="Be brief.", input="Hello?", max_output_tokens=50,
+                            reasoning={"effort": "low"})
 out["plain"] = {"text": r.output_text, "status": r.status, "usage": r.usage.model_dump(exclude_none=True),
                 "id": r.id, "model": r.model}
 
@@ -53,7 +54,7 @@ except openai.NotFoundError as e:
 out["refused"] = []
 for param, args in [
     ("previous_response_id", {"previous_response_id": "resp_123"}),
-    ("reasoning", {"reasoning": {"effort": "low"}}),
+    ("reasoning.summary", {"reasoning": {"effort": "low", "summary": "auto"}}),
     ("store", {"store": True}),
     ("tools[0].type", {"tools": [{"type": "web_search"}]}),
 ]:

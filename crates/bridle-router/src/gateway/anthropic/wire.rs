@@ -26,8 +26,10 @@ const REQUEST: Shape = Shape {
         "stream",
         // Checked field by field: an empty object changes nothing.
         "metadata",
+        "thinking",
+        "output_config",
     ],
-    defaults: &[("thinking", r#"{"type":"disabled"}"#)],
+    defaults: &[],
     refused: &[
         "cache_control",
         "container",
@@ -35,7 +37,6 @@ const REQUEST: Shape = Shape {
         "diagnostics",
         "inference_geo",
         "mcp_servers",
-        "output_config",
         "output_format",
         "service_tier",
         "speed",
@@ -43,6 +44,18 @@ const REQUEST: Shape = Shape {
         "user_profile_id",
         "workspace_id",
     ],
+};
+
+const THINKING: Shape = Shape {
+    carried: &["type", "budget_tokens"],
+    defaults: &[],
+    refused: &["display"],
+};
+
+const OUTPUT_CONFIG: Shape = Shape {
+    carried: &["effort"],
+    defaults: &[],
+    refused: &["format"],
 };
 
 const METADATA: Shape = Shape {
@@ -139,8 +152,9 @@ fn text_of(v: &Value, at: &str) -> Result<String, Failure> {
 
 /// A Messages request as a Bridle request, and whether to stream. Carried: model, max_tokens,
 /// system, messages (text, tool_use, tool_result and thinking blocks), tools, tool_choice,
-/// temperature, top_p, stop_sequences, stream, metadata.user_id (the end user). Accepted at
-/// their defaults only: thinking disabled, a tool's strict false, tool_choice.disable_parallel_tool_use false. Any other
+/// temperature, top_p, stop_sequences, stream, metadata.user_id (the end user), thinking
+/// (enabled with its budget_tokens, or disabled) and output_config.effort. Accepted at
+/// their defaults only: a tool's strict false, tool_choice.disable_parallel_tool_use false. Any other
 /// field is refused by name ([`REQUEST`] lists the API's), and so are image and document blocks
 /// and server tools.
 pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
@@ -333,6 +347,47 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
         Some(Value::String(u)) => u.clone(),
         Some(_) => return Err(Failure::invalid("metadata.user_id: must be a string")),
     };
+    let thinking_budget_tokens = match body.get("thinking") {
+        None | Some(Value::Null) => None,
+        Some(t @ Value::Object(_)) => {
+            fields::check(t, "thinking.", &THINKING)?;
+            match t.get("type").and_then(Value::as_str) {
+                Some("disabled") => None,
+                Some("enabled") => Some(
+                    t.get("budget_tokens")
+                        .and_then(Value::as_u64)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| {
+                            Failure::invalid(
+                                "thinking.budget_tokens: is required with type enabled (a positive integer)",
+                            )
+                        })?,
+                ),
+                Some(other) => {
+                    return Err(Failure::unsupported(
+                        "thinking.type",
+                        "unsupported_value",
+                        format!(
+                            "thinking.type: {} is not supported by this gateway (enabled with a budget_tokens, or disabled)",
+                            q(other)
+                        ),
+                    ));
+                }
+                None => return Err(Failure::invalid("thinking.type: is required")),
+            }
+        }
+        Some(_) => return Err(Failure::invalid("thinking: must be an object")),
+    };
+    let reasoning_effort = match body.get("output_config") {
+        None | Some(Value::Null) => String::new(),
+        Some(o @ Value::Object(_)) => {
+            fields::check(o, "output_config.", &OUTPUT_CONFIG)?;
+            fields::str_field(o, "effort", "output_config.")?
+                .unwrap_or_default()
+                .to_string()
+        }
+        Some(_) => return Err(Failure::invalid("output_config: must be an object")),
+    };
     Ok((
         CompleteRequest {
             route: route.to_string(),
@@ -344,6 +399,8 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
             end_user,
             stop,
             top_p,
+            reasoning_effort,
+            thinking_budget_tokens,
             ..Default::default()
         },
         stream,

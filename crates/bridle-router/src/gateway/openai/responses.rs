@@ -33,6 +33,7 @@ const REQUEST: Shape = Shape {
         "store",
         "text",
         "user",
+        "reasoning",
     ],
     defaults: &[
         ("include", "[]"),
@@ -54,7 +55,6 @@ const REQUEST: Shape = Shape {
         "prompt_cache_key",
         "prompt_cache_options",
         "prompt_cache_retention",
-        "reasoning",
         "safety_identifier",
         "service_tier",
         "stream_options",
@@ -66,6 +66,13 @@ const TEXT: Shape = Shape {
     carried: &["format"],
     defaults: &[],
     refused: &["verbosity"],
+};
+
+/// `reasoning`: the level is carried; the model's reasoning summary is not returned.
+const REASONING: Shape = Shape {
+    carried: &["effort"],
+    defaults: &[],
+    refused: &["summary", "generate_summary"],
 };
 
 const FORMAT: Shape = Shape {
@@ -382,7 +389,7 @@ fn tool_choice(body: &Value) -> Result<Option<ToolChoice>, Failure> {
 /// A Responses request as a Bridle request. Carried: model, instructions, input (text
 /// messages, function calls, function call outputs), tools (function, strict by default as in
 /// the API), tool_choice, temperature, top_p, max_output_tokens, text.format (text,
-/// json_object, json_schema), stream, user (the end user). Accepted at one value only: store
+/// json_object, json_schema), reasoning.effort, stream, user (the end user). Accepted at one value only: store
 /// false (nothing is stored), include [], parallel_tool_calls true, truncation disabled,
 /// background false. Any other field is refused by name ([`REQUEST`] lists the API's), and so
 /// are non-text parts and other item types.
@@ -419,6 +426,16 @@ pub fn parse(body: &Value) -> Result<Parsed, Failure> {
         ),
     };
     let end_user = str_field(body, "user", "")?.unwrap_or_default().to_string();
+    let reasoning_effort = match body.get("reasoning") {
+        None | Some(Value::Null) => String::new(),
+        Some(r @ Value::Object(_)) => {
+            fields::check(r, "reasoning.", &REASONING)?;
+            str_field(r, "effort", "reasoning.")?
+                .unwrap_or_default()
+                .to_string()
+        }
+        Some(_) => return Err(Failure::invalid("reasoning: must be an object")),
+    };
     let req = CompleteRequest {
         route: route.to_string(),
         messages: messages(body)?,
@@ -429,6 +446,7 @@ pub fn parse(body: &Value) -> Result<Parsed, Failure> {
         max_output_tokens,
         response_format: response_format(body)?,
         end_user,
+        reasoning_effort,
         ..Default::default()
     };
     let stream = bool_field(body, "stream", "")?.unwrap_or(false);
@@ -451,7 +469,7 @@ impl Echo {
             "max_output_tokens": get("max_output_tokens"),
             "parallel_tool_calls": true,
             "previous_response_id": null,
-            "reasoning": {"effort": null, "summary": null},
+            "reasoning": {"effort": if req.reasoning_effort.is_empty() { Value::Null } else { json!(req.reasoning_effort) }, "summary": null},
             "store": false,
             "temperature": get("temperature"),
             "text": {"format": format},
@@ -635,7 +653,10 @@ mod tests {
                 json!({"previous_response_id": "resp_1"}),
                 "previous_response_id",
             ),
-            (json!({"reasoning": {"effort": "low"}}), "reasoning"),
+            (
+                json!({"reasoning": {"effort": "low", "summary": "auto"}}),
+                "reasoning.summary",
+            ),
             (json!({"store": true}), "store"),
             (json!({"parallel_tool_calls": false}), "parallel_tool_calls"),
             (json!({"text": {"verbosity": "low"}}), "text.verbosity"),

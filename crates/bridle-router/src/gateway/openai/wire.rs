@@ -27,6 +27,7 @@ const REQUEST: Shape = Shape {
         "top_p",
         "seed",
         "response_format",
+        "reasoning_effort",
     ],
     defaults: &[
         ("n", "1"),
@@ -48,7 +49,6 @@ const REQUEST: Shape = Shape {
         "prompt_cache_key",
         "prompt_cache_options",
         "prompt_cache_retention",
-        "reasoning_effort",
         "safety_identifier",
         "service_tier",
         "top_logprobs",
@@ -275,7 +275,7 @@ fn content_text(v: &Value, at: &str) -> Result<String, Failure> {
 /// A chat completion request as a Bridle request, whether to stream, and whether the stream
 /// ends with a usage chunk. Carried: model, messages (text content, tool calls and results),
 /// tools (a function's strict too), tool_choice, temperature, top_p, stop, seed, response_format
-/// (text, json_object, json_schema), max_tokens / max_completion_tokens,
+/// (text, json_object, json_schema), reasoning_effort, max_tokens / max_completion_tokens,
 /// stream, stream_options.include_usage, user (the end user). Accepted at their defaults only:
 /// n 1, logprobs false, parallel_tool_calls true, store false, frequency_penalty and
 /// presence_penalty 0, stream_options.include_obfuscation false. Any other field is
@@ -436,6 +436,9 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
         }
         Some(_) => return Err(Failure::invalid("stream_options: must be an object")),
     };
+    let reasoning_effort = str_field(body, "reasoning_effort", "")?
+        .unwrap_or_default()
+        .to_string();
     let end_user = match body.get("user") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(u)) => u.clone(),
@@ -454,6 +457,7 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
             top_p,
             seed,
             response_format,
+            reasoning_effort,
             ..Default::default()
         },
         stream,

@@ -318,6 +318,31 @@ fn requests_use_anthropic_shapes() {
         ..Default::default()
     });
     assert!(wire::request_body(&json_mode, "m", None, false).is_ok());
+    // A reasoning level goes as output_config.effort, a thinking budget as thinking; a level
+    // the API lacks, or a budget at the output cap, is refused by name.
+    let mut reasoning = req.clone();
+    reasoning.reasoning_effort = "high".into();
+    reasoning.thinking_budget_tokens = Some(2048);
+    let b = wire::request_body(&reasoning, "m", Some(8192), false).unwrap();
+    assert_eq!(b["output_config"], json!({"effort": "high"}));
+    assert_eq!(
+        b["thinking"],
+        json!({"type": "enabled", "budget_tokens": 2048})
+    );
+    reasoning.reasoning_effort = "minimal".into();
+    let e = wire::request_body(&reasoning, "m", Some(8192), false).unwrap_err();
+    assert!(
+        e.starts_with("reasoning_effort: Anthropic's Messages API takes low"),
+        "{e}"
+    );
+    reasoning.reasoning_effort = String::new();
+    let e = wire::request_body(&reasoning, "m", Some(2048), false).unwrap_err();
+    assert!(
+        e.starts_with(
+            "thinking_budget_tokens: 2048 must be below the call's output cap max_tokens (2048"
+        ),
+        "{e}"
+    );
     // Nor a tool whose arguments must match its schema exactly.
     let mut strict = req.clone();
     strict.tools = vec![bridle_proto::ToolSpec {

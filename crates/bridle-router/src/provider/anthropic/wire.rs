@@ -131,6 +131,24 @@ pub fn request_body(
     if !req.stop.is_empty() {
         body["stop_sequences"] = json!(req.stop);
     }
+    match req.reasoning_effort.as_str() {
+        "" => {}
+        e @ ("none" | "minimal") => {
+            return Err(format!(
+                "reasoning_effort: Anthropic's Messages API takes low, medium, high, xhigh or max, not '{e}'; the call is refused rather than answered at another level"
+            ));
+        }
+        e => body["output_config"] = json!({"effort": e}),
+    }
+    if let Some(budget) = req.thinking_budget_tokens {
+        let cap = body["max_tokens"].as_u64().unwrap_or(0);
+        if u64::from(budget) >= cap {
+            return Err(format!(
+                "thinking_budget_tokens: {budget} must be below the call's output cap max_tokens ({cap}: the request's max_output_tokens, else the target's maxOutputTokens, else {DEFAULT_MAX_TOKENS})"
+            ));
+        }
+        body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
+    }
     if !req.end_user.is_empty() {
         body["metadata"] = json!({"user_id": req.end_user});
     }

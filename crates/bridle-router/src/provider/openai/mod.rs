@@ -65,15 +65,15 @@ impl OpenAi {
             ),
             OpenAiApi::Responses => (
                 responses::url(target),
-                responses::request_body(req, model, target.max_output_tokens, sink.is_some())
-                    .map_err(|m| {
-                        TryError::rejected(
-                            FailureCode::InvalidArgument,
-                            format!("target '{}': {m}", target.name),
-                        )
-                    })?,
+                responses::request_body(req, model, target.max_output_tokens, sink.is_some()),
             ),
         };
+        let body = body.map_err(|m| {
+            TryError::rejected(
+                FailureCode::InvalidArgument,
+                format!("target '{}': {m}", target.name),
+            )
+        })?;
         // Azure takes the key in its own header; everyone else as a bearer token.
         let headers = match target.azure {
             Some(_) => http::headers(target, creds, HeaderName::from_static("api-key"), ""),

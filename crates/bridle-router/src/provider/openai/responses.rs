@@ -30,8 +30,8 @@ pub fn url(target: &Target) -> String {
 }
 
 /// The request body for `model`, or why it cannot be sent: the Responses API has no stop
-/// sequences and no seed, and a call that sets them is refused by name rather than made
-/// without them. The request must have passed [`crate::request::validate`].
+/// sequences, no seed and no thinking budget, and a call that sets them is refused by name
+/// rather than made without them. The request must have passed [`crate::request::validate`].
 pub fn request_body(
     req: &CompleteRequest,
     model: &str,
@@ -44,6 +44,7 @@ pub fn request_body(
     if req.seed.is_some() {
         return Err("seed: OpenAI's Responses API takes no seed; the call is refused rather than answered without it".into());
     }
+    super::wire::refuse_thinking_budget(req, "Responses")?;
     let mut input = Vec::with_capacity(req.messages.len());
     for m in &req.messages {
         match Role::try_from(m.role).unwrap_or(Role::Unspecified) {
@@ -129,6 +130,9 @@ pub fn request_body(
     }
     if !req.end_user.is_empty() {
         body["user"] = json!(req.end_user);
+    }
+    if !req.reasoning_effort.is_empty() {
+        body["reasoning"] = json!({"effort": req.reasoning_effort});
     }
     if let Some(m) = req.max_output_tokens.or(default_max) {
         body["max_output_tokens"] = json!(m);

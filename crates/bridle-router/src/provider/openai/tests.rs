@@ -184,9 +184,10 @@ fn requests_use_openai_shapes() {
         seed: Some(7),
         max_output_tokens: Some(100),
         end_user: "customer-42".into(),
+        reasoning_effort: "low".into(),
         ..Default::default()
     };
-    let body = wire::request_body(&req, "gpt-4o", Some(4096), true);
+    let body = wire::request_body(&req, "gpt-4o", Some(4096), true).unwrap();
     assert_eq!(
         body,
         json!({
@@ -207,9 +208,20 @@ fn requests_use_openai_shapes() {
             "seed": 7,
             "user": "customer-42",
             "max_completion_tokens": 100,
+            "reasoning_effort": "low",
             "stream": true,
             "stream_options": {"include_usage": true}
         })
+    );
+    // A thinking budget has nowhere to go in Chat Completions: refused by name.
+    let mut budget = req.clone();
+    budget.thinking_budget_tokens = Some(2048);
+    let e = wire::request_body(&budget, "gpt-4o", None, false).unwrap_err();
+    assert!(
+        e.starts_with(
+            "thinking_budget_tokens: OpenAI's Chat Completions API takes no thinking budget"
+        ),
+        "{e}"
     );
 }
 
@@ -228,7 +240,7 @@ fn response_formats_use_openai_shapes() {
         r#type: t as i32,
         ..Default::default()
     };
-    let body = |req: &CompleteRequest| wire::request_body(req, "gpt-4o", None, false);
+    let body = |req: &CompleteRequest| wire::request_body(req, "gpt-4o", None, false).unwrap();
     assert_eq!(body(&req).get("response_format"), None);
     req.response_format = Some(format(ResponseFormatType::Unspecified));
     assert_eq!(body(&req).get("response_format"), None);

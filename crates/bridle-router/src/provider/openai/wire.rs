@@ -14,14 +14,16 @@ use serde_json::{Value, json};
 /// error flag, and the model should know the output is an error, not a result.
 pub const TOOL_ERROR_PREFIX: &str = "ERROR: ";
 
-/// The request body for `model`. The request must have passed [`crate::request::validate`].
-/// `default_max` is the target's output cap for requests that set none.
+/// The request body for `model`, or why it cannot be sent: Chat Completions takes no thinking
+/// budget. The request must have passed [`crate::request::validate`]. `default_max` is the
+/// target's output cap for requests that set none.
 pub fn request_body(
     req: &CompleteRequest,
     model: &str,
     default_max: Option<u32>,
     stream: bool,
-) -> Value {
+) -> Result<Value, String> {
+    refuse_thinking_budget(req, "Chat Completions")?;
     let mut body = json!({
         "model": model,
         "messages": req.messages.iter().map(message_to_openai).collect::<Vec<_>>(),
@@ -71,11 +73,25 @@ pub fn request_body(
     if let Some(m) = req.max_output_tokens.or(default_max) {
         body["max_completion_tokens"] = json!(m);
     }
+    if !req.reasoning_effort.is_empty() {
+        body["reasoning_effort"] = json!(req.reasoning_effort);
+    }
     if stream {
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
     }
-    body
+    Ok(body)
+}
+
+/// OpenAI's APIs set how much a model reasons by level only (`reasoning_effort`); a budget in
+/// tokens has nowhere to go, so the call is refused rather than made without it.
+pub fn refuse_thinking_budget(req: &CompleteRequest, api: &str) -> Result<(), String> {
+    match req.thinking_budget_tokens {
+        Some(_) => Err(format!(
+            "thinking_budget_tokens: OpenAI's {api} API takes no thinking budget (only a reasoning_effort level); the call is refused rather than answered without it"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The request's response format in Chat Completions' shape (a schema has passed

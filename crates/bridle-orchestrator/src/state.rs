@@ -157,6 +157,8 @@ impl Msg {
             name: self.name.clone(),
             is_error: self.is_error,
             provider_state: self.provider_state.clone(),
+            // Set per call by the engine, never stored.
+            cache_breakpoint: false,
         }
     }
 }
@@ -233,6 +235,8 @@ impl ToolInfo {
             }),
             // An Agent's tools: their schemas need not meet a provider's strict subset.
             strict: false,
+            // Set per call by the engine (an Agent's promptCache).
+            cache_breakpoint: false,
         }
     }
 }

@@ -130,6 +130,9 @@ pub fn validate(req: &CompleteRequest, max_bytes: usize) -> Result<(), Error> {
             REASONING_EFFORTS.join(", ")
         ));
     }
+    if req.prompt_cache_key.len() > 256 || req.prompt_cache_key.chars().any(char::is_control) {
+        return bad("prompt_cache_key: at most 256 bytes, without control characters".to_string());
+    }
     if let Some(b) = req.thinking_budget_tokens {
         if b < THINKING_BUDGET_MIN {
             return bad(format!(

@@ -134,6 +134,8 @@ pub fn spec_proto(t: &Tool) -> ToolSpec {
         approvers: approver_rule(t),
         // Not held to a strict schema: a Tool's need not meet a provider's strict subset.
         strict: false,
+        // Set per call by the orchestrator (an Agent's promptCache).
+        cache_breakpoint: false,
     }
 }
 

@@ -157,6 +157,11 @@ pub struct ModelParams {
     /// least 1,024 and below `maxOutputTokens` (an OpenAI target refuses a call with one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thinking_budget_tokens: Option<u32>,
+    /// Prompt caching: mark the tools, the instructions and the conversation so far as
+    /// cacheable on every call (Anthropic's `cache_control` breakpoints; OpenAI caches prompt
+    /// prefixes on its own). Cached input is billed at the model's cache prices.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prompt_cache: bool,
 }
 
 pub(super) fn validate(s: &AgentSpec, out: &mut Problems) {

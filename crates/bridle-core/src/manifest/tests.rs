@@ -1197,7 +1197,7 @@ fn an_agents_sampling_controls_are_read_and_checked() {
 
     // Reasoning: a known level, and a thinking budget the providers take.
     let ok = parse(&agent(
-        r#"{reasoningEffort: high, thinkingBudgetTokens: 2048, maxOutputTokens: 8192}"#,
+        r#"{reasoningEffort: high, thinkingBudgetTokens: 2048, maxOutputTokens: 8192, promptCache: true}"#,
     ))
     .unwrap();
     let Manifest::Agent(a) = &ok[0] else {
@@ -1205,6 +1205,7 @@ fn an_agents_sampling_controls_are_read_and_checked() {
     };
     assert_eq!(a.spec.model.reasoning_effort.as_deref(), Some("high"));
     assert_eq!(a.spec.model.thinking_budget_tokens, Some(2048));
+    assert!(a.spec.model.prompt_cache);
     let e = errors(&agent(
         r#"{reasoningEffort: extreme, thinkingBudgetTokens: 100}"#,
     ))

@@ -401,11 +401,28 @@ impl Engine {
             (Some(a), Some(b)) => Some(a.min(b.max(1))),
             (a, b) => a.or(b.map(|b| b.max(1))),
         };
+        let mut tools: Vec<pb::ToolSpec> = s.tools.iter().map(|t| t.to_pb()).collect();
+        if s.spec.model.prompt_cache {
+            // Three breakpoints: the tools, the instructions, and the conversation so far, so
+            // the next step reads all of it from the cache (Anthropic takes at most four).
+            if let Some(t) = tools.last_mut() {
+                t.cache_breakpoint = true;
+            }
+            if let Some(m) = messages
+                .first_mut()
+                .filter(|m| m.role == pb::Role::System as i32)
+            {
+                m.cache_breakpoint = true;
+            }
+            if let Some(m) = messages.last_mut() {
+                m.cache_breakpoint = true;
+            }
+        }
         pb::CompleteRequest {
             scope: Some(s.scope()),
             route: s.spec.route.clone(),
             messages,
-            tools: s.tools.iter().map(|t| t.to_pb()).collect(),
+            tools,
             tool_choice: None,
             temperature: s.spec.model.temperature,
             top_p: s.spec.model.top_p,
@@ -413,6 +430,8 @@ impl Engine {
             seed: s.spec.model.seed,
             reasoning_effort: s.spec.model.reasoning_effort.clone().unwrap_or_default(),
             thinking_budget_tokens: s.spec.model.thinking_budget_tokens,
+            // A routing hint of OpenAI's only; breakpoints are what both providers act on.
+            prompt_cache_key: String::new(),
             // Free text: an Agent's structured output is not a model parameter yet.
             response_format: None,
             max_output_tokens: max_out,

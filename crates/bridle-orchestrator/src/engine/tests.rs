@@ -734,8 +734,25 @@ async fn a_model_call_carries_the_agents_model_parameters_and_caps_output_by_the
     assert_eq!(req.max_output_tokens, Some(40));
     assert!(!req.require_price);
 
+    assert!(
+        req.messages.iter().all(|m| !m.cache_breakpoint),
+        "no caching unless asked"
+    );
+
     s.spec.model = Default::default();
     let req = h.engine.model_request(&s);
     assert_eq!((req.temperature, req.top_p, req.seed), (None, None, None));
     assert!(req.stop.is_empty());
+
+    // Prompt caching: breakpoints after the instructions and after the conversation so far.
+    s.spec.model.prompt_cache = true;
+    s.messages.push(crate::state::Msg {
+        role: "user".into(),
+        text: "hello".into(),
+        ..Default::default()
+    });
+    let req = h.engine.model_request(&s);
+    let marks: Vec<bool> = req.messages.iter().map(|m| m.cache_breakpoint).collect();
+    assert_eq!(marks.first(), Some(&true), "{marks:?}");
+    assert_eq!(marks.last(), Some(&true), "{marks:?}");
 }

@@ -401,7 +401,7 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
 
     let out = run_sdk("openai_params.py", &format!("{http}/v1"), &key).await;
     let refused = out["refused"].as_array().unwrap();
-    assert_eq!(refused.len(), 19, "{out}");
+    assert_eq!(refused.len(), 18, "{out}");
     for r in refused {
         let expect = r["expect"].as_str().unwrap();
         let e = &r["error"];
@@ -415,7 +415,7 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
     assert_eq!(code(0), "unsupported_value", "frequency_penalty: 0.5");
     assert_eq!(code(2), "unsupported_parameter", "logit_bias");
     assert_eq!(code(6), "unsupported_value", "n: 2");
-    assert_eq!(code(18), "unknown_parameter", "colour");
+    assert_eq!(code(17), "unknown_parameter", "colour");
     assert_eq!(out["defaults"]["text"], "Defaults are fine.");
     let sent = gpt.requests();
     assert_eq!(
@@ -434,6 +434,7 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
     assert_eq!(sent[0].body["top_p"], 0.5);
     assert_eq!(sent[0].body["tools"][0]["function"]["strict"], true);
     assert_eq!(sent[0].body["reasoning_effort"], "low");
+    assert_eq!(sent[0].body["prompt_cache_key"], "tenant-a");
     assert_eq!(
         sent[0].body["response_format"],
         json!({"type": "json_schema", "json_schema": {"name": "answer",
@@ -466,6 +467,19 @@ async fn the_fronts_refuse_by_name_every_parameter_they_would_not_carry() {
         json!({"type": "enabled", "budget_tokens": 1024})
     );
     assert_eq!(sent[0].body["output_config"], json!({"effort": "low"}));
+    // The caching breakpoints reach the provider where the caller put them.
+    assert_eq!(
+        sent[0].body["system"],
+        json!([{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}])
+    );
+    assert_eq!(
+        sent[0].body["tools"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
+    assert_eq!(
+        sent[0].body["messages"][0]["content"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
 }
 
 /// Structured outputs with the official SDK's `parse` helper: its Pydantic model reaches the

@@ -24,8 +24,10 @@ REFUSED = [
     ("thinking.type", {"thinking": {"type": "adaptive"}}),
     ("service_tier", {"service_tier": "standard_only"}),
     ("output_config.format", {"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}}),
-    ("messages[0].content[0].cache_control", {"messages": CACHED}),
-    ("tools[0].cache_control", {"tools": [{**TOOL, "cache_control": {"type": "ephemeral"}}]}),
+    ("messages[0].content[0].cache_control.ttl",
+     {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi",
+                                                  "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}]}),
+    ("cache_control", {"extra_body": {"cache_control": {"type": "ephemeral"}}}),
     ("tool_choice.disable_parallel_tool_use",
      {"tools": [TOOL], "tool_choice": {"type": "auto", "disable_parallel_tool_use": True}}),
     ("colour", {"extra_body": {"colour": "red"}}),
@@ -40,13 +42,15 @@ for param, args in REFUSED:
     except anthropic.BadRequestError as e:
         out["refused"].append({"expect": param, "error": {"status": e.status_code, "body": e.body}})
 
-# The defaults, which change nothing, are accepted; the sampling and reasoning controls are
-# carried.
-m = client.messages.create(model="claude", max_tokens=2048, messages=HI, stop_sequences=["\n\nHuman:"],
+# The defaults, which change nothing, are accepted; the sampling, reasoning and caching controls
+# are carried.
+m = client.messages.create(model="claude", max_tokens=2048, messages=CACHED, stop_sequences=["\n\nHuman:"],
+                           system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
                            extra_body={"top_p": 0.5},
                            metadata={"user_id": "customer-42"},
                            thinking={"type": "enabled", "budget_tokens": 1024},
-                           output_config={"effort": "low"}, tools=[TOOL],
+                           output_config={"effort": "low"},
+                           tools=[{**TOOL, "cache_control": {"type": "ephemeral", "ttl": "5m"}}],
                            tool_choice={"type": "auto", "disable_parallel_tool_use": False})
 out["defaults"] = {"content": [b.model_dump(exclude_none=True) for b in m.content]}
 print(json.dumps(out))

@@ -32,7 +32,6 @@ REFUSED = [
     ("modalities", {"modalities": ["text"]}),
     ("prediction", {"prediction": {"type": "content", "content": "hello"}}),
     ("safety_identifier", {"safety_identifier": "s-1"}),
-    ("prompt_cache_key", {"prompt_cache_key": "k"}),
     ("verbosity", {"verbosity": "low"}),
     ("web_search_options", {"web_search_options": {}}),
     ("stream_options.include_obfuscation", {"stream": True, "stream_options": {"include_obfuscation": True}}),
@@ -56,6 +55,7 @@ for param, args in REFUSED:
 # which are carried.
 r = client.chat.completions.create(model="gpt", messages=HI, n=1, logprobs=False, parallel_tool_calls=True,
                                    user="customer-42", stop="\n\n", seed=7, top_p=0.5, reasoning_effort="low",
+                                   prompt_cache_key="tenant-a",
                                    response_format={"type": "json_schema", "json_schema": SCHEMA},
                                    store=False, frequency_penalty=0, presence_penalty=0,
                                    tools=[{"type": "function", "function": {**FUNCTION, "strict": True}}])

@@ -38,6 +38,8 @@ pub fn exposed_proto(t: &Tool, e: &Exposed) -> ToolSpec {
         approvers: approver_rule(t),
         // Not held to a strict schema: a Tool's need not meet a provider's strict subset.
         strict: false,
+        // Set per call by the orchestrator (an Agent's promptCache).
+        cache_breakpoint: false,
     }
 }
 

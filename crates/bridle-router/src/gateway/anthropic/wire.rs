@@ -71,29 +71,47 @@ const MESSAGE: Shape = Shape {
 };
 
 const TEXT_BLOCK: Shape = Shape {
-    carried: &["type", "text"],
+    carried: &["type", "text", "cache_control"],
     defaults: &[],
-    refused: &["cache_control", "citations"],
+    refused: &["citations"],
 };
 
 const TOOL_USE_BLOCK: Shape = Shape {
-    carried: &["type", "id", "name", "input"],
+    carried: &["type", "id", "name", "input", "cache_control"],
     defaults: &[],
-    refused: &["cache_control", "caller", "toolset_name"],
+    refused: &["caller", "toolset_name"],
 };
 
 const TOOL_RESULT_BLOCK: Shape = Shape {
-    carried: &["type", "tool_use_id", "content", "is_error"],
+    carried: &[
+        "type",
+        "tool_use_id",
+        "content",
+        "is_error",
+        "cache_control",
+    ],
     defaults: &[],
-    refused: &["cache_control", "toolset_name"],
+    refused: &["toolset_name"],
+};
+
+/// A prompt-caching breakpoint: ephemeral, for the API's default five minutes.
+const CACHE_CONTROL: Shape = Shape {
+    carried: &["type"],
+    defaults: &[("ttl", "\"5m\"")],
+    refused: &[],
 };
 
 const TOOL: Shape = Shape {
-    carried: &["type", "name", "description", "input_schema"],
+    carried: &[
+        "type",
+        "name",
+        "description",
+        "input_schema",
+        "cache_control",
+    ],
     defaults: &[("strict", "false")],
     refused: &[
         "allowed_callers",
-        "cache_control",
         "defer_loading",
         "eager_input_streaming",
         "input_examples",
@@ -120,18 +138,43 @@ fn str_of(b: &Value, key: &str, at: &str) -> Result<String, Failure> {
 }
 
 /// The text of a string or of text blocks (`at` ends with its dot).
-fn text_of(v: &Value, at: &str) -> Result<String, Failure> {
+/// Whether block `b` holds a prompt-caching breakpoint (`cache_control`), checked.
+fn cache_mark(b: &Value, at: &str) -> Result<bool, Failure> {
+    let c = match b.get("cache_control") {
+        None | Some(Value::Null) => return Ok(false),
+        Some(c @ Value::Object(_)) => c,
+        Some(_) => {
+            return Err(Failure::invalid(format!(
+                "{at}cache_control: must be an object"
+            )));
+        }
+    };
+    let cat = format!("{at}cache_control.");
+    fields::check(c, &cat, &CACHE_CONTROL)?;
+    match c.get("type").and_then(Value::as_str) {
+        Some("ephemeral") => Ok(true),
+        other => Err(Failure::invalid(format!(
+            "{cat}type: {} is not ephemeral",
+            other.map(q).unwrap_or_else(|| "a missing type".into())
+        ))),
+    }
+}
+
+/// The text of a string or of text blocks, and whether a block holds a caching breakpoint.
+fn text_of(v: &Value, at: &str) -> Result<(String, bool), Failure> {
     let field = at.trim_end_matches('.');
     match v {
-        Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok((String::new(), false)),
+        Value::String(s) => Ok((s.clone(), false)),
         Value::Array(blocks) => {
             let mut out = Vec::new();
+            let mut cached = false;
             for (j, b) in blocks.iter().enumerate() {
                 let bat = format!("{field}[{j}].");
                 match b.get("type").and_then(Value::as_str) {
                     Some("text") => {
                         fields::check(b, &bat, &TEXT_BLOCK)?;
+                        cached |= cache_mark(b, &bat)?;
                         out.push(str_of(b, "text", &bat)?);
                     }
                     other => {
@@ -142,7 +185,7 @@ fn text_of(v: &Value, at: &str) -> Result<String, Failure> {
                     }
                 }
             }
-            Ok(out.join("\n"))
+            Ok((out.join("\n"), cached))
         }
         _ => Err(Failure::invalid(format!(
             "{field}: must be a string or an array of blocks"
@@ -153,7 +196,9 @@ fn text_of(v: &Value, at: &str) -> Result<String, Failure> {
 /// A Messages request as a Bridle request, and whether to stream. Carried: model, max_tokens,
 /// system, messages (text, tool_use, tool_result and thinking blocks), tools, tool_choice,
 /// temperature, top_p, stop_sequences, stream, metadata.user_id (the end user), thinking
-/// (enabled with its budget_tokens, or disabled) and output_config.effort. Accepted at
+/// (enabled with its budget_tokens, or disabled), output_config.effort, and prompt-caching
+/// breakpoints (`cache_control` on system, message and tool blocks and on tools, each applied
+/// at the end of the normalized message or tool that holds it). Accepted at
 /// their defaults only: a tool's strict false, tool_choice.disable_parallel_tool_use false. Any other
 /// field is refused by name ([`REQUEST`] lists the API's), and so are image and document blocks
 /// and server tools.
@@ -182,11 +227,12 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
         ),
     };
     let mut messages = Vec::new();
-    let system = text_of(body.get("system").unwrap_or(&Value::Null), "system.")?;
+    let (system, system_cached) = text_of(body.get("system").unwrap_or(&Value::Null), "system.")?;
     if !system.is_empty() {
         messages.push(Message {
             role: Role::System as i32,
             text: system,
+            cache_breakpoint: system_cached,
             ..Default::default()
         });
     }
@@ -227,10 +273,12 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
             match (role, b.get("type").and_then(Value::as_str).unwrap_or("")) {
                 (_, "text") => {
                     fields::check(&b, &bat, &TEXT_BLOCK)?;
+                    turn.cache_breakpoint |= cache_mark(&b, &bat)?;
                     texts.push(str_of(&b, "text", &bat)?);
                 }
                 (Role::Assistant, "tool_use") => {
                     fields::check(&b, &bat, &TOOL_USE_BLOCK)?;
+                    turn.cache_breakpoint |= cache_mark(&b, &bat)?;
                     turn.tool_calls.push(ToolCall {
                         id: str_of(&b, "id", &bat)?,
                         name: str_of(&b, "name", &bat)?,
@@ -245,14 +293,16 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
                 (Role::Assistant, "thinking" | "redacted_thinking") => kept.push(b),
                 (Role::User, "tool_result") => {
                     fields::check(&b, &bat, &TOOL_RESULT_BLOCK)?;
+                    let (text, inner_cached) = text_of(
+                        b.get("content").unwrap_or(&Value::Null),
+                        &format!("{bat}content."),
+                    )?;
                     messages.push(Message {
                         role: Role::Tool as i32,
                         tool_call_id: str_of(&b, "tool_use_id", &bat)?,
-                        text: text_of(
-                            b.get("content").unwrap_or(&Value::Null),
-                            &format!("{bat}content."),
-                        )?,
+                        text,
                         is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+                        cache_breakpoint: inner_cached || cache_mark(&b, &bat)?,
                         ..Default::default()
                     })
                 }
@@ -302,6 +352,7 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
             name: str_of(t, "name", &at)?,
             description: str_of(t, "description", &at)?,
             parameters_json_schema: schema.to_string(),
+            cache_breakpoint: cache_mark(t, &at)?,
             ..Default::default()
         });
     }

@@ -34,6 +34,7 @@ const REQUEST: Shape = Shape {
         "text",
         "user",
         "reasoning",
+        "prompt_cache_key",
     ],
     defaults: &[
         ("include", "[]"),
@@ -52,7 +53,6 @@ const REQUEST: Shape = Shape {
         "moderation",
         "previous_response_id",
         "prompt",
-        "prompt_cache_key",
         "prompt_cache_options",
         "prompt_cache_retention",
         "safety_identifier",
@@ -447,6 +447,9 @@ pub fn parse(body: &Value) -> Result<Parsed, Failure> {
         response_format: response_format(body)?,
         end_user,
         reasoning_effort,
+        prompt_cache_key: str_field(body, "prompt_cache_key", "")?
+            .unwrap_or_default()
+            .to_string(),
         ..Default::default()
     };
     let stream = bool_field(body, "stream", "")?.unwrap_or(false);

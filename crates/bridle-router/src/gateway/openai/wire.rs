@@ -28,6 +28,7 @@ const REQUEST: Shape = Shape {
         "seed",
         "response_format",
         "reasoning_effort",
+        "prompt_cache_key",
     ],
     defaults: &[
         ("n", "1"),
@@ -46,7 +47,6 @@ const REQUEST: Shape = Shape {
         "modalities",
         "moderation",
         "prediction",
-        "prompt_cache_key",
         "prompt_cache_options",
         "prompt_cache_retention",
         "safety_identifier",
@@ -458,6 +458,9 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
             seed,
             response_format,
             reasoning_effort,
+            prompt_cache_key: str_field(body, "prompt_cache_key", "")?
+                .unwrap_or_default()
+                .to_string(),
             ..Default::default()
         },
         stream,

@@ -343,6 +343,52 @@ fn requests_use_anthropic_shapes() {
         ),
         "{e}"
     );
+    // Caching breakpoints: the system prompt becomes a block that holds one, a tool and a
+    // message's last block hold theirs; more than four, or a cache key, are refused by name.
+    let mut cached = req.clone();
+    cached.messages = vec![
+        Message {
+            role: Role::System as i32,
+            text: "be brief".into(),
+            cache_breakpoint: true,
+            ..Default::default()
+        },
+        Message {
+            role: Role::User as i32,
+            text: "hi".into(),
+            cache_breakpoint: true,
+            ..Default::default()
+        },
+    ];
+    cached.tools = vec![bridle_proto::ToolSpec {
+        name: "f".into(),
+        cache_breakpoint: true,
+        ..Default::default()
+    }];
+    let b = wire::request_body(&cached, "m", None, false).unwrap();
+    let mark = json!({"type": "ephemeral"});
+    assert_eq!(
+        b["system"],
+        json!([{"type": "text", "text": "be brief", "cache_control": mark}])
+    );
+    assert_eq!(b["tools"][0]["cache_control"], mark);
+    assert_eq!(
+        b["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": mark}]}])
+    );
+    cached.tools = vec![cached.tools[0].clone(); 3];
+    let e = wire::request_body(&cached, "m", None, false).unwrap_err();
+    assert!(
+        e.starts_with("cache_breakpoint: 5 prompt-caching breakpoints, more than the 4"),
+        "{e}"
+    );
+    cached.tools.clear();
+    cached.prompt_cache_key = "k".into();
+    let e = wire::request_body(&cached, "m", None, false).unwrap_err();
+    assert!(
+        e.starts_with("prompt_cache_key: Anthropic's Messages API takes no cache key"),
+        "{e}"
+    );
     // Nor a tool whose arguments must match its schema exactly.
     let mut strict = req.clone();
     strict.tools = vec![bridle_proto::ToolSpec {

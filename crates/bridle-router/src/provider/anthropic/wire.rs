@@ -48,14 +48,29 @@ pub fn request_body(
             crate::error::quote(&t.name)
         ));
     }
+    if !req.prompt_cache_key.is_empty() {
+        return Err(
+            "prompt_cache_key: Anthropic's Messages API takes no cache key (it caches by breakpoint); the call is refused rather than made without it"
+                .into(),
+        );
+    }
+    let breakpoints = req.messages.iter().filter(|m| m.cache_breakpoint).count()
+        + req.tools.iter().filter(|t| t.cache_breakpoint).count();
+    if breakpoints > CACHE_BREAKPOINTS_MAX {
+        return Err(format!(
+            "cache_breakpoint: {breakpoints} prompt-caching breakpoints, more than the {CACHE_BREAKPOINTS_MAX} Anthropic's Messages API takes"
+        ));
+    }
     let mut system: Vec<&str> = Vec::new();
+    let mut system_cached = false;
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
-        let (role, blocks) = match Role::try_from(m.role).unwrap_or(Role::Unspecified) {
+        let (role, mut blocks) = match Role::try_from(m.role).unwrap_or(Role::Unspecified) {
             Role::System => {
                 if !m.text.is_empty() {
                     system.push(&m.text);
                 }
+                system_cached |= m.cache_breakpoint;
                 continue;
             }
             Role::User | Role::Unspecified => ("user", text_block(&m.text)),
@@ -77,6 +92,9 @@ pub fn request_body(
         if blocks.is_empty() {
             continue;
         }
+        if m.cache_breakpoint {
+            mark_cached(&mut blocks);
+        }
         match turns.last_mut() {
             Some((r, b)) if *r == role => b.extend(blocks),
             _ => turns.push((role, blocks)),
@@ -92,7 +110,11 @@ pub fn request_body(
         "messages": messages,
     });
     if !system.is_empty() {
-        body["system"] = json!(system.join("\n\n"));
+        body["system"] = if system_cached {
+            json!([{"type": "text", "text": system.join("\n\n"), "cache_control": {"type": "ephemeral"}}])
+        } else {
+            json!(system.join("\n\n"))
+        };
     }
     if !req.tools.is_empty() {
         let tools: Vec<Value> = req
@@ -104,6 +126,9 @@ pub fn request_body(
                 let mut v = json!({"name": t.name, "input_schema": schema});
                 if !t.description.is_empty() {
                     v["description"] = json!(t.description);
+                }
+                if t.cache_breakpoint {
+                    v["cache_control"] = json!({"type": "ephemeral"});
                 }
                 v
             })
@@ -156,6 +181,21 @@ pub fn request_body(
         body["stream"] = json!(true);
     }
     Ok(body)
+}
+
+/// Most prompt-caching breakpoints (`cache_control`) one Messages request may hold.
+pub const CACHE_BREAKPOINTS_MAX: usize = 4;
+
+/// Puts a breakpoint on the last of a message's blocks that may hold one (thinking blocks may
+/// not).
+fn mark_cached(blocks: &mut [Value]) {
+    if let Some(b) = blocks
+        .iter_mut()
+        .rev()
+        .find(|b| !matches!(b["type"].as_str(), Some("thinking" | "redacted_thinking")))
+    {
+        b["cache_control"] = json!({"type": "ephemeral"});
+    }
 }
 
 /// The API refuses empty text blocks.

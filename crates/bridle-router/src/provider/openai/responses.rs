@@ -134,6 +134,10 @@ pub fn request_body(
     if !req.reasoning_effort.is_empty() {
         body["reasoning"] = json!({"effort": req.reasoning_effort});
     }
+    // Breakpoints have no field here: OpenAI caches prompt prefixes on its own.
+    if !req.prompt_cache_key.is_empty() {
+        body["prompt_cache_key"] = json!(req.prompt_cache_key);
+    }
     if let Some(m) = req.max_output_tokens.or(default_max) {
         body["max_output_tokens"] = json!(m);
     }

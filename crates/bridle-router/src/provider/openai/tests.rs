@@ -185,6 +185,7 @@ fn requests_use_openai_shapes() {
         max_output_tokens: Some(100),
         end_user: "customer-42".into(),
         reasoning_effort: "low".into(),
+        prompt_cache_key: "tenant-a".into(),
         ..Default::default()
     };
     let body = wire::request_body(&req, "gpt-4o", Some(4096), true).unwrap();
@@ -209,6 +210,7 @@ fn requests_use_openai_shapes() {
             "user": "customer-42",
             "max_completion_tokens": 100,
             "reasoning_effort": "low",
+            "prompt_cache_key": "tenant-a",
             "stream": true,
             "stream_options": {"include_usage": true}
         })

@@ -76,6 +76,10 @@ pub fn request_body(
     if !req.reasoning_effort.is_empty() {
         body["reasoning_effort"] = json!(req.reasoning_effort);
     }
+    // Breakpoints have no field here: OpenAI caches prompt prefixes on its own.
+    if !req.prompt_cache_key.is_empty() {
+        body["prompt_cache_key"] = json!(req.prompt_cache_key);
+    }
     if stream {
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});

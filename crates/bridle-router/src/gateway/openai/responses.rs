@@ -14,7 +14,7 @@ use bridle_proto::{
 };
 use serde_json::{Value, json};
 
-use super::wire::{bridle_fields, choice_mode, schema_fields, tool_spec};
+use super::wire::{bridle_fields, choice_mode, format_of_type, schema_fields, tool_spec};
 use crate::gateway::fields::{self, Shape, bool_field, q, str_field};
 use crate::gateway::{Failure, new_id};
 
@@ -299,23 +299,8 @@ fn response_format(body: &Value) -> Result<Option<ResponseFormat>, Failure> {
     };
     let at = "text.format.";
     fields::check(v, at, &FORMAT)?;
-    let kind = match str_field(v, "type", at)? {
-        Some("text") => ResponseFormatType::Text,
-        Some("json_object") => ResponseFormatType::JsonObject,
-        Some("json_schema") => ResponseFormatType::JsonSchema,
-        Some(other) => {
-            return Err(Failure::invalid(format!(
-                "{at}type: {} is not text, json_object or json_schema",
-                q(other)
-            )));
-        }
-        None => return Err(Failure::invalid(format!("{at}type: is required"))),
-    };
-    let mut f = ResponseFormat {
-        r#type: kind as i32,
-        ..Default::default()
-    };
-    if kind == ResponseFormatType::JsonSchema {
+    let mut f = format_of_type(v, at)?;
+    if f.r#type() == ResponseFormatType::JsonSchema {
         schema_fields(v, at, &mut f)?;
     } else if let Some(k) = ["name", "description", "schema", "strict"]
         .into_iter()

@@ -147,22 +147,8 @@ fn response_format(body: &Value) -> Result<Option<ResponseFormat>, Failure> {
     };
     let at = "response_format.";
     fields::check(v, at, &RESPONSE_FORMAT)?;
-    let kind = match str_field(v, "type", at)? {
-        Some("text") => ResponseFormatType::Text,
-        Some("json_object") => ResponseFormatType::JsonObject,
-        Some("json_schema") => ResponseFormatType::JsonSchema,
-        Some(other) => {
-            return Err(Failure::invalid(format!(
-                "{at}type: {} is not text, json_object or json_schema",
-                q(other)
-            )));
-        }
-        None => return Err(Failure::invalid(format!("{at}type: is required"))),
-    };
-    let mut f = ResponseFormat {
-        r#type: kind as i32,
-        ..Default::default()
-    };
+    let mut f = format_of_type(v, at)?;
+    let kind = f.r#type();
     let schema = v.get("json_schema").filter(|s| !s.is_null());
     match (kind, schema) {
         (ResponseFormatType::JsonSchema, Some(s @ Value::Object(_))) => {
@@ -183,6 +169,27 @@ fn response_format(body: &Value) -> Result<Option<ResponseFormat>, Failure> {
         (_, None) => {}
     }
     Ok(Some(f))
+}
+
+/// A response format of the type `v` names (text, json_object or json_schema), its other
+/// fields unset.
+pub(super) fn format_of_type(v: &Value, at: &str) -> Result<ResponseFormat, Failure> {
+    let kind = match str_field(v, "type", at)? {
+        Some("text") => ResponseFormatType::Text,
+        Some("json_object") => ResponseFormatType::JsonObject,
+        Some("json_schema") => ResponseFormatType::JsonSchema,
+        Some(other) => {
+            return Err(Failure::invalid(format!(
+                "{at}type: {} is not text, json_object or json_schema",
+                q(other)
+            )));
+        }
+        None => return Err(Failure::invalid(format!("{at}type: is required"))),
+    };
+    Ok(ResponseFormat {
+        r#type: kind as i32,
+        ..Default::default()
+    })
 }
 
 /// A JSON Schema response format's name, description, schema and strict flag, read from `s`

@@ -27,11 +27,7 @@ pub struct OpenAi {
 /// The URL of one call: `<baseUrl>/chat/completions`, or for Azure
 /// `<baseUrl>/openai/deployments/<deployment>/chat/completions?api-version=<v>`.
 pub fn url(target: &Target) -> String {
-    let base = target
-        .base_url
-        .as_deref()
-        .unwrap_or(DEFAULT_BASE_URL)
-        .trim_end_matches('/');
+    let base = base_url(target);
     match &target.azure {
         Some(az) => format!(
             "{base}/openai/deployments/{}/chat/completions?api-version={}",
@@ -39,6 +35,15 @@ pub fn url(target: &Target) -> String {
         ),
         None => format!("{base}/chat/completions"),
     }
+}
+
+/// The target's base URL (OpenAI's own by default), without a trailing slash.
+pub fn base_url(target: &Target) -> &str {
+    target
+        .base_url
+        .as_deref()
+        .unwrap_or(DEFAULT_BASE_URL)
+        .trim_end_matches('/')
 }
 
 impl OpenAi {

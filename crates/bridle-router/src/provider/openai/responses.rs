@@ -16,17 +16,11 @@ use bridle_proto::{
 };
 use serde_json::{Value, json};
 
-use super::DEFAULT_BASE_URL;
 use super::wire::{Parsed, TOOL_ERROR_PREFIX};
 
 /// `<baseUrl>/responses`.
 pub fn url(target: &Target) -> String {
-    let base = target
-        .base_url
-        .as_deref()
-        .unwrap_or(DEFAULT_BASE_URL)
-        .trim_end_matches('/');
-    format!("{base}/responses")
+    format!("{}/responses", super::base_url(target))
 }
 
 /// The request body for `model`, or why it cannot be sent: the Responses API has no stop
@@ -77,15 +71,9 @@ pub fn request_body(
             .tools
             .iter()
             .map(|t| {
-                let params: Value = if t.parameters_json_schema.trim().is_empty() {
-                    json!({"type": "object", "properties": {}})
-                } else {
-                    serde_json::from_str(&t.parameters_json_schema)
-                        .unwrap_or_else(|_| json!({"type": "object"}))
-                };
                 // Said either way: the API holds arguments to the schema unless told not to.
                 json!({"type": "function", "name": t.name, "description": t.description,
-                    "parameters": params, "strict": t.strict})
+                    "parameters": super::wire::parameters(t), "strict": t.strict})
             })
             .collect();
         body["tools"] = Value::Array(tools);

@@ -33,14 +33,7 @@ pub fn request_body(
             .tools
             .iter()
             .map(|t| {
-                let params: Value = if t.parameters_json_schema.trim().is_empty() {
-                    json!({"type": "object", "properties": {}})
-                } else {
-                    serde_json::from_str(&t.parameters_json_schema)
-                        .unwrap_or_else(|_| json!({"type": "object"}))
-                };
-                let mut f =
-                    json!({"name": t.name, "description": t.description, "parameters": params});
+                let mut f = json!({"name": t.name, "description": t.description, "parameters": parameters(t)});
                 if t.strict {
                     f["strict"] = json!(true);
                 }
@@ -95,6 +88,17 @@ pub fn refuse_thinking_budget(req: &CompleteRequest, api: &str) -> Result<(), St
             "thinking_budget_tokens: OpenAI's {api} API takes no thinking budget (only a reasoning_effort level); the call is refused rather than answered without it"
         )),
         None => Ok(()),
+    }
+}
+
+/// A tool's parameters schema as JSON (checked by [`crate::request::validate`]); a tool
+/// without one takes an empty object.
+pub fn parameters(t: &bridle_proto::ToolSpec) -> Value {
+    if t.parameters_json_schema.trim().is_empty() {
+        json!({"type": "object", "properties": {}})
+    } else {
+        serde_json::from_str(&t.parameters_json_schema)
+            .unwrap_or_else(|_| json!({"type": "object"}))
     }
 }
 

@@ -86,6 +86,30 @@ pub fn stop_sequences(body: &Value, name: &str, one_allowed: bool) -> Result<Vec
     }
 }
 
+/// `temperature`: a number, or None when absent or `null` (its range is the router's to check).
+pub fn temperature(body: &Value) -> Result<Option<f32>, Failure> {
+    match body.get("temperature") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(|t| Some(t as f32))
+            .ok_or_else(|| Failure::invalid("temperature: must be a number")),
+    }
+}
+
+/// An output cap at `key` (`max_tokens`, `max_output_tokens`...): an integer that fits 32
+/// bits, or None when absent or `null`.
+pub fn token_cap(body: &Value, key: &str) -> Result<Option<u32>, Failure> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| Failure::invalid(format!("{key}: must be a positive integer"))),
+    }
+}
+
 /// `top_p`: a number, or None when absent or `null` (its range is the router's to check).
 pub fn top_p(body: &Value) -> Result<Option<f32>, Failure> {
     match body.get("top_p") {

@@ -378,14 +378,7 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool), Failure> {
             })
         }
     };
-    let temperature = match body.get("temperature") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_f64()
-                .ok_or_else(|| Failure::invalid("temperature: must be a number"))?
-                as f32,
-        ),
-    };
+    let temperature = fields::temperature(body)?;
     let top_p = fields::top_p(body)?;
     let stop = fields::stop_sequences(body, "stop_sequences", false)?;
     let stream = match body.get("stream") {

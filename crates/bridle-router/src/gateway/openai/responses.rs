@@ -393,23 +393,8 @@ pub fn parse(body: &Value) -> Result<Parsed, Failure> {
             "store: only false is supported by this gateway: it keeps no responses, so one stored could never be fetched or continued",
         ));
     }
-    let number = |k: &str| body.get(k).filter(|v| !v.is_null());
-    let temperature = match number("temperature") {
-        None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .ok_or_else(|| Failure::invalid("temperature: must be a number"))?
-                as f32,
-        ),
-    };
-    let max_output_tokens = match number("max_output_tokens") {
-        None => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| Failure::invalid("max_output_tokens: must be a positive integer"))?,
-        ),
-    };
+    let temperature = fields::temperature(body)?;
+    let max_output_tokens = fields::token_cap(body, "max_output_tokens")?;
     let end_user = str_field(body, "user", "")?.unwrap_or_default().to_string();
     let reasoning_effort = match body.get("reasoning") {
         None | Some(Value::Null) => String::new(),

@@ -403,27 +403,13 @@ pub fn parse(body: &Value) -> Result<(CompleteRequest, bool, bool), Failure> {
             })
         }
     };
+    let temperature = fields::temperature(body)?;
+    // max_completion_tokens replaced max_tokens; a request may send either.
+    let max_output_tokens = match fields::token_cap(body, "max_completion_tokens")? {
+        Some(n) => Some(n),
+        None => fields::token_cap(body, "max_tokens")?,
+    };
     let number = |k: &str| body.get(k).filter(|v| !v.is_null());
-    let temperature = match number("temperature") {
-        None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .ok_or_else(|| Failure::invalid("temperature: must be a number"))?
-                as f32,
-        ),
-    };
-    let max = match number("max_completion_tokens") {
-        Some(v) => Some(("max_completion_tokens", v)),
-        None => number("max_tokens").map(|v| ("max_tokens", v)),
-    };
-    let max_output_tokens = match max {
-        None => None,
-        Some((k, v)) => Some(
-            v.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| Failure::invalid(format!("{k}: must be a positive integer")))?,
-        ),
-    };
     let top_p = fields::top_p(body)?;
     let stop = fields::stop_sequences(body, "stop", true)?;
     let response_format = response_format(body)?;
